@@ -1,0 +1,122 @@
+"""Errors a flow can raise, each with the HTTP status and RFC 9457 type it maps to.
+
+Connectors and steps raise these; the front turns an unhandled one into a
+problem+json answer, and a flow's error handlers see it as ``${error.*}``.
+Messages never carry secrets or stack traces: they are shown to callers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+PROBLEM_BASE = "https://interlace.dev/problems/"
+
+
+class FlowError(Exception):
+    """Base of every error a flow can meet at request time."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, *, status: int | None = None, code: str | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if status is not None:
+            self.status = status  # type: ignore[misc]  # per-instance override of the class default
+        if code is not None:
+            self.code = code  # type: ignore[misc]
+        self.extra = extra or {}
+
+    @property
+    def type_uri(self) -> str:
+        return PROBLEM_BASE + self.code
+
+    def as_dict(self) -> dict[str, Any]:
+        """The view a flow's error handler reads as ``${error.*}``."""
+        return {"status": self.status, "code": self.code, "title": self.title,
+                "message": self.detail, "type": self.type_uri, **self.extra}
+
+
+class BadRequest(FlowError):
+    status = 400
+    code = "bad-request"
+    title = "Bad request"
+
+
+class MalformedBody(BadRequest):
+    code = "malformed-body"
+    title = "Malformed request body"
+
+
+class UnsupportedMediaType(FlowError):
+    status = 415
+    code = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class PayloadTooLarge(FlowError):
+    status = 413
+    code = "payload-too-large"
+    title = "Payload too large"
+
+
+class NotFound(FlowError):
+    status = 404
+    code = "not-found"
+    title = "Not found"
+
+
+class MethodNotAllowed(FlowError):
+    status = 405
+    code = "method-not-allowed"
+    title = "Method not allowed"
+
+
+class BackendError(FlowError):
+    """A backend could not be used; subclasses say how."""
+
+    status = 502
+    code = "backend-error"
+    title = "Backend error"
+
+
+class BackendUnreachable(BackendError):
+    status = 502
+    code = "backend-unreachable"
+    title = "Backend unreachable"
+
+
+class BackendTimeout(BackendError):
+    status = 504
+    code = "backend-timeout"
+    title = "Backend timeout"
+
+
+class CircuitOpen(BackendError):
+    status = 503
+    code = "circuit-open"
+    title = "Circuit breaker open"
+
+
+class BackendStatusError(BackendError):
+    """A backend answered with a status the endpoint treats as failure."""
+
+    status = 502
+    code = "backend-status"
+    title = "Backend returned an error"
+
+
+class RaisedError(FlowError):
+    """Raised on purpose by a flow's ``fail`` step."""
+
+    code = "flow-error"
+    title = "Flow error"
+
+
+class ExpressionError(FlowError):
+    """An expression could not be evaluated against this message."""
+
+    code = "expression-error"
+    title = "Expression error"
