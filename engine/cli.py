@@ -1,0 +1,124 @@
+"""The ``interlace`` command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from engine.units import parse_size
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine.observability import setup_logging
+    from engine.server import ServeOptions, serve
+
+    setup_logging(args.log_level, args.log_format)
+    return serve(ServeOptions(
+        flows_dir=Path(args.dir), host=args.host, port=args.port, management_port=args.management_port,
+        management_host=args.management_host, workers=args.workers, watch=args.watch,
+        drain_timeout=args.drain_timeout, max_body=parse_size(args.max_body),
+    ))
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from engine.loader import LoadErrors, load_project
+
+    try:
+        project = load_project(Path(args.dir))
+    except LoadErrors as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        count = len(exc.errors)
+        print(f"{count} error{'s' if count != 1 else ''} in {args.dir}", file=sys.stderr)
+        return 1
+    routes = sum(len(f.source.methods) for f in project.flows if f.source)
+    print(f"ok: {len(project.flows)} flows, {routes} routes, {len(project.endpoints)} endpoints, "
+          f"{len(project.sequences)} sequences in {len(project.files)} files")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from engine.schema import project_schema
+
+    schema = project_schema()
+    try:
+        suites = importlib.import_module("engine.testing.schema")
+        schema = {**schema, "$defs": {**schema["$defs"], "test_suite": suites.suite_schema()}}
+    except ModuleNotFoundError:
+        pass
+    text = json.dumps(schema, indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _docs(args: argparse.Namespace) -> int:
+    from engine.docs import write_reference
+
+    path = write_reference(Path(args.output))
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interlace", description="Interlace: YAML mediation flows served over HTTP.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="serve the flows of a folder over HTTP",
+                         description="Serve the flows of DIR: the facade on --port, management on --management-port.")
+    run.add_argument("dir", nargs="?", default="flows", metavar="DIR", help="flow folder (default: flows)")
+    run.add_argument("--host", default=os.environ.get("INTERLACE_HOST", "127.0.0.1"), help="facade address")
+    run.add_argument("--port", type=int, default=int(os.environ.get("INTERLACE_PORT", "8290")), help="facade port")
+    run.add_argument("--management-port", type=int, default=int(os.environ.get("INTERLACE_MANAGEMENT_PORT", "9201")),
+                     help="port of health, flows, endpoints, metrics and reload")
+    run.add_argument("--management-host", default=os.environ.get("INTERLACE_MANAGEMENT_HOST"),
+                     help="management address (default: the facade's)")
+    run.add_argument("--workers", type=int, default=int(os.environ.get("INTERLACE_WORKERS", "1")),
+                     help="worker processes sharing the ports (one per core)")
+    run.add_argument("--watch", action="store_true", help="reload when a file of DIR changes")
+    run.add_argument("--drain-timeout", type=float, default=float(os.environ.get("INTERLACE_DRAIN_TIMEOUT", "20")),
+                     help="seconds to finish requests in flight on SIGTERM (default 20)")
+    run.add_argument("--max-body", default=os.environ.get("INTERLACE_MAX_BODY", "10MiB"),
+                     help="largest request body accepted (default 10MiB; 413 beyond)")
+    run.add_argument("--log-level", default=os.environ.get("INTERLACE_LOG_LEVEL", "info"))
+    run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("INTERLACE_LOG_FORMAT", "text"))
+    run.set_defaults(func=_run)
+
+    validate = sub.add_parser("validate", help="check a flow folder and report every error",
+                              description="Load and compile DIR without serving; every error as file:line:column.")
+    validate.add_argument("dir", metavar="DIR")
+    validate.set_defaults(func=_validate)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of flow files",
+                            description="Print the JSON Schema of flow files (for editors' YAML language servers).")
+    schema.add_argument("-o", "--output", help="write to this file instead of standard output")
+    schema.set_defaults(func=_schema)
+
+    docs = sub.add_parser("docs", help="write the step reference generated from the registry",
+                          description="Write the reference of every step kind and connector, from the registry.")
+    docs.add_argument("-o", "--output", default="docs/reference.md")
+    docs.set_defaults(func=_docs)
+
+    for module in ("engine.testing.cli", "deploy.cli"):
+        try:
+            importlib.import_module(module).add_commands(sub)
+        except ModuleNotFoundError as exc:
+            if exc.name not in (module, module.rsplit(".", 1)[0]):
+                raise
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""Compiling a validated project into runnable flows: every expression, XPath, stylesheet and
+endpoint is prepared here, once, so that a request only runs closures.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from ruamel.yaml.comments import CommentedMap
+
+from connectors.base import connector_kinds
+from engine.errors import FlowError
+from engine.expressions import CompileOptions, Expr, ExpressionSyntaxError, Secrets, Template, compile_condition
+from engine.loader import LoadError, describe
+from engine.message import Message
+from engine.model import Flow, HttpSource, Location, Project
+from engine.registry import StepFn, StepKind, step_kinds
+from engine.schema import STEP_META_KEYS, step_config_schema
+from engine.yamlio import locate, plain
+
+log = logging.getLogger("interlace.compiler")
+
+
+class StepConfigError(ValueError):
+    """A step's config that cannot compile; ``key`` is where in the config, ``offset`` within it."""
+
+    def __init__(self, message: str, key: Any = (), offset: int = 0) -> None:
+        super().__init__(message)
+        self.key = key if isinstance(key, tuple) else (key,)
+        self.offset = offset
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledStep:
+    run: StepFn
+    needs_body: bool
+    kind: str
+    id: str
+    location: Location
+
+
+class Steps:
+    """A compiled step list; running it stops early once a step answers (``msg.done``)."""
+
+    __slots__ = ("id", "items")
+
+    def __init__(self, items: tuple[CompiledStep, ...], id: str) -> None:
+        self.items = items
+        self.id = id
+
+    async def run(self, msg: Message) -> None:
+        for step in self.items:
+            if step.needs_body and msg.is_streaming:
+                await msg.load_body()
+            if msg.trace is not None:
+                msg.trace.append(step.id)
+            try:
+                await step.run(msg)
+            except Exception as exc:
+                # remember the innermost step that failed, for logs, traces and test reports
+                if not hasattr(exc, "step_id"):
+                    exc.step_id = step.id  # type: ignore[attr-defined]
+                raise
+            if msg.done:
+                return
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class CompiledFlow:
+    flow: Flow
+    steps: Steps
+    on_error: Steps | None
+    max_body: int | None
+
+    @property
+    def name(self) -> str:
+        return self.flow.name
+
+    @property
+    def source(self) -> HttpSource | None:
+        return self.flow.source
+
+    async def handle(self, msg: Message) -> None:
+        """Run the flow; an error goes to the flow's handler, else propagates to the front."""
+        try:
+            await self.steps.run(msg)
+        except FlowError as exc:
+            if self.on_error is None:
+                raise
+            await self._handle_error(msg, exc)
+        except Exception as exc:
+            if self.on_error is None:
+                raise
+            log.exception("flow %s failed at %s", self.name, getattr(exc, "step_id", "?"),
+                          extra={"correlation_id": msg.correlation_id})
+            await self._handle_error(msg, internal_error(exc))
+
+    async def _handle_error(self, msg: Message, exc: FlowError) -> None:
+        msg.error = exc.as_dict()
+        msg.error["step"] = getattr(exc, "step_id", None)
+        msg.done = False
+        assert self.on_error is not None
+        await self.on_error.run(msg)
+        if not msg.done:
+            raise exc  # the handler did not answer: the caller gets problem+json
+
+
+def internal_error(exc: BaseException) -> FlowError:
+    error = FlowError("internal error; see the logs under this correlation id")
+    error.step_id = getattr(exc, "step_id", None)  # type: ignore[attr-defined]
+    return error
+
+
+@dataclass
+class CompiledProject:
+    project: Project
+    flows: list[CompiledFlow] = field(default_factory=list)
+    endpoints: dict[str, Any] = field(default_factory=dict)
+    sequences: dict[str, Steps] = field(default_factory=dict)
+    errors: list[LoadError] = field(default_factory=list)
+    # every step id and branch id, per flow: what a test suite can cover
+    coverage_points: dict[str, list[str]] = field(default_factory=dict)
+
+    async def open(self) -> None:
+        for endpoint in self.endpoints.values():
+            await endpoint.open()
+
+    async def close(self) -> None:
+        for endpoint in self.endpoints.values():
+            try:
+                await endpoint.close()
+            except Exception:  # closing must go on for the others
+                log.exception("closing endpoint %s failed", getattr(endpoint, "name", "?"))
+
+
+class CompileContext:
+    """What a step compiler may use: expressions, templates, nested steps, endpoints, files."""
+
+    def __init__(self, compiler: ProjectCompiler, file: Path, namespaces: Mapping[str, str], owner: str) -> None:
+        self._compiler = compiler
+        self.file = file
+        self.namespaces = dict(namespaces)
+        self.owner = owner  # the flow or sequence being compiled
+        self.node: Any = None  # the current step's config node
+        self.step_id = owner
+        self._needs_body = False
+
+    @property
+    def options(self) -> CompileOptions:
+        return self._compiler.options_for(self.namespaces)
+
+    # -- building blocks for step compilers --
+
+    def template(self, value: Any, key: Any = ()) -> Template:
+        """Compile a value that may hold ``${...}`` (a string, or a structure of them)."""
+        try:
+            template = Template(value, self.options)
+        except ExpressionSyntaxError as exc:
+            raise StepConfigError(str(exc), key, exc.offset) from exc
+        self._note(template.expressions)
+        return template
+
+    def condition(self, value: Any, key: Any = ()) -> Expr:
+        try:
+            expr = compile_condition(value, self.options)
+        except ExpressionSyntaxError as exc:
+            raise StepConfigError(str(exc), key, exc.offset) from exc
+        self._note([expr])
+        return expr
+
+    def expression(self, value: str, key: Any = ()) -> Expr:
+        """A bare expression (no ``${}``), e.g. a JMESPath reshaping."""
+        try:
+            expr = Expr(value, self.namespaces, self.options.env, self.options.secrets)
+        except ExpressionSyntaxError as exc:
+            raise StepConfigError(str(exc), key, exc.offset) from exc
+        self._note([expr])
+        return expr
+
+    def needs_body(self) -> None:
+        """Declare that the step reads the body, so a streamed body is read before it runs."""
+        self._needs_body = True
+
+    def steps(self, node: Any, key: Any = ()) -> Steps:
+        keys = key if isinstance(key, tuple) else (key,)
+        child_id = self.step_id + "".join(f"[{k}]" if isinstance(k, int) else f"/{k}" for k in keys)
+        child_node = self.node
+        for k in keys:
+            child_node = child_node[k] if child_node is not None else None
+        return self._compiler.compile_steps(child_node if child_node is not None else node, self.file,
+                                            self.namespaces, self.owner, child_id)
+
+    def branch(self, key: Any) -> str:
+        """Declare a branch (of a choice, a filter, a try) for coverage; returns its id."""
+        keys = key if isinstance(key, tuple) else (key,)
+        branch_id = self.step_id + "".join(f"[{k}]" if isinstance(k, int) else f"/{k}" for k in keys)
+        self._compiler.coverage.setdefault(self._compiler.coverage_owner, []).append(branch_id)
+        return branch_id
+
+    def endpoint(self, name: Any, key: Any = "endpoint") -> Any:
+        endpoint = self._compiler.endpoints.get(str(name))
+        if endpoint is None:
+            known = ", ".join(sorted(self._compiler.endpoints)) or "none declared"
+            raise StepConfigError(f"unknown endpoint {name!r} (endpoints: {known})", key)
+        return endpoint
+
+    def sequence(self, name: Any, key: Any = ()) -> Callable[[], Steps]:
+        """A handle on a named sequence, resolved once all sequences are compiled."""
+        if str(name) not in self._compiler.project.sequences:
+            known = ", ".join(sorted(self._compiler.project.sequences)) or "none declared"
+            raise StepConfigError(f"unknown sequence {name!r} (sequences: {known})", key)
+        self._compiler.sequence_calls.append((self.owner, f"sequence:{name}", locate(self.file, self.node, ())))
+        sequences = self._compiler.compiled.sequences
+        return lambda: sequences[str(name)]
+
+    def file_path(self, value: Any, key: Any = ()) -> Path:
+        """A file named relative to the flow file; it must exist."""
+        path = (self.file.parent / str(value)).resolve()
+        if not path.is_file():
+            raise StepConfigError(f"file not found: {value} (looked for {path})", key)
+        return path
+
+    def _note(self, expressions: list[Expr]) -> None:
+        for expr in expressions:
+            if expr.uses_payload:
+                self._needs_body = True
+            self._compiler.project.env_refs.update(expr.env_refs)
+            self._compiler.project.secret_refs.update(expr.secret_refs)
+
+
+@cache
+def _step_validator(kind_name: str) -> Draft202012Validator:
+    return Draft202012Validator(step_config_schema(step_kinds()[kind_name]))
+
+
+class ProjectCompiler:
+    def __init__(self, project: Project, env: Mapping[str, str] | None = None,
+                 secrets: Mapping[str, str] | None = None) -> None:
+        self.project = project
+        self.env = dict(env if env is not None else os.environ)
+        self.secrets = secrets if secrets is not None else Secrets()
+        self.compiled = CompiledProject(project)
+        self.errors = self.compiled.errors
+        self.endpoints = self.compiled.endpoints
+        self.kinds = step_kinds()
+        self.sequence_calls: list[tuple[str, str, Location]] = []
+        self.coverage = self.compiled.coverage_points
+        self.coverage_owner = ""
+        self._options: dict[tuple[tuple[str, str], ...], CompileOptions] = {}
+
+    def options_for(self, namespaces: Mapping[str, str]) -> CompileOptions:
+        key = tuple(sorted(namespaces.items()))
+        if key not in self._options:
+            self._options[key] = CompileOptions(dict(namespaces), self.env, self.secrets)
+        return self._options[key]
+
+    def compile(self) -> CompiledProject:
+        self._compile_endpoints()
+        for name, sequence in self.project.sequences.items():
+            self.coverage_owner = f"sequence:{name}"
+            self.compiled.sequences[name] = self.compile_steps(sequence.steps, sequence.file, sequence.namespaces,
+                                                               f"sequence:{name}", f"sequence:{name}")
+        for flow in self.project.flows:
+            self.coverage_owner = flow.name
+            steps = self.compile_steps(flow.steps, flow.file, flow.namespaces, flow.name, f"{flow.name}/steps")
+            on_error = None
+            if flow.on_error:
+                on_error = self.compile_steps(flow.on_error, flow.file, flow.namespaces, flow.name,
+                                              f"{flow.name}/on_error")
+            max_body = flow.source.max_body if flow.source else None
+            self.compiled.flows.append(CompiledFlow(flow, steps, on_error, max_body))
+        self._check_sequence_cycles()
+        return self.compiled
+
+    def _compile_endpoints(self) -> None:
+        kinds = connector_kinds()
+        for name, endpoint in self.project.endpoints.items():
+            try:
+                config = self._resolve_config(endpoint.config)
+                self.endpoints[name] = kinds[endpoint.kind](name, config)
+            except (ValueError, ExpressionSyntaxError) as exc:
+                self.errors.append(LoadError.at(endpoint.location, f"endpoint {name!r}: {exc}"))
+
+    def _resolve_config(self, value: Any) -> Any:
+        """Endpoint configs may read ``${env.X}`` and ``${secret.X}``, resolved once, here."""
+        if isinstance(value, dict):
+            return {k: self._resolve_config(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._resolve_config(v) for v in value]
+        if isinstance(value, str) and "${" in value:
+            template = Template(value, self.options_for({}))
+            for expr in template.expressions:
+                if expr.uses_payload or not (expr.env_refs or expr.secret_refs):
+                    raise ValueError(f"${{{expr.source}}}: endpoint settings can read only env and secret")
+                self.project.env_refs.update(expr.env_refs)
+                self.project.secret_refs.update(expr.secret_refs)
+            return template.render(Message())
+        return value
+
+    def compile_steps(self, node: Any, file: Path, namespaces: Mapping[str, str], owner: str,
+                      list_id: str) -> Steps:
+        items: list[CompiledStep] = []
+        for index, item in enumerate(node or []):
+            step_id = f"{list_id}[{index}]"
+            if isinstance(item, CommentedMap) and isinstance(item.get("id"), str):
+                step_id = f"{owner}/{item['id']}"
+            compiled = self._compile_step(item, node, index, file, namespaces, owner, step_id)
+            if compiled is not None:
+                items.append(compiled)
+                self.coverage.setdefault(self.coverage_owner, []).append(step_id)
+        return Steps(tuple(items), list_id)
+
+    def _compile_step(self, item: Any, parent: Any, index: int, file: Path, namespaces: Mapping[str, str],
+                      owner: str, step_id: str) -> CompiledStep | None:
+        where = locate(file, parent, (index,))
+        if not isinstance(item, dict):
+            self.errors.append(LoadError.at(where, f"a step is a mapping with one step kind, got {item!r}"))
+            return None
+        kinds = [k for k in item if k not in STEP_META_KEYS]
+        if len(kinds) != 1:
+            known = ", ".join(self.kinds)
+            message = ("a step needs one step kind" if not kinds
+                       else f"a step has one step kind, found {len(kinds)}: {', '.join(map(str, kinds))}")
+            self.errors.append(LoadError.at(where, f"{message} (kinds: {known})"))
+            return None
+        kind_name = str(kinds[0])
+        kind = self.kinds.get(kind_name)
+        if kind is None:
+            import difflib
+
+            hint = difflib.get_close_matches(kind_name, list(self.kinds), n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            self.errors.append(LoadError.at(locate(file, item, (kind_name,), key=True),
+                                            f"unknown step kind {kind_name!r}{suggestion}; "
+                                            f"expected one of: {', '.join(self.kinds)}"))
+            return None
+        config_errors = self._config_errors(file, item, kind_name)
+        if config_errors:
+            self.errors.extend(config_errors)
+            return None
+        return self._build(kind, item, file, namespaces, owner, step_id)
+
+    def _config_errors(self, file: Path, item: Any, kind_name: str) -> list[LoadError]:
+        config = item[kind_name]
+        errors = []
+        for error in _step_validator(kind_name).iter_errors(config):
+            path, message, on_key = describe(error)
+            errors.append(LoadError.at(locate(file, item, (kind_name, *path), key=on_key),
+                                       f"{kind_name}: {message}"))
+        return errors
+
+    def _build(self, kind: StepKind, item: Any, file: Path, namespaces: Mapping[str, str], owner: str,
+               step_id: str) -> CompiledStep | None:
+        context = CompileContext(self, file, namespaces, owner)
+        context.node = item[kind.name]
+        context.step_id = step_id
+        try:
+            run = kind.compile(context.node, context)
+        except StepConfigError as exc:
+            where = locate(file, item, (kind.name, *exc.key))
+            if exc.offset and isinstance(_value_at(item, (kind.name, *exc.key)), str):
+                where = Location(where.file, where.line, where.column + exc.offset + _quote_width(item, exc.key))
+            self.errors.append(LoadError.at(where, f"{kind.name}: {exc}"))
+            return None
+        return CompiledStep(run, context._needs_body, kind.name, step_id, locate(file, item, ()))
+
+    def _check_sequence_cycles(self) -> None:
+        graph: dict[str, set[str]] = {}
+        places: dict[tuple[str, str], Location] = {}
+        for owner, target, where in self.sequence_calls:
+            graph.setdefault(owner, set()).add(target)
+            places.setdefault((owner, target), where)
+        for start in (f"sequence:{name}" for name in self.project.sequences):
+            stack, seen = [(start, [start])], set()
+            while stack:
+                node, path = stack.pop()
+                for nxt in graph.get(node, ()):
+                    if nxt == start:
+                        cycle = " -> ".join([*path, nxt])
+                        self.errors.append(LoadError.at(places[(node, nxt)],
+                                                        f"sequence calls loop forever: {cycle}"))
+                        return
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        stack.append((nxt, [*path, nxt]))
+
+
+def _value_at(node: Any, path: tuple[Any, ...]) -> Any:
+    for key in path:
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _quote_width(item: Any, key: tuple[Any, ...]) -> int:
+    """Quoted scalars start one column before their text."""
+    value = _value_at(item, (next(iter(item)), *key))
+    style = getattr(value, "style", None) if hasattr(value, "style") else None
+    return 1 if style in ("'", '"') else 0
+
+
+def compile_project(project: Project, env: Mapping[str, str] | None = None,
+                    secrets: Mapping[str, str] | None = None) -> CompiledProject:
+    return ProjectCompiler(project, env, secrets).compile()
+
+
+__all__ = ["CompileContext", "CompiledFlow", "CompiledProject", "CompiledStep", "StepConfigError", "Steps",
+           "compile_project", "internal_error", "plain"]

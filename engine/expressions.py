@@ -1,0 +1,583 @@
+"""`${...}` expressions and templates, compiled once at load time.
+
+Inside ``${...}`` is a JMESPath expression evaluated over the message's context, whose roots
+are ``payload``, ``headers``, ``vars``, ``path``, ``query``, ``env``, ``secret``, ``error``,
+``status``, ``method`` and ``correlation_id``.  XML payloads are read with the ``xpath()``
+function: ``xpath('//order[1]/symbol')`` (over the payload) or ``xpath(node, 'expr')``; the
+XPath is compiled at load with the flow's namespaces.
+
+Compilation turns the JMESPath tree into Python closures for the common shapes (field paths,
+indexes, comparisons, and/or/not, literals, xpath) and hands any other subtree to JMESPath's
+own interpreter, so every JMESPath expression works and the frequent ones cost a few
+attribute lookups.  Expressions are data, never ``eval``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jmespath
+from jmespath import exceptions as jp_exceptions
+from jmespath import functions as jp_functions
+from jmespath import visitor as jp_visitor
+from lxml import etree
+
+from engine.errors import ExpressionError
+from engine.message import Message
+
+ROOTS = ("payload", "headers", "vars", "path", "query", "env", "secret", "error", "status", "method",
+         "correlation_id")
+
+
+class ExpressionSyntaxError(ValueError):
+    """An expression or template that does not compile; ``offset`` is within the source text."""
+
+    def __init__(self, message: str, offset: int = 0) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+# --- the evaluation context ------------------------------------------------------------------
+
+
+class Context:
+    """What ``${...}`` reads: a mapping-like view of one message, resolved lazily."""
+
+    __slots__ = ("env", "msg", "secrets")
+
+    def __init__(self, msg: Message, env: Mapping[str, str], secrets: Mapping[str, str]) -> None:
+        self.msg = msg
+        self.env = env
+        self.secrets = secrets
+
+    def get(self, key: str, default: Any = None) -> Any:
+        getter = _ROOT_GETTERS.get(key)
+        return getter(self) if getter is not None else default
+
+
+_ROOT_GETTERS: dict[str, Callable[[Context], Any]] = {
+    "payload": lambda c: c.msg.payload,
+    "headers": lambda c: c.msg.headers,
+    "vars": lambda c: c.msg.vars,
+    "path": lambda c: c.msg.path_params,
+    "query": lambda c: c.msg.query,
+    "env": lambda c: c.env,
+    "secret": lambda c: c.secrets,
+    "error": lambda c: c.msg.error,
+    "status": lambda c: c.msg.status,
+    "method": lambda c: c.msg.method,
+    "correlation_id": lambda c: c.msg.correlation_id,
+}
+
+
+class Secrets(Mapping[str, str]):
+    """Secrets read from files (Kubernetes Secret mounts): one file per secret, named by it."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        self.directory = directory or os.environ.get("INTERLACE_SECRETS_DIR", "/var/run/secrets/interlace")
+        self._cache: dict[str, str] = {}
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self._cache:
+            if "/" in name or name.startswith("."):
+                raise KeyError(name)
+            try:
+                with open(os.path.join(self.directory, name), encoding="utf-8") as handle:
+                    self._cache[name] = handle.read().rstrip("\n")
+            except OSError as exc:
+                raise KeyError(name) from exc
+        return self._cache[name]
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def __iter__(self) -> Any:
+        return iter(self._cache)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+# --- JMESPath functions the engine adds -------------------------------------------------------
+
+
+def xpath_value(result: Any) -> Any:
+    """XPath results as plain values: a node's text, a list for several, None for none."""
+    if isinstance(result, list):
+        values = [xpath_value(item) for item in result]
+        if not values:
+            return None
+        return values[0] if len(values) == 1 else values
+    if isinstance(result, etree._Element):
+        return "".join(result.itertext())
+    if isinstance(result, bytes):
+        return result.decode()
+    if isinstance(result, str):
+        return str(result)  # lxml's smart strings keep a reference to the tree; drop it
+    if isinstance(result, float) and result.is_integer():
+        return int(result)
+    return result
+
+
+def apply_xpath(node: Any, compiled: etree.XPath) -> Any:
+    if node is None:
+        return None
+    if not isinstance(node, etree._Element):
+        raise ExpressionError("xpath() needs an XML payload (Content-Type */xml)")
+    try:
+        return xpath_value(compiled(node))
+    except etree.XPathEvalError as exc:
+        raise ExpressionError(f"XPath failed: {exc}") from exc
+
+
+class EngineFunctions(jp_functions.Functions):
+    """JMESPath functions beyond the standard ones."""
+
+    @jp_functions.signature({"types": []}, {"types": []})
+    def _func_xpath(self, node: Any, compiled: Any) -> Any:
+        if isinstance(compiled, str):
+            compiled = etree.XPath(compiled)
+        return apply_xpath(node, compiled)
+
+    @jp_functions.signature({"types": ["string"]})
+    def _func_lower(self, value: str) -> str:
+        return value.lower()
+
+    @jp_functions.signature({"types": ["string"]})
+    def _func_upper(self, value: str) -> str:
+        return value.upper()
+
+    @jp_functions.signature({"types": ["string"]})
+    def _func_trim(self, value: str) -> str:
+        return value.strip()
+
+    @jp_functions.signature({"types": ["string"]}, {"types": ["string"]}, {"types": ["string"]})
+    def _func_replace(self, value: str, old: str, new: str) -> str:
+        return value.replace(old, new)
+
+    @jp_functions.signature({"types": ["string"]}, {"types": ["string"]})
+    def _func_split(self, value: str, separator: str) -> list[str]:
+        return value.split(separator)
+
+    @jp_functions.signature({"types": ["string", "number", "boolean", "null"]}, {"types": []})
+    def _func_default(self, value: Any, fallback: Any) -> Any:
+        return fallback if value is None or value == "" else value
+
+    @jp_functions.signature()
+    def _func_uuid(self) -> str:
+        return str(uuid.uuid4())
+
+    @jp_functions.signature()
+    def _func_now(self) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    @jp_functions.signature()
+    def _func_epoch_ms(self) -> int:
+        return int(time.time() * 1000)
+
+
+FUNCTION_NAMES = sorted(name[len("_func_"):] for name in dir(EngineFunctions) if name.startswith("_func_"))
+_OPTIONS = jmespath.Options(custom_functions=EngineFunctions())
+_INTERPRETER = jp_visitor.TreeInterpreter(_OPTIONS)
+
+
+# --- compiling the JMESPath tree to closures ---------------------------------------------------
+
+Getter = Callable[[Any], Any]  # takes the current value (the Context at the root)
+
+
+def _is_false(value: Any) -> bool:
+    return value is None or value is False or value == "" or value == [] or value == {}
+
+
+def _equals(left: Any, right: Any) -> bool:
+    # JMESPath: booleans equal only booleans (Python would say 1 == True)
+    if type(left) is bool or type(right) is bool:
+        return left is right
+    return bool(left == right)
+
+
+def _ordered(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], Any]:
+    def compare(left: Any, right: Any) -> Any:
+        numeric = (int, float)
+        if (isinstance(left, numeric) and isinstance(right, numeric)
+                and type(left) is not bool and type(right) is not bool):
+            return op(left, right)
+        return None
+    return compare
+
+
+_COMPARATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": _equals,
+    "ne": lambda a, b: not _equals(a, b),
+    "lt": _ordered(lambda a, b: a < b),
+    "lte": _ordered(lambda a, b: a <= b),
+    "gt": _ordered(lambda a, b: a > b),
+    "gte": _ordered(lambda a, b: a >= b),
+}
+
+
+@dataclass
+class _Usage:
+    payload: bool = False
+    env_refs: set[str] = field(default_factory=set)
+    secret_refs: set[str] = field(default_factory=set)
+
+
+def _field_getter(name: str, at_root: bool) -> Getter:
+    if at_root:
+        root = _ROOT_GETTERS.get(name)
+        if root is None:
+            raise ExpressionSyntaxError(
+                f"unknown name {name!r}: an expression starts from one of {', '.join(ROOTS)}")
+        return root
+
+    def get(value: Any) -> Any:
+        return value.get(name) if isinstance(value, dict) else None
+    return get
+
+
+def _compile_node(node: dict[str, Any], at_root: bool, usage: _Usage) -> Getter:
+    kind = node["type"]
+    children = node.get("children", [])
+    if kind == "field":
+        name = node["value"]
+        if at_root and name == "payload":
+            usage.payload = True
+        return _field_getter(name, at_root)
+    if kind == "subexpression" and all(c["type"] in ("field", "index_expression", "index") for c in children):
+        getters = [_compile_node(c, at_root and i == 0, usage) for i, c in enumerate(children)]
+        _note_refs(children, usage)
+
+        def chain(value: Any) -> Any:
+            for getter in getters:
+                value = getter(value)
+                if value is None:
+                    return None
+            return value
+        return chain
+    if kind == "index_expression" and len(children) == 2 and children[1]["type"] == "index":
+        base = _compile_node(children[0], at_root, usage)
+        index = children[1]["value"]
+
+        def get_index(value: Any) -> Any:
+            seq = base(value)
+            if isinstance(seq, list):
+                try:
+                    return seq[index]
+                except IndexError:
+                    return None
+            return None
+        return get_index
+    if kind == "index":
+        index = node["value"]
+        return lambda value: _safe_index(value, index)
+    if kind == "literal":
+        constant = node["value"]
+        return lambda value: constant
+    if kind == "current":
+        return lambda value: value
+    if kind == "comparator":
+        left = _compile_node(children[0], at_root, usage)
+        right = _compile_node(children[1], at_root, usage)
+        op = _COMPARATORS[node["value"]]
+        return lambda value: op(left(value), right(value))
+    if kind == "and_expression":
+        left = _compile_node(children[0], at_root, usage)
+        right = _compile_node(children[1], at_root, usage)
+
+        def both(value: Any) -> Any:
+            first = left(value)
+            return first if _is_false(first) else right(value)
+        return both
+    if kind == "or_expression":
+        left = _compile_node(children[0], at_root, usage)
+        right = _compile_node(children[1], at_root, usage)
+
+        def either(value: Any) -> Any:
+            first = left(value)
+            return right(value) if _is_false(first) else first
+        return either
+    if kind == "not_expression":
+        inner = _compile_node(children[0], at_root, usage)
+        return lambda value: _is_false(inner(value))
+    if kind == "function_expression" and node["value"] == "xpath" and len(children) == 2 \
+            and children[1]["type"] == "literal" and isinstance(children[1]["value"], etree.XPath):
+        target = _compile_node(children[0], at_root, usage)
+        compiled = children[1]["value"]
+        return lambda value: apply_xpath(target(value), compiled)
+    # anything else: JMESPath's interpreter over this subtree, with the context as a mapping
+    _scan_usage(node, at_root, usage)
+    return lambda value: _INTERPRETER.visit(node, value)
+
+
+def _safe_index(value: Any, index: int) -> Any:
+    if isinstance(value, list):
+        try:
+            return value[index]
+        except IndexError:
+            return None
+    return None
+
+
+def _note_refs(children: list[dict[str, Any]], usage: _Usage) -> None:
+    if len(children) >= 2 and children[0]["type"] == "field" and children[1]["type"] == "field":
+        root, name = children[0]["value"], children[1]["value"]
+        if root == "env":
+            usage.env_refs.add(name)
+        elif root == "secret":
+            usage.secret_refs.add(name)
+
+
+def _scan_usage(node: dict[str, Any], at_root: bool, usage: _Usage) -> None:
+    """Record what an interpreted subtree reads, and reject unknown roots at load time."""
+    kind = node["type"]
+    children = node.get("children", [])
+    if kind == "field" and at_root:
+        _field_getter(node["value"], True)
+        if node["value"] == "payload":
+            usage.payload = True
+        return
+    if kind == "subexpression":
+        _note_refs(children, usage)
+        if children:
+            _scan_usage(children[0], at_root, usage)
+        return
+    # only a projection's or a function's first operand is evaluated against the root
+    rooted = kind in ("comparator", "and_expression", "or_expression", "not_expression",
+                      "function_expression", "multi_select_list", "multi_select_dict", "key_val_pair",
+                      "pipe", "index_expression", "projection", "value_projection", "filter_projection",
+                      "flatten")
+    for i, child in enumerate(children):
+        child_at_root = at_root and (rooted if kind not in ("projection", "value_projection",
+                                                            "filter_projection", "pipe") else i == 0)
+        if isinstance(child, dict):
+            _scan_usage(child, child_at_root, usage)
+
+
+def _prepare_xpath(node: dict[str, Any], namespaces: Mapping[str, str], usage: _Usage) -> None:
+    """Compile every literal XPath at load; ``xpath('p')`` becomes ``xpath(payload, 'p')``."""
+    for child in node.get("children", []):
+        if isinstance(child, dict):
+            _prepare_xpath(child, namespaces, usage)
+    if node.get("type") != "function_expression" or node.get("value") != "xpath":
+        return
+    children = node["children"]
+    if len(children) == 1:
+        children.insert(0, {"type": "field", "value": "payload", "children": []})
+    if len(children) != 2:
+        raise ExpressionSyntaxError("xpath() takes an XPath string, optionally after the node to search")
+    literal = children[1]
+    if literal["type"] != "literal" or not isinstance(literal["value"], str):
+        raise ExpressionSyntaxError("xpath() needs its XPath as a quoted literal, e.g. xpath('//order')")
+    try:
+        literal["value"] = etree.XPath(literal["value"], namespaces=dict(namespaces))
+    except etree.XPathSyntaxError as exc:
+        raise ExpressionSyntaxError(f"invalid XPath {literal['value']!r}: {exc}") from exc
+    usage.payload = True
+
+
+# --- public API --------------------------------------------------------------------------------
+
+
+class Expr:
+    """One compiled ``${...}`` expression."""
+
+    __slots__ = ("_getter", "env", "env_refs", "secret_refs", "secrets", "source", "uses_payload")
+
+    def __init__(self, source: str, namespaces: Mapping[str, str] | None = None,
+                 env: Mapping[str, str] | None = None, secrets: Mapping[str, str] | None = None) -> None:
+        self.source = source
+        self.env: Mapping[str, str] = env if env is not None else os.environ
+        self.secrets: Mapping[str, str] = secrets if secrets is not None else Secrets()
+        if not source.strip():
+            raise ExpressionSyntaxError("empty expression")
+        try:
+            parsed = jmespath.compile(source, options=_OPTIONS).parsed
+        except jp_exceptions.ParseError as exc:
+            raise ExpressionSyntaxError(_parse_error_text(exc), int(getattr(exc, "lex_position", 0) or 0)) \
+                from exc
+        except jp_exceptions.LexerError as exc:
+            raise ExpressionSyntaxError(f"invalid expression: {exc.msg}",
+                                        int(getattr(exc, "lexer_position", 0) or 0)) from exc
+        usage = _Usage()
+        _check_functions(parsed)
+        _prepare_xpath(parsed, namespaces or {}, usage)
+        self._getter = _compile_node(parsed, True, usage)
+        self.uses_payload = usage.payload
+        self.env_refs = frozenset(usage.env_refs)
+        self.secret_refs = frozenset(usage.secret_refs)
+
+    def evaluate(self, msg: Message) -> Any:
+        try:
+            return self._getter(Context(msg, self.env, self.secrets))
+        except ExpressionError:
+            raise
+        except jp_exceptions.JMESPathError as exc:
+            raise ExpressionError(f"expression ${{{self.source}}} failed: {exc}") from exc
+
+    def is_true(self, msg: Message) -> bool:
+        return not _is_false(self.evaluate(msg))
+
+    def __repr__(self) -> str:
+        return f"Expr(${{{self.source}}})"
+
+
+def _check_functions(node: dict[str, Any]) -> None:
+    if node.get("type") == "function_expression" and node["value"] not in _OPTIONS.custom_functions.FUNCTION_TABLE:
+        raise ExpressionSyntaxError(f"unknown function {node['value']}()")
+    for child in node.get("children", []):
+        if isinstance(child, dict):
+            _check_functions(child)
+
+
+def _parse_error_text(exc: jp_exceptions.ParseError) -> str:
+    token = getattr(exc, "token_value", None)
+    reason = getattr(exc, "msg", "invalid syntax")
+    return f"invalid expression: {reason}" + (f" near {token!r}" if token not in (None, "") else "")
+
+
+def find_expressions(text: str) -> list[tuple[int, int, str]]:
+    """Locate each ``${...}`` in ``text``: (start, end, inner source).  ``$${`` escapes."""
+    found: list[tuple[int, int, str]] = []
+    i = 0
+    while True:
+        start = text.find("${", i)
+        if start < 0:
+            return found
+        if start > 0 and text[start - 1] == "$":
+            i = start + 2
+            continue
+        depth, j, quote = 1, start + 2, ""
+        while j < len(text):
+            ch = text[j]
+            if quote:
+                if ch == "\\":
+                    j += 1
+                elif ch == quote:
+                    quote = ""
+            elif ch in "'\"`":
+                quote = ch
+            elif ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    break
+            j += 1
+        if depth:
+            raise ExpressionSyntaxError("unclosed ${ (missing '}')", start)
+        found.append((start, j + 1, text[start + 2:j]))
+        i = j + 1
+
+
+def to_text(value: Any) -> str:
+    """How a value reads inside a string template."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if isinstance(value, float) else str(value)
+    if isinstance(value, etree._Element):
+        return "".join(value.itertext())
+    from engine import jsonfast
+    return jsonfast.dumps(value).decode()
+
+
+@dataclass
+class CompileOptions:
+    namespaces: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    secrets: Mapping[str, str] = field(default_factory=Secrets)
+
+
+class Template:
+    """A value from a flow file with ``${...}`` inside, rendered per message.
+
+    A string that is one whole expression keeps the expression's type; a string mixing text
+    and expressions renders to text; lists and mappings render item by item.
+    """
+
+    __slots__ = ("_render", "constant", "expressions", "is_constant")
+
+    def __init__(self, value: Any, options: CompileOptions | None = None) -> None:
+        self.expressions: list[Expr] = []
+        opts = options or CompileOptions()
+        self._render = self._compile(value, opts)
+        self.is_constant = not self.expressions
+        self.constant = self._render(None) if self.is_constant else None  # type: ignore[arg-type]
+
+    @property
+    def uses_payload(self) -> bool:
+        return any(e.uses_payload for e in self.expressions)
+
+    def render(self, msg: Message) -> Any:
+        return self.constant if self.is_constant else self._render(msg)
+
+    def _expr(self, source: str, opts: CompileOptions) -> Expr:
+        expr = Expr(source, opts.namespaces, opts.env, opts.secrets)
+        self.expressions.append(expr)
+        return expr
+
+    def _compile(self, value: Any, opts: CompileOptions) -> Callable[[Message], Any]:
+        if isinstance(value, str):
+            return self._compile_text(value, opts)
+        if isinstance(value, Mapping):
+            items = [(self._compile(k, opts) if isinstance(k, str) else (lambda m, k=k: k),
+                      self._compile(v, opts)) for k, v in value.items()]
+            return lambda msg: {to_text(k(msg)): v(msg) for k, v in items}
+        if isinstance(value, list):
+            parts = [self._compile(v, opts) for v in value]
+            return lambda msg: [p(msg) for p in parts]
+        return lambda msg: value
+
+    def _compile_text(self, text: str, opts: CompileOptions) -> Callable[[Message], Any]:
+        spans = find_expressions(text)
+        if not spans:
+            plain = text.replace("$${", "${")
+            return lambda msg: plain
+        if len(spans) == 1 and spans[0][0] == 0 and spans[0][1] == len(text):
+            expr = self._expr(spans[0][2], opts)
+            return expr.evaluate
+        pieces: list[str | Expr] = []
+        cursor = 0
+        for start, end, source in spans:
+            if start > cursor:
+                pieces.append(text[cursor:start].replace("$${", "${"))
+            try:
+                pieces.append(self._expr(source, opts))
+            except ExpressionSyntaxError as exc:
+                raise ExpressionSyntaxError(str(exc), start + 2 + exc.offset) from exc
+            cursor = end
+        if cursor < len(text):
+            pieces.append(text[cursor:].replace("$${", "${"))
+
+        def render(msg: Message) -> str:
+            return "".join(p if isinstance(p, str) else to_text(p.evaluate(msg)) for p in pieces)
+        return render
+
+
+def compile_condition(text: Any, options: CompileOptions | None = None) -> Expr:
+    """A condition is one expression, written with or without its ``${...}``."""
+    if not isinstance(text, str):
+        raise ExpressionSyntaxError("a condition is an expression string such as ${payload.ok == `true`}")
+    stripped = text.strip()
+    spans = find_expressions(stripped)
+    if spans and (len(spans) != 1 or spans[0][0] != 0 or spans[0][1] != len(stripped)):
+        raise ExpressionSyntaxError("a condition is one expression: write it as ${...} with nothing around it")
+    source = spans[0][2] if spans else stripped
+    opts = options or CompileOptions()
+    return Expr(source, opts.namespaces, opts.env, opts.secrets)

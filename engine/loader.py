@@ -1,0 +1,249 @@
+"""Loading a flow folder: parse, validate against the generated schema, compile.
+
+Every error names its file, line and column and says what was expected; all of a folder's
+errors are reported together, and a folder with any error never serves.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from engine.model import Endpoint, Flow, HttpSource, Location, Project, Sequence
+from engine.schema import outline_schema
+from engine.yamlio import YamlSyntaxError, locate, plain, read_yaml
+
+FLOW_SUFFIXES = (".yaml", ".yml")
+TEST_SUFFIXES = (".test.yaml", ".test.yml")
+
+
+@dataclass(frozen=True)
+class LoadError:
+    file: Path
+    line: int
+    column: int
+    message: str
+
+    @classmethod
+    def at(cls, location: Location, message: str) -> LoadError:
+        return cls(location.file, location.line, location.column, message)
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class LoadErrors(Exception):
+    """A flow folder that must not serve, with every error found in it."""
+
+    def __init__(self, errors: list[LoadError]) -> None:
+        self.errors = sorted(errors, key=lambda e: (str(e.file), e.line, e.column))
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+def flow_files(root: Path) -> list[Path]:
+    """The flow files of a folder: its own ``*.yaml``/``*.yml``, not test suites, not subfolders."""
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.iterdir()
+                  if p.is_file() and p.name.endswith(FLOW_SUFFIXES) and not p.name.endswith(TEST_SUFFIXES)
+                  and not p.name.startswith("."))
+
+
+def load_project(root: Path, *, compile_flows: bool = True) -> Project:
+    """Read, validate and (by default) compile every flow file of ``root``.
+
+    Raises LoadErrors with everything wrong; the compiled form is on ``project.compiled``.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise LoadErrors([LoadError(root, 1, 1, "no such file or folder")])
+    errors: list[LoadError] = []
+    project = Project(root=root)
+    files = flow_files(root)
+    if not files:
+        raise LoadErrors([LoadError(root, 1, 1, "no flow files (*.yaml) in this folder")])
+    for file in files:
+        project.files.append(file)
+        try:
+            document = read_yaml(file)
+        except YamlSyntaxError as exc:
+            errors.append(LoadError.at(exc.location, exc.message))
+            continue
+        if document is None:
+            continue
+        file_errors = schema_errors(file, document, _outline_validator())
+        if file_errors:
+            errors.extend(file_errors)
+            continue
+        _collect(project, file, document, errors)
+    _check_routes(project, errors)
+    if not errors and compile_flows:
+        from engine.compiler import compile_project
+
+        compiled = compile_project(project)
+        errors.extend(compiled.errors)
+        project.compiled = compiled
+    if errors:
+        raise LoadErrors(errors)
+    return project
+
+
+@cache
+def _outline_validator() -> Draft202012Validator:
+    return Draft202012Validator(outline_schema())
+
+
+def _collect(project: Project, file: Path, doc: Any, errors: list[LoadError]) -> None:
+    namespaces = {str(k): str(v) for k, v in (doc.get("namespaces") or {}).items()}
+    seen_flows = {f.name: f for f in project.flows}
+    for name, node in (doc.get("endpoints") or {}).items():
+        where = locate(file, doc, ("endpoints", name), key=True)
+        if name in project.endpoints:
+            errors.append(LoadError.at(where, f"endpoint {name!r} is already declared at "
+                                              f"{project.endpoints[name].location}"))
+            continue
+        kind = next(iter(node))
+        project.endpoints[name] = Endpoint(str(name), str(kind), plain(node[kind]), where, node)
+    for name, node in (doc.get("sequences") or {}).items():
+        where = locate(file, doc, ("sequences", name), key=True)
+        if name in project.sequences:
+            errors.append(LoadError.at(where, f"sequence {name!r} is already declared at "
+                                              f"{project.sequences[name].location}"))
+            continue
+        project.sequences[name] = Sequence(str(name), node, namespaces, file, where)
+    for name, node in (doc.get("flows") or {}).items():
+        where = locate(file, doc, ("flows", name), key=True)
+        if name in seen_flows:
+            errors.append(LoadError.at(where, f"flow {name!r} is already declared at {seen_flows[name].location}"))
+            continue
+        source = _http_source(node["source"].get("http"))
+        flow_ns = {**namespaces, **{str(k): str(v) for k, v in (node.get("namespaces") or {}).items()}}
+        flow = Flow(str(name), node.get("description"), source, node["steps"], node.get("on_error"),
+                    flow_ns, file, where, node)
+        project.flows.append(flow)
+        seen_flows[flow.name] = flow
+
+
+_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?}")
+
+
+def _http_source(node: Any) -> HttpSource | None:
+    if node is None:
+        return None
+    methods = [str(m) for m in node.get("methods") or [node.get("method", "POST")]]
+    path = str(node["path"])
+    from engine.units import parse_size
+
+    max_body = parse_size(node["max_body"]) if node.get("max_body") is not None else None
+    return HttpSource(methods, path, _PARAM.findall(path), plain(node.get("request")), plain(node.get("responses")),
+                      plain(node.get("query")), max_body)
+
+
+def _route_key(path: str) -> str:
+    """Two templates that match the same requests are the same route, whatever their names."""
+    return _PARAM.sub("{}", path.rstrip("/") or "/")
+
+
+def _check_routes(project: Project, errors: list[LoadError]) -> None:
+    taken: dict[tuple[str, str], Flow] = {}
+    for flow in project.flows:
+        if flow.source is None:
+            continue
+        for method in flow.source.methods:
+            key = (method, _route_key(flow.source.path))
+            other = taken.get(key)
+            if other is not None:
+                where = locate(flow.file, flow.node, ("source", "http", "path"))
+                errors.append(LoadError.at(where, f"duplicate route {method} {flow.source.path}: flow "
+                                                  f"{other.name!r} at {other.location} serves it already"))
+            else:
+                taken[key] = flow
+
+
+# --- turning jsonschema's errors into messages a person can act on -----------------------------
+
+
+def schema_errors(file: Path, node: Any, validator: Draft202012Validator,
+                  base: Iterable[Any] = ()) -> list[LoadError]:
+    base = tuple(base)
+    out = []
+    for error in sorted(validator.iter_errors(node), key=lambda e: list(map(str, e.absolute_path))):
+        path, message, on_key = describe(error)
+        out.append(LoadError.at(locate(file, node, path, key=on_key) if not base
+                                else locate(file, node, (*base, *path), key=on_key), message))
+    return out
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+_TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+               "number": "a number", "boolean": "true or false", "null": "null"}
+
+
+def describe(error: ValidationError) -> tuple[list[Any], str, bool]:
+    """(path to point at, message, whether to point at the key rather than the value)."""
+    path = list(error.absolute_path)
+    validator = error.validator
+    where = f" in {_path_text(path)}" if path else ""
+    if validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extras = [k for k in error.instance if k not in error.schema.get("properties", {})]
+        key = extras[0] if extras else "?"
+        hint = difflib.get_close_matches(str(key), allowed, n=1)
+        expected = f"; expected one of: {', '.join(allowed)}" if allowed else ""
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        return [*path, key], f"unknown key {key!r}{where}{suggestion}{expected}", True
+    if validator == "required":
+        missing = str(error.message).split("'")[1] if "'" in error.message else "?"
+        return path, f"missing required key {missing!r}{where}", bool(path)
+    if validator == "type":
+        wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        words = " or ".join(_TYPE_WORDS.get(w, w) for w in wanted)
+        return path, f"expected {words}{where}, got {_type_name(error.instance)}", False
+    if validator == "enum":
+        options = ", ".join(map(str, error.validator_value))
+        return path, f"expected one of {options}{where}, got {_type_name(error.instance)}", False
+    if validator in ("minProperties", "maxProperties") and isinstance(error.instance, dict):
+        options = sorted(error.schema.get("properties", {}))
+        if validator == "maxProperties":
+            return path, f"give only one of {', '.join(options)}{where}, not {', '.join(map(str, error.instance))}", \
+                False
+        return path, f"expected one of {', '.join(options)}{where}", False
+    if validator == "propertyNames":
+        return path, f"invalid name{where}: {error.message}", False
+    if validator == "pattern":
+        return path, f"{_type_name(error.instance)}{where} does not match the pattern {error.validator_value}", False
+    if validator in ("oneOf", "anyOf") and error.context:
+        best = min(error.context, key=lambda e: len(list(e.absolute_path)) * -1)
+        inner_path, inner, on_key = describe(best)
+        return inner_path, inner, on_key
+    return path, f"{error.message}{where}", False
+
+
+def _path_text(path: list[Any]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text

@@ -1,0 +1,211 @@
+"""The message a flow works on: body bytes parsed lazily, headers, variables, attributes.
+
+The body stays bytes (or an unread stream) until a step needs its parsed form; it is parsed
+once and cached; a changed payload is serialised once, when the bytes are next needed.  A pure
+passthrough therefore never parses, copies or even fully reads the body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+from engine import jsonfast, xmlsafe
+from engine.errors import PayloadTooLarge
+
+_UNSET: Final = object()
+
+JSON = "json"
+XML = "xml"
+TEXT = "text"
+BINARY = "binary"
+
+
+def kind_of(content_type: str | None, body: bytes | None = None) -> str:
+    """Which parser a content type calls for; sniffs the first byte when there is none."""
+    if content_type:
+        ct = content_type.split(";", 1)[0].strip().lower()
+        if ct.endswith("json"):
+            return JSON
+        if ct.endswith("xml"):
+            return XML
+        if ct.startswith("text/") or ct == "application/x-www-form-urlencoded":
+            return TEXT
+        return BINARY
+    if body:
+        first = body.lstrip()[:1]
+        if first in (b"{", b"["):
+            return JSON
+        if first == b"<":
+            return XML
+    return BINARY
+
+
+_DEFAULT_CONTENT_TYPE = {JSON: "application/json", XML: "application/xml", TEXT: "text/plain; charset=utf-8"}
+
+
+class Message:
+    """One message moving through a flow.
+
+    ``headers`` are the current message's transport headers, lower-cased: the request's at
+    first, the backend reply's after a ``call``.  ``headers_explicit`` names the headers a
+    flow set itself; when the headers are still the request's, only those reach the client.
+    """
+
+    __slots__ = (
+        "_body", "_payload", "_stream", "attributes", "content_type", "correlation_id", "done",
+        "error", "headers", "headers_are_request", "headers_explicit", "max_body", "method",
+        "path_params", "query", "query_string", "status", "trace", "vars",
+    )
+
+    def __init__(
+        self,
+        *,
+        body: bytes | None = b"",
+        stream: AsyncIterator[bytes] | None = None,
+        content_type: str | None = None,
+        headers: dict[str, str] | None = None,
+        method: str = "POST",
+        path_params: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
+        query_string: str = "",
+        correlation_id: str = "",
+        max_body: int = 10 * 1024 * 1024,
+    ) -> None:
+        self._body: bytes | None = body
+        self._stream = stream
+        self._payload: Any = _UNSET
+        self.content_type = content_type
+        self.headers: dict[str, str] = headers if headers is not None else {}
+        self.headers_are_request = True
+        self.headers_explicit: set[str] = set()
+        self.vars: dict[str, Any] = {}
+        self.attributes: dict[str, Any] = {}
+        self.method = method
+        self.path_params = path_params or {}
+        self.query = query or {}
+        self.query_string = query_string
+        self.status = 200
+        self.error: dict[str, Any] | None = None
+        self.done = False
+        self.correlation_id = correlation_id
+        self.max_body = max_body
+        # step ids visited, kept only when a test run or a debugger asks for it
+        self.trace: list[str] | None = None
+
+    # --- body -------------------------------------------------------------------------------
+
+    @property
+    def is_streaming(self) -> bool:
+        """True while the body is an unread stream (nothing has needed its bytes yet)."""
+        return self._stream is not None
+
+    def take_stream(self) -> AsyncIterator[bytes] | None:
+        """Hand the unread stream to whoever forwards it (a call, the response); once only."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            self._body = None
+        return stream
+
+    async def load_body(self) -> bytes:
+        """Read a streaming body whole, refusing it once it passes ``max_body``."""
+        stream = self._stream
+        if stream is None:
+            return self.body
+        self._stream = None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in stream:
+            size += len(chunk)
+            if size > self.max_body:
+                raise PayloadTooLarge(f"request body is larger than the limit of {self.max_body} bytes")
+            chunks.append(chunk)
+        self._body = b"".join(chunks)
+        return self._body
+
+    @property
+    def body(self) -> bytes:
+        """The body as bytes, serialising a changed payload once."""
+        if self._body is None:
+            if self._stream is not None:
+                raise RuntimeError("body still streaming: the step must declare that it needs the body")
+            self._body = self._serialise(self._payload)
+        return self._body
+
+    def set_body(self, body: bytes, content_type: str | None = None) -> None:
+        self._body = body
+        self._stream = None
+        self._payload = _UNSET
+        if content_type is not None:
+            self.content_type = content_type
+
+    def set_stream(self, stream: AsyncIterator[bytes], content_type: str | None) -> None:
+        self._stream = stream
+        self._body = None
+        self._payload = _UNSET
+        self.content_type = content_type
+
+    # --- payload ----------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.content_type, self._body)
+
+    @property
+    def payload(self) -> Any:
+        """The parsed body: JSON values, an lxml element for XML, str for text, None if empty."""
+        if self._payload is _UNSET:
+            self._payload = self._parse(self.body)
+        return self._payload
+
+    def set_payload(self, value: Any, kind: str, content_type: str | None = None) -> None:
+        """Replace the payload; the bytes are produced when next needed."""
+        self._payload = value
+        self._body = None
+        self._stream = None
+        self.content_type = content_type or _DEFAULT_CONTENT_TYPE.get(kind, "application/octet-stream")
+
+    def _parse(self, body: bytes) -> Any:
+        if not body.strip():
+            return None
+        kind = self.kind
+        if kind == JSON:
+            return jsonfast.loads(body)
+        if kind == XML:
+            return xmlsafe.parse_xml(body)
+        if kind == TEXT:
+            return body.decode("utf-8", errors="replace")
+        return None
+
+    def _serialise(self, value: Any) -> bytes:
+        if value is None or value is _UNSET:
+            return b""
+        if isinstance(value, bytes):
+            return value
+        if isinstance(value, str):
+            return value.encode()
+        if self.kind == XML:
+            return xmlsafe.serialize_xml(value)
+        return jsonfast.dumps(value)
+
+    def mark_payload_changed(self) -> None:
+        """Call after changing the parsed payload in place (e.g. writing at a JSONPath)."""
+        self._body = None
+
+    # --- headers ----------------------------------------------------------------------------
+
+    def set_header(self, name: str, value: str) -> None:
+        key = name.lower()
+        self.headers[key] = value
+        self.headers_explicit.add(key)
+
+    def remove_header(self, name: str) -> None:
+        key = name.lower()
+        self.headers.pop(key, None)
+        self.headers_explicit.discard(key)
+
+    def replace_headers(self, headers: dict[str, str]) -> None:
+        """Take a backend reply's headers as the current message's."""
+        self.headers = headers
+        self.headers_are_request = False
+        self.headers_explicit = set()

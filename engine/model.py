@@ -1,0 +1,81 @@
+"""What a flow folder declares, after parsing and schema validation (before compilation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.compiler import CompiledProject
+
+
+@dataclass(frozen=True)
+class Location:
+    file: Path
+    line: int  # 1-based
+    column: int  # 1-based
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass
+class HttpSource:
+    methods: list[str]
+    path: str
+    path_params: list[str]
+    request: dict[str, Any] | None = None
+    responses: dict[str, dict[str, Any]] | None = None
+    query: dict[str, dict[str, Any]] | None = None
+    max_body: int | None = None
+
+
+@dataclass
+class Flow:
+    name: str
+    description: str | None
+    source: HttpSource | None
+    steps: Any  # the YAML node of the step list (ruamel, with positions)
+    on_error: Any
+    namespaces: dict[str, str]
+    file: Path
+    location: Location
+    node: Any = None  # the flow's own YAML mapping
+
+
+@dataclass
+class Endpoint:
+    name: str
+    kind: str
+    config: dict[str, Any]
+    location: Location
+    node: Any = None
+
+
+@dataclass
+class Sequence:
+    name: str
+    steps: Any
+    namespaces: dict[str, str]
+    file: Path
+    location: Location
+    description: str | None = None
+
+
+@dataclass
+class Project:
+    root: Path
+    files: list[Path] = field(default_factory=list)
+    flows: list[Flow] = field(default_factory=list)
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    sequences: dict[str, Sequence] = field(default_factory=dict)
+    env_refs: set[str] = field(default_factory=set)
+    secret_refs: set[str] = field(default_factory=set)
+    compiled: CompiledProject | None = None
+
+    def flow(self, name: str) -> Flow:
+        for flow in self.flows:
+            if flow.name == name:
+                return flow
+        raise KeyError(name)

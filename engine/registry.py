@@ -1,0 +1,73 @@
+"""The step registry: every step kind, its config schema and its compiler, registered by name.
+
+It is the single source of truth: the loader validates with these schemas, ``interlace schema``
+prints the JSON Schema built from them, and the reference docs and the designer's palette are
+generated from them.  Adding a step kind touches one module under ``engine/steps``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from engine.message import Message
+
+if TYPE_CHECKING:
+    from engine.compiler import CompileContext
+
+StepFn = Callable[[Message], Awaitable[None]]
+Compiler = Callable[[Any, "CompileContext"], StepFn]
+
+# Where a step config holds a nested list of steps, its schema says so with this reference.
+STEPS_REF: dict[str, Any] = {"$ref": "#/$defs/steps"}
+
+
+@dataclass(frozen=True)
+class StepKind:
+    name: str
+    summary: str
+    category: str
+    schema: dict[str, Any]
+    compile: Compiler
+    examples: list[Any] = field(default_factory=list)
+    # config keys that hold nested step lists (the designer draws them as lanes)
+    branches: tuple[str, ...] = ()
+
+
+_KINDS: dict[str, StepKind] = {}
+
+
+def step_kind(name: str, *, summary: str, category: str, schema: dict[str, Any],
+              examples: list[Any] | None = None, branches: tuple[str, ...] = ()) -> Callable[[Compiler], Compiler]:
+    """Register a step compiler under ``name``, with the JSON Schema of its YAML config."""
+
+    def register(compiler: Compiler) -> Compiler:
+        if name in _KINDS:
+            raise ValueError(f"step kind {name!r} registered twice")
+        _KINDS[name] = StepKind(name, summary, category, schema, compiler, examples or [], branches)
+        return compiler
+
+    return register
+
+
+def step_kinds() -> dict[str, StepKind]:
+    """Every registered step kind, loading the built-in step modules on first use."""
+    _load_builtin_steps()
+    return dict(sorted(_KINDS.items()))
+
+
+_loaded = False
+
+
+def _load_builtin_steps() -> None:
+    global _loaded
+    if _loaded:
+        return
+    import engine.steps as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"engine.steps.{module.name}")
+    _loaded = True

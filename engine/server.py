@@ -1,0 +1,217 @@
+"""Serving: uvicorn (httptools, uvloop) on the facade and the management ports, one or more workers.
+
+SIGTERM: readiness turns 503 at once, the facade stops accepting, requests in flight finish
+within the drain timeout, then the process exits 0.  SIGHUP reloads the flows.  With several
+workers a parent process holds the listening sockets, forks the workers and relays signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from engine.front import DEFAULT_MAX_BODY
+from engine.loader import LoadErrors, flow_files
+from engine.management import build_management_app
+from engine.runtime import ReloadResult, Runtime
+
+log = logging.getLogger("interlace.server")
+
+
+@dataclass
+class ServeOptions:
+    flows_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8290
+    management_host: str | None = None  # default: the facade's host
+    management_port: int = 9201
+    workers: int = 1
+    watch: bool = False
+    drain_timeout: float = 20.0
+    max_body: int = DEFAULT_MAX_BODY
+    keep_alive: float = 75.0  # longer than a gateway's idle timeout, so the gateway closes first
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the engine decides how to drain."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _config(app: object, opts: ServeOptions, *, facade: bool) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        http="httptools",
+        loop="none",
+        lifespan="off",
+        access_log=False,
+        server_header=False,
+        date_header=True,
+        log_config=None,
+        timeout_keep_alive=int(opts.keep_alive) if facade else 5,
+        timeout_graceful_shutdown=int(opts.drain_timeout) if facade else 1,
+        limit_concurrency=None,
+        backlog=2048,
+    )
+
+
+async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, management_sock: socket.socket,
+                       on_reload_request: Callable[[], None] | None = None) -> int:
+    """Run one worker until SIGTERM/SIGINT; returns the exit code."""
+    runtime = Runtime(opts.flows_dir, max_body=opts.max_body)
+    loop = asyncio.get_running_loop()
+
+    async def reload_hook() -> ReloadResult:
+        result = await runtime.reload()
+        if on_reload_request is not None:
+            on_reload_request()  # the other workers reload too
+        return result
+
+    management = _Server(_config(build_management_app(runtime, reload_hook=reload_hook), opts, facade=False))
+    management_task = asyncio.create_task(management.serve(sockets=[management_sock]))
+    try:
+        compiled = await loop.run_in_executor(None, runtime.load)
+    except LoadErrors as exc:
+        print(f"interlace: the flows in {opts.flows_dir} are invalid, nothing served:\n{exc}", file=sys.stderr)
+        management.should_exit = True
+        await management_task
+        return 2
+    await runtime.start(compiled)
+    assert runtime.facade is not None
+    facade = _Server(_config(runtime.facade, opts, facade=True))
+    stop = asyncio.Event()
+
+    def terminate() -> None:
+        if not runtime.draining:
+            log.info("draining: finishing requests in flight (up to %ss)", opts.drain_timeout)
+            runtime.draining = True
+            stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    loop.add_signal_handler(signal.SIGINT, terminate)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(runtime.reload()))
+    facade_task = asyncio.create_task(facade.serve(sockets=[facade_sock]))
+    watcher = asyncio.create_task(watch(opts.flows_dir, runtime.reload)) if opts.watch else None
+    await stop.wait()
+    facade.should_exit = True
+    await facade_task
+    if watcher is not None:
+        watcher.cancel()
+    management.should_exit = True
+    await management_task
+    await runtime.stop()
+    log.info("stopped")
+    return 0
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """What --watch compares: every file of the folder (flows and the files they name)."""
+    state: dict[str, tuple[int, int]] = {}
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else flow_files(folder):
+        if path.is_file() and not any(part.startswith(".") for part in path.parts[-2:]):
+            stat = path.stat()
+            state[str(path)] = (stat.st_mtime_ns, stat.st_size)
+    return state
+
+
+async def watch(folder: Path, reload: Callable[[], object], interval: float = 0.5) -> None:
+    """Poll the folder; reload when a file changes, once it has been quiet for one interval."""
+    seen = snapshot(folder)
+    while True:
+        await asyncio.sleep(interval)
+        now = snapshot(folder)
+        if now == seen:
+            continue
+        await asyncio.sleep(interval)  # let an editor finish writing
+        seen = snapshot(folder)
+        log.info("flow folder changed: reloading")
+        result = reload()
+        if asyncio.iscoroutine(result):
+            await result
+
+
+def _event_loop_runner() -> Callable[..., int]:
+    try:
+        import uvloop
+
+        return uvloop.run  # type: ignore[no-any-return]
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        return asyncio.run
+
+
+def serve(opts: ServeOptions) -> int:
+    """Bind the ports, run one worker here or fork several; returns the exit code."""
+    management_host = opts.management_host or opts.host
+    facade_sock = bind(opts.host, opts.port)
+    management_sock = bind(management_host, opts.management_port)
+    log.info("facade on http://%s:%d, management on http://%s:%d", opts.host, opts.port, management_host,
+             opts.management_port)
+    if opts.workers <= 1:
+        return int(_event_loop_runner()(serve_worker(opts, facade_sock, management_sock)))
+    return _supervise(opts, facade_sock, management_sock)
+
+
+def _supervise(opts: ServeOptions, facade_sock: socket.socket, management_sock: socket.socket) -> int:
+    """Fork ``opts.workers`` workers on the shared sockets and relay TERM/INT/HUP to them."""
+    parent = os.getpid()
+    children: list[int] = []
+    worker_opts = ServeOptions(**{**opts.__dict__, "watch": False})
+    for _ in range(opts.workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = int(_event_loop_runner()(serve_worker(
+                    worker_opts, facade_sock, management_sock,
+                    on_reload_request=lambda: os.kill(parent, signal.SIGUSR1))))
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def relay(sig: int, _frame: object = None) -> None:
+        forward = signal.SIGHUP if sig == signal.SIGUSR1 else sig
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, forward)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, relay)
+    if opts.watch:
+        import threading
+
+        def watch_thread() -> None:
+            asyncio.run(watch(opts.flows_dir, lambda: relay(signal.SIGHUP)))
+
+        threading.Thread(target=watch_thread, daemon=True).start()
+    worst = 0
+    for child in children:
+        while True:
+            try:
+                _, status = os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue
+        worst = max(worst, os.waitstatus_to_exitcode(status))
+    return worst

@@ -1,0 +1,294 @@
+"""Steps that read and write the message: log, set, remove, payload."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from jsonpath_ng import JSONPath
+from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
+from jsonpath_ng.ext import parse as parse_jsonpath
+from lxml import etree
+
+from engine.compiler import CompileContext, StepConfigError
+from engine.errors import ExpressionError
+from engine.expressions import Template, to_text
+from engine.message import JSON, TEXT, XML, Message
+from engine.registry import StepFn, step_kind
+
+log = logging.getLogger("interlace.flow")
+
+TEMPLATE = {"description": "A value; ${...} inside is evaluated per message."}
+JSONPATH = {"type": "string", "pattern": r"^\$", "description": "A JSONPath into the JSON payload, e.g. $.order.id."}
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+@step_kind(
+    "log",
+    summary="Write a log line (with the correlation id) from a template.",
+    category="observe",
+    schema={
+        "oneOf": [
+            {"type": "string", "description": "The message template."},
+            {"type": "object", "additionalProperties": False, "required": ["message"],
+             "properties": {
+                 "message": {"type": "string", "description": "The message template."},
+                 "level": {"enum": list(LEVELS), "description": "Log level (default info)."},
+             }},
+        ],
+    },
+    examples=["order ${path.id} received", {"message": "backend said ${status}", "level": "warning"}],
+)
+def compile_log(config: Any, ctx: CompileContext) -> StepFn:
+    text, level_name = (config, "info") if isinstance(config, str) else (config["message"], config.get("level", "info"))
+    message = ctx.template(text, () if isinstance(config, str) else "message")
+    level = LEVELS[level_name]
+    flow = ctx.owner
+
+    async def run(msg: Message) -> None:
+        if log.isEnabledFor(level):
+            log.log(level, "%s", to_text(message.render(msg)),
+                    extra={"correlation_id": msg.correlation_id, "flow": flow})
+
+    return run
+
+
+def compile_jsonpath(text: str, ctx: CompileContext, key: Any) -> JSONPath:
+    try:
+        return parse_jsonpath(text)
+    except (JsonPathLexerError, JsonPathParserError, Exception) as exc:
+        raise StepConfigError(f"invalid JSONPath {text!r}: {exc}", key) from exc
+
+
+def json_payload(msg: Message, what: str) -> Any:
+    payload = msg.payload
+    if msg.kind != JSON:
+        raise ExpressionError(f"{what} needs a JSON payload, the message is {msg.content_type or 'unknown'}")
+    return payload
+
+
+def write_at(msg: Message, path: JSONPath, value: Any) -> None:
+    """Write ``value`` at a JSONPath of the JSON payload, creating what is missing."""
+    document = json_payload(msg, "writing at a JSONPath")
+    if document is None:
+        document = {}
+    updated = path.update_or_create(document, value)
+    msg.set_payload(updated, JSON, msg.content_type)
+
+
+SET_TARGETS = ("var", "header", "path", "vars", "headers", "status")
+
+
+@step_kind(
+    "set",
+    summary="Set a variable, a header, a location in the JSON payload, or the status.",
+    category="message",
+    schema={
+        "type": "object", "additionalProperties": False, "minProperties": 1,
+        "properties": {
+            "var": {"type": "string", "description": "Variable to set (read back as ${vars.NAME})."},
+            "header": {"type": "string", "description": "Header to set on the current message."},
+            "path": JSONPATH,
+            "value": TEMPLATE,
+            "vars": {"type": "object", "description": "Several variables at once: name: value."},
+            "headers": {"type": "object", "description": "Several headers at once: name: value."},
+            "status": {"type": ["integer", "string"], "description": "The status the answer will carry."},
+        },
+    },
+    examples=[{"var": "customer", "value": "${payload.customerId}"},
+              {"header": "X-Source", "value": "interlace"},
+              {"path": "$.order.status", "value": "accepted"}],
+)
+def compile_set(config: Any, ctx: CompileContext) -> StepFn:
+    targets = [k for k in ("var", "header", "path") if k in config]
+    if len(targets) > 1:
+        raise StepConfigError(f"set one of var, header or path per step, not {' and '.join(targets)}")
+    if targets and "value" not in config:
+        raise StepConfigError(f"{targets[0]} needs a value", targets[0])
+    if "value" in config and not targets:
+        raise StepConfigError("value needs a target: var, header or path", "value")
+    actions: list[Callable[[Message], None]] = []
+    if "var" in config:
+        actions.append(_set_var(str(config["var"]), ctx.template(config["value"], "value")))
+    if "header" in config:
+        actions.append(_set_header(str(config["header"]), ctx.template(config["value"], "value")))
+    if "path" in config:
+        path = compile_jsonpath(str(config["path"]), ctx, "path")
+        value = ctx.template(config["value"], "value")
+        ctx.needs_body()
+        actions.append(lambda msg: write_at(msg, path, value.render(msg)))
+    for name, value in (config.get("vars") or {}).items():
+        actions.append(_set_var(str(name), ctx.template(value, ("vars", name))))
+    for name, value in (config.get("headers") or {}).items():
+        actions.append(_set_header(str(name), ctx.template(value, ("headers", name))))
+    if "status" in config:
+        status = ctx.template(config["status"], "status")
+
+        def set_status(msg: Message) -> None:
+            msg.status = _status(status.render(msg))
+        actions.append(set_status)
+
+    async def run(msg: Message) -> None:
+        for action in actions:
+            action(msg)
+
+    return run
+
+
+def _status(value: Any) -> int:
+    try:
+        status = int(value)
+    except (TypeError, ValueError):
+        raise ExpressionError(f"status must be a number from 100 to 599, got {value!r}") from None
+    if not 100 <= status <= 599:
+        raise ExpressionError(f"status must be a number from 100 to 599, got {status}")
+    return status
+
+
+def _set_var(name: str, value: Template) -> Callable[[Message], None]:
+    def action(msg: Message) -> None:
+        msg.vars[name] = value.render(msg)
+    return action
+
+
+def _set_header(name: str, value: Template) -> Callable[[Message], None]:
+    def action(msg: Message) -> None:
+        msg.set_header(name, to_text(value.render(msg)))
+    return action
+
+
+def _names(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+@step_kind(
+    "remove",
+    summary="Remove variables, headers, or locations of the JSON payload.",
+    category="message",
+    schema={
+        "type": "object", "additionalProperties": False, "minProperties": 1,
+        "properties": {
+            "var": {"type": ["string", "array"], "items": {"type": "string"}, "description": "Variable(s)."},
+            "header": {"type": ["string", "array"], "items": {"type": "string"}, "description": "Header(s)."},
+            "path": {"type": ["string", "array"], "items": JSONPATH, "description": "JSONPath(s) to delete."},
+        },
+    },
+    examples=[{"header": ["Authorization", "Cookie"]}, {"path": "$.internal"}],
+)
+def compile_remove(config: Any, ctx: CompileContext) -> StepFn:
+    var_names = _names(config["var"]) if "var" in config else []
+    header_names = _names(config["header"]) if "header" in config else []
+    paths = [compile_jsonpath(p, ctx, "path") for p in _names(config["path"])] if "path" in config else []
+    if paths:
+        ctx.needs_body()
+
+    async def run(msg: Message) -> None:
+        for name in var_names:
+            msg.vars.pop(name, None)
+        for name in header_names:
+            msg.remove_header(name)
+        if paths:
+            document = json_payload(msg, "removing at a JSONPath")
+            for path in paths:
+                document = path.filter(lambda _: True, document)
+            msg.set_payload(document, JSON, msg.content_type)
+
+    return run
+
+
+# --- payload ----------------------------------------------------------------------------------
+
+BODY_SCHEMA: dict[str, Any] = {
+    "json": {"description": "A JSON body: any YAML structure; strings may hold ${...}."},
+    "xml": {"type": "string", "description": "An XML body; ${...} allowed in text and attribute values."},
+    "text": {"type": "string", "description": "A text body template."},
+    "content_type": {"type": "string", "description": "Content-Type of the new body (default by kind)."},
+}
+
+
+class XmlTemplate:
+    """An XML document parsed once; its ``${...}`` texts and attributes filled per message."""
+
+    def __init__(self, text: str, ctx: CompileContext, key: Any) -> None:
+        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, remove_blank_text=False)
+        try:
+            self.root = etree.fromstring(text.encode(), parser)
+        except etree.XMLSyntaxError as exc:
+            raise StepConfigError(f"the XML template is not well-formed: {exc}", key) from exc
+        self.holes: list[tuple[list[int], str, Template]] = []
+        for element in self.root.iter():
+            route = _route_to(self.root, element)
+            for where in ("text", "tail"):
+                value = getattr(element, where)
+                if value and "${" in value:
+                    self.holes.append((route, where, ctx.template(value, key)))
+            for name, value in element.attrib.items():
+                if "${" in value:
+                    self.holes.append((route, "@" + str(name), ctx.template(value, key)))
+
+    def render(self, msg: Message) -> etree._Element:
+        root = copy.deepcopy(self.root)
+        for route, where, template in self.holes:
+            element = root
+            for index in route:
+                element = element[index]
+            value = template.render(msg)
+            if where.startswith("@"):
+                element.set(where[1:], to_text(value))
+            elif isinstance(value, etree._Element) and where == "text":
+                element.text = None
+                element.append(copy.deepcopy(value))
+            else:
+                setattr(element, where, to_text(value))
+        return root
+
+
+def _route_to(root: etree._Element, element: etree._Element) -> list[int]:
+    route: list[int] = []
+    while element is not root:
+        parent = element.getparent()
+        assert parent is not None
+        route.append(parent.index(element))
+        element = parent
+    return list(reversed(route))
+
+
+def compile_body(config: Any, ctx: CompileContext) -> Callable[[Message], None] | None:
+    """The json/xml/text body of a payload or respond step, as a setter; None if none given."""
+    kinds = [k for k in ("json", "xml", "text") if k in config]
+    if len(kinds) > 1:
+        raise StepConfigError(f"give one body: json, xml or text, not {' and '.join(kinds)}")
+    if not kinds:
+        return None
+    content_type = config.get("content_type")
+    if "json" in config:
+        template = ctx.template(config["json"], "json")
+        return lambda msg: msg.set_payload(template.render(msg), JSON, content_type)
+    if "xml" in config:
+        xml = XmlTemplate(str(config["xml"]), ctx, "xml")
+        return lambda msg: msg.set_payload(xml.render(msg), XML, content_type)
+    text = ctx.template(str(config["text"]), "text")
+    return lambda msg: msg.set_payload(to_text(text.render(msg)), TEXT, content_type)
+
+
+@step_kind(
+    "payload",
+    summary="Replace the body with a JSON, XML or text document built from a template.",
+    category="message",
+    schema={"type": "object", "additionalProperties": False, "minProperties": 1, "properties": BODY_SCHEMA},
+    examples=[{"json": {"id": "${path.id}", "total": "${payload.amount}"}},
+              {"xml": "<getOrder><id>${path.id}</id></getOrder>"}],
+)
+def compile_payload(config: Any, ctx: CompileContext) -> StepFn:
+    setter = compile_body(config, ctx)
+    if setter is None:
+        raise StepConfigError("payload needs a body: json, xml or text")
+    set_body = setter
+
+    async def run(msg: Message) -> None:
+        set_body(msg)
+
+    return run

@@ -1,0 +1,127 @@
+"""The transform step: XSLT, JMESPath reshaping, JSON to XML and XML to JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jmespath
+from jmespath import exceptions as jp_exceptions
+
+from engine.compiler import CompileContext, StepConfigError
+from engine.convert import json_to_xml, xml_to_json
+from engine.errors import ExpressionError, UnsupportedMediaType
+from engine.expressions import _OPTIONS, to_text
+from engine.message import JSON, XML, Message
+from engine.registry import StepFn, step_kind
+from engine.xslt import XsltCompileError, compile_xslt
+
+MODES = ("xslt", "jmespath", "json_to_xml", "xml_to_json")
+
+
+@step_kind(
+    "transform",
+    summary="Reshape the payload: XSLT over XML, JMESPath over JSON, or convert JSON <-> XML.",
+    category="transform",
+    schema={
+        "type": "object", "additionalProperties": False, "minProperties": 1,
+        "properties": {
+            "xslt": {"type": "string", "description": "Stylesheet file, relative to the flow file; compiled at load."},
+            "params": {"type": "object", "description": "XSLT string parameters: name: value template."},
+            "jmespath": {"type": "string",
+                         "description": "JMESPath over the JSON payload; its result is the new payload."},
+            "json_to_xml": {
+                "type": "object", "additionalProperties": False,
+                "description": "Convert the JSON payload to XML.",
+                "properties": {"root": {"type": "string", "description": "Root element name (default root)."},
+                               "item": {"type": "string", "description": "Element name of list items (default item)."}},
+            },
+            "xml_to_json": {
+                "type": "object", "additionalProperties": False,
+                "description": "Convert the XML payload to JSON (attributes as @name, mixed text as #text).",
+                "properties": {
+                    "arrays": {"type": "array", "items": {"type": "string"},
+                               "description": "Element names that are always lists, even when single."},
+                    "strip_namespaces": {"type": "boolean", "description": "Drop namespace prefixes from names."},
+                    "infer_types": {"type": "boolean",
+                                    "description": "Turn numeric and true/false texts into numbers and booleans."},
+                },
+            },
+            "content_type": {"type": "string", "description": "Content-Type of the result (default by kind)."},
+        },
+    },
+    examples=[{"xslt": "orders.xsl"},
+              {"jmespath": "{trades: orders[*].{ticker: symbol, qty: volume}}"},
+              {"xml_to_json": {"arrays": ["order"], "strip_namespaces": True}}],
+)
+def compile_transform(config: Any, ctx: CompileContext) -> StepFn:
+    modes = [m for m in MODES if m in config]
+    if len(modes) != 1:
+        raise StepConfigError(f"give exactly one of {', '.join(MODES)}" + (f", not {' and '.join(modes)}" if modes else ""))
+    mode = modes[0]
+    if "params" in config and mode != "xslt":
+        raise StepConfigError("params go with xslt only", "params")
+    ctx.needs_body()
+    content_type = config.get("content_type")
+    if mode == "xslt":
+        return _xslt(config, ctx, content_type)
+    if mode == "jmespath":
+        return _jmespath(config["jmespath"], ctx, content_type)
+    if mode == "json_to_xml":
+        options = config["json_to_xml"] or {}
+        root, item = str(options.get("root", "root")), str(options.get("item", "item"))
+
+        async def to_xml(msg: Message) -> None:
+            document = _require(msg, JSON, "json_to_xml")
+            msg.set_payload(json_to_xml(document, root=root, item=item), XML, content_type)
+        return to_xml
+    options = config["xml_to_json"] or {}
+    arrays = frozenset(options.get("arrays", []))
+    strip = bool(options.get("strip_namespaces", False))
+    infer = bool(options.get("infer_types", False))
+
+    async def to_json(msg: Message) -> None:
+        element = _require(msg, XML, "xml_to_json")
+        msg.set_payload(xml_to_json(element, arrays=arrays, strip_namespaces=strip, infer_types=infer), JSON,
+                        content_type)
+    return to_json
+
+
+def _require(msg: Message, kind: str, what: str) -> Any:
+    payload = msg.payload
+    if msg.kind != kind:
+        raise UnsupportedMediaType(f"{what} needs a {kind.upper()} payload, got {msg.content_type or 'no content type'}")
+    return payload
+
+
+def _xslt(config: Any, ctx: CompileContext, content_type: str | None) -> StepFn:
+    path = ctx.file_path(config["xslt"], "xslt")
+    try:
+        stylesheet = compile_xslt(path)
+    except XsltCompileError as exc:
+        raise StepConfigError(f"{path.name}:{exc.line}:{exc.column}: the stylesheet does not compile: {exc}",
+                              "xslt") from exc
+    params = [(str(k), ctx.template(v, ("params", k))) for k, v in (config.get("params") or {}).items()]
+
+    async def run(msg: Message) -> None:
+        element = _require(msg, XML, "xslt")
+        values = {name: to_text(value.render(msg)) for name, value in params} if params else None
+        msg.set_payload(stylesheet.apply(element, values), XML, content_type)
+
+    return run
+
+
+def _jmespath(source: str, ctx: CompileContext, content_type: str | None) -> StepFn:
+    try:
+        compiled = jmespath.compile(source, options=_OPTIONS)
+    except jp_exceptions.JMESPathError as exc:
+        raise StepConfigError(f"invalid JMESPath: {exc}", "jmespath") from exc
+
+    async def run(msg: Message) -> None:
+        document = _require(msg, JSON, "jmespath")
+        try:
+            result = compiled.search(document, options=_OPTIONS)
+        except jp_exceptions.JMESPathError as exc:
+            raise ExpressionError(f"jmespath transform failed: {exc}") from exc
+        msg.set_payload(result, JSON, content_type)
+
+    return run

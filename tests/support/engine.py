@@ -1,0 +1,108 @@
+"""Running the engine for tests: in-process (ASGI, fast) or as a real `interlace run` process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from textwrap import dedent
+
+import httpx
+
+from engine.front import Facade
+from engine.loader import load_project
+from tests.support.services import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_flows(folder: Path, text: str, name: str = "flows.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(dedent(text).lstrip("\n"), encoding="utf-8")
+    return folder
+
+
+@contextlib.asynccontextmanager
+async def facade_client(folder: Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    """An httpx client talking to the facade in-process (no sockets on the facade side)."""
+    from engine.compiler import compile_project
+
+    project = load_project(folder, compile_flows=False)
+    compiled = compile_project(project, env={**os.environ, **(env or {})})
+    if compiled.errors:
+        raise AssertionError("\n".join(map(str, compiled.errors)))
+    await compiled.open()
+    facade = Facade(compiled)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=facade),  # type: ignore[arg-type]
+                                     base_url="http://facade") as client:
+            yield client
+    finally:
+        await compiled.close()
+
+
+@dataclass
+class RunningEngine:
+    process: subprocess.Popen[bytes]
+    port: int
+    management_port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://127.0.0.1:{self.management_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+
+@contextlib.contextmanager
+def run_engine(folder: Path, *args: str, env: dict[str, str] | None = None, wait_ready: bool = True,
+               log_dir: Path | None = None) -> Iterator[RunningEngine]:
+    """`interlace run FOLDER` as a real process on free loopback ports."""
+    port, management_port = free_port(), free_port()
+    log_path = (log_dir or folder) / f"engine-{port}.log"
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", str(folder), "--host", "127.0.0.1", "--port", str(port),
+         "--management-port", str(management_port), *args],
+        cwd=REPO, env={**os.environ, **(env or {})}, stdout=log_file, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    engine = RunningEngine(process, port, management_port, log_path)
+    try:
+        if wait_ready:
+            wait_until_ready(engine)
+        yield engine
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+        log_file.close()
+
+
+def wait_until_ready(engine: RunningEngine, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if engine.process.poll() is not None:
+            raise AssertionError(f"engine exited with {engine.process.returncode}:\n{engine.log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{engine.management_url}/health/ready", timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"engine not ready after {timeout}s:\n{engine.log()}")
