@@ -27,6 +27,8 @@ from engine.yamlio import locate, plain
 
 log = logging.getLogger("interlace.compiler")
 
+EndpointFactory = Callable[[str, str, dict[str, Any]], Any]
+
 
 class StepConfigError(ValueError):
     """A step's config that cannot compile; ``key`` is where in the config, ``offset`` within it."""
@@ -245,8 +247,10 @@ def _step_validator(kind_name: str) -> Draft202012Validator:
 
 class ProjectCompiler:
     def __init__(self, project: Project, env: Mapping[str, str] | None = None,
-                 secrets: Mapping[str, str] | None = None) -> None:
+                 secrets: Mapping[str, str] | None = None,
+                 endpoint_factory: EndpointFactory | None = None) -> None:
         self.project = project
+        self.endpoint_factory = endpoint_factory
         self.env = dict(env if env is not None else os.environ)
         self.secrets = secrets if secrets is not None else Secrets()
         self.compiled = CompiledProject(project)
@@ -287,7 +291,10 @@ class ProjectCompiler:
         for name, endpoint in self.project.endpoints.items():
             try:
                 config = self._resolve_config(endpoint.config)
-                self.endpoints[name] = kinds[endpoint.kind](name, config)
+                if self.endpoint_factory is not None:
+                    self.endpoints[name] = self.endpoint_factory(name, endpoint.kind, config)
+                else:
+                    self.endpoints[name] = kinds[endpoint.kind](name, config)
             except (ValueError, ExpressionSyntaxError) as exc:
                 self.errors.append(LoadError.at(endpoint.location, f"endpoint {name!r}: {exc}"))
 
@@ -412,8 +419,11 @@ def _quote_width(item: Any, key: tuple[Any, ...]) -> int:
 
 
 def compile_project(project: Project, env: Mapping[str, str] | None = None,
-                    secrets: Mapping[str, str] | None = None) -> CompiledProject:
-    return ProjectCompiler(project, env, secrets).compile()
+                    secrets: Mapping[str, str] | None = None,
+                    endpoint_factory: EndpointFactory | None = None) -> CompiledProject:
+    """Compile a loaded project.  ``endpoint_factory(name, kind, config)`` replaces the real
+    connectors (``interlace test`` mocks at this layer; the flows themselves are unchanged)."""
+    return ProjectCompiler(project, env, secrets, endpoint_factory).compile()
 
 
 __all__ = ["CompileContext", "CompiledFlow", "CompiledProject", "CompiledStep", "StepConfigError", "Steps",
