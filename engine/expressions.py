@@ -14,6 +14,7 @@ attribute lookups.  Expressions are data, never ``eval``.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 import uuid
@@ -401,7 +402,8 @@ class Expr:
         if not source.strip():
             raise ExpressionSyntaxError("empty expression")
         try:
-            parsed = jmespath.compile(source, options=_OPTIONS).parsed
+            # the parser caches trees by source text: copy before compiling XPath literals into it
+            parsed = copy.deepcopy(jmespath.compile(source).parsed)
         except jp_exceptions.ParseError as exc:
             raise ExpressionSyntaxError(_parse_error_text(exc), int(getattr(exc, "lex_position", 0) or 0)) \
                 from exc

@@ -112,7 +112,7 @@ def _xslt(config: Any, ctx: CompileContext, content_type: str | None) -> StepFn:
 
 def _jmespath(source: str, ctx: CompileContext, content_type: str | None) -> StepFn:
     try:
-        compiled = jmespath.compile(source, options=_OPTIONS)
+        compiled = jmespath.compile(source)
     except jp_exceptions.JMESPathError as exc:
         raise StepConfigError(f"invalid JMESPath: {exc}", "jmespath") from exc
 

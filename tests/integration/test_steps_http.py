@@ -195,7 +195,7 @@ async def test_hostile_and_malformed_bodies_get_problem_json(tmp_path: Path) -> 
       read:
         source: {http: {method: POST, path: /read, max_body: 1KiB}}
         steps:
-          - respond: {json: {seen: "${payload != null}"}}
+          - respond: {json: {seen: "${payload != `null`}"}}
       readx:
         source: {http: {method: POST, path: /readx}}
         steps:
