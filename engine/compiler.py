@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from ruamel.yaml.comments import CommentedMap
 
 from connectors.base import connector_kinds
 from engine.errors import FlowError
@@ -319,7 +318,7 @@ class ProjectCompiler:
         items: list[CompiledStep] = []
         for index, item in enumerate(node or []):
             step_id = f"{list_id}[{index}]"
-            if isinstance(item, CommentedMap) and isinstance(item.get("id"), str):
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
                 step_id = f"{owner}/{item['id']}"
             compiled = self._compile_step(item, node, index, file, namespaces, owner, step_id)
             if compiled is not None:
@@ -374,9 +373,7 @@ class ProjectCompiler:
         try:
             run = kind.compile(context.node, context)
         except StepConfigError as exc:
-            where = locate(file, item, (kind.name, *exc.key))
-            if exc.offset and isinstance(_value_at(item, (kind.name, *exc.key)), str):
-                where = Location(where.file, where.line, where.column + exc.offset + _quote_width(item, exc.key))
+            where = locate(file, item, (kind.name, *exc.key), text_offset=exc.offset)
             self.errors.append(LoadError.at(where, f"{kind.name}: {exc}"))
             return None
         return CompiledStep(run, context._needs_body, kind.name, step_id, locate(file, item, ()))
@@ -400,22 +397,6 @@ class ProjectCompiler:
                     if nxt not in seen:
                         seen.add(nxt)
                         stack.append((nxt, [*path, nxt]))
-
-
-def _value_at(node: Any, path: tuple[Any, ...]) -> Any:
-    for key in path:
-        try:
-            node = node[key]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
-
-
-def _quote_width(item: Any, key: tuple[Any, ...]) -> int:
-    """Quoted scalars start one column before their text."""
-    value = _value_at(item, (next(iter(item)), *key))
-    style = getattr(value, "style", None) if hasattr(value, "style") else None
-    return 1 if style in ("'", '"') else 0
 
 
 def compile_project(project: Project, env: Mapping[str, str] | None = None,

@@ -79,7 +79,7 @@ flows:
     errors = errors_of(tmp_path)
     assert errors[0].startswith("f.yaml:9:9: unknown step kind 'lgo' (did you mean 'log'?)")
     assert errors[1].startswith("f.yaml:10:27: respond: expected an integer or a string in status, got a list")
-    assert errors[2].startswith("f.yaml:11:34: call: unknown key 'pth'")
+    assert errors[2].startswith("f.yaml:11:35: call: unknown key 'pth'")
 
 
 def test_bad_expression_points_into_the_string(tmp_path: Path) -> None:
