@@ -23,7 +23,7 @@ beside it. `interlace schema` prints the same information as a JSON Schema.
 `${...}` holds a JMESPath expression over the message. Roots: {roots}.
 A string that is exactly one `${...}` keeps the value's type; text around it makes a string.
 XML payloads are read with `xpath('//order[1]/symbol')` (namespaces from the file's or flow's
-`namespaces:`). Functions beyond JMESPath's own: {functions}.
+`namespaces:`). Functions: {functions}.
 Write `$${` for a literal `${`.
 """
 
@@ -63,8 +63,8 @@ def _properties(schema: dict[str, Any]) -> list[str]:
 
 
 def reference() -> str:
-    parts = [HEADER.format(roots=", ".join(f"`{r}`" for r in ROOTS),
-                           functions=", ".join(f"`{f}()`" for f in FUNCTION_NAMES))]
+    parts = [HEADER.replace("{roots}", ", ".join(f"`{r}`" for r in ROOTS))
+             .replace("{functions}", ", ".join(f"`{f}()`" for f in FUNCTION_NAMES))]
     kinds = step_kinds()
     categories: dict[str, list[str]] = {}
     for kind in kinds.values():
