@@ -10,7 +10,6 @@ bodies come back as a stream that releases the connection when read to the end o
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -91,18 +90,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
                    if k.lower() not in _SKIP_REQUEST_HEADERS]
         stream = request.stream
-        data: Any
-        if isinstance(stream, httpx.ByteStream):
-            data = request.content or None
-        else:
-            data = _RequestBody(stream)  # type: ignore[arg-type]
+        data: Any = (request.content or None) if isinstance(stream, httpx.ByteStream) \
+            else _RequestBody(stream)  # type: ignore[arg-type]  # async requests carry async streams
         timeout = self._timeout(request.extensions.get("timeout", {}))
         try:
             response = await session.request(request.method, str(request.url), headers=headers, data=data,
                                              timeout=timeout, allow_redirects=False, compress=None)
         except aiohttp.ConnectionTimeoutError as exc:
             raise httpx.ConnectTimeout(f"connecting timed out: {exc}", request=request) from exc
-        except (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError, TimeoutError, asyncio.TimeoutError) as exc:
+        except (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError, TimeoutError) as exc:
             raise httpx.ReadTimeout("the backend did not answer in time", request=request) from exc
         except aiohttp.ClientConnectorError as exc:
             raise httpx.ConnectError(f"cannot connect: {exc.os_error}", request=request) from exc
@@ -115,7 +111,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if length is not None and length <= self.eager_read_limit:
             try:
                 body = await response.read()
-            except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 response.release()
                 raise httpx.ReadTimeout("the backend did not finish its answer in time", request=request) from exc
             except aiohttp.ClientError as exc:

@@ -16,7 +16,14 @@ from jsonschema import Draft202012Validator
 
 from connectors.base import connector_kinds
 from engine.errors import FlowError
-from engine.expressions import CompileOptions, Expr, ExpressionSyntaxError, Secrets, Template, compile_condition
+from engine.expressions import (
+    CompileOptions,
+    Expr,
+    ExpressionSyntaxError,
+    Secrets,
+    Template,
+    compile_condition,
+)
 from engine.loader import LoadError, describe
 from engine.message import Message
 from engine.model import Flow, HttpSource, Location, Project

@@ -94,7 +94,7 @@ class Secrets(Mapping[str, str]):
                 raise KeyError(name) from exc
         return self._cache[name]
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         try:
             return self[name]
         except KeyError:

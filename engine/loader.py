@@ -220,17 +220,17 @@ def describe(error: ValidationError) -> tuple[list[Any], str, bool]:
         return path, f"missing required key {missing!r}{where}", bool(path)
     if validator == "type":
         wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        words = " or ".join(_TYPE_WORDS.get(w, w) for w in wanted)
+        words = " or ".join(_TYPE_WORDS.get(str(w), str(w)) for w in wanted)
         return path, f"expected {words}{where}, got {_type_name(error.instance)}", False
     if validator == "enum":
         options = ", ".join(map(str, error.validator_value))
         return path, f"expected one of {options}{where}, got {_type_name(error.instance)}", False
     if validator in ("minProperties", "maxProperties") and isinstance(error.instance, dict):
-        options = sorted(error.schema.get("properties", {}))
+        names = sorted(error.schema.get("properties", {}))
         if validator == "maxProperties":
-            return path, f"give only one of {', '.join(options)}{where}, not {', '.join(map(str, error.instance))}", \
+            return path, f"give only one of {', '.join(names)}{where}, not {', '.join(map(str, error.instance))}", \
                 False
-        return path, f"expected one of {', '.join(options)}{where}", False
+        return path, f"expected one of {', '.join(names)}{where}", False
     if validator == "propertyNames":
         return path, f"invalid name{where}: {error.message}", False
     if validator == "pattern":

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from engine.runtime import Runtime
+from engine.runtime import ReloadResult, Runtime
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -77,7 +77,7 @@ def build_management_app(runtime: Runtime, *, reload_hook: Callable[[], Awaitabl
         if runtime.facade is None:
             return _problem(503, "Not ready", "flows are not loaded yet")
         result = await (reload_hook() if reload_hook else runtime.reload())
-        body = result.as_dict() if hasattr(result, "as_dict") else result
+        body: dict[str, Any] = result.as_dict() if isinstance(result, ReloadResult) else dict(result)
         return JSONResponse(body, status_code=200 if body.get("ok") else 422)
 
     return Starlette(routes=[

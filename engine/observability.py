@@ -53,8 +53,9 @@ class JsonFormatter(logging.Formatter):
             "correlation_id": getattr(record, "correlation_id", "-"),
             "message": record.getMessage(),
         }
-        if getattr(record, "flow", None):
-            entry["flow"] = record.flow
+        flow = getattr(record, "flow", None)
+        if flow:
+            entry["flow"] = flow
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)

@@ -156,7 +156,7 @@ def _event_loop_runner() -> Callable[..., int]:
     try:
         import uvloop
 
-        return uvloop.run  # type: ignore[no-any-return]
+        return uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
         return asyncio.run
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.compiler import CompileContext, Steps, StepConfigError, internal_error
+from engine.compiler import CompileContext, StepConfigError, Steps, internal_error
 from engine.errors import FlowError, RaisedError
 from engine.expressions import to_text
 from engine.message import Message

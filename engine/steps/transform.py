@@ -56,7 +56,8 @@ MODES = ("xslt", "jmespath", "json_to_xml", "xml_to_json")
 def compile_transform(config: Any, ctx: CompileContext) -> StepFn:
     modes = [m for m in MODES if m in config]
     if len(modes) != 1:
-        raise StepConfigError(f"give exactly one of {', '.join(MODES)}" + (f", not {' and '.join(modes)}" if modes else ""))
+        given = f", not {' and '.join(modes)}" if modes else ""
+        raise StepConfigError(f"give exactly one of {', '.join(MODES)}{given}")
     mode = modes[0]
     if "params" in config and mode != "xslt":
         raise StepConfigError("params go with xslt only", "params")
@@ -89,7 +90,8 @@ def compile_transform(config: Any, ctx: CompileContext) -> StepFn:
 def _require(msg: Message, kind: str, what: str) -> Any:
     payload = msg.payload
     if msg.kind != kind:
-        raise UnsupportedMediaType(f"{what} needs a {kind.upper()} payload, got {msg.content_type or 'no content type'}")
+        got = msg.content_type or "no content type"
+        raise UnsupportedMediaType(f"{what} needs a {kind.upper()} payload, got {got}")
     return payload
 
 

@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import pytest
 
 from connectors.http import HttpEndpoint
@@ -114,7 +115,7 @@ async def test_breaker_opens_fails_fast_then_half_open_probe_closes_it() -> None
         await ep.request("GET", "/")
     assert backend.requests == []  # open: the backend was not touched
     assert ep.health()["urls"][0]["breaker"] == "open"
-    time.sleep(0.35)
+    await anyio.sleep(0.35)
     assert (await ep.request("GET", "/probe")).status == 200
     assert ep.health()["urls"][0]["breaker"] == "closed"
     backend.stop()

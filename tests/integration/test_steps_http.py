@@ -10,6 +10,7 @@ from tests.support.backends import BackendServer
 from tests.support.engine import facade_client, write_flows
 
 pytestmark = pytest.mark.anyio
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 SOAP = (b'<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
         b'<order><symbol>IBM</symbol><qty>3</qty></order><order><symbol>MSFT</symbol><qty>1</qty></order>'
@@ -75,7 +76,7 @@ async def test_call_forwards_body_headers_and_correlation_id(tmp_path: Path) -> 
         async with facade_client(tmp_path) as client:
             reply = await client.post("/proxy?v=7", content=b'{"a": 1}',
                                       headers={"content-type": "application/json", "x-request-id": "req-123",
-                                               "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+                                               "traceparent": TRACEPARENT})
         seen = backend.requests[-1]
     assert reply.status_code == 200
     assert reply.content == b'{"a": 1}'

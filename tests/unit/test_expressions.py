@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.errors import ExpressionError
-from engine.expressions import CompileOptions, Expr, ExpressionSyntaxError, Template, compile_condition, find_expressions
+from engine.expressions import (
+    CompileOptions,
+    Expr,
+    ExpressionSyntaxError,
+    Template,
+    compile_condition,
+    find_expressions,
+)
 from engine.message import Message
 
 SOAP = b"""<?xml version="1.0"?>
