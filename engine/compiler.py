@@ -317,6 +317,10 @@ class ProjectCompiler:
                     raise ValueError(f"${{{expr.source}}}: endpoint settings can read only env and secret")
                 self.project.env_refs.update(expr.env_refs)
                 self.project.secret_refs.update(expr.secret_refs)
+                if expr.evaluate(Message()) is None:
+                    where = "environment variable" if expr.env_refs else "secret (a file in INTERLACE_SECRETS_DIR)"
+                    raise ValueError(f"${{{expr.source}}} is not set: no such {where}; "
+                                     f"give a default with || 'value'")
             return template.render(Message())
         return value
 

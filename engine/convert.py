@@ -107,7 +107,8 @@ class _Converter:
 
     def content(self, element: etree._Element) -> Any:
         children = [c for c in element if isinstance(c.tag, str)]  # skip comments and PIs
-        text = (element.text or "").strip() or None
+        # mixed content: the element's own text and the text between its children
+        text = "".join([element.text or "", *(c.tail or "" for c in element)]).strip() or None
         if not children and not element.attrib:
             return self.text(element.text if element.text else None)
         result: dict[str, Any] = {self.attribute_name(str(k)): self.text(v) for k, v in element.attrib.items()}

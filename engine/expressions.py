@@ -242,7 +242,9 @@ def _field_getter(name: str, at_root: bool) -> Getter:
         return root
 
     def get(value: Any) -> Any:
-        return value.get(name) if isinstance(value, dict) else None
+        if isinstance(value, dict):
+            return value.get(name)
+        return value.get(name) if isinstance(value, Mapping) else None
     return get
 
 
