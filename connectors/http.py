@@ -258,7 +258,8 @@ class HttpEndpoint:
                     response = await self._send(target, method, suffix, all_headers, body)
                 except httpx.TimeoutException as exc:
                     target.breaker.failure()
-                    last_error = BackendTimeout(f"endpoint {self.name!r} ({target.display}) timed out: {exc}")
+                    last_error = BackendTimeout(f"endpoint {self.name!r} timed out",
+                                                internal=f"{target.display}: {exc}")
                     if isinstance(exc, httpx.ConnectTimeout) and replayable:
                         continue  # nothing was sent: the next URL may answer
                     if not self.retry.on_timeout:
@@ -266,8 +267,8 @@ class HttpEndpoint:
                     break
                 except httpx.TransportError as exc:
                     target.breaker.failure()
-                    last_error = BackendUnreachable(f"endpoint {self.name!r} ({target.display}) is unreachable: "
-                                                    f"{exc}")
+                    last_error = BackendUnreachable(f"endpoint {self.name!r} is unreachable",
+                                                    internal=f"{target.display}: {exc}")
                     if not replayable:
                         raise last_error from exc
                     continue

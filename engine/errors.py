@@ -20,9 +20,11 @@ class FlowError(Exception):
     title: ClassVar[str] = "Internal error"
 
     def __init__(self, detail: str, *, status: int | None = None, code: str | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: dict[str, Any] | None = None, internal: str | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        # what only the logs may see (addresses, library messages): never sent to callers
+        self.internal = internal
         if status is not None:
             self.status = status  # type: ignore[misc]  # per-instance override of the class default
         if code is not None:

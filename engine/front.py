@@ -151,7 +151,8 @@ class Facade:
 
     async def _fail(self, send: Send, exc: FlowError, path: str, cid: str, flow: str) -> int:
         if exc.status >= 500:
-            log.warning("flow %s: %s %s (step %s)", flow, exc.status, exc.detail, getattr(exc, "step_id", "-"))
+            log.warning("flow %s: %s %s (step %s)%s", flow, exc.status, exc.detail, getattr(exc, "step_id", "-"),
+                        f": {exc.internal}" if exc.internal else "")
         status, body = problem(exc, path, cid)
         extra: list[tuple[bytes, bytes]] = []
         if isinstance(exc, MethodNotAllowed):

@@ -145,3 +145,21 @@ def test_a_missing_secret_or_env_variable_is_a_load_error(tmp_path: Path, monkey
     messages = [e.message for e in caught.value.errors]
     assert "endpoint 'a': ${env.NOT_SET_ANYWHERE} is not set: no such environment variable" in messages[0]
     assert "endpoint 'b': ${secret.nokey} is not set: no such secret" in messages[1]
+
+
+@pytest.mark.anyio
+async def test_backend_addresses_stay_out_of_answers(tmp_path: Path) -> None:
+    write_flows(tmp_path, """
+    endpoints:
+      dead: {http: {url: "http://user:pw@127.0.0.1:9/internal-path"}}
+    flows:
+      f:
+        source: {http: {method: GET, path: /f}}
+        steps: [{call: {endpoint: dead}}]
+    """)
+    async with facade_client(tmp_path) as client:
+        reply = await client.get("/f")
+    assert reply.status_code == 502
+    assert reply.json()["detail"] == "endpoint 'dead' is unreachable"
+    for leak in ("127.0.0.1", "internal-path", "pw", "Errno"):
+        assert leak not in reply.text
