@@ -76,6 +76,7 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # start-up lines: the engine logs its own
     # the HTTP client logs every request at INFO: the flows' own log lines say what matters
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
