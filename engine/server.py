@@ -67,6 +67,9 @@ def _config(app: object, opts: ServeOptions, *, facade: bool) -> uvicorn.Config:
         loop="none",
         lifespan="off",
         access_log=False,
+        # the facade never reads the client address; uvicorn's X-Forwarded-For rewrite is one more
+        # ASGI layer on every request
+        proxy_headers=False,
         server_header=False,
         date_header=True,
         log_config=None,

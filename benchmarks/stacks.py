@@ -1,0 +1,63 @@
+"""Summarise py-spy's raw (collapsed) stacks: the hottest functions by self and by total time.
+
+    python benchmarks/stacks.py /tmp/interlace-profile/stacks.txt [--top 25] [--match engine/]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def _name(frame: str) -> str:
+    match = _FRAME.match(frame)
+    if not match:
+        return frame
+    path = match["file"]
+    for marker in ("site-packages/", "/work/main/", "lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{match['func']} ({path})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stacks")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--match", default="", help="only functions whose file contains this")
+    args = parser.parse_args()
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    idle = 0
+    with open(args.stacks) as fh:
+        for line in fh:
+            stack, _, count_text = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            count = int(count_text)
+            frames = [_name(f) for f in stack.split(";")]
+            samples += count
+            if "select (selectors.py)" in frames[-1] or "run_forever" in frames[-1] or "poll" in frames[-1]:
+                idle += count
+            own[frames[-1]] += count
+            for name in set(frames):
+                total[name] += count
+    print(f"{samples} samples, {idle} ({100 * idle / max(samples, 1):.0f}%) idle in the event loop's poll")
+    for title, counter in (("self", own), ("total", total)):
+        print(f"\n-- top by {title} time --")
+        shown = 0
+        for name, count in counter.most_common():
+            if args.match and args.match not in name:
+                continue
+            print(f"{100 * count / samples:6.1f}%  {name}")
+            shown += 1
+            if shown >= args.top:
+                break
+
+
+if __name__ == "__main__":
+    main()
