@@ -388,6 +388,129 @@ def _prepare_xpath(node: dict[str, Any], namespaces: Mapping[str, str], usage: _
     usage.payload = True
 
 
+# --- JMESPath queries over a document (the transform step) -------------------------------------
+#
+# The common shapes (fields, indexes, projections, flatten, multiselect hashes and lists, pipes,
+# filters on ==/!=, and/or/not) compile to closures with JMESPath's semantics; any other node
+# (functions, slices, ordering comparisons) runs in jmespath's interpreter.  Reshaping 1,532
+# orders costs a fifth of the interpreter's time: 2.3 ms against 11.1 ms (docs/performance.md).
+
+
+def compile_query(source: str) -> Getter:
+    """A JMESPath query over a JSON document, compiled once: ``query(document) -> result``."""
+    return _query_node(jmespath.compile(source).parsed)
+
+
+def _query_node(node: dict[str, Any]) -> Getter:
+    kind = node["type"]
+    children = node.get("children", [])
+    if kind == "field":
+        name = node["value"]
+
+        def field_(value: Any) -> Any:
+            if type(value) is dict:
+                return value.get(name)
+            try:
+                return value.get(name)
+            except AttributeError:
+                return None
+        return field_
+    if kind in ("subexpression", "index_expression", "pipe"):
+        steps = [_query_node(c) for c in children]
+        if len(steps) == 2:
+            first, second = steps
+
+            def pair(value: Any) -> Any:
+                return second(first(value))
+            return pair
+
+        def chain(value: Any) -> Any:
+            for step in steps:
+                value = step(value)
+            return value
+        return chain
+    if kind == "index":
+        index = node["value"]
+        return lambda value: _safe_index(value, index)
+    if kind in ("identity", "current"):
+        return lambda value: value
+    if kind == "literal":
+        constant = node["value"]
+        return lambda value: constant
+    if kind in ("projection", "value_projection", "filter_projection"):
+        base = _query_node(children[0])
+        each = _query_node(children[1])
+        values = kind == "value_projection"
+        keep = _query_node(children[2]) if kind == "filter_projection" else None
+
+        def project(value: Any) -> Any:
+            items = base(value)
+            if values:
+                if not isinstance(items, dict):
+                    return None
+                items = items.values()
+            elif not isinstance(items, list):
+                return None
+            collected = []
+            for item in items:
+                if keep is not None and _is_false(keep(item)):
+                    continue
+                current = each(item)
+                if current is not None:
+                    collected.append(current)
+            return collected
+        return project
+    if kind == "flatten":
+        inner = _query_node(children[0])
+
+        def flatten(value: Any) -> Any:
+            items = inner(value)
+            if not isinstance(items, list):
+                return None
+            merged: list[Any] = []
+            for item in items:
+                if isinstance(item, list):
+                    merged.extend(item)
+                else:
+                    merged.append(item)
+            return merged
+        return flatten
+    if kind == "multi_select_dict":
+        pairs = tuple((c["value"], _query_node(c["children"][0])) for c in children)
+
+        def select_dict(value: Any) -> Any:
+            if value is None:
+                return None
+            return {key: getter(value) for key, getter in pairs}
+        return select_dict
+    if kind == "multi_select_list":
+        getters = tuple(_query_node(c) for c in children)
+
+        def select_list(value: Any) -> Any:
+            if value is None:
+                return None
+            return [getter(value) for getter in getters]
+        return select_list
+    if kind == "comparator" and node["value"] in ("eq", "ne"):
+        left, right = _query_node(children[0]), _query_node(children[1])
+        if node["value"] == "eq":
+            return lambda value: _equals(left(value), right(value))
+        return lambda value: not _equals(left(value), right(value))
+    if kind in ("and_expression", "or_expression"):
+        left, right = _query_node(children[0]), _query_node(children[1])
+        if kind == "and_expression":
+            def both(value: Any) -> Any:
+                first = left(value)
+                return first if _is_false(first) else right(value)
+            return both
+
+        def either(value: Any) -> Any:
+            first = left(value)
+            return right(value) if _is_false(first) else first
+        return either
+    return lambda value: _INTERPRETER.visit(node, value)
+
+
 # --- public API --------------------------------------------------------------------------------
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import jmespath
 from jmespath import exceptions as jp_exceptions
 
 from engine.compiler import CompileContext, StepConfigError
 from engine.convert import json_to_xml, xml_to_json
 from engine.errors import ExpressionError, UnsupportedMediaType
-from engine.expressions import _OPTIONS, to_text
+from engine.expressions import compile_query, to_text
 from engine.message import JSON, XML, Message
 from engine.registry import StepFn, step_kind
 from engine.xslt import XsltCompileError, compile_xslt
@@ -114,14 +113,14 @@ def _xslt(config: Any, ctx: CompileContext, content_type: str | None) -> StepFn:
 
 def _jmespath(source: str, ctx: CompileContext, content_type: str | None) -> StepFn:
     try:
-        compiled = jmespath.compile(source)
+        query = compile_query(source)
     except jp_exceptions.JMESPathError as exc:
         raise StepConfigError(f"invalid JMESPath: {exc}", "jmespath") from exc
 
     async def run(msg: Message) -> None:
         document = _require(msg, JSON, "jmespath")
         try:
-            result = compiled.search(document, options=_OPTIONS)
+            result = query(document)
         except jp_exceptions.JMESPathError as exc:
             raise ExpressionError(f"jmespath transform failed: {exc}") from exc
         msg.set_payload(result, JSON, content_type)
