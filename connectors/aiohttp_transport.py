@@ -1,50 +1,123 @@
 """An httpx transport on aiohttp's connection pool.
 
-httpx stays the client API (``httpx.Request`` in, ``httpx.Response`` out, httpx's exception
-types), but the pool underneath is aiohttp's: httpcore's pool costs about 2 ms of CPU per
-request with 50 requests in flight (encode/httpx#3215), aiohttp's about 0.1 ms.
+httpx stays the client API: ``httpx.AsyncClient(transport=AiohttpTransport())`` sends
+``httpx.Request`` objects and gets ``httpx.Response`` objects and httpx's exception types.
+Underneath, one ``aiohttp.ClientSession`` on one ``TCPConnector`` holds the keep-alive pool:
+httpcore's pool costs about 2 ms of CPU per request with 50 requests in flight
+(encode/httpx#3215), aiohttp's about a tenth of that (``benchmarks/http_client.py``).
 
-Small bodies with a Content-Length are read whole here, in one call; larger or chunked
-bodies come back as a stream that releases the connection when read to the end or closed.
+Two ways in, one pool, the same behaviour and the same exceptions:
+
+- ``handle_async_request(httpx.Request) -> httpx.Response``: the httpx transport contract.
+- ``exchange(method, url, headers, body, limits) -> Exchange``: the lean path the HTTP
+  endpoint uses.  Building ``httpx.Request``/``httpx.Response`` objects (URL parsing, header
+  containers) costs about as much CPU per request as aiohttp's whole exchange, so the endpoint
+  hands aiohttp plain strings and tuples and gets plain values back.
+
+Replies with a Content-Length up to ``eager_read_limit`` (and replies that cannot have a
+body) are read whole here, in one call; larger or chunked ones come back as a stream that
+gives the connection back to the pool when read to the end or closed.  Bodies are passed on
+as they came: no decompression.  Every failure is raised as an httpx exception:
+
+==========================================  ==========================
+aiohttp                                     httpx
+==========================================  ==========================
+connect timeout, no free pooled connection  ``ConnectTimeout``
+no byte within the read timeout, total      ``ReadTimeout``
+connection refused, DNS, TLS handshake      ``ConnectError``
+reset or closed before the answer           ``RemoteProtocolError``
+answer broken off or not HTTP               ``RemoteProtocolError``
+anything else from aiohttp                  ``TransportError``
+==========================================  ==========================
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass
 
 import aiohttp
 import httpx
 
 # Replies up to this size (with a Content-Length) are read whole; others stream.
 EAGER_READ_LIMIT = 256 * 1024
-_SKIP_REQUEST_HEADERS = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection"})
+STREAM_CHUNK = 64 * 1024
+# Request headers the pool owns: framing and connection management are per hop.
+_POOL_OWNED = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection",
+                         "te", "trailer", "upgrade"})
+_NO_BODY_STATUS = frozenset({204, 304})
 
 
-class _ReplyStream(httpx.AsyncByteStream):
-    """A streamed reply body; gives the connection back to the pool when done."""
+def client_timeout(connect: float | None, read: float | None, total: float | None) -> aiohttp.ClientTimeout:
+    """aiohttp's timeout for httpx-style limits: ``connect`` bounds both waiting for a pooled
+    connection and opening a new one; ``read`` bounds each wait for bytes of the answer."""
+    return aiohttp.ClientTimeout(total=total, connect=connect, sock_connect=connect, sock_read=read)
 
-    def __init__(self, response: aiohttp.ClientResponse, chunk_size: int = 64 * 1024) -> None:
+
+def translate(exc: BaseException, request: httpx.Request | None = None) -> httpx.TransportError:
+    """The httpx exception for an aiohttp (or asyncio timeout) failure, with a message that
+    names no URL: callers put the endpoint's name and a credential-free address around it."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout("timed out connecting (or waiting for a pooled connection)", request=request)
+    if isinstance(exc, TimeoutError):  # SocketTimeoutError, ServerTimeoutError, the total timeout
+        return httpx.ReadTimeout("timed out waiting for the answer", request=request)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        return httpx.ConnectError(f"cannot connect: {reason}", request=request)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError("the connection closed before an answer came", request=request)
+    if isinstance(exc, aiohttp.ClientOSError):
+        reason = exc.strerror or "connection error"
+        return httpx.RemoteProtocolError(f"the connection failed: {reason}", request=request)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return httpx.RemoteProtocolError("the answer was broken off", request=request)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return httpx.RemoteProtocolError(f"the answer is not valid HTTP: {exc.message}", request=request)
+    return httpx.TransportError(f"HTTP client error: {type(exc).__name__}", request=request)
+
+
+class ReplyStream(httpx.AsyncByteStream):
+    """A streamed reply body.  The connection goes back to the pool once the body was read to
+    the end; closing it earlier (or a failure) closes the connection instead."""
+
+    __slots__ = ("_done", "_response")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
-        self._chunk_size = chunk_size
+        self._done = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.content.iter_chunked(self._chunk_size):
+            async for chunk in self._response.content.iter_chunked(STREAM_CHUNK):
                 yield chunk
-        except aiohttp.ClientPayloadError as exc:
-            raise httpx.RemoteProtocolError(f"the backend broke off its answer: {exc}") from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise httpx.ReadTimeout("the backend stopped sending its answer") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise translate(exc) from exc
+        else:
+            self._done = True
         finally:
-            self._response.release()
+            await self.aclose()
 
     async def aclose(self) -> None:
-        self._response.release()
+        if self._done:
+            self._response.release()
+        else:
+            self._response.close()
 
 
-class _RequestBody:
+@dataclass(slots=True)
+class Exchange:
+    """One request's answer on the lean path: ``body`` when read whole, else ``stream``."""
+
+    status: int
+    raw_headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes | None
+    stream: ReplyStream | None
+
+
+class _HttpxRequestBody:
     """An httpx request stream handed to aiohttp as an async iterable of bytes."""
+
+    __slots__ = ("_stream",)
 
     def __init__(self, stream: httpx.AsyncByteStream) -> None:
         self._stream = stream
@@ -55,73 +128,97 @@ class _RequestBody:
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """``httpx.AsyncBaseTransport`` backed by one pooled ``aiohttp.ClientSession``."""
+    """``httpx.AsyncBaseTransport`` backed by one pooled ``aiohttp.ClientSession``.
+
+    The session is created on first use (it needs the running event loop) and closed by
+    ``aclose()``; a closed transport opens a fresh pool when used again."""
 
     def __init__(self, *, max_connections: int = 100, keepalive_timeout: float = 30.0,
-                 eager_read_limit: int = EAGER_READ_LIMIT) -> None:
+                 eager_read_limit: int = EAGER_READ_LIMIT,
+                 default_timeout: aiohttp.ClientTimeout | None = None) -> None:
         self.max_connections = max_connections
         self.keepalive_timeout = keepalive_timeout
         self.eager_read_limit = eager_read_limit
+        self.default_timeout = default_timeout or client_timeout(5.0, 30.0, None)
         self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
+        # httpx timeout dicts seen so far -> aiohttp timeouts (one object per distinct setting)
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
-    def _open(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0,
-                                         keepalive_timeout=self.keepalive_timeout, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,  # a mediator passes bodies on as they are
-            cookie_jar=aiohttp.DummyCookieJar(),  # cookies belong to the callers, not to a shared pool
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            raise_for_status=False,
-        )
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0,
+                                             keepalive_timeout=self.keepalive_timeout, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,  # a mediator passes bodies on as they are
+                cookie_jar=aiohttp.DummyCookieJar(),  # cookies belong to the callers, never to a shared pool
+                # send only the headers the caller gave (and Host, Content-Length or chunked framing)
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+                raise_for_status=False,
+            )
         return self._session
 
-    def _timeout(self, spec: dict[str, float | None]) -> aiohttp.ClientTimeout:
+    async def exchange(self, method: str, url: str, headers: Iterable[tuple[str, str]],
+                       body: bytes | AsyncIterable[bytes] | None, limits: aiohttp.ClientTimeout | None = None,
+                       ) -> Exchange:
+        """Send one request on the pool and return its answer (see the module's docstring).
+
+        ``headers`` go out as given except framing and connection headers, which the pool
+        owns.  ``body`` is bytes, an async iterable of bytes (sent chunked), or None.
+        Raises the httpx exceptions of the table above; an exception raised by a streamed
+        ``body`` itself is raised as aiohttp wraps it (the caller, who owns the body, can tell)."""
+        session = self.session
+        try:
+            response = await session.request(
+                method, url, headers=[(k, v) for k, v in headers if k.lower() not in _POOL_OWNED], data=body,
+                timeout=limits or self.default_timeout, allow_redirects=False, compress=None)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise translate(exc) from exc
+        length = response.content_length
+        if (length is not None and length <= self.eager_read_limit) or method == "HEAD" \
+                or response.status in _NO_BODY_STATUS:
+            try:
+                data = await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise translate(exc) from exc  # read() has closed the connection
+            response.release()
+            return Exchange(response.status, response.raw_headers, data, None)
+        return Exchange(response.status, response.raw_headers, None, ReplyStream(response))
+
+    def _timeout(self, spec: dict[str, float | None] | None) -> aiohttp.ClientTimeout:
+        if not spec:
+            return self.default_timeout
         key = (spec.get("connect"), spec.get("read"), spec.get("pool"), spec.get("total"))
         timeout = self._timeouts.get(key)
         if timeout is None:
-            timeout = aiohttp.ClientTimeout(total=key[3], connect=key[2], sock_connect=key[0], sock_read=key[1])
+            connect = key[0] if key[2] is None else max(key[0] or 0.0, key[2])
+            timeout = aiohttp.ClientTimeout(total=key[3], connect=connect, sock_connect=key[0], sock_read=key[1])
             self._timeouts[key] = timeout
         return timeout
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session = self._session or self._open()
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
-                   if k.lower() not in _SKIP_REQUEST_HEADERS]
         stream = request.stream
-        data: Any = (request.content or None) if isinstance(stream, httpx.ByteStream) \
-            else _RequestBody(stream)  # type: ignore[arg-type]  # async requests carry async streams
-        timeout = self._timeout(request.extensions.get("timeout", {}))
+        body: bytes | AsyncIterable[bytes] | None
+        if isinstance(stream, httpx.ByteStream):
+            body = request.content or None
+        elif isinstance(stream, httpx.AsyncByteStream):
+            body = _HttpxRequestBody(stream)
+        else:
+            raise TypeError("AiohttpTransport needs an async request body (httpx.AsyncClient gives one)")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         try:
-            response = await session.request(request.method, str(request.url), headers=headers, data=data,
-                                             timeout=timeout, allow_redirects=False, compress=None)
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise httpx.ConnectTimeout(f"connecting timed out: {exc}", request=request) from exc
-        except (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError, TimeoutError) as exc:
-            raise httpx.ReadTimeout("the backend did not answer in time", request=request) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise httpx.ConnectError(f"cannot connect: {exc.os_error}", request=request) from exc
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            raise httpx.RemoteProtocolError(f"the backend closed the connection: {exc}", request=request) from exc
-        except aiohttp.ClientError as exc:
-            raise httpx.TransportError(f"HTTP client error: {exc}", request=request) from exc
-
-        length = response.content_length
-        if length is not None and length <= self.eager_read_limit:
-            try:
-                body = await response.read()
-            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                response.release()
-                raise httpx.ReadTimeout("the backend did not finish its answer in time", request=request) from exc
-            except aiohttp.ClientError as exc:
-                response.release()
-                raise httpx.RemoteProtocolError(f"the backend broke off its answer: {exc}", request=request) from exc
-            response.release()
-            return httpx.Response(response.status, headers=response.raw_headers, stream=httpx.ByteStream(body),
-                                  request=request, extensions={"http_version": b"HTTP/1.1", "body": body})
-        return httpx.Response(response.status, headers=response.raw_headers, stream=_ReplyStream(response),
-                              request=request, extensions={"http_version": b"HTTP/1.1"})
+            answer = await self.exchange(request.method, str(request.url), headers, body,
+                                         self._timeout(request.extensions.get("timeout")))
+        except httpx.TransportError as exc:
+            exc.request = request
+            raise
+        if answer.body is not None:
+            return httpx.Response(answer.status, headers=answer.raw_headers, stream=httpx.ByteStream(answer.body),
+                                  request=request,
+                                  extensions={"http_version": b"HTTP/1.1"})
+        return httpx.Response(answer.status, headers=answer.raw_headers, stream=answer.stream, request=request,
+                              extensions={"http_version": b"HTTP/1.1"})
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -1,39 +1,60 @@
-"""Durations and sizes as people write them in flow files: ``250ms``, ``2s``, ``64KiB``."""
+"""Durations and sizes as people write them in flow files: ``250ms``, ``2s``, ``64KiB``.
+
+A bare number is seconds (durations) or bytes (sizes).  Units are case-sensitive for
+durations (``m`` is minutes, ``ms`` milliseconds) and case-insensitive for sizes; SI units
+(``KB``, ``MB``, ``GB``) are powers of 1000, binary ones (``KiB``, ``MiB``, ``GiB``) powers of 1024.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
+
+DURATION_HINT = "a duration: seconds as a number, or a number with ms, s, m or h (e.g. 250ms, 2s, 1.5s, 1m)"
+SIZE_HINT = "a size: bytes as a whole number, or a number with B, KB, KiB, MB, MiB, GB or GiB (e.g. 64KiB, 10MiB)"
 
 
 def parse_duration(value: str | int | float) -> float:
-    """Seconds from a number (seconds) or text such as ``250ms``, ``1.5s``, ``2m``."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as 250ms or 2s, got {value!r}")
+    """Seconds from a number (seconds) or text such as ``250ms``, ``1.5s``, ``2m``.
+
+    Raises ValueError naming the value and the accepted forms for anything else (negative,
+    not finite, unknown unit, booleans)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"expected {DURATION_HINT}; got {value!r}")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"a duration cannot be negative, got {value}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"expected {DURATION_HINT}; got {value!r} (it must be finite and not negative)")
         return float(value)
-    match = _DURATION.match(str(value))
+    match = _DURATION.match(value)
     if not match:
-        raise ValueError(f"expected a duration such as 250ms, 2s or 1m, got {value!r}")
+        raise ValueError(f"expected {DURATION_HINT}; got {value!r}")
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
-def parse_size(value: str | int) -> int:
-    """Bytes from a number or text such as ``64KiB``, ``10MiB``, ``1MB``."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a size such as 64KiB or 10MiB, got {value!r}")
+def parse_size(value: str | int | float) -> int:
+    """Bytes from a whole number or text such as ``64KiB``, ``10MiB``, ``1MB`` (fractions of a
+    unit round down to whole bytes: ``1.5KiB`` is 1536).
+
+    Raises ValueError naming the value and the accepted forms for anything else."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"expected {SIZE_HINT}; got {value!r}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"expected {SIZE_HINT}; got {value!r} (a number of bytes must be whole)")
+        value = int(value)
     if isinstance(value, int):
         if value < 0:
-            raise ValueError(f"a size cannot be negative, got {value}")
+            raise ValueError(f"expected {SIZE_HINT}; got {value!r} (it must not be negative)")
         return value
-    match = _SIZE.match(str(value))
+    match = _SIZE.match(value)
     if not match:
-        raise ValueError(f"expected a size such as 512, 64KiB or 10MiB, got {value!r}")
-    unit = (match.group(2) or "b").lower()
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+        raise ValueError(f"expected {SIZE_HINT}; got {value!r}")
+    number, unit = match.group(1), (match.group(2) or "b").lower()
+    if unit == "b" and "." in number:
+        raise ValueError(f"expected {SIZE_HINT}; got {value!r} (a number of bytes must be whole)")
+    return int(float(number) * _SIZE_UNITS[unit])
