@@ -17,7 +17,11 @@ Two ways in, one pool, the same behaviour and the same exceptions:
 Replies with a Content-Length up to ``eager_read_limit`` (and replies that cannot have a
 body) are read whole here, in one call; larger or chunked ones come back as a stream that
 gives the connection back to the pool when read to the end or closed.  Bodies are passed on
-as they came: no decompression.  Every failure is raised as an httpx exception:
+as they came: no decompression.  Like any HTTP/1.1 client (RFC 9112, section 9.3.1), the
+pool sends an idempotent request (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) once more on a new
+connection when its connection closes before any answer, which is what a keep-alive
+connection closed by the backend while idle looks like; a request body streamed from an
+iterator is never sent twice.  Every failure is raised as an httpx exception:
 
 ==========================================  ==========================
 aiohttp                                     httpx
@@ -192,8 +196,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         key = (spec.get("connect"), spec.get("read"), spec.get("pool"), spec.get("total"))
         timeout = self._timeouts.get(key)
         if timeout is None:
-            connect = key[0] if key[2] is None else max(key[0] or 0.0, key[2])
-            timeout = aiohttp.ClientTimeout(total=key[3], connect=connect, sock_connect=key[0], sock_read=key[1])
+            connect, read, pool, total = key
+            # aiohttp bounds waiting for a pooled connection and opening one together
+            both = None if connect is None or pool is None else pool + connect
+            timeout = aiohttp.ClientTimeout(total=total, connect=both, sock_connect=connect, sock_read=read)
             self._timeouts[key] = timeout
         return timeout
 
@@ -207,8 +213,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         else:
             raise TypeError("AiohttpTransport needs an async request body (httpx.AsyncClient gives one)")
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        url = request.url
+        if url.userinfo:  # httpx.AsyncClient has turned it into an Authorization header already
+            url = url.copy_with(userinfo=b"")
         try:
-            answer = await self.exchange(request.method, str(request.url), headers, body,
+            answer = await self.exchange(request.method, str(url), headers, body,
                                          self._timeout(request.extensions.get("timeout")))
         except httpx.TransportError as exc:
             exc.request = request

@@ -25,6 +25,10 @@ How one ``request()`` goes:
    ``retry.on_status`` is retried the same way; once retries are exhausted that last reply
    is returned as it is, since what a 5xx means is the flow's business (the call step's
    ``expect_status`` turns unexpected statuses into a 502 ``backend-status`` problem).
+   Independently of ``retry``, an idempotent request (GET, HEAD, OPTIONS, PUT, DELETE)
+   whose connection closes before any answer is sent once more on a fresh connection by the
+   pool (RFC 9112, 9.3.1: a keep-alive connection the backend closed while idle); POST and
+   PATCH never are.
 3. A request body given as an async iterable is sent as it is read (chunked) and can be
    sent only once: after its first chunk was taken, nothing is retried.  If the body's own
    source fails (the caller went away, the body was over its limit), that error is raised,
@@ -41,13 +45,14 @@ httpx objects per request (``benchmarks/http_client.py`` measures what that save
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import random
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import httpx
@@ -224,9 +229,22 @@ class Breaker:
 class Target:
     """One base URL of an endpoint."""
 
-    base: str  # scheme://[user:pass@]host[:port][/base-path], no trailing slash
-    display: str  # the same without credentials, for health and logs
+    base: str  # scheme://host[:port][/base-path], no credentials, no trailing slash
+    display: str  # the same, for health and logs
     breaker: Breaker
+    headers: list[tuple[str, str]] = field(default_factory=list)  # the endpoint's defaults, plus its credentials
+    header_names: frozenset[str] = frozenset()
+
+    def headers_with(self, given: list[tuple[str, str]] | None) -> list[tuple[str, str]]:
+        """The defaults, minus those the call gives itself, then the call's headers."""
+        if not given:
+            return self.headers
+        if not self.headers:
+            return given
+        names = {k.lower() for k, _ in given}
+        if names.isdisjoint(self.header_names):
+            return self.headers + given
+        return [h for h in self.headers if h[0] not in names] + given
 
 
 class _Retry:
@@ -297,7 +315,9 @@ def _setting_duration(config: dict[str, Any], key: str, default: str, section: s
         raise ValueError(f"{section}.{key}: {exc}") from None
 
 
-def _check_url(url: str, breaker: Breaker) -> Target:
+def _target(url: str, breaker: Breaker, headers: list[tuple[str, str]]) -> Target:
+    """A checked base URL; credentials in it become a default Authorization header (Basic), so
+    that they never appear in addresses and a call's own Authorization header replaces them."""
     display = _display(url)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -308,7 +328,11 @@ def _check_url(url: str, breaker: Breaker) -> Target:
         raise ValueError(f"{display!r}: the port is not a number from 0 to 65535") from None
     if parts.query or parts.fragment:
         raise ValueError(f"{display}: a base URL cannot have a query or fragment (calls give their own query)")
-    return Target(url.rstrip("/"), display, breaker)
+    if parts.username is not None:
+        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+        headers = [h for h in headers if h[0] != "authorization"] + [("authorization", f"Basic {token}")]
+    base = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", "")).rstrip("/")
+    return Target(base, display, breaker, headers, frozenset(k for k, _ in headers))
 
 
 # ----------------------------------------------------------------------------- the endpoint
@@ -421,7 +445,9 @@ class HttpEndpoint:
         threshold = int(breaker.get("failures", DEFAULT_BREAKER_FAILURES)) if breaker is not None else 0
         reset = _setting_duration(breaker or {}, "reset", DEFAULT_BREAKER_RESET, "breaker")
         self.breaker_statuses = frozenset(int(s) for s in (breaker or {}).get("on_status", DEFAULT_BREAKER_STATUSES))
-        self.targets: tuple[Target, ...] = tuple(_check_url(str(url), Breaker(threshold, reset)) for url in urls)
+        default_headers = [(str(k).lower(), str(v)) for k, v in (config.get("headers") or {}).items()]
+        self.targets: tuple[Target, ...] = tuple(_target(str(url), Breaker(threshold, reset), default_headers)
+                                                 for url in urls)
         self.round_robin = config.get("strategy", "failover") == "round-robin"
         self._next = 0
 
@@ -434,8 +460,6 @@ class HttpEndpoint:
         self.max_connections = int(pool.get("max_connections", DEFAULT_MAX_CONNECTIONS))
         self.keepalive = _setting_duration(pool, "keepalive", DEFAULT_KEEPALIVE, "pool")
 
-        self.default_headers = [(str(k).lower(), str(v)) for k, v in (config.get("headers") or {}).items()]
-        self._default_names = frozenset(k for k, _ in self.default_headers)
         self.transport: AiohttpTransport | None = None
         self._timeout: aiohttp.ClientTimeout | None = None
 
@@ -474,16 +498,6 @@ class HttpEndpoint:
         self._next = start + 1
         return targets[start:] + targets[:start]
 
-    def _headers(self, headers: list[tuple[str, str]] | None) -> list[tuple[str, str]]:
-        if not headers:
-            return self.default_headers
-        if not self.default_headers:
-            return headers
-        given = {k.lower() for k, _ in headers}
-        if given.isdisjoint(self._default_names):
-            return self.default_headers + headers
-        return [h for h in self.default_headers if h[0] not in given] + headers
-
     async def request(self, method: str, path: str, *, headers: list[tuple[str, str]] | None = None,
                       body: bytes | AsyncIterable[bytes] | None = None,
                       query: list[tuple[str, str]] | None = None) -> HttpReply:
@@ -494,7 +508,6 @@ class HttpEndpoint:
             path = "/" + path
         if query:
             path = f"{path}{'&' if '?' in path else '?'}{urlencode(query)}"
-        out_headers = self._headers(headers)
         source: _OneShotBody | None = None
         data: bytes | AsyncIterable[bytes] | None = body
         if isinstance(body, (bytearray, memoryview)):
@@ -521,7 +534,8 @@ class HttpEndpoint:
                     continue
                 tried = True
                 try:
-                    answer = await transport.exchange(method, target.base + path, out_headers, data, self._timeout)
+                    answer = await transport.exchange(method, target.base + path, target.headers_with(headers), data,
+                                                      self._timeout)
                 except httpx.TransportError as exc:
                     if source is not None and source.error is not None:
                         target.breaker.abandon(ticket)

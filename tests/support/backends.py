@@ -1,15 +1,40 @@
-"""Real backend servers on 127.0.0.1 for tests: echo, slow, failing, killable.
+"""Real HTTP backends on 127.0.0.1 for tests: echo, slow, failing, killable.
 
-    with BackendServer() as backend:
-        backend.url                      # http://127.0.0.1:PORT
-        backend.requests[-1].headers     # what arrived (method, path, headers, body)
-        backend.behave(delay=2.0)        # answer slowly
-        backend.behave(fail_times=2, fail_status=503)   # 503 twice, then echo
-        backend.stop(); backend.start()  # connection refused in between, same port after
-        backend.connections              # TCP connections accepted so far
+Each ``BackendServer`` is a small HTTP/1.1 server (keep-alive, one thread per connection)
+in a background thread of the test process, on a free loopback port::
 
-Every path echoes the request body with its Content-Type and adds ``x-backend-path``;
-``/status/NNN`` answers that status; ``/big/N`` answers N bytes.
+    from tests.support.backends import BackendServer
+
+    with BackendServer() as backend:             # started; stopped at the end of the block
+        backend.url                              # "http://127.0.0.1:PORT"
+        ...call backend.url + "/anything"...     # echoes the body with its Content-Type
+        seen = backend.requests[-1]              # what arrived, in order of arrival
+        seen.method, seen.path, seen.body        # "POST", "/anything?q=1", b"..."
+        seen.headers["x-request-id"]             # header names lower-case
+        backend.connections                      # TCP connections accepted so far
+
+        backend.set_behaviour(delay=2.0)         # answer every request 2 s late
+        backend.set_behaviour(statuses=[503, 503])   # 503 twice, then the normal echo
+        backend.set_behaviour(drop=1)            # close the next connection without answering
+        backend.set_behaviour()                  # back to the plain echo
+
+        backend.stop()                           # "killed": connection refused from now on,
+                                                 # open keep-alive connections are cut
+        backend.start()                          # back on the same port, requests kept
+
+What it answers (unless a behaviour says otherwise): status 200, the request body, the
+request's Content-Type (else application/octet-stream), an exact Content-Length, and
+``x-backend-path`` (the path with its query).  Two paths are special: ``/status/NNN``
+answers status NNN (with the echo), ``/big/N`` answers N bytes of ``x``.
+
+``set_behaviour`` replaces the whole behaviour (unnamed settings go back to their defaults);
+see ``Behaviour`` for every setting.  A stopped server keeps what it recorded; ``clear()``
+forgets it.  Fixtures usually look like::
+
+    @pytest.fixture
+    def backend() -> Iterator[BackendServer]:
+        with BackendServer() as server:
+            yield server
 """
 
 from __future__ import annotations
@@ -22,20 +47,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-@dataclass
+@dataclass(frozen=True)
 class SeenRequest:
+    """One request as the backend received it."""
+
     method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
+    path: str  # with the query string, as sent
+    headers: dict[str, str]  # names lower-case; a repeated header keeps its last value
+    body: bytes  # a chunked body is already joined
+    header_list: list[tuple[str, str]] = field(default_factory=list)  # every header, in order, as sent
+    connection: int = 0  # which accepted connection it came on (1, 2, ...): same number, same socket
 
 
 @dataclass
 class Behaviour:
-    delay: float = 0.0
-    fail_times: int = 0
-    fail_status: int = 503
-    status: int = 200
+    """How the backend answers; ``BackendServer.set_behaviour(**settings)`` sets it."""
+
+    delay: float = 0.0  # seconds to wait after reading a request, before answering
+    body_delay: float = 0.0  # seconds to wait between the reply's headers and its body
+    statuses: list[int] = field(default_factory=list)  # answer these first, one per request, then `status`
+    status: int = 200  # the status of every other answer
+    drop: int = 0  # for this many requests: record it, then close the connection without answering
+    chunked: bool = False  # answer with chunked encoding (no Content-Length)
+    headers: dict[str, str] = field(default_factory=dict)  # added to every answer
 
 
 @dataclass
@@ -49,115 +83,185 @@ class _State:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    connection_number = 0
 
     def setup(self) -> None:
         super().setup()
         with self.server.state.lock:
             self.server.state.connections += 1
+            self.connection_number = self.server.state.connections
         self.server.open_sockets.add(self.connection)
 
     def finish(self) -> None:
         self.server.open_sockets.discard(self.connection)
-        super().finish()
+        try:
+            super().finish()
+        except OSError:
+            pass  # the client (or stop()) already closed the socket
 
     def _handle(self) -> None:
         state = self.server.state
-        length = int(self.headers.get("content-length") or 0)
-        if self.headers.get("transfer-encoding", "").lower() == "chunked":
-            body = self._read_chunked()
-        else:
-            body = self.rfile.read(length) if length else b""
+        body = self._read_body()
+        header_list = list(self.headers.items())
+        seen = SeenRequest(self.command, self.path, {k.lower(): v for k, v in header_list}, body, header_list,
+                           self.connection_number)
         with state.lock:
-            state.requests.append(SeenRequest(self.command, self.path,
-                                              {k.lower(): v for k, v in self.headers.items()}, body))
+            state.requests.append(seen)
             behaviour = state.behaviour
-            failing = behaviour.fail_times > 0
-            if failing:
-                behaviour.fail_times -= 1
-        if behaviour.delay:
-            time.sleep(behaviour.delay)
-        status = behaviour.fail_status if failing else behaviour.status
+            dropping = behaviour.drop > 0
+            status = behaviour.status
+            if dropping:
+                behaviour.drop -= 1
+            elif behaviour.statuses:
+                status = behaviour.statuses.pop(0)
+        if dropping:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if behaviour.delay and self.server.stopping.wait(behaviour.delay):
+            return  # stopped while waiting: answer nothing
         content_type = self.headers.get("content-type", "application/octet-stream")
         if self.path.startswith("/status/"):
-            status = int(self.path.split("/")[2])
+            status = int(self.path.split("/")[2].split("?")[0])
         if self.path.startswith("/big/"):
-            body, content_type = b"x" * int(self.path.split("/")[2]), "application/octet-stream"
+            body, content_type = b"x" * int(self.path.split("/")[2].split("?")[0]), "application/octet-stream"
         self.send_response(status)
         self.send_header("content-type", content_type)
-        self.send_header("content-length", str(len(body)))
+        if behaviour.chunked:
+            self.send_header("transfer-encoding", "chunked")
+        else:
+            self.send_header("content-length", str(len(body)))
         self.send_header("x-backend-path", self.path)
+        for name, value in behaviour.headers.items():
+            self.send_header(name, value)
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":
+            return
+        if behaviour.body_delay:
+            self.wfile.flush()
+            if self.server.stopping.wait(behaviour.body_delay):
+                return
+        if behaviour.chunked:
+            for start in range(0, len(body), 64 * 1024):
+                piece = body[start:start + 64 * 1024]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+        else:
             self.wfile.write(body)
 
-    def _read_chunked(self) -> bytes:
-        chunks = []
-        while True:
-            size = int(self.rfile.readline().strip().split(b";")[0], 16)
-            if size == 0:
+    def _read_body(self) -> bytes:
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
                 self.rfile.readline()
-                return b"".join(chunks)
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline()
+        length = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(length) if length else b""
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
     def log_message(self, *args: Any) -> None:
         pass
 
 
 class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+    daemon_threads = True  # a handler still sleeping in a delay must not hold up stop()
+    allow_reuse_address = True  # restart on the same port at once
 
     def __init__(self, port: int, state: _State) -> None:
         self.state = state
         self.open_sockets: set[socket.socket] = set()
+        self.stopping = threading.Event()
         super().__init__(("127.0.0.1", port), _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that hang up (timeouts, stop()) are what these tests are about
 
 
 class BackendServer:
+    """A real HTTP backend on 127.0.0.1 (see the module docstring)."""
+
     def __init__(self, port: int = 0) -> None:
-        self.port = port
+        self.port = port  # 0: a free port, chosen by start() and kept across restarts
         self.state = _State()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
+        if not self.port:
+            raise RuntimeError("the backend has no port until it is started")
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
     def requests(self) -> list[SeenRequest]:
-        return self.state.requests
+        """Every request received so far, in order of arrival (a copy)."""
+        with self.state.lock:
+            return list(self.state.requests)
 
     @property
     def connections(self) -> int:
+        """TCP connections accepted so far (across restarts)."""
         return self.state.connections
 
-    def behave(self, **changes: Any) -> None:
+    def set_behaviour(self, **settings: Any) -> None:
+        """Replace the behaviour: ``Behaviour``'s fields by name, the others at their defaults."""
+        behaviour = Behaviour(**settings)
+        behaviour.statuses = list(behaviour.statuses)
         with self.state.lock:
-            self.state.behaviour = Behaviour(**changes)
+            self.state.behaviour = behaviour
+
+    def clear(self) -> None:
+        """Forget the requests and connections recorded so far."""
+        with self.state.lock:
+            self.state.requests.clear()
+            self.state.connections = 0
+
+    def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[SeenRequest]:
+        """Wait until at least ``count`` requests have arrived; AssertionError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while len(self.state.requests) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} requests, {len(self.state.requests)} arrived")
+            time.sleep(0.01)
+        return self.requests
 
     def start(self) -> BackendServer:
+        """Listen (again) on the port; connections succeed from now on."""
+        if self._server is not None:
+            return self
         self._server = _Server(self.port, self.state)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+                                        daemon=True, name=f"backend-{self.port}")
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop listening and drop open connections: callers now get connection refused."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            for sock in list(self._server.open_sockets):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            self._server = None
+        """Stop as if killed: close the listening socket (connection refused from now on) and
+        cut every open connection, including idle keep-alive ones and slow answers."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+        for sock in list(server.open_sockets):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     def __enter__(self) -> BackendServer:
         return self.start()
@@ -167,7 +271,7 @@ class BackendServer:
 
 
 def closed_port() -> int:
-    """A loopback port where nothing listens."""
+    """A loopback port where nothing listens (connections to it are refused)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
