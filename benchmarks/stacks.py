@@ -28,9 +28,15 @@ def main() -> None:
     parser.add_argument("stacks")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--match", default="", help="only functions whose file contains this")
+    parser.add_argument("--children", action="append", default=[], metavar="FUNC",
+                        help="also show where the time under FUNC goes (its direct callees)")
+    parser.add_argument("--threads", action="store_true",
+                        help="keep worker threads (the default keeps the event loop's thread only: the "
+                             "executor's idle threads otherwise read as busy)")
     args = parser.parse_args()
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
+    callees: dict[str, Counter[str]] = {name: Counter() for name in args.children}
     samples = 0
     idle = 0
     with open(args.stacks) as fh:
@@ -40,7 +46,14 @@ def main() -> None:
                 continue
             count = int(count_text)
             frames = [_name(f) for f in stack.split(";")]
+            if not args.threads and frames[0].startswith("Thread._bootstrap"):
+                continue
             samples += count
+            for wanted, counter in callees.items():
+                for i, name in enumerate(frames):
+                    if name.startswith(wanted):
+                        counter[frames[i + 1] if i + 1 < len(frames) else "<self>"] += count
+                        break
             if "select (selectors.py)" in frames[-1] or "run_forever" in frames[-1] or "poll" in frames[-1]:
                 idle += count
             own[frames[-1]] += count
@@ -57,6 +70,10 @@ def main() -> None:
             shown += 1
             if shown >= args.top:
                 break
+    for wanted, counter in callees.items():
+        print(f"\n-- under {wanted}: {100 * sum(counter.values()) / samples:.1f}% --")
+        for name, count in counter.most_common(12):
+            print(f"{100 * count / samples:6.1f}%  {name}")
 
 
 if __name__ == "__main__":

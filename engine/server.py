@@ -156,6 +156,8 @@ async def watch(folder: Path, reload: Callable[[], object], interval: float = 0.
 
 
 def _event_loop_runner() -> Callable[..., int]:
+    if os.environ.get("INTERLACE_LOOP") == "asyncio":  # for measurement: uvloop is the default
+        return asyncio.run
     try:
         import uvloop
 
