@@ -28,7 +28,7 @@ aiohttp                                     httpx
 ==========================================  ==========================
 connect timeout, no free pooled connection  ``ConnectTimeout``
 no byte within the read timeout, total      ``ReadTimeout``
-connection refused, DNS, TLS handshake      ``ConnectError``
+connection refused, DNS, TLS (untrusted)    ``ConnectError``
 reset or closed before the answer           ``RemoteProtocolError``
 answer broken off or not HTTP               ``RemoteProtocolError``
 anything else from aiohttp                  ``TransportError``
@@ -37,6 +37,7 @@ anything else from aiohttp                  ``TransportError``
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 
@@ -65,6 +66,13 @@ def translate(exc: BaseException, request: httpx.Request | None = None) -> httpx
         return httpx.ConnectTimeout("timed out connecting (or waiting for a pooled connection)", request=request)
     if isinstance(exc, TimeoutError):  # SocketTimeoutError, ServerTimeoutError, the total timeout
         return httpx.ReadTimeout("timed out waiting for the answer", request=request)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        problem = exc.certificate_error
+        reason = getattr(problem, "verify_message", None) or type(problem).__name__
+        return httpx.ConnectError(f"the backend's TLS certificate is not trusted: {reason}", request=request)
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return httpx.ConnectError(f"the TLS handshake failed: {getattr(exc.os_error, 'reason', None) or 'refused'}",
+                                  request=request)
     if isinstance(exc, aiohttp.ClientConnectorError):
         reason = exc.os_error.strerror or type(exc.os_error).__name__
         return httpx.ConnectError(f"cannot connect: {reason}", request=request)
@@ -138,9 +146,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ``aclose()``; a closed transport opens a fresh pool when used again."""
 
     def __init__(self, *, max_connections: int = 100, keepalive_timeout: float = 30.0,
-                 eager_read_limit: int = EAGER_READ_LIMIT,
-                 default_timeout: aiohttp.ClientTimeout | None = None) -> None:
+                 eager_read_limit: int = EAGER_READ_LIMIT, default_timeout: aiohttp.ClientTimeout | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.max_connections = max_connections
+        self.tls = tls  # None: the system's trusted authorities, host names checked
         self.keepalive_timeout = keepalive_timeout
         self.eager_read_limit = eager_read_limit
         self.default_timeout = default_timeout or client_timeout(5.0, 30.0, None)
@@ -152,7 +161,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0,
-                                             keepalive_timeout=self.keepalive_timeout, ttl_dns_cache=300)
+                                             keepalive_timeout=self.keepalive_timeout, ttl_dns_cache=300,
+                                             ssl=self.tls if self.tls is not None else True)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=False,  # a mediator passes bodies on as they are

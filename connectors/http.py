@@ -48,6 +48,7 @@ import asyncio
 import base64
 import logging
 import random
+import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
@@ -315,6 +316,31 @@ def _setting_duration(config: dict[str, Any], key: str, default: str, section: s
         raise ValueError(f"{section}.{key}: {exc}") from None
 
 
+def _tls_context(config: dict[str, Any] | None) -> ssl.SSLContext | None:
+    """The TLS context of the ``tls`` settings (None: aiohttp's default, the system's authorities)."""
+    if not config:
+        return None
+    ca_file, cert_file, key_file = config.get("ca_file"), config.get("cert_file"), config.get("key_file")
+    if key_file and not cert_file:
+        raise ValueError("tls.key_file needs tls.cert_file")
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"tls.ca_file: cannot read certificate authorities from {ca_file!r}: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None
+    if config.get("verify", True) is False:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cert_file:
+        try:
+            context.load_cert_chain(cert_file, key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"tls.cert_file: cannot load the client certificate {cert_file!r}"
+                             f"{f' with key {key_file!r}' if key_file else ''}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+    return context
+
+
 def _target(url: str, breaker: Breaker, headers: list[tuple[str, str]]) -> Target:
     """A checked base URL; credentials in it become a default Authorization header (Basic), so
     that they never appear in addresses and a call's own Authorization header replaces them."""
@@ -425,6 +451,26 @@ class HttpEndpoint:
                     "keepalive": _duration("How long an idle connection stays open for reuse (default 30s)."),
                 },
             },
+            "tls": {
+                "type": "object", "additionalProperties": False,
+                "description": "TLS settings of https:// URLs: ca_file (trust these authorities instead of the "
+                               "system's), cert_file and key_file (a client certificate, for mutual TLS), verify "
+                               "(default true). Files are read when the flows load.",
+                "properties": {
+                    "ca_file": {"type": "string", "minLength": 1,
+                                "description": "PEM file of the certificate authorities to trust, e.g. a mounted "
+                                               "Secret; replaces the system's list."},
+                    "cert_file": {"type": "string", "minLength": 1,
+                                  "description": "PEM file of the client certificate to present (mutual TLS)."},
+                    "key_file": {"type": "string", "minLength": 1,
+                                 "description": "PEM file of the client certificate's private key (default: read "
+                                                "from cert_file)."},
+                    "verify": {"type": "boolean",
+                               "description": "Check the backend's certificate and host name (default true). "
+                                              "false lets anyone on the path read and change the traffic: for "
+                                              "tests only."},
+                },
+            },
             "headers": {"type": "object", "additionalProperties": {"type": "string"},
                         "description": "Headers added to every call, e.g. X-Api-Key: ${secret.CRM_KEY}. A header "
                                        "of the same name given by the call replaces it."},
@@ -459,6 +505,7 @@ class HttpEndpoint:
         pool = config.get("pool") or {}
         self.max_connections = int(pool.get("max_connections", DEFAULT_MAX_CONNECTIONS))
         self.keepalive = _setting_duration(pool, "keepalive", DEFAULT_KEEPALIVE, "pool")
+        self.tls = _tls_context(config.get("tls"))
 
         self.transport: AiohttpTransport | None = None
         self._timeout: aiohttp.ClientTimeout | None = None
@@ -472,7 +519,7 @@ class HttpEndpoint:
         if self.transport is None:
             self._timeout = client_timeout(self.connect_timeout, self.read_timeout, self.total_timeout)
             self.transport = AiohttpTransport(max_connections=self.max_connections, keepalive_timeout=self.keepalive,
-                                              default_timeout=self._timeout)
+                                              default_timeout=self._timeout, tls=self.tls)
         return self.transport
 
     async def close(self) -> None:

@@ -27,6 +27,8 @@ request's Content-Type (else application/octet-stream), an exact Content-Length,
 ``x-backend-path`` (the path with its query).  Two paths are special: ``/status/NNN``
 answers status NNN (with the echo), ``/big/N`` answers N bytes of ``x``.
 
+``BackendServer(tls=context)`` serves https with a server-side ``ssl.SSLContext``.
+
 ``set_behaviour`` replaces the whole behaviour (unnamed settings go back to their defaults);
 see ``Behaviour`` for every setting.  A stopped server keeps what it recorded; ``clear()``
 forgets it.  Fixtures usually look like::
@@ -40,6 +42,7 @@ forgets it.  Fixtures usually look like::
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -173,11 +176,14 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a handler still sleeping in a delay must not hold up stop()
     allow_reuse_address = True  # restart on the same port at once
 
-    def __init__(self, port: int, state: _State) -> None:
+    def __init__(self, port: int, state: _State, tls: ssl.SSLContext | None) -> None:
         self.state = state
         self.open_sockets: set[socket.socket] = set()
         self.stopping = threading.Event()
         super().__init__(("127.0.0.1", port), _Handler)
+        if tls is not None:
+            # the handshake happens on the first read, in the connection's thread, not in accept()
+            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # clients that hang up (timeouts, stop()) are what these tests are about
@@ -186,8 +192,9 @@ class _Server(ThreadingHTTPServer):
 class BackendServer:
     """A real HTTP backend on 127.0.0.1 (see the module docstring)."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.port = port  # 0: a free port, chosen by start() and kept across restarts
+        self.tls = tls  # a server-side context: serve https
         self.state = _State()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -196,7 +203,7 @@ class BackendServer:
     def url(self) -> str:
         if not self.port:
             raise RuntimeError("the backend has no port until it is started")
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -239,7 +246,7 @@ class BackendServer:
         """Listen (again) on the port; connections succeed from now on."""
         if self._server is not None:
             return self
-        self._server = _Server(self.port, self.state)
+        self._server = _Server(self.port, self.state, self.tls)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True, name=f"backend-{self.port}")
