@@ -161,7 +161,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0,
-                                             keepalive_timeout=self.keepalive_timeout, ttl_dns_cache=300,
+                                             keepalive_timeout=self.keepalive_timeout,
                                              ssl=self.tls if self.tls is not None else True)
             self._session = aiohttp.ClientSession(
                 connector=connector,

@@ -35,7 +35,7 @@ async def test_a_slow_backend_is_a_backend_timeout_within_the_read_limit(backend
     with pytest.raises(BackendTimeout) as caught:
         await endpoint.request("GET", "/slow")
     elapsed = time.monotonic() - started
-    assert 0.25 <= elapsed < 1.0
+    assert 0.25 <= elapsed < 2.0  # the backend would have answered after 3 s
     assert caught.value.status == 504 and caught.value.code == "backend-timeout"
     assert str(caught.value) == "endpoint 'crm' timed out"
     assert caught.value.internal is not None and backend.url in caught.value.internal  # for the log only
@@ -49,7 +49,7 @@ async def test_total_limit_bounds_a_backend_that_keeps_trickling(backend: Backen
     started = time.monotonic()
     with pytest.raises(BackendTimeout):
         await endpoint.request("POST", "/", body=b"late")
-    assert 0.35 <= time.monotonic() - started < 1.5
+    assert 0.35 <= time.monotonic() - started < 2.5  # the body would have come after 3 s
 
 
 async def test_read_timeouts_are_retried_only_when_asked(backend: BackendServer, make_endpoint: MakeEndpoint) -> None:
@@ -130,12 +130,12 @@ async def test_backoff_grows_between_attempts(make_endpoint: MakeEndpoint) -> No
 
 
 async def test_retry_after_is_honoured_up_to_max_backoff(backend: BackendServer, make_endpoint: MakeEndpoint) -> None:
-    backend.set_behaviour(statuses=[503], headers={"Retry-After": "1"})
+    backend.set_behaviour(statuses=[503], headers={"Retry-After": "3"})
     endpoint = make_endpoint({"url": backend.url, "retry": {"attempts": 2, "backoff": "10ms", "max_backoff": "500ms",
                                                             "on_status": [503]}})
     started = time.monotonic()
     assert (await endpoint.request("GET", "/")).status == 200
-    assert 0.45 <= time.monotonic() - started < 0.95
+    assert 0.45 <= time.monotonic() - started < 2.0  # waited for it (not 10 ms), capped (not 3 s)
 
 
 async def test_a_streamed_body_is_never_sent_twice(backend: BackendServer, make_endpoint: MakeEndpoint) -> None:
