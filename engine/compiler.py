@@ -279,7 +279,7 @@ class ProjectCompiler:
         for name, sequence in self.project.sequences.items():
             self.coverage_owner = f"sequence:{name}"
             self.compiled.sequences[name] = self.compile_steps(sequence.steps, sequence.file, sequence.namespaces,
-                                                               f"sequence:{name}", f"sequence:{name}")
+                                                               f"sequence:{name}", f"sequence:{name}/steps")
         for flow in self.project.flows:
             self.coverage_owner = flow.name
             steps = self.compile_steps(flow.steps, flow.file, flow.namespaces, flow.name, f"{flow.name}/steps")

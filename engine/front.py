@@ -102,6 +102,13 @@ def problem(exc: FlowError, instance: str, cid: str) -> tuple[int, bytes]:
     return exc.status, jsonfast.dumps(body)
 
 
+@dataclass
+class RequestTrace:
+    flow: str
+    steps: list[str]  # step and branch ids, in the order they ran
+    failed_step: str | None = None
+
+
 class Facade:
     """The ASGI app of the facade port."""
 
@@ -110,6 +117,8 @@ class Facade:
         self.max_body = max_body
         self.table = RoutingTable.build(project, max_body)
         self.metrics = metrics or Metrics()
+        # set to a list to record, per request, the steps and branches it ran (flow tests, debugging)
+        self.traces: list[RequestTrace] | None = None
 
     def swap(self, project: CompiledProject) -> CompiledProject:
         """Serve ``project`` from now on; returns the one it replaced."""
@@ -136,12 +145,19 @@ class Facade:
             route, params = self.table.match(scope["method"], path)
             flow_name = route.flow.name
             msg = await self._message(scope, receive, headers, route, params, cid)
+            if self.traces is not None:
+                msg.trace = []
+                self.traces.append(RequestTrace(flow_name, msg.trace))
             await route.flow.handle(msg)
             status = msg.status
             await respond(send, msg, cid)
         except FlowError as exc:
+            if self.traces is not None and msg is not None and msg.trace is not None:
+                self.traces[-1].failed_step = getattr(exc, "step_id", None)
             status = await self._fail(send, exc, path, cid, flow_name)
         except Exception as exc:
+            if self.traces is not None and msg is not None and msg.trace is not None:
+                self.traces[-1].failed_step = getattr(exc, "step_id", None)
             log.exception("flow %s failed at %s", flow_name, getattr(exc, "step_id", "?"))
             status = await self._fail(send, FlowError("internal error; see the logs under this correlation id"),
                                       path, cid, flow_name)

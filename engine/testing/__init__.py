@@ -1,0 +1,1 @@
+"""Flow tests: YAML suites run in-process against the compiled flows with mocked endpoints."""

@@ -1,0 +1,132 @@
+"""The JSON Schema of test suites (``*.test.yaml``); part of ``interlace schema``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+BODY: dict[str, Any] = {
+    "json": {"description": "A JSON body (any YAML value)."},
+    "xml": {"type": "string", "description": "An XML body."},
+    "text": {"type": "string", "description": "A text body."},
+    "file": {"type": "string", "description": "A body read from this file, relative to the suite."},
+    "content_type": {"type": "string", "description": "Content-Type (default by body kind)."},
+}
+
+HEADERS = {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
+
+RESPONSE: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "description": "What the mocked endpoint answers.",
+    "properties": {
+        "status": {"type": "integer", "minimum": 100, "maximum": 599, "description": "Status (default 200)."},
+        "headers": {**HEADERS, "description": "Headers of the answer."},
+        "delay": {"type": ["string", "number"],
+                  "description": "Answer after this long; longer than the endpoint's read timeout makes the call "
+                                 "time out (without waiting for it)."},
+        **BODY,
+    },
+}
+
+MOCK_RULE: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "description": "One rule: calls that match get the response (or the failure). The first matching rule wins.",
+    "properties": {
+        "match": {
+            "type": "object", "additionalProperties": False,
+            "description": "Which calls this rule answers (default: all).",
+            "properties": {
+                "method": {"type": "string"},
+                "path": {"type": "string", "description": "The path after the endpoint's URL; * and ? wildcards."},
+                "query": {"type": "object", "description": "Query parameters that must be present with these values."},
+                "headers": {**HEADERS, "description": "Headers that must be present with these values."},
+                "body": {"type": "string", "description": "A condition over the call's body, e.g. "
+                                                          "${payload.id == '7'} or ${xpath('//sku') == 'A'}."},
+            },
+        },
+        "respond": {"oneOf": [RESPONSE, {"type": "array", "items": RESPONSE, "minItems": 1,
+                                         "description": "Successive calls get these in turn; the last repeats."}]},
+        "fail": {"enum": ["timeout", "unreachable"],
+                 "description": "Fail the call as a backend that times out or refuses connections "
+                                "(the endpoint's retries, failover and breaker then act as in production)."},
+    },
+    "oneOf": [{"required": ["respond"]}, {"required": ["fail"]}],
+}
+
+CALLS: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "description": "What an endpoint must have received.",
+    "properties": {
+        "count": {"type": "integer", "minimum": 0, "description": "Calls in all."},
+        "method": {"type": "string", "description": "Method of the last call."},
+        "path": {"type": "string", "description": "Path of the last call (after the endpoint URL)."},
+        "headers": {**HEADERS, "description": "Headers of the last call."},
+        "json": {"description": "The last call's body, as JSON, exactly."},
+        "json_subset": {"description": "Keys and values the last call's JSON body must contain."},
+        "body_contains": {"type": "string", "description": "Text the last call's body must contain."},
+        "jmespath": {"type": "object", "description": "JMESPath over the last call's JSON body: expected value."},
+        "xpath": {"type": "object", "description": "XPath over the last call's XML body: expected value."},
+    },
+}
+
+EXPECT: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "description": "What must come out.",
+    "properties": {
+        "status": {"type": "integer"},
+        "headers": {**HEADERS, "description": "Headers the answer must carry with these values."},
+        "json": {"description": "The answer's JSON body, exactly."},
+        "json_subset": {"description": "Keys and values the JSON body must contain (lists: these items in order)."},
+        "text": {"type": "string", "description": "The answer's body as text, exactly."},
+        "xml": {"type": "string", "description": "The answer's XML body (compared canonicalised)."},
+        "file": {"type": "string", "description": "A file the body must equal (JSON and XML compared parsed)."},
+        "body_contains": {"type": "string", "description": "Text the body must contain."},
+        "jmespath": {"type": "object", "description": "JMESPath expression over the JSON body: expected value."},
+        "xpath": {"type": "object", "description": "XPath over the XML body: expected value (text of one node, a "
+                                                   "list for several, a number for count())."},
+        "calls": {"type": "object", "additionalProperties": CALLS,
+                  "description": "Per mocked endpoint, what it received."},
+    },
+}
+
+CASE: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["name", "request", "expect"],
+    "properties": {
+        "name": {"type": "string", "description": "What the case shows, in words."},
+        "request": {
+            "type": "object", "additionalProperties": False, "required": ["path"],
+            "properties": {
+                "method": {"type": "string", "description": "Default GET, or POST with a body."},
+                "path": {"type": "string", "pattern": "^/"},
+                "query": {"type": "object"},
+                "headers": HEADERS,
+                **BODY,
+            },
+        },
+        "env": {"type": "object", "additionalProperties": {"type": "string"},
+                "description": "Environment for this case (over the suite's)."},
+        "mocks": {"type": "object", "additionalProperties": {"type": "array", "items": MOCK_RULE},
+                  "description": "Per endpoint name, the rules that answer its calls."},
+        "expect": EXPECT,
+    },
+}
+
+
+def suite_schema() -> dict[str, Any]:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Interlace test suite",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["cases"],
+        "properties": {
+            "flows": {"type": "string", "description": "The flow folder under test, relative to the suite "
+                                                       "(default: the suite's own folder)."},
+            "env": {"type": "object", "additionalProperties": {"type": "string"},
+                    "description": "Environment variables the flows read with ${env.NAME}."},
+            "secrets": {"type": "object", "additionalProperties": {"type": "string"},
+                        "description": "Secrets the flows read with ${secret.NAME} (test values only)."},
+            "mocks": {"type": "object", "additionalProperties": {"type": "array", "items": MOCK_RULE},
+                      "description": "Mocks shared by every case (a case's own rules come first)."},
+            "cases": {"type": "array", "items": CASE, "minItems": 1},
+        },
+    }
