@@ -235,6 +235,9 @@ def describe(error: ValidationError) -> tuple[list[Any], str, bool]:
         return path, f"invalid name{where}: {error.message}", False
     if validator == "pattern":
         return path, f"{_type_name(error.instance)}{where} does not match the pattern {error.validator_value}", False
+    if validator == "not" and isinstance(error.validator_value, dict) and "required" in error.validator_value:
+        together = list(error.validator_value["required"])
+        return path, f"give only one of {', '.join(map(str, together))}{where}, not both", False
     if validator in ("oneOf", "anyOf") and error.context:
         best = min(error.context, key=lambda e: len(list(e.absolute_path)) * -1)
         inner_path, inner, on_key = describe(best)

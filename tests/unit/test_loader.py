@@ -172,3 +172,17 @@ def test_the_example_flows_are_valid() -> None:
     root = Path(__file__).resolve().parents[2]
     assert load_project(root / "flows").flows
     assert len(load_project(root / "flows" / "bench").flows) == 6
+
+
+def test_url_and_urls_together_are_refused_in_words(tmp_path: Path) -> None:
+    write(tmp_path, "f.yaml", """
+endpoints:
+  a:
+    http: {url: "http://127.0.0.1:1", urls: ["http://127.0.0.1:2"]}
+flows:
+  f:
+    source: {http: {path: /f}}
+    steps: [{respond: {}}]
+""")
+    [error] = errors_of(tmp_path)
+    assert error == "f.yaml:3:11: give only one of url, urls in endpoints.a.http, not both"
