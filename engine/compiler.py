@@ -217,6 +217,8 @@ class CompileContext:
 
     def endpoint(self, name: Any, key: Any = "endpoint") -> Any:
         endpoint = self._compiler.endpoints.get(str(name))
+        if endpoint is None and str(name) in self._compiler.project.endpoints:
+            return _BrokenEndpoint()  # declared, but its own error is reported already
         if endpoint is None:
             known = ", ".join(sorted(self._compiler.endpoints)) or "none declared"
             raise StepConfigError(f"unknown endpoint {name!r} (endpoints: {known})", key)
@@ -408,6 +410,12 @@ class ProjectCompiler:
                     if nxt not in seen:
                         seen.add(nxt)
                         stack.append((nxt, [*path, nxt]))
+
+
+class _BrokenEndpoint:
+    """Stands in for a declared endpoint whose settings failed, so its users compile on."""
+
+    name = "broken"
 
 
 def compile_project(project: Project, env: Mapping[str, str] | None = None,

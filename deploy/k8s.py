@@ -1,0 +1,329 @@
+"""`interlace k8s`: Kubernetes manifests generated from the flows, as a Kustomize base and one
+overlay per environment (dev, stage, prod), for GitOps promotion.
+
+What the flows say decides what the manifests hold: the environment variables they read
+become the ConfigMap's keys, the secrets they read become items of a Secret that is referenced,
+never written; ports, probes and the drain come from the runtime's own defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from engine.loader import LoadErrors, load_project
+from engine.model import Project
+
+FACADE_PORT = 8290
+MANAGEMENT_PORT = 9201
+DRAIN_SECONDS = 20
+PRE_STOP_SECONDS = 5  # lets the endpoints controller and the gateway stop sending before the drain
+SECRETS_DIR = "/var/run/secrets/interlace"
+RUNTIME_UID = 10001
+ENVIRONMENTS = ("dev", "stage", "prod")
+
+
+@dataclass(frozen=True)
+class Sizing:
+    replicas: int
+    min_replicas: int
+    max_replicas: int
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+    log_level: str
+
+
+SIZING = {
+    "dev": Sizing(1, 1, 2, "50m", "500m", "64Mi", "256Mi", "debug"),
+    "stage": Sizing(2, 2, 4, "250m", "1", "128Mi", "256Mi", "info"),
+    "prod": Sizing(3, 3, 12, "500m", "1", "128Mi", "384Mi", "info"),
+}
+
+
+@dataclass
+class Options:
+    name: str = "interlace"
+    image: str = "interlace-facade:latest"
+    gateway_labels: dict[str, str] = field(default_factory=lambda: {"app.kubernetes.io/name": "gateway"})
+    monitoring_namespace: str = "monitoring"
+    namespace_prefix: str | None = None  # overlays use NAME-ENV by default
+
+
+def split_image(image: str) -> tuple[str, str | None, str | None]:
+    """(name, tag, digest) of an image reference."""
+    digest = None
+    if "@" in image:
+        image, digest = image.split("@", 1)
+    tag = None
+    last = image.rsplit("/", 1)[-1]
+    if ":" in last:
+        image, tag = image.rsplit(":", 1)
+    return image, tag, digest
+
+
+def _labels(options: Options) -> dict[str, str]:
+    return {"app.kubernetes.io/name": options.name, "app.kubernetes.io/component": "facade",
+            "app.kubernetes.io/part-of": "interlace"}
+
+
+def _selector(options: Options) -> dict[str, str]:
+    return {"app.kubernetes.io/name": options.name}
+
+
+def deployment(project: Project, options: Options) -> dict[str, Any]:
+    probe_port = "management"
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if project.secret_refs:
+        volumes.append({"name": "secrets", "secret": {
+            "secretName": f"{options.name}-secrets", "defaultMode": 0o440,
+            "items": [{"key": key, "path": key} for key in sorted(project.secret_refs)]}})
+        mounts.append({"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True})
+    container = {
+        "name": "interlace",
+        "image": "interlace-facade",
+        "ports": [{"name": "http", "containerPort": FACADE_PORT, "protocol": "TCP"},
+                  {"name": "management", "containerPort": MANAGEMENT_PORT, "protocol": "TCP"}],
+        "envFrom": [{"configMapRef": {"name": f"{options.name}-config"}}],
+        "env": [{"name": "INTERLACE_SECRETS_DIR", "value": SECRETS_DIR}],
+        "startupProbe": {"httpGet": {"path": "/health/ready", "port": probe_port},
+                         "periodSeconds": 1, "failureThreshold": 30},
+        "readinessProbe": {"httpGet": {"path": "/health/ready", "port": probe_port},
+                           "periodSeconds": 5, "failureThreshold": 2},
+        "livenessProbe": {"httpGet": {"path": "/health/live", "port": probe_port},
+                          "periodSeconds": 10, "failureThreshold": 3},
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
+        "resources": {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID,
+                            "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": mounts,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": options.name, "labels": _labels(options)},
+        "spec": {
+            "replicas": 2,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": _selector(options)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": _labels(options),
+                             "annotations": {"prometheus.io/scrape": "true",
+                                             "prometheus.io/port": str(MANAGEMENT_PORT),
+                                             "prometheus.io/path": "/metrics"}},
+                "spec": {
+                    # longer than the preStop pause plus the drain, so SIGKILL never cuts a request
+                    "terminationGracePeriodSeconds": PRE_STOP_SECONDS + DRAIN_SECONDS + 10,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID,
+                                        "fsGroup": RUNTIME_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                                   "whenUnsatisfiable": "ScheduleAnyway",
+                                                   "labelSelector": {"matchLabels": _selector(options)}}],
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def service(options: Options) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": options.name, "labels": _labels(options)},
+        "spec": {"type": "ClusterIP", "selector": _selector(options),
+                 "ports": [{"name": "http", "port": FACADE_PORT, "targetPort": "http", "protocol": "TCP"},
+                           {"name": "management", "port": MANAGEMENT_PORT, "targetPort": "management",
+                            "protocol": "TCP"}]},
+    }
+
+
+def config_map(project: Project, options: Options) -> dict[str, Any]:
+    data = {"INTERLACE_HOST": "0.0.0.0", "INTERLACE_PORT": str(FACADE_PORT),
+            "INTERLACE_MANAGEMENT_PORT": str(MANAGEMENT_PORT), "INTERLACE_LOG_FORMAT": "json",
+            "INTERLACE_LOG_LEVEL": "info",
+            "INTERLACE_DRAIN_TIMEOUT": str(DRAIN_SECONDS), "INTERLACE_MAX_BODY": "10MiB"}
+    # the flows' own settings: empty means "use the flow's default" (${env.X || 'default'})
+    for name in sorted(project.env_refs):
+        data.setdefault(name, "")
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"{options.name}-config", "labels": _labels(options)}, "data": data}
+
+
+def autoscaler(options: Options) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": options.name, "labels": _labels(options)},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": options.name},
+                 "minReplicas": 2, "maxReplicas": 6,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                                                               "target": {"type": "Utilization",
+                                                                          "averageUtilization": 70}}}],
+                 "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}},
+    }
+
+
+def disruption_budget(options: Options) -> dict[str, Any]:
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": options.name, "labels": _labels(options)},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _selector(options)}}}
+
+
+def network_policy(options: Options) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": options.name, "labels": _labels(options)},
+        "spec": {
+            "podSelector": {"matchLabels": _selector(options)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                # the API gateway's pods, in any namespace, to the facade port only
+                {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": dict(options.gateway_labels)}}],
+                 "ports": [{"protocol": "TCP", "port": FACADE_PORT}]},
+                # the cluster's monitoring to the management port only (metrics; probes come from the kubelet)
+                {"from": [{"namespaceSelector": {"matchLabels": {
+                    "kubernetes.io/metadata.name": options.monitoring_namespace}}}],
+                 "ports": [{"protocol": "TCP", "port": MANAGEMENT_PORT}]},
+            ],
+        },
+    }
+
+
+BASE_FILES = ("deployment.yaml", "service.yaml", "configmap.yaml", "hpa.yaml", "pdb.yaml", "networkpolicy.yaml")
+
+
+def base_resources(project: Project, options: Options) -> dict[str, dict[str, Any]]:
+    resources = [deployment(project, options), service(options), config_map(project, options), autoscaler(options),
+                 disruption_budget(options), network_policy(options)]
+    return dict(zip(BASE_FILES, resources, strict=True))
+
+
+def overlay(environment: str, project: Project, options: Options) -> dict[str, dict[str, Any]]:
+    sizing = SIZING[environment]
+    name, tag, digest = split_image(options.image)
+    image: dict[str, Any] = {"name": "interlace-facade", "newName": name}
+    if digest:
+        image["digest"] = digest
+    else:
+        image["newTag"] = tag or "latest"
+    namespace = f"{options.namespace_prefix or options.name}-{environment}"
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": namespace,
+        "resources": ["../../base"],
+        "labels": [{"pairs": {"app.kubernetes.io/instance": f"{options.name}-{environment}",
+                              "environment": environment}, "includeSelectors": False}],
+        "images": [image],
+        "replicas": [{"name": options.name, "count": sizing.replicas}],
+        "patches": [{"path": "resources.yaml"}, {"path": "autoscaling.yaml"}, {"path": "config.yaml"}],
+    }
+    resources_patch = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": options.name},
+        "spec": {"template": {"spec": {"containers": [{
+            "name": "interlace",
+            "resources": {"requests": {"cpu": sizing.cpu_request, "memory": sizing.memory_request},
+                          "limits": {"cpu": sizing.cpu_limit, "memory": sizing.memory_limit}}}]}}},
+    }
+    autoscaling_patch = {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": options.name},
+        "spec": {"minReplicas": sizing.min_replicas, "maxReplicas": sizing.max_replicas},
+    }
+    config_patch = {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{options.name}-config"},
+        "data": {"INTERLACE_LOG_LEVEL": sizing.log_level, **dict.fromkeys(sorted(project.env_refs), "")},
+    }
+    return {"kustomization.yaml": kustomization, "resources.yaml": resources_patch,
+            "autoscaling.yaml": autoscaling_patch, "config.yaml": config_patch}
+
+
+def _yaml_text(document: dict[str, Any], header: str = "") -> str:
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.width = 4096
+    out = io.StringIO()
+    yaml.dump(document, out)
+    return header + out.getvalue()
+
+
+HEADER = "# Generated by `interlace k8s` from the flows; regenerate rather than edit.\n"
+CONFIG_HEADER = ("# Per-environment values of the settings the flows read (${env.NAME}); empty keeps the\n"
+                 "# flow's own default. Generated once: edit the values, keep the keys.\n")
+
+
+def write_manifests(project: Project, options: Options, out: Path) -> list[Path]:
+    written: list[Path] = []
+    base = out / "base"
+    base.mkdir(parents=True, exist_ok=True)
+    for file, resource in base_resources(project, options).items():
+        (base / file).write_text(_yaml_text(resource, HEADER), encoding="utf-8")
+        written.append(base / file)
+    kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                     "resources": list(BASE_FILES)}
+    (base / "kustomization.yaml").write_text(_yaml_text(kustomization, HEADER), encoding="utf-8")
+    written.append(base / "kustomization.yaml")
+    for environment in ENVIRONMENTS:
+        folder = out / "overlays" / environment
+        folder.mkdir(parents=True, exist_ok=True)
+        for file, document in overlay(environment, project, options).items():
+            path = folder / file
+            if file == "config.yaml" and path.exists():
+                continue  # the operator's values survive regeneration
+            path.write_text(_yaml_text(document, CONFIG_HEADER if file == "config.yaml" else HEADER),
+                            encoding="utf-8")
+            written.append(path)
+    return written
+
+
+def _label(text: str) -> dict[str, str]:
+    key, _, value = text.partition("=")
+    if not key or not value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return {key: value}
+
+
+def _k8s(args: argparse.Namespace) -> int:
+    try:
+        project = load_project(Path(args.dir))
+    except LoadErrors as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    options = Options(name=args.name, image=args.image, gateway_labels=args.gateway_label,
+                      monitoring_namespace=args.monitoring_namespace, namespace_prefix=args.namespace_prefix)
+    written = write_manifests(project, options, Path(args.out))
+    print(f"wrote {len(written)} files under {args.out} (base, overlays {', '.join(ENVIRONMENTS)})")
+    if project.secret_refs:
+        keys = " ".join(f"--from-literal={k}=..." for k in sorted(project.secret_refs))
+        print(f"the flows read secrets: create them per namespace, e.g. "
+              f"kubectl create secret generic {args.name}-secrets {keys}")
+    return 0
+
+
+def add_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "k8s", help="write Kubernetes manifests (Kustomize base and dev/stage/prod overlays)",
+        description="Write a Kustomize base (Deployment, Service, ConfigMap, Secret references, HPA, PDB, "
+                    "NetworkPolicy) and overlays dev, stage and prod for the flows of DIR.")
+    parser.add_argument("dir", metavar="DIR")
+    parser.add_argument("--image", required=True, help="the image built by `interlace build` (REGISTRY/NAME:TAG)")
+    parser.add_argument("--out", required=True, help="output folder (DIR/base, DIR/overlays/ENV)")
+    parser.add_argument("--name", default="interlace", help="name of the Deployment, Service, ... (default interlace)")
+    parser.add_argument("--gateway-label", type=_label, default={"app.kubernetes.io/name": "gateway"},
+                        help="label of the gateway's pods, admitted to the facade port (KEY=VALUE)")
+    parser.add_argument("--monitoring-namespace", default="monitoring",
+                        help="namespace admitted to the management port (metrics)")
+    parser.add_argument("--namespace-prefix", help="overlay namespaces are PREFIX-ENV (default: NAME-ENV)")
+    parser.set_defaults(func=_k8s)

@@ -1,0 +1,154 @@
+"""`interlace k8s` and `interlace openapi`: every overlay builds with kubectl kustomize and every
+resource validates against a pinned Kubernetes version's schemas; the OpenAPI 3.1 document
+validates against the OpenAPI schema."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from openapi_spec_validator import validate as validate_openapi
+from ruamel.yaml import YAML
+
+from deploy.k8s import ENVIRONMENTS, Options, base_resources
+from engine.loader import load_project
+from tests.support.services import require_command
+
+REPO = Path(__file__).resolve().parents[2]
+KUBERNETES_VERSION = "1.33.0"  # the oldest supported release the manifests must apply to
+IMAGE = "127.0.0.1:5000/shop/orders:1.4.2"
+
+
+def interlace(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("k8s")
+    result = interlace("k8s", "flows", "--image", IMAGE, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def kustomize(folder: Path) -> list[dict[str, Any]]:
+    kubectl = require_command("kubectl", "kubectl")
+    result = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in YAML(typ="safe").load_all(result.stdout) if doc]
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_every_overlay_builds_and_validates(manifests: Path, environment: str) -> None:
+    resources = kustomize(manifests / "overlays" / environment)
+    kinds = sorted(r["kind"] for r in resources)
+    assert kinds == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy", "PodDisruptionBudget",
+                     "Service"]
+    for resource in resources:
+        kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+        assert resource["metadata"]["namespace"] == f"interlace-{environment}"
+    deployment = next(r for r in resources if r["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == IMAGE
+    expected_replicas = {"dev": 1, "stage": 2, "prod": 3}[environment]
+    assert deployment["spec"]["replicas"] == expected_replicas
+
+
+def test_the_deployment_runs_locked_down_and_drains(manifests: Path) -> None:
+    resources = kustomize(manifests / "overlays" / "prod")
+    deployment = next(r for r in resources if r["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert security["allowPrivilegeEscalation"] is False and security["capabilities"]["drop"] == ["ALL"]
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "management"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "management"}
+    pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    config = next(r for r in resources if r["kind"] == "ConfigMap")["data"]
+    assert pod["terminationGracePeriodSeconds"] > pause + int(config["INTERLACE_DRAIN_TIMEOUT"])
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert container["resources"]["limits"] == {"cpu": "1", "memory": "384Mi"}
+
+
+def test_config_holds_what_the_flows_read_and_secrets_are_only_referenced(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "f.yaml").write_text(
+        "endpoints:\n  crm:\n    http:\n      url: ${env.CRM_URL || 'http://127.0.0.1:9'}\n"
+        "      headers: {X-Key: \"${secret.\\\"crm-key\\\" || 'none'}\"}\n"
+        "flows:\n  f:\n    source: {http: {path: /f}}\n    steps: [{call: {endpoint: crm}}]\n")
+    out = tmp_path / "k8s"
+    result = interlace("k8s", str(flows), "--image", IMAGE, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "kubectl create secret generic interlace-secrets --from-literal=crm-key=..." in result.stdout
+    resources = kustomize(out / "overlays" / "dev")
+    assert "Secret" not in {r["kind"] for r in resources}
+    config = next(r for r in resources if r["kind"] == "ConfigMap")
+    assert "CRM_URL" in config["data"]
+    pod = next(r for r in resources if r["kind"] == "Deployment")["spec"]["template"]["spec"]
+    secret_volume = next(v for v in pod["volumes"] if v["name"] == "secrets")["secret"]
+    assert secret_volume == {"secretName": "interlace-secrets", "defaultMode": 0o440,
+                             "items": [{"key": "crm-key", "path": "crm-key"}]}
+    assert "none" not in json.dumps(resources)  # values stay out of the manifests
+
+
+def test_network_policy_admits_only_the_gateway_and_monitoring(manifests: Path) -> None:
+    policy = next(r for r in kustomize(manifests / "base") if r["kind"] == "NetworkPolicy")
+    facade, management = policy["spec"]["ingress"]
+    assert facade["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "gateway"}
+    assert facade["ports"] == [{"protocol": "TCP", "port": 8290}]
+    assert management["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    assert management["ports"] == [{"protocol": "TCP", "port": 9201}]
+
+
+def test_schema_validation_catches_a_deliberate_mistake() -> None:
+    deployment = copy.deepcopy(base_resources(load_project(REPO / "flows"), Options())["deployment.yaml"])
+    kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["readinessProbe"]["httpGet"]["prot"] = container["readinessProbe"]["httpGet"].pop("port")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+
+def test_regenerating_keeps_the_operators_config_values(manifests: Path) -> None:
+    config = manifests / "overlays" / "prod" / "config.yaml"
+    text = config.read_text()
+    assert "ORDERS_API_URL: ''" in text
+    config.write_text(text.replace("ORDERS_API_URL: ''", "ORDERS_API_URL: http://orders.prod"))
+    assert interlace("k8s", "flows", "--image", IMAGE, "--out", str(manifests)).returncode == 0
+    data = next(r for r in kustomize(manifests / "overlays" / "prod") if r["kind"] == "ConfigMap")["data"]
+    assert data["ORDERS_API_URL"] == "http://orders.prod"
+
+
+def test_openapi_document_is_valid_3_1_and_matches_the_flows(tmp_path: Path) -> None:
+    result = interlace("openapi", "flows")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    validate_openapi(document)
+    assert document["openapi"] == "3.1.0"
+    get_order = document["paths"]["/orders/{id}"]["get"]
+    assert get_order["operationId"] == "get-order"
+    assert get_order["parameters"] == [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    assert "stock" in get_order["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
+    create = document["paths"]["/orders"]["post"]
+    assert create["requestBody"]["content"]["application/json"]["schema"]["required"] == ["customer", "items"]
+    assert document["paths"]["/hello"]["get"]["parameters"][0]["in"] == "query"
+    assert interlace("openapi", "flows", "-o", str(tmp_path / "api.yaml")).returncode == 0
+    assert YAML(typ="safe").load((tmp_path / "api.yaml").read_text()) == document
+
+
+def test_invalid_flows_export_nothing(tmp_path: Path) -> None:
+    (tmp_path / "f.yaml").write_text("flows:\n  f:\n    source: {http: {path: /f}}\n    steps: [{nope: {}}]\n")
+    for command in (("openapi", str(tmp_path)), ("k8s", str(tmp_path), "--image", IMAGE, "--out", str(tmp_path / "o"))):
+        result = interlace(*command)
+        assert result.returncode == 1
+        assert "f.yaml:4:14: unknown step kind 'nope'" in result.stderr
