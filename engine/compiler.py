@@ -15,7 +15,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from connectors.base import connector_kinds
-from engine.errors import FlowError
+from engine.errors import FlowError, RequestInvalid
 from engine.expressions import (
     CompileOptions,
     Expr,
@@ -89,6 +89,8 @@ class CompiledFlow:
     steps: Steps
     on_error: Steps | None
     max_body: int | None
+    # the JSON Schema of the request body the flow declares (source.http.request.schema)
+    request_validator: Draft202012Validator | None = None
 
     @property
     def name(self) -> str:
@@ -100,6 +102,8 @@ class CompiledFlow:
 
     async def handle(self, msg: Message) -> None:
         """Run the flow; an error goes to the flow's handler, else propagates to the front."""
+        if self.request_validator is not None:
+            await self._check_request(msg)
         try:
             await self.steps.run(msg)
         except FlowError as exc:
@@ -112,6 +116,21 @@ class CompiledFlow:
             log.exception("flow %s failed at %s", self.name, getattr(exc, "step_id", "?"),
                           extra={"correlation_id": msg.correlation_id})
             await self._handle_error(msg, internal_error(exc))
+
+    async def _check_request(self, msg: Message) -> None:
+        """A JSON body that breaks the declared schema is the caller's mistake: 422, each problem named."""
+        assert self.request_validator is not None
+        if msg.is_streaming:
+            await msg.load_body()
+        if msg.kind != "json":
+            return  # a declared content_type already answered 415 for other media types
+        problems = [{"path": "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path),
+                     "message": e.message}
+                    for e in sorted(self.request_validator.iter_errors(msg.payload), key=lambda e: list(e.path))]
+        if problems:
+            first = problems[0]
+            raise RequestInvalid(f"the request body does not match the schema: {first['path']}: {first['message']}",
+                                 extra={"errors": problems[:20]})
 
     async def _handle_error(self, msg: Message, exc: FlowError) -> None:
         msg.error = exc.as_dict()
@@ -290,7 +309,17 @@ class ProjectCompiler:
                 on_error = self.compile_steps(flow.on_error, flow.file, flow.namespaces, flow.name,
                                               f"{flow.name}/on_error")
             max_body = flow.source.max_body if flow.source else None
-            self.compiled.flows.append(CompiledFlow(flow, steps, on_error, max_body))
+            compiled_flow = CompiledFlow(flow, steps, on_error, max_body)
+            request = (flow.source.request or {}) if flow.source else {}
+            if request.get("schema"):
+                try:
+                    Draft202012Validator.check_schema(request["schema"])
+                    compiled_flow.request_validator = Draft202012Validator(request["schema"])
+                except Exception as exc:  # jsonschema's SchemaError, with its own words
+                    where = locate(flow.file, flow.node, ("source", "http", "request", "schema"))
+                    self.errors.append(LoadError.at(where, f"request schema is not a valid JSON Schema: "
+                                                           f"{getattr(exc, 'message', exc)}"))
+            self.compiled.flows.append(compiled_flow)
         self._check_sequence_cycles()
         return self.compiled
 

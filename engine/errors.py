@@ -47,6 +47,14 @@ class BadRequest(FlowError):
     title = "Bad request"
 
 
+class RequestInvalid(FlowError):
+    """A well-formed body that breaks the schema the flow declares for its requests."""
+
+    status = 422
+    code = "request-invalid"
+    title = "Request does not match the schema"
+
+
 class MalformedBody(BadRequest):
     code = "malformed-body"
     title = "Malformed request body"

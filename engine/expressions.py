@@ -549,7 +549,9 @@ class Expr:
         except ExpressionError:
             raise
         except jp_exceptions.JMESPathError as exc:
-            raise ExpressionError(f"expression ${{{self.source}}} failed: {exc}") from exc
+            # the caller sees what went wrong, the log also sees which expression
+            raise ExpressionError(f"a flow expression could not be evaluated on this message: {exc}",
+                                  internal=f"${{{self.source}}}") from exc
 
     def is_true(self, msg: Message) -> bool:
         return not _is_false(self.evaluate(msg))
