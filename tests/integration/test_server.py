@@ -20,8 +20,10 @@ pytestmark = pytest.mark.timeout(90)
 class _Slow(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     delay = 1.0
+    arrived: list[float] = []
 
     def do_GET(self) -> None:
+        self.arrived.append(time.monotonic())
         time.sleep(self.delay)
         body = b'{"slow": true}'
         self.send_response(200)
@@ -62,8 +64,13 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(tmp_path: Path, slow_b
     folder = slow_flows(tmp_path / "flows", slow_backend)
     with run_engine(folder, "--drain-timeout", "10") as engine:
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            _Slow.arrived.clear()
+            _Slow.delay = 1.5
             futures = [pool.submit(httpx.get, f"{engine.url}/slow", timeout=15) for _ in range(8)]
-            time.sleep(0.4)  # all eight are now waiting on the slow backend
+            deadline = time.monotonic() + 10
+            while len(_Slow.arrived) < 8:  # all eight are now waiting on the slow backend
+                assert time.monotonic() < deadline, engine.log()
+                time.sleep(0.01)
             engine.process.send_signal(15)
             time.sleep(0.2)
             ready = httpx.get(f"{engine.management_url}/health/ready", timeout=2)
