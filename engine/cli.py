@@ -43,13 +43,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _schema(args: argparse.Namespace) -> int:
     from engine.schema import project_schema
+    from engine.testing.schema import suite_schema
 
-    schema = project_schema()
-    try:
-        suites = importlib.import_module("engine.testing.schema")
-        schema = {**schema, "$defs": {**schema["$defs"], "test_suite": suites.suite_schema()}}
-    except ModuleNotFoundError:
-        pass
+    # one document for flow files, with the suite format under $defs for tools that want both;
+    # --suite prints the suite format as its own root, for editors mapping *.test.yaml to it
+    schema = suite_schema() if args.suite else {**project_schema(), "$defs": {
+        **project_schema()["$defs"], "test_suite": suite_schema()}}
     text = json.dumps(schema, indent=2) + "\n"
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -98,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="print the JSON Schema of flow files",
                             description="Print the JSON Schema of flow files (for editors' YAML language servers).")
     schema.add_argument("-o", "--output", help="write to this file instead of standard output")
+    schema.add_argument("--suite", action="store_true", help="the schema of test suites (*.test.yaml) instead")
     schema.set_defaults(func=_schema)
 
     docs = sub.add_parser("docs", help="write the step reference generated from the registry",

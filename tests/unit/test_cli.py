@@ -63,3 +63,13 @@ def test_every_command_has_help() -> None:
     for command in ("run", "validate", "schema", "docs"):
         result = interlace(command, "--help")
         assert result.returncode == 0 and "usage: interlace" in result.stdout
+
+
+def test_suite_schema_validates_the_example_suites() -> None:
+    result = interlace("schema", "--suite")
+    schema = json.loads(result.stdout)
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema)
+    for path in sorted((REPO / "flows").rglob("*.test.yaml")):
+        errors = [e.message for e in validator.iter_errors(YAML(typ="safe").load(path.read_text()))]
+        assert errors == [], f"{path.name}: {errors}"
