@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Content routing against the direct proxy, back to back on one engine process.
+#
+#   benchmarks/routing_ab.sh            # 3 rounds of 4 s cells, 1 KiB bodies
+#   benchmarks/routing_ab.sh 5 5        # seconds per cell, rounds
+#
+# run.sh measures direct-json and cbr-json minutes apart, and on this shared VM the machine
+# changes in between; here one engine (CPU 0) and the echo backend and wrk (CPU 1) serve
+# direct-json, cbr-json, direct-xml, cbr-xml and hbr in turn, seconds apart, round after
+# round.  Prints req/s and the engine's CPU µs per request for every cell, then the medians
+# and each router's ratio to the direct proxy of the same body (the goal: within 15 %).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_DIR="${BENCH_DIR:-$(cd "$ROOT/.." && pwd)/shared/bench}"
+SECS="${1:-4}"
+ROUNDS="${2:-3}"
+BACKEND_PORT=18590
+PORT=18591
+WORK="$(mktemp -d)"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$ROOT/.venv/bin/python" - "$BENCH_DIR/lib" "$WORK" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import payloads
+open(f"{sys.argv[2]}/json", "wb").write(payloads.json_body(1024))
+open(f"{sys.argv[2]}/xml", "wb").write(payloads.xml_body(1024))
+EOF
+PORT=$BACKEND_PORT taskset -c 1 node "$BENCH_DIR/lib/echo_backend.js" >/dev/null 2>&1 </dev/null &
+pids+=($!)
+BACKEND_URL="http://127.0.0.1:$BACKEND_PORT" taskset -c 0 "$ROOT/.venv/bin/interlace" run "$ROOT/flows/bench" \
+    --host 127.0.0.1 --port $PORT --management-port $((PORT + 1)) --log-level warning >"$WORK/engine.log" 2>&1 &
+engine=$!
+pids+=($engine)
+for _ in $(seq 200); do
+    curl -sf -o /dev/null -X POST -H 'content-type: application/json' --data-binary @"$WORK/json" \
+        "http://127.0.0.1:$PORT/direct" && break
+    sleep 0.05
+done
+hz=$(getconf CLK_TCK)
+cells=("direct-json /direct json application/json" "cbr-json /cbr-json json application/json"
+       "direct-xml /direct xml text/xml" "cbr-xml /cbr-xml xml text/xml" "hbr /hbr xml text/xml")
+: >"$WORK/results"
+for round in $(seq "$ROUNDS"); do
+    for cell in "${cells[@]}"; do
+        read -r name path body ctype <<<"$cell"
+        before=$(awk '{ print $14 + $15 }' "/proc/$engine/stat")
+        out=$(BENCH_BODY="$WORK/$body" BENCH_CTYPE="$ctype" BENCH_HDR_NAME=x-route BENCH_HDR_VALUE=a \
+            taskset -c 1 wrk -t1 -c50 -d"${SECS}s" -s "$BENCH_DIR/lib/post.lua" "http://127.0.0.1:$PORT$path")
+        after=$(awk '{ print $14 + $15 }' "/proc/$engine/stat")
+        requests=$(sed -n 's/^BENCH_RESULT .*"requests":\([0-9]*\).*/\1/p' <<<"$out")
+        us=$(sed -n 's/^BENCH_RESULT .*"duration_us":\([0-9]*\).*/\1/p' <<<"$out")
+        rate=$(awk -v r="$requests" -v u="$us" 'BEGIN { printf "%.0f", r / (u / 1e6) }')
+        cpu=$(awk -v t="$((after - before))" -v hz="$hz" -v r="$requests" 'BEGIN { printf "%.0f", t / hz * 1e6 / r }')
+        echo "round $round  $name  $rate req/s  $cpu µs/req"
+        echo "$name $rate $cpu" >>"$WORK/results"
+    done
+done
+echo
+"$ROOT/.venv/bin/python" - "$WORK/results" <<'EOF'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+med = {name: (statistics.median(float(r[1]) for r in rows if r[0] == name),
+              statistics.median(float(r[2]) for r in rows if r[0] == name)) for name in dict.fromkeys(r[0] for r in rows)}
+print("| scenario | req/s (median) | CPU µs/req | ratio to the direct proxy of the same body |")
+print("|---|---:|---:|---:|")
+for name, (rate, cpu) in med.items():
+    direct = med["direct-xml" if name in ("cbr-xml", "hbr") else "direct-json"][0]
+    print(f"| {name} | {rate:,.0f} | {cpu:.0f} | {rate / direct:.2f} |")
+EOF
