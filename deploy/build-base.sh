@@ -20,17 +20,22 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/pyproject.toml" | head -n 1)"
 image="$registry/interlace/runtime:$version"
 
+usable() {  # installed, and for docker a daemon that answers (a client alone cannot build)
+    command -v "$1" >/dev/null 2>&1 || return 1
+    [ "$1" != docker ] || docker info >/dev/null 2>&1
+}
 engine="${ENGINE:-}"
 if [ -z "$engine" ]; then
     for candidate in buildah podman docker; do
-        if command -v "$candidate" >/dev/null 2>&1; then engine="$candidate"; break; fi
+        if usable "$candidate"; then engine="$candidate"; break; fi
     done
 fi
 if [ -z "$engine" ]; then
-    echo "build-base: no buildah, podman or docker on this machine; install one (Debian: apt-get install buildah)" >&2
+    echo "build-base: no buildah, podman or reachable Docker engine here; install one" \
+         "(Debian: apt-get install buildah)" >&2
     exit 2
 fi
-command -v "$engine" >/dev/null 2>&1 || { echo "build-base: $engine is not installed" >&2; exit 2; }
+usable "$engine" || { echo "build-base: $engine is not installed or its engine does not answer" >&2; exit 2; }
 
 # a registry on this machine talks plain HTTP; docker already treats 127.0.0.0/8 so
 tls=()

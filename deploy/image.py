@@ -43,7 +43,7 @@ class BuildOptions:
     base: str | None = None
     output: Path | None = None
     platform: str = field(default_factory=default_platform)
-    plain_http: bool = False
+    plain_http: bool = False  # else HTTPS, and plain HTTP for a loopback registry without TLS
     ca_file: str | None = None
     username: str | None = None
     excludes: tuple[str, ...] = DEFAULT_EXCLUDES
@@ -99,7 +99,7 @@ def build(options: BuildOptions, progress: Progress) -> tuple[Image, str]:
         assert reference.registry is not None
         if reference.registry not in clients:
             clients[reference.registry] = Registry(
-                reference.registry, plain_http=options.plain_http or reference.is_loopback, ca_file=options.ca_file,
+                reference.registry, plain_http=True if options.plain_http else None, ca_file=options.ca_file,
                 credentials=find_credentials(reference.registry,
                                              options.username if reference.registry == target.registry else None))
         return clients[reference.registry]
@@ -107,7 +107,7 @@ def build(options: BuildOptions, progress: Progress) -> tuple[Image, str]:
     try:
         base_name = options.base or os.environ.get(BASE_VARIABLE) or _default_base(target)
         base = open_base(base_name, options.platform, registry_for)
-        progress.say(f"base    {base_name} {base.digest} ({len(base.layers)} layers, "
+        progress.say(f"base    {base_name} {base.digest} ({_count(len(base.layers), 'layer')}, "
                      f"{_size(sum(layer['size'] for layer in base.layers))})")
         image = assemble(sorted(flow.name for flow in project.flows),
                          options.flows_dir, base, options.excludes)
@@ -193,7 +193,8 @@ def write_layout(image: Image, layout: Layout, ref_name: str, progress: Progress
     layout.write_blob(image.config_digest, image.config)
     layout.write_blob(image.manifest_digest, image.manifest)
     layout.tag(image.descriptor(), ref_name)
-    progress.say(f"write   {layout.root} as {ref_name!r} ({copied} base layers copied) {image.manifest_digest}")
+    copied_text = _count(copied, "base layer")
+    progress.say(f"write   {layout.root} as {ref_name!r} ({copied_text} copied) {image.manifest_digest}")
 
 
 def _default_base(target: Reference) -> str:
@@ -235,6 +236,10 @@ def _canonical(value: dict[str, Any]) -> bytes:
 
 def _digest(data: bytes) -> str:
     return sha256_digest(data)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _size(count: float) -> str:
@@ -287,7 +292,8 @@ def add_command(subparsers: Any) -> None:
     parser.add_argument("--platform", help=f"OS/ARCH to take from a multi-platform base (default "
                                            f"{default_platform()})")
     parser.add_argument("--plain-http", action="store_true",
-                        help="talk HTTP, not HTTPS, to the registries (always so for a loopback registry)")
+                        help="talk HTTP, not HTTPS, to the registries (a loopback registry without TLS is "
+                             "reached in HTTP anyway)")
     parser.add_argument("--ca-file", help="trust this CA bundle for the registries' TLS certificates")
     parser.add_argument("--username", help="registry user; the password is read from INTERLACE_REGISTRY_PASSWORD")
     parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",

@@ -25,10 +25,6 @@ class Reference:
         """What a manifest request asks for: the digest when pinned, else the tag."""
         return self.digest or self.tag or "latest"
 
-    @property
-    def is_loopback(self) -> bool:
-        return is_loopback(self.registry or "")
-
     def with_digest(self, digest: str) -> Reference:
         return Reference(self.registry, self.name, self.tag, digest)
 

@@ -8,6 +8,7 @@ elsewhere), put a manifest.  Plain HTTP only where asked for, or for a loopback 
 from __future__ import annotations
 
 import hashlib
+import ssl
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,14 +24,21 @@ CHUNK = 1 << 20
 
 
 class Registry:
-    def __init__(self, registry: str, *, plain_http: bool = False, credentials: Credentials | None = None,
+    def __init__(self, registry: str, *, plain_http: bool | None = None, credentials: Credentials | None = None,
                  ca_file: str | None = None, timeout: float = 120.0) -> None:
+        """``plain_http`` None: HTTPS, except that a loopback registry which does not speak TLS is
+        talked to in plain HTTP (as container tools treat a registry on this machine)."""
         self.registry = registry
-        self.plain_http = plain_http
+        self._may_fall_back = plain_http is None and is_loopback(registry)
         self._credentials = credentials
         self._authorization: dict[str, str] = {}  # scope -> Authorization header value
         self._base = f"{'http' if plain_http else 'https'}://{registry}/v2/"
-        verify: Any = ca_file if ca_file else True
+        verify: ssl.SSLContext | bool = True
+        if ca_file:
+            try:
+                verify = ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ImageError(f"--ca-file {ca_file}: not a readable PEM bundle ({exc})") from None
         # a loopback registry is reached directly even when the environment names a proxy
         self._client = httpx.Client(verify=verify, timeout=httpx.Timeout(timeout, connect=10.0),
                                     follow_redirects=True, trust_env=not is_loopback(registry))
@@ -134,10 +142,16 @@ class Registry:
     def _send(self, method: str, path: str, scope: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._client.send(self._authorized_request(method, path, scope, **kwargs))
+            self._may_fall_back = False  # the scheme answered; keep it
             if response.status_code == 401 and self._authenticate(response, scope):
                 response = self._client.send(self._authorized_request(method, path, scope, **kwargs))
             return response
         except httpx.ConnectError as exc:
+            if self._may_fall_back and "WRONG_VERSION_NUMBER" in str(exc):
+                # a TLS hello answered in plain HTTP: this loopback registry has no TLS
+                self._may_fall_back = False
+                self._base = self._base.replace("https://", "http://", 1)
+                return self._send(method, path.replace("https://", "http://", 1), scope, **kwargs)
             hint = " (for a registry without TLS give --plain-http; for a private CA, --ca-file)" \
                 if "SSL" in str(exc) or "certificate" in str(exc).lower() else ""
             raise ImageError(f"cannot reach the registry {self.registry}: {exc}{hint}") from None
