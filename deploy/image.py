@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -42,7 +42,7 @@ class BuildOptions:
     tag: str
     base: str | None = None
     output: Path | None = None
-    platform: str = field(default_factory=default_platform)
+    platform: str | None = None  # OS/ARCH; None: this machine's from a multi-platform base, any from a single one
     plain_http: bool = False  # else HTTPS, and plain HTTP for a loopback registry without TLS
     ca_file: str | None = None
     username: str | None = None
@@ -88,6 +88,8 @@ class Progress:
 
 def build(options: BuildOptions, progress: Progress) -> tuple[Image, str]:
     """Build the image; push it (or write the layout); the pinned reference or layout name and digest."""
+    if not options.flows_dir.is_dir():
+        raise ImageError(f"{options.flows_dir}: not a folder; `interlace build` bakes a flow folder")
     project = load_project(options.flows_dir)
     target = parse_reference(options.tag)
     if options.output is None and target.registry is None:
@@ -106,7 +108,8 @@ def build(options: BuildOptions, progress: Progress) -> tuple[Image, str]:
 
     try:
         base_name = options.base or os.environ.get(BASE_VARIABLE) or _default_base(target)
-        base = open_base(base_name, options.platform, registry_for)
+        base = open_base(base_name, options.platform or default_platform(), registry_for)
+        _check_platform(base, options.platform)
         progress.say(f"base    {base_name} {base.digest} ({_count(len(base.layers), 'layer')}, "
                      f"{_size(sum(layer['size'] for layer in base.layers))})")
         image = assemble(sorted(flow.name for flow in project.flows),
@@ -140,13 +143,14 @@ def assemble(flow_names: list[str], flows_dir: Path, base: BaseImage, excludes: 
                          FLOWS_LABEL: ",".join(flow_names)}
     config_bytes = _canonical(config)
     config_digest = _digest(config_bytes)
+    annotations = {"org.opencontainers.image.base.digest": base.digest, "org.opencontainers.image.created": stamp}
+    if base.registry is not None:  # a layout's path is this machine's business, and would change the digest
+        annotations["org.opencontainers.image.base.name"] = base.name
     manifest = {
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config_bytes)},
         "layers": [*base.layers, {"mediaType": OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size}],
-        "annotations": {"org.opencontainers.image.base.name": base.name,
-                        "org.opencontainers.image.base.digest": base.digest,
-                        "org.opencontainers.image.created": stamp},
+        "annotations": annotations,
     }
     manifest_bytes = _canonical(manifest)
     return Image(manifest_bytes, _digest(manifest_bytes), config_bytes, config_digest, layer, base)
@@ -195,6 +199,13 @@ def write_layout(image: Image, layout: Layout, ref_name: str, progress: Progress
     layout.tag(image.descriptor(), ref_name)
     copied_text = _count(copied, "base layer")
     progress.say(f"write   {layout.root} as {ref_name!r} ({copied_text} copied) {image.manifest_digest}")
+
+
+def _check_platform(base: BaseImage, wanted: str | None) -> None:
+    """A platform asked for must be the base's: the flows layer runs on the base's Python."""
+    found = f"{base.config.get('os', '?')}/{base.config.get('architecture', '?')}"
+    if wanted and found != wanted:
+        raise ImageError(f"base image {base.name} is {found}, not the {wanted} asked for with --platform")
 
 
 def _default_base(target: Reference) -> str:
@@ -253,7 +264,7 @@ def _size(count: float) -> str:
 def _build(args: argparse.Namespace) -> int:
     options = BuildOptions(
         flows_dir=Path(args.dir), tag=args.tag, base=args.base, output=Path(args.output) if args.output else None,
-        platform=args.platform or default_platform(), plain_http=args.plain_http, ca_file=args.ca_file,
+        platform=args.platform, plain_http=args.plain_http, ca_file=args.ca_file,
         username=args.username,
         excludes=tuple(p for p in DEFAULT_EXCLUDES if not (args.include_tests and p.startswith("*.test")))
         + tuple(args.exclude))
@@ -267,6 +278,9 @@ def _build(args: argparse.Namespace) -> int:
         return 1
     except (ImageError, ValueError) as exc:
         print(f"interlace build: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # an output folder that cannot be written, a file that cannot be read
+        print(f"interlace build: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
     if args.digest_file:
         Path(args.digest_file).write_text(image.manifest_digest + "\n")

@@ -160,6 +160,12 @@ def test_a_base_from_a_layout_is_copied_into_the_registry(registry: RunningRegis
     assert "copied from the base" in result.stderr
     bundle, _ = pull_and_unpack(f"{registry.address}/other/facade@{digest}", tmp_path)
     assert (bundle / "rootfs" / "etc" / "os-release").read_text() == "NAME=interlace-test-base\n"
+    # the same base layout somewhere else on disk: the same image
+    moved = tmp_path / "moved-base"
+    shutil.copytree(base.removeprefix("oci:").rsplit(":", 1)[0], moved)
+    again = interlace("build", str(flows), "--tag", f"{registry.address}/other/facade:2",
+                      "--base", f"oci:{moved}:runtime")
+    assert built(again) == digest
 
 
 def test_invalid_flows_build_nothing(registry: RunningRegistry, flows: Path) -> None:
@@ -182,7 +188,20 @@ def test_mistakes_in_the_command_get_clear_errors(registry: RunningRegistry, flo
     no_base = interlace("build", str(flows), "--tag", f"{registry.address}/shop/orders:1", "--base",
                         f"{registry.address}/interlace/runtime:9.9")
     assert no_base.returncode == 1 and "MANIFEST_UNKNOWN" in no_base.stderr
-    assert "Traceback" not in no_registry.stderr + bad_tag.stderr + nobody.stderr + no_base.stderr
+    not_a_folder = interlace("build", str(flows / "greet.yaml"), "--tag", f"{registry.address}/shop/orders:1")
+    assert not_a_folder.returncode == 1 and "not a folder" in not_a_folder.stderr
+    other_platform = interlace("build", str(flows), "--tag", f"{registry.address}/shop/orders:1", "--platform",
+                               "linux/s390x")
+    assert other_platform.returncode == 1 and "not the linux/s390x asked for" in other_platform.stderr
+    (flows.parent / "a-file").write_text("")
+    unwritable = interlace("build", str(flows), "--tag", "shop/orders:1", "--base",
+                           f"{registry.address}/interlace/runtime:0.1.0", "--output", str(flows.parent / "a-file"))
+    assert unwritable.returncode == 1 and "interlace build:" in unwritable.stderr
+    no_layout = interlace("build", str(flows), "--tag", f"{registry.address}/shop/orders:1", "--base",
+                          f"oci:{flows.parent / 'nothing'}")
+    assert no_layout.returncode == 1 and "not an OCI image layout" in no_layout.stderr
+    outputs = [no_registry, bad_tag, nobody, no_base, not_a_folder, other_platform, unwritable, no_layout]
+    assert not any("Traceback" in result.stderr for result in outputs)
 
 
 def test_tls_registry_with_credentials(tmp_path: Path, flows: Path, base: str) -> None:
