@@ -171,10 +171,10 @@ class Registry:
             self._authorization["*"] = self._credentials.basic()
             return True
         if scheme == "bearer" and "realm" in params:
-            if scope in self._authorization:
-                return False
+            # what this client will do with the repository, and whatever more the registry names
+            # (a HEAD asks for pull only; the token must also allow the push that follows it);
             # each scope its own parameter, as token services expect
-            scopes = (params.get("scope") or scope).split()
+            scopes = _merge_scopes([*scope.split(), *params.get("scope", "").split()])
             query: list[tuple[str, str | int | float | bool | None]] = [("scope", part) for part in scopes]
             if params.get("service"):
                 query.append(("service", params["service"]))
@@ -222,6 +222,16 @@ def _pull(name: str) -> str:
 def _push(name: str, source: str | None = None) -> str:
     scope = f"repository:{name}:pull,push"
     return f"{scope} repository:{source}:pull" if source else scope
+
+
+def _merge_scopes(scopes: list[str]) -> list[str]:
+    """``repository:a:pull`` and ``repository:a:push,pull`` as one ``repository:a:pull,push``."""
+    actions: dict[str, list[str]] = {}
+    for scope in scopes:
+        resource, _, wanted = scope.rpartition(":")
+        merged = actions.setdefault(resource, [])
+        merged += [action for action in wanted.split(",") if action and action not in merged]
+    return [f"{resource}:{','.join(sorted(wanted))}" for resource, wanted in actions.items()]
 
 
 def _verified(chunks: Iterator[bytes], digest: str, what: str) -> Iterator[bytes]:

@@ -16,6 +16,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ from deploy.k8s import FACADE_PORT, MANAGEMENT_PORT, RUNTIME_UID
 from deploy.oci.layer import build_layer
 from tests.support.registry import FLOWS_PATH, RunningRegistry, make_base_layout, running_registry, skopeo
 from tests.support.services import free_port, require_command
+from tests.support.token_service import token_service
 
 REPO = Path(__file__).resolve().parents[2]
 FLOW = """\
@@ -79,7 +81,7 @@ def flows(tmp_path: Path) -> Path:
 
 
 def pull_and_unpack(reference: str, folder: Path, tls_verify: bool = False, creds: str | None = None
-                    ) -> tuple[Path, dict[str, object]]:
+                    ) -> tuple[Path, dict[str, Any]]:
     """skopeo copies the image into an OCI layout; umoci unpacks it: (root filesystem, image config)."""
     umoci = require_command("umoci", "umoci")
     layout = folder / "pulled"
@@ -320,3 +322,27 @@ def test_the_built_image_serves_its_flows_in_a_container(registry: RunningRegist
             container.wait(10)
         subprocess.run([runc, "delete", "--force", name], capture_output=True)
         log.close()
+
+
+def test_registry_with_bearer_tokens(tmp_path: Path, flows: Path, base: str) -> None:
+    """A registry behind a token service: the build exchanges its credentials for a token per
+    scope, and a mount asks for pull on the base's repository as well."""
+    with token_service(tmp_path / "tokens", "ci-bot", "t0ken-Pa55") as tokens, \
+            running_registry(tmp_path / "registry", token_auth=(tokens.realm, tokens.certificate)) as secured:
+        skopeo("copy", "--dest-tls-verify=false", "--dest-creds", "ci-bot:t0ken-Pa55", base,
+               f"docker://{secured.address}/interlace/runtime:0.1.0")
+        tag = f"{secured.address}/shop/orders:1.0"
+        refused = interlace("build", str(flows), "--tag", tag, "--username", "ci-bot",
+                            env={"INTERLACE_REGISTRY_PASSWORD": "nope"})
+        assert refused.returncode == 1 and "refused a token" in refused.stderr
+        tokens.scopes_asked.clear()
+        result = interlace("build", str(flows), "--tag", tag, "--username", "ci-bot",
+                           env={"INTERLACE_REGISTRY_PASSWORD": "t0ken-Pa55"})
+        digest = built(result)
+        assert "mounted from interlace/runtime" in result.stderr
+        asked = [" ".join(scopes) for scopes in tokens.scopes_asked]
+        assert "repository:interlace/runtime:pull" in asked
+        assert "repository:shop/orders:pull,push repository:interlace/runtime:pull" in asked
+        inspected = json.loads(skopeo("inspect", "--tls-verify=false", "--creds", "ci-bot:t0ken-Pa55",
+                                      f"docker://{tag}").stdout)
+        assert inspected["Digest"] == digest

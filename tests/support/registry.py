@@ -41,7 +41,9 @@ class RunningRegistry:
 
 @contextmanager
 def running_registry(folder: Path, *, tls: bool = False, username: str | None = None,
-                     password: str | None = None) -> Iterator[RunningRegistry]:
+                     password: str | None = None, token_auth: tuple[str, Path] | None = None
+                     ) -> Iterator[RunningRegistry]:
+    """``token_auth``: (realm, signing certificate) of a token service for Bearer authentication."""
     binary = require_command("docker-registry", "docker-registry")
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
@@ -61,6 +63,12 @@ def running_registry(folder: Path, *, tls: bool = False, username: str | None = 
         users = folder / "htpasswd"
         subprocess.run([htpasswd, "-Bbc", str(users), username, password], check=True, capture_output=True)
         lines += ["auth:", "  htpasswd:", "    realm: interlace-tests", f"    path: {users}"]
+    if token_auth:
+        from tests.support.token_service import ISSUER, SERVICE
+
+        realm, certificate = token_auth
+        lines += ["auth:", "  token:", f"    realm: {realm}", f"    service: {SERVICE}", f"    issuer: {ISSUER}",
+                  f"    rootcertbundle: {certificate}"]
     config = folder / "registry.yml"
     config.write_text("\n".join(lines) + "\n")
     log = (folder / "registry.log").open("w")
