@@ -65,7 +65,14 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+BUILT_IN = frozenset({"run", "validate", "schema", "docs"})
+PLUGIN_MODULES = ("engine.testing.cli", "deploy.cli")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``command`` one of this module's own commands, the other
+    modules' commands are left out (importing them cost ``interlace run`` 0.1-0.3 s of start-up:
+    the test runner, its mocks and the image builder are not needed to serve)."""
     parser = argparse.ArgumentParser(prog="interlace", description="Interlace: YAML mediation flows served over HTTP.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -105,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("-o", "--output", default="docs/reference.md")
     docs.set_defaults(func=_docs)
 
-    for module in ("engine.testing.cli", "deploy.cli"):
+    for module in () if command in BUILT_IN else PLUGIN_MODULES:
         try:
             importlib.import_module(module).add_commands(sub)
         except ModuleNotFoundError as exc:
@@ -115,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
