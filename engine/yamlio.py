@@ -2,19 +2,30 @@
 
 Files are composed with ruamel's C parser (LibYAML, ruamel.yaml.clib) into nodes that carry
 their marks, then built into dicts and lists that remember each entry's line and column.
-This is ten times faster than ruamel's round-trip loader (200 flows: 0.09 s against 0.8 s),
-which matters for start-up and reload.
+This is ten times faster than ruamel's round-trip loader, which matters for start-up and reload.
+
+The C composer asks Python for the tag of every node (``resolve``).  ruamel's
+``VersionedResolver`` answers that through two properties and a table rebuilt per call, and
+``construct_object`` then builds each scalar through its generic machinery; with 200 flow files
+that was 0.2 s of start-up (docs/performance.md).  ``_Composer`` answers with YAML 1.2's
+implicit rules looked up once (the same rules and order as ruamel's, which reads every file
+as 1.2: a ``%YAML 1.1`` directive does not change them), and strings, the bulk of a flow
+file, are taken as they are; every other scalar still goes through ruamel's SafeConstructor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.resolver import BaseResolver, implicit_resolvers
+from ruamel.yaml.tag import Tag
 
 from engine.model import Location
 
@@ -56,15 +67,99 @@ def _yaml() -> YAML:
         return YAML(typ="safe", pure=True)
 
 
+# YAML 1.2's implicit scalar rules, by first character, in ruamel's order; one Tag object per
+# tag so that a string scalar is recognised by identity.
+_TAGS: dict[str, Tag] = {}
+
+
+def _tag(name: str) -> Tag:
+    return _TAGS.setdefault(name, Tag(suffix=name))
+
+
+STR_TAG = _tag(str(BaseResolver.DEFAULT_SCALAR_TAG))
+_SEQ_TAG = _tag(str(BaseResolver.DEFAULT_SEQUENCE_TAG))
+_MAP_TAG = _tag(str(BaseResolver.DEFAULT_MAPPING_TAG))
+_MERGE_TAG = _tag(MERGE_TAG)
+Rules = list[tuple[Tag, Callable[[str], Any]]]
+
+
+@cache
+def _implicit_rules() -> tuple[dict[str, Rules], Rules]:
+    """(rules by first character, rules for any first character), compiled on first use."""
+    by_first: dict[str | None, Rules] = {}
+    for versions, name, regexp, first in implicit_resolvers:
+        if (1, 2) in versions:
+            for ch in first or [None]:  # type: ignore[list-item]
+                by_first.setdefault(ch, []).append((_tag(name), regexp.match))
+    anywhere = by_first.get(None, [])
+    return {ch: [*rules, *anywhere] for ch, rules in by_first.items() if ch is not None}, anywhere
+
+
+try:
+    from _ruamel_yaml import CParser  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - only without ruamel.yaml.clib
+    CParser = None
+
+
+if CParser is not None:
+    class _Composer(CParser):  # type: ignore[misc]
+        """ruamel's C parser and composer with a resolver that costs one dict lookup a scalar."""
+
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> Tag:
+            if kind is ScalarNode:
+                if implicit[0]:
+                    by_first, anywhere = _implicit_rules()
+                    for tag, match in by_first.get(value[:1], anywhere):
+                        if match(value):
+                            return tag
+                return STR_TAG
+            return _SEQ_TAG if kind is SequenceNode else _MAP_TAG
+
+        def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+            pass
+
+        def ascend_resolver(self) -> None:
+            pass
+
+
+def _compose(text: str) -> Node | None:
+    if CParser is None:  # pragma: no cover - only without ruamel.yaml.clib
+        return _yaml().compose(text)  # type: ignore[no-any-return]
+    composer = _Composer(text)
+    try:
+        return composer.get_single_node()  # type: ignore[no-any-return]
+    finally:
+        composer.dispose()
+
+
 def _mark(node: Node) -> tuple[int, int, int]:
     quote = 1 if isinstance(node, ScalarNode) and node.style in ("'", '"') else 0
     return node.start_mark.line, node.start_mark.column, quote
 
 
+class _V12:
+    processing_version = (1, 2)
+
+
+class _Scalars(SafeConstructor):
+    """ruamel's SafeConstructor for the scalars that are not plain strings, as YAML 1.2."""
+
+    @property
+    def resolver(self) -> Any:
+        return _V12
+
+
 class _Builder:
-    def __init__(self, yaml: YAML, path: Path) -> None:
-        self.constructor = yaml.constructor
+    def __init__(self, path: Path) -> None:
+        self._constructor: SafeConstructor | None = None
         self.path = path
+
+    def _scalar(self, node: Node) -> Any:
+        if node.ctag is STR_TAG:
+            return node.value
+        if self._constructor is None:
+            self._constructor = _Scalars()
+        return self._constructor.construct_object(node, deep=True)
 
     def build(self, node: Node) -> Any:
         if isinstance(node, MappingNode):
@@ -76,13 +171,13 @@ class _Builder:
                 seq.append(self.build(item))
                 seq.item_marks.append(_mark(item))
             return seq
-        return self.constructor.construct_object(node, deep=True)
+        return self._scalar(node)
 
     def _mapping(self, node: MappingNode) -> YamlMap:
         result = YamlMap()
         result.line, result.column = node.start_mark.line, node.start_mark.column
         for key_node, value_node in node.value:
-            if key_node.tag == MERGE_TAG:
+            if key_node.ctag is _MERGE_TAG or (key_node.ctag is not STR_TAG and key_node.tag == MERGE_TAG):
                 merged = self.build(value_node)
                 for source in merged if isinstance(merged, list) else [merged]:
                     if isinstance(source, YamlMap):
@@ -113,10 +208,9 @@ def read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise YamlSyntaxError(Location(path, 1, 1), f"not UTF-8 text ({exc.reason})") from exc
-    yaml = _yaml()
     try:
-        node = yaml.compose(text)
-        return None if node is None else _Builder(yaml, path).build(node)
+        node = _compose(text)
+        return None if node is None else _Builder(path).build(node)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
