@@ -10,9 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator
+from typing import TYPE_CHECKING, Any
 
 from connectors.base import connector_kinds
 from engine.errors import FlowError, RequestInvalid
@@ -29,7 +27,11 @@ from engine.message import Message
 from engine.model import Flow, HttpSource, Location, Project
 from engine.registry import StepFn, StepKind, step_kinds
 from engine.schema import STEP_META_KEYS, step_config_schema
+from engine.schemacheck import SchemaValidator
 from engine.yamlio import locate, plain
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 log = logging.getLogger("interlace.compiler")
 
@@ -268,8 +270,8 @@ class CompileContext:
 
 
 @cache
-def _step_validator(kind_name: str) -> Draft202012Validator:
-    return Draft202012Validator(step_config_schema(step_kinds()[kind_name]))
+def _step_validator(kind_name: str) -> SchemaValidator:
+    return SchemaValidator(step_config_schema(step_kinds()[kind_name]))
 
 
 class ProjectCompiler:
@@ -312,6 +314,8 @@ class ProjectCompiler:
             compiled_flow = CompiledFlow(flow, steps, on_error, max_body)
             request = (flow.source.request or {}) if flow.source else {}
             if request.get("schema"):
+                from jsonschema import Draft202012Validator  # only for flows that declare one
+
                 try:
                     Draft202012Validator.check_schema(request["schema"])
                     compiled_flow.request_validator = Draft202012Validator(request["schema"])

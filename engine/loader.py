@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.model import Endpoint, Flow, HttpSource, Location, Project, Sequence
 from engine.schema import outline_schema
+from engine.schemacheck import SchemaValidator
 from engine.yamlio import YamlSyntaxError, locate, plain, read_yaml
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 FLOW_SUFFIXES = (".yaml", ".yml")
 TEST_SUFFIXES = (".test.yaml", ".test.yml")
@@ -97,8 +98,8 @@ def load_project(root: Path, *, compile_flows: bool = True) -> Project:
 
 
 @cache
-def _outline_validator() -> Draft202012Validator:
-    return Draft202012Validator(outline_schema())
+def _outline_validator() -> SchemaValidator:
+    return SchemaValidator(outline_schema())
 
 
 def _collect(project: Project, file: Path, doc: Any, errors: list[LoadError]) -> None:
@@ -171,7 +172,13 @@ def _check_routes(project: Project, errors: list[LoadError]) -> None:
 # --- turning jsonschema's errors into messages a person can act on -----------------------------
 
 
-def schema_errors(file: Path, node: Any, validator: Draft202012Validator,
+class Validator(Protocol):
+    """jsonschema's validators, and engine.schemacheck.SchemaValidator."""
+
+    def iter_errors(self, instance: Any) -> Iterator[ValidationError]: ...
+
+
+def schema_errors(file: Path, node: Any, validator: Validator,
                   base: Iterable[Any] = ()) -> list[LoadError]:
     base = tuple(base)
     out = []

@@ -1,0 +1,196 @@
+"""The compiled schema check against jsonschema: the same answer on every document.
+
+The loader trusts ``engine.schemacheck`` to call a document valid only when jsonschema would;
+when the check fails, jsonschema explains.  These tests compare both answers on the
+registries' schemas (every one of which must compile: a keyword the compiler does not know
+would silently send start-up back to jsonschema) and on thousands of documents made by
+mutating the example flows.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from connectors.base import connector_kinds
+from engine.loader import flow_files, schema_errors
+from engine.registry import step_kinds
+from engine.schema import outline_schema, project_schema, step_config_schema
+from engine.schemacheck import SchemaValidator, compile_schema, equal, unique
+from engine.yamlio import plain, read_yaml
+
+REPO = Path(__file__).resolve().parents[2]
+FOLDERS = [REPO / "flows", REPO / "flows" / "bench"]
+
+VALUES: list[Any] = [None, True, False, 0, 1, -1, 1.0, 2.5, 100, 599, 600, 99, "", "x", "/x", "GET", "POST", "get",
+                     "1s", "10MiB", "http://127.0.0.1:9", "200", "2000", "a b", "${payload.x}", [], [1], [1, 1.0],
+                     [True, 1], ["GET", "GET"], ["GET", "POST"], [{}], [{"log": "x"}], {}, {"a": 1}, {"x": None},
+                     {"url": "http://h"}, {"url": "http://h", "urls": ["http://h"]}, {"http": {"url": "http://h"}},
+                     {1: "int key"}, {"respond": {"status": 200}}]
+
+
+def schemas() -> Iterator[tuple[str, dict[str, Any]]]:
+    yield "outline", outline_schema()
+    yield "project", project_schema()
+    for name, kind in step_kinds().items():
+        yield f"step:{name}", step_config_schema(kind)
+    for name, cls in connector_kinds().items():
+        yield f"connector:{name}", {"$schema": "https://json-schema.org/draft/2020-12/schema", **cls.SCHEMA}
+
+
+def documents() -> list[Any]:
+    return [plain(read_yaml(file)) for folder in FOLDERS for file in flow_files(folder)]
+
+
+def step_configs(docs: list[Any]) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in step_kinds() and isinstance(value, (dict, list, str)):
+                    found.setdefault(key, []).append(value)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    for doc in docs:
+        walk(doc)
+    return found
+
+
+def paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    yield prefix
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from paths(value, (*prefix, index))
+
+
+def mutate(doc: Any, rng: random.Random) -> Any:
+    doc = copy.deepcopy(doc)
+    for _ in range(rng.choice((1, 1, 2, 3))):
+        where = rng.choice(list(paths(doc)))
+        if not where:
+            continue
+        parent = doc
+        for step in where[:-1]:
+            parent = parent[step]
+        last = where[-1]
+        action = rng.random()
+        if action < 0.55:
+            parent[last] = copy.deepcopy(rng.choice(VALUES))
+        elif action < 0.7:
+            del parent[last]
+        elif action < 0.85 and isinstance(parent[last], dict):
+            parent[last][rng.choice(["extra", "description", "id", "url", "path", "steps"])] = \
+                copy.deepcopy(rng.choice(VALUES))
+        elif isinstance(parent[last], list) and parent[last]:
+            parent[last].append(copy.deepcopy(rng.choice(parent[last])))
+        else:
+            parent[last] = copy.deepcopy(rng.choice(VALUES))
+    return doc
+
+
+@pytest.mark.parametrize(("name", "schema"), list(schemas()), ids=[name for name, _ in schemas()])
+def test_every_registry_schema_compiles(name: str, schema: dict[str, Any]) -> None:
+    assert compile_schema(schema) is not None, f"{name}: a keyword engine.schemacheck does not know"
+
+
+def test_the_same_answer_as_jsonschema_on_mutated_flow_files() -> None:
+    rng = random.Random(4)
+    docs = documents()
+    outline, project = outline_schema(), project_schema()
+    checks = [(compile_schema(outline), Draft202012Validator(outline)),
+              (compile_schema(project), Draft202012Validator(project))]
+    seen = {True: 0, False: 0}
+    for doc in docs:
+        for _ in range(150):
+            candidate = mutate(doc, rng)
+            for check, reference in checks:
+                assert check is not None
+                expected = reference.is_valid(candidate)
+                assert check(candidate) == expected, candidate
+                seen[expected] += 1
+    assert seen[True] > 50 and seen[False] > 50, seen  # both answers were exercised
+
+
+def test_the_same_answer_as_jsonschema_on_mutated_step_and_endpoint_configs() -> None:
+    rng = random.Random(7)
+    configs = step_configs(documents())
+    cases: list[tuple[dict[str, Any], list[Any]]] = []
+    for name, kind in step_kinds().items():
+        samples = configs.get(name, []) + [rng.choice(VALUES) for _ in range(3)]
+        cases.append((step_config_schema(kind), samples))
+    endpoints = [node for doc in documents() for node in (doc.get("endpoints") or {}).values()]
+    for name, cls in connector_kinds().items():
+        samples = [node[name] for node in endpoints if name in node] + [{"url": "http://h"}]
+        cases.append(({"$schema": "https://json-schema.org/draft/2020-12/schema", **cls.SCHEMA}, samples))
+    for schema, samples in cases:
+        check, reference = compile_schema(schema), Draft202012Validator(schema)
+        assert check is not None
+        for sample in samples:
+            for _ in range(60):
+                candidate = mutate({"v": sample}, rng).get("v")
+                assert check(candidate) == reference.is_valid(candidate), candidate
+            assert check(sample) == reference.is_valid(sample), sample
+
+
+@pytest.mark.parametrize(("schema", "value"), [
+    ({"enum": [1, "a", None]}, True), ({"enum": [1, "a", None]}, 1.0), ({"enum": [True]}, 1),
+    ({"const": [1, 2]}, [1, 2.0]), ({"const": {"a": [True]}}, {"a": [1]}), ({"const": "x"}, "x"),
+    ({"uniqueItems": True}, [1, True]), ({"uniqueItems": True}, [1, 1.0]),
+    ({"uniqueItems": True}, [{"a": 1}, {"a": 1}]),
+    ({"uniqueItems": True}, [[1], [True]]), ({"uniqueItems": True}, ["a", 1, None, {}]),
+    ({"type": "integer"}, 2.0), ({"type": "integer"}, True), ({"type": "number"}, False),
+    ({"type": ["null", "string"]}, None),
+    ({"minimum": 1}, "0"), ({"maximum": 1}, 2), ({"exclusiveMinimum": 1}, 1), ({"exclusiveMaximum": 1}, 0.5),
+    ({"pattern": "^a"}, 5), ({"pattern": "b"}, "abc"), ({"minLength": 2}, "é"), ({"maxLength": 1}, "ab"),
+    ({"required": ["a"]}, []), ({"required": ["a"]}, {"a": None}), ({"minProperties": 1}, {}),
+    ({"propertyNames": {"pattern": "^[a-z]+$"}}, {"A": 1}), ({"propertyNames": {"pattern": "^[a-z]+$"}}, {1: 1}),
+    ({"additionalProperties": False, "properties": {"a": {}}}, {"a": 1, "b": 2}),
+    ({"additionalProperties": {"type": "string"}}, {"a": 1}), ({"items": False}, []), ({"items": False}, [1]),
+    ({"oneOf": [{"type": "integer"}, {"minimum": 0}]}, 1), ({"oneOf": [{"type": "integer"}, {"minimum": 0}]}, -1),
+    ({"not": {"required": ["a", "b"]}}, {"a": 1, "b": 2}), ({"not": {"required": ["a", "b"]}}, {"a": 1}),
+    ({"anyOf": [{"required": ["a"]}, {"required": ["b"]}]}, {"c": 1}), ({"allOf": [{"minimum": 1}, {"maximum": 2}]}, 3),
+    ({"$defs": {"n": {"type": "array", "items": {"$ref": "#/$defs/n"}}}, "$ref": "#/$defs/n"}, [[[]], [[1]]]),
+    ({"$defs": {"n": {"type": "array", "items": {"$ref": "#/$defs/n"}}}, "$ref": "#/$defs/n"}, [[[]], [[]]]),
+    (True, {"any": "thing"}), (False, None),
+])
+def test_keywords_mean_what_they_mean_to_jsonschema(schema: Any, value: Any) -> None:
+    check = compile_schema(schema)
+    assert check is not None
+    assert check(value) == Draft202012Validator(schema).is_valid(value)
+
+
+def test_equality_and_uniqueness_follow_jsonschema() -> None:
+    assert equal(1, 1.0) and not equal(1, True) and not equal([0], [False]) and equal({"a": [1]}, {"a": [1.0]})
+    assert unique([1, True, "1"]) and not unique([1, 1.0])
+    assert not unique([{"a": 1}, {"a": 1}]) and unique([[0], [False]])
+
+
+def test_a_schema_with_unknown_keywords_is_left_to_jsonschema(tmp_path: Path) -> None:
+    schema = {"type": "object", "dependentRequired": {"a": ["b"]}}
+    assert compile_schema(schema) is None
+    validator = SchemaValidator(schema)
+    assert validator.is_valid({"b": 1}) and not validator.is_valid({"a": 1})
+    assert [e.validator for e in validator.iter_errors({"a": 1})] == ["dependentRequired"]
+
+
+def test_errors_still_come_from_jsonschema_with_their_positions(tmp_path: Path) -> None:
+    file = tmp_path / "f.yaml"
+    file.write_text("flows:\n  one:\n    source: {http: {path: /x, mehtod: GET}}\n    steps: []\n")
+    node = read_yaml(file)
+    fast = schema_errors(file, node, SchemaValidator(outline_schema()))
+    slow = schema_errors(file, node, Draft202012Validator(outline_schema()))
+    assert [str(e) for e in fast] == [str(e) for e in slow]
+    assert len(fast) == 1 and fast[0].line == 3 and "unknown key 'mehtod'" in fast[0].message
