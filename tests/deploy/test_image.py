@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -346,3 +347,38 @@ def test_registry_with_bearer_tokens(tmp_path: Path, flows: Path, base: str) -> 
         inspected = json.loads(skopeo("inspect", "--tls-verify=false", "--creds", "ci-bot:t0ken-Pa55",
                                       f"docker://{tag}").stdout)
         assert inspected["Digest"] == digest
+
+
+def test_a_multi_platform_base_gives_the_platform_asked_for(registry: RunningRegistry, flows: Path, base: str,
+                                                            tmp_path: Path) -> None:
+    """A base published as an image index: the build takes the entry of --platform and says
+    which platforms there are when the one asked for is missing."""
+    layout = tmp_path / "multi"
+    shutil.copytree(base.removeprefix("oci:").rsplit(":", 1)[0], layout)
+    index = json.loads((layout / "index.json").read_text())
+    image = index["manifests"][0]
+    manifest = json.loads((layout / "blobs" / "sha256" / image["digest"].split(":")[1]).read_text())
+    config = json.loads((layout / "blobs" / "sha256" / manifest["config"]["digest"].split(":")[1]).read_text())
+    native = {"os": config["os"], "architecture": config["architecture"]}
+    entries = [{"mediaType": image["mediaType"], "digest": image["digest"], "size": image["size"], "platform": p}
+               for p in ({"os": "linux", "architecture": "s390x"}, native)]
+    platform_index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                                 "manifests": entries}).encode()
+    digest = "sha256:" + hashlib.sha256(platform_index).hexdigest()
+    (layout / "blobs" / "sha256" / digest.split(":")[1]).write_bytes(platform_index)
+    index["manifests"] = [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest,
+                           "size": len(platform_index),
+                           "annotations": {"org.opencontainers.image.ref.name": "runtime"}}]
+    (layout / "index.json").write_text(json.dumps(index))
+    skopeo("copy", "--all", "--dest-tls-verify=false", f"oci:{layout}:runtime",
+           f"docker://{registry.address}/multi/runtime:1")
+    wanted = f"{native['os']}/{native['architecture']}"
+    result = interlace("build", str(flows), "--tag", f"{registry.address}/multi/facade:1", "--base",
+                       f"{registry.address}/multi/runtime:1", "--platform", wanted)
+    built(result)
+    assert image["digest"] in result.stderr  # the platform's own manifest, not the index, is the base
+    missing = interlace("build", str(flows), "--tag", f"{registry.address}/multi/facade:1", "--base",
+                        f"{registry.address}/multi/runtime:1", "--platform", "linux/riscv64")
+    assert missing.returncode == 1
+    offered = ", ".join(sorted(["linux/s390x", wanted]))
+    assert f"has no linux/riscv64 image (it has {offered})" in missing.stderr
