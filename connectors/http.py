@@ -58,6 +58,7 @@ from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 import aiohttp
 import httpx
 
+from connectors._tls import load_default_authorities
 from connectors.aiohttp_transport import AiohttpTransport, Exchange, ReplyStream, client_timeout
 from connectors.base import register_connector
 from engine.errors import BackendError, BackendTimeout, BackendUnreachable, CircuitOpen
@@ -517,6 +518,8 @@ class HttpEndpoint:
 
     def _opened(self) -> AiohttpTransport:
         if self.transport is None:
+            if self.tls is None and any(t.base.startswith("https:") for t in self.targets):
+                load_default_authorities()  # aiohttp's default context, if the server left it empty
             self._timeout = client_timeout(self.connect_timeout, self.read_timeout, self.total_timeout)
             self.transport = AiohttpTransport(max_connections=self.max_connections, keepalive_timeout=self.keepalive,
                                               default_timeout=self._timeout, tls=self.tls)

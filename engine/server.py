@@ -21,6 +21,7 @@ from pathlib import Path
 
 import uvicorn
 
+from connectors._tls import import_aiohttp
 from engine.front import DEFAULT_MAX_BODY
 from engine.loader import LoadErrors, flow_files
 from engine.management import build_management_app
@@ -174,6 +175,9 @@ def _event_loop_runner() -> Callable[..., int]:
 
 def serve(opts: ServeOptions) -> int:
     """Bind the ports, run one worker here or fork several; returns the exit code."""
+    # aiohttp without reading the system's CA bundle at import (80 ms a start); an https
+    # endpoint reads it when it opens (connectors/_tls.py)
+    import_aiohttp()
     management_host = opts.management_host or opts.host
     facade_sock = bind(opts.host, opts.port)
     management_sock = bind(management_host, opts.management_port)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,3 +107,43 @@ def test_unreadable_tls_files_are_load_errors(tmp_path: Path, pems: dict[str, Pe
                                                                "key_file": str(pems["server"].key)}})
     with pytest.raises(ValueError, match=r"tls\.key_file needs tls\.cert_file"):
         HttpEndpoint("e", {"url": "https://127.0.0.1", "tls": {"key_file": str(pems["client"].key)}})
+
+
+DEFERRED_TLS = """
+import asyncio, ssl, sys
+from connectors._tls import deferred, import_aiohttp
+import_aiohttp()
+import aiohttp.connector
+system = ssl.create_default_context().cert_store_stats()["x509_ca"]  # the usual method again
+assert system == 1, system  # SSL_CERT_FILE names the one test authority
+assert deferred() == 2 and aiohttp.connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"] == 0
+from connectors.http import HttpEndpoint
+
+async def main() -> int:
+    plain = HttpEndpoint("plain", {"url": "http://127.0.0.1:9"})
+    await plain.open()
+    assert deferred() == 2  # no https endpoint: nothing read
+    secure = HttpEndpoint("secure", {"url": sys.argv[1]})
+    await secure.open()
+    assert deferred() == 0 and aiohttp.connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"] == 1
+    try:
+        return (await secure.request("POST", "/default-trust", body=b"x")).status
+    finally:
+        await plain.close()
+        await secure.close()
+
+print(asyncio.run(main()))
+"""
+
+
+def test_the_servers_deferred_authorities_are_read_before_an_https_endpoint_calls(
+        tls_backend: BackendServer, pems: dict[str, Pem]) -> None:
+    """``interlace run`` imports aiohttp without reading the system's authorities (connectors/_tls.py);
+    an https endpoint with the default trust reads them when it opens, so it trusts what the system
+    trusts (here SSL_CERT_FILE, the test's authority) exactly as before."""
+    env = {**os.environ, "SSL_CERT_FILE": str(pems["server"].cert)}
+    result = subprocess.run([sys.executable, "-c", DEFERRED_TLS, tls_backend.url], env=env, capture_output=True,
+                            text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "200"
+    assert [r.path for r in tls_backend.requests] == ["/default-trust"]
