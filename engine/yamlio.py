@@ -162,40 +162,48 @@ class _Builder:
         return self._constructor.construct_object(node, deep=True)
 
     def build(self, node: Node) -> Any:
+        if node.ctag is STR_TAG:  # most of a flow file; only scalars get this tag object
+            return node.value
         if isinstance(node, MappingNode):
             return self._mapping(node)
         if isinstance(node, SequenceNode):
             seq = YamlSeq()
             seq.line, seq.column = node.start_mark.line, node.start_mark.column
+            marks = seq.item_marks
             for item in node.value:
                 seq.append(self.build(item))
-                seq.item_marks.append(_mark(item))
+                marks.append(_mark(item))
             return seq
         return self._scalar(node)
 
     def _mapping(self, node: MappingNode) -> YamlMap:
         result = YamlMap()
         result.line, result.column = node.start_mark.line, node.start_mark.column
+        key_marks, value_marks = result.key_marks, result.value_marks
         for key_node, value_node in node.value:
-            if key_node.ctag is _MERGE_TAG or (key_node.ctag is not STR_TAG and key_node.tag == MERGE_TAG):
+            if key_node.ctag is STR_TAG:
+                key = key_node.value
+            elif key_node.ctag is _MERGE_TAG or key_node.tag == MERGE_TAG:
                 merged = self.build(value_node)
                 for source in merged if isinstance(merged, list) else [merged]:
                     if isinstance(source, YamlMap):
                         for key, value in source.items():
                             if key not in result:
                                 result[key] = value
-                                result.key_marks[key] = source.key_marks[key]
-                                result.value_marks[key] = source.value_marks[key]
+                                key_marks[key] = source.key_marks[key]
+                                value_marks[key] = source.value_marks[key]
                 continue
-            key = self.build(key_node)
-            if isinstance(key, (dict, list)):
-                raise YamlSyntaxError(self._where(key_node), "a key must be a plain value, not a mapping or list")
+            else:
+                key = self.build(key_node)
+                if isinstance(key, (dict, list)):
+                    raise YamlSyntaxError(self._where(key_node), "a key must be a plain value, not a mapping or list")
             if key in result:
-                first = result.key_marks[key]
+                first = key_marks[key]
                 raise YamlSyntaxError(self._where(key_node), f"duplicate key {key!r} (first at line {first[0] + 1})")
             result[key] = self.build(value_node)
-            result.key_marks[key] = (key_node.start_mark.line, key_node.start_mark.column)
-            result.value_marks[key] = _mark(value_node)
+            mark = key_node.start_mark
+            key_marks[key] = (mark.line, mark.column)
+            value_marks[key] = _mark(value_node)
         return result
 
     def _where(self, node: Node) -> Location:
