@@ -61,7 +61,7 @@ class RoutingTable:
             source = flow.source
             if source is None:
                 continue
-            # a path without {parameters} is looked up in a dict: no regex to compile (200 flows: 30 ms)
+            # a path without {parameters} is looked up in a dict: no regex to compile
             regex, _, convertors = compile_path(source.path) if "{" in source.path else (None, "", {})
             request = source.request or {}
             route = Route(flow, frozenset(source.methods), regex, convertors,
