@@ -287,12 +287,13 @@ def test_the_built_image_serves_its_flows_in_a_container(registry: RunningRegist
     spec["root"]["readonly"] = True
     # the host's loopback, so the test reaches the ports; a cluster gives the pod its own network
     spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"] if n["type"] != "network"]
+    # /tmp first: the clone itself may live under /tmp, and a later tmpfs would hide it
+    spec["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                           "options": ["nosuid", "nodev", "size=65536k"]})
     python_home = Path(os.path.realpath(sys.executable)).parents[1]
     host_dirs = {"/usr", "/lib", "/lib64", "/bin", str(python_home), str(REPO)}
     for source in sorted(d for d in host_dirs if os.path.isdir(d)):
         spec["mounts"].append({"destination": source, "type": "bind", "source": source, "options": ["rbind", "ro"]})
-    spec["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-                           "options": ["nosuid", "nodev", "size=65536k"]})
     (bundle / "config.json").write_text(json.dumps(spec))
     name = f"interlace-test-{os.getpid()}"
     log = (tmp_path / "container.log").open("w")
