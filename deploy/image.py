@@ -21,10 +21,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 
-from deploy.oci import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, ImageError
+from deploy.oci import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, ImageError, sha256_digest
 from deploy.oci.auth import find_credentials
 from deploy.oci.base import BaseImage, default_platform, open_base
-from deploy.oci.layer import DEFAULT_EXCLUDES, Layer, build_layer, sha256_digest
+from deploy.oci.layer import DEFAULT_EXCLUDES, Layer, build_layer
 from deploy.oci.layout import Layout
 from deploy.oci.reference import Reference, parse_reference
 from deploy.oci.registry import Registry
@@ -142,7 +142,7 @@ def assemble(flow_names: list[str], flows_dir: Path, base: BaseImage, excludes: 
     runtime["Labels"] = {**(runtime.get("Labels") or {}), FLOWS_PATH_LABEL: flows_path,
                          FLOWS_LABEL: ",".join(flow_names)}
     config_bytes = _canonical(config)
-    config_digest = _digest(config_bytes)
+    config_digest = sha256_digest(config_bytes)
     annotations = {"org.opencontainers.image.base.digest": base.digest, "org.opencontainers.image.created": stamp}
     if base.registry is not None:  # a layout's path is this machine's business, and would change the digest
         annotations["org.opencontainers.image.base.name"] = base.name
@@ -153,7 +153,7 @@ def assemble(flow_names: list[str], flows_dir: Path, base: BaseImage, excludes: 
         "annotations": annotations,
     }
     manifest_bytes = _canonical(manifest)
-    return Image(manifest_bytes, _digest(manifest_bytes), config_bytes, config_digest, layer, base)
+    return Image(manifest_bytes, sha256_digest(manifest_bytes), config_bytes, config_digest, layer, base)
 
 
 def push(image: Image, target: Reference, registry: Registry, progress: Progress) -> None:
@@ -243,10 +243,6 @@ def _created(base_config: dict[str, Any]) -> datetime:
 
 def _canonical(value: dict[str, Any]) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _digest(data: bytes) -> str:
-    return sha256_digest(data)
 
 
 def _count(number: int, noun: str) -> str:

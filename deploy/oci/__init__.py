@@ -3,6 +3,8 @@ API (push and pull over HTTP or TLS, with credentials), and the on-disk image la
 
 from __future__ import annotations
 
+import hashlib
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -17,6 +19,11 @@ INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 # a Docker schema 2 image says the same things in other words: the OCI manifest we write names
 # its blobs with the OCI media types (the bytes, and so the digests, are the same)
 TO_OCI = {DOCKER_CONFIG: OCI_CONFIG, DOCKER_LAYER_GZIP: OCI_LAYER_GZIP}
+
+
+def sha256_digest(data: bytes) -> str:
+    """The content address of ``data``, as manifests and registries write it."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 class ImageError(Exception):

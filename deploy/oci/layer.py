@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import fnmatch
 import gzip
-import hashlib
 import io
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from deploy.oci import ImageError
+from deploy.oci import ImageError, sha256_digest
 
 # never baked: version control, editors' and Python's leftovers, and the flows' test suites
 DEFAULT_EXCLUDES = (".*", "__pycache__", "*.pyc", "*.test.yaml", "*.test.yml")
@@ -32,10 +31,6 @@ class Layer:
     @property
     def size(self) -> int:
         return len(self.blob)
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def collect_files(root: Path, excludes: tuple[str, ...] = DEFAULT_EXCLUDES) -> list[tuple[PurePosixPath, Path]]:

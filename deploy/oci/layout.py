@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from deploy.oci import INDEX_TYPES, ImageError
+from deploy.oci import INDEX_TYPES, ImageError, sha256_digest
 
 REF_NAME = "org.opencontainers.image.ref.name"
 
@@ -35,7 +35,7 @@ class Layout:
             data = self.blob_path(digest).read_bytes()
         except OSError:
             raise ImageError(f"{self.root}: blob {digest} is missing from the layout") from None
-        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        if sha256_digest(data) != digest:
             raise ImageError(f"{self.root}: blob {digest} does not match its digest")
         return data
 

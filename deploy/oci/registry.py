@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from deploy.oci import INDEX_TYPES, MANIFEST_TYPES, ImageError
+from deploy.oci import INDEX_TYPES, MANIFEST_TYPES, ImageError, sha256_digest
 from deploy.oci.auth import Credentials, parse_challenge
 from deploy.oci.reference import is_loopback
 
@@ -60,7 +60,7 @@ class Registry:
                               headers={"Accept": ACCEPT_MANIFESTS})
         self._check(response, f"manifest {name}:{version}")
         data = response.content
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = sha256_digest(data)
         if version.startswith("sha256:") and digest != version:
             raise ImageError(f"{self.registry}/{name}@{version}: the registry sent a manifest whose digest is {digest}")
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
@@ -121,7 +121,7 @@ class Registry:
         response = self._send("PUT", f"{name}/manifests/{tag}", _push(name), content=data,
                               headers={"Content-Type": media_type})
         self._check(response, f"manifest {name}:{tag}", expect=(201,))
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = sha256_digest(data)
         answered = response.headers.get("docker-content-digest")
         if answered and answered != digest:
             raise ImageError(f"{self.registry}/{name}:{tag}: the registry stored digest {answered}, we sent {digest}")
