@@ -112,16 +112,22 @@ class Secrets(Mapping[str, str]):
 def xpath_value(result: Any) -> Any:
     """XPath results as plain values: a node's text, a list for several, None for none."""
     if isinstance(result, list):
-        values = [xpath_value(item) for item in result]
-        if not values:
+        if len(result) == 1:  # the usual routing answer: no list built for it
+            return xpath_value(result[0])
+        if not result:
             return None
-        return values[0] if len(values) == 1 else values
+        return [xpath_value(item) for item in result]
     if isinstance(result, etree._Element):
+        if type(result) is etree._Element and not len(result):
+            # no children (elements, comments, PIs): its text is all that itertext() gives, read
+            # without building the iterator (timed in the loaded engine: 7 -> 1.5 µs of ~16 µs)
+            text = result.text
+            return "" if text is None else text
         return "".join(result.itertext())
     if isinstance(result, bytes):
         return result.decode()
     if isinstance(result, str):
-        return str(result)  # lxml's smart strings keep a reference to the tree; drop it
+        return str(result)  # lxml's smart strings (from XPaths compiled elsewhere) keep the tree alive
     if isinstance(result, float) and result.is_integer():
         return int(result)
     return result
@@ -144,7 +150,7 @@ class EngineFunctions(jp_functions.Functions):
     @jp_functions.signature({"types": []}, {"types": []})
     def _func_xpath(self, node: Any, compiled: Any) -> Any:
         if isinstance(compiled, str):
-            compiled = etree.XPath(compiled)
+            compiled = etree.XPath(compiled, smart_strings=False)
         return apply_xpath(node, compiled)
 
     @jp_functions.signature({"types": ["string"]})
@@ -381,7 +387,9 @@ def _prepare_xpath(node: dict[str, Any], namespaces: Mapping[str, str], usage: _
     if literal["type"] != "literal" or not isinstance(literal["value"], str):
         raise ExpressionSyntaxError("xpath() needs its XPath as a quoted literal, e.g. xpath('//order')")
     try:
-        literal["value"] = etree.XPath(literal["value"], namespaces=dict(namespaces))
+        # smart_strings=False: string results are plain str, not lxml's subclass that keeps a
+        # reference to its element (and so to the whole tree); xpath_value makes them str anyway
+        literal["value"] = etree.XPath(literal["value"], namespaces=dict(namespaces), smart_strings=False)
     except etree.XPathSyntaxError as exc:
         raise ExpressionSyntaxError(f"invalid XPath {literal['value']!r}: {exc}") from exc
     usage.payload = True

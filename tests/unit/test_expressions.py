@@ -7,6 +7,7 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from lxml import etree
 
 from engine.errors import ExpressionError
 from engine.expressions import (
@@ -72,6 +73,81 @@ def test_xpath_over_xml_payload_with_namespaces() -> None:
     expr = Expr("xpath('//m:buyStocks/order/symbol')", namespaces={"m": "http://services.samples"})
     assert expr.evaluate(msg) == ["IBM", "MSFT"]
     assert expr.uses_payload
+
+
+def _xpath_value_before(result: object) -> object:
+    """xpath_value as it was before its shortcuts: every node's text through itertext()."""
+    if isinstance(result, list):
+        values = [_xpath_value_before(item) for item in result]
+        if not values:
+            return None
+        return values[0] if len(values) == 1 else values
+    if isinstance(result, etree._Element):
+        return "".join(result.itertext())
+    if isinstance(result, bytes):
+        return result.decode()
+    if isinstance(result, str):
+        return str(result)
+    if isinstance(result, float) and result.is_integer():
+        return int(result)
+    return result
+
+
+MIXED = (b'<?xml version="1.0"?><!-- top --><r xmlns:m="urn:m"><a id="1">x<!--c-->y<?p q?>z<b/>t</a>'
+         b'<a id="2"><![CDATA[<x>]]>&amp;&#233;\xc3\xa9</a><a/><a></a><a> </a>'
+         b'<m:a>ns<b>in</b>tail</m:a><c><d><e>deep</e></d>after</c><f>p<!--c-->q</f><g>p<?i x?>q</g><?end pi?></r>')
+XPATHS = ["//a", "//f", "//g", "//a[1]", "//a[2]", "//a[5]", "//a[6]", "//b", "//m:a", "//m:a/b", "//c", "//e", "/r",
+          "//*", "//a/text()", "//text()", "//@id", "//a[1]/@id", "//nothing", "count(//a)", "string(//a[2])",
+          '//a[1] = "xyzt"', "sum(//a/@id)", "//a/@id div 4", "name(/*)", "//comment()", "//processing-instruction()",
+          "//a[1]/node()", "/r/node()[last()]"]
+
+
+@pytest.mark.parametrize("path", XPATHS)
+def test_xpath_values_are_what_they_were_before_the_shortcuts(path: str) -> None:
+    """A childless element's text read directly, a single result without a list: same values
+    (and the same failure, for a comment: itertext() refuses one) as through itertext()."""
+    msg = Message(body=MIXED, content_type="application/xml")
+    root = etree.fromstring(MIXED)
+    try:
+        expected = _xpath_value_before(root.xpath(path, namespaces={"m": "urn:m"}))
+    except ValueError as exc:
+        with pytest.raises(type(exc)):
+            Expr(f"xpath('{path}')", namespaces={"m": "urn:m"}).evaluate(msg)
+        return
+    got = Expr(f"xpath('{path}')", namespaces={"m": "urn:m"}).evaluate(msg)
+    assert got == expected
+    assert type(got) is type(expected)
+
+
+xml_names = st.sampled_from(["a", "b", "c"])
+xml_text = st.text(alphabet="xy <&>\u00e9", max_size=3).map(lambda t: t.replace("&", "&amp;").replace("<", "&lt;")
+                                                                    .replace(">", "&gt;"))
+
+
+@st.composite
+def xml_trees(draw: st.DrawFn, depth: int = 0) -> str:
+    name = draw(xml_names)
+    parts = [draw(xml_text)]
+    for _ in range(draw(st.integers(0, 3 if depth < 3 else 0))):
+        parts.append(draw(st.sampled_from(["<!--k-->", "<?p i?>", "<![CDATA[d]]>"]) | xml_trees(depth + 1)))
+        parts.append(draw(xml_text))
+    return f"<{name}>{''.join(parts)}</{name}>"
+
+
+@given(xml_trees(), st.sampled_from(["//a", "//b[1]", "//c/a", "/*", "//*", "//b/text()", "//a[2]/b"]))
+def test_xpath_values_match_itertext_on_generated_documents(document: str, path: str) -> None:
+    body = document.encode()
+    got = Expr(f"xpath('{path}')").evaluate(Message(body=body, content_type="text/xml"))
+    assert got == _xpath_value_before(etree.fromstring(body).xpath(path))
+
+
+def test_xpath_strings_do_not_hold_on_to_the_document() -> None:
+    """Text and attribute results are plain str, not lxml's smart strings (which keep a
+    reference to their element, and so the parsed tree, for as long as the value lives)."""
+    msg = Message(body=SOAP, content_type="text/xml")
+    for path in ("//order[1]/symbol/text()", "string(//order[2]/symbol)", "//order[1]/symbol"):
+        assert type(Expr(f"xpath('{path}')").evaluate(msg)) is str
+    assert type(Expr("xpath(payload, '//order[2]/price/text()')").evaluate(msg)) is str
 
 
 def test_xpath_is_compiled_at_load() -> None:
