@@ -3,6 +3,8 @@
 #
 #   benchmarks/routing_ab.sh            # 3 rounds of 4 s cells, 1 KiB bodies
 #   benchmarks/routing_ab.sh 5 5        # seconds per cell, rounds
+#   ROUTING_TIMERS=1 benchmarks/routing_ab.sh   # also what the routing steps cost per call in the
+#                                               # loaded engine (benchmarks/routing_timers.py)
 #
 # run.sh measures direct-json and cbr-json minutes apart, and on this shared VM the machine
 # changes in between; here one engine (CPU 0) and the echo backend and wrk (CPU 1) serve
@@ -34,8 +36,11 @@ open(f"{sys.argv[2]}/xml", "wb").write(payloads.xml_body(1024))
 EOF
 PORT=$BACKEND_PORT taskset -c 1 node "$BENCH_DIR/lib/echo_backend.js" >/dev/null 2>&1 </dev/null &
 pids+=($!)
-BACKEND_URL="http://127.0.0.1:$BACKEND_PORT" taskset -c 0 "$ROOT/.venv/bin/interlace" run "$ROOT/flows/bench" \
-    --host 127.0.0.1 --port $PORT --management-port $((PORT + 1)) --log-level warning >"$WORK/engine.log" 2>&1 &
+interlace=("$ROOT/.venv/bin/interlace")
+[ "${ROUTING_TIMERS:-0}" = 1 ] && interlace=("$ROOT/.venv/bin/python" "$ROOT/benchmarks/routing_timers.py")
+BACKEND_URL="http://127.0.0.1:$BACKEND_PORT" ROUTING_TIMERS_OUT="$WORK/timers" taskset -c 0 "${interlace[@]}" run \
+    "$ROOT/flows/bench" --host 127.0.0.1 --port $PORT --management-port $((PORT + 1)) --log-level warning \
+    >"$WORK/engine.log" 2>&1 &
 engine=$!
 pids+=($engine)
 for _ in $(seq 200); do
@@ -50,6 +55,7 @@ cells=("direct-json /direct json application/json" "cbr-json /cbr-json json appl
 for round in $(seq "$ROUNDS"); do
     for cell in "${cells[@]}"; do
         read -r name path body ctype <<<"$cell"
+        if [ "${ROUTING_TIMERS:-0}" = 1 ]; then kill -USR1 "$engine"; sleep 0.2; : >"$WORK/timers"; fi
         before=$(awk '{ print $14 + $15 }' "/proc/$engine/stat")
         out=$(BENCH_BODY="$WORK/$body" BENCH_CTYPE="$ctype" BENCH_HDR_NAME=x-route BENCH_HDR_VALUE=a \
             taskset -c 1 wrk -t1 -c50 -d"${SECS}s" -s "$BENCH_DIR/lib/post.lua" "http://127.0.0.1:$PORT$path")
@@ -59,6 +65,7 @@ for round in $(seq "$ROUNDS"); do
         rate=$(awk -v r="$requests" -v u="$us" 'BEGIN { printf "%.0f", r / (u / 1e6) }')
         cpu=$(awk -v t="$((after - before))" -v hz="$hz" -v r="$requests" 'BEGIN { printf "%.0f", t / hz * 1e6 / r }')
         echo "round $round  $name  $rate req/s  $cpu µs/req"
+        if [ "${ROUTING_TIMERS:-0}" = 1 ]; then kill -USR1 "$engine"; sleep 0.2; sed 's/^/    /' "$WORK/timers"; fi
         echo "$name $rate $cpu" >>"$WORK/results"
     done
 done
