@@ -11,8 +11,10 @@ the right path for both branches of each router.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -167,3 +169,33 @@ def test_generated_flows_are_valid(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "24 flows" in done.stdout
+
+
+def test_routing_timers_report_the_routing_steps_of_a_running_engine(tmp_path: Path) -> None:
+    """benchmarks/routing_timers.py serves like `interlace run` and, on SIGUSR1, writes what each
+    routing step cost per call since the last signal (routing_ab.sh's ROUTING_TIMERS=1)."""
+    out = tmp_path / "timers.txt"
+    with BackendServer() as backend, run_engine(
+            REPO / "flows" / "bench", env={"BACKEND_URL": backend.url, "ROUTING_TIMERS_OUT": str(out)},
+            log_dir=tmp_path, command=[sys.executable, str(REPO / "benchmarks" / "routing_timers.py")]) as engine:
+        for path, body, content_type, expected in (("/cbr-xml", xml_body(), XML_TYPE, "/echo/a"),
+                                                   ("/cbr-xml", xml_body("MSFT"), XML_TYPE, "/echo/b"),
+                                                   ("/cbr-json", json_body(), JSON_TYPE, "/echo/a")):
+            _, paths = call((engine, backend), path, body, content_type)
+            assert paths == [expected]
+        engine.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not (out.exists() and out.read_text().endswith("\n")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        line = out.read_text()
+    timers = dict(part.split(" ", 1) for part in line.strip().split("  "))
+    assert timers["condition"].endswith(" x 3") and timers["drop"].endswith(" x 3")
+    assert timers["xml"].endswith(" x 2") and timers["libxml2"].endswith(" x 2") and timers["xpath"].endswith(" x 2")
+    assert timers["json"].endswith(" x 1")
+    assert float(timers["condition"].split(" ")[0]) > 0
+
+
+@pytest.mark.parametrize("script", ["routing_ab.sh", "routing_pair.sh", "profile.sh"])
+def test_measurement_shell_scripts_parse(script: str) -> None:
+    done = subprocess.run(["bash", "-n", str(REPO / "benchmarks" / script)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr

@@ -72,14 +72,15 @@ class RunningEngine:
 
 @contextlib.contextmanager
 def run_engine(folder: Path, *args: str, env: dict[str, str] | None = None, wait_ready: bool = True,
-               log_dir: Path | None = None) -> Iterator[RunningEngine]:
-    """`interlace run FOLDER` as a real process on free loopback ports."""
+               log_dir: Path | None = None, command: list[str] | None = None) -> Iterator[RunningEngine]:
+    """`interlace run FOLDER` as a real process on free loopback ports (``command`` in place of
+    ``python -m engine.cli``, e.g. a wrapper that takes the same arguments)."""
     port, management_port = free_port(), free_port()
     log_path = (log_dir or folder) / f"engine-{port}.log"
     log_file = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "run", str(folder), "--host", "127.0.0.1", "--port", str(port),
-         "--management-port", str(management_port), *args],
+        [*(command or [sys.executable, "-m", "engine.cli"]), "run", str(folder), "--host", "127.0.0.1",
+         "--port", str(port), "--management-port", str(management_port), *args],
         cwd=REPO, env={**os.environ, **(env or {})}, stdout=log_file, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
