@@ -123,6 +123,8 @@ def xpath_value(result: Any) -> Any:
             # without building the iterator (timed in the loaded engine: 7 -> 1.5 µs of ~16 µs)
             text = result.text
             return "" if text is None else text
+        if type(result) is not etree._Element:  # a comment or processing instruction: itertext() refuses it
+            return result.text or ""
         return "".join(result.itertext())
     if isinstance(result, bytes):
         return result.decode()
