@@ -19,23 +19,8 @@ SECS="${1:-4}"
 ROUNDS="${2:-3}"
 BACKEND_PORT=18590
 PORT=18591
-WORK="$(mktemp -d)"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$ROOT/.venv/bin/python" - "$BENCH_DIR/lib" "$WORK" <<'EOF'
-import sys
-sys.path.insert(0, sys.argv[1])
-import payloads
-open(f"{sys.argv[2]}/json", "wb").write(payloads.json_body(1024))
-open(f"{sys.argv[2]}/xml", "wb").write(payloads.xml_body(1024))
-EOF
-PORT=$BACKEND_PORT taskset -c 1 node "$BENCH_DIR/lib/echo_backend.js" >/dev/null 2>&1 </dev/null &
-pids+=($!)
+# shellcheck source=benchmarks/routing_common.sh
+source "$ROOT/benchmarks/routing_common.sh"
 interlace=("$ROOT/.venv/bin/interlace")
 [ "${ROUTING_TIMERS:-0}" = 1 ] && interlace=("$ROOT/.venv/bin/python" "$ROOT/benchmarks/routing_timers.py")
 BACKEND_URL="http://127.0.0.1:$BACKEND_PORT" ROUTING_TIMERS_OUT="$WORK/timers" taskset -c 0 "${interlace[@]}" run \

@@ -19,23 +19,8 @@ BENCH_DIR="${BENCH_DIR:-$(cd "$ROOT/.." && pwd)/shared/bench}"
 SECS="${1:-4}"
 ROUNDS="${2:-8}"
 BACKEND_PORT=18790
-WORK="$(mktemp -d)"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$ROOT/.venv/bin/python" - "$BENCH_DIR/lib" "$WORK" <<'EOF'
-import sys
-sys.path.insert(0, sys.argv[1])
-import payloads
-open(f"{sys.argv[2]}/json", "wb").write(payloads.json_body(1024))
-open(f"{sys.argv[2]}/xml", "wb").write(payloads.xml_body(1024))
-EOF
-PORT=$BACKEND_PORT taskset -c 1 node "$BENCH_DIR/lib/echo_backend.js" >/dev/null 2>&1 </dev/null &
-pids+=($!)
+# shellcheck source=benchmarks/routing_common.sh
+source "$ROOT/benchmarks/routing_common.sh"
 declare -A port pid
 for e in A B; do
     port[$e]=$([ $e = A ] && echo 18791 || echo 18793)
