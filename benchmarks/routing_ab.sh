@@ -33,7 +33,6 @@ for _ in $(seq 200); do
         "http://127.0.0.1:$PORT/direct" && break
     sleep 0.05
 done
-hz=$(getconf CLK_TCK)
 cells=("direct-json /direct json application/json" "cbr-json /cbr-json json application/json"
        "direct-xml /direct xml text/xml" "cbr-xml /cbr-xml xml text/xml" "hbr /hbr xml text/xml")
 : >"$WORK/results"
@@ -41,14 +40,7 @@ for round in $(seq "$ROUNDS"); do
     for cell in "${cells[@]}"; do
         read -r name path body ctype <<<"$cell"
         if [ "${ROUTING_TIMERS:-0}" = 1 ]; then kill -USR1 "$engine"; sleep 0.2; : >"$WORK/timers"; fi
-        before=$(awk '{ print $14 + $15 }' "/proc/$engine/stat")
-        out=$(BENCH_BODY="$WORK/$body" BENCH_CTYPE="$ctype" BENCH_HDR_NAME=x-route BENCH_HDR_VALUE=a \
-            taskset -c 1 wrk -t1 -c50 -d"${SECS}s" -s "$BENCH_DIR/lib/post.lua" "http://127.0.0.1:$PORT$path")
-        after=$(awk '{ print $14 + $15 }' "/proc/$engine/stat")
-        requests=$(sed -n 's/^BENCH_RESULT .*"requests":\([0-9]*\).*/\1/p' <<<"$out")
-        us=$(sed -n 's/^BENCH_RESULT .*"duration_us":\([0-9]*\).*/\1/p' <<<"$out")
-        rate=$(awk -v r="$requests" -v u="$us" 'BEGIN { printf "%.0f", r / (u / 1e6) }')
-        cpu=$(awk -v t="$((after - before))" -v hz="$hz" -v r="$requests" 'BEGIN { printf "%.0f", t / hz * 1e6 / r }')
+        measure_cell "$engine" "$PORT" "$path" "$body" "$ctype"
         echo "round $round  $name  $rate req/s  $cpu µs/req"
         if [ "${ROUTING_TIMERS:-0}" = 1 ]; then kill -USR1 "$engine"; sleep 0.2; sed 's/^/    /' "$WORK/timers"; fi
         echo "$name $rate $cpu" >>"$WORK/results"

@@ -37,7 +37,6 @@ for e in A B; do
         sleep 0.05
     done
 done
-hz=$(getconf CLK_TCK)
 IFS=";" read -r -a cells <<<"${CELLS:-direct-xml /direct xml text/xml;cbr-xml /cbr-xml xml text/xml}"
 : >"$WORK/results"
 for round in $(seq "$ROUNDS"); do
@@ -46,14 +45,7 @@ for round in $(seq "$ROUNDS"); do
     for e in "${order[@]}"; do
         for cell in "${cells[@]}"; do
             read -r name path body ctype <<<"$cell"
-            before=$(awk '{ print $14 + $15 }' "/proc/${pid[$e]}/stat")
-            out=$(BENCH_BODY="$WORK/$body" BENCH_CTYPE="$ctype" BENCH_HDR_NAME=x-route BENCH_HDR_VALUE=a \
-                taskset -c 1 wrk -t1 -c50 -d"${SECS}s" -s "$BENCH_DIR/lib/post.lua" "http://127.0.0.1:${port[$e]}$path")
-            after=$(awk '{ print $14 + $15 }' "/proc/${pid[$e]}/stat")
-            requests=$(sed -n 's/^BENCH_RESULT .*"requests":\([0-9]*\).*/\1/p' <<<"$out")
-            us=$(sed -n 's/^BENCH_RESULT .*"duration_us":\([0-9]*\).*/\1/p' <<<"$out")
-            rate=$(awk -v r="$requests" -v u="$us" 'BEGIN { printf "%.0f", r / (u / 1e6) }')
-            cpu=$(awk -v t="$((after - before))" -v hz="$hz" -v r="$requests" 'BEGIN { printf "%.1f", t / hz * 1e6 / r }')
+            measure_cell "${pid[$e]}" "${port[$e]}" "$path" "$body" "$ctype"
             echo "round $round  $e  $name  $rate req/s  $cpu µs/req"
             echo "$e $name $rate $cpu $round" >>"$WORK/results"
         done
