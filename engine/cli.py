@@ -25,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
     return serve(ServeOptions(
         flows_dir=Path(args.dir), host=args.host, port=args.port, management_port=args.management_port,
         management_host=args.management_host, workers=args.workers, watch=args.watch,
-        drain_timeout=args.drain_timeout, max_body=parse_size(args.max_body),
+        drain_timeout=args.drain_timeout, max_body=parse_size(args.max_body), designer=args.designer,
     ))
 
 
@@ -71,7 +71,7 @@ def _docs(args: argparse.Namespace) -> int:
 
 
 BUILT_IN = frozenset({"run", "validate", "schema", "docs"})
-PLUGIN_MODULES = ("engine.testing.cli", "deploy.cli")
+PLUGIN_MODULES = ("engine.testing.cli", "deploy.cli", "designer.cli")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -97,6 +97,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                      help="seconds to finish requests in flight on SIGTERM (default 20)")
     run.add_argument("--max-body", default=os.environ.get("INTERLACE_MAX_BODY", "10MiB"),
                      help="largest request body accepted (default 10MiB; 413 beyond)")
+    run.add_argument("--designer", action="store_true",
+                     help="serve the designer on the management port under /designer/ (needs "
+                          "INTERLACE_MANAGEMENT_TOKEN; open /designer/#token=...)")
     run.add_argument("--log-level", default=os.environ.get("INTERLACE_LOG_LEVEL", "info"))
     run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("INTERLACE_LOG_FORMAT", "text"))
     run.set_defaults(func=_run)

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("interlace.compiler")
 
 EndpointFactory = Callable[[str, str, dict[str, Any]], Any]
+# Takes a built step and returns one of the same shape around it (the designer's try-it
+# recorder); it is told the step's kind, id and where the step stands in its file.
+StepWrapper = Callable[[StepFn, str, str, Location], StepFn]
 
 
 class StepConfigError(ValueError):
@@ -277,9 +280,10 @@ def _step_validator(kind_name: str) -> SchemaValidator:
 class ProjectCompiler:
     def __init__(self, project: Project, env: Mapping[str, str] | None = None,
                  secrets: Mapping[str, str] | None = None,
-                 endpoint_factory: EndpointFactory | None = None) -> None:
+                 endpoint_factory: EndpointFactory | None = None, step_wrapper: StepWrapper | None = None) -> None:
         self.project = project
         self.endpoint_factory = endpoint_factory
+        self.step_wrapper = step_wrapper
         self.env = dict(env if env is not None else os.environ)
         self.secrets = secrets if secrets is not None else Secrets()
         self.compiled = CompiledProject(project)
@@ -422,7 +426,10 @@ class ProjectCompiler:
             where = locate(file, item, (kind.name, *exc.key), text_offset=exc.offset)
             self.errors.append(LoadError.at(where, f"{kind.name}: {exc}"))
             return None
-        return CompiledStep(run, context._needs_body, kind.name, step_id, locate(file, item, ()))
+        where = locate(file, item, ())
+        if self.step_wrapper is not None:
+            run = self.step_wrapper(run, kind.name, step_id, where)
+        return CompiledStep(run, context._needs_body, kind.name, step_id, where)
 
     def _check_sequence_cycles(self) -> None:
         graph: dict[str, set[str]] = {}
@@ -453,11 +460,13 @@ class _BrokenEndpoint:
 
 def compile_project(project: Project, env: Mapping[str, str] | None = None,
                     secrets: Mapping[str, str] | None = None,
-                    endpoint_factory: EndpointFactory | None = None) -> CompiledProject:
+                    endpoint_factory: EndpointFactory | None = None,
+                    step_wrapper: StepWrapper | None = None) -> CompiledProject:
     """Compile a loaded project.  ``endpoint_factory(name, kind, config)`` replaces the real
-    connectors (``interlace test`` mocks at this layer; the flows themselves are unchanged)."""
-    return ProjectCompiler(project, env, secrets, endpoint_factory).compile()
+    connectors (``interlace test`` mocks at this layer; the flows themselves are unchanged);
+    ``step_wrapper`` wraps every built step (the designer records a try-it run with it)."""
+    return ProjectCompiler(project, env, secrets, endpoint_factory, step_wrapper).compile()
 
 
-__all__ = ["CompileContext", "CompiledFlow", "CompiledProject", "CompiledStep", "StepConfigError", "Steps",
-           "compile_project", "internal_error", "plain"]
+__all__ = ["CompileContext", "CompiledFlow", "CompiledProject", "CompiledStep", "StepConfigError", "StepWrapper",
+           "Steps", "compile_project", "internal_error", "plain"]

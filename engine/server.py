@@ -42,6 +42,7 @@ class ServeOptions:
     drain_timeout: float = 20.0
     max_body: int = DEFAULT_MAX_BODY
     keep_alive: float = 75.0  # longer than a gateway's idle timeout, so the gateway closes first
+    designer: bool = False  # the designer on the management port, behind the management token
 
 
 class _Server(uvicorn.Server):
@@ -82,6 +83,14 @@ def _config(app: object, opts: ServeOptions, *, facade: bool) -> uvicorn.Config:
     )
 
 
+def _management_token() -> str:
+    token = os.environ.get("INTERLACE_MANAGEMENT_TOKEN")
+    if not token:
+        raise SystemExit("interlace run --designer: set INTERLACE_MANAGEMENT_TOKEN; the designer edits the flow "
+                         "files and is served only behind the management token")
+    return token
+
+
 async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, management_sock: socket.socket,
                        on_reload_request: Callable[[], None] | None = None) -> int:
     """Run one worker until SIGTERM/SIGINT; returns the exit code."""
@@ -94,7 +103,12 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
             on_reload_request()  # the other workers reload too
         return result
 
-    management = _Server(_config(build_management_app(runtime, reload_hook=reload_hook), opts, facade=False))
+    management_app = build_management_app(runtime, reload_hook=reload_hook)
+    if opts.designer:
+        from designer.app import build_designer_app
+
+        management_app.mount("/designer", build_designer_app(opts.flows_dir, token=_management_token()))
+    management = _Server(_config(management_app, opts, facade=False))
     management_task = asyncio.create_task(management.serve(sockets=[management_sock]))
     try:
         compiled = await loop.run_in_executor(None, runtime.load)
@@ -178,6 +192,8 @@ def serve(opts: ServeOptions) -> int:
     # aiohttp without reading the system's CA bundle at import (80 ms a start); an https
     # endpoint reads it when it opens (connectors/_tls.py)
     import_aiohttp()
+    if opts.designer:
+        _management_token()  # refuse before binding anything
     management_host = opts.management_host or opts.host
     facade_sock = bind(opts.host, opts.port)
     management_sock = bind(management_host, opts.management_port)

@@ -216,6 +216,11 @@ def read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise YamlSyntaxError(Location(path, 1, 1), f"not UTF-8 text ({exc.reason})") from exc
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, path: Path) -> Any:
+    """``read_yaml`` of text already read (the designer parses the text it is editing)."""
     try:
         node = _compose(text)
         return None if node is None else _Builder(path).build(node)

@@ -1,0 +1,209 @@
+"""Try a flow from the designer: one request through the same compiled flow and in-process
+runner as ``interlace test``, recording what every step did.
+
+The folder is staged as the designer has it (unsaved edits included) and loaded by the
+loader; the flows are compiled with a step wrapper (the compiler's hook) that records, per
+step, the message after it, its time and the error it raised, and with endpoints whose
+calls are recorded with their request, answer and time.  The endpoints are the real ones,
+or, with ``mocks``, the real endpoints on the suite's mock transports, as ``interlace test``
+runs them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import time
+from collections.abc import AsyncIterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from connectors.base import connector_kinds
+from engine.compiler import compile_project
+from engine.errors import FlowError
+from engine.front import Facade
+from engine.loader import LoadErrors, load_project
+from engine.message import Message
+from engine.model import Location
+from engine.registry import StepFn
+from engine.testing.mocks import MockFactory, body_of, make_rule
+from engine.testing.suite import load_suite
+
+SHOWN_BYTES = 64 * 1024
+_current_step: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("designer_step", default=None)
+
+
+class TryError(Exception):
+    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+
+
+def shown(data: bytes | None) -> str | None:
+    if data is None:
+        return None
+    text = data[:SHOWN_BYTES].decode("utf-8", errors="replace")
+    return text + (f"\n... ({len(data)} bytes in all)" if len(data) > SHOWN_BYTES else "")
+
+
+def snapshot(msg: Message) -> dict[str, Any]:
+    """The message as a step left it: status, headers, variables, body."""
+    body: str | None
+    if msg.is_streaming:
+        body = "(a stream, not read yet)"
+    else:
+        try:
+            body = shown(msg.body)
+        except Exception as exc:  # a payload that cannot serialise: say so, the run goes on
+            body = f"(cannot show the body: {exc})"
+    return {"status": msg.status, "headers": dict(msg.headers), "content_type": msg.content_type,
+            "vars": json.loads(json.dumps(msg.vars, default=str)), "body": body}
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, FlowError):
+        return {"type": type(exc).__name__, "status": exc.status, "code": exc.code, "message": exc.detail}
+    return {"type": type(exc).__name__, "status": 500, "code": "internal", "message": str(exc)}
+
+
+@dataclass
+class Recorder:
+    """The compiler's step wrapper: what each step did, in the order the steps started."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def wrap(self, run: StepFn, kind: str, step_id: str, where: Location) -> StepFn:
+        steps = self.steps
+
+        async def recorded(msg: Message) -> None:
+            entry: dict[str, Any] = {"id": step_id, "kind": kind, "line": where.line, "calls": []}
+            steps.append(entry)
+            token = _current_step.set(entry)
+            started = time.perf_counter()
+            try:
+                await run(msg)
+            except BaseException as exc:
+                entry["error"] = _error(exc)
+                raise
+            finally:
+                entry["ms"] = round((time.perf_counter() - started) * 1000, 3)
+                entry["message"] = snapshot(msg)
+                _current_step.reset(token)
+
+        return recorded
+
+
+class RecordingEndpoint:
+    """An endpoint whose calls are recorded on the step that made them; the rest passes through."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def request(self, method: str, path: str, **options: Any) -> Any:
+        body = options.get("body")
+        call: dict[str, Any] = {
+            "endpoint": getattr(self._inner, "name", "?"), "method": method, "path": path,
+            "query": options.get("query"), "request_headers": dict(options.get("headers") or []),
+            "request_body": "(streamed)" if isinstance(body, AsyncIterable) else shown(body),
+        }
+        entry = _current_step.get()
+        if entry is not None:
+            entry["calls"].append(call)
+        started = time.perf_counter()
+        try:
+            reply = await self._inner.request(method, path, **options)
+        except BaseException as exc:
+            call["error"] = _error(exc)
+            raise
+        finally:
+            call["ms"] = round((time.perf_counter() - started) * 1000, 3)
+        data = await reply.read()
+        call.update(status=reply.status, headers=dict(reply.headers), body=shown(data))
+        return reply
+
+
+def _real_endpoints(name: str, kind: str, config: dict[str, Any]) -> Any:
+    return connector_kinds()[kind](name, config)
+
+
+async def try_flow(folder: Path, request: dict[str, Any], *, mocks: dict[str, list[Any]] | None = None,
+                   mocks_dir: Path | None = None, env: dict[str, str] | None = None,
+                   secrets: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one request (a suite case's ``request`` shape) through the flows of ``folder``."""
+    try:
+        project = load_project(folder, compile_flows=False)
+    except LoadErrors as exc:
+        raise TryError("the flows do not load; fix the marked steps first",
+                       [{"file": e.file.name, "line": e.line, "column": e.column, "message": e.message}
+                        for e in exc.errors]) from None
+    recorder = Recorder()
+    mock_factory = None
+    if mocks is not None:
+        rules = {name: [make_rule(spec, Location(folder, 1, 1), {}) for spec in specs]
+                 for name, specs in mocks.items() if name in project.endpoints}
+        mock_factory = MockFactory(rules, mocks_dir or folder)
+    base_factory = mock_factory or _real_endpoints
+
+    def factory(name: str, kind: str, config: dict[str, Any]) -> Any:
+        return RecordingEndpoint(base_factory(name, kind, config))
+
+    compiled = compile_project(project, env=env, secrets=secrets, endpoint_factory=factory,
+                               step_wrapper=recorder.wrap)
+    if compiled.errors:
+        raise TryError("the flows do not compile; fix the marked steps first",
+                       [{"file": e.file.name, "line": e.line, "column": e.column, "message": e.message}
+                        for e in compiled.errors])
+    facade = Facade(compiled)
+    facade.traces = []
+    body, content_type = body_of(request, mocks_dir or folder)
+    method = str(request.get("method", "POST" if body else "GET")).upper()
+    headers = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
+    if content_type and not any(k.lower() == "content-type" for k in headers):
+        headers["content-type"] = content_type
+    started = time.perf_counter()
+    await compiled.open()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=facade),  # type: ignore[arg-type]
+                                     base_url="http://interlace.test") as client:
+            answer = await client.request(method, str(request.get("path", "/")), params=request.get("query"),
+                                          headers=headers, content=body or None)
+    finally:
+        await compiled.close()
+    trace = facade.traces[-1] if facade.traces else None
+    return {
+        "flow": trace.flow if trace else None,
+        "ms": round((time.perf_counter() - started) * 1000, 3),
+        "request": {"method": method, "path": request.get("path", "/"), "query": request.get("query"),
+                    "headers": headers, "body": shown(body)},
+        "response": {"status": answer.status_code, "headers": dict(answer.headers), "body": shown(answer.content)},
+        "trace": list(trace.steps) if trace else [],
+        "failed_step": trace.failed_step if trace else None,
+        "steps": recorder.steps,
+        "mocked": mocks is not None,
+    }
+
+
+def suite_mocks(suite_file: Path, case_index: int | None = None) -> tuple[dict[str, list[Any]], dict[str, Any] | None]:
+    """The mocks a suite gives a case (the case's own rules first), and that case."""
+    try:
+        suite = load_suite(suite_file)
+    except LoadErrors as exc:
+        raise TryError(f"the test suite {suite_file.name} does not load",
+                       [{"file": e.file.name, "line": e.line, "column": e.column, "message": e.message}
+                        for e in exc.errors]) from None
+    from engine.yamlio import plain
+
+    if case_index is None:
+        return {str(k): list(plain(v)) for k, v in (suite.node.get("mocks") or {}).items()}, None
+    if not 0 <= case_index < len(suite.cases):
+        raise TryError(f"{suite_file.name} has {len(suite.cases)} cases; there is no case {case_index}")
+    case = suite.cases[case_index]
+    rules = {name: [plain(spec) for spec, _ in items] for name, items in case.mocks.items()}
+    return rules, plain(case.node)
