@@ -162,6 +162,8 @@ class CompiledProject:
     errors: list[LoadError] = field(default_factory=list)
     # every step id and branch id, per flow: what a test suite can cover
     coverage_points: dict[str, list[str]] = field(default_factory=dict)
+    # the flows with a soap source, one service per path (connectors/soap/service.py)
+    soap_services: list[Any] = field(default_factory=list)
 
     async def open(self) -> None:
         for endpoint in self.endpoints.values():
@@ -328,8 +330,18 @@ class ProjectCompiler:
                     self.errors.append(LoadError.at(where, f"request schema is not a valid JSON Schema: "
                                                            f"{getattr(exc, 'message', exc)}"))
             self.compiled.flows.append(compiled_flow)
+        if any(flow.soap is not None for flow in self.project.flows):
+            self._compile_soap_services()
         self._check_sequence_cycles()
         return self.compiled
+
+    def _compile_soap_services(self) -> None:
+        from connectors.soap.service import build_services
+
+        def report(flow: Flow, key: tuple[str, ...], message: str) -> None:
+            self.errors.append(LoadError.at(locate(flow.file, flow.node, ("source", "soap", *key)), message))
+
+        self.compiled.soap_services = build_services(self.compiled.flows, report)
 
     def _compile_endpoints(self) -> None:
         kinds = connector_kinds()

@@ -70,6 +70,9 @@ class RoutingTable:
                 table.templated.append(route)
             else:
                 table.static.setdefault(source.path, []).append(route)
+        for service in project.soap_services:  # one route per SOAP path, for all its operations' flows
+            route = Route(service, frozenset(service.source.methods), None, {}, service.max_body or max_body, None)
+            table.static.setdefault(service.path, []).append(route)
         return table
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.model import Endpoint, Flow, HttpSource, Location, Project, Sequence
+from engine.model import Endpoint, Flow, HttpSource, Location, Project, Sequence, SoapSource
 from engine.schema import outline_schema
 from engine.schemacheck import SchemaValidator
 from engine.yamlio import YamlSyntaxError, locate, plain, read_yaml
@@ -128,7 +128,7 @@ def _collect(project: Project, file: Path, doc: Any, errors: list[LoadError]) ->
         source = _http_source(node["source"].get("http"))
         flow_ns = {**namespaces, **{str(k): str(v) for k, v in (node.get("namespaces") or {}).items()}}
         flow = Flow(str(name), node.get("description"), source, node["steps"], node.get("on_error"),
-                    flow_ns, file, where, node)
+                    flow_ns, file, where, node, _soap_source(node["source"].get("soap")))
         project.flows.append(flow)
         seen_flows[flow.name] = flow
 
@@ -146,6 +146,16 @@ def _http_source(node: Any) -> HttpSource | None:
     max_body = parse_size(node["max_body"]) if node.get("max_body") is not None else None
     return HttpSource(methods, path, _PARAM.findall(path), plain(node.get("request")), plain(node.get("responses")),
                       plain(node.get("query")), max_body)
+
+
+def _soap_source(node: Any) -> SoapSource | None:
+    if node is None:
+        return None
+    from engine.units import parse_size
+
+    config = plain(node)
+    max_body = parse_size(config.pop("max_body")) if config.get("max_body") is not None else None
+    return SoapSource(**config, max_body=max_body)
 
 
 def _route_key(path: str) -> str:
@@ -167,6 +177,16 @@ def _check_routes(project: Project, errors: list[LoadError]) -> None:
                                                   f"{other.name!r} at {other.location} serves it already"))
             else:
                 taken[key] = flow
+    for flow in project.flows:
+        if flow.soap is None:
+            continue
+        for method in ("GET", "POST"):
+            other = taken.get((method, _route_key(flow.soap.path)))
+            if other is not None:
+                where = locate(flow.file, flow.node, ("source", "soap", "path"))
+                errors.append(LoadError.at(where, f"the SOAP service {flow.soap.path} takes {method} on its path, "
+                                                  f"and flow {other.name!r} at {other.location} serves it already"))
+                break
 
 
 # --- turning jsonschema's errors into messages a person can act on -----------------------------

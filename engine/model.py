@@ -32,6 +32,22 @@ class HttpSource:
 
 
 @dataclass
+class SoapSource:
+    """A flow serving one SOAP operation (``source: {soap: ...}``; connectors/soap/service.py)."""
+
+    path: str
+    operation: str
+    wsdl: str | None = None
+    service: str | None = None
+    port: str | None = None
+    action: str | None = None
+    element: str | None = None
+    version: str | None = None
+    validate: bool = False
+    max_body: int | None = None
+
+
+@dataclass
 class Flow:
     name: str
     description: str | None
@@ -42,6 +58,7 @@ class Flow:
     file: Path
     location: Location
     node: Any = None  # the flow's own YAML mapping
+    soap: SoapSource | None = None  # when it serves a SOAP operation (then source is None)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.base import connector_kinds
+from connectors.soap.service import SOURCE_SCHEMA as SOAP_SOURCE_SCHEMA
 from engine.registry import StepKind, step_kinds
 
 SCHEMA_ID = "https://interlace.dev/schema/flows.json"
@@ -81,7 +82,7 @@ def _flow(steps: dict[str, Any]) -> dict[str, Any]:
             "source": {
                 "type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
                 "description": "Where messages come from.",
-                "properties": {"http": _http_source()},
+                "properties": {"http": _http_source(), "soap": SOAP_SOURCE_SCHEMA},
             },
             "namespaces": NAMESPACES,
             "steps": {**steps, "description": "The steps, run in order."},

@@ -1,0 +1,213 @@
+"""Reading a SOAP answer: the Body's content, or its Fault as a typed flow error.
+
+A fault becomes ``SoapFault`` (502 unless a flow's handler maps it), whose ``${error.fault}``
+holds, for either version::
+
+    version   "1.1" | "1.2"
+    code      the fault code's local name: Client/Server/... (1.1), Sender/Receiver/... (1.2)
+    code_ns   the code's namespace URI (the envelope's for the standard codes)
+    subcode   1.2: the first Subcode's local name (null without one); subcode_ns its namespace
+    string    faultstring (1.1) or the first Reason/Text (1.2)
+    actor     faultactor (1.1) or Role (1.2); node: Node (1.2)
+    detail    the detail's content as JSON (element names to values); detail_xml: as XML text
+
+so that ``${error.fault.code == 'Client'}`` or ``${error.fault.detail.reason}`` can choose the
+problem+json status.  An answer that is not a SOAP envelope is ``MalformedSoapReply`` (502).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lxml import etree
+
+from connectors.soap.envelope import BY_NAMESPACE, SOAP11_NS, SOAP12_NS, Shape
+from engine.errors import BackendError, FlowError
+from engine.xmlsafe import XmlRefused, parse_document
+
+_XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
+
+
+class MalformedSoapReply(BackendError):
+    """The backend's answer is not a SOAP envelope (not XML, no Envelope, no Body)."""
+
+    status = 502
+    code = "soap-malformed-reply"
+    title = "Malformed SOAP answer"
+
+
+@dataclass(frozen=True)
+class Fault:
+    version: str
+    code: str
+    code_ns: str | None
+    string: str
+    subcode: str | None = None
+    subcode_ns: str | None = None
+    actor: str | None = None
+    node: str | None = None
+    detail: Any = None
+    detail_xml: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SoapFault(BackendError):
+    """The service answered with a SOAP Fault; ``${error.fault}`` carries it (module docstring)."""
+
+    status = 502
+    code = "soap-fault"
+    title = "SOAP fault"
+
+    def __init__(self, fault: Fault, endpoint: str, operation: str | None = None) -> None:
+        where = f"operation {operation!r} of endpoint {endpoint!r}" if operation else f"endpoint {endpoint!r}"
+        # the fault's own words may hold a backend's internals (stack traces, host names): they go
+        # to ${error.fault} and the logs, never into a problem+json body by default
+        super().__init__(f"{where} answered a SOAP fault ({fault.code})",
+                         internal=f"{fault.code}: {fault.string}")
+        self.fault = fault
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "fault": self.fault.as_dict()}
+
+
+def body_content(body: bytes, endpoint: str, operation: str | None = None,
+                 shape: Shape | None = None) -> etree._Element | None:
+    """The first element inside soap:Body (None when the Body is empty), or raise SoapFault
+    or MalformedSoapReply.  ``shape`` types a fault's detail (else all texts are strings)."""
+    where = f"endpoint {endpoint!r}" + (f" (operation {operation!r})" if operation else "")
+    if not body.strip():
+        raise MalformedSoapReply(f"{where} answered an empty body, not a SOAP envelope")
+    try:
+        root = parse_document(body)
+    except XmlRefused as exc:
+        raise MalformedSoapReply(f"{where} answered something that is not XML: {exc.describe()}") from None
+    namespace = etree.QName(root).namespace
+    version = BY_NAMESPACE.get(namespace or "")
+    if version is None or etree.QName(root).localname != "Envelope":
+        raise MalformedSoapReply(f"{where} answered XML that is not a SOAP envelope (its root is "
+                                 f"{etree.QName(root).text})")
+    soap_body = root.find(f"{{{namespace}}}Body")
+    if soap_body is None:
+        raise MalformedSoapReply(f"{where} answered a SOAP envelope without a Body")
+    content = next((child for child in soap_body if isinstance(child.tag, str)), None)
+    if content is not None and content.tag == f"{{{namespace}}}Fault":
+        fault = read_fault(content, shape)
+        raise SoapFault(fault, endpoint, operation)
+    return content
+
+
+def read_fault(element: etree._Element, shape: Shape | None = None) -> Fault:
+    """A Fault element of either version as a ``Fault``."""
+    namespace = etree.QName(element).namespace
+    if namespace == SOAP12_NS:
+        return _fault12(element, shape)
+    code_ns, code = _qname_text(element, element.findtext("faultcode"))
+    detail = element.find("detail")
+    return Fault("1.1", code, code_ns, (element.findtext("faultstring") or "").strip(),
+                 actor=_stripped(element.findtext("faultactor")),
+                 detail=_detail(detail, shape), detail_xml=_inner_xml(detail))
+
+
+def _fault12(element: etree._Element, shape: Shape | None) -> Fault:
+    ns = f"{{{SOAP12_NS}}}"
+    value = element.find(f"{ns}Code/{ns}Value")
+    code_ns, code = _qname_text(value if value is not None else element, value.text if value is not None else None)
+    subcode_ns: str | None = None
+    subcode: str | None = None
+    sub = element.find(f"{ns}Code/{ns}Subcode/{ns}Value")
+    if sub is not None:
+        subcode_ns, subcode = _qname_text(sub, sub.text)
+    reason = element.find(f"{ns}Reason")
+    text = reason.findtext(f"{ns}Text") if reason is not None else None
+    detail = element.find(f"{ns}Detail")
+    return Fault("1.2", code, code_ns, (text or "").strip(), subcode=subcode, subcode_ns=subcode_ns,
+                 actor=_stripped(element.findtext(f"{ns}Role")), node=_stripped(element.findtext(f"{ns}Node")),
+                 detail=_detail(detail, shape), detail_xml=_inner_xml(detail))
+
+
+def _qname_text(context: etree._Element, text: str | None) -> tuple[str | None, str]:
+    """A QName written in an element's text (``soap:Client``), resolved by the in-scope prefixes."""
+    value = (text or "").strip()
+    prefix, colon, local = value.rpartition(":")
+    if not colon:
+        return context.nsmap.get(None), value
+    return context.nsmap.get(prefix), local
+
+
+def _stripped(text: str | None) -> str | None:
+    return text.strip() if text is not None else None
+
+
+def _detail(detail: etree._Element | None, shape: Shape | None) -> Any:
+    if detail is None:
+        return None
+    children = [c for c in detail if isinstance(c.tag, str)]
+    if not children:
+        return (detail.text or "").strip() or None
+    return to_json(detail, shape)
+
+
+def _inner_xml(element: etree._Element | None) -> str | None:
+    if element is None:
+        return None
+    return "".join(etree.tostring(child, encoding="unicode", with_tail=False) for child in element
+                   if isinstance(child.tag, str)) or (element.text or "").strip() or None
+
+
+def to_json(element: etree._Element, shape: Shape | None = None) -> Any:
+    """An element's content as JSON: its child elements by local name (repeated ones, and those
+    the shape says repeat, as lists), a leaf's text typed by the shape (else a string), an
+    ``xsi:nil`` element null.  Attributes are left out."""
+    if element.get(_XSI_NIL) in ("true", "1"):
+        return None
+    children = [c for c in element if isinstance(c.tag, str)]
+    if not children:
+        return element.text or ""
+    out: dict[str, Any] = {}
+    repeated: set[str] = set()  # names seen twice: their value is a list built here
+    for child in children:
+        name = etree.QName(child).localname
+        member = shape.get(name) if shape else None
+        if member is not None and member.children is None:
+            text = child.text or ""
+            value: Any = None if child.get(_XSI_NIL) in ("true", "1") else \
+                member.convert(text) if member.convert is not None else text
+        else:
+            value = to_json(child, member.children if member is not None else None)
+        if member is not None and member.many:
+            out.setdefault(name, []).append(value)
+        elif name in repeated:
+            out[name].append(value)
+        elif name in out:
+            out[name] = [out[name], value]
+            repeated.add(name)
+        else:
+            out[name] = value
+    return out
+
+
+
+
+class RaisedSoapFault(FlowError):
+    """Raised by a flow's ``soap_fault`` step.  A flow serving SOAP answers it as a Fault with
+    these fields; anywhere else it is a problem+json (400 for a client fault, else 500)."""
+
+    code = "soap-fault-raised"
+    title = "SOAP fault"
+
+    def __init__(self, fault_code: str, string: str, *, subcode: tuple[str | None, str] | None = None,
+                 actor: str | None = None, detail: bytes | None = None) -> None:
+        client = fault_code.lower() in ("client", "sender")
+        super().__init__(string, status=400 if client else 500)
+        self.fault_code = fault_code
+        self.string = string
+        self.subcode = subcode
+        self.actor = actor
+        self.detail_xml = detail
+
+
+__all__ = ["SOAP11_NS", "Fault", "MalformedSoapReply", "RaisedSoapFault", "SoapFault", "body_content",
+           "read_fault", "to_json"]
