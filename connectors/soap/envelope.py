@@ -256,10 +256,10 @@ class EnvelopeWriter:
                       .encode())
         self._close = b"</soap:Body></soap:Envelope>"
 
-    def write(self, body: bytes, action: str | None = None) -> bytes:
+    def write(self, body: bytes, action: str | None = None, extra_header: str = "") -> bytes:
         """The whole envelope around ``body`` (the serialised content of soap:Body, without an
-        XML declaration)."""
-        header = self._static_header
+        XML declaration); ``extra_header``: more header blocks, serialised."""
+        header = self._static_header + extra_header
         if self._dynamic:
             header += "".join(part.render(self.version, action) if isinstance(part, Addressing)
                               else part.render(self.version) for part in self._dynamic)
