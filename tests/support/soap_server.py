@@ -13,6 +13,7 @@ It answers a stock-quote ``getQuote(symbol)`` in SOAP 1.1 on ``/soap11`` and in 
 The symbol chooses the answer: ``FAULT`` a Client/Sender fault with a detail, ``BOOM`` a
 Server/Receiver fault, ``HTML`` a 200 HTML page, ``NOTSOAP`` plain XML, ``BROKEN`` truncated
 XML, ``NOBODY`` an envelope without a Body; anything else a quote (price 12.5, qty 7).
+``GET /stockquote.wsdl`` serves flows/stockquote.wsdl with its address set to ``/soap11``.
 Every request is recorded (``server.requests``) for the tests to inspect.
 """
 
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from lxml import etree
@@ -99,6 +101,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path != "/stockquote.wsdl":
+            self._send(404, b"not here", "text/plain")
+            return
+        text = (Path(__file__).resolve().parents[2] / "flows" / "stockquote.wsdl").read_text()
+        address = f"http://127.0.0.1:{self.server.server_address[1]}/soap11"
+        self._send(200, text.replace("http://127.0.0.1:8290/services/stockquote", address).encode(), "text/xml")
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
