@@ -33,12 +33,12 @@ CODES = ["Client", "Server", "Sender", "Receiver"]
             "actor": {"type": "string", "description": "Who found the fault, a URI (1.1 faultactor, 1.2 Role)."},
             "detail": {"type": "string",
                        "description": "XML template of the detail's content (1.1 detail, 1.2 Detail), e.g. "
-                                      "<q:unknownSymbol xmlns:q='...'><q:symbol>${vars.symbol}</q:symbol>"
-                                      "</q:unknownSymbol>."},
+                                      "`<q:unknownSymbol xmlns:q='...'><q:symbol>${vars.symbol}</q:symbol>"
+                                      "</q:unknownSymbol>`."},
         },
     },
     examples=[{"code": "Client", "string": "unknown symbol ${vars.symbol}"},
-              {"code": "Server", "subcode": "q:Unavailable", "string": "the quote feed is down",
+              {"code": "Server", "subcode": "Unavailable", "string": "the quote feed is down",
                "detail": "<q:retryAfter xmlns:q='http://example.com/stockquote'>30</q:retryAfter>"}],
 )
 def compile_soap_fault(config: Any, ctx: CompileContext) -> StepFn:
