@@ -22,6 +22,7 @@ from engine.expressions import (
     Template,
     compile_condition,
 )
+from engine.instrument import observe_step
 from engine.loader import LoadError, describe
 from engine.message import Message
 from engine.model import Flow, HttpSource, Location, Project
@@ -188,6 +189,7 @@ class CompileContext:
         self.node: Any = None  # the current step's config node
         self.step_id = owner
         self._needs_body = False
+        self.endpoints_used: list[str] = []  # by the current step: its spans name them
 
     @property
     def options(self) -> CompileOptions:
@@ -242,6 +244,7 @@ class CompileContext:
         return branch_id
 
     def endpoint(self, name: Any, key: Any = "endpoint") -> Any:
+        self.endpoints_used.append(str(name))
         endpoint = self._compiler.endpoints.get(str(name))
         if endpoint is None and str(name) in self._compiler.project.endpoints:
             return _BrokenEndpoint()  # declared, but its own error is reported already
@@ -439,6 +442,8 @@ class ProjectCompiler:
             self.errors.append(LoadError.at(where, f"{kind.name}: {exc}"))
             return None
         where = locate(file, item, ())
+        if kind.observed:  # timing and tracing wrap the step; the step kind knows nothing of them
+            run = observe_step(run, kind=kind.name, step_id=step_id, flow=owner, endpoints=context.endpoints_used)
         if self.step_wrapper is not None:
             run = self.step_wrapper(run, kind.name, step_id, where)
         return CompiledStep(run, context._needs_body, kind.name, step_id, where)

@@ -8,18 +8,17 @@ requests in flight finish on the flows they started with.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.routing import compile_path
 
-from engine import jsonfast
+from engine import jsonfast, telemetry
 from engine.compiler import CompiledFlow, CompiledProject
 from engine.errors import FlowError, MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
 from engine.message import Message, kind_of
-from engine.observability import Metrics, correlation, correlation_id
+from engine.observability import correlation, correlation_id
 
 log = logging.getLogger("interlace.front")
 
@@ -46,6 +45,7 @@ class Route:
     convertors: dict[str, Any]
     max_body: int
     accepts: str | None  # the declared request content type, if any
+    template: str = ""  # the path as the flow declares it: the route's label in metrics and spans
 
 
 @dataclass
@@ -65,7 +65,7 @@ class RoutingTable:
             regex, _, convertors = compile_path(source.path) if "{" in source.path else (None, "", {})
             request = source.request or {}
             route = Route(flow, frozenset(source.methods), regex, convertors,
-                          flow.max_body or max_body, request.get("content_type"))
+                          flow.max_body or max_body, request.get("content_type"), source.path)
             if convertors:
                 table.templated.append(route)
             else:
@@ -116,11 +116,9 @@ class RequestTrace:
 class Facade:
     """The ASGI app of the facade port."""
 
-    def __init__(self, project: CompiledProject, *, max_body: int = DEFAULT_MAX_BODY,
-                 metrics: Metrics | None = None) -> None:
+    def __init__(self, project: CompiledProject, *, max_body: int = DEFAULT_MAX_BODY) -> None:
         self.max_body = max_body
         self.table = RoutingTable.build(project, max_body)
-        self.metrics = metrics or Metrics()
         # set to a list to record, per request, the steps and branches it ran (flow tests, debugging)
         self.traces: list[RequestTrace] | None = None
 
@@ -137,39 +135,46 @@ class Facade:
             await _lifespan(receive, send)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         cid = correlation_id(headers)
         correlation.set(cid)
         path: str = scope["path"]
         flow_name = "-"
         msg: Message | None = None
-        self.metrics.in_flight += 1
+        seen = telemetry.begin(scope["method"], path, headers, cid)
+        error: BaseException | None = None
+        status, response_bytes = 500, None
         try:
             route, params = self.table.match(scope["method"], path)
             flow_name = route.flow.name
+            telemetry.routed(seen, flow_name, route.template)
             msg = await self._message(scope, receive, headers, route, params, cid)
             if self.traces is not None:
                 msg.trace = []
                 self.traces.append(RequestTrace(flow_name, msg.trace))
             await route.flow.handle(msg)
             status = msg.status
-            await respond(send, msg, cid)
+            response_bytes = await respond(send, msg, cid)
         except FlowError as exc:
+            error = exc
             if self.traces is not None and msg is not None and msg.trace is not None:
                 self.traces[-1].failed_step = getattr(exc, "step_id", None)
-            status = await self._fail(send, exc, path, cid, flow_name)
+            status, response_bytes = await self._fail(send, exc, path, cid, flow_name)
         except Exception as exc:
+            error = exc
             if self.traces is not None and msg is not None and msg.trace is not None:
                 self.traces[-1].failed_step = getattr(exc, "step_id", None)
             log.exception("flow %s failed at %s", flow_name, getattr(exc, "step_id", "?"))
-            status = await self._fail(send, FlowError("internal error; see the logs under this correlation id"),
-                                      path, cid, flow_name)
+            status, response_bytes = await self._fail(
+                send, FlowError("internal error; see the logs under this correlation id"), path, cid, flow_name)
+        except BaseException as exc:  # cancelled (the client went away, the server stops): still counted
+            error = exc
+            raise
         finally:
-            self.metrics.in_flight -= 1
-        self.metrics.observe(flow_name, status, time.perf_counter() - started)
+            length = headers.get("content-length")
+            telemetry.end(seen, status, int(length) if length and length.isdigit() else None, response_bytes, error)
 
-    async def _fail(self, send: Send, exc: FlowError, path: str, cid: str, flow: str) -> int:
+    async def _fail(self, send: Send, exc: FlowError, path: str, cid: str, flow: str) -> tuple[int, int]:
         if exc.status >= 500:
             log.warning("flow %s: %s %s (step %s)%s", flow, exc.status, exc.detail, getattr(exc, "step_id", "-"),
                         f": {exc.internal}" if exc.internal else "")
@@ -182,7 +187,7 @@ class Facade:
                                 (b"content-length", str(len(body)).encode()),
                                 (b"x-request-id", cid.encode()), *extra]})
         await send({"type": "http.response.body", "body": body})
-        return status
+        return status, len(body)
 
     async def _message(self, scope: Scope, receive: Receive, headers: dict[str, str], route: Route,
                        params: dict[str, str], cid: str) -> Message:
@@ -247,8 +252,9 @@ async def _stream(receive: Receive, limit: int) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def respond(send: Send, msg: Message, cid: str) -> None:
-    """Send the message as the HTTP answer: whole when its bytes are known, streamed otherwise."""
+async def respond(send: Send, msg: Message, cid: str) -> int | None:
+    """Send the message as the HTTP answer: whole when its bytes are known, streamed otherwise;
+    returns the body's size when it was sent whole."""
     out: list[tuple[bytes, bytes]] = []
     if msg.headers_are_request:
         names = msg.headers_explicit
@@ -265,7 +271,7 @@ async def respond(send: Send, msg: Message, cid: str) -> None:
         out.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": msg.status, "headers": out})
         await send({"type": "http.response.body", "body": body})
-        return
+        return len(body)
     if msg.content_type:
         out.append((b"content-type", msg.content_type.encode("latin-1")))
     await send({"type": "http.response.start", "status": msg.status, "headers": out})
@@ -277,6 +283,7 @@ async def respond(send: Send, msg: Message, cid: str) -> None:
         if aclose is not None:
             await aclose()
     await send({"type": "http.response.body", "body": b""})
+    return None
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -14,9 +14,10 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from engine.metrics import exposition
 from engine.runtime import ReloadResult, Runtime
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -70,8 +71,9 @@ def build_management_app(runtime: Runtime, *, reload_hook: Callable[[], Awaitabl
         return JSONResponse({"endpoints": {name: endpoint.health()
                                            for name, endpoint in runtime.project.endpoints.items()}})
 
-    async def metrics(_: Request) -> Response:
-        return PlainTextResponse(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
+    async def metrics(request: Request) -> Response:
+        body, content_type = exposition(None, request.headers.get("accept"))
+        return Response(body, media_type=content_type)
 
     async def reload(_: Request) -> Response:
         if runtime.facade is None:

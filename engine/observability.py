@@ -1,4 +1,4 @@
-"""Correlation ids, log lines that carry them, and the counters the management port shows."""
+"""Correlation ids and the log lines that carry them (JSON for collectors, text for a terminal)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import os
 import re
 import sys
 import time
-from collections import defaultdict
 from typing import Any
+
+from engine import tracing
 
 correlation: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="-")
 
@@ -57,32 +58,66 @@ def new_id() -> str:
 
 
 class CorrelationFilter(logging.Filter):
-    """Puts the current request's correlation id on every record."""
+    """Puts the current request's correlation id (and trace id, when traced) on every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "correlation_id"):
             record.correlation_id = correlation.get()
+        if tracing.ENABLED and not hasattr(record, "trace_id"):
+            record.trace_id = tracing.current_trace_id()
         return True
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line, as Fluent Bit's and Fluentd's json parsers read it.
+
+    Keys: ``time`` (RFC 3339, UTC, milliseconds: ``deploy/logging/fluent-bit-parsers.conf``
+    parses it), ``level``, ``logger``, ``message``, ``correlation_id``, ``trace_id`` when the
+    request is traced, ``flow`` when a flow wrote it, ``exception`` for errors, and whatever
+    structured ``fields`` the record carries (the request line: route, status, duration...).
+    """
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                    + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "correlation_id": getattr(record, "correlation_id", "-"),
             "message": record.getMessage(),
         }
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id:
+            entry["trace_id"] = trace_id
         flow = getattr(record, "flow", None)
         if flow:
             entry["flow"] = flow
+        fields = getattr(record, "fields", None)
+        if fields:
+            for key, value in fields.items():
+                entry.setdefault(key, value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return json.dumps(entry, default=str)
 
 
-def setup_logging(level: str = "info", fmt: str = "text") -> None:
+def parse_levels(text: str) -> dict[str, str]:
+    """``interlace.request=warning,interlace.http=debug`` as {logger: level}; a clear error otherwise."""
+    levels: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, level = part.partition("=")
+        if not sep or not name.strip() or level.strip().upper() not in logging.getLevelNamesMapping():
+            raise ValueError(f"log level {part!r}: write LOGGER=LEVEL (debug, info, warning, error), "
+                             f"e.g. interlace.request=warning")
+        levels[name.strip()] = level.strip().upper()
+    return levels
+
+
+def setup_logging(level: str = "info", fmt: str = "text", levels: dict[str, str] | None = None) -> None:
+    """Logging to standard error: ``fmt`` json (one object per line) or text (for a terminal);
+    ``levels`` per logger on top of the root ``level``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(CorrelationFilter())
     if fmt == "json":
@@ -100,34 +135,5 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # start-up lines: the engine logs its own
     # the HTTP client logs every request at INFO: the flows' own log lines say what matters
     logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
-class Metrics:
-    """Request counters and latency sums per flow, in Prometheus' text format."""
-
-    def __init__(self) -> None:
-        self.requests: defaultdict[tuple[str, int], int] = defaultdict(int)
-        self.seconds: defaultdict[str, float] = defaultdict(float)
-        self.in_flight = 0
-        self.started = time.time()
-        self.reloads = 0
-        self.reload_failures = 0
-
-    def observe(self, flow: str, status: int, seconds: float) -> None:
-        self.requests[(flow, status)] += 1
-        self.seconds[flow] += seconds
-
-    def render(self) -> str:
-        lines = ["# TYPE interlace_requests_total counter"]
-        for (flow, status), count in sorted(self.requests.items()):
-            lines.append(f'interlace_requests_total{{flow="{flow}",status="{status}"}} {count}')
-        lines.append("# TYPE interlace_request_seconds_total counter")
-        for flow, seconds in sorted(self.seconds.items()):
-            lines.append(f'interlace_request_seconds_total{{flow="{flow}"}} {seconds:.6f}')
-        lines += [
-            "# TYPE interlace_in_flight gauge", f"interlace_in_flight {self.in_flight}",
-            "# TYPE interlace_reloads_total counter", f"interlace_reloads_total {self.reloads}",
-            "# TYPE interlace_reload_failures_total counter", f"interlace_reload_failures_total {self.reload_failures}",
-            "# TYPE interlace_start_time_seconds gauge", f"interlace_start_time_seconds {self.started:.0f}",
-        ]
-        return "\n".join(lines) + "\n"
+    for name, value in (levels or {}).items():
+        logging.getLogger(name).setLevel(value)

@@ -35,19 +35,31 @@ class StepKind:
     examples: list[Any] = field(default_factory=list)
     # config keys that hold nested step lists (the designer draws them as lanes)
     branches: tuple[str, ...] = ()
+    # whether the compiler times and traces each such step (engine/instrument.py); None: by category
+    observe: bool | None = None
+
+    @property
+    def observed(self) -> bool:
+        from engine.instrument import WORK_CATEGORIES
+
+        return self.observe if self.observe is not None else self.category in WORK_CATEGORIES
 
 
 _KINDS: dict[str, StepKind] = {}
 
 
 def step_kind(name: str, *, summary: str, category: str, schema: dict[str, Any],
-              examples: list[Any] | None = None, branches: tuple[str, ...] = ()) -> Callable[[Compiler], Compiler]:
-    """Register a step compiler under ``name``, with the JSON Schema of its YAML config."""
+              examples: list[Any] | None = None, branches: tuple[str, ...] = (),
+              observe: bool | None = None) -> Callable[[Compiler], Compiler]:
+    """Register a step compiler under ``name``, with the JSON Schema of its YAML config.
+
+    ``observe``: time and trace each step of this kind (default: for the categories that do
+    work, engine/instrument.py ``WORK_CATEGORIES``)."""
 
     def register(compiler: Compiler) -> Compiler:
         if name in _KINDS:
             raise ValueError(f"step kind {name!r} registered twice")
-        _KINDS[name] = StepKind(name, summary, category, schema, compiler, examples or [], branches)
+        _KINDS[name] = StepKind(name, summary, category, schema, compiler, examples or [], branches, observe)
         return compiler
 
     return register

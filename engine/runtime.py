@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import metrics
 from engine.compiler import CompiledProject
 from engine.front import DEFAULT_MAX_BODY, Facade
 from engine.loader import LoadErrors, load_project
-from engine.observability import Metrics
 
 log = logging.getLogger("interlace.runtime")
 
@@ -35,7 +35,6 @@ class Runtime:
     def __init__(self, flows_dir: Path, *, max_body: int = DEFAULT_MAX_BODY, old_endpoint_grace: float = 30.0) -> None:
         self.flows_dir = Path(flows_dir)
         self.max_body = max_body
-        self.metrics = Metrics()
         self.facade: Facade | None = None
         self.draining = False
         self.last_reload: ReloadResult | None = None
@@ -61,7 +60,8 @@ class Runtime:
     async def start(self, compiled: CompiledProject | None = None) -> None:
         compiled = compiled or self.load()
         await compiled.open()
-        self.facade = Facade(compiled, max_body=self.max_body, metrics=self.metrics)
+        self.facade = Facade(compiled, max_body=self.max_body)
+        metrics.FLOWS_LOADED.set(len(compiled.flows))
         log.info("serving %d flows from %s", len(compiled.flows), self.flows_dir)
 
     async def reload(self) -> ReloadResult:
@@ -69,7 +69,7 @@ class Runtime:
             try:
                 compiled = await asyncio.get_running_loop().run_in_executor(None, self.load)
             except LoadErrors as exc:
-                self.metrics.reload_failures += 1
+                metrics.reloaded(False, len(self.project.flows))
                 result = ReloadResult(False, [str(e) for e in exc.errors], len(self.project.flows))
                 log.error("reload refused, still serving the previous flows:\n%s", exc)
                 self.last_reload = result
@@ -77,7 +77,7 @@ class Runtime:
             await compiled.open()
             assert self.facade is not None
             old = self.facade.swap(compiled)
-            self.metrics.reloads += 1
+            metrics.reloaded(True, len(compiled.flows))
             task = asyncio.create_task(self._close_later(old))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)

@@ -97,7 +97,7 @@ def test_management_routes_are_not_on_the_facade_port(tmp_path: Path) -> None:
         assert httpx.get(f"{engine.management_url}/health/live").status_code == 200
         flows = httpx.get(f"{engine.management_url}/flows").json()["flows"]
         assert [f["name"] for f in flows] == ["ping"]
-        assert "interlace_requests_total" in httpx.get(f"{engine.management_url}/metrics").text
+        assert "interlace_http_request_duration_seconds_count" in httpx.get(f"{engine.management_url}/metrics").text
 
 
 def test_invalid_flows_never_serve(tmp_path: Path) -> None:

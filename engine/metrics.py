@@ -1,0 +1,255 @@
+"""What the engine counts, through the Prometheus client library, and one scrape for every worker.
+
+Every name starts with ``interlace_``; label values are bounded by the flow files (flow names,
+route templates, step ids, endpoint names and their base URLs), never raw paths or ids:
+
+======================================================  =====================================  =========
+metric                                                  labels                                 kind
+======================================================  =====================================  =========
+interlace_http_request_duration_seconds                 flow, route, method, status            histogram
+interlace_http_requests_in_flight                       (none)                                 gauge
+interlace_http_request_body_bytes                       flow, route                            histogram
+interlace_http_response_body_bytes                      flow, route                            histogram
+interlace_step_duration_seconds                         flow, step, kind, outcome              histogram
+interlace_backend_request_duration_seconds              endpoint, url, outcome                 histogram
+interlace_backend_retries_total                         endpoint                               counter
+interlace_circuit_breaker_state                         endpoint, url  (0 closed, 1 open,      gauge
+                                                        2 half-open)
+interlace_circuit_breaker_transitions_total             endpoint, url, state                   counter
+interlace_reloads_total                                 outcome (ok, failed)                   counter
+interlace_flows_loaded                                  (none)                                 gauge
+interlace_source_messages_total                         source, outcome                        counter
+interlace_source_lag_seconds                            source                                 gauge
+interlace_store_depth                                   store                                  gauge
+process_*, python_*                                     worker                                 (library)
+======================================================  =====================================  =========
+
+A histogram's ``_count`` is the number of requests (or calls); its buckets carry the trace id
+as an exemplar when the request was traced (OpenMetrics exposition, asked for with
+``Accept: application/openmetrics-text``).
+
+Sources and stores report through :func:`source_message`, :func:`source_lag` and
+:func:`store_depth`; connectors' resilience layer through :func:`backend_call`,
+:func:`backend_retry` and :func:`breaker_changed`.
+
+Each worker counts in memory (the library's default values: a lock and a float, exemplars
+kept).  With ``--workers N`` the worker that takes the scrape asks its peers for their samples
+(engine/workers.py) and merges them here: counters and histograms add up, each gauge follows
+the mode declared with it (sum or max), and the process and Python families keep one series per
+worker (label ``worker``).  benchmarks/metrics_cost.py measured this against the library's
+multiprocess mode (an mmap write per observation, and no exemplars).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics_core import Metric
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.samples import Exemplar
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+SIZE_BUCKETS = (0, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
+
+REQUEST_SECONDS = Histogram(
+    "interlace_http_request_duration_seconds", "Facade requests: time from the request's arrival to the "
+    "last byte of the answer, by flow, route template, method and status (the _count is the request count).",
+    ("flow", "route", "method", "status"), buckets=LATENCY_BUCKETS, registry=REGISTRY)
+IN_FLIGHT = Gauge("interlace_http_requests_in_flight", "Facade requests being served now.", registry=REGISTRY)
+REQUEST_BYTES = Histogram("interlace_http_request_body_bytes", "Request body sizes, by flow and route "
+                          "(bodies whose size is known: a Content-Length or a body read whole).",
+                          ("flow", "route"), buckets=SIZE_BUCKETS, registry=REGISTRY)
+RESPONSE_BYTES = Histogram("interlace_http_response_body_bytes", "Response body sizes, by flow and route "
+                           "(answers sent whole; streamed answers are not counted).",
+                           ("flow", "route"), buckets=SIZE_BUCKETS, registry=REGISTRY)
+STEP_SECONDS = Histogram("interlace_step_duration_seconds", "Steps that do work (calls, transforms, SQL, "
+                         "store), by flow, step id, step kind and outcome (ok, error).",
+                         ("flow", "step", "kind", "outcome"), buckets=LATENCY_BUCKETS, registry=REGISTRY)
+BACKEND_SECONDS = Histogram(
+    "interlace_backend_request_duration_seconds", "Calls to backends, each attempt once, by endpoint, base URL "
+    "and outcome (2xx, 3xx, 4xx, 5xx, timeout, unreachable, error); the _count is the call count.",
+    ("endpoint", "url", "outcome"), buckets=LATENCY_BUCKETS, registry=REGISTRY)
+BACKEND_RETRIES = Counter("interlace_backend_retries", "Retry rounds started after a failed attempt, by endpoint.",
+                          ("endpoint",), registry=REGISTRY)
+BREAKER_STATE = Gauge("interlace_circuit_breaker_state", "Circuit breaker of each endpoint URL: 0 closed, 1 open, "
+                      "2 half-open (a probe is out); with several workers the worst of them.",
+                      ("endpoint", "url"), registry=REGISTRY)
+BREAKER_TRANSITIONS = Counter("interlace_circuit_breaker_transitions", "Circuit breaker changes, by the state "
+                              "entered (open, half_open, closed).", ("endpoint", "url", "state"), registry=REGISTRY)
+RELOADS = Counter("interlace_reloads", "Reloads of the flow folder, by outcome (ok, failed: the previous flows "
+                  "kept serving).", ("outcome",), registry=REGISTRY)
+FLOWS_LOADED = Gauge("interlace_flows_loaded", "Flows being served.", registry=REGISTRY)
+SOURCE_MESSAGES = Counter("interlace_source_messages", "Messages taken from sources (schedule, file, queue), by "
+                          "source and outcome (ok, failed, dead_lettered).", ("source", "outcome"), registry=REGISTRY)
+SOURCE_LAG = Gauge("interlace_source_lag_seconds", "How far behind a source is: the age of the oldest message "
+                   "it has not yet taken, or of its last poll (the source says).", ("source",), registry=REGISTRY)
+STORE_DEPTH = Gauge("interlace_store_depth", "Messages waiting in a store (message store, dead letters).",
+                    ("store",), registry=REGISTRY)
+
+# How a gauge's values from several workers combine; counters and histograms always add up.
+GAUGE_MODES: dict[str, str] = {
+    "interlace_http_requests_in_flight": "sum",
+    "interlace_circuit_breaker_state": "max",
+    "interlace_flows_loaded": "max",
+    "interlace_source_lag_seconds": "max",
+    "interlace_store_depth": "max",  # one shared store, seen by every worker
+}
+PER_WORKER_PREFIXES = ("process_", "python_")
+
+BREAKER_STATES = {"closed": 0, "open": 1, "half_open": 2}
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def request_method(method: str) -> str:
+    """The method as a label value: the standard ones, every other one as ``other``."""
+    return method if method in _METHODS else "other"
+
+
+def outcome_of_status(status: int) -> str:
+    return ("1xx", "2xx", "3xx", "4xx", "5xx")[min(max(status // 100, 1), 5) - 1]
+
+
+def exemplar_for(trace_id: str | None) -> dict[str, str] | None:
+    return {"trace_id": trace_id} if trace_id else None
+
+
+# -- what other layers call --------------------------------------------------------------------
+
+# the backend calls of the request being served, for its log line (engine/telemetry.py sets it)
+request_backends: ContextVar[list[tuple[str, str, str, float]] | None] = ContextVar("request_backends",
+                                                                                   default=None)
+
+
+def backend_call(endpoint: str, url: str, outcome: str, seconds: float, trace_id: str | None = None) -> None:
+    """One attempt at a backend: ``url`` is the endpoint's base URL (never the request's path),
+    ``outcome`` a status class (``2xx``...) or ``timeout``, ``unreachable``, ``error``."""
+    BACKEND_SECONDS.labels(endpoint, url, outcome).observe(seconds, exemplar_for(trace_id))
+    calls = request_backends.get()
+    if calls is not None:
+        calls.append((endpoint, url, outcome, seconds))
+
+
+def backend_retry(endpoint: str) -> None:
+    BACKEND_RETRIES.labels(endpoint).inc()
+
+
+def breaker_changed(endpoint: str, url: str, state: str) -> None:
+    """A circuit breaker entered ``state`` (open, half_open, closed)."""
+    BREAKER_STATE.labels(endpoint, url).set(BREAKER_STATES[state])
+    BREAKER_TRANSITIONS.labels(endpoint, url, state).inc()
+
+
+def breaker_known(endpoint: str, url: str) -> None:
+    """Show a breaker from the start (closed), before its first transition."""
+    BREAKER_STATE.labels(endpoint, url)
+
+
+def source_message(source: str, outcome: str) -> None:
+    """A source took a message and the flow ended with ``outcome`` (ok, failed, dead_lettered)."""
+    SOURCE_MESSAGES.labels(source, outcome).inc()
+
+
+def source_lag(source: str, seconds: float) -> None:
+    SOURCE_LAG.labels(source).set(seconds)
+
+
+def store_depth(store: str, depth: int) -> None:
+    STORE_DEPTH.labels(store).set(depth)
+
+
+def reloaded(ok: bool, flows: int) -> None:
+    RELOADS.labels("ok" if ok else "failed").inc()
+    FLOWS_LOADED.set(flows)
+
+
+# -- one worker's samples, and many workers' merged ---------------------------------------------
+
+Family = dict[str, Any]
+
+
+def local_families() -> list[Family]:
+    """This process's metrics as JSON-able dicts (what a peer sends the worker taking the scrape)."""
+    families: list[Family] = []
+    for metric in REGISTRY.collect():
+        samples = [[s.name, s.labels, s.value, s.timestamp,
+                    None if s.exemplar is None else [s.exemplar.labels, s.exemplar.value, s.exemplar.timestamp]]
+                   for s in metric.samples]
+        families.append({"name": metric.name, "type": metric.type, "help": metric.documentation,
+                         "unit": metric.unit, "samples": samples})
+    return families
+
+
+def merge_families(workers: Iterable[list[Family]]) -> list[Metric]:
+    """Combine the families of several workers (in worker order) into one set of metrics."""
+    merged: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[Any, ...], list[Any]]] = {}
+    for index, families in enumerate(workers):
+        for family in families:
+            name = family["name"]
+            metric = merged.get(name)
+            if metric is None:
+                metric = merged[name] = Metric(name, family["help"], family["type"], family["unit"])
+                values[name] = {}
+            table = values[name]
+            per_worker = name.startswith(PER_WORKER_PREFIXES)
+            mode = GAUGE_MODES.get(name, "sum") if family["type"] == "gauge" else "sum"
+            if family["type"] in ("info", "stateset", "unknown"):
+                mode = "first"
+            for sample_name, labels, value, timestamp, exemplar in family["samples"]:
+                if per_worker:
+                    labels = {**labels, "worker": str(index)}
+                key = (sample_name, tuple(sorted(labels.items())))
+                held = table.get(key)
+                if held is None:
+                    table[key] = [sample_name, labels, value, timestamp, exemplar]
+                    continue
+                if sample_name.endswith("_created"):
+                    held[2] = min(held[2], value)
+                elif mode == "sum":
+                    held[2] += value
+                elif mode == "max":
+                    held[2] = max(held[2], value)
+                if exemplar is not None and (held[4] is None or (exemplar[2] or 0) >= (held[4][2] or 0)):
+                    held[4] = exemplar
+    for name, metric in merged.items():
+        for sample_name, labels, value, timestamp, exemplar in values[name].values():
+            metric.add_sample(sample_name, labels, value, timestamp,
+                              None if exemplar is None else Exemplar(exemplar[0], exemplar[1], exemplar[2]))
+    return list(merged.values())
+
+
+class _Fixed:
+    """A collector that yields metrics already gathered (the merged ones)."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.metrics)
+
+
+def exposition(workers: list[list[Family]] | None, accept: str | None) -> tuple[bytes, str]:
+    """The scrape's body and content type: Prometheus text, or OpenMetrics (with exemplars) when
+    the scraper's Accept header asks for it.  ``workers`` None: this process alone."""
+    encoder, content_type = choose_encoder(accept or "")
+    if workers is None:
+        return encoder(REGISTRY), content_type
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(merge_families(workers)))
+    return encoder(registry), content_type
+
+
+def metric_names() -> set[str]:
+    """The family names this engine exports (the dashboard and alerts are checked against them)."""
+    return {metric.name for metric in REGISTRY.collect()}

@@ -1,0 +1,116 @@
+"""What the front reports per request: the server span, the request metrics and the request log.
+
+The front calls three functions around each request, whatever shape it has (an ASGI endpoint,
+a middleware)::
+
+    seen = telemetry.begin(method, path, headers, correlation_id)   # on arrival
+    telemetry.routed(seen, flow.name, route_template)                # once the route is known
+    ...run the flow, answer...
+    telemetry.end(seen, status, request_bytes, response_bytes, error)
+
+``begin`` starts the SERVER span (continuing the caller's ``traceparent``/``tracestate``) and
+makes it current, so that step and backend spans are its children; ``end`` records
+``interlace_http_request_duration_seconds`` (with the trace id as exemplar), the body sizes,
+and writes one line to the ``interlace.request`` logger: flow, route, method, path, status,
+duration, correlation and trace ids, and each backend call with its timing.  That logger is at
+INFO: ``--log-levels interlace.request=warning`` turns the request lines off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from engine import metrics, tracing
+
+request_log = logging.getLogger("interlace.request")
+
+
+class Seen:
+    """One request being observed."""
+
+    __slots__ = ("backends", "cid", "flow", "method", "path", "route", "span", "started", "token")
+
+    def __init__(self, method: str, path: str, cid: str) -> None:
+        self.started = time.perf_counter()
+        self.method = method
+        self.path = path
+        self.cid = cid
+        self.flow = ""
+        self.route = ""
+        self.span: Any = None
+        self.token: Any = None
+        self.backends: list[tuple[str, str, str, float]] | None = None
+
+
+def begin(method: str, path: str, headers: dict[str, str], cid: str) -> Seen:
+    seen = Seen(method, path, cid)
+    metrics.IN_FLIGHT.inc()
+    if request_log.isEnabledFor(logging.INFO):
+        seen.backends = []
+        metrics.request_backends.set(seen.backends)
+    if tracing.ENABLED:
+        from opentelemetry import context, trace
+        from opentelemetry.trace import SpanKind
+
+        span = tracing.tracer().start_span(
+            method, context=tracing.extract_context(headers), kind=SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.path": path, "interlace.correlation_id": cid})
+        seen.span = span
+        seen.token = context.attach(trace.set_span_in_context(span))
+    return seen
+
+
+def routed(seen: Seen, flow: str, route: str) -> None:
+    seen.flow = flow
+    seen.route = route
+    if seen.span is not None:
+        seen.span.update_name(f"{seen.method} {route}")
+        seen.span.set_attribute("http.route", route)
+        seen.span.set_attribute("interlace.flow", flow)
+
+
+def end(seen: Seen, status: int, request_bytes: int | None = None, response_bytes: int | None = None,
+        error: BaseException | None = None) -> None:
+    elapsed = time.perf_counter() - seen.started
+    metrics.IN_FLIGHT.dec()
+    trace_id = None
+    span = seen.span
+    if span is not None:
+        from opentelemetry import context
+        from opentelemetry.trace import Status, StatusCode
+
+        trace_id = tracing.trace_id_of(span)
+        span.set_attribute("http.response.status_code", status)
+        if error is not None:
+            span.set_attribute("error.type", getattr(error, "code", type(error).__name__))
+        if status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
+        context.detach(seen.token)
+    flow, route = seen.flow, seen.route
+    metrics.REQUEST_SECONDS.labels(flow, route, metrics.request_method(seen.method), str(status)).observe(
+        elapsed, metrics.exemplar_for(trace_id))
+    if request_bytes is not None:
+        metrics.REQUEST_BYTES.labels(flow, route).observe(request_bytes)
+    if response_bytes is not None:
+        metrics.RESPONSE_BYTES.labels(flow, route).observe(response_bytes)
+    if seen.backends is not None:
+        metrics.request_backends.set(None)
+        fields: dict[str, Any] = {
+            "flow": flow or None, "route": route or None, "method": seen.method, "path": seen.path,
+            "status": status, "duration_ms": round(elapsed * 1000, 3),
+            "backends": [{"endpoint": e, "url": u, "outcome": o, "duration_ms": round(s * 1000, 3)}
+                         for e, u, o, s in seen.backends],
+        }
+        if request_bytes is not None:
+            fields["request_bytes"] = request_bytes
+        if response_bytes is not None:
+            fields["response_bytes"] = response_bytes
+        if error is not None:
+            fields["error"] = getattr(error, "code", type(error).__name__)
+        if trace_id:
+            fields["trace_id"] = trace_id
+        request_log.info("%s %s %d %.1f ms", seen.method, seen.path, status, elapsed * 1000,
+                         extra={"correlation_id": seen.cid, "fields": fields})
