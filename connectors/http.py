@@ -58,9 +58,11 @@ from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 import aiohttp
 import httpx
 
+from connectors import observe
 from connectors._tls import load_default_authorities
 from connectors.aiohttp_transport import AiohttpTransport, Exchange, ReplyStream, client_timeout
 from connectors.base import register_connector
+from engine import metrics
 from engine.errors import BackendError, BackendTimeout, BackendUnreachable, CircuitOpen
 from engine.units import parse_duration
 
@@ -495,6 +497,9 @@ class HttpEndpoint:
         default_headers = [(str(k).lower(), str(v)) for k, v in (config.get("headers") or {}).items()]
         self.targets: tuple[Target, ...] = tuple(_target(str(url), Breaker(threshold, reset), default_headers)
                                                  for url in urls)
+        if threshold > 0:
+            for target in self.targets:
+                metrics.breaker_known(name, target.display)
         self.round_robin = config.get("strategy", "failover") == "round-robin"
         self._next = 0
 
@@ -577,22 +582,29 @@ class HttpEndpoint:
                 reason = f"status {held.status}" if held is not None else error.internal if error else "?"
                 log.warning("endpoint %r: attempt %d of %d failed (%s); retrying in %.0f ms", self.name, attempt,
                             retry.attempts, reason, pause * 1000)
+                metrics.backend_retry(self.name)
                 await asyncio.sleep(pause)
             for target in self._in_order():
                 ticket = target.breaker.admit()
                 if ticket == Breaker.REJECT:
                     continue
+                if ticket == Breaker.PROBE:
+                    metrics.breaker_changed(self.name, target.display, "half_open")
                 tried = True
+                seen = observe.Attempt(self.name, target.display, method, target.base + path)
                 try:
-                    answer = await transport.exchange(method, target.base + path, target.headers_with(headers), data,
+                    answer = await transport.exchange(method, target.base + path,
+                                                      seen.propagate(target.headers_with(headers)), data,
                                                       self._timeout)
                 except httpx.TransportError as exc:
                     if source is not None and source.error is not None:
                         target.breaker.abandon(ticket)
+                        seen.abandoned()
                         raise source.error from None
                     self._failed(target, ticket)
                     resendable = source is None or not source.started
                     error = self._error(target, exc)
+                    seen.failed("timeout" if isinstance(error, BackendTimeout) else "unreachable", error)
                     if held is not None:
                         await held.aclose()
                         held = None
@@ -602,12 +614,15 @@ class HttpEndpoint:
                     raise error from exc
                 except BaseException:
                     target.breaker.abandon(ticket)  # cancelled: says nothing about the backend
+                    seen.abandoned()
                     raise
                 status = answer.status
+                seen.answered(status)
                 if status in self.breaker_statuses:
                     self._failed(target, ticket)
                 elif target.breaker.succeeded(ticket):
                     log.warning("endpoint %r: circuit closed for %s", self.name, target.display)
+                    metrics.breaker_changed(self.name, target.display, "closed")
                 reply = self._reply(answer, target)
                 if status not in retry.on_status or (source is not None and source.started):
                     if held is not None:
@@ -629,6 +644,7 @@ class HttpEndpoint:
         if target.breaker.failed(ticket):
             log.warning("endpoint %r: circuit opened for %s after %d consecutive failures; next probe in %.1f s",
                         self.name, target.display, target.breaker.failures, target.breaker.reset)
+            metrics.breaker_changed(self.name, target.display, "open")
 
     def _error(self, target: Target, exc: httpx.TransportError) -> BackendError:
         where = f"{target.display}: {exc}"

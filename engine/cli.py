@@ -18,10 +18,15 @@ def _run(args: argparse.Namespace) -> int:
     # the worker's collector setting (engine/server.py) from the start: with the default, the
     # imports and the flows' loading ran ~120 young collections, 45-55 ms with 200 flows
     gc.set_threshold(10_000, 10, 10)
-    from engine.observability import setup_logging
+    from engine.observability import parse_levels, setup_logging
     from engine.server import ServeOptions, serve
 
-    setup_logging(args.log_level, args.log_format)
+    try:
+        levels = parse_levels(args.log_levels)
+    except ValueError as exc:
+        print(f"interlace run: --log-levels: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(args.log_level, args.log_format, levels)
     return serve(ServeOptions(
         flows_dir=Path(args.dir), host=args.host, port=args.port, management_port=args.management_port,
         management_host=args.management_host, workers=args.workers, watch=args.watch,
@@ -101,7 +106,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                      help="serve the designer on the management port under /designer/ (needs "
                           "INTERLACE_MANAGEMENT_TOKEN; open /designer/#token=...)")
     run.add_argument("--log-level", default=os.environ.get("INTERLACE_LOG_LEVEL", "info"))
-    run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("INTERLACE_LOG_FORMAT", "text"))
+    run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("INTERLACE_LOG_FORMAT", "text"),
+                     help="json: one object per line, for Fluent Bit or Fluentd; text: for a terminal")
+    run.add_argument("--log-levels", default=os.environ.get("INTERLACE_LOG_LEVELS", ""),
+                     help="levels per logger, e.g. interlace.request=warning,interlace.http=debug "
+                          "(interlace.request writes one line per request)")
     run.set_defaults(func=_run)
 
     validate = sub.add_parser("validate", help="check a flow folder and report every error",

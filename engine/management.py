@@ -2,7 +2,8 @@
 
 GET /health/live, GET /health/ready (503 until flows are loaded and while draining),
 GET /flows, GET /endpoints, GET /metrics, POST /reload.  When INTERLACE_MANAGEMENT_TOKEN is
-set, everything but the health probes needs ``Authorization: Bearer <token>``.
+set, everything but the health probes needs ``Authorization: Bearer <token>``.  With several
+workers each answer covers all of them (engine/workers.py); ``workers`` lists each one's part.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from engine.metrics import exposition
+from engine.metrics import exposition, local_families
 from engine.runtime import ReloadResult, Runtime
+from engine.workers import RELOAD_TIMEOUT, WorkerGroup, worker_info
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -28,9 +30,27 @@ def _problem(status: int, title: str, detail: str) -> JSONResponse:
                         status_code=status, media_type="application/problem+json")
 
 
+def _flows(runtime: Runtime) -> dict[str, Any]:
+    items = []
+    for flow in runtime.project.flows:
+        source = flow.source
+        items.append({
+            "name": flow.name, "description": flow.flow.description,
+            "methods": source.methods if source else [], "path": source.path if source else None,
+            "file": str(flow.flow.location), "steps": len(flow.steps),
+        })
+    return {"flows": items, "last_reload": runtime.last_reload.as_dict() if runtime.last_reload else None}
+
+
+def _endpoints(runtime: Runtime) -> dict[str, Any]:
+    return {"endpoints": {name: endpoint.health() for name, endpoint in runtime.project.endpoints.items()}}
+
+
 def build_management_app(runtime: Runtime, *, reload_hook: Callable[[], Awaitable[Any]] | None = None,
-                         token: str | None = None) -> Starlette:
+                         token: str | None = None, group: WorkerGroup | None = None) -> Starlette:
+    """The management app of a worker; with ``group``, its answers cover every worker of it."""
     token = token if token is not None else os.environ.get("INTERLACE_MANAGEMENT_TOKEN") or None
+    me = worker_info(group)
 
     def guarded(handler: Handler) -> Handler:
         async def check(request: Request) -> Response:
@@ -51,35 +71,60 @@ def build_management_app(runtime: Runtime, *, reload_hook: Callable[[], Awaitabl
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ready", "flows": len(runtime.project.flows)})
 
-    async def flows(_: Request) -> Response:
-        if not runtime.ready and runtime.facade is None:
+    def not_ready() -> Response | None:
+        if runtime.facade is None:
             return _problem(503, "Not ready", "flows are not loaded yet")
-        items = []
-        for flow in runtime.project.flows:
-            source = flow.source
-            items.append({
-                "name": flow.name, "description": flow.flow.description,
-                "methods": source.methods if source else [], "path": source.path if source else None,
-                "file": str(flow.flow.location), "steps": len(flow.steps),
-            })
-        return JSONResponse({"flows": items, "last_reload": runtime.last_reload.as_dict()
-                             if runtime.last_reload else None})
+        return None
+
+    async def flows(_: Request) -> Response:
+        body = _flows(runtime) if runtime.facade is not None else None
+        if group is None:
+            return not_ready() or JSONResponse({**(body or {}), "workers": [{**me, "flows": len(body["flows"])
+                                                                               if body else 0}]})
+        answers = await group.ask_all("GET", "/flows")
+        workers = [{k: a[k] for k in ("worker", "pid", "error", "last_reload") if k in a}
+                   | ({"flows": len(a["flows"])} if "flows" in a else {}) for a in answers]
+        if body is None:
+            return _problem(503, "Not ready", "flows are not loaded yet")
+        return JSONResponse({**body, "workers": workers})
 
     async def endpoints(_: Request) -> Response:
-        if runtime.facade is None:
-            return _problem(503, "Not ready", "flows are not loaded yet")
-        return JSONResponse({"endpoints": {name: endpoint.health()
-                                           for name, endpoint in runtime.project.endpoints.items()}})
+        refused = not_ready()
+        if refused is not None:
+            return refused
+        body = _endpoints(runtime)
+        if group is None:
+            return JSONResponse({**body, "workers": [{**me, **body}]})
+        return JSONResponse({**body, "workers": await group.ask_all("GET", "/endpoints")})
 
     async def metrics(request: Request) -> Response:
-        body, content_type = exposition(None, request.headers.get("accept"))
+        families = None
+        if group is not None:
+            answers = await group.ask_all("GET", "/metrics/families")
+            families = [a["families"] for a in answers if "families" in a]
+        body, content_type = exposition(families, request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
+    async def metric_families(_: Request) -> Response:
+        return JSONResponse({**me, "families": local_families()})
+
     async def reload(_: Request) -> Response:
-        if runtime.facade is None:
-            return _problem(503, "Not ready", "flows are not loaded yet")
+        refused = not_ready()
+        if refused is not None:
+            return refused
+        if group is not None:
+            answers = await group.ask_all("POST", "/reload", RELOAD_TIMEOUT)
+            ok = all(a.get("ok") is True for a in answers)
+            failed = next((a for a in answers if a.get("ok") is not True), {})
+            workers = [{k: a[k] for k in ("worker", "pid", "ok", "flows", "errors", "error") if k in a}
+                       for a in answers]
+            body = {"ok": ok, "flows": answers[0].get("flows", 0),
+                    "errors": failed.get("errors") or ([failed["error"]] if "error" in failed else []),
+                    "workers": workers}
+            return JSONResponse(body, status_code=200 if ok else 422)
         result = await (reload_hook() if reload_hook else runtime.reload())
-        body: dict[str, Any] = result.as_dict() if isinstance(result, ReloadResult) else dict(result)
+        body = result.as_dict() if isinstance(result, ReloadResult) else dict(result)
+        body["workers"] = [{**me, **{k: v for k, v in body.items() if k != "workers"}}]
         return JSONResponse(body, status_code=200 if body.get("ok") else 422)
 
     return Starlette(routes=[
@@ -88,5 +133,12 @@ def build_management_app(runtime: Runtime, *, reload_hook: Callable[[], Awaitabl
         Route("/flows", guarded(flows)),
         Route("/endpoints", guarded(endpoints)),
         Route("/metrics", guarded(metrics)),
+        Route("/metrics/families", guarded(metric_families)),
         Route("/reload", guarded(reload), methods=["POST"]),
     ])
+
+
+def build_worker_app(runtime: Runtime) -> Starlette:
+    """What a worker serves its peers on its private socket: its own answers, unguarded (the
+    socket's folder admits only the engine's user)."""
+    return build_management_app(runtime, token="", group=None)

@@ -2,7 +2,9 @@
 
 SIGTERM: readiness turns 503 at once, the facade stops accepting, requests in flight finish
 within the drain timeout, then the process exits 0.  SIGHUP reloads the flows.  With several
-workers a parent process holds the listening sockets, forks the workers and relays signals.
+workers a parent process holds the listening sockets, forks the workers and relays signals;
+each worker also listens on a private Unix socket, where the one that takes a management
+request asks the others (engine/workers.py).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import contextlib
 import gc
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +26,12 @@ from pathlib import Path
 import uvicorn
 
 from connectors._tls import import_aiohttp
+from engine import tracing
 from engine.front import DEFAULT_MAX_BODY
 from engine.loader import LoadErrors, flow_files
-from engine.management import build_management_app
-from engine.runtime import ReloadResult, Runtime
+from engine.management import build_management_app, build_worker_app
+from engine.runtime import Runtime
+from engine.workers import WorkerGroup
 
 log = logging.getLogger("interlace.server")
 
@@ -92,30 +98,37 @@ def _management_token() -> str:
 
 
 async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, management_sock: socket.socket,
-                       on_reload_request: Callable[[], None] | None = None) -> int:
-    """Run one worker until SIGTERM/SIGINT; returns the exit code."""
+                       group: WorkerGroup | None = None) -> int:
+    """Run one worker until SIGTERM/SIGINT; returns the exit code.  With ``group`` it is one of
+    several: its management answers cover all of them (engine/workers.py)."""
+    try:
+        tracing.configure()  # here, in the worker: the span exporter's thread does not survive a fork
+    except tracing.TracingConfigError as exc:
+        print(f"interlace: {exc}", file=sys.stderr)
+        return 2
     runtime = Runtime(opts.flows_dir, max_body=opts.max_body)
     loop = asyncio.get_running_loop()
 
-    async def reload_hook() -> ReloadResult:
-        result = await runtime.reload()
-        if on_reload_request is not None:
-            on_reload_request()  # the other workers reload too
-        return result
-
-    management_app = build_management_app(runtime, reload_hook=reload_hook)
+    management_app = build_management_app(runtime, group=group)
     if opts.designer:
         from designer.app import build_designer_app
 
         management_app.mount("/designer", build_designer_app(opts.flows_dir, token=_management_token()))
     management = _Server(_config(management_app, opts, facade=False))
     management_task = asyncio.create_task(management.serve(sockets=[management_sock]))
+    peer_server: _Server | None = None
+    if group is not None:  # what the other workers ask this one
+        peer_server = _Server(_config(build_worker_app(runtime), opts, facade=False))
+        peer_task = asyncio.create_task(peer_server.serve(sockets=[group.bind()]))
     try:
         compiled = await loop.run_in_executor(None, runtime.load)
     except LoadErrors as exc:
         print(f"interlace: the flows in {opts.flows_dir} are invalid, nothing served:\n{exc}", file=sys.stderr)
         management.should_exit = True
         await management_task
+        if peer_server is not None:
+            peer_server.should_exit = True
+            await peer_task
         return 2
     await runtime.start(compiled)
     assert runtime.facade is not None
@@ -145,7 +158,11 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
         watcher.cancel()
     management.should_exit = True
     await management_task
+    if peer_server is not None:
+        peer_server.should_exit = True
+        await peer_task
     await runtime.stop()
+    await loop.run_in_executor(None, tracing.shutdown)  # export the spans still buffered
     log.info("stopped")
     return 0
 
@@ -206,28 +223,27 @@ def serve(opts: ServeOptions) -> int:
 
 def _supervise(opts: ServeOptions, facade_sock: socket.socket, management_sock: socket.socket) -> int:
     """Fork ``opts.workers`` workers on the shared sockets and relay TERM/INT/HUP to them."""
-    parent = os.getpid()
     children: list[int] = []
     worker_opts = ServeOptions(**{**opts.__dict__, "watch": False})
-    for _ in range(opts.workers):
+    # the workers' private sockets, for management answers that cover all of them (mode 0700)
+    group_dir = Path(tempfile.mkdtemp(prefix="interlace-workers-"))
+    for index in range(opts.workers):
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
                 code = int(_event_loop_runner()(serve_worker(
-                    worker_opts, facade_sock, management_sock,
-                    on_reload_request=lambda: os.kill(parent, signal.SIGUSR1))))
+                    worker_opts, facade_sock, management_sock, WorkerGroup(group_dir, index, opts.workers))))
             finally:
                 os._exit(code)
         children.append(pid)
 
     def relay(sig: int, _frame: object = None) -> None:
-        forward = signal.SIGHUP if sig == signal.SIGUSR1 else sig
         for child in children:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(child, forward)
+                os.kill(child, sig)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, relay)
     if opts.watch:
         import threading
@@ -245,4 +261,5 @@ def _supervise(opts: ServeOptions, facade_sock: socket.socket, management_sock: 
             except InterruptedError:
                 continue
         worst = max(worst, os.waitstatus_to_exitcode(status))
+    shutil.rmtree(group_dir, ignore_errors=True)
     return worst

@@ -72,10 +72,12 @@ class RunningEngine:
 
 @contextlib.contextmanager
 def run_engine(folder: Path, *args: str, env: dict[str, str] | None = None, wait_ready: bool = True,
-               log_dir: Path | None = None, command: list[str] | None = None) -> Iterator[RunningEngine]:
+               log_dir: Path | None = None, command: list[str] | None = None,
+               port: int | None = None) -> Iterator[RunningEngine]:
     """`interlace run FOLDER` as a real process on free loopback ports (``command`` in place of
-    ``python -m engine.cli``, e.g. a wrapper that takes the same arguments)."""
-    port, management_port = free_port(), free_port()
+    ``python -m engine.cli``, e.g. a wrapper that takes the same arguments; ``port`` for the
+    facade when the flows must know it beforehand)."""
+    port, management_port = port or free_port(), free_port()
     log_path = (log_dir or folder) / f"engine-{port}.log"
     log_file = log_path.open("wb")
     process = subprocess.Popen(

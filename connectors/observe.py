@@ -1,0 +1,96 @@
+"""What every connector reports per attempt at a backend: a CLIENT span and the call metrics.
+
+Connector-agnostic: the resilience layer (retries, breaker, failover) wraps each attempt::
+
+    attempt = observe.Attempt(endpoint.name, target.display, "GET", target.base + path)
+    headers = attempt.propagate(headers)      # traceparent/tracestate of the attempt's span
+    try:
+        reply = await send(...)
+    except BackendTimeout as exc:
+        attempt.failed("timeout", exc); raise
+    attempt.answered(reply.status)
+
+``interlace_backend_request_duration_seconds{endpoint, url, outcome}`` counts and times each
+attempt; ``url`` is the endpoint's base URL as configured (bounded), never the request's path.
+With tracing on the attempt runs in a CLIENT span under the step's span, and its context goes
+to the backend, so the backend's own spans join the same trace.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from engine import metrics, tracing
+
+
+class Attempt:
+    """One attempt at a backend, being timed (and traced when tracing is on)."""
+
+    __slots__ = ("endpoint", "span", "started", "url")
+
+    def __init__(self, endpoint: str, url: str, operation: str, target: str | None = None) -> None:
+        self.endpoint = endpoint
+        self.url = url
+        self.span: Any = None
+        if tracing.ENABLED:
+            from opentelemetry.trace import SpanKind
+
+            parts = urlsplit(target or url)
+            attributes: dict[str, Any] = {"interlace.endpoint": endpoint, "interlace.url": url,
+                                          "url.full": f"{parts.scheme}://{parts.netloc}{parts.path}",
+                                          "server.address": parts.hostname or ""}
+            if parts.port:
+                attributes["server.port"] = parts.port
+            if operation.isupper():  # an HTTP method
+                attributes["http.request.method"] = operation
+            self.span = tracing.tracer().start_span(operation, kind=SpanKind.CLIENT, attributes=attributes)
+        self.started = time.perf_counter()
+
+    def propagate(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``headers`` carrying this attempt's trace context (unchanged when tracing is off)."""
+        if self.span is None:
+            return headers
+        from opentelemetry import trace
+        from opentelemetry.propagate import inject
+
+        carrier: dict[str, str] = {}
+        inject(carrier, context=trace.set_span_in_context(self.span))
+        return [(k, v) for k, v in headers if k not in carrier] + list(carrier.items())
+
+    def answered(self, status: int) -> None:
+        outcome = metrics.outcome_of_status(status)
+        span = self.span
+        if span is not None:
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                from opentelemetry.trace import Status, StatusCode
+
+                span.set_attribute("error.type", str(status))
+                span.set_status(Status(StatusCode.ERROR))
+        self._done(outcome)
+
+    def failed(self, outcome: str, error: BaseException) -> None:
+        """The attempt got no answer: ``outcome`` timeout, unreachable or error."""
+        span = self.span
+        if span is not None:
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_attribute("error.type", getattr(error, "code", type(error).__name__))
+            span.set_status(Status(StatusCode.ERROR, outcome))
+        self._done(outcome)
+
+    def abandoned(self) -> None:
+        """Cancelled, or the caller's own body failed: no verdict on the backend, not counted."""
+        if self.span is not None:
+            self.span.set_attribute("error.type", "cancelled")
+            self.span.end()
+
+    def _done(self, outcome: str) -> None:
+        elapsed = time.perf_counter() - self.started
+        trace_id = None
+        if self.span is not None:
+            trace_id = tracing.trace_id_of(self.span)
+            self.span.end()
+        metrics.backend_call(self.endpoint, self.url, outcome, elapsed, trace_id)
