@@ -79,8 +79,8 @@ def build_management_app(runtime: Runtime, *, reload_hook: Callable[[], Awaitabl
     async def flows(_: Request) -> Response:
         body = _flows(runtime) if runtime.facade is not None else None
         if group is None:
-            return not_ready() or JSONResponse({**(body or {}), "workers": [{**me, "flows": len(body["flows"])
-                                                                               if body else 0}]})
+            return not_ready() or JSONResponse({**(body or {}), "pid": me["pid"],
+                                                "workers": [{**me, "flows": len(body["flows"]) if body else 0}]})
         answers = await group.ask_all("GET", "/flows")
         workers = [{k: a[k] for k in ("worker", "pid", "error", "last_reload") if k in a}
                    | ({"flows": len(a["flows"])} if "flows" in a else {}) for a in answers]
@@ -94,7 +94,7 @@ def build_management_app(runtime: Runtime, *, reload_hook: Callable[[], Awaitabl
             return refused
         body = _endpoints(runtime)
         if group is None:
-            return JSONResponse({**body, "workers": [{**me, **body}]})
+            return JSONResponse({**body, "pid": me["pid"], "workers": [{**me, **body}]})
         return JSONResponse({**body, "workers": await group.ask_all("GET", "/endpoints")})
 
     async def metrics(request: Request) -> Response:
@@ -124,7 +124,7 @@ def build_management_app(runtime: Runtime, *, reload_hook: Callable[[], Awaitabl
             return JSONResponse(body, status_code=200 if ok else 422)
         result = await (reload_hook() if reload_hook else runtime.reload())
         body = result.as_dict() if isinstance(result, ReloadResult) else dict(result)
-        body["workers"] = [{**me, **{k: v for k, v in body.items() if k != "workers"}}]
+        body = {**body, "pid": me["pid"], "workers": [{**me, **body}]}
         return JSONResponse(body, status_code=200 if body.get("ok") else 422)
 
     return Starlette(routes=[

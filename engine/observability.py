@@ -72,7 +72,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line, as Fluent Bit's and Fluentd's json parsers read it.
 
     Keys: ``time`` (RFC 3339, UTC, milliseconds: ``deploy/logging/fluent-bit-parsers.conf``
-    parses it), ``level``, ``logger``, ``message``, ``correlation_id``, ``trace_id`` when the
+    parses it), ``level``, ``logger``, ``pid`` (the worker), ``message``, ``correlation_id``, ``trace_id`` when the
     request is traced, ``flow`` when a flow wrote it, ``exception`` for errors, and whatever
     structured ``fields`` the record carries (the request line: route, status, duration...).
     """
@@ -83,6 +83,7 @@ class JsonFormatter(logging.Formatter):
                     + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "correlation_id": getattr(record, "correlation_id", "-"),
             "message": record.getMessage(),
         }

@@ -93,7 +93,8 @@ def test_grpc_export_and_a_failing_backend_marks_the_spans(tmp_path: Path, backe
         env |= {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.url, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
                 "OTEL_EXPORTER_OTLP_INSECURE": "true"}
         with run_engine(folder, env=env) as engine:
-            reply = httpx.post(f"{engine.url}/items/9", json={}, headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
+            reply = httpx.post(f"{engine.url}/items/9", json={},
+                               headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
             assert reply.status_code == 502
             spans = receiver.wait_for(lambda got: any(s.kind == SERVER for s in got) and len(got) >= 3)
 
@@ -133,7 +134,8 @@ def test_an_unknown_protocol_is_refused_at_start(tmp_path: Path, backend: Backen
     with run_engine(folder, wait_ready=False, env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
                                                     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}) as engine:
         assert engine.process.wait(20) == 2
-        assert "OTEL_EXPORTER_OTLP_PROTOCOL='http/json' is not supported; use one of: http/protobuf, grpc" in engine.log()
+        assert ("OTEL_EXPORTER_OTLP_PROTOCOL='http/json' is not supported; use one of: http/protobuf, grpc"
+                in engine.log())
 
 
 def tree(spans: list[Span]) -> list[str]:
