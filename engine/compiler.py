@@ -29,6 +29,8 @@ from engine.model import Flow, HttpSource, Location, Project
 from engine.registry import StepFn, StepKind, step_kinds
 from engine.schema import STEP_META_KEYS, step_config_schema
 from engine.schemacheck import SchemaValidator
+from engine.sources.base import source_kinds
+from engine.sources.policy import compile_policy, on_error_steps
 from engine.yamlio import locate, plain
 
 if TYPE_CHECKING:
@@ -97,6 +99,10 @@ class CompiledFlow:
     max_body: int | None
     # the JSON Schema of the request body the flow declares (source.http.request.schema)
     request_validator: Draft202012Validator | None = None
+    # a source other than http (engine.sources), built at load, started by the runtime
+    trigger: Any = None
+    # on_error.redelivery, compiled (engine.sources.base.Redelivery)
+    policy: Any = None
 
     @property
     def name(self) -> str:
@@ -165,6 +171,8 @@ class CompiledProject:
     coverage_points: dict[str, list[str]] = field(default_factory=dict)
     # the flows with a soap source, one service per path (connectors/soap/service.py)
     soap_services: list[Any] = field(default_factory=list)
+    # what the steps need the runtime to provide (e.g. "store": the message store)
+    needs: set[str] = field(default_factory=set)
 
     async def open(self) -> None:
         for endpoint in self.endpoints.values():
@@ -222,6 +230,10 @@ class CompileContext:
             raise StepConfigError(str(exc), key, exc.offset) from exc
         self._note([expr])
         return expr
+
+    def require(self, what: str) -> None:
+        """Declare that the step needs a process-wide service the runtime opens (``"store"``)."""
+        self._compiler.compiled.needs.add(what)
 
     def needs_body(self) -> None:
         """Declare that the step reads the body, so a streamed body is read before it runs."""
@@ -316,11 +328,14 @@ class ProjectCompiler:
             self.coverage_owner = flow.name
             steps = self.compile_steps(flow.steps, flow.file, flow.namespaces, flow.name, f"{flow.name}/steps")
             on_error = None
-            if flow.on_error:
-                on_error = self.compile_steps(flow.on_error, flow.file, flow.namespaces, flow.name,
-                                              f"{flow.name}/on_error")
+            error_steps = on_error_steps(flow.on_error)
+            if error_steps:
+                on_error = self.compile_steps(error_steps, flow.file, flow.namespaces, flow.name,
+                                              f"{flow.name}/on_error" + ("/steps" if error_steps is not flow.on_error
+                                                                         else ""))
             max_body = flow.source.max_body if flow.source else None
             compiled_flow = CompiledFlow(flow, steps, on_error, max_body)
+            self._compile_trigger(flow, compiled_flow)
             request = (flow.source.request or {}) if flow.source else {}
             if request.get("schema"):
                 from jsonschema import Draft202012Validator  # only for flows that declare one
@@ -345,6 +360,32 @@ class ProjectCompiler:
             self.errors.append(LoadError.at(locate(flow.file, flow.node, ("source", "soap", *key)), message))
 
         self.compiled.soap_services = build_services(self.compiled.flows, report)
+    def _compile_trigger(self, flow: Flow, compiled_flow: CompiledFlow) -> None:
+        """The flow's redelivery policy and its source, when it is not http (engine/sources)."""
+        policy_node = flow.on_error if isinstance(flow.on_error, dict) else None
+        try:
+            compiled_flow.policy = compile_policy(policy_node, flow.file.parent)
+        except ValueError as exc:
+            self.errors.append(LoadError.at(locate(flow.file, flow.node, ("on_error", "redelivery")),
+                                            f"on_error.redelivery: {exc}"))
+            return
+        if flow.trigger is None:
+            if policy_node is not None and policy_node.get("redelivery"):
+                self.errors.append(LoadError.at(locate(flow.file, flow.node, ("on_error", "redelivery"), key=True),
+                                                "on_error.redelivery applies to sources other than http (an HTTP "
+                                                "caller is waiting; retry in the endpoint's settings instead)"))
+            return
+        kind = source_kinds()[flow.trigger.kind]
+        context = CompileContext(self, flow.file, flow.namespaces, flow.name)
+        context.node = flow.node["source"][flow.trigger.kind]
+        context.step_id = f"{flow.name}/source"
+        try:
+            compiled_flow.trigger = kind.build(flow.trigger.config, context)
+        except (StepConfigError, ValueError) as exc:
+            keys = exc.key if isinstance(exc, StepConfigError) else ()
+            offset = exc.offset if isinstance(exc, StepConfigError) else 0
+            where = locate(flow.file, flow.node, ("source", flow.trigger.kind, *keys), text_offset=offset)
+            self.errors.append(LoadError.at(where, f"source {flow.trigger.kind}: {exc}"))
 
     def _compile_endpoints(self) -> None:
         kinds = connector_kinds()

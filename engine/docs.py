@@ -11,6 +11,8 @@ from ruamel.yaml import YAML
 from connectors.base import connector_kinds
 from engine.expressions import FUNCTION_NAMES, ROOTS
 from engine.registry import step_kinds
+from engine.sources.base import source_kinds
+from engine.sources.policy import DEAD_LETTER_SCHEMA, REDELIVERY_SCHEMA
 
 HEADER = """# Reference
 
@@ -81,6 +83,21 @@ def reference() -> str:
             parts.extend(rows)
         for example in kind.examples:
             parts.append(f"\n```yaml\n{_yaml_text([{kind.name: example}])}\n```")
+    parts.append("\n## Sources\n")
+    parts.append("A flow's `source:` has one key: `http` (a route of the facade) or one of these. A source other "
+                 "than http acknowledges what it received only after the flow succeeded; `on_error: {redelivery: "
+                 "...}` says how a failure is tried again and where it goes at the end (see below).\n")
+    for name, source in source_kinds().items():
+        parts.append(f"### source: {name}\n\n{source.summary}\n")
+        parts.append("| key | type | meaning |\n|---|---|---|")
+        parts.extend(_properties(source.schema))
+        for example in source.examples:
+            parts.append(f"\n```yaml\n{_yaml_text({'source': {name: example}})}\n```")
+    parts.append("\n### on_error: redelivery\n\n" + str(REDELIVERY_SCHEMA["description"]) + "\n")
+    parts.append("| key | type | meaning |\n|---|---|---|")
+    parts.extend(_properties(REDELIVERY_SCHEMA))
+    parts.append("\n`dead_letter` takes one of:\n\n| key | type | meaning |\n|---|---|---|")
+    parts.extend(_properties(DEAD_LETTER_SCHEMA))
     parts.append("\n## Endpoints\n")
     for name, cls in sorted(connector_kinds().items()):
         schema = cls.SCHEMA

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.model import Endpoint, Flow, HttpSource, Location, Project, Sequence, SoapSource
+from engine.model import Endpoint, Flow, HttpSource, Location, Project, Sequence, SoapSource, SourceSpec
 from engine.schema import outline_schema
 from engine.schemacheck import SchemaValidator
 from engine.yamlio import YamlSyntaxError, locate, plain, read_yaml
@@ -129,6 +129,10 @@ def _collect(project: Project, file: Path, doc: Any, errors: list[LoadError]) ->
         flow_ns = {**namespaces, **{str(k): str(v) for k, v in (node.get("namespaces") or {}).items()}}
         flow = Flow(str(name), node.get("description"), source, node["steps"], node.get("on_error"),
                     flow_ns, file, where, node, _soap_source(node["source"].get("soap")))
+        other = next((k for k in node["source"] if k not in ("http", "soap")), None)
+        if other is not None:
+            flow.trigger = SourceSpec(str(other), plain(node["source"][other]),
+                                      locate(file, node, ("source", other), key=True))
         project.flows.append(flow)
         seen_flows[flow.name] = flow
 

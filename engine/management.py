@@ -1,7 +1,8 @@
 """The management API, served on its own port, never on the facade's.
 
 GET /health/live, GET /health/ready (503 until flows are loaded and while draining),
-GET /flows, GET /endpoints, GET /metrics, POST /reload.  When INTERLACE_MANAGEMENT_TOKEN is
+GET /flows, GET /endpoints, GET /metrics, POST /reload, and the sources' and message store's
+routes (engine/sources/routes.py).  When INTERLACE_MANAGEMENT_TOKEN is
 set, everything but the health probes needs ``Authorization: Bearer <token>``.  With several
 workers each answer covers all of them (engine/workers.py); ``workers`` lists each one's part.
 """
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from engine.metrics import exposition, local_families
 from engine.runtime import ReloadResult, Runtime
 from engine.workers import RELOAD_TIMEOUT, WorkerGroup, worker_info
+from engine.sources.routes import source_routes
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -135,6 +137,7 @@ def build_management_app(runtime: Runtime, *, reload_hook: Callable[[], Awaitabl
         Route("/metrics", guarded(metrics)),
         Route("/metrics/families", guarded(metric_families)),
         Route("/reload", guarded(reload), methods=["POST"]),
+        *source_routes(runtime, guarded),
     ])
 
 

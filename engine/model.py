@@ -48,6 +48,15 @@ class SoapSource:
 
 
 @dataclass
+class SourceSpec:
+    """A source other than http: its kind (a key of engine.sources' registry) and settings."""
+
+    kind: str
+    config: dict[str, Any]
+    location: Location
+
+
+@dataclass
 class Flow:
     name: str
     description: str | None
@@ -59,6 +68,7 @@ class Flow:
     location: Location
     node: Any = None  # the flow's own YAML mapping
     soap: SoapSource | None = None  # when it serves a SOAP operation (then source is None)
+    trigger: SourceSpec | None = None  # a schedule, file poll, queue... (source is None then)
 
 
 @dataclass

@@ -11,12 +11,17 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import metrics
 from engine.compiler import CompiledProject
 from engine.front import DEFAULT_MAX_BODY, Facade
 from engine.loader import LoadErrors, load_project
+from engine.sources.manager import SourceManager
+from engine.store import use_store
+
+if TYPE_CHECKING:
+    from engine.store.store import Store
 
 log = logging.getLogger("interlace.runtime")
 
@@ -41,6 +46,8 @@ class Runtime:
         self.old_endpoint_grace = old_endpoint_grace
         self._reload_lock = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
+        self.sources = SourceManager()
+        self.store: Store | None = None
 
     @property
     def ready(self) -> bool:
@@ -59,10 +66,24 @@ class Runtime:
 
     async def start(self, compiled: CompiledProject | None = None) -> None:
         compiled = compiled or self.load()
+        await self._open_store(compiled)
         await compiled.open()
         self.facade = Facade(compiled, max_body=self.max_body)
         metrics.FLOWS_LOADED.set(len(compiled.flows))
+        await self.sources.start(compiled)
         log.info("serving %d flows from %s", len(compiled.flows), self.flows_dir)
+
+    async def _open_store(self, compiled: CompiledProject) -> None:
+        """Open the message store once a flow needs it (a store step, a processor, a file poll...)."""
+        if self.store is not None or not SourceManager.needs_store(compiled):
+            return
+        from engine.store.store import Store, safe_url, store_url_for
+
+        store = Store(store_url_for(self.flows_dir))
+        await store.open()
+        self.store = store
+        use_store(store)
+        log.info("message store: %s", safe_url(store.url))
 
     async def reload(self) -> ReloadResult:
         async with self._reload_lock:
@@ -74,10 +95,12 @@ class Runtime:
                 log.error("reload refused, still serving the previous flows:\n%s", exc)
                 self.last_reload = result
                 return result
+            await self._open_store(compiled)
             await compiled.open()
             assert self.facade is not None
             old = self.facade.swap(compiled)
             metrics.reloaded(True, len(compiled.flows))
+            await self.sources.start(compiled)
             task = asyncio.create_task(self._close_later(old))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
@@ -91,7 +114,12 @@ class Runtime:
         await old.close()
 
     async def stop(self) -> None:
+        await self.sources.stop()
         for task in list(self._closing):
             task.cancel()
         if self.facade is not None:
             await self.facade.table.project.close()
+        if self.store is not None:
+            await self.store.close()
+            use_store(None)
+            self.store = None

@@ -13,6 +13,8 @@ from typing import Any
 from connectors.base import connector_kinds
 from connectors.soap.service import SOURCE_SCHEMA as SOAP_SOURCE_SCHEMA
 from engine.registry import StepKind, step_kinds
+from engine.sources.base import source_kinds
+from engine.sources.policy import on_error_schema
 
 SCHEMA_ID = "https://interlace.dev/schema/flows.json"
 HTTP_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -82,12 +84,13 @@ def _flow(steps: dict[str, Any]) -> dict[str, Any]:
             "source": {
                 "type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
                 "description": "Where messages come from.",
-                "properties": {"http": _http_source(), "soap": SOAP_SOURCE_SCHEMA},
+                "properties": {"http": _http_source(), "soap": SOAP_SOURCE_SCHEMA,
+                               **{name: {**kind.schema, "description": kind.summary}
+                                  for name, kind in source_kinds().items()}},
             },
             "namespaces": NAMESPACES,
             "steps": {**steps, "description": "The steps, run in order."},
-            "on_error": {**steps, "description": "Steps run when a step fails; ${error.*} describes the failure. "
-                                                 "Without a respond step here the caller gets problem+json."},
+            "on_error": on_error_schema(steps),
         },
     }
 

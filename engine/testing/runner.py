@@ -20,10 +20,13 @@ from engine.errors import FlowError
 from engine.expressions import xpath_value
 from engine.front import Facade, RequestTrace
 from engine.loader import LoadError, LoadErrors, load_project
+from engine.message import Message
 from engine.model import Location, Project
+from engine.sources.manager import SourceManager
 from engine.testing.mocks import MockCall, MockFactory, Rule, body_of, make_rule
 from engine.testing.suite import Case, Suite
 from engine.xmlsafe import parse_xml
+from engine.yamlio import plain
 
 
 @dataclass
@@ -255,6 +258,8 @@ class SuiteRunner:
             raise SuiteError(exc.errors) from None
         self.covered: dict[str, set[str]] = {}
         self.coverage_points: dict[str, list[str]] = {}
+        self.store: Any = None
+        self._store_dir: Any = None
 
     def _rules(self, case: Case) -> dict[str, list[Rule]]:
         errors: list[LoadError] = []
@@ -283,11 +288,39 @@ class SuiteRunner:
         self.coverage_points = compiled.coverage_points
         return compiled
 
+    async def _services(self, compiled: CompiledProject) -> None:
+        """A throwaway message store for flows that need one (store steps, processors)."""
+        if self.store is not None or not SourceManager.needs_store(compiled):
+            return
+        import tempfile
+
+        from engine.store import use_store
+        from engine.store.store import Store, default_url
+
+        self._store_dir = tempfile.TemporaryDirectory(prefix="interlace-test-store-")
+        self.store = Store(default_url(Path(self._store_dir.name)))
+        await self.store.open()
+        use_store(self.store)
+
+    async def close(self) -> None:
+        if self.store is not None:
+            from engine.store import use_store
+
+            await self.store.close()
+            use_store(None)
+            self.store = None
+        if self._store_dir is not None:
+            self._store_dir.cleanup()
+            self._store_dir = None
+
     async def run_case(self, case: Case) -> CaseResult:
         started = time.perf_counter()
         result = CaseResult(case)
         factory = MockFactory(self._rules(case), self.suite.file.parent)
         compiled = self._compile(case, factory)
+        await self._services(compiled)
+        if "message" in case.node:
+            return await self._run_message(case, compiled, factory, result, started)
         facade = Facade(compiled)
         facade.traces = []
         request = case.node["request"]
@@ -310,6 +343,47 @@ class SuiteRunner:
         if result.trace is not None:
             self.covered.setdefault(result.trace.flow, set()).update(result.trace.steps)
         result.failures = self._check(case, answer, factory)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    async def _run_message(self, case: Case, compiled: CompiledProject, factory: MockFactory, result: CaseResult,
+                           started: float) -> CaseResult:
+        spec = case.node["message"]
+        flow = next((f for f in compiled.flows if f.name == spec["flow"]), None)
+        if flow is None or flow.trigger is None:
+            names = ", ".join(f.name for f in compiled.flows if f.trigger is not None) or "none"
+            raise SuiteError([LoadError.at(case.at("message", "flow"),
+                                           f"no flow {spec['flow']!r} with a source other than http "
+                                           f"(such flows: {names})")])
+        body, content_type = body_of(spec, self.suite.file.parent)
+        msg = Message(body=body or b"", content_type=content_type,
+                      headers={str(k).lower(): str(v) for k, v in (spec.get("headers") or {}).items()},
+                      correlation_id="test-message")
+        msg.vars.update(plain(spec.get("vars") or {}))
+        msg.trace = []
+        error: dict[str, Any] | None = None
+        await compiled.open()
+        try:
+            await flow.handle(msg)
+        except FlowError as exc:
+            error = exc.as_dict()
+        finally:
+            await compiled.close()
+        self.covered.setdefault(flow.name, set()).update(msg.trace)
+        expect = case.node["expect"]
+        checker = _Checker(case, ("expect",), b"" if error else msg.body, msg.content_type)
+        outcome = "failed" if error else "done"
+        if "outcome" in expect and expect["outcome"] != outcome:
+            why = f": {error.get('message')}" if error else ""
+            checker.fail(f"outcome: expected {expect['outcome']}, got {outcome}{why}", "outcome")
+        for key, value in (expect.get("error") or {}).items():
+            got = (error or {}).get(str(key))
+            if got != value:
+                checker.fail(f"error.{key}: expected {value!r}, got {got!r}", "error", key)
+        if error is None:
+            checker.check_body(expect)
+        result.failures = checker.failures + self._check_mock_calls(case, expect, factory)
+        result.status = msg.status
         result.seconds = time.perf_counter() - started
         return result
 
@@ -342,7 +416,10 @@ class SuiteRunner:
             elif got != str(value):
                 checker.fail(f"header {name}: expected {value!r}, got {got!r}", "headers", name)
         checker.check_body(expect)
-        failures = checker.failures
+        return checker.failures + self._check_mock_calls(case, expect, factory)
+
+    def _check_mock_calls(self, case: Case, expect: Any, factory: MockFactory) -> list[Failure]:
+        failures: list[Failure] = []
         for name, transport in factory.transports.items():
             for call in transport.unmatched:
                 failures.append(Failure(f"endpoint {name!r} got {call.method} {call.path} and no mock matched it "
@@ -412,6 +489,7 @@ async def run_suite(suite: Suite, pattern: str | None = None) -> SuiteResult:
             outcome.results.append(await runner.run_case(case))
         except SuiteError as exc:  # a mistake in this case: report it, run the others
             outcome.errors.extend(exc.errors)
+    await runner.close()
     outcome.covered = runner.covered
     outcome.coverage_points = runner.coverage_points
     return outcome

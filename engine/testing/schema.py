@@ -85,12 +85,30 @@ EXPECT: dict[str, Any] = {
                                                    "list for several, a number for count())."},
         "calls": {"type": "object", "additionalProperties": CALLS,
                   "description": "Per mocked endpoint, what it received."},
+        "outcome": {"enum": ["done", "failed"],
+                    "description": "(message cases) Whether the flow succeeded (the source would acknowledge) "
+                                   "or failed (its redelivery policy would act)."},
+        "error": {"type": "object", "description": "(message cases) Keys and values ${error.*} must contain."},
+    },
+}
+
+MESSAGE: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["flow"],
+    "description": "Run a flow whose source is not http (a processor, schedule, file or queue) on this message, "
+                   "as its source would deliver it.",
+    "properties": {
+        "flow": {"type": "string", "description": "The flow's name."},
+        "headers": HEADERS,
+        "vars": {"type": "object", "description": "Variables the source sets (e.g. message_id, file_name)."},
+        **BODY,
     },
 }
 
 CASE: dict[str, Any] = {
-    "type": "object", "additionalProperties": False, "required": ["name", "request", "expect"],
+    "type": "object", "additionalProperties": False, "required": ["name", "expect"],
+    "oneOf": [{"required": ["request"]}, {"required": ["message"]}],
     "properties": {
+        "message": MESSAGE,
         "name": {"type": "string", "description": "What the case shows, in words."},
         "request": {
             "type": "object", "additionalProperties": False, "required": ["path"],

@@ -1,0 +1,111 @@
+"""Starting, stopping, pausing and listing the sources of the flows being served.
+
+The runtime owns one ``SourceManager``.  On start (and after each reload) it starts one task
+per flow whose source is not http; on reload the old tasks are cancelled once the new flows are
+in place (a cancelled source has acknowledged nothing it did not finish, so what it held comes
+again).  A source task that crashes is restarted after a pause, so one bad source never stops
+the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from engine.sources.base import SourceContext
+
+if TYPE_CHECKING:
+    from engine.compiler import CompiledProject
+
+log = logging.getLogger("interlace.sources")
+
+RESTART_PAUSE = 1.0
+
+
+class SourceManager:
+    def __init__(self) -> None:
+        self.contexts: dict[str, SourceContext] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._paused: set[str] = set()  # kept across reloads: an operator paused it
+        self.on_observe: Callable[[str, str, float], None] | None = None
+
+    @staticmethod
+    def needs_store(project: CompiledProject) -> bool:
+        from engine.sources.base import needs_store
+
+        return any(flow.trigger is not None and (flow.trigger.needs_store or needs_store(flow.policy))
+                   for flow in project.flows) or "store" in getattr(project, "needs", set())
+
+    async def start(self, project: CompiledProject) -> None:
+        old = self._tasks
+        self.contexts, self._tasks = {}, {}
+        for task in old.values():
+            task.cancel()
+        for task in old.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for flow in project.flows:
+            if flow.trigger is None:
+                continue
+            ctx = SourceContext(flow, flow.trigger, flow.policy)
+            ctx.on_observe = self.on_observe
+            if flow.name in self._paused:
+                ctx.pause()
+            self.contexts[flow.name] = ctx
+            self._tasks[flow.name] = asyncio.create_task(self._keep_running(ctx), name=f"source:{flow.name}")
+        if self.contexts:
+            log.info("started %d sources: %s", len(self.contexts), ", ".join(self.contexts))
+
+    async def _keep_running(self, ctx: SourceContext) -> None:
+        while True:
+            try:
+                await ctx.source.run(ctx)
+                return
+            except asyncio.CancelledError:
+                ctx.stats.state = "stopped"
+                raise
+            except Exception as exc:
+                ctx.failing(f"{exc.__class__.__name__}: {exc}")
+                log.exception("source of flow %s failed; restarting it in %.0fs", ctx.name, RESTART_PAUSE)
+                await asyncio.sleep(RESTART_PAUSE)
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks = {}
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for ctx in self.contexts.values():
+            ctx.stats.state = "stopped"
+
+    def pause(self, name: str) -> bool:
+        ctx = self.contexts.get(name)
+        if ctx is None:
+            return False
+        self._paused.add(name)
+        ctx.pause()
+        return True
+
+    def resume(self, name: str) -> bool:
+        ctx = self.contexts.get(name)
+        if ctx is None:
+            return False
+        self._paused.discard(name)
+        ctx.resume()
+        return True
+
+    def describe(self) -> list[dict[str, Any]]:
+        now = time.time()
+        out = []
+        for name, ctx in self.contexts.items():
+            stats = ctx.stats.as_dict()
+            out.append({"flow": name, "kind": ctx.source.kind, "settings": ctx.source.describe(),
+                        "since_last_run_seconds": round(now - stats["last_run"], 3) if stats["last_run"] else None,
+                        **stats})
+        return out

@@ -1,0 +1,509 @@
+"""The store: state that must outlive a process or be shared by replicas, on SQLAlchemy.
+
+SQLite in WAL mode in the flows' data folder by default (one process, or forked workers on one
+host); PostgreSQL when replicas share it (``INTERLACE_STORE_URL=postgresql+psycopg://...``).
+
+The database work runs on the store's own threads (SQLAlchemy's engine is synchronous; the
+drivers release the GIL while they wait).  Accepting a message is *group committed*: requests
+that arrive while a commit is in progress wait for the next one, which writes them all in one
+transaction; each caller learns its id only after that commit, so a 202 always means "on disk".
+
+Claiming is how two processors never send the same message at once: a claim sets a lease
+(``locked_until``) on the oldest due messages in one statement.  On PostgreSQL the candidate
+rows are picked with ``FOR UPDATE SKIP LOCKED``; SQLite has one writer at a time, so its
+``UPDATE ... RETURNING`` is already atomic across processes.  A lease that runs out (the
+processor crashed) makes the message due again: delivery is at-least-once, and the message id
+is the idempotency key a backend dedups on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    and_,
+    create_engine,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine.observability import new_id
+from engine.store import StoreError
+from engine.store.tables import dead_letters, file_claims, firings, idempotency_keys, messages, metadata
+
+log = logging.getLogger("interlace.store")
+
+T = TypeVar("T")
+BATCH = 512  # most messages written in one group commit
+
+
+@dataclass
+class StoredMessage:
+    seq: int
+    id: str
+    queue: str
+    body: bytes
+    content_type: str | None
+    headers: dict[str, str]
+    vars: dict[str, Any]
+    order_key: str | None
+    attempts: int
+    created: float
+    last_error: dict[str, Any] | None = None
+
+
+@dataclass
+class DeadLetter:
+    seq: int
+    id: str
+    store: str
+    queue: str
+    flow: str | None
+    content_type: str | None
+    attempts: int
+    created: float
+    failed_at: float
+    error: dict[str, Any]
+    body: bytes
+
+    def as_dict(self, *, with_body: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "store": self.store, "queue": self.queue, "flow": self.flow,
+                               "content_type": self.content_type, "attempts": self.attempts,
+                               "created": self.created, "failed_at": self.failed_at, "error": self.error}
+        if with_body:
+            out["body"] = self.body.decode("utf-8", errors="replace")
+        return out
+
+
+@dataclass
+class _Pending:
+    row: dict[str, Any]
+    idem_scope: str | None
+    idem_key: str | None
+    future: asyncio.Future[tuple[str, bool]]
+
+
+def default_url(data_dir: Path) -> str:
+    return f"sqlite:///{Path(data_dir).resolve() / 'interlace.db'}"
+
+
+def store_url_for(flows_dir: Path) -> str:
+    """The store a flow folder uses: INTERLACE_STORE_URL, else SQLite in its data folder."""
+    given = os.environ.get("INTERLACE_STORE_URL")
+    if given:
+        return given
+    data = os.environ.get("INTERLACE_DATA_DIR")
+    folder = Path(data) if data else (Path(flows_dir) if Path(flows_dir).is_dir() else Path(flows_dir).parent) / "data"
+    return default_url(folder)
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password replaced, for logs and the management API."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class Store:
+    """One database, shared by every store step, processor, schedule and file poller of a process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.owner = new_id()  # this process, as the owner of leases and claims
+        self.is_sqlite = url.startswith("sqlite")
+        self._engine: Engine | None = None
+        # SQLite has one writer: one thread keeps this process's writes from contending with
+        # each other (other processes wait on busy_timeout).  PostgreSQL takes a few at once.
+        self._pool = ThreadPoolExecutor(1 if self.is_sqlite else 4, thread_name_prefix="interlace-store")
+        self._pending: list[_Pending] = []
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+        self.accepted = 0
+        self.commits = 0
+        self._wakers: dict[str, asyncio.Event] = {}
+
+    def waker(self, queue: str) -> asyncio.Event:
+        """Set whenever this process commits a message to ``queue``: its processors wake at once."""
+        return self._wakers.setdefault(queue, asyncio.Event())
+
+    def wake_all(self) -> None:
+        for waker in self._wakers.values():
+            waker.set()
+
+    # --- lifetime ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._engine is not None:
+            return
+        await self._run_raw(self._connect)
+        self._wake = asyncio.Event()
+        self._writer = asyncio.create_task(self._write_loop(), name="interlace-store-writer")
+
+    def _connect(self) -> None:
+        if self.is_sqlite:
+            path = self.url.split("///", 1)[1] if "///" in self.url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(self.url, connect_args={"timeout": 30, "check_same_thread": False},
+                                   pool_size=2, max_overflow=2)
+
+            @event.listens_for(engine, "connect")
+            def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+                # WAL: readers never block the writer; synchronous=NORMAL survives a killed
+                # process (the WAL is in the OS's hands once written), not a power cut.
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.close()
+        else:
+            engine = create_engine(self.url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+        try:
+            with engine.begin() as conn:
+                if not self.is_sqlite:
+                    # two replicas starting at once must not both create the tables
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7264015)")
+                metadata.create_all(conn, checkfirst=True)
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            raise StoreError(f"cannot open the store {safe_url(self.url)}: {exc.__class__.__name__}") from exc
+        self._engine = engine
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            assert self._wake is not None
+            self._wake.set()
+            await self._writer
+        if self._engine is not None:
+            await self._run_raw(self._engine.dispose)
+        self._pool.shutdown(wait=True)
+
+    async def _run_raw(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    async def _tx(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one transaction on a store thread."""
+        engine = self._engine
+        if engine is None:
+            raise StoreError("the store is not open")
+
+        def work() -> T:
+            try:
+                with engine.begin() as conn:
+                    return fn(conn)
+            except SQLAlchemyError as exc:
+                raise StoreError(f"store {safe_url(self.url)}: {exc.__class__.__name__}: "
+                                 f"{str(exc).splitlines()[0][:200]}") from exc
+
+        return await self._run_raw(work)
+
+    # --- accepting (group commit) ---------------------------------------------------------
+
+    async def enqueue(self, queue: str, body: bytes, *, content_type: str | None = None,
+                      headers: dict[str, str] | None = None, vars: dict[str, Any] | None = None,
+                      order_key: str | None = None, idempotency_key: str | None = None,
+                      message_id: str | None = None, delay: float = 0.0) -> tuple[str, bool]:
+        """Persist a message; returns (its id, whether the idempotency key had been seen before)
+        once it is committed."""
+        if self._wake is None or self._closed:
+            raise StoreError("the store is not open")
+        now = time.time()
+        row = {"id": message_id or new_id(), "queue": queue, "body": body, "content_type": content_type,
+               "headers": json.dumps(headers or {}), "vars": json.dumps(vars or {}, default=str),
+               "order_key": order_key, "attempts": 0, "next_at": now + delay, "locked_until": 0.0,
+               "owner": None, "created": now, "last_error": None}
+        future: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(row, queue if idempotency_key else None, idempotency_key, future))
+        self._wake.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
+                try:
+                    results = await self._tx(lambda conn, b=batch: self._write_batch(conn, b))  # type: ignore[misc]
+                except Exception as exc:  # every waiter learns of it; the loop goes on
+                    error = exc if isinstance(exc, StoreError) else StoreError(str(exc))
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(error)
+                    continue
+                self.commits += 1
+                for item, result in zip(batch, results, strict=True):
+                    if not item.future.done():
+                        item.future.set_result(result)
+                        self.accepted += 0 if result[1] else 1
+                for queue in {item.row["queue"] for item in batch}:
+                    waker = self._wakers.get(queue)
+                    if waker is not None:
+                        waker.set()
+            if self._closed:
+                return
+
+    def _write_batch(self, conn: Connection, batch: list[_Pending]) -> list[tuple[str, bool]]:
+        results: list[tuple[str, bool]] = []
+        rows: list[dict[str, Any]] = []
+        seen: dict[tuple[str, str], str] = {}
+        for item in batch:
+            if item.idem_key is None or item.idem_scope is None:
+                rows.append(item.row)
+                results.append((item.row["id"], False))
+                continue
+            scope_key = (item.idem_scope, item.idem_key)
+            if scope_key in seen:
+                results.append((seen[scope_key], True))
+                continue
+            claimed = conn.execute(self._insert_ignore(idempotency_keys).values(
+                scope=item.idem_scope, key=item.idem_key, message_id=item.row["id"], created=item.row["created"])
+                .returning(idempotency_keys.c.message_id)).first()
+            if claimed is not None:
+                seen[scope_key] = item.row["id"]
+                rows.append(item.row)
+                results.append((item.row["id"], False))
+            else:
+                earlier = conn.execute(select(idempotency_keys.c.message_id).where(
+                    idempotency_keys.c.scope == item.idem_scope, idempotency_keys.c.key == item.idem_key)).scalar_one()
+                seen[scope_key] = earlier
+                results.append((earlier, True))
+        if rows:
+            conn.execute(insert(messages), rows)
+        return results
+
+    def _insert_ignore(self, table: Any) -> Any:
+        if self.is_sqlite:
+            return sqlite.insert(table).on_conflict_do_nothing()
+        return postgresql.insert(table).on_conflict_do_nothing()
+
+    # --- processing ----------------------------------------------------------------------
+
+    async def claim(self, queue: str, limit: int, lease: float, *, ordered: bool = False) -> list[StoredMessage]:
+        """Lease up to ``limit`` due messages of ``queue``, oldest first.  With ``ordered``, a
+        message waits while an older one with the same order key is still in the store."""
+        owner = self.owner
+
+        def work(conn: Connection) -> list[StoredMessage]:
+            now = time.time()
+            m = messages.alias("m")
+            due = and_(m.c.queue == queue, m.c.next_at <= now, m.c.locked_until < now)
+            if ordered:
+                older = messages.alias("older")
+                due = and_(due, ~exists().where(and_(older.c.queue == queue, older.c.order_key == m.c.order_key,
+                                                     older.c.seq < m.c.seq)))
+            picked = select(m.c.seq).where(due).order_by(m.c.seq).limit(limit)
+            if not self.is_sqlite:
+                picked = picked.with_for_update(skip_locked=True)
+            statement = (update(messages).where(messages.c.seq.in_(picked.scalar_subquery()))
+                         .values(locked_until=now + lease, owner=owner, attempts=messages.c.attempts + 1)
+                         .returning(*messages.c))
+            rows = conn.execute(statement).mappings().all()
+            return sorted((_stored(row) for row in rows), key=lambda s: s.seq)
+
+        return await self._tx(work)
+
+    async def next_due(self, queue: str) -> float | None:
+        """When the next message of ``queue`` may be tried (None when it is empty)."""
+
+        # the later of the two times, in each dialect's words
+        later = func.max if self.is_sqlite else func.greatest
+
+        def work(conn: Connection) -> float | None:
+            value = conn.execute(select(func.min(later(messages.c.next_at, messages.c.locked_until)))
+                                 .where(messages.c.queue == queue)).scalar()
+            return float(value) if value is not None else None
+
+        return await self._tx(work)
+
+    async def delivered(self, seq: int) -> None:
+        await self._tx(lambda conn: conn.execute(delete(messages).where(messages.c.seq == seq,
+                                                                        messages.c.owner == self.owner)))
+
+    async def retry_later(self, seq: int, delay: float, error: dict[str, Any]) -> None:
+        def work(conn: Connection) -> None:
+            conn.execute(update(messages).where(messages.c.seq == seq, messages.c.owner == self.owner)
+                         .values(next_at=time.time() + delay, locked_until=0.0, owner=None,
+                                 last_error=json.dumps(error, default=str)))
+
+        await self._tx(work)
+
+    async def bury(self, seq: int, dead_store: str, flow: str | None, error: dict[str, Any]) -> None:
+        """Move a message to the dead letters (one transaction: never lost, never in both)."""
+
+        def work(conn: Connection) -> None:
+            row = conn.execute(select(messages).where(messages.c.seq == seq, messages.c.owner == self.owner)
+                               ).mappings().first()
+            if row is None:
+                return  # its lease ran out and another processor has it now
+            conn.execute(insert(dead_letters).values(
+                id=row["id"], store=dead_store, queue=row["queue"], flow=flow, body=row["body"],
+                content_type=row["content_type"], headers=row["headers"], vars=row["vars"],
+                order_key=row["order_key"], attempts=row["attempts"], created=row["created"],
+                failed_at=time.time(), error=json.dumps(error, default=str)))
+            conn.execute(delete(messages).where(messages.c.seq == seq))
+
+        await self._tx(work)
+
+    async def add_dead_letter(self, dead_store: str, *, queue: str, flow: str | None, body: bytes,
+                              content_type: str | None, headers: dict[str, str], vars: dict[str, Any],
+                              attempts: int, error: dict[str, Any], message_id: str | None = None) -> str:
+        """A dead letter from a source that is not the store (a queue, a file)."""
+        ident = message_id or new_id()
+        now = time.time()
+
+        def work(conn: Connection) -> None:
+            conn.execute(self._insert_ignore(dead_letters).values(
+                id=ident, store=dead_store, queue=queue, flow=flow, body=body, content_type=content_type,
+                headers=json.dumps(headers), vars=json.dumps(vars, default=str), order_key=None,
+                attempts=attempts, created=now, failed_at=now, error=json.dumps(error, default=str)))
+
+        await self._tx(work)
+        return ident
+
+    # --- operations (management API) -----------------------------------------------------
+
+    async def queue_counts(self) -> dict[str, dict[str, Any]]:
+        def work(conn: Connection) -> dict[str, dict[str, Any]]:
+            now = time.time()
+            out: dict[str, dict[str, Any]] = {}
+            for queue, count, oldest, retrying in conn.execute(
+                    select(messages.c.queue, func.count(), func.min(messages.c.created),
+                           func.sum((messages.c.attempts > 0).cast(Integer)))
+                    .group_by(messages.c.queue)):
+                out[queue] = {"stored": int(count), "retrying": int(retrying or 0),
+                              "oldest_age_seconds": round(now - float(oldest), 3) if oldest else 0.0}
+            for store_name, count in conn.execute(select(dead_letters.c.store, func.count())
+                                                  .group_by(dead_letters.c.store)):
+                out.setdefault(store_name, {"stored": 0, "retrying": 0, "oldest_age_seconds": 0.0})
+                out[store_name]["dead"] = int(count)
+            for entry in out.values():
+                entry.setdefault("dead", 0)
+            return out
+
+        return await self._tx(work)
+
+    async def page_stored(self, queue: str, offset: int, limit: int) -> list[dict[str, Any]]:
+        def work(conn: Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(select(messages).where(messages.c.queue == queue).order_by(messages.c.seq)
+                                .offset(offset).limit(limit)).mappings().all()
+            return [{"id": r["id"], "attempts": r["attempts"], "created": r["created"], "next_at": r["next_at"],
+                     "order_key": r["order_key"], "content_type": r["content_type"],
+                     "last_error": json.loads(r["last_error"]) if r["last_error"] else None,
+                     "body": bytes(r["body"]).decode("utf-8", errors="replace")} for r in rows]
+
+        return await self._tx(work)
+
+    async def page_dead(self, dead_store: str, offset: int, limit: int) -> list[DeadLetter]:
+        def work(conn: Connection) -> list[DeadLetter]:
+            rows = conn.execute(select(dead_letters).where(dead_letters.c.store == dead_store)
+                                .order_by(dead_letters.c.seq).offset(offset).limit(limit)).mappings().all()
+            return [_dead(r) for r in rows]
+
+        return await self._tx(work)
+
+    async def replay(self, dead_store: str, ids: Sequence[str] | None) -> int:
+        """Put dead letters back in the queue they came from, as new (attempts 0, due now)."""
+
+        def work(conn: Connection) -> int:
+            query = select(dead_letters).where(dead_letters.c.store == dead_store)
+            if ids is not None:
+                query = query.where(dead_letters.c.id.in_(list(ids)))
+            rows = conn.execute(query.order_by(dead_letters.c.seq)).mappings().all()
+            now = time.time()
+            for r in rows:
+                conn.execute(insert(messages).values(
+                    id=r["id"], queue=r["queue"], body=r["body"], content_type=r["content_type"],
+                    headers=r["headers"], vars=r["vars"], order_key=r["order_key"], attempts=0, next_at=now,
+                    locked_until=0.0, owner=None, created=r["created"], last_error=r["error"]))
+                conn.execute(delete(dead_letters).where(dead_letters.c.seq == r["seq"]))
+            return len(rows)
+
+        return await self._tx(work)
+
+    async def discard(self, dead_store: str, ids: Sequence[str] | None) -> int:
+        def work(conn: Connection) -> int:
+            statement = delete(dead_letters).where(dead_letters.c.store == dead_store)
+            if ids is not None:
+                statement = statement.where(dead_letters.c.id.in_(list(ids)))
+            return int(conn.execute(statement).rowcount)
+
+        return await self._tx(work)
+
+    # --- schedules and files -------------------------------------------------------------
+
+    async def claim_firing(self, name: str, at: float) -> bool:
+        """True for the one replica that runs the firing of schedule ``name`` due at ``at``."""
+
+        def work(conn: Connection) -> bool:
+            result = conn.execute(self._insert_ignore(firings).values(name=name, at=at, owner=self.owner,
+                                                                      started=time.time())
+                                  .returning(firings.c.owner)).first()
+            # keep a day of history, enough to answer "did it run" and small enough to scan
+            conn.execute(delete(firings).where(firings.c.name == name, firings.c.at < at - 86400))
+            return result is not None
+
+        return await self._tx(work)
+
+    async def claim_file(self, source: str, key: str, lease: float) -> bool:
+        """Take a file for this process: False when another has it, or it was done already."""
+
+        def work(conn: Connection) -> bool:
+            now = time.time()
+            result = conn.execute(self._insert_ignore(file_claims).values(
+                source=source, key=key, owner=self.owner, state="claimed", lease_until=now + lease, updated=now)
+                .returning(file_claims.c.owner)).first()
+            if result is not None:
+                return True
+            # a claim whose process died (lease over, never finished) may be taken again
+            taken = conn.execute(update(file_claims).where(
+                file_claims.c.source == source, file_claims.c.key == key, file_claims.c.state == "claimed",
+                file_claims.c.lease_until < now).values(owner=self.owner, lease_until=now + lease, updated=now))
+            return bool(taken.rowcount == 1)
+
+        return await self._tx(work)
+
+    async def finish_file(self, source: str, key: str, state: str) -> None:
+        def work(conn: Connection) -> None:
+            conn.execute(update(file_claims).where(file_claims.c.source == source, file_claims.c.key == key)
+                         .values(state=state, updated=time.time()))
+
+        await self._tx(work)
+
+
+def _stored(row: Any) -> StoredMessage:
+    return StoredMessage(seq=int(row["seq"]), id=row["id"], queue=row["queue"], body=bytes(row["body"]),
+                         content_type=row["content_type"], headers=json.loads(row["headers"]),
+                         vars=json.loads(row["vars"]), order_key=row["order_key"], attempts=int(row["attempts"]),
+                         created=float(row["created"]),
+                         last_error=json.loads(row["last_error"]) if row["last_error"] else None)
+
+
+def _dead(row: Any) -> DeadLetter:
+    return DeadLetter(seq=int(row["seq"]), id=row["id"], store=row["store"], queue=row["queue"], flow=row["flow"],
+                      content_type=row["content_type"], attempts=int(row["attempts"]), created=float(row["created"]),
+                      failed_at=float(row["failed_at"]), error=json.loads(row["error"]), body=bytes(row["body"]))
