@@ -1,0 +1,135 @@
+"""The store processor as an operator sees it: a poison message, dead letters replayed and
+discarded through the management API, a source paused and resumed, two replicas on one store."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.backends import BackendServer
+from tests.support.engine import run_engine, write_flows
+
+FLOWS = """
+endpoints:
+  backend:
+    http: {url: "${env.BACKEND_URL}", timeout: {connect: 1s, read: 5s}}
+
+flows:
+  accept:
+    source: {http: {method: POST, path: /jobs}}
+    steps:
+      - store: {queue: jobs, idempotency_key: '${headers."idempotency-key"}'}
+
+  forward:
+    source: {store: {queue: jobs, concurrency: 4, poll: 100ms}}
+    steps:
+      - call:
+          endpoint: backend
+          method: POST
+          path: ${payload.path}
+          headers: {Idempotency-Key: "${vars.message_id}"}
+          expect_status: [2xx]
+    on_error:
+      redelivery:
+        max_attempts: 3
+        backoff: {initial: 20ms, max: 50ms}
+        dead_letter: {store: jobs.dead}
+"""
+
+
+def _until(check: Callable[[], bool], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def backend() -> BackendServer:
+    server = BackendServer()
+    server.start()
+    yield server  # type: ignore[misc]
+    server.stop()
+
+
+def test_poison_message_is_dead_lettered_and_the_rest_flow_on(tmp_path: Path, backend: BackendServer) -> None:
+    folder = write_flows(tmp_path / "flows", FLOWS)
+    env = {"BACKEND_URL": backend.url, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+    with run_engine(folder, env=env) as engine:
+        poison = httpx.post(f"{engine.url}/jobs", json={"path": "/status/500"}).json()["id"]
+        ids = [httpx.post(f"{engine.url}/jobs", json={"path": f"/ok/{i}"}).json()["id"] for i in range(30)]
+        _until(lambda: {r.headers.get("idempotency-key") for r in backend.requests} >= set(ids))
+        management = engine.management_url
+        _until(lambda: httpx.get(f"{management}/stores").json()["stores"].get("jobs.dead", {}).get("dead") == 1)
+        poison_calls = [r for r in backend.requests if r.headers.get("idempotency-key") == poison]
+        assert len(poison_calls) == 3  # max_attempts
+        dead = httpx.get(f"{management}/stores/jobs.dead/dead").json()["messages"]
+        assert [d["id"] for d in dead] == [poison]
+        assert dead[0]["attempts"] == 3 and dead[0]["error"]["backend_status"] == 500
+        assert dead[0]["error"]["code"] == "backend-status" and json.loads(dead[0]["body"]) == {"path": "/status/500"}
+
+        sources = {s["flow"]: s for s in httpx.get(f"{management}/sources").json()["sources"]}
+        assert sources["forward"]["kind"] == "store" and sources["forward"]["state"] == "running"
+        assert sources["forward"]["processed"] == 30 and sources["forward"]["failures"] == 3
+        assert sources["forward"]["dead_letters"] == 1
+
+        # replayed: tried three more times, dead again; then discarded
+        replay = httpx.post(f"{management}/stores/jobs.dead/dead/replay", json={"ids": [poison]})
+        assert replay.json() == {"store": "jobs.dead", "replayed": 1}
+        _until(lambda: len([r for r in backend.requests if r.headers.get("idempotency-key") == poison]) == 6)
+        _until(lambda: httpx.get(f"{management}/stores").json()["stores"].get("jobs.dead", {}).get("dead") == 1)
+        assert httpx.post(f"{management}/stores/jobs.dead/dead/discard", json={"all": True}).json()["discarded"] == 1
+        assert httpx.get(f"{management}/stores/jobs.dead/dead").json()["messages"] == []
+        bad = httpx.post(f"{management}/stores/jobs.dead/dead/replay", json={"ids": []})
+        assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+
+
+def test_pause_resume_and_idempotent_accept(tmp_path: Path, backend: BackendServer) -> None:
+    folder = write_flows(tmp_path / "flows", FLOWS)
+    env = {"BACKEND_URL": backend.url, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+    with run_engine(folder, env=env) as engine:
+        management = engine.management_url
+        assert httpx.post(f"{management}/sources/forward/pause").json() == {"flow": "forward", "state": "paused"}
+        first = httpx.post(f"{engine.url}/jobs", json={"path": "/a"}, headers={"Idempotency-Key": "order-7"})
+        again = httpx.post(f"{engine.url}/jobs", json={"path": "/a"}, headers={"Idempotency-Key": "order-7"})
+        assert first.status_code == again.status_code == 202
+        assert first.json() == again.json() and again.headers["idempotent-replay"] == "true"
+        time.sleep(0.5)
+        assert backend.requests == []  # paused: stored, not sent
+        stored = httpx.get(f"{management}/stores/jobs/messages").json()["messages"]
+        assert [m["id"] for m in stored] == [first.json()["id"]]
+        assert httpx.post(f"{management}/sources/forward/resume").json()["state"] == "running"
+        _until(lambda: len(backend.requests) == 1)
+        assert httpx.post(f"{management}/sources/nope/pause").status_code == 404
+
+
+@pytest.mark.service("postgresql")
+def test_two_replicas_on_postgres_send_each_message_once(tmp_path: Path, backend: BackendServer,
+                                                         postgres_url: str) -> None:
+    import sqlalchemy
+
+    with sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.exec_driver_sql("CREATE DATABASE replicas")
+    env = {"BACKEND_URL": backend.url, "INTERLACE_STORE_URL": postgres_url.rsplit("/", 1)[0] + "/replicas"}
+    folder = write_flows(tmp_path / "flows", FLOWS)
+    with run_engine(folder, env=env) as one, run_engine(folder, env=env, log_dir=tmp_path) as two:
+        ids = []
+        with httpx.Client() as client:
+            for i in range(200):
+                engine = one if i % 2 else two
+                ids.append(client.post(f"{engine.url}/jobs", json={"path": f"/ok/{i}"}).json()["id"])
+        _until(lambda: {r.headers.get("idempotency-key") for r in backend.requests} >= set(ids), timeout=30)
+        time.sleep(0.5)
+        counts = Counter(r.headers.get("idempotency-key") for r in backend.requests)
+        assert set(counts) == set(ids) and max(counts.values()) == 1
+        processed = [sum(s["processed"] for s in httpx.get(f"{e.management_url}/sources").json()["sources"])
+                     for e in (one, two)]
+        assert sum(processed) == 200
