@@ -21,8 +21,8 @@ from starlette.routing import Route
 
 from engine.metrics import exposition, local_families
 from engine.runtime import ReloadResult, Runtime
-from engine.workers import RELOAD_TIMEOUT, WorkerGroup, worker_info
 from engine.sources.routes import source_routes
+from engine.workers import RELOAD_TIMEOUT, WorkerGroup, worker_info
 
 Handler = Callable[[Request], Awaitable[Response]]
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from engine import metrics
 from engine.errors import FlowError
 from engine.message import Message
 from engine.store import backoff_delay, current_store, has_store
@@ -214,8 +215,18 @@ class SourceContext:
         return error
 
     def _observe(self, outcome: str, started: float) -> None:
+        metrics.source_message(self.name, "ok" if outcome == "done" else outcome)
         if self.on_observe is not None:
             self.on_observe(self.name, outcome, time.time() - started)
+
+    def lag(self, seconds: float) -> None:
+        """How far behind the source is (the age of the oldest waiting work)."""
+        self.stats.lag_seconds = seconds
+        metrics.source_lag(self.name, seconds)
+
+    def dead_lettered(self) -> None:
+        self.stats.dead_letters += 1
+        metrics.source_message(self.name, "dead_lettered")
 
     async def deliver(self, make: Callable[[int], Message], *, attempts_before: int = 0,
                       origin: str = "") -> tuple[str, dict[str, Any] | None]:
@@ -251,7 +262,7 @@ class SourceContext:
             from engine.sources.files_common import write_dead_letter_file
 
             await write_dead_letter_file(target["folder"], self.flow, msg, error)
-        self.stats.dead_letters += 1
+        self.dead_lettered()
         log.warning("flow %s: message dead-lettered after %s attempts: %s", self.name, error.get("attempts"),
                     error.get("message"))
         return True

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("interlace.sources")
 
 RESTART_PAUSE = 1.0
+DEPTH_EVERY = 5.0
 
 
 class SourceManager:
@@ -32,6 +33,7 @@ class SourceManager:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._paused: set[str] = set()  # kept across reloads: an operator paused it
         self.on_observe: Callable[[str, str, float], None] | None = None
+        self._depth: asyncio.Task[None] | None = None
 
     @staticmethod
     def needs_store(project: CompiledProject) -> bool:
@@ -59,6 +61,23 @@ class SourceManager:
             self._tasks[flow.name] = asyncio.create_task(self._keep_running(ctx), name=f"source:{flow.name}")
         if self.contexts:
             log.info("started %d sources: %s", len(self.contexts), ", ".join(self.contexts))
+        if self._depth is None and self.needs_store(project):
+            self._depth = asyncio.create_task(self._report_depth(), name="store-depth")
+
+    async def _report_depth(self) -> None:
+        """Every few seconds, the depth of each queue and dead-letter store as a gauge."""
+        from engine import metrics
+        from engine.store import StoreError, current_store, has_store
+
+        while True:
+            if has_store():
+                try:
+                    for name, counts in (await current_store().queue_counts()).items():
+                        # a queue's messages, or a dead-letter store's letters
+                        metrics.store_depth(name, counts["stored"] + counts.get("dead", 0))
+                except StoreError as exc:
+                    log.warning("store depth: %s", exc)
+            await asyncio.sleep(DEPTH_EVERY)
 
     async def _keep_running(self, ctx: SourceContext) -> None:
         while True:
@@ -74,6 +93,9 @@ class SourceManager:
                 await asyncio.sleep(RESTART_PAUSE)
 
     async def stop(self) -> None:
+        if self._depth is not None:
+            self._depth.cancel()
+            self._depth = None
         tasks = list(self._tasks.values())
         self._tasks = {}
         for task in tasks:

@@ -75,10 +75,10 @@ class StoreSource(Source):
                     continue
                 ctx.running()
                 if not claimed:
-                    ctx.stats.lag_seconds = 0.0
+                    ctx.lag(0.0)
                     await self._idle(store, wake, in_flight)
                     continue
-                ctx.stats.lag_seconds = max(0.0, time.time() - min(m.created for m in claimed))
+                ctx.lag(max(0.0, time.time() - min(m.created for m in claimed)))
                 for stored in claimed:
                     task = asyncio.create_task(self._one(ctx, policy, dead_store, target, stored))
                     in_flight.add(task)
@@ -128,7 +128,7 @@ class StoreSource(Source):
                 await store.delivered(stored.seq)
             else:
                 await store.bury(stored.seq, dead_store, ctx.name, error)
-                ctx.stats.dead_letters += 1
+                ctx.dead_lettered()
                 log.warning("processor %s: message %s dead-lettered to %s after %d attempts: %s", ctx.name,
                             stored.id, dead_store, stored.attempts, error.get("message"))
         except StoreError as exc:
