@@ -4,6 +4,8 @@
 #   A_ENV='PYTHONPATH=/tmp/old-checkout' benchmarks/routing_pair.sh 4 8     # old code (A) against this tree (B)
 #   B_ENV='GLIBC_TUNABLES=glibc.malloc.tcache_count=2000' benchmarks/routing_pair.sh
 #   CELLS='direct-json /direct json application/json;cbr-json /cbr-json json application/json' benchmarks/routing_pair.sh
+#   B_FLOWS=/tmp/flows200 benchmarks/routing_pair.sh      # the same engine on another flow folder
+#   PORT_BASE=18690 benchmarks/routing_pair.sh            # beside another run of this script
 #
 # For changes under ~20 µs per request, which routing_ab.sh cannot separate from the machine's
 # drift between two runs: both engines run at once, pinned to CPU 0 (the idle one costs nothing),
@@ -18,16 +20,18 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH_DIR="${BENCH_DIR:-$(cd "$ROOT/.." && pwd)/shared/bench}"
 SECS="${1:-4}"
 ROUNDS="${2:-8}"
-BACKEND_PORT=18790
+PORT_BASE="${PORT_BASE:-18790}"
+BACKEND_PORT=$PORT_BASE
 # shellcheck source=benchmarks/routing_common.sh
 source "$ROOT/benchmarks/routing_common.sh"
 declare -A port pid
 for e in A B; do
-    port[$e]=$([ $e = A ] && echo 18791 || echo 18793)
+    port[$e]=$([ $e = A ] && echo $((PORT_BASE + 1)) || echo $((PORT_BASE + 3)))
     words="${e}_ENV"
+    folder="${e}_FLOWS"
     # shellcheck disable=SC2086  # the words are meant to split
     env ${!words:-} BACKEND_URL="http://127.0.0.1:$BACKEND_PORT" taskset -c 0 "$ROOT/.venv/bin/interlace" run \
-        "$ROOT/flows/bench" --host 127.0.0.1 --port "${port[$e]}" --management-port $((port[$e] + 1)) \
+        "${!folder:-$ROOT/flows/bench}" --host 127.0.0.1 --port "${port[$e]}" --management-port $((port[$e] + 1)) \
         --log-level warning >"$WORK/engine-$e.log" 2>&1 &
     pid[$e]=$!
     pids+=($!)

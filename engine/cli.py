@@ -45,6 +45,8 @@ def _validate(args: argparse.Namespace) -> int:
         count = len(exc.errors)
         print(f"{count} error{'s' if count != 1 else ''} in {args.dir}", file=sys.stderr)
         return 1
+    for note in project.compiled.notes if project.compiled else ():
+        print(f"note: {note}", file=sys.stderr)
     routes = sum(len(f.source.methods) for f in project.flows if f.source)
     print(f"ok: {len(project.flows)} flows, {routes} routes, {len(project.endpoints)} endpoints, "
           f"{len(project.sequences)} sequences in {len(project.files)} files")

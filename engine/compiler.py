@@ -25,7 +25,7 @@ from engine.expressions import (
 from engine.instrument import observe_step
 from engine.loader import LoadError, describe
 from engine.message import Message
-from engine.model import Flow, HttpSource, Location, Project
+from engine.model import Endpoint, Flow, HttpSource, Location, Project
 from engine.registry import StepFn, StepKind, step_kinds
 from engine.schema import STEP_META_KEYS, step_config_schema
 from engine.schemacheck import SchemaValidator
@@ -42,6 +42,9 @@ EndpointFactory = Callable[[str, str, dict[str, Any]], Any]
 # Takes a built step and returns one of the same shape around it (the designer's try-it
 # recorder); it is told the step's kind, id and where the step stands in its file.
 StepWrapper = Callable[[StepFn, str, str, Location], StepFn]
+# what an unset ${env.X}/${secret.X} of an endpoint's settings reads as outside `run`: a URL, so
+# that a `url:` made of one still passes the connector's checks
+UNSET_STAND_IN = "http://unset.invalid"
 
 
 class StepConfigError(ValueError):
@@ -167,6 +170,8 @@ class CompiledProject:
     endpoints: dict[str, Any] = field(default_factory=dict)
     sequences: dict[str, Steps] = field(default_factory=dict)
     errors: list[LoadError] = field(default_factory=list)
+    # what is worth saying but does not stop a load (an unset ${env.X} outside `run`)
+    notes: list[LoadError] = field(default_factory=list)
     # every step id and branch id, per flow: what a test suite can cover
     coverage_points: dict[str, list[str]] = field(default_factory=dict)
     # the flows with a soap source, one service per path (connectors/soap/service.py)
@@ -174,11 +179,18 @@ class CompiledProject:
     # what the steps need the runtime to provide (e.g. "store": the message store)
     needs: set[str] = field(default_factory=set)
 
+    # set once open() has opened the endpoints; close() clears it
+    opened: bool = False
+
     async def open(self) -> None:
+        if self.opened:
+            return
         for endpoint in self.endpoints.values():
             await endpoint.open()
+        self.opened = True
 
     async def close(self) -> None:
+        self.opened = False
         for endpoint in self.endpoints.values():
             try:
                 await endpoint.close()
@@ -258,7 +270,8 @@ class CompileContext:
     def endpoint(self, name: Any, key: Any = "endpoint") -> Any:
         self.endpoints_used.append(str(name))
         endpoint = self._compiler.endpoints.get(str(name))
-        if endpoint is None and str(name) in self._compiler.project.endpoints:
+        if endpoint is None and (str(name) in self._compiler.project.endpoints
+                                 or str(name) in self._compiler.project.broken_endpoints):
             return _BrokenEndpoint()  # declared, but its own error is reported already
         if endpoint is None:
             known = ", ".join(sorted(self._compiler.endpoints)) or "none declared"
@@ -267,6 +280,8 @@ class CompileContext:
 
     def sequence(self, name: Any, key: Any = ()) -> Callable[[], Steps]:
         """A handle on a named sequence, resolved once all sequences are compiled."""
+        if str(name) in self._compiler.project.broken_sequences:
+            return lambda: Steps((), f"sequence:{name}")  # declared where the file is wrong, reported there
         if str(name) not in self._compiler.project.sequences:
             known = ", ".join(sorted(self._compiler.project.sequences)) or "none declared"
             raise StepConfigError(f"unknown sequence {name!r} (sequences: {known})", key)
@@ -297,8 +312,10 @@ def _step_validator(kind_name: str) -> SchemaValidator:
 class ProjectCompiler:
     def __init__(self, project: Project, env: Mapping[str, str] | None = None,
                  secrets: Mapping[str, str] | None = None,
-                 endpoint_factory: EndpointFactory | None = None, step_wrapper: StepWrapper | None = None) -> None:
+                 endpoint_factory: EndpointFactory | None = None, step_wrapper: StepWrapper | None = None,
+                 serving: bool = True) -> None:
         self.project = project
+        self.serving = serving
         self.endpoint_factory = endpoint_factory
         self.step_wrapper = step_wrapper
         self.env = dict(env if env is not None else os.environ)
@@ -390,21 +407,33 @@ class ProjectCompiler:
     def _compile_endpoints(self) -> None:
         kinds = connector_kinds()
         for name, endpoint in self.project.endpoints.items():
+            unset_before = len(self.compiled.notes)
             try:
-                config = self._resolve_config(endpoint.config)
+                config = self._resolve_config(endpoint, endpoint.config, ())
                 if self.endpoint_factory is not None:
                     self.endpoints[name] = self.endpoint_factory(name, endpoint.kind, config)
                 else:
                     self.endpoints[name] = kinds[endpoint.kind](name, config)
-            except (ValueError, ExpressionSyntaxError) as exc:
+            except ExpressionSyntaxError as exc:
                 self.errors.append(LoadError.at(endpoint.location, f"endpoint {name!r}: {exc}"))
+            except ValueError as exc:
+                if len(self.compiled.notes) > unset_before:
+                    # a stand-in for an unset value did not pass: only `run` can check it for real
+                    self.compiled.notes.append(LoadError.at(endpoint.location, f"endpoint {name!r} is checked "
+                                                                               f"fully only where it is set: {exc}"))
+                else:
+                    self.errors.append(LoadError.at(endpoint.location, f"endpoint {name!r}: {exc}"))
 
-    def _resolve_config(self, value: Any) -> Any:
-        """Endpoint configs may read ``${env.X}`` and ``${secret.X}``, resolved once, here."""
+    def _resolve_config(self, endpoint: Endpoint, value: Any, path: tuple[Any, ...]) -> Any:
+        """Endpoint configs may read ``${env.X}`` and ``${secret.X}``, resolved once, here.
+
+        Serving, an unset one (no default) is a load error.  Otherwise (validate, k8s, openapi,
+        build, test) it is a note, and a stand-in value lets the rest of the settings be checked.
+        """
         if isinstance(value, dict):
-            return {k: self._resolve_config(v) for k, v in value.items()}
+            return {k: self._resolve_config(endpoint, v, (*path, k)) for k, v in value.items()}
         if isinstance(value, list):
-            return [self._resolve_config(v) for v in value]
+            return [self._resolve_config(endpoint, v, (*path, i)) for i, v in enumerate(value)]
         if isinstance(value, str) and "${" in value:
             template = Template(value, self.options_for({}))
             for expr in template.expressions:
@@ -414,8 +443,15 @@ class ProjectCompiler:
                 self.project.secret_refs.update(expr.secret_refs)
                 if expr.evaluate(Message()) is None:
                     where = "environment variable" if expr.env_refs else "secret (a file in INTERLACE_SECRETS_DIR)"
-                    raise ValueError(f"${{{expr.source}}} is not set: no such {where}; "
-                                     f"give a default with || 'value'")
+                    if self.serving:
+                        raise ValueError(f"${{{expr.source}}} is not set: no such {where}; "
+                                         f"give a default with || 'value'")
+                    node = endpoint.node[endpoint.kind] if endpoint.node is not None else None
+                    at = locate(endpoint.location.file, node, path) if node is not None else endpoint.location
+                    self.compiled.notes.append(LoadError.at(at, f"endpoint {endpoint.name!r}: ${{{expr.source}}} "
+                                                                f"is not set here (no such {where}); "
+                                                                f"`interlace run` needs it"))
+                    return UNSET_STAND_IN
             return template.render(Message())
         return value
 
@@ -519,11 +555,13 @@ class _BrokenEndpoint:
 def compile_project(project: Project, env: Mapping[str, str] | None = None,
                     secrets: Mapping[str, str] | None = None,
                     endpoint_factory: EndpointFactory | None = None,
-                    step_wrapper: StepWrapper | None = None) -> CompiledProject:
+                    step_wrapper: StepWrapper | None = None, *, serving: bool = True) -> CompiledProject:
     """Compile a loaded project.  ``endpoint_factory(name, kind, config)`` replaces the real
     connectors (``interlace test`` mocks at this layer; the flows themselves are unchanged);
-    ``step_wrapper`` wraps every built step (the designer records a try-it run with it)."""
-    return ProjectCompiler(project, env, secrets, endpoint_factory, step_wrapper).compile()
+    ``step_wrapper`` wraps every built step (the designer records a try-it run with it).
+    ``serving=False`` (validate, k8s, openapi, build, test) turns an unset ``${env.X}`` or
+    ``${secret.X}`` of an endpoint's settings into a note on ``notes`` instead of an error."""
+    return ProjectCompiler(project, env, secrets, endpoint_factory, step_wrapper, serving).compile()
 
 
 __all__ = ["CompileContext", "CompiledFlow", "CompiledProject", "CompiledStep", "StepConfigError", "StepWrapper",

@@ -11,6 +11,8 @@ JSON to XML: a mapping's keys become child elements (``"@x"`` an attribute, ``"#
 text), a list under a key repeats that element, a list elsewhere becomes ``<item>``s; a key
 that is not a valid XML name has its invalid characters replaced by ``_`` (and a leading
 digit prefixed with ``_``); null is an empty element; booleans are ``true``/``false``.
+``namespace`` (and ``prefix``) put the elements in a namespace; a ``soap:Body`` key whose
+prefix the flow file declares goes into that namespace.
 """
 
 from __future__ import annotations
@@ -43,29 +45,73 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def _fill(element: etree._Element, value: Any, item: str) -> None:
+class _Names:
+    """Element and attribute names of a JSON to XML conversion: a ``prefix:name`` key whose
+    prefix the flow file declares goes into that namespace; other element names into
+    ``namespace`` (none by default); plain attributes stay in no namespace, as XML has them."""
+
+    __slots__ = ("default", "known", "tags")
+
+    def __init__(self, namespace: str | None, known: dict[str, str]) -> None:
+        self.default = namespace
+        self.known = known
+        self.tags: dict[str, str] = {}
+
+    def element(self, key: str) -> str:
+        tag = self.tags.get(key)
+        if tag is None:
+            prefix, _, local = key.partition(":")
+            if local and prefix in self.known:
+                tag = f"{{{self.known[prefix]}}}{xml_name(local)}"
+            elif self.default:
+                tag = f"{{{self.default}}}{xml_name(key)}"
+            else:
+                tag = xml_name(key)
+            self.tags[key] = tag
+        return tag
+
+    def attribute(self, key: str) -> str:
+        prefix, _, local = key.partition(":")
+        if local and prefix in self.known:
+            return f"{{{self.known[prefix]}}}{xml_name(local)}"
+        return xml_name(key)
+
+
+def _fill(element: etree._Element, value: Any, item: str, names: _Names) -> None:
     if isinstance(value, dict):
         for key, child in value.items():
             key = str(key)
             if key.startswith("@"):
-                element.set(xml_name(key[1:]), _text(child) or "")
+                element.set(names.attribute(key[1:]), _text(child) or "")
             elif key == "#text":
                 element.text = _text(child)
             elif isinstance(child, list):
+                tag = names.element(key)
                 for entry in child:
-                    _fill(etree.SubElement(element, xml_name(key)), entry, item)
+                    _fill(etree.SubElement(element, tag), entry, item, names)
             else:
-                _fill(etree.SubElement(element, xml_name(key)), child, item)
+                _fill(etree.SubElement(element, names.element(key)), child, item, names)
     elif isinstance(value, list):
         for entry in value:
-            _fill(etree.SubElement(element, item), entry, item)
+            _fill(etree.SubElement(element, item), entry, item, names)
     else:
         element.text = _text(value)
 
 
-def json_to_xml(value: Any, root: str = "root", item: str = "item") -> etree._Element:
-    element = etree.Element(xml_name(root))
-    _fill(element, value, xml_name(item))
+def json_to_xml(value: Any, root: str = "root", item: str = "item", *, namespace: str | None = None,
+                prefix: str | None = None, namespaces: dict[str, str] | None = None) -> etree._Element:
+    """``namespace`` puts the elements (root, keys, items) in that namespace, declared with
+    ``prefix`` (else as the default namespace); a ``p:name`` key or root goes into the namespace
+    ``namespaces`` (the flow file's) declares for ``p``."""
+    known = dict(namespaces or {})
+    names = _Names(namespace, known)
+    # a prefix the file declares for ``namespace`` itself would win over the default namespace
+    nsmap: dict[str | None, str] = {p: uri for p, uri in known.items() if uri != namespace or prefix == p}
+    if namespace:
+        nsmap[prefix or None] = namespace
+    element = etree.Element(names.element(root), nsmap=nsmap)
+    _fill(element, value, names.element(item), names)
+    etree.cleanup_namespaces(element)  # declare only what the document uses
     return element
 
 

@@ -41,10 +41,15 @@ def _yaml_text(value: Any) -> str:
 
 
 def _type_text(schema: dict[str, Any]) -> str:
+    if "const" in schema:
+        return f"`{schema['const']}`"
     if "enum" in schema:
         return " \\| ".join(f"`{v}`" for v in schema["enum"])
     if "$ref" in schema:
         return "steps"
+    variants = schema.get("oneOf") or schema.get("anyOf")
+    if variants and "type" not in schema:
+        return " or ".join(_type_text(v) for v in variants)
     kind = schema.get("type", "any")
     return " or ".join(kind) if isinstance(kind, list) else str(kind)
 
@@ -104,7 +109,24 @@ def reference() -> str:
         parts.append(f"### {name}\n\n{schema.get('description', '')}\n")
         parts.append("| key | type | meaning |\n|---|---|---|")
         parts.extend(_properties(schema))
+    parts.append(_settings_section())
     return "\n".join(parts) + "\n"
+
+
+def _settings_section() -> str:
+    """The project's ``settings:``, from the schema the loader validates them with."""
+    from engine.settings import HTTP_SETTINGS, SETTINGS_EXAMPLE, SETTINGS_SCHEMA
+
+    lines = ["\n## Project settings\n", f"{SETTINGS_SCHEMA['description']} A top-level `settings:` key of a "
+             "flow file. `settings.http`: " + HTTP_SETTINGS["description"] + "\n",
+             "| key | type | meaning |\n|---|---|---|", *_properties(HTTP_SETTINGS)]
+    for name, prop in HTTP_SETTINGS["properties"].items():
+        variants = [v for v in prop.get("oneOf", [prop]) if v.get("properties")]
+        for variant in variants:
+            lines += [f"\n`settings.http.{name}`:\n", "| key | type | meaning |\n|---|---|---|",
+                      *_properties(variant)]
+    lines.append(f"\n```yaml\n{SETTINGS_EXAMPLE.rstrip()}\n```")
+    return "\n".join(lines)
 
 
 def write_reference(path: Path) -> Path:

@@ -15,6 +15,7 @@ attribute lookups.  Expressions are data, never ``eval``.
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -40,6 +41,43 @@ class ExpressionSyntaxError(ValueError):
     def __init__(self, message: str, offset: int = 0) -> None:
         super().__init__(message)
         self.offset = offset
+
+
+class UnknownRoot(ExpressionSyntaxError):
+    """A name an expression starts from that is none of the roots: most often a payload field."""
+
+    def __init__(self, name: str, source: str | None = None) -> None:
+        self.name = name
+        hint = f"payload.{name}"
+        if source is not None:
+            hint = _corrected(source, name) or hint
+        super().__init__(f"unknown name {name!r}: an expression starts from one of {', '.join(ROOTS)}; "
+                         f"for a field of the payload write {hint.strip()}", max(_name_offset(source or "", name), 0))
+
+
+def _corrected(source: str, name: str) -> str | None:
+    """``source`` with ``payload.`` before each bare name that is not a root (the whole
+    expression, corrected), or None when it cannot be worked out."""
+    for _ in range(10):
+        offset = _name_offset(source, name)
+        if offset < 0:
+            return None
+        source = source[:offset] + "payload." + source[offset:]
+        try:
+            _compile_node(_copy_tree(jmespath.compile(source).parsed), True, _Usage())
+            return source
+        except UnknownRoot as exc:
+            name = exc.name
+        except (jp_exceptions.JMESPathError, ExpressionSyntaxError):
+            return None
+    return None
+
+
+def _name_offset(source: str, name: str) -> int:
+    """Where ``name`` first stands as a whole identifier in ``source`` (not after a dot), or -1."""
+    # not a key of a multi-select hash ({name: ...}), not inside a quoted literal's word
+    match = re.search(rf"(?<![\w.@'\"`]){re.escape(name)}(?![\w])(?!\s*:)", source)
+    return match.start() if match else -1
 
 
 # --- the evaluation context ------------------------------------------------------------------
@@ -244,8 +282,7 @@ def _field_getter(name: str, at_root: bool) -> Getter:
     if at_root:
         root = _ROOT_GETTERS.get(name)
         if root is None:
-            raise ExpressionSyntaxError(
-                f"unknown name {name!r}: an expression starts from one of {', '.join(ROOTS)}")
+            raise UnknownRoot(name)
         return root
 
     def get(value: Any) -> Any:
@@ -557,7 +594,10 @@ class Expr:
         usage = _Usage()
         _check_functions(parsed)
         _prepare_xpath(parsed, namespaces or {}, usage)
-        self._getter = _compile_node(parsed, True, usage)
+        try:
+            self._getter = _compile_node(parsed, True, usage)
+        except UnknownRoot as exc:
+            raise UnknownRoot(exc.name, source) from None
         self.uses_payload = usage.payload
         self.env_refs = frozenset(usage.env_refs)
         self.secret_refs = frozenset(usage.secret_refs)

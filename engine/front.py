@@ -1,18 +1,33 @@
-"""The facade: an ASGI app that routes HTTP requests to compiled flows and answers.
+"""The facade: a Starlette application whose routes are the compiled flows.
 
-It speaks ASGI directly on the hot path (no per-request Request/Response objects) and uses
-Starlette's path compiler for route templates.  The routing table is swapped whole on reload:
-requests in flight finish on the flows they started with.
+``Facade`` is a ``starlette.applications.Starlette``: its middleware stack, ``mount``,
+``url_path_for`` and ``TestClient`` work as on any Starlette app, and each flow's route is a
+``starlette.routing.Route`` (``app.routes`` lists them, named after their flows).  Inside that
+shape the hot path stays what it was: the router looks a path up in a dict before trying any
+regex, each route's endpoint is a plain ASGI callable, and no Request or Response object is
+built per request.  A reload swaps the routing table in one assignment: requests in flight
+finish on the flows they started with.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.routing import compile_path
+from starlette._utils import get_route_path
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Route, Router, compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine import jsonfast, telemetry
 from engine.compiler import CompiledFlow, CompiledProject
@@ -20,11 +35,13 @@ from engine.errors import FlowError, MethodNotAllowed, NotFound, PayloadTooLarge
 from engine.message import Message, kind_of
 from engine.observability import correlation, correlation_id
 
+if TYPE_CHECKING:
+    from connectors.soap.service import SoapService
+
 log = logging.getLogger("interlace.front")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+# what the project's settings turn into: Starlette middleware, outermost first
+MiddlewareBuilder = Callable[[CompiledProject], list[Middleware]]
 
 # Bodies up to this size (with a Content-Length) are read whole; larger or chunked ones stream.
 STREAM_THRESHOLD = 256 * 1024
@@ -37,62 +54,158 @@ RESPONSE_SKIP = frozenset({
 })
 
 
-@dataclass
-class Route:
-    flow: CompiledFlow
-    methods: frozenset[str]
-    regex: Any
-    convertors: dict[str, Any]
-    max_body: int
-    accepts: str | None  # the declared request content type, if any
-    template: str = ""  # the path as the flow declares it: the route's label in metrics and spans
+class FlowEndpoint:
+    """A flow's ASGI endpoint: what Starlette's own routing calls (``Route.handle``) when the
+    route is used outside the facade's router; the facade's router calls the facade directly."""
+
+    __slots__ = ("facade", "route")
+
+    def __init__(self, facade: Facade, route: FlowRoute) -> None:
+        self.facade = facade
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        params = {k: str(v) for k, v in scope.get("path_params", {}).items()}
+        await self.facade.handle(scope, receive, send, (self.route, params))
+
+
+class FlowRoute(Route):
+    """One flow's HTTP route: a Starlette ``Route`` named after the flow.
+
+    A path without ``{parameters}`` gets no regex unless something asks for it (the router
+    finds it in a dict); ``methods`` are the flow's own.
+    """
+
+    def __init__(self, flow: CompiledFlow | SoapService, facade: Facade, max_body: int,
+                 path: str | None = None) -> None:
+        source = flow.source
+        assert source is not None
+        # not Route.__init__: it would compile a regex for every path and add HEAD to GET routes
+        self.path = path or source.path
+        self.name = flow.name
+        self.include_in_schema = True
+        self.flow = flow
+        self.methods: set[str] = set(source.methods)
+        self.max_body = max_body
+        request = source.request or {}
+        self.accepts: str | None = request.get("content_type")  # the declared request content type
+        self._regex: re.Pattern[str] | None = None
+        if "{" in self.path:
+            self._regex, self.path_format, self.param_convertors = compile_path(self.path)
+        else:
+            self.path_format, self.param_convertors = self.path, {}
+        self.endpoint = self.app = FlowEndpoint(facade, self)
+
+    @property
+    def path_regex(self) -> re.Pattern[str]:
+        if self._regex is None:
+            self._regex = compile_path(self.path)[0]
+        return self._regex
+
+    @path_regex.setter
+    def path_regex(self, value: re.Pattern[str]) -> None:
+        self._regex = value
+
+
+def _first_segment(path: str) -> str:
+    end = path.find("/", 1)
+    return path[1:] if end < 0 else path[1:end]
 
 
 @dataclass
 class RoutingTable:
+    """The flows' routes, found without trying every template: a path without parameters is a
+    dict lookup; templates are grouped by their first segment when it is literal, so a request
+    tries only the templates that could match it (in the order the flows declare them)."""
+
     project: CompiledProject
-    static: dict[str, list[Route]] = field(default_factory=dict)
-    templated: list[Route] = field(default_factory=list)
+    routes: list[FlowRoute] = field(default_factory=list)
+    static: dict[str, list[FlowRoute]] = field(default_factory=dict)
+    templated: list[FlowRoute] = field(default_factory=list)
+    # first path segment -> the templates that may match a path starting with it
+    by_segment: dict[str, list[FlowRoute]] = field(default_factory=dict)
+    # templates whose first segment holds a parameter: tried for every path
+    open_ended: list[FlowRoute] = field(default_factory=list)
 
     @classmethod
-    def build(cls, project: CompiledProject, max_body: int = DEFAULT_MAX_BODY) -> RoutingTable:
+    def build(cls, project: CompiledProject, facade: Facade, max_body: int = DEFAULT_MAX_BODY) -> RoutingTable:
         table = cls(project)
         for flow in project.flows:
-            source = flow.source
-            if source is None:
+            if flow.source is None:
                 continue
-            # a path without {parameters} is looked up in a dict: no regex to compile
-            regex, _, convertors = compile_path(source.path) if "{" in source.path else (None, "", {})
-            request = source.request or {}
-            route = Route(flow, frozenset(source.methods), regex, convertors,
-                          flow.max_body or max_body, request.get("content_type"), source.path)
-            if convertors:
+            route = FlowRoute(flow, facade, flow.max_body or max_body)
+            table.routes.append(route)
+            if route.param_convertors:
                 table.templated.append(route)
             else:
-                table.static.setdefault(source.path, []).append(route)
+                table.static.setdefault(route.path, []).append(route)
         for service in project.soap_services:  # one route per SOAP path, for all its operations' flows
-            route = Route(service, frozenset(service.source.methods), None, {}, service.max_body or max_body, None)
-            table.static.setdefault(service.path, []).append(route)
+            route = FlowRoute(service, facade, service.max_body or max_body, service.path)
+            table.routes.append(route)
+            table.static.setdefault(route.path, []).append(route)
+        firsts = [(_first_segment(r.path), r) for r in table.templated]
+        table.open_ended = [r for first, r in firsts if "{" in first]
+        for segment in {first for first, _ in firsts if "{" not in first}:
+            table.by_segment[segment] = [r for first, r in firsts if first == segment or "{" in first]
         return table
 
-    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+    def match(self, method: str, path: str) -> tuple[FlowRoute, dict[str, str]]:
         candidates = self.static.get(path)
         if candidates:
             for route in candidates:
                 if method in route.methods:
                     return route, {}
         allowed: set[str] = {m for r in candidates or () for m in r.methods}
-        for route in self.templated:
-            found = route.regex.match(path)
+        for route in self.by_segment.get(_first_segment(path), self.open_ended):
+            found = route.path_regex.match(path)
             if found:
                 if method in route.methods:
-                    params = {k: str(route.convertors[k].convert(v)) for k, v in found.groupdict().items()}
+                    params = {k: str(route.param_convertors[k].convert(v)) for k, v in found.groupdict().items()}
                     return route, params
                 allowed |= route.methods
         if allowed:
             raise MethodNotAllowed(f"{method} is not served on {path}; allowed: {', '.join(sorted(allowed))}",
                                    extra={"allowed": sorted(allowed)})
         raise NotFound(f"no flow serves {path}")
+
+
+class FlowRouter(Router):
+    """Starlette's router with the flows' routing table in front.
+
+    ``routes`` is a plain list (the flows' routes, then any added from Python with
+    ``add_route``/``mount``); the table is swapped whole on reload.
+    """
+
+    def __init__(self, facade: Facade, table: RoutingTable) -> None:
+        super().__init__(redirect_slashes=False, lifespan=facade.running_lifespan)
+        self.facade = facade
+        self.table = table
+        self.routes: list[BaseRoute] = list(table.routes)
+
+    def swap(self, table: RoutingTable) -> None:
+        own = [r for r in self.routes if not isinstance(r, FlowRoute)]
+        # two assignments without an await between them: no request sees one without the other
+        self.table = table
+        self.routes = [*table.routes, *own]
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["router"] = self
+            await self.facade.handle(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.lifespan(scope, receive, send)
+        else:
+            await super().app(scope, receive, send)
+
+    def other_route(self, scope: Scope) -> BaseRoute | None:
+        """A route added from Python that matches a request no flow serves."""
+        for route in self.routes:
+            if not isinstance(route, FlowRoute):
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child_scope)
+                    return route
+        return None
 
 
 def problem(exc: FlowError, instance: str, cid: str) -> tuple[int, bytes]:
@@ -106,6 +219,16 @@ def problem(exc: FlowError, instance: str, cid: str) -> tuple[int, bytes]:
     return exc.status, jsonfast.dumps(body)
 
 
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """The outer 500 boundary (Starlette's ServerErrorMiddleware): a failure in middleware
+    added from Python still answers problem+json, and says nothing of the exception."""
+    log.error("unhandled error around the flows: %s", type(exc).__name__, exc_info=exc)
+    cid = correlation.get()
+    status, body = problem(FlowError("internal error; see the logs under this correlation id"),
+                           request.url.path, cid)
+    return Response(body, status, media_type="application/problem+json", headers={"x-request-id": cid})
+
+
 @dataclass
 class RequestTrace:
     flow: str
@@ -113,41 +236,133 @@ class RequestTrace:
     failed_step: str | None = None
 
 
-class Facade:
-    """The ASGI app of the facade port."""
+class Facade(Starlette):
+    """The facade's Starlette application, built from compiled flows.
 
-    def __init__(self, project: CompiledProject, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+    ``middleware`` (Starlette ``Middleware`` entries) wraps the flows inside the middleware the
+    project's settings declare (``settings_middleware`` builds those from the project).  The
+    project's endpoints open in the app's lifespan, or on the first request when no lifespan
+    reaches the app (mounted inside another one); ``running()`` opens and closes them
+    explicitly.
+    """
+
+    def __init__(self, project: CompiledProject, *, max_body: int = DEFAULT_MAX_BODY,
+                 middleware: Sequence[Middleware] | None = None,
+                 settings_middleware: MiddlewareBuilder | None = None, debug: bool = False) -> None:
+        super().__init__(debug=debug, middleware=middleware, exception_handlers={Exception: _internal_error})
         self.max_body = max_body
-        self.table = RoutingTable.build(project, max_body)
         # set to a list to record, per request, the steps and branches it ran (flow tests, debugging)
         self.traces: list[RequestTrace] | None = None
+        self._settings_middleware = settings_middleware
+        self._project_middleware = settings_middleware(project) if settings_middleware else []
+        self._open_lock: asyncio.Lock | None = None
+        self.router: FlowRouter = FlowRouter(self, RoutingTable.build(project, self, max_body))
+
+    @property
+    def table(self) -> RoutingTable:
+        return self.router.table
+
+    @property
+    def project(self) -> CompiledProject:
+        """The compiled flows served now."""
+        return self.router.table.project
 
     def swap(self, project: CompiledProject) -> CompiledProject:
         """Serve ``project`` from now on; returns the one it replaced."""
-        old = self.table.project
-        self.table = RoutingTable.build(project, self.max_body)
+        old = self.router.table.project
+        table = RoutingTable.build(project, self, self.max_body)
+        project_middleware = self._settings_middleware(project) if self._settings_middleware else []
+        stack = None
+        if project_middleware != self._project_middleware and self.middleware_stack is not None:
+            self._project_middleware = project_middleware
+            stack = self.build_middleware_stack()
+        self._project_middleware = project_middleware
+        self.router.swap(table)
+        if stack is not None:
+            self.middleware_stack = stack
         return old
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await self.handle(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+    def build_middleware_stack(self) -> ASGIApp:
+        """Starlette's stack: the 500 boundary outermost, then the project's middleware, then
+        the middleware added from Python.  Starlette's ExceptionMiddleware only when an
+        exception handler was added: the flows answer their own errors as problem+json."""
+        handlers = {k: v for k, v in self.exception_handlers.items() if k not in (500, Exception)}
+        middleware = [Middleware(ServerErrorMiddleware, handler=self.exception_handlers.get(Exception)
+                                 or self.exception_handlers.get(500), debug=self.debug),
+                      *self._project_middleware, *self.user_middleware]
+        if handlers:
+            middleware.append(Middleware(ExceptionMiddleware, handlers=handlers, debug=self.debug))
+        app: ASGIApp = self.router
+        for cls, args, kwargs in reversed(middleware):
+            app = cls(app, *args, **kwargs)
+        return app
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def open(self) -> None:
+        """Open the served project's endpoints (pools, clients) if they are not open yet."""
+        project = self.router.table.project
+        if project.opened:
+            return
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if not project.opened:
+                await project.open()
+
+    async def close(self) -> None:
+        """Close the served project's endpoints."""
+        await self.router.table.project.close()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Facade]:
+        """Endpoints open inside the block, closed after it (for a host app's lifespan)."""
+        await self.open()
+        try:
+            yield self
+        finally:
+            await self.close()
+
+    def running_lifespan(self, _app: object) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._lifespan()
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[None]:
+        async with self.running():
+            yield
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send,
+                     found: tuple[FlowRoute, dict[str, str]] | None = None) -> None:
+        """Serve one HTTP request: the flow of ``found`` (route, path parameters), else the one
+        the routing table matches; every failure answers problem+json."""
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         cid = correlation_id(headers)
         correlation.set(cid)
-        path: str = scope["path"]
+        path: str = scope["path"] if not scope.get("root_path") else get_route_path(scope)
+        table = self.router.table
+        missed: FlowError | None = None
+        if found is None:
+            try:
+                found = table.match(scope["method"], path)
+            except FlowError as exc:
+                # no flow serves it: a route added from Python (add_route, mount) may
+                other = self.router.other_route(scope) if len(self.router.routes) > len(table.routes) else None
+                if other is not None:
+                    await other.handle(scope, receive, send)
+                    return
+                missed = exc
         flow_name = "-"
         msg: Message | None = None
         seen = telemetry.begin(scope["method"], path, headers, cid)
         error: BaseException | None = None
         status, response_bytes = 500, None
         try:
-            route, params = self.table.match(scope["method"], path)
+            if found is None:
+                assert missed is not None
+                raise missed
+            route, params = found
+            if not table.project.opened:
+                await self.open()  # no lifespan reached this app (mounted in another): open on first use
             flow_name = route.flow.name
-            telemetry.routed(seen, flow_name, route.template)
+            telemetry.routed(seen, flow_name, route.path)
             msg = await self._message(scope, receive, headers, route, params, cid)
             if self.traces is not None:
                 msg.trace = []
@@ -189,7 +404,7 @@ class Facade:
         await send({"type": "http.response.body", "body": body})
         return status, len(body)
 
-    async def _message(self, scope: Scope, receive: Receive, headers: dict[str, str], route: Route,
+    async def _message(self, scope: Scope, receive: Receive, headers: dict[str, str], route: FlowRoute,
                        params: dict[str, str], cid: str) -> Message:
         content_type = headers.get("content-type")
         if route.accepts and content_type and kind_of(content_type) != kind_of(route.accepts):
@@ -285,12 +500,3 @@ async def respond(send: Send, msg: Message, cid: str) -> int | None:
     await send({"type": "http.response.body", "body": b""})
     return None
 
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

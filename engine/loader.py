@@ -58,10 +58,13 @@ def flow_files(root: Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
-def load_project(root: Path, *, compile_flows: bool = True) -> Project:
+def load_project(root: Path, *, compile_flows: bool = True, serving: bool = False) -> Project:
     """Read, validate and (by default) compile every flow file of ``root``.
 
     Raises LoadErrors with everything wrong; the compiled form is on ``project.compiled``.
+    Only ``serving=True`` (``interlace run``) needs the values of the ``${env.X}`` and
+    ``${secret.X}`` the endpoints read; otherwise an unset one is a note on
+    ``project.compiled.notes``.
     """
     root = Path(root)
     if not root.exists():
@@ -83,18 +86,32 @@ def load_project(root: Path, *, compile_flows: bool = True) -> Project:
         file_errors = schema_errors(file, document, _outline_validator())
         if file_errors:
             errors.extend(file_errors)
+            _note_names(project, document)
             continue
         _collect(project, file, document, errors)
     _check_routes(project, errors)
-    if not errors and compile_flows:
+    if compile_flows:
+        # compiled even when some file is wrong, so that one pass reports every error: the
+        # steps of the good files are checked too (names declared in the wrong ones still count)
         from engine.compiler import compile_project
 
-        compiled = compile_project(project)
+        compiled = compile_project(project, serving=serving)
         errors.extend(compiled.errors)
         project.compiled = compiled
     if errors:
         raise LoadErrors(errors)
     return project
+
+
+def _note_names(project: Project, document: Any) -> None:
+    """The endpoint and sequence names of a file whose outline is wrong: declared, so the other
+    files' steps that use them are not reported as naming unknown ones."""
+    if not isinstance(document, dict):
+        return
+    for section, names in (("endpoints", project.broken_endpoints), ("sequences", project.broken_sequences)):
+        value = document.get(section)
+        if isinstance(value, dict):
+            names.update(str(name) for name in value)
 
 
 @cache
@@ -104,6 +121,18 @@ def _outline_validator() -> SchemaValidator:
 
 def _collect(project: Project, file: Path, doc: Any, errors: list[LoadError]) -> None:
     namespaces = {str(k): str(v) for k, v in (doc.get("namespaces") or {}).items()}
+    if doc.get("settings") is not None:
+        where = locate(file, doc, ("settings",), key=True)
+        if project.settings_location is not None:
+            errors.append(LoadError.at(where, f"settings are already declared at {project.settings_location}; "
+                                              "declare them in one file of the folder"))
+        else:
+            from engine.settings import check
+
+            project.settings = plain(doc["settings"])
+            project.settings_location = where
+            for path, message in check(project.settings):
+                errors.append(LoadError.at(locate(file, doc, ("settings", *path)), f"settings: {message}"))
     seen_flows = {f.name: f for f in project.flows}
     for name, node in (doc.get("endpoints") or {}).items():
         where = locate(file, doc, ("endpoints", name), key=True)
@@ -270,6 +299,23 @@ def describe(error: ValidationError) -> tuple[list[Any], str, bool]:
         together = list(error.validator_value["required"])
         return path, f"give only one of {', '.join(map(str, together))}{where}, not both", False
     if validator in ("oneOf", "anyOf") and error.context:
+        here = [e for e in error.context if list(e.absolute_path) == path]
+        bounds = [e for e in here if e.validator in ("minimum", "maximum")]
+        if bounds:  # the right type, out of range: say that
+            return describe(bounds[0])
+        if here and all(e.validator in ("type", "pattern", "const") for e in here):
+            wanted_words: list[str] = []
+            for e in here:
+                if e.validator == "type":
+                    wanted = e.validator_value if isinstance(e.validator_value, list) else [e.validator_value]
+                    wanted_words += [_TYPE_WORDS.get(str(w), str(w)) for w in wanted]
+                elif e.validator == "pattern" and "\\$\\{" in str(e.validator_value):
+                    wanted_words.append("a ${...} expression")
+                elif e.validator == "const":
+                    wanted_words.append(repr(e.validator_value))
+            if wanted_words:
+                unique = list(dict.fromkeys(wanted_words))
+                return path, f"expected {' or '.join(unique)}{where}, got {_type_name(error.instance)}", False
         best = min(error.context, key=lambda e: len(list(e.absolute_path)) * -1)
         inner_path, inner, on_key = describe(best)
         return inner_path, inner, on_key

@@ -99,7 +99,13 @@ class Project:
     sequences: dict[str, Sequence] = field(default_factory=dict)
     env_refs: set[str] = field(default_factory=set)
     secret_refs: set[str] = field(default_factory=set)
+    # the folder's `settings:` (engine/settings.py), and where they were declared
+    settings: dict[str, Any] = field(default_factory=dict)
+    settings_location: Location | None = None
     compiled: CompiledProject | None = None
+    # names declared in files whose outline is wrong (reported there, not where they are used)
+    broken_endpoints: set[str] = field(default_factory=set)
+    broken_sequences: set[str] = field(default_factory=set)
 
     def flow(self, name: str) -> Flow:
         for flow in self.flows:

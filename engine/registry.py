@@ -25,6 +25,13 @@ Compiler = Callable[[Any, "CompileContext"], StepFn]
 STEPS_REF: dict[str, Any] = {"$ref": "#/$defs/steps"}
 
 
+def status_field(description: str) -> dict[str, Any]:
+    """An HTTP status: a literal is checked when the folder loads (100-599), a ${...} when it runs."""
+    return {"anyOf": [{"type": "integer", "minimum": 100, "maximum": 599},
+                      {"type": "string", "pattern": r"\$\{"}],
+            "description": f"{description} A number 100-599, or a ${{...}} expression."}
+
+
 @dataclass(frozen=True)
 class StepKind:
     name: str

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import metrics
+from engine.app import project_middleware
 from engine.compiler import CompiledProject
 from engine.front import DEFAULT_MAX_BODY, Facade
 from engine.loader import LoadErrors, load_project
@@ -60,7 +61,7 @@ class Runtime:
 
     def load(self) -> CompiledProject:
         """Load and compile the folder; raises LoadErrors and serves nothing if invalid."""
-        project = load_project(self.flows_dir)
+        project = load_project(self.flows_dir, serving=True)
         assert project.compiled is not None
         return project.compiled
 
@@ -68,7 +69,7 @@ class Runtime:
         compiled = compiled or self.load()
         await self._open_store(compiled)
         await compiled.open()
-        self.facade = Facade(compiled, max_body=self.max_body)
+        self.facade = Facade(compiled, max_body=self.max_body, settings_middleware=project_middleware)
         metrics.FLOWS_LOADED.set(len(compiled.flows))
         await self.sources.start(compiled)
         log.info("serving %d flows from %s", len(compiled.flows), self.flows_dir)

@@ -13,6 +13,7 @@ from typing import Any
 from connectors.base import connector_kinds
 from connectors.soap.service import SOURCE_SCHEMA as SOAP_SOURCE_SCHEMA
 from engine.registry import StepKind, step_kinds
+from engine.settings import SETTINGS_SCHEMA
 from engine.sources.base import source_kinds
 from engine.sources.policy import on_error_schema
 
@@ -122,9 +123,10 @@ def _document(flow: dict[str, Any], steps: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
         "additionalProperties": False,
-        "description": "An Interlace flow file: flows, endpoints, sequences and namespaces.",
+        "description": "An Interlace flow file: flows, endpoints, sequences, namespaces and project settings.",
         "properties": {
             "namespaces": NAMESPACES,
+            "settings": SETTINGS_SCHEMA,
             "endpoints": {"type": "object", "propertyNames": {"pattern": NAME_PATTERN},
                           "additionalProperties": _endpoint(),
                           "description": "Named endpoints, referenced by name from call and enrich steps."},

@@ -19,7 +19,7 @@ from engine.compiler import CompileContext, StepConfigError
 from engine.errors import ExpressionError
 from engine.expressions import Template, to_text
 from engine.message import JSON, TEXT, XML, Message
-from engine.registry import StepFn, step_kind
+from engine.registry import StepFn, status_field, step_kind
 
 log = logging.getLogger("interlace.flow")
 
@@ -138,7 +138,7 @@ SET_TARGETS = ("var", "header", "path", "vars", "headers", "status")
             "value": TEMPLATE,
             "vars": {"type": "object", "description": "Several variables at once: name: value."},
             "headers": {"type": "object", "description": "Several headers at once: name: value."},
-            "status": {"type": ["integer", "string"], "description": "The status the answer will carry."},
+            "status": status_field("The status the answer will carry."),
         },
     },
     examples=[{"var": "customer", "value": "${payload.customerId}"},

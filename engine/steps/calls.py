@@ -33,9 +33,13 @@ CALL_PROPERTIES: dict[str, Any] = {
                                               "(e.g. a SOAP envelope); ${...} in texts and attributes."},
     "content_type": {"type": "string", "description": "Content-Type of a body or xml template."},
     "expect_status": {
-        "type": "array", "items": {"type": ["integer", "string"], "pattern": "^[1-5](xx|[0-9][0-9])$"},
-        "description": "Statuses that count as success (e.g. [200, 201] or [2xx]); any other raises "
-                       "backend-status (502) for the error handlers.",
+        "oneOf": [
+            {"type": "array", "items": {"type": ["integer", "string"], "pattern": "^[1-5](xx|[0-9][0-9])$"}},
+            {"const": "any"},
+        ],
+        "description": "Statuses that count as success (default [2xx]; e.g. [200, 201], [2xx, 404]); any other "
+                       "raises backend-status (502, ${error.backend_status} holds the backend's) for the error "
+                       "handlers. `any` takes every answer as the reply (a pure proxy passing a 404 through).",
     },
 }
 
@@ -105,8 +109,16 @@ class CallSpec:
         return reply
 
 
+def _is_2xx(status: int) -> bool:
+    return 200 <= status < 300
+
+
 def _status_matcher(spec: Any, ctx: CompileContext, key: Any) -> Callable[[int], bool] | None:
+    """What counts as success: a backend's non-2xx is an error the flow can handle, unless the
+    step lists the statuses it takes (``[2xx, 404]``) or takes ``any``."""
     if spec is None:
+        return _is_2xx
+    if spec == "any":
         return None
     exact: set[int] = set()
     classes: set[int] = set()
@@ -123,7 +135,8 @@ def _status_matcher(spec: Any, ctx: CompileContext, key: Any) -> Callable[[int],
 
 @step_kind(
     "call",
-    summary="Call an endpoint; its reply (status, headers, body) becomes the message.",
+    summary="Call an endpoint; its reply (status, headers, body) becomes the message. A non-2xx reply is an "
+            "error (backend-status, 502) the flow's on_error can handle, unless expect_status takes it.",
     category="connect",
     schema={"type": "object", "additionalProperties": False, "required": ["endpoint"],
             "properties": {**CALL_PROPERTIES,
@@ -171,7 +184,8 @@ def _parse_reply(body: bytes, content_type: str | None) -> Any:
 
 @step_kind(
     "enrich",
-    summary="Call an endpoint and merge (part of) its answer into the JSON payload or a variable.",
+    summary="Call an endpoint and merge (part of) its answer into the JSON payload or a variable. A non-2xx "
+            "reply is an error (backend-status, 502), never merged, unless call.expect_status takes it.",
     category="connect",
     schema={
         "type": "object", "additionalProperties": False, "required": ["call"],

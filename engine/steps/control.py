@@ -8,7 +8,7 @@ from engine.compiler import CompileContext, StepConfigError, Steps, internal_err
 from engine.errors import FlowError, RaisedError
 from engine.expressions import to_text
 from engine.message import Message
-from engine.registry import STEPS_REF, StepFn, step_kind
+from engine.registry import STEPS_REF, StepFn, status_field, step_kind
 from engine.steps.basic import BODY_SCHEMA, _status, compile_body
 
 CONDITION = {"type": "string", "description": "An expression, e.g. ${payload.type == 'gold'}."}
@@ -150,7 +150,7 @@ def compile_try(config: Any, ctx: CompileContext) -> StepFn:
     schema={
         "type": "object", "additionalProperties": False,
         "properties": {
-            "status": {"type": ["integer", "string"], "description": "HTTP status (default: the current one)."},
+            "status": status_field("HTTP status (default: the current one)."),
             "headers": {"type": "object", "description": "Headers to add: name: value template."},
             **BODY_SCHEMA,
         },
@@ -182,7 +182,7 @@ def compile_respond(config: Any, ctx: CompileContext) -> StepFn:
     schema={
         "type": "object", "additionalProperties": False, "required": ["message"],
         "properties": {
-            "status": {"type": ["integer", "string"], "description": "HTTP status of the error (default 500)."},
+            "status": status_field("HTTP status of the error (default 500)."),
             "message": {"type": "string", "description": "What went wrong (template), shown to the caller."},
             "code": {"type": "string", "pattern": "^[a-z0-9-]+$",
                      "description": "A short machine-readable code (the problem type's last segment)."},

@@ -31,8 +31,15 @@ MODES = ("xslt", "jmespath", "json_to_xml", "xml_to_json")
             "json_to_xml": {
                 "type": "object", "additionalProperties": False,
                 "description": "Convert the JSON payload to XML.",
-                "properties": {"root": {"type": "string", "description": "Root element name (default root)."},
-                               "item": {"type": "string", "description": "Element name of list items (default item)."}},
+                "properties": {
+                    "root": {"type": "string", "description": "Root element name (default root); prefix:name uses "
+                                                              "a namespace the file declares."},
+                    "item": {"type": "string", "description": "Element name of list items (default item)."},
+                    "namespace": {"type": "string",
+                                  "description": "Namespace URI of the elements (default none); a prefix:name key "
+                                                 "uses the namespace the file declares for that prefix."},
+                    "prefix": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$",
+                               "description": "Prefix declared for namespace (default: the default namespace)."}},
             },
             "xml_to_json": {
                 "type": "object", "additionalProperties": False,
@@ -50,7 +57,8 @@ MODES = ("xslt", "jmespath", "json_to_xml", "xml_to_json")
     },
     examples=[{"xslt": "orders.xsl"},
               {"jmespath": "{trades: orders[*].{ticker: symbol, qty: volume}}"},
-              {"xml_to_json": {"arrays": ["order"], "strip_namespaces": True}}],
+              {"xml_to_json": {"arrays": ["order"], "strip_namespaces": True}},
+              {"json_to_xml": {"root": "getQuote", "namespace": "http://example.com/stock", "prefix": "m"}}],
 )
 def compile_transform(config: Any, ctx: CompileContext) -> StepFn:
     modes = [m for m in MODES if m in config]
@@ -69,10 +77,16 @@ def compile_transform(config: Any, ctx: CompileContext) -> StepFn:
     if mode == "json_to_xml":
         options = config["json_to_xml"] or {}
         root, item = str(options.get("root", "root")), str(options.get("item", "item"))
+        namespace = str(options["namespace"]) if options.get("namespace") else None
+        prefix = str(options["prefix"]) if options.get("prefix") else None
+        if prefix and not namespace:
+            raise StepConfigError("prefix goes with namespace (the URI it stands for)", ("json_to_xml", "prefix"))
+        namespaces = dict(ctx.namespaces)
 
         async def to_xml(msg: Message) -> None:
             document = _require(msg, JSON, "json_to_xml")
-            msg.set_payload(json_to_xml(document, root=root, item=item), XML, content_type)
+            msg.set_payload(json_to_xml(document, root=root, item=item, namespace=namespace, prefix=prefix,
+                                        namespaces=namespaces), XML, content_type)
         return to_xml
     options = config["xml_to_json"] or {}
     arrays = frozenset(options.get("arrays", []))

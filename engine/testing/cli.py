@@ -43,6 +43,11 @@ def _test(args: argparse.Namespace) -> int:
     if not outcomes:
         print(f"interlace test: no test suites (*.test.yaml) under {', '.join(map(str, paths))}", file=sys.stderr)
         return 2
+    if args.k and not any(o.results or o.errors for o in outcomes):
+        names = sorted({case.name for o in outcomes for case in o.suite.cases})
+        print(f"interlace test: no case name contains {args.k!r}; the cases: {', '.join(names) or 'none'}",
+              file=sys.stderr)
+        return 2
     style = Style.for_stream(sys.stdout)
     text, _, failed = text_report(outcomes, style=style, verbose=args.verbose)
     print(text)

@@ -61,6 +61,8 @@ class FlowCase(pytest.Item):
         self.runner = runner
 
     def runtest(self) -> None:
+        if self.case.mistakes:
+            raise FlowSuiteFailure("\n".join(str(e) for e in self.case.mistakes))
         try:
             if not self.runner:
                 self.runner.append(SuiteRunner(self.suite))

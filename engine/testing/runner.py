@@ -282,7 +282,8 @@ class SuiteRunner:
 
     def _compile(self, case: Case, factory: MockFactory) -> CompiledProject:
         env = {**self.suite.env, **{str(k): str(v) for k, v in (case.node.get("env") or {}).items()}}
-        compiled = compile_project(self.project, env=env, secrets=self.suite.secrets, endpoint_factory=factory)
+        compiled = compile_project(self.project, env=env, secrets=self.suite.secrets, endpoint_factory=factory,
+                                   serving=False)
         if compiled.errors:
             raise SuiteError(compiled.errors)
         self.coverage_points = compiled.coverage_points
@@ -332,7 +333,7 @@ class SuiteRunner:
             headers["content-type"] = content_type
         await compiled.open()
         try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=facade),  # type: ignore[arg-type]
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=facade),
                                          base_url="http://interlace.test") as client:
                 answer = await client.request(method, str(request["path"]), params=request.get("query"),
                                               headers=headers, content=body or None)
@@ -462,6 +463,12 @@ class SuiteRunner:
         return out + checker.failures
 
 
+def mistaken(case: Case, errors: list[LoadError]) -> CaseResult:
+    """A case that cannot run as written: failed, with each mistake where it stands."""
+    return CaseResult(case, [Failure(f"mistake in the case: {e.message}", Location(e.file, e.line, e.column))
+                             for e in errors])
+
+
 @dataclass
 class SuiteResult:
     suite: Suite
@@ -485,10 +492,13 @@ async def run_suite(suite: Suite, pattern: str | None = None) -> SuiteResult:
     for case in suite.cases:
         if pattern and pattern.lower() not in case.name.lower():
             continue
+        if case.mistakes:
+            outcome.results.append(mistaken(case, case.mistakes))
+            continue
         try:
             outcome.results.append(await runner.run_case(case))
-        except SuiteError as exc:  # a mistake in this case: report it, run the others
-            outcome.errors.extend(exc.errors)
+        except SuiteError as exc:  # a mistake in this case: it fails with it, the others run
+            outcome.results.append(mistaken(case, exc.errors))
     await runner.close()
     outcome.covered = runner.covered
     outcome.coverage_points = runner.coverage_points

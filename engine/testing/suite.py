@@ -23,6 +23,8 @@ class Case:
     node: Any  # the case's YAML mapping, with positions
     location: Location
     suite: Suite
+    # the case's own mistakes (an unknown key, a wrong type): it fails with them, the others run
+    mistakes: list[LoadError] = field(default_factory=list)
 
     def at(self, *path: Any, key: bool = False) -> Location:
         return locate(self.suite.file, self.node, path, key=key)
@@ -75,16 +77,34 @@ def load_suite(file: Path) -> Suite:
         raise LoadErrors([LoadError.at(exc.location, exc.message)]) from None
     if node is None:
         raise LoadErrors([LoadError(file, 1, 1, "empty test suite: expected cases:")])
-    errors = schema_errors(file, node, _validator())
-    if errors:
-        raise LoadErrors(errors)
+    suite_errors: list[LoadError] = []
+    case_errors: dict[int, list[LoadError]] = {}
+    for error in _validator().iter_errors(node):
+        path = list(error.absolute_path)
+        where = case_errors.setdefault(path[1], []) if len(path) >= 2 and path[0] == "cases" \
+            and isinstance(path[1], int) and isinstance(node["cases"][path[1]], dict) else suite_errors
+        where.extend(schema_errors(file, node, _Only(error)))
+    if suite_errors:  # the shared part is wrong (flows, env, mocks, the list of cases): nothing can run
+        raise LoadErrors([*suite_errors, *(e for errors in case_errors.values() for e in errors)])
     flows_dir = (file.parent / str(node.get("flows", "."))).resolve()
     if not flows_dir.is_dir():
         raise LoadErrors([LoadError.at(locate(file, node, ("flows",)), f"no such flow folder: {flows_dir}")])
     suite = Suite(file, node, flows_dir)
     for index, case in enumerate(node["cases"]):
-        suite.cases.append(Case(str(case["name"]), case, locate(file, node, ("cases", index)), suite))
+        name = str(case["name"]) if isinstance(case.get("name"), str) else f"case {index + 1}"
+        suite.cases.append(Case(name, case, locate(file, node, ("cases", index)), suite,
+                                sorted(case_errors.get(index, []), key=lambda e: (e.line, e.column))))
     return suite
+
+
+class _Only:
+    """One jsonschema error, as a validator that finds just it (for schema_errors' wording)."""
+
+    def __init__(self, error: Any) -> None:
+        self.error = error
+
+    def iter_errors(self, instance: Any) -> Any:
+        return iter([self.error])
 
 
 def find_suites(paths: list[Path]) -> list[Path]:

@@ -140,8 +140,37 @@ def test_suite_mistakes_say_which_and_where(tmp_path: Path) -> None:
     result = interlace("test", str(tmp_path))
     assert result.returncode == 1
     out = result.stdout
-    assert "flows.test.yaml:5:7: mocks an endpoint the flows do not declare: 'billing' (endpoints: crm)" in out
-    assert "typo.test.yaml:4:14: unknown key 'stauts' in cases[0].expect (did you mean 'status'?)" in out
+    assert ("flows.test.yaml:5:7: mistake in the case: mocks an endpoint the flows do not declare: 'billing' "
+            "(endpoints: crm)") in out
+    assert ("typo.test.yaml:4:14: mistake in the case: unknown key 'stauts' in cases[0].expect "
+            "(did you mean 'status'?)") in out
+    assert "0 passed, 3 failed" in out  # one per case
+
+
+def test_a_case_with_a_mistake_does_not_hide_the_others(tmp_path: Path) -> None:
+    good = "".join(f"  - name: good {n}\n    request: {{path: /customers/{n}}}\n"
+                   f"    mocks: {{crm: [{{respond: {{json: {{tier: gold}}}}}}]}}\n"
+                   f"    expect: {{status: 200, json_subset: {{vip: true}}}}\n" for n in range(1, 6))
+    folder(tmp_path, "cases:\n" + good + """\
+  - name: typo in expect
+    request: {path: /customers/6}
+    mocks: {crm: [{respond: {json: {tier: gold}}}]}
+    expect: {stauts: 200}
+  - name: typo in request
+    reqest: {path: /customers/7}
+    expect: {status: 200}
+""")
+    result = interlace("test", str(tmp_path))
+    assert result.returncode == 1, result.stdout
+    assert "5 passed, 2 failed" in result.stdout, result.stdout
+    assert "unknown key 'stauts'" in result.stdout and "unknown key 'reqest'" in result.stdout
+
+
+def test_k_matching_no_case_fails(tmp_path: Path) -> None:
+    folder(tmp_path, PASSING)
+    result = interlace("test", str(tmp_path), "-k", "no such case")
+    assert result.returncode == 2
+    assert "no case name contains 'no such case'; the cases: gold customers are vip" in result.stderr
 
 
 def test_assertions_on_fields_that_never_exist_fail_clearly(tmp_path: Path) -> None:

@@ -141,7 +141,7 @@ def test_a_missing_secret_or_env_variable_is_a_load_error(tmp_path: Path, monkey
         steps: [{respond: {}}]
     """)
     with pytest.raises(LoadErrors) as caught:
-        load_project(folder)
+        load_project(folder, serving=True)  # what `interlace run` loads with
     messages = [e.message for e in caught.value.errors]
     assert "endpoint 'a': ${env.NOT_SET_ANYWHERE} is not set: no such environment variable" in messages[0]
     assert "endpoint 'b': ${secret.nokey} is not set: no such secret" in messages[1]

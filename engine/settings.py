@@ -1,0 +1,154 @@
+"""Project settings: what a flow folder declares for the whole facade, without Python.
+
+A flow file may hold a top-level ``settings:`` (one file per folder).  ``settings.http``
+declares the common Starlette middleware: CORS, GZip, TrustedHost and the trusted proxy
+headers (X-Forwarded-For / X-Forwarded-Proto).  ``SETTINGS_SCHEMA`` is the one declaration:
+the loader validates with it, ``interlace schema`` prints it, ``interlace docs`` documents it,
+and ``middleware()`` turns a validated value into Starlette ``Middleware`` entries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette._utils import parse_host_header
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import Receive, Scope, Send
+
+from engine import jsonfast
+from engine.units import parse_size
+
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+
+HTTP_SETTINGS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "Middleware around every flow of the facade, outermost first: proxy_headers, "
+                   "trusted_hosts, cors, gzip.",
+    "properties": {
+        "proxy_headers": {
+            "type": "object", "additionalProperties": False, "required": ["trusted"],
+            "description": "Take the client address and scheme from X-Forwarded-For and X-Forwarded-Proto, "
+                           "only when the connection comes from one of these addresses (the gateway's).",
+            "properties": {"trusted": {**_STRINGS, "minItems": 1,
+                                       "description": "Addresses or networks (10.0.0.0/8), or \"*\" for any."}},
+        },
+        "trusted_hosts": {
+            **_STRINGS, "minItems": 1,
+            "description": "Host headers served (api.example.com, *.example.com); any other answers "
+                           "400 problem+json.",
+        },
+        "cors": {
+            "type": "object", "additionalProperties": False, "required": ["allow_origins"],
+            "description": "Cross-origin requests from browsers: preflights answered, headers added.",
+            "properties": {
+                "allow_origins": {**_STRINGS, "description": "Origins allowed (https://app.example.com), or \"*\"."},
+                "allow_methods": {**_STRINGS, "description": "Methods allowed (default GET)."},
+                "allow_headers": {**_STRINGS, "description": "Request headers allowed."},
+                "expose_headers": {**_STRINGS, "description": "Response headers a browser script may read."},
+                "allow_credentials": {"type": "boolean", "description": "Allow cookies and credentials."},
+                "max_age": {"type": "integer", "minimum": 0,
+                            "description": "Seconds a browser may cache a preflight (default 600)."},
+            },
+        },
+        "gzip": {
+            "description": "Compress answers for clients that accept gzip: true, or the options.",
+            "oneOf": [
+                {"type": "boolean"},
+                {"type": "object", "additionalProperties": False, "properties": {
+                    "minimum_size": {"type": ["string", "integer"],
+                                     "description": "Smallest answer compressed (default 500 bytes)."},
+                    "level": {"type": "integer", "minimum": 1, "maximum": 9,
+                              "description": "Compression level, 1 (fast) to 9 (small; the default)."}}},
+            ],
+        },
+    },
+}
+
+SETTINGS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "Settings of the whole project (one file of the folder may declare them).",
+    "properties": {"http": HTTP_SETTINGS},
+}
+
+SETTINGS_EXAMPLE = """settings:
+  http:
+    proxy_headers: {trusted: [10.0.0.0/8]}
+    trusted_hosts: [api.example.com, "*.internal.example.com"]
+    cors:
+      allow_origins: ["https://app.example.com"]
+      allow_methods: [GET, POST]
+      allow_headers: [content-type, authorization]
+    gzip: {minimum_size: 1KiB}
+"""
+
+
+class ProblemTrustedHostMiddleware(TrustedHostMiddleware):
+    """Starlette's TrustedHostMiddleware (its host patterns and checks), answering a refused
+    Host with problem+json instead of plain text, and never redirecting."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.allow_any or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        parsed = parse_host_header(Headers(scope=scope).get("host"))
+        host = parsed.host.lower() if parsed is not None else None
+        if host is not None and any(host == p or (p.startswith("*") and host.endswith(p[1:]))
+                                    for p in self.allowed_hosts):
+            await self.app(scope, receive, send)
+            return
+        body = jsonfast.dumps({"type": "https://interlace.dev/problems/host-not-allowed",
+                               "title": "Host not allowed", "status": 400,
+                               "detail": "this Host header is not served here", "instance": scope.get("path", "/")})
+        await send({"type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"application/problem+json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def middleware(settings: dict[str, Any] | None) -> list[Middleware]:
+    """The Starlette middleware ``settings`` (validated against SETTINGS_SCHEMA) declare, outermost first."""
+    http = (settings or {}).get("http") or {}
+    out: list[Middleware] = []
+    if http.get("proxy_headers"):
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        out.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=list(http["proxy_headers"]["trusted"])))
+    if http.get("trusted_hosts"):
+        out.append(Middleware(ProblemTrustedHostMiddleware, allowed_hosts=list(http["trusted_hosts"])))
+    cors = http.get("cors")
+    if cors:
+        out.append(Middleware(CORSMiddleware, allow_origins=list(cors["allow_origins"]),
+                              allow_methods=list(cors.get("allow_methods", ["GET"])),
+                              allow_headers=list(cors.get("allow_headers", [])),
+                              expose_headers=list(cors.get("expose_headers", [])),
+                              allow_credentials=bool(cors.get("allow_credentials", False)),
+                              max_age=int(cors.get("max_age", 600))))
+    gzip = http.get("gzip")
+    if gzip:
+        options = gzip if isinstance(gzip, dict) else {}
+        out.append(Middleware(GZipMiddleware, minimum_size=parse_size(options.get("minimum_size", 500)),
+                              compresslevel=int(options.get("level", 9))))
+    return out
+
+
+def check(settings: dict[str, Any] | None) -> list[tuple[tuple[Any, ...], str]]:
+    """What the schema cannot say: (path within settings, message) for each problem."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    http = (settings or {}).get("http") or {}
+    for index, pattern in enumerate(http.get("trusted_hosts") or []):
+        if "*" in pattern[1:] or (pattern.startswith("*") and pattern != "*" and not pattern.startswith("*.")):
+            problems.append((("http", "trusted_hosts", index),
+                             f"host pattern {pattern!r}: a wildcard is only allowed as '*.example.com' or '*'"))
+    gzip = http.get("gzip")
+    if isinstance(gzip, dict) and "minimum_size" in gzip:
+        try:
+            parse_size(gzip["minimum_size"])
+        except ValueError as exc:
+            problems.append((("http", "gzip", "minimum_size"), str(exc)))
+    return problems
