@@ -170,7 +170,7 @@ async def try_flow(folder: Path, request: dict[str, Any], *, mocks: dict[str, li
     started = time.perf_counter()
     await compiled.open()
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=facade),  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=facade),
                                      base_url="http://interlace.test") as client:
             answer = await client.request(method, str(request.get("path", "/")), params=request.get("query"),
                                           headers=headers, content=body or None)
