@@ -1,39 +1,36 @@
-"""What the file sources and steps share: atomic writes and moves, and dead letters in a folder.
-
-A file appears atomically: it is written under a hidden temporary name in the same folder
-(``.NAME.<random>.part``, skipped by every poller) and renamed when complete, so a reader
-never sees half of it.
-"""
+"""What the file sources and steps share: settings read once at load, atomic writes, dead
+letters in a folder.  (The folders themselves, local and remote: connectors/_folders.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import time
-from collections.abc import AsyncIterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from connectors._folders import temp_name
+
 if TYPE_CHECKING:
-    from engine.compiler import CompiledFlow
+    from engine.compiler import CompileContext, CompiledFlow
     from engine.message import Message
 
-TEMP_SUFFIX = ".part"
 
+def static_text(ctx: CompileContext, value: Any, key: Any) -> str:
+    """A setting that may read ``${env.X || 'default'}``, rendered once at load (no payload)."""
+    from engine.compiler import StepConfigError
+    from engine.message import Message
 
-def is_temporary(name: str) -> bool:
-    return name.startswith(".") or name.endswith(TEMP_SUFFIX)
-
-
-def temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.urandom(4).hex()}{TEMP_SUFFIX}")
+    template = ctx.template(value, key)
+    if any(expr.uses_payload for expr in template.expressions):
+        raise StepConfigError("this setting is read once at load: only ${env.*} is allowed here", key)
+    return str(template.render(Message()))
 
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that it appears whole or not at all (and survives a crash)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_name(path)
+    temp = path.with_name(temp_name(path.name))
     with open(temp, "wb") as out:
         out.write(data)
         out.flush()
@@ -41,41 +38,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(temp, path)
 
 
-async def write_stream_atomic(path: Path, chunks: AsyncIterable[bytes]) -> int:
-    """Write a stream of chunks to ``path`` atomically; returns the bytes written."""
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, lambda: path.parent.mkdir(parents=True, exist_ok=True))
-    temp = temp_name(path)
-    out = await loop.run_in_executor(None, open, temp, "wb")
-    size = 0
-    try:
-        async for chunk in chunks:
-            size += len(chunk)
-            await loop.run_in_executor(None, out.write, chunk)
-        await loop.run_in_executor(None, out.flush)
-        await loop.run_in_executor(None, os.fsync, out.fileno())
-    except BaseException:
-        out.close()
-        temp.unlink(missing_ok=True)
-        raise
-    out.close()
-    await loop.run_in_executor(None, os.replace, temp, path)
-    return size
-
-
-def move_aside(path: Path, folder: Path) -> Path:
-    """Move a processed file into ``folder`` (same file system: a rename); a name already there
-    gets a time suffix instead of being overwritten."""
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / path.name
-    if target.exists():
-        target = folder / f"{path.stem}.{time.strftime('%Y%m%dT%H%M%S')}.{os.urandom(2).hex()}{path.suffix}"
-    os.replace(path, target)
-    return target
-
-
 async def write_dead_letter_file(folder: str, flow: CompiledFlow, msg: Message, error: dict[str, Any]) -> None:
-    """The body as ``<id>.bin`` (or the file's own name) with ``<name>.error.json`` beside it."""
+    """The body under the file's own name (or the message id) with ``NAME.error.json`` beside it."""
     base = Path(folder)
     name = str(msg.vars.get("file_name") or msg.vars.get("message_id") or msg.correlation_id or os.urandom(8).hex())
     body = msg.body
