@@ -199,7 +199,9 @@ class Store:
             await self._writer
         if self._engine is not None:
             await self._run_raw(self._engine.dispose)
-        self._pool.shutdown(wait=True)
+        # a database that went away must not hold up the shutdown: pending work is dropped (a
+        # message not yet committed got no 202; a lease not recorded runs out)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _run_raw(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
