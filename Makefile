@@ -4,17 +4,31 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: run test lint typecheck services clean
+# The designer's front end: npm ci from the committed lock file, then Vite builds designer/static.
+FRONTEND := designer/frontend
+DESIGNER := designer/static/index.html
+FRONTEND_SOURCES := $(wildcard $(FRONTEND)/src/*) $(FRONTEND)/index.html $(FRONTEND)/vite.config.js $(FRONTEND)/package.json
+
+.PHONY: run test lint typecheck services clean designer
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-run: $(STAMP)
+$(FRONTEND)/node_modules/.installed: $(FRONTEND)/package-lock.json
+	cd $(FRONTEND) && npm ci --no-audit --no-fund
+	touch $@
+
+$(DESIGNER): $(FRONTEND)/node_modules/.installed $(FRONTEND_SOURCES)
+	cd $(FRONTEND) && npm run build
+
+designer: $(DESIGNER)
+
+run: $(STAMP) $(DESIGNER)
 	$(BIN)/interlace run flows/
 
-test: $(STAMP)
+test: $(STAMP) $(DESIGNER)
 	bash tests/services/install.sh
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -27,4 +41,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache designer/static $(FRONTEND)/node_modules
