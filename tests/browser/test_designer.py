@@ -64,8 +64,9 @@ def big_flow(steps: int = 200) -> str:
     count = 0
     while count < steps:
         if count % 20 == 0 and count + 6 <= steps:
-            lines += ["      - choice:", "          when:", "            - if: ${payload.n == `1`}", "              steps:",
-                      "                - log: one", "                - set: {var: n, value: one}",
+            lines += ["      - choice:", "          when:", "            - if: ${payload.n == `1`}",
+                      "              steps:", "                - log: one",
+                      "                - set: {var: n, value: one}",
                       "          otherwise:", "            - log: other", "            - set: {var: n, value: other}"]
             count += 5
         else:
@@ -140,6 +141,10 @@ def page(browser: Any, designer_url: str) -> Iterator[Any]:
 
 
 def shot(page: Any, name: str) -> None:
+    fit = page.locator(".react-flow__controls-fitview")
+    if fit.count():
+        fit.click()
+        page.wait_for_timeout(300)
     page.screenshot(path=str(DOCS / f"designer-{name}.png"), type="png")
 
 
@@ -215,6 +220,22 @@ def test_draw_edit_save_reload_keyboard_and_try(page: Any, folder: Path) -> None
                                     "            - log: plain order\n")
     assert (folder / "route.yaml").read_text(encoding="utf-8") == after_keys
 
+    # move a step across branches by dragging it: its text goes with it
+    page.drag_and_drop("[data-testid='step-flows.route.steps.0.choice.otherwise.1']", when_slot(0))
+    page.wait_for_selector("[data-testid='step-flows.route.steps.0.choice.when.0.steps.0'][data-kind=log]")
+    assert page.locator("[data-testid='step-flows.route.steps.0.choice.otherwise.1']").count() == 0
+    page.click("[data-testid=undo]")
+    page.wait_for_selector("[data-testid='step-flows.route.steps.0.choice.otherwise.1']")
+
+    # typing in the YAML view redraws the canvas
+    page.click("[data-testid=source] .cm-content")
+    page.keyboard.press("Control+End")
+    page.keyboard.insert_text("    on_error:\n      - log: typed in the YAML view\n")
+    page.wait_for_selector("[data-testid='step-flows.route.on_error.0']")
+    shot(page, "yaml")
+    page.click("[data-testid=undo]")
+    page.wait_for_selector("[data-testid='step-flows.route.on_error.0']", state="detached")
+
     # a step that would not load is marked with the loader's message
     page.click("[data-testid='step-flows.route.steps.0.choice.otherwise.0']")
     value = page.locator("[data-testid=step-form] [data-testid='field-value']")
@@ -255,7 +276,8 @@ def test_a_200_step_flow_opens_and_pans_smoothly(page: Any, folder: Path) -> Non
     box = page.locator(".react-flow__pane").bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.evaluate("""() => { window.__frames = 0; const tick = () => { window.__frames++;
-        if (window.__counting) requestAnimationFrame(tick); }; window.__counting = true; requestAnimationFrame(tick); }""")
+        if (window.__counting) requestAnimationFrame(tick); }; window.__counting = true;
+        requestAnimationFrame(tick); }""")
     page.mouse.move(x, y)
     page.mouse.down()
     started = time.perf_counter()

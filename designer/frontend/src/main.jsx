@@ -22,7 +22,7 @@ function StepNode({ data }) {
   const selected = app.selected?.type === "step" && same(app.selected.path, step.path);
   const problem = app.problemsByStep.get(JSON.stringify(step.path));
   const record = app.run?.byPath.get(JSON.stringify(step.path));
-  const cls = ["step", step.lanes.length ? "container" : "", selected ? "selected" : "", problem ? "has-problem" : "",
+  const cls = ["step", "nodrag", "nopan", step.lanes.length ? "container" : "", selected ? "selected" : "", problem ? "has-problem" : "",
     record ? (record.error ? "run-error" : "ran") : "", app.cut && same(app.cut, step.path) ? "cut" : ""].join(" ");
   return (
     <div className={cls} data-testid={`step-${step.path.join(".")}`} data-kind={step.kind} draggable
@@ -415,7 +415,7 @@ function App() {
         <section className="canvas" tabIndex={0} ref={canvasRef} onKeyDown={onKey} data-testid="canvas" aria-label="flow canvas">
           {flow ? (
             <ReactFlow nodes={viewNodes} edges={layout.edges} nodeTypes={nodeTypes} fitView fitViewOptions={{ maxZoom: 1, padding: 0.05 }}
-              minZoom={0.05} nodesDraggable={false} nodesConnectable={false} elementsSelectable={false} onlyRenderVisibleElements
+              minZoom={0.05} nodesDraggable={false} nodesConnectable={false} elementsSelectable={false} onlyRenderVisibleElements={layout.order.length > 400}
               onPaneClick={() => setSelected(null)} proOptions={{ hideAttribution: true }} deleteKeyCode={null}>
               <Background gap={24} size={1} /><Controls showInteractive={false} />{layout.order.length <= 80 ? <MiniMap pannable zoomable /> : null}
             </ReactFlow>) : <div className="empty">{doc?.suite ? "A test suite: see its YAML." : doc && !doc.parsed ? "The file does not parse: fix it in the YAML view." : "No flow in this file."}</div>}
