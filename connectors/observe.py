@@ -71,6 +71,10 @@ class Attempt:
                 span.set_status(Status(StatusCode.ERROR))
         self._done(outcome)
 
+    def succeeded(self) -> None:
+        """An answer without an HTTP status (a database's rows, a file written): outcome ok."""
+        self._done("ok")
+
     def failed(self, outcome: str, error: BaseException) -> None:
         """The attempt got no answer: ``outcome`` timeout, unreachable or error."""
         span = self.span

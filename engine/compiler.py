@@ -12,7 +12,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from connectors.base import connector_kinds
+from connectors.base import EndpointContext
+from connectors.resilience import build_endpoint
 from engine.errors import FlowError, RequestInvalid
 from engine.expressions import (
     CompileOptions,
@@ -188,6 +189,16 @@ class CompiledProject:
         for endpoint in self.endpoints.values():
             await endpoint.open()
         self.opened = True
+
+    async def unready(self) -> dict[str, str]:
+        """The required endpoints that cannot be used now, with why (empty: ready)."""
+        problems: dict[str, str] = {}
+        for name, endpoint in self.endpoints.items():
+            if getattr(endpoint, "required", False):
+                reason = await endpoint.ready()
+                if reason is not None:
+                    problems[name] = reason
+        return problems
 
     async def close(self) -> None:
         self.opened = False
@@ -405,7 +416,6 @@ class ProjectCompiler:
             self.errors.append(LoadError.at(where, f"source {flow.trigger.kind}: {exc}"))
 
     def _compile_endpoints(self) -> None:
-        kinds = connector_kinds()
         for name, endpoint in self.project.endpoints.items():
             unset_before = len(self.compiled.notes)
             try:
@@ -413,7 +423,8 @@ class ProjectCompiler:
                 if self.endpoint_factory is not None:
                     self.endpoints[name] = self.endpoint_factory(name, endpoint.kind, config)
                 else:
-                    self.endpoints[name] = kinds[endpoint.kind](name, config)
+                    context = EndpointContext(endpoint.location.file.parent, self.env)
+                    self.endpoints[name] = build_endpoint(name, endpoint.kind, config, context)
             except ExpressionSyntaxError as exc:
                 self.errors.append(LoadError.at(endpoint.location, f"endpoint {name!r}: {exc}"))
             except ValueError as exc:

@@ -9,6 +9,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from connectors.base import connector_kinds
+from connectors.resilience import settings_schema
 from engine.expressions import FUNCTION_NAMES, ROOTS
 from engine.registry import step_kinds
 from engine.sources.base import source_kinds
@@ -104,13 +105,33 @@ def reference() -> str:
     parts.append("\n`dead_letter` takes one of:\n\n| key | type | meaning |\n|---|---|---|")
     parts.extend(_properties(DEAD_LETTER_SCHEMA))
     parts.append("\n## Endpoints\n")
+    parts.append("An endpoint is declared once under `endpoints: NAME: KIND: {settings}` and used by name; a "
+                 "`call` (or `enrich`) step names the endpoint and one `operation` of its kind, with that "
+                 "operation's keys beside them. `strategy`, `retry`, `breaker`, `deadline` and `required` are "
+                 "the same for every kind.\n")
     for name, cls in sorted(connector_kinds().items()):
-        schema = cls.SCHEMA
-        parts.append(f"### {name}\n\n{schema.get('description', '')}\n")
-        parts.append("| key | type | meaning |\n|---|---|---|")
-        parts.extend(_properties(schema))
+        parts.extend(_connector_section(name, cls))
     parts.append(_settings_section())
     return "\n".join(parts) + "\n"
+
+
+def _connector_section(name: str, cls: type[Any]) -> list[str]:
+    schema = settings_schema(cls)
+    parts = [f"### {name}\n\n{getattr(cls, 'SUMMARY', '') or schema.get('description', '')}\n",
+             "| key | type | meaning |\n|---|---|---|", *_properties(schema)]
+    default = getattr(cls, "DEFAULT_OPERATION", None)
+    for title, table in (("Operations", getattr(cls, "OPERATIONS", {})), ("Sources", getattr(cls, "SOURCES", {}))):
+        for op_name, operation in table.items():
+            mark = " (default)" if title == "Operations" and op_name == default else ""
+            parts.append(f"\n#### {name} {title[:-1].lower()} `{op_name}`{mark}\n\n{operation.summary}\n")
+            rows = _properties(operation.schema)
+            if rows:
+                parts.append("| key | type | meaning |\n|---|---|---|")
+                parts.extend(rows)
+            for example in operation.examples:
+                key = "call" if title == "Operations" else "source"
+                parts.append(f"\n```yaml\n{_yaml_text([{key: example}] if key == 'call' else {key: example})}\n```")
+    return parts
 
 
 def _settings_section() -> str:

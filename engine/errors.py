@@ -3,6 +3,17 @@
 Connectors and steps raise these; the front turns an unhandled one into a
 problem+json answer, and a flow's error handlers see it as ``${error.*}``.
 Messages never carry secrets or stack traces: they are shown to callers.
+
+The backend errors, by ``category`` (what error handlers, retries and the breaker key off)::
+
+    BackendError                 502 backend-error
+     ├─ BackendUnreachable       502 backend-unreachable    unavailable (alias BackendUnavailable)
+     │   └─ CircuitOpen          503 circuit-open           unavailable (never retried)
+     ├─ BackendTimeout           504 backend-timeout        timeout
+     ├─ BackendRejected          502 backend-rejected       rejected: the backend refused this request
+     │   └─ ConstraintViolation  409 constraint-violation   rejected
+     └─ BackendFault             502 backend-fault          fault: an application fault answer
+         └─ BackendStatusError   502 backend-status         fault
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ class FlowError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal"
     title: ClassVar[str] = "Internal error"
+    category: ClassVar[str | None] = None
 
     def __init__(self, detail: str, *, status: int | None = None, code: str | None = None,
                  extra: dict[str, Any] | None = None, internal: str | None = None) -> None:
@@ -37,8 +49,11 @@ class FlowError(Exception):
 
     def as_dict(self) -> dict[str, Any]:
         """The view a flow's error handler reads as ``${error.*}``."""
-        return {"status": self.status, "code": self.code, "title": self.title,
+        view = {"status": self.status, "code": self.code, "title": self.title,
                 "message": self.detail, "type": self.type_uri, **self.extra}
+        if self.category is not None:
+            view.setdefault("category", self.category)
+        return view
 
 
 class BadRequest(FlowError):
@@ -85,7 +100,7 @@ class MethodNotAllowed(FlowError):
 
 
 class BackendError(FlowError):
-    """A backend could not be used; subclasses say how."""
+    """A backend could not be used; subclasses say how (see the tree above)."""
 
     status = 502
     code = "backend-error"
@@ -93,24 +108,64 @@ class BackendError(FlowError):
 
 
 class BackendUnreachable(BackendError):
+    """The request did not reach the backend (refused, reset, DNS, down): safe to retry elsewhere."""
+
     status = 502
     code = "backend-unreachable"
     title = "Backend unreachable"
+    category = "unavailable"
+
+
+BackendUnavailable = BackendUnreachable
 
 
 class BackendTimeout(BackendError):
+    """No answer in time.  ``reached=False`` when the request never reached the backend
+    (a connect timeout), which is retried like an unreachable backend."""
+
     status = 504
     code = "backend-timeout"
     title = "Backend timeout"
+    category = "timeout"
+
+    def __init__(self, detail: str, *, reached: bool = True, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.reached = reached
 
 
-class CircuitOpen(BackendError):
+class CircuitOpen(BackendUnreachable):
     status = 503
     code = "circuit-open"
     title = "Circuit breaker open"
 
 
-class BackendStatusError(BackendError):
+class BackendRejected(BackendError):
+    """The backend is up and refused this request (invalid statement, not allowed, bad data)."""
+
+    status = 502
+    code = "backend-rejected"
+    title = "Backend rejected the request"
+    category = "rejected"
+
+
+class ConstraintViolation(BackendRejected):
+    """A write broke a constraint of the data (a duplicate key, a missing reference)."""
+
+    status = 409
+    code = "constraint-violation"
+    title = "Constraint violation"
+
+
+class BackendFault(BackendError):
+    """The backend answered with an application fault (a SOAP fault, a status the flow refuses)."""
+
+    status = 502
+    code = "backend-fault"
+    title = "Backend fault"
+    category = "fault"
+
+
+class BackendStatusError(BackendFault):
     """A backend answered with a status the endpoint treats as failure."""
 
     status = 502

@@ -71,6 +71,9 @@ def build_management_app(runtime: Runtime, *, reload_hook: Callable[[], Awaitabl
             return JSONResponse({"status": "draining"}, status_code=503)
         if not runtime.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
+        unready = await runtime.project.unready()
+        if unready:
+            return JSONResponse({"status": "unready", "endpoints": unready}, status_code=503)
         return JSONResponse({"status": "ready", "flows": len(runtime.project.flows)})
 
     def not_ready() -> Response | None:

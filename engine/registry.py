@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from engine.message import Message
@@ -53,12 +53,15 @@ class StepKind:
 
 
 _KINDS: dict[str, StepKind] = {}
+# schemas built on first use, from what is registered by then (call: every connector kind's operations)
+_LAZY_SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {}
 
 
-def step_kind(name: str, *, summary: str, category: str, schema: dict[str, Any],
+def step_kind(name: str, *, summary: str, category: str, schema: dict[str, Any] | Callable[[], dict[str, Any]],
               examples: list[Any] | None = None, branches: tuple[str, ...] = (),
               observe: bool | None = None) -> Callable[[Compiler], Compiler]:
-    """Register a step compiler under ``name``, with the JSON Schema of its YAML config.
+    """Register a step compiler under ``name``, with the JSON Schema of its YAML config (or a
+    function building it once every step and connector kind is registered).
 
     ``observe``: time and trace each step of this kind (default: for the categories that do
     work, engine/instrument.py ``WORK_CATEGORIES``)."""
@@ -66,7 +69,10 @@ def step_kind(name: str, *, summary: str, category: str, schema: dict[str, Any],
     def register(compiler: Compiler) -> Compiler:
         if name in _KINDS:
             raise ValueError(f"step kind {name!r} registered twice")
-        _KINDS[name] = StepKind(name, summary, category, schema, compiler, examples or [], branches, observe)
+        if callable(schema):
+            _LAZY_SCHEMAS[name] = schema
+        _KINDS[name] = StepKind(name, summary, category, schema if isinstance(schema, dict) else {}, compiler,
+                                examples or [], branches, observe)
         return compiler
 
     return register
@@ -75,6 +81,9 @@ def step_kind(name: str, *, summary: str, category: str, schema: dict[str, Any],
 def step_kinds() -> dict[str, StepKind]:
     """Every registered step kind, loading the built-in step modules on first use."""
     _load_builtin_steps()
+    while _LAZY_SCHEMAS:
+        name, build = _LAZY_SCHEMAS.popitem()
+        _KINDS[name] = replace(_KINDS[name], schema=build())
     return dict(sorted(_KINDS.items()))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.base import connector_kinds
+from connectors.resilience import settings_schema
 from connectors.soap.service import SOURCE_SCHEMA as SOAP_SOURCE_SCHEMA
 from engine.registry import StepKind, step_kinds
 from engine.settings import SETTINGS_SCHEMA
@@ -104,7 +105,7 @@ def _endpoint() -> dict[str, Any]:
         "maxProperties": 1,
         "additionalProperties": False,
         "description": "A named endpoint: one key naming its connector kind.",
-        "properties": {name: cls.SCHEMA for name, cls in sorted(kinds.items())},
+        "properties": {name: settings_schema(cls) for name, cls in sorted(kinds.items())},
     }
 
 
@@ -152,6 +153,10 @@ def project_schema() -> dict[str, Any]:
             "steps": steps_def,
             "step": {"anyOf": [_step_variant(k) for k in kinds.values()]},
             "flow": _flow({"$ref": "#/$defs/steps"}),
+            # each connector kind's operations, exactly (the call step's schema accepts their union)
+            "operations": {f"{name}.{op}": {"description": operation.summary, **operation.schema}
+                           for name, cls in connector_kinds().items()
+                           for op, operation in getattr(cls, "OPERATIONS", {}).items()},
         },
     }
 

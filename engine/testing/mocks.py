@@ -84,7 +84,7 @@ class MockTransport:
     unmatched: list[MockCall] = field(default_factory=list)
 
     def _relative(self, url: str) -> tuple[str, dict[str, str]]:
-        for target in self.endpoint.targets:
+        for target in self.endpoint.connector.endpoints:
             if url.startswith(target.base):
                 url = url[len(target.base):]
                 break
@@ -115,7 +115,8 @@ class MockTransport:
         rule.served += 1
         if "delay" in answer:
             delay = parse_duration(answer["delay"])
-            limit = min(t for t in (self.endpoint.read_timeout, self.endpoint.total_timeout) if t is not None)
+            connector = self.endpoint.connector
+            limit = min(t for t in (connector.read_timeout, connector.total_timeout) if t is not None)
             if delay >= limit:
                 # a real backend this slow would hit the endpoint's timeout: say so without waiting
                 raise httpx.ReadTimeout("mocked: the answer came later than the read timeout")
@@ -151,10 +152,16 @@ class MockFactory:
 
     def __call__(self, name: str, kind: str, config: dict[str, Any]) -> Any:
         if kind != "http":
-            raise ValueError(f"endpoint {name!r}: only http endpoints can be mocked so far")
+            if self.rules.get(name):
+                raise ValueError(f"endpoint {name!r}: only http endpoints can be mocked so far; a {kind} endpoint "
+                                 f"without mocks runs for real (e.g. an embedded SQLite file)")
+            from connectors.base import EndpointContext
+            from connectors.resilience import build_endpoint
+
+            return build_endpoint(name, kind, config, EndpointContext(self.base_dir))
         endpoint = HttpEndpoint(name, config)
         endpoint.retry.backoff = endpoint.retry.max_backoff = 0.0  # retries in tests do not wait
         transport = MockTransport(endpoint, self.rules.get(name, []), self.base_dir)
-        endpoint.transport = transport  # type: ignore[assignment]  # same exchange() interface
+        endpoint.connector.transport = transport  # type: ignore[assignment]  # same exchange() interface
         self.transports[name] = transport
         return endpoint

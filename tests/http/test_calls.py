@@ -154,7 +154,7 @@ async def test_the_body_source_failing_is_raised_as_itself_not_as_a_backend_erro
                               "retry": {"attempts": 3, "backoff": "10ms"}})
     with pytest.raises(PayloadTooLarge, match="larger than the limit"):
         await endpoint.request("POST", "/", body=too_big())
-    assert endpoint.health()["urls"][0]["breaker"] == "closed"  # the backend did nothing wrong
+    assert endpoint.health()["targets"][0]["breaker"] == "closed"  # the backend did nothing wrong
     assert (await endpoint.request("GET", "/after")).status == 200
 
 

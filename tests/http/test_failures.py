@@ -245,7 +245,7 @@ async def test_the_breaker_opens_after_n_failures_and_then_fails_fast(backend: B
     endpoint = make_endpoint({"url": backend.url, "breaker": {"failures": 3, "reset": "30s"}}, name="stock")
     for _ in range(3):
         assert (await endpoint.request("GET", "/")).status == 503
-    assert endpoint.health()["urls"][0]["breaker"] == "open"
+    assert endpoint.health()["targets"][0]["breaker"] == "open"
     started = time.monotonic()
     for _ in range(5):
         with pytest.raises(CircuitOpen) as caught:
@@ -263,7 +263,7 @@ async def test_successes_reset_the_count_of_consecutive_failures(backend: Backen
         backend.set_behaviour(statuses=[502])
         assert (await endpoint.request("GET", "/")).status == 502
         assert (await endpoint.request("GET", "/")).status == 200
-    assert endpoint.health()["urls"][0] == {"url": backend.url, "breaker": "closed", "consecutive_failures": 0}
+    assert endpoint.health()["targets"][0] == {"target": backend.url, "breaker": "closed", "consecutive_failures": 0}
 
 
 async def test_the_half_open_probe_closes_the_breaker_when_the_backend_is_back(
@@ -278,9 +278,9 @@ async def test_the_half_open_probe_closes_the_breaker_when_the_backend_is_back(
         await endpoint.request("GET", "/")
     assert backend.requests == []
     await anyio.sleep(0.35)
-    assert endpoint.health()["urls"][0]["breaker"] == "half-open"
+    assert endpoint.health()["targets"][0]["breaker"] == "half-open"
     assert (await endpoint.request("GET", "/probe")).status == 200
-    assert endpoint.health()["urls"][0]["breaker"] == "closed"
+    assert endpoint.health()["targets"][0]["breaker"] == "closed"
     assert (await endpoint.request("GET", "/next")).status == 200
     assert [r.path for r in backend.requests] == ["/probe", "/next"]
 
@@ -327,7 +327,7 @@ async def test_a_cancelled_probe_does_not_wedge_the_breaker(backend: BackendServ
         await endpoint.request("GET", "/cancelled-probe")
     backend.set_behaviour()
     assert (await endpoint.request("GET", "/real-probe")).status == 200
-    assert endpoint.health()["urls"][0]["breaker"] == "closed"
+    assert endpoint.health()["targets"][0]["breaker"] == "closed"
 
 
 async def test_with_several_urls_an_open_breaker_only_skips_its_url(
@@ -338,7 +338,7 @@ async def test_with_several_urls_an_open_breaker_only_skips_its_url(
     for _ in range(3):
         assert (await endpoint.request("GET", "/")).status == 200
     assert (len(backend.requests), len(second_backend.requests)) == (1, 3)
-    assert [u["breaker"] for u in endpoint.health()["urls"]] == ["open", "closed"]
+    assert [u["breaker"] for u in endpoint.health()["targets"]] == ["open", "closed"]
 
 
 async def test_without_a_breaker_failures_never_short_circuit(make_endpoint: MakeEndpoint) -> None:
@@ -346,5 +346,5 @@ async def test_without_a_breaker_failures_never_short_circuit(make_endpoint: Mak
     for _ in range(10):
         with pytest.raises(BackendUnreachable):
             await endpoint.request("GET", "/")
-    assert endpoint.health()["urls"][0]["breaker"] == "off"
-    assert endpoint.health()["urls"][0]["consecutive_failures"] == 10
+    assert endpoint.health()["targets"][0]["breaker"] == "off"
+    assert endpoint.health()["targets"][0]["consecutive_failures"] == 10

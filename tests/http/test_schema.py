@@ -8,9 +8,10 @@ import jsonschema
 import pytest
 
 from connectors.base import Connector, connector_kinds, register_connector
-from connectors.http import HttpEndpoint
+from connectors.http import HttpConnector, HttpEndpoint
+from connectors.resilience import settings_schema
 
-SCHEMA = HttpEndpoint.SCHEMA
+SCHEMA = settings_schema(HttpConnector)
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
@@ -22,8 +23,8 @@ def objects(schema: dict[str, Any], where: str = "http") -> list[tuple[str, dict
 
 
 def test_the_http_kind_is_registered_and_is_a_connector() -> None:
-    assert connector_kinds()["http"] is HttpEndpoint
-    assert isinstance(HttpEndpoint("e", {"url": "http://127.0.0.1:1"}), Connector)
+    assert connector_kinds()["http"] is HttpConnector
+    assert isinstance(HttpEndpoint("e", {"url": "http://127.0.0.1:1"}).connector, Connector)
 
 
 def test_every_setting_is_described_and_unknown_keys_are_refused() -> None:
@@ -76,14 +77,14 @@ def test_health_is_json_and_has_no_credentials() -> None:
     endpoint = HttpEndpoint("e", {"urls": ["https://u:topsecret@crm.internal:8443/api/", "http://[::1]:81"],
                                   "breaker": {"failures": 2}})
     assert endpoint.health() == {
-        "kind": "http", "strategy": "failover",
-        "urls": [{"url": "https://crm.internal:8443/api/", "breaker": "closed", "consecutive_failures": 0},
-                 {"url": "http://[::1]:81", "breaker": "closed", "consecutive_failures": 0}],
+        "kind": "http", "strategy": "failover", "required": False,
+        "targets": [{"target": "https://crm.internal:8443/api/", "breaker": "closed", "consecutive_failures": 0},
+                    {"target": "http://[::1]:81", "breaker": "closed", "consecutive_failures": 0}],
     }
 
 
 def test_a_kind_name_cannot_be_taken_twice() -> None:
-    class Other:
+    class Other(Connector):
         SCHEMA: dict[str, Any] = {"type": "object"}
 
     with pytest.raises(ValueError, match="registered twice"):

@@ -119,7 +119,7 @@ def test_management_answers_for_every_worker(engine: RunningEngine, tmp_path: Pa
         assert [(w["worker"], w["flows"]) for w in flows["workers"]] == [(0, 3), (1, 3)]
         endpoints = httpx.get(f"{engine.management_url}/endpoints").json()
         assert [w["worker"] for w in endpoints["workers"]] == [0, 1]
-        assert all(w["endpoints"]["backend"]["urls"][0]["breaker"] == "closed" for w in endpoints["workers"])
+        assert all(w["endpoints"]["backend"]["targets"][0]["breaker"] == "closed" for w in endpoints["workers"])
     folder = Path(engine.process.args[4])  # type: ignore[index]  # interlace run FOLDER ...
     write_flows(folder, FLOWS % (backend.url, "two"))
     reloaded = httpx.post(f"{engine.management_url}/reload", timeout=30)

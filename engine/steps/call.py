@@ -1,0 +1,67 @@
+"""The call step: an endpoint's operation; its reply becomes the message (or a variable)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.base import NO_PAYLOAD
+from engine.compiler import CompileContext
+from engine.message import Message
+from engine.registry import StepFn, step_kind
+from engine.steps._operations import (
+    ENDPOINT_PROPERTY,
+    OPERATION_PROPERTY,
+    OperationCall,
+    operation_properties,
+    parsed,
+    payload_kind,
+)
+
+
+def call_schema() -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "required": ["endpoint"],
+            "properties": {"endpoint": ENDPOINT_PROPERTY, "operation": OPERATION_PROPERTY,
+                           **operation_properties(),
+                           "into": {"type": "string",
+                                    "description": "Keep the message; store the reply as ${vars.NAME} "
+                                                   "({status, headers, body, ...}) instead."}}}
+
+
+@step_kind(
+    "call",
+    summary="Call an operation of an endpoint (http: a request; each kind lists its operations under "
+            "Endpoints); its reply (status, headers, body or rows) becomes the message. A non-2xx HTTP reply is "
+            "an error (backend-status, 502) the flow's on_error can handle, unless expect_status takes it.",
+    category="connect",
+    schema=call_schema,
+    examples=[{"endpoint": "orders", "method": "GET", "path": "/orders/${path.id}"},
+              {"endpoint": "backend", "path": "/echo"}],
+)
+def compile_call(config: Any, ctx: CompileContext) -> StepFn:
+    call = OperationCall(config, ctx)
+    invocation = call.invocation
+    into = config.get("into")
+    if into is not None:
+        ctx.needs_body()  # keeping the message means reading it before the call
+
+    async def run(msg: Message) -> None:
+        reply = await invocation(msg)
+        if into is not None:
+            body = await reply.read()
+            msg.vars[into] = {"status": reply.status, "headers": dict(reply.headers or ()),
+                              "body": parsed(reply, body), **reply.meta}
+            return
+        if reply.status is not None:
+            msg.status = reply.status
+        headers = reply.headers
+        if headers is not None:
+            msg.replace_headers(dict(headers))
+        content_type = reply.content_type or reply.header("content-type")
+        if reply.payload is not NO_PAYLOAD:
+            msg.set_payload(reply.payload, payload_kind(reply.payload), content_type)
+        elif reply.body is not None:
+            msg.set_body(reply.body, content_type)
+        elif reply.stream is not None:
+            msg.set_stream(reply.stream, content_type)
+
+    return run
