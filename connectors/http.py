@@ -186,12 +186,13 @@ def _display(url: str) -> str:
 class HttpRequest(Request):
     """One HTTP request: ``path`` (with its query) is joined to a target's base URL."""
 
-    __slots__ = ("body", "headers", "method", "path", "source")
+    __slots__ = ("body", "headers", "method", "path", "query", "source")
 
     def __init__(self, method: str, path: str, headers: list[tuple[str, str]] | None = None,
                  body: bytes | AsyncIterable[bytes] | None = None, query: list[tuple[str, str]] | None = None,
                  transaction: Any = None) -> None:
         super().__init__("request", transaction)
+        self.query = query
         if path and path[0] != "/":
             path = "/" + path
         if query:

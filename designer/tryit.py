@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from lxml import etree
 
-from connectors.base import connector_kinds
+from connectors.base import NO_PAYLOAD, EndpointContext, Reply, Request
+from connectors.http import HttpRequest
+from connectors.resilience import build_endpoint
 from engine.compiler import compile_project
 from engine.errors import FlowError
 from engine.front import Facade
@@ -98,7 +101,10 @@ class Recorder:
 
 
 class RecordingEndpoint:
-    """An endpoint whose calls are recorded on the step that made them; the rest passes through."""
+    """An endpoint whose calls are recorded on the step that made them; the rest passes through.
+
+    It records at the connector protocol's ``invoke``, so every kind is recorded alike: an
+    HTTP request as method, path, query, headers and body; any other as its ``view()``."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
@@ -106,31 +112,43 @@ class RecordingEndpoint:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def request(self, method: str, path: str, **options: Any) -> Any:
-        body = options.get("body")
-        call: dict[str, Any] = {
-            "endpoint": getattr(self._inner, "name", "?"), "method": method, "path": path,
-            "query": options.get("query"), "request_headers": dict(options.get("headers") or []),
-            "request_body": "(streamed)" if isinstance(body, AsyncIterable) else shown(body),
-        }
+    def prepare(self, operation: str, config: dict[str, Any], ctx: Any) -> Any:
+        # the operation sends through this wrapper's invoke, not the inner endpoint's
+        return self._inner.connector.prepare(operation, config, ctx, self.invoke)
+
+    async def invoke(self, request: Request) -> Reply:
+        call: dict[str, Any] = {"endpoint": getattr(self._inner, "name", "?")}
+        if isinstance(request, HttpRequest):
+            body = request.body
+            call.update(method=request.method, path=request.path.split("?", 1)[0], query=request.query,
+                        request_headers=dict(request.headers or []),
+                        request_body="(streamed)" if isinstance(body, AsyncIterable) else shown(body))
+        else:
+            call.update(request.view())
         entry = _current_step.get()
         if entry is not None:
             entry["calls"].append(call)
         started = time.perf_counter()
         try:
-            reply = await self._inner.request(method, path, **options)
+            reply: Reply = await self._inner.invoke(request)
         except BaseException as exc:
             call["error"] = _error(exc)
             raise
         finally:
             call["ms"] = round((time.perf_counter() - started) * 1000, 3)
+        if reply.payload is not NO_PAYLOAD:
+            call.update(status=reply.status, payload=reply.payload if not hasattr(reply.payload, "tag")
+                        else shown(etree.tostring(reply.payload)))
+            return reply
         data = await reply.read()
-        call.update(status=reply.status, headers=dict(reply.headers), body=shown(data))
+        call.update(status=reply.status, headers=dict(reply.headers or []), body=shown(data))
         return reply
 
 
-def _real_endpoints(name: str, kind: str, config: dict[str, Any]) -> Any:
-    return connector_kinds()[kind](name, config)
+def _real_endpoints(folder: Path) -> Any:
+    def build(name: str, kind: str, config: dict[str, Any]) -> Any:
+        return build_endpoint(name, kind, config, EndpointContext(folder))
+    return build
 
 
 async def try_flow(folder: Path, request: dict[str, Any], *, mocks: dict[str, list[Any]] | None = None,
@@ -149,7 +167,7 @@ async def try_flow(folder: Path, request: dict[str, Any], *, mocks: dict[str, li
         rules = {name: [make_rule(spec, Location(folder, 1, 1), {}) for spec in specs]
                  for name, specs in mocks.items() if name in project.endpoints}
         mock_factory = MockFactory(rules, mocks_dir or folder)
-    base_factory = mock_factory or _real_endpoints
+    base_factory = mock_factory or _real_endpoints(folder)
 
     def factory(name: str, kind: str, config: dict[str, Any]) -> Any:
         return RecordingEndpoint(base_factory(name, kind, config))
