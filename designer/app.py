@@ -32,6 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from connectors.base import connector_kinds
+from connectors.resilience import settings_schema
 from designer.lint import lint_folder, staged
 from designer.outline import build_outline, parse, step_at
 from designer.tryit import TryError, suite_mocks, try_flow
@@ -84,7 +85,10 @@ def registry_view() -> dict[str, Any]:
     kinds = [{"name": k.name, "summary": k.summary, "category": k.category, "schema": k.schema,
               "branches": list(k.branches), "example": k.examples[0] if k.examples else None}
              for k in step_kinds().values()]
-    connectors = [{"name": name, "schema": cls.SCHEMA} for name, cls in sorted(connector_kinds().items())]
+    connectors = [{"name": name, "summary": getattr(cls, "SUMMARY", ""), "schema": settings_schema(cls),
+                   "operations": {op: {"summary": o.summary, "schema": o.schema, "examples": o.examples}
+                                  for op, o in getattr(cls, "OPERATIONS", {}).items()}}
+                  for name, cls in sorted(connector_kinds().items())]
     return {"kinds": kinds, "connectors": connectors, "schema": project_schema(), "suite_schema": suite_schema()}
 
 
