@@ -138,8 +138,8 @@ async def test_error_handlers_see_category_endpoint_and_operation(tmp_path: Path
      "flows.yaml:8:43: call: endpoint 'dead' (http) has no operation 'select'; operations: request"),
     ("{endpoint: dead, methd: GET}",
      "flows.yaml:8:32: call: unknown key 'methd' (did you mean 'method'?)"),
-    ("{endpoint: dead, expect_status: [299x]}",
-     "flows.yaml:8:48: call: the string '299x' in expect_status[0] does not match the pattern"),
+    ("{endpoint: dead, forward_headers: maybe}",
+     "flows.yaml:8:49: call: expected true or false in forward_headers, got the string 'maybe'"),
 ])
 def test_operation_keys_are_checked_at_load_with_their_position(tmp_path: Path, step: str, message: str) -> None:
     write_flows(tmp_path, FLOWS.replace("{endpoint: dead, path: /x}", step))
