@@ -341,6 +341,12 @@ function App() {
     }
   };
 
+  // a long flow fitted whole would be too small to read: start at its top, readable, instead
+  const readable = useCallback((instance) => {
+    requestAnimationFrame(() => {
+      if (instance.getZoom() < 0.5) instance.setViewport({ x: 24, y: 12, zoom: 0.6 });
+    });
+  }, []);
   const saveRef = useRef(null);
   saveRef.current = save;
   useEffect(() => {
@@ -414,7 +420,8 @@ function App() {
         <Palette kinds={registry.kinds} onInsert={insertKind} searchRef={searchRef} />
         <section className="canvas" tabIndex={0} ref={canvasRef} onKeyDown={onKey} data-testid="canvas" aria-label="flow canvas">
           {flow ? (
-            <ReactFlow nodes={viewNodes} edges={layout.edges} nodeTypes={nodeTypes} fitView fitViewOptions={{ maxZoom: 1, padding: 0.05 }}
+            <ReactFlow key={`${name}:${flow.name}`} nodes={viewNodes} edges={layout.edges} nodeTypes={nodeTypes} fitView
+              fitViewOptions={{ maxZoom: 1, padding: 0.05 }} onInit={readable}
               minZoom={0.05} nodesDraggable={false} nodesConnectable={false} elementsSelectable={false} onlyRenderVisibleElements={layout.order.length > 400}
               onPaneClick={() => setSelected(null)} proOptions={{ hideAttribution: true }} deleteKeyCode={null}>
               <Background gap={24} size={1} /><Controls showInteractive={false} />{layout.order.length <= 80 ? <MiniMap pannable zoomable /> : null}
