@@ -354,7 +354,10 @@ class ProjectCompiler:
                                                                f"sequence:{name}", f"sequence:{name}/steps")
         for flow in self.project.flows:
             self.coverage_owner = flow.name
-            steps = self.compile_steps(flow.steps, flow.file, flow.namespaces, flow.name, f"{flow.name}/steps")
+            if flow.builder is not None:
+                steps = self._generated_steps(flow)
+            else:
+                steps = self.compile_steps(flow.steps, flow.file, flow.namespaces, flow.name, f"{flow.name}/steps")
             on_error = None
             error_steps = on_error_steps(flow.on_error)
             if error_steps:
@@ -508,6 +511,25 @@ class ProjectCompiler:
             self.errors.extend(config_errors)
             return None
         return self._build(kind, item, file, namespaces, owner, step_id)
+
+    def _generated_steps(self, flow: Flow) -> Steps:
+        """The one step of a flow generated from another declaration (``flow.builder``)."""
+        assert flow.builder is not None
+        step_id = f"{flow.name}/steps[0]"
+        context = CompileContext(self, flow.file, flow.namespaces, flow.name)
+        context.node = flow.node
+        context.step_id = step_id
+        try:
+            run = flow.builder(context)
+        except StepConfigError as exc:
+            self.errors.append(LoadError.at(locate(flow.file, flow.node, exc.key), f"{flow.name}: {exc}"))
+            return Steps((), f"{flow.name}/steps")
+        run = observe_step(run, kind="resource", step_id=step_id, flow=flow.name, endpoints=context.endpoints_used)
+        if self.step_wrapper is not None:
+            run = self.step_wrapper(run, "resource", step_id, flow.location)
+        self.coverage.setdefault(self.coverage_owner, []).append(step_id)
+        step = CompiledStep(run, context._needs_body, "resource", step_id, flow.location)
+        return Steps((step,), f"{flow.name}/steps")
 
     def _config_errors(self, file: Path, item: Any, kind_name: str) -> list[LoadError]:
         config = item[kind_name]

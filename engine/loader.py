@@ -149,6 +149,9 @@ def _collect(project: Project, file: Path, doc: Any, errors: list[LoadError]) ->
                                               f"{project.sequences[name].location}"))
             continue
         project.sequences[name] = Sequence(str(name), node, namespaces, file, where)
+    for name, node in (doc.get("resources") or {}).items():
+        _collect_resource(project, file, doc, str(name), node, errors)
+        seen_flows.update({f.name: f for f in project.flows})
     for name, node in (doc.get("flows") or {}).items():
         where = locate(file, doc, ("flows", name), key=True)
         if name in seen_flows:
@@ -164,6 +167,23 @@ def _collect(project: Project, file: Path, doc: Any, errors: list[LoadError]) ->
                                       locate(file, node, ("source", other), key=True))
         project.flows.append(flow)
         seen_flows[flow.name] = flow
+
+
+def _collect_resource(project: Project, file: Path, doc: Any, name: str, node: Any, errors: list[LoadError]) -> None:
+    from engine.dataservice import read_resource, route_flows
+
+    where = locate(file, doc, ("resources", name), key=True)
+    try:
+        resource = read_resource(name, plain(node), where)
+    except ValueError as exc:
+        errors.append(LoadError.at(locate(file, doc, ("resources", name, "key")), f"resource {name!r}: {exc}"))
+        return
+    taken = {f.name for f in project.flows}
+    for flow in route_flows(resource, file, node):
+        if flow.name in taken:
+            errors.append(LoadError.at(where, f"resource {name!r}: its flow {flow.name!r} is already declared"))
+            continue
+        project.flows.append(flow)
 
 
 _PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::[a-z]+)?}")

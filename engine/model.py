@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.compiler import CompiledProject
+    from collections.abc import Callable
+
+    from engine.compiler import CompileContext, CompiledProject
+    from engine.registry import StepFn
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class Flow:
     node: Any = None  # the flow's own YAML mapping
     soap: SoapSource | None = None  # when it serves a SOAP operation (then source is None)
     trigger: SourceSpec | None = None  # a schedule, file poll, queue... (source is None then)
+    # a flow generated from another declaration (a data service's route) builds its one step
+    # itself from a compile context, instead of from a YAML step list
+    builder: Callable[[CompileContext], StepFn] | None = None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 from connectors.base import connector_kinds
 from connectors.resilience import settings_schema
 from connectors.soap.service import SOURCE_SCHEMA as SOAP_SOURCE_SCHEMA
+from engine.dataservice import RESOURCE_SCHEMA
 from engine.registry import StepKind, step_kinds
 from engine.settings import SETTINGS_SCHEMA
 from engine.sources.base import source_kinds
@@ -136,6 +137,10 @@ def _document(flow: dict[str, Any], steps: dict[str, Any]) -> dict[str, Any]:
                           "description": "Named, reusable step lists, called with the sequence step."},
             "flows": {"type": "object", "propertyNames": {"pattern": NAME_PATTERN},
                       "additionalProperties": flow, "description": "Flows by name."},
+            "resources": {"type": "object", "propertyNames": {"pattern": NAME_PATTERN},
+                          "additionalProperties": RESOURCE_SCHEMA,
+                          "description": "Data services: tables served as REST resources (list, get, create, "
+                                         "replace, update, delete), each route a generated flow."},
         },
     }
 
