@@ -67,6 +67,7 @@ from engine.errors import BackendError, BackendTimeout, BackendUnreachable
 
 if TYPE_CHECKING:
     from engine.compiler import CompileContext
+from engine.redact import url_for_display
 
 log = logging.getLogger("interlace.http")
 
@@ -170,15 +171,17 @@ class _OneShotBody:
 
 
 def _display(url: str) -> str:
-    """A URL without its credentials."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
+    """A URL without its credentials (engine.redact decides how every URL is shown)."""
     try:
+        parts = urlsplit(url_for_display(url))
+        host = parts.hostname or ""
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
-        port = ""
+        return url_for_display(url)
+    if not parts.scheme or not host:
+        return url_for_display(url)
+    if ":" in host:
+        host = f"[{host}]"
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
@@ -249,9 +252,18 @@ def _target(url: str, headers: list[tuple[str, str]]) -> Target:
     """A checked base URL; credentials in it become a default Authorization header (Basic), so
     that they never appear in addresses and a call's own Authorization header replaces them."""
     display = _display(url)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{display if parts.hostname else repr(display)} is not an http:// or https:// URL")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed [ipv6
+        raise ValueError(f"{display!r} is not a valid URL (an IPv6 address goes in brackets: http://[::1]:8080)") \
+            from None
+    try:
+        hostname = parts.hostname
+    except ValueError:  # an unclosed [ipv6
+        hostname = None
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise ValueError(f"{display!r} is not an http:// or https:// URL"
+                         f"{' (its credentials are not shown)' if '@' in url else ''}")
     try:
         parts.port  # noqa: B018  # raises on a port that is not a number
     except ValueError:

@@ -27,6 +27,7 @@ from engine.instrument import observe_step
 from engine.loader import LoadError, describe
 from engine.message import Message
 from engine.model import Endpoint, Flow, HttpSource, Location, Project
+from engine.redact import mask, without_userinfo
 from engine.registry import StepFn, StepKind, step_kinds
 from engine.schema import STEP_META_KEYS, step_config_schema
 from engine.schemacheck import SchemaValidator
@@ -339,6 +340,7 @@ class ProjectCompiler:
         self.coverage = self.compiled.coverage_points
         self.coverage_owner = ""
         self._options: dict[tuple[tuple[str, str], ...], CompileOptions] = {}
+        self._secret_values: list[str] = []  # masked in the endpoints' errors
 
     def options_for(self, namespaces: Mapping[str, str]) -> CompileOptions:
         key = tuple(sorted(namespaces.items()))
@@ -429,14 +431,19 @@ class ProjectCompiler:
                     context = EndpointContext(endpoint.location.file.parent, self.env)
                     self.endpoints[name] = build_endpoint(name, endpoint.kind, config, context)
             except ExpressionSyntaxError as exc:
-                self.errors.append(LoadError.at(endpoint.location, f"endpoint {name!r}: {exc}"))
+                self.errors.append(LoadError.at(endpoint.location, f"endpoint {name!r}: {self._clean(exc)}"))
             except ValueError as exc:
                 if len(self.compiled.notes) > unset_before:
                     # a stand-in for an unset value did not pass: only `run` can check it for real
                     self.compiled.notes.append(LoadError.at(endpoint.location, f"endpoint {name!r} is checked "
-                                                                               f"fully only where it is set: {exc}"))
+                                                                               f"fully only where it is set: "
+                                                                               f"{self._clean(exc)}"))
                 else:
-                    self.errors.append(LoadError.at(endpoint.location, f"endpoint {name!r}: {exc}"))
+                    self.errors.append(LoadError.at(endpoint.location, f"endpoint {name!r}: {self._clean(exc)}"))
+
+    def _clean(self, exc: Exception) -> str:
+        """A connector's words may quote a URL's credentials or a setting resolved from a secret."""
+        return mask(without_userinfo(str(exc)), self._secret_values)
 
     def _resolve_config(self, endpoint: Endpoint, value: Any, path: tuple[Any, ...]) -> Any:
         """Endpoint configs may read ``${env.X}`` and ``${secret.X}``, resolved once, here.
@@ -455,6 +462,7 @@ class ProjectCompiler:
                     raise ValueError(f"${{{expr.source}}}: endpoint settings can read only env and secret")
                 self.project.env_refs.update(expr.env_refs)
                 self.project.secret_refs.update(expr.secret_refs)
+                self._secret_values.extend(v for ref in expr.secret_refs if (v := self.secrets.get(ref)))
                 if expr.evaluate(Message()) is None:
                     where = "environment variable" if expr.env_refs else "secret (a file in INTERLACE_SECRETS_DIR)"
                     if self.serving:

@@ -431,6 +431,8 @@ def _prepare_xpath(node: dict[str, Any], namespaces: Mapping[str, str], usage: _
         literal["value"] = etree.XPath(literal["value"], namespaces=dict(namespaces), smart_strings=False)
     except etree.XPathSyntaxError as exc:
         raise ExpressionSyntaxError(f"invalid XPath {literal['value']!r}: {exc}") from exc
+    except (TypeError, ValueError) as exc:  # lxml on the namespaces: an empty URI, a prefix it cannot bind
+        raise ExpressionSyntaxError(f"XPath {literal['value']!r}: the namespaces cannot be used: {exc}") from exc
     usage.payload = True
 
 

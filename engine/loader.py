@@ -81,7 +81,11 @@ def load_project(root: Path, *, compile_flows: bool = True, serving: bool = Fals
         except YamlSyntaxError as exc:
             errors.append(LoadError.at(exc.location, exc.message))
             continue
-        if document is None:
+        if document is None or document == {}:
+            # an emptied file is a mistake far more often than a wish (a truncated save, a bad merge):
+            # it must not quietly take its flows away
+            errors.append(LoadError(file, 1, 1, "the file is empty: a flow file declares flows, endpoints or "
+                                                "sequences (delete the file to remove its flows)"))
             continue
         file_errors = schema_errors(file, document, _outline_validator())
         if file_errors:
@@ -90,6 +94,9 @@ def load_project(root: Path, *, compile_flows: bool = True, serving: bool = Fals
             continue
         _collect(project, file, document, errors)
     _check_routes(project, errors)
+    if not errors and not project.flows:
+        errors.append(LoadError(root, 1, 1, f"no flows in {'this file' if root.is_file() else 'this folder'}: "
+                                            f"there is nothing to serve (a flow file's flows: declares them)"))
     if compile_flows:
         # compiled even when some file is wrong, so that one pass reports every error: the
         # steps of the good files are checked too (names declared in the wrong ones still count)
@@ -157,7 +164,12 @@ def _collect(project: Project, file: Path, doc: Any, errors: list[LoadError]) ->
         if name in seen_flows:
             errors.append(LoadError.at(where, f"flow {name!r} is already declared at {seen_flows[name].location}"))
             continue
-        source = _http_source(node["source"].get("http"))
+        try:
+            source = _http_source(node["source"].get("http"))
+        except ValueError as exc:  # max_body: a size the schema's types let through (-1, 1e400)
+            where = locate(file, node, ("source", "http", "max_body"))
+            errors.append(LoadError.at(where, f"max_body: {exc}"))
+            continue
         flow_ns = {**namespaces, **{str(k): str(v) for k, v in (node.get("namespaces") or {}).items()}}
         flow = Flow(str(name), node.get("description"), source, node["steps"], node.get("on_error"),
                     flow_ns, file, where, node, _soap_source(node["source"].get("soap")))

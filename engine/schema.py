@@ -31,7 +31,9 @@ NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_.-]*$"
 NAMESPACES = {
     "type": "object",
     "description": "XML namespace prefixes for XPath, e.g. {soap: http://schemas.xmlsoap.org/soap/envelope/}.",
-    "additionalProperties": {"type": "string"},
+    # XPath has no default namespace: every prefix is an XML name bound to a non-empty URI
+    "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$"},
+    "additionalProperties": {"type": "string", "minLength": 1},
 }
 SIZE = {"type": ["string", "integer"], "description": "A size: bytes, or e.g. 64KiB, 10MiB."}
 JSON_SCHEMA_VALUE = {"type": "object", "description": "A JSON Schema (draft 2020-12) of the content."}

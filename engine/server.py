@@ -131,13 +131,13 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
             await peer_task
         return 2
     await runtime.start(compiled)
-    assert runtime.facade is not None
+    assert runtime.app is not None
     # Collect the young generation every 10,000 net allocations instead of 700: with 50 requests
     # in flight the default ran ~100 collections a second, about 5% of the CPU (docs/performance.md).
     # Cycles are rare on the hot path; reference counting frees the rest.  (No gc.freeze(): a
     # reloaded project's old objects would never be collected.)
     gc.set_threshold(10_000, 10, 10)
-    facade = _Server(_config(runtime.facade, opts, facade=True))
+    facade = _Server(_config(runtime.app, opts, facade=True))
     stop = asyncio.Event()
 
     def terminate() -> None:

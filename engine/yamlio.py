@@ -15,6 +15,7 @@ file, are taken as they are; every other scalar still goes through ruamel's Safe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import MappingEndEvent, MappingStartEvent, SequenceEndEvent, SequenceStartEvent, StreamEndEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import BaseResolver, implicit_resolvers
 from ruamel.yaml.tag import Tag
@@ -30,6 +32,15 @@ from ruamel.yaml.tag import Tag
 from engine.model import Location
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
+
+# A flow file is written by people: these are far beyond any real one (the largest example is
+# 6 KiB, 9 levels deep, ~600 values) and far below what hurts the process.
+MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_DEPTH = 64  # the schema check and the compiler walk nested values recursively: 64 stays far from the
+#                 interpreter's recursion limit (1,000 frames) wherever a flow file is read
+MAX_NODES = 250_000  # values in one file once aliases are expanded
+MAX_ALIASES = 1_000  # expansions of anchored mappings and lists in one file (merge keys included)
+COMPOSE_SAFE_DEPTH = 1_000  # the C composer recursed 20,000 levels safely in a worker thread; crashed at 50,000
 
 
 class YamlSyntaxError(ValueError):
@@ -122,6 +133,47 @@ if CParser is not None:
             pass
 
 
+# a line starting with this many spaces, tabs or block indicators (- ? :) may nest that deep
+_DEEP_LINE = re.compile(rf"^[ \t?:-]{{{COMPOSE_SAFE_DEPTH // 4}}}", re.MULTILINE)
+
+
+def _may_nest_too_deep(text: str) -> bool:
+    """False when the text cannot nest past COMPOSE_SAFE_DEPTH: every flow collection opens with a
+    bracket, and a block collection at depth d starts at a column of at least d / 2 - 1."""
+    brackets = text.count("[") + text.count("{")
+    return brackets > COMPOSE_SAFE_DEPTH // 2 or _DEEP_LINE.search(text) is not None
+
+
+def _check_depth(text: str, path: Path) -> None:
+    """Count nesting on the parser's events (no recursion) and refuse past MAX_DEPTH."""
+    if CParser is None:  # pragma: no cover - the pure composer recurses in Python: RecursionError is caught
+        return
+    parser = CParser(text)
+    depth = 0
+    try:
+        while True:
+            event = parser.get_event()
+            kind = type(event)
+            if kind is MappingStartEvent or kind is SequenceStartEvent:
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    raise YamlSyntaxError(Location(path, mark.line + 1, mark.column + 1), _too_deep())
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                depth -= 1
+            elif kind is StreamEndEvent:
+                return
+    except MarkedYAMLError:
+        return  # composing stops at the same error, no deeper than counted so far: it reports it
+    finally:
+        parser.dispose()
+
+
+def _too_deep() -> str:
+    return (f"nested deeper than {MAX_DEPTH} levels (or an alias inside its own anchor): "
+            f"a flow file nests a few levels; split the structure")
+
+
 def _compose(text: str) -> Node | None:
     if CParser is None:  # pragma: no cover - only without ruamel.yaml.clib
         return _yaml().compose(text)  # type: ignore[no-any-return]
@@ -153,13 +205,41 @@ class _Builder:
     def __init__(self, path: Path) -> None:
         self._constructor: SafeConstructor | None = None
         self.path = path
+        self.depth = 0
+        self.budget = MAX_NODES  # values still allowed, aliases expanded
+        self.aliases = 0
+        self._built: set[int] = set()  # collection nodes built once already: seeing one again is an alias
 
     def _scalar(self, node: Node) -> Any:
         if node.ctag is STR_TAG:
             return node.value
         if self._constructor is None:
             self._constructor = _Scalars()
-        return self._constructor.construct_object(node, deep=True)
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except MarkedYAMLError:
+            raise
+        except Exception as exc:  # ruamel's int()/float() of a tagged scalar (!!int 0x1Fz, !!int '') raw
+            tag = str(node.tag).rpartition(":")[2]
+            raise YamlSyntaxError(self._where(node), f"{node.value!r} is not a valid !!{tag} value") from exc
+
+    def _enter(self, node: Node) -> None:
+        """Count a collection against the limits before building it."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise YamlSyntaxError(self._where(node), _too_deep())
+        self.budget -= len(node.value)
+        if self.budget < 0:
+            raise YamlSyntaxError(self._where(node), f"more than {MAX_NODES:,} values once aliases are expanded: "
+                                                     f"a flow file holds a few thousand at most")
+        key = id(node)
+        if key in self._built:
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise YamlSyntaxError(self._where(node), f"the anchors are expanded more than {MAX_ALIASES:,} "
+                                                         f"times in this file (a flow file needs a few)")
+        else:
+            self._built.add(key)
 
     def build(self, node: Node) -> Any:
         if node.ctag is STR_TAG:  # most of a flow file; only scalars get this tag object
@@ -167,16 +247,19 @@ class _Builder:
         if isinstance(node, MappingNode):
             return self._mapping(node)
         if isinstance(node, SequenceNode):
+            self._enter(node)
             seq = YamlSeq()
             seq.line, seq.column = node.start_mark.line, node.start_mark.column
             marks = seq.item_marks
             for item in node.value:
                 seq.append(self.build(item))
                 marks.append(_mark(item))
+            self.depth -= 1
             return seq
         return self._scalar(node)
 
     def _mapping(self, node: MappingNode) -> YamlMap:
+        self._enter(node)
         result = YamlMap()
         result.line, result.column = node.start_mark.line, node.start_mark.column
         key_marks, value_marks = result.key_marks, result.value_marks
@@ -204,6 +287,7 @@ class _Builder:
             mark = key_node.start_mark
             key_marks[key] = (mark.line, mark.column)
             value_marks[key] = _mark(value_node)
+        self.depth -= 1
         return result
 
     def _where(self, node: Node) -> Location:
@@ -211,19 +295,32 @@ class _Builder:
 
 
 def read_yaml(path: Path) -> Any:
-    """Parse one file, keeping positions; a syntax error names its line and column."""
+    """Parse one file, keeping positions; a syntax error or a limit passed names its line and column."""
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise YamlSyntaxError(Location(path, 1, 1), f"the file is {size:,} bytes, more than the "
+                                                        f"{MAX_FILE_BYTES // 1024 // 1024} MiB a flow file may have")
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise YamlSyntaxError(Location(path, 1, 1), f"not UTF-8 text ({exc.reason})") from exc
+    except OSError as exc:
+        raise YamlSyntaxError(Location(path, 1, 1), f"cannot read the file: {exc.strerror or exc}") from exc
     return parse_yaml(text, path)
 
 
 def parse_yaml(text: str, path: Path) -> Any:
     """``read_yaml`` of text already read (the designer parses the text it is editing)."""
+    if len(text) > MAX_FILE_BYTES:
+        raise YamlSyntaxError(Location(path, 1, 1), f"the text is {len(text):,} characters, more than the "
+                                                    f"{MAX_FILE_BYTES // 1024 // 1024} MiB a flow file may have")
     try:
+        if _may_nest_too_deep(text):
+            _check_depth(text, path)
         node = _compose(text)
         return None if node is None else _Builder(path).build(node)
+    except RecursionError as exc:  # pragma: no cover - only the pure-Python composer recurses in Python
+        raise YamlSyntaxError(Location(path, 1, 1), _too_deep()) from exc
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
