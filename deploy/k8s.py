@@ -26,6 +26,8 @@ DRAIN_SECONDS = 20
 PRE_STOP_SECONDS = 5  # lets the endpoints controller and the gateway stop sending before the drain
 SECRETS_DIR = "/var/run/secrets/interlace"
 RUNTIME_UID = 10001
+# the Secret holding the management token (key `token`): created per namespace, never written here
+MANAGEMENT_TOKEN_KEY = "token"
 ENVIRONMENTS = ("dev", "stage", "prod")
 
 
@@ -93,7 +95,12 @@ def deployment(project: Project, options: Options) -> dict[str, Any]:
         "ports": [{"name": "http", "containerPort": FACADE_PORT, "protocol": "TCP"},
                   {"name": "management", "containerPort": MANAGEMENT_PORT, "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": f"{options.name}-config"}}],
-        "env": [{"name": "INTERLACE_SECRETS_DIR", "value": SECRETS_DIR}],
+        "env": [{"name": "INTERLACE_SECRETS_DIR", "value": SECRETS_DIR},
+                # management listens on the pod's address (the kubelet probes it there) and so needs a
+                # token; the probes' /health paths answer without it. A missing Secret keeps the pod
+                # from starting, rather than starting it open.
+                {"name": "INTERLACE_MANAGEMENT_TOKEN", "valueFrom": {"secretKeyRef": {
+                    "name": management_secret(options), "key": MANAGEMENT_TOKEN_KEY}}}],
         "startupProbe": {"httpGet": {"path": "/health/ready", "port": probe_port},
                          "periodSeconds": 1, "failureThreshold": 30},
         "readinessProbe": {"httpGet": {"path": "/health/ready", "port": probe_port},
@@ -139,6 +146,10 @@ def deployment(project: Project, options: Options) -> dict[str, Any]:
     }
 
 
+def management_secret(options: Options) -> str:
+    return f"{options.name}-management"
+
+
 def service(options: Options) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -153,6 +164,9 @@ def service(options: Options) -> dict[str, Any]:
 
 def config_map(project: Project, options: Options) -> dict[str, Any]:
     data = {"INTERLACE_HOST": "0.0.0.0", "INTERLACE_PORT": str(FACADE_PORT),
+            # the kubelet's probes and the monitoring namespace reach management on the pod's address;
+            # the runtime serves it there only with INTERLACE_MANAGEMENT_TOKEN (the Secret reference)
+            "INTERLACE_MANAGEMENT_HOST": "0.0.0.0",
             "INTERLACE_MANAGEMENT_PORT": str(MANAGEMENT_PORT), "INTERLACE_LOG_FORMAT": "json",
             "INTERLACE_LOG_LEVEL": "info",
             "INTERLACE_DRAIN_TIMEOUT": str(DRAIN_SECONDS), "INTERLACE_MAX_BODY": "10MiB"}
@@ -305,6 +319,8 @@ def _k8s(args: argparse.Namespace) -> int:
                       monitoring_namespace=args.monitoring_namespace, namespace_prefix=args.namespace_prefix)
     written = write_manifests(project, options, Path(args.out))
     print(f"wrote {len(written)} files under {args.out} (base, overlays {', '.join(ENVIRONMENTS)})")
+    print(f"management needs a token: create it per namespace, e.g. kubectl create secret generic "
+          f"{management_secret(options)} --from-literal={MANAGEMENT_TOKEN_KEY}=\"$(openssl rand -hex 32)\"")
     if project.secret_refs:
         keys = " ".join(f"--from-literal={k}=..." for k in sorted(project.secret_refs))
         print(f"the flows read secrets: create them per namespace, e.g. "

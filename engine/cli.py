@@ -31,6 +31,7 @@ def _run(args: argparse.Namespace) -> int:
         flows_dir=Path(args.dir), host=args.host, port=args.port, management_port=args.management_port,
         management_host=args.management_host, workers=args.workers, watch=args.watch,
         drain_timeout=args.drain_timeout, max_body=parse_size(args.max_body), designer=args.designer,
+        insecure_management=args.insecure_management,
     ))
 
 
@@ -95,8 +96,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=int(os.environ.get("INTERLACE_PORT", "8290")), help="facade port")
     run.add_argument("--management-port", type=int, default=int(os.environ.get("INTERLACE_MANAGEMENT_PORT", "9201")),
                      help="port of health, flows, endpoints, metrics and reload")
-    run.add_argument("--management-host", default=os.environ.get("INTERLACE_MANAGEMENT_HOST"),
-                     help="management address (default: the facade's)")
+    run.add_argument("--management-host", default=os.environ.get("INTERLACE_MANAGEMENT_HOST") or "127.0.0.1",
+                     help="management address (default 127.0.0.1; any other needs INTERLACE_MANAGEMENT_TOKEN)")
+    run.add_argument("--insecure-management", action="store_true",
+                     default=os.environ.get("INTERLACE_INSECURE_MANAGEMENT", "").lower() in ("1", "true", "yes"),
+                     help="serve management on a non-loopback --management-host without a token (not for "
+                          "production: anyone reaching the port can reload and read the flows)")
     run.add_argument("--workers", type=int, default=int(os.environ.get("INTERLACE_WORKERS", "1")),
                      help="worker processes sharing the ports (one per core)")
     run.add_argument("--watch", action="store_true", help="reload when a file of DIR changes")

@@ -27,6 +27,7 @@ from engine.instrument import observe_step
 from engine.loader import LoadError, describe
 from engine.message import Message
 from engine.model import Endpoint, Flow, HttpSource, Location, Project
+from engine.paths import OutsideFolder, inside
 from engine.redact import mask, without_userinfo
 from engine.registry import StepFn, StepKind, step_kinds
 from engine.schema import STEP_META_KEYS, step_config_schema
@@ -224,6 +225,11 @@ class CompileContext:
         self.endpoints_used: list[str] = []  # by the current step: its spans name them
 
     @property
+    def folder(self) -> Path:
+        """The flow folder: every file a flow names lies inside it."""
+        return self.file.parent
+
+    @property
     def options(self) -> CompileOptions:
         return self._compiler.options_for(self.namespaces)
 
@@ -302,8 +308,11 @@ class CompileContext:
         return lambda: sequences[str(name)]
 
     def file_path(self, value: Any, key: Any = ()) -> Path:
-        """A file named relative to the flow file; it must exist."""
-        path = (self.file.parent / str(value)).resolve()
+        """A file named relative to the flow file, inside the flow folder (engine.paths); it must exist."""
+        try:
+            path = inside(self.folder, str(value))
+        except OutsideFolder as exc:
+            raise StepConfigError(str(exc), key) from None
         if not path.is_file():
             raise StepConfigError(f"file not found: {value} (looked for {path})", key)
         return path

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 import os
 import shutil
@@ -41,7 +42,10 @@ class ServeOptions:
     flows_dir: Path
     host: str = "127.0.0.1"
     port: int = 8290
-    management_host: str | None = None  # default: the facade's host
+    # management (health, flows, endpoints, metrics, reload, the designer) listens apart from the
+    # facade and on loopback unless told otherwise; elsewhere it needs a token (docs/security.md)
+    management_host: str = "127.0.0.1"
+    insecure_management: bool = False  # serve management on a non-loopback address without a token
     management_port: int = 9201
     workers: int = 1
     watch: bool = False
@@ -87,6 +91,27 @@ def _config(app: object, opts: ServeOptions, *, facade: bool) -> uvicorn.Config:
         limit_concurrency=None,
         backlog=2048,
     )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps a port reachable from this machine only."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name, "" or 0.0.0.0's relatives: reachable from elsewhere
+
+
+def check_management_exposure(opts: ServeOptions) -> None:
+    """Refuse to open management to the network without a token (before anything is bound)."""
+    if is_loopback(opts.management_host) or os.environ.get("INTERLACE_MANAGEMENT_TOKEN") \
+            or opts.insecure_management:
+        return
+    raise SystemExit(
+        f"interlace run: refusing to serve management (flows, endpoints, metrics, reload) on "
+        f"{opts.management_host or 'every address'} without a token: set INTERLACE_MANAGEMENT_TOKEN, keep "
+        f"--management-host 127.0.0.1 (the default), or pass --insecure-management to serve it open")
 
 
 def _management_token() -> str:
@@ -211,7 +236,12 @@ def serve(opts: ServeOptions) -> int:
     import_aiohttp()
     if opts.designer:
         _management_token()  # refuse before binding anything
-    management_host = opts.management_host or opts.host
+    check_management_exposure(opts)
+    if opts.insecure_management and not is_loopback(opts.management_host) \
+            and not os.environ.get("INTERLACE_MANAGEMENT_TOKEN"):
+        log.warning("management on %s without a token (--insecure-management): anyone who reaches the port can "
+                    "reload and read the flows", opts.management_host)
+    management_host = opts.management_host
     facade_sock = bind(opts.host, opts.port)
     management_sock = bind(management_host, opts.management_port)
     log.info("facade on http://%s:%d, management on http://%s:%d", opts.host, opts.port, management_host,

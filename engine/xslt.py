@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from lxml import etree
 
 from engine.errors import FlowError
+from engine.paths import OutsideFolder, inside_url
 
-_STYLESHEET_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 # document(), xsl:include at run time, exsl:document output: all refused
 _NO_ACCESS = etree.XSLTAccessControl.DENY_ALL
+
+
+class _InsideFolder(etree.Resolver):
+    """xsl:include and xsl:import are read at compile time, before any access control applies:
+    they may name files of the flow folder only."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def resolve(self, system_url: str | None, public_id: str | None, context: object) -> Any:
+        return self.resolve_filename(str(inside_url(self.folder, system_url or "")), context)
+
+
+def _stylesheet_parser(folder: Path) -> etree.XMLParser:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    parser.resolvers.add(_InsideFolder(folder))
+    return parser
 
 
 class XsltCompileError(ValueError):
@@ -49,15 +68,21 @@ def _first_message(exc: etree.Error) -> str:
     return str(exc)
 
 
-def compile_xslt(path: Path) -> CompiledXslt:
-    """Compile a stylesheet; errors carry the stylesheet's own line and column."""
+def compile_xslt(path: Path, folder: Path | None = None) -> CompiledXslt:
+    """Compile a stylesheet; errors carry the stylesheet's own line and column.  What it includes
+    or imports must lie inside ``folder`` (default: the stylesheet's own folder)."""
+    parser = _stylesheet_parser(Path(folder or path.parent).resolve())
     try:
-        document = etree.parse(str(path), _STYLESHEET_PARSER)
+        document = etree.parse(str(path), parser)
+    except OutsideFolder as exc:
+        raise XsltCompileError(str(exc), 1, 1) from None
     except etree.XMLSyntaxError as exc:
         line, column = exc.position if exc.position else (1, 1)
         raise XsltCompileError(f"not well-formed XML: {exc.msg}", line, column) from None
     try:
         transform = etree.XSLT(document, access_control=_NO_ACCESS)
+    except OutsideFolder as exc:
+        raise XsltCompileError(f"xsl:include or xsl:import: {exc}", 1, 1) from None
     except etree.XSLTParseError as exc:
         entries = list(exc.error_log)
         line = next((e.line for e in entries if e.line), 1)

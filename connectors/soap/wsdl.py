@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from connectors.soap.envelope import SOAP11, SOAP12, Member, Shape, SoapVersion
+from engine.paths import OutsideFolder, inside
 from engine.xmlsafe import PARSER, XmlRefused, parse_document
 
 XSD_NS = "http://www.w3.org/2001/XMLSchema"
@@ -95,7 +96,10 @@ def load_wsdl(location: str, base: Path, *, service: str | None = None, port: st
     """Read and model a WSDL: ``location`` is a path (relative to ``base``) or an http(s) URL."""
     is_url = urlsplit(location).scheme in ("http", "https")
     if not is_url:
-        path = (base / location) if not Path(location).is_absolute() else Path(location)
+        try:
+            path = inside(base, location)  # a WSDL file comes from the flow folder (engine.paths)
+        except OutsideFolder as exc:
+            raise WsdlError(str(exc)) from None
         if not path.is_file():
             raise WsdlError(f"no WSDL file {location!r} (looked for {path})")
         where = str(path)

@@ -111,7 +111,7 @@ def _require(msg: Message, kind: str, what: str) -> Any:
 def _xslt(config: Any, ctx: CompileContext, content_type: str | None) -> StepFn:
     path = ctx.file_path(config["xslt"], "xslt")
     try:
-        stylesheet = compile_xslt(path)
+        stylesheet = compile_xslt(path, ctx.folder)
     except XsltCompileError as exc:
         raise StepConfigError(f"{path.name}:{exc.line}:{exc.column}: the stylesheet does not compile: {exc}",
                               "xslt") from exc
