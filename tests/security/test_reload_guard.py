@@ -66,7 +66,8 @@ def test_a_reload_that_empties_a_file_is_refused_then_forced(tmp_path: Path) -> 
         assert "reload refused, still serving the previous 2 flows" in engine.log()
         assert client.post(f"{management}/reload?force=nope").status_code == 400
         forced = client.post(f"{management}/reload?force=true")
-        assert forced.status_code == 200 and forced.json() == {"ok": True, "errors": [], "flows": 1}
+        assert forced.status_code == 200
+        assert {k: forced.json()[k] for k in ("ok", "errors", "flows")} == {"ok": True, "errors": [], "flows": 1}
         assert client.get(f"{engine.url}/ping").status_code == 404
         assert client.get(f"{engine.url}/other").text == "other"
         # removing the file is how flows are removed: no force needed
