@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.model import Endpoint, Flow, HttpSource, Location, Project, Sequence, SoapSource, SourceSpec
+from engine.redact import without_userinfo
 from engine.schema import outline_schema
 from engine.schemacheck import SchemaValidator
 from engine.yamlio import YamlSyntaxError, locate, plain, read_yaml
@@ -282,7 +283,7 @@ def _type_name(value: Any) -> str:
     if isinstance(value, (int, float)):
         return f"the number {value}"
     if isinstance(value, str):
-        return f"the string {value!r}"
+        return f"the string {value!r}" if len(value) <= 80 else f"a string of {len(value)} characters"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
@@ -295,7 +296,14 @@ _TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "a string", "
 
 
 def describe(error: ValidationError) -> tuple[list[Any], str, bool]:
-    """(path to point at, message, whether to point at the key rather than the value)."""
+    """(path to point at, message, whether to point at the key rather than the value).
+
+    Messages quote the values they refuse; a URL's user and password never go with them."""
+    path, message, on_key = _describe(error)
+    return path, without_userinfo(message), on_key
+
+
+def _describe(error: ValidationError) -> tuple[list[Any], str, bool]:
     path = list(error.absolute_path)
     validator = error.validator
     where = f" in {_path_text(path)}" if path else ""
@@ -334,7 +342,7 @@ def describe(error: ValidationError) -> tuple[list[Any], str, bool]:
         here = [e for e in error.context if list(e.absolute_path) == path]
         bounds = [e for e in here if e.validator in ("minimum", "maximum")]
         if bounds:  # the right type, out of range: say that
-            return describe(bounds[0])
+            return _describe(bounds[0])
         if here and all(e.validator in ("type", "pattern", "const") for e in here):
             wanted_words: list[str] = []
             for e in here:
@@ -349,7 +357,7 @@ def describe(error: ValidationError) -> tuple[list[Any], str, bool]:
                 unique = list(dict.fromkeys(wanted_words))
                 return path, f"expected {' or '.join(unique)}{where}, got {_type_name(error.instance)}", False
         best = min(error.context, key=lambda e: len(list(e.absolute_path)) * -1)
-        inner_path, inner, on_key = describe(best)
+        inner_path, inner, on_key = _describe(best)
         return inner_path, inner, on_key
     return path, f"{error.message}{where}", False
 

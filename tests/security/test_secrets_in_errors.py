@@ -114,3 +114,18 @@ flows:
             assert_clean(listing.text)
         assert "endpoint 'orders'" in engine.log()
         assert_clean(engine.log())
+
+
+def test_schema_errors_quoting_a_value_leave_its_credentials_out(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # found by the loader fuzz: a credentialed URL where a mapping belongs was quoted whole
+    folder = write_flows(tmp_path / "flows", f"""
+    flows:
+      f:
+        source: 'svcuser:{PASSWORD}@orders.internal:8080/api'
+        steps: [{{respond: {{text: x}}}}]
+    """)
+    assert main(["validate", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "flows.yaml:3:13: expected a mapping in flows.f.source, got the string 'orders.internal:8080/api'" in err
+    assert_clean(err)
