@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p for p in [*REPO.glob("flows/*.yaml"), *REPO.glob("flows/bench/*.yaml")]
                   if not p.name.endswith(".test.yaml"))
 CASES = 2_000
+# ~60 s on CI's two cores; the limit leaves room for a machine shared with other work
+pytestmark = pytest.mark.timeout(600)
 
 # values that broke the loader once, and their relatives
 HARD_VALUES = [
