@@ -10,13 +10,8 @@ not after a fixed wait (21 reloads under a fixed 30 s wait held 1,050 extra sock
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 class InFlight:
@@ -24,7 +19,7 @@ class InFlight:
 
     __slots__ = ("_active", "_waiters", "app", "generation")
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.generation = 0
         self._active: dict[int, int] = {}  # generation -> requests in flight that arrived under it
