@@ -152,3 +152,39 @@ def test_a_wsdl_is_read_from_a_url_at_load_and_its_mistakes_are_named(tmp_path: 
         load_wsdl("bad.wsdl", tmp_path)
     with pytest.raises(WsdlError, match="no service 'Other'"):
         load_wsdl("stockquote.wsdl", REPO / "flows", service="Other")
+
+
+RPC_WSDL = """<?xml version="1.0"?>
+<definitions name="Calc" targetNamespace="urn:calc" xmlns="http://schemas.xmlsoap.org/wsdl/"
+  xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" xmlns:tns="urn:calc" xmlns:xsd="http://www.w3.org/2001/XMLSchema">
+  <message name="addRequest"><part name="a" type="xsd:int"/><part name="b" type="xsd:int"/></message>
+  <message name="addResponse"><part name="sum" type="xsd:int"/></message>
+  <portType name="CalcPort"><operation name="add"><input message="tns:addRequest"/>
+    <output message="tns:addResponse"/></operation></portType>
+  <binding name="CalcBinding" type="tns:CalcPort">
+    <soap:binding style="rpc" transport="http://schemas.xmlsoap.org/soap/http"/>
+    <operation name="add"><soap:operation soapAction="urn:calc#add"/>
+      <input><soap:body use="literal" namespace="urn:calc"/></input>
+      <output><soap:body use="literal" namespace="urn:calc"/></output></operation>
+  </binding>
+  <service name="Calc"><port name="CalcPort" binding="tns:CalcBinding">
+    <soap:address location="http://127.0.0.1:1/calc"/></port></service>
+</definitions>
+"""
+
+
+def test_a_soap12_binding_and_an_rpc_binding_are_modelled(tmp_path: Path) -> None:
+    text = (REPO / "flows" / "stockquote.wsdl").read_text()
+    (tmp_path / "s12.wsdl").write_text(text.replace("http://schemas.xmlsoap.org/wsdl/soap/",
+                                                    "http://schemas.xmlsoap.org/wsdl/soap12/"))
+    assert load_wsdl("s12.wsdl", tmp_path).operation("getQuote").version is SOAP12
+    (tmp_path / "rpc.wsdl").write_text(RPC_WSDL)
+    add = load_wsdl("rpc.wsdl", tmp_path).operation("add")
+    assert (add.style, add.action, add.input and add.input.required()) == ("rpc", "urn:calc#add", ["a", "b"])
+    assert add.input is not None and add.output is not None
+    # rpc/literal: the wrapper is in the namespace, its parts are not
+    written = element_bytes(add.input.namespace, add.input.name, {"b": 2, "a": 1}, add.input.shape,
+                            add.input.qualified)
+    assert written == b'<ns0:add xmlns:ns0="urn:calc"><a>1</a><b>2</b></ns0:add>'
+    assert to_json(etree.fromstring(b'<c:addResponse xmlns:c="urn:calc"><sum>3</sum></c:addResponse>'),
+                   add.output.shape) == {"sum": 3}
