@@ -426,7 +426,8 @@ class ProjectCompiler:
         def report(flow: Flow, key: tuple[str, ...], message: str) -> None:
             self.errors.append(LoadError.at(locate(flow.file, flow.node, ("source", "soap", *key)), message))
 
-        self.compiled.soap_services = build_services(self.compiled.flows, report)
+        self.compiled.soap_services = build_services(self.compiled.flows, report, self._resolve_config)
+
     def _compile_trigger(self, flow: Flow, compiled_flow: CompiledFlow) -> None:
         """The flow's redelivery policy and its source, when it is not http (engine/sources)."""
         policy_node = flow.on_error if isinstance(flow.on_error, dict) else None

@@ -48,6 +48,7 @@ class SoapSource:
     version: str | None = None
     validate: bool = False
     max_body: int | None = None
+    ws_security: dict[str, Any] | None = None  # username, password: a UsernameToken requests must carry
 
 
 @dataclass

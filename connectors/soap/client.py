@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lxml import etree
@@ -103,7 +103,7 @@ class SoapSettings:
     validate: bool
     addressing: bool
     security: UsernameToken | None
-    authorization: str | None  # an HTTP Basic header value
+    authorization: str | None = field(repr=False)  # an HTTP Basic header value: a secret
 
     @classmethod
     def read(cls, config: Mapping[str, Any], folder: Path, first_url: str) -> SoapSettings:

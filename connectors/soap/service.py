@@ -27,22 +27,31 @@ its own code, subcode, string, actor and detail.  HTTP status: 500 in 1.1, 400 o
 
 from __future__ import annotations
 
+import base64
+import datetime
+import hmac
 import logging
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from lxml import etree
 
 from connectors.soap.envelope import (
+    PASSWORD_DIGEST,
+    PASSWORD_TEXT,
     SOAP11,
     SOAP12,
     VERSIONS,
+    WSSE_NS,
+    WSU_NS,
     EnvelopeWriter,
     SoapVersion,
     action_of_content_type,
     element_bytes,
     fault_envelope,
     fault_status,
+    password_digest,
     strip_declaration,
     version_of_content_type,
 )
@@ -93,6 +102,15 @@ SOURCE_SCHEMA: dict[str, Any] = {
         "validate": {"type": "boolean",
                      "description": "Check the request's element against the WSDL's XML Schema; a mismatch is "
                                     "a Client (1.2: Sender) fault naming what is wrong (default false)."},
+        "ws_security": {
+            "type": "object", "additionalProperties": False, "required": ["username", "password"],
+            "description": "Require a WS-Security UsernameToken of this user in every request, its password as "
+                           "text or as a digest (created within 5 minutes, its nonce not seen before by this "
+                           "process); anything else is a Client (Sender) fault FailedAuthentication.",
+            "properties": {"username": {"type": "string", "description": "The user name."},
+                           "password": {"type": "string",
+                                        "description": "The password, from ${secret.*} (never logged)."}},
+        },
         "max_body": {"type": ["string", "integer"],
                      "description": "Largest request body accepted, bytes or e.g. 1MiB (413 beyond it)."},
     },
@@ -103,8 +121,9 @@ class ServedOperation:
     """One flow of a service, with what routes to it and how its answers are written."""
 
     def __init__(self, name: str, flow: Any, *, action: str | None, element: str | None,
-                 operation: Operation | None, validate: bool) -> None:
+                 operation: Operation | None, validate: bool, security: TokenCheck | None = None) -> None:
         self.name = name
+        self.security = security
         self.flow = flow  # a CompiledFlow
         self.action = action
         self.element = element  # Clark notation {ns}local
@@ -152,6 +171,10 @@ class SoapService:
         try:
             served, content = self._route(msg, version)
         except _ClientFault as fault:
+            if fault.subcode is not None:
+                self._answer(msg, version, "Client", fault_envelope(version, "Client", str(fault),
+                                                                    subcode=fault.subcode))
+                return
             self._fault(msg, version, fault.code or "Client", str(fault))
             return
         msg.vars["soap"] = {"operation": served.name, "action": self._action(msg, version), "version": version.name}
@@ -192,6 +215,8 @@ class SoapService:
             raise _ClientFault("the SOAP envelope has no Body")
         content = next((child for child in body if isinstance(child.tag, str)), None)
         served = self._pick(msg, version, content)
+        if served.security is not None:
+            served.security.check(root, version)
         if served.validate and self.wsdl is not None and content is not None:
             problems = self.wsdl.validation_errors(content)
             if problems:
@@ -309,9 +334,63 @@ class SoapService:
 
 
 class _ClientFault(Exception):
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str, code: str | None = None, subcode: tuple[str | None, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.subcode = subcode
+
+
+class TokenCheck:
+    """Checks the WS-Security UsernameToken of served requests (text or digest password).
+
+    A digest's creation time must be within ``WINDOW`` of now and its nonce unseen in that
+    window; the nonces are remembered by this process only, so a replica does not know the
+    nonces another one saw (the creation window still bounds a replay)."""
+
+    WINDOW = 300.0
+
+    def __init__(self, username: str, password: str) -> None:
+        self.username = username
+        self._password = password
+        self._nonces: dict[bytes, float] = {}
+
+    def __repr__(self) -> str:
+        return f"TokenCheck(username={self.username!r})"
+
+    def check(self, root: etree._Element, version: SoapVersion) -> None:
+        token = root.find(f"{{{version.namespace}}}Header/{{{WSSE_NS}}}Security/{{{WSSE_NS}}}UsernameToken")
+        if token is None:
+            self._refuse("the request carries no WS-Security UsernameToken")
+        user = token.findtext(f"{{{WSSE_NS}}}Username") or ""
+        password = token.find(f"{{{WSSE_NS}}}Password")
+        if password is None or not hmac.compare_digest(user.encode(), self.username.encode()):
+            self._refuse("the security token could not be authenticated")
+        if password.get("Type", PASSWORD_TEXT) == PASSWORD_DIGEST:
+            self._check_digest(token, password.text or "")
+        elif not hmac.compare_digest((password.text or "").encode(), self._password.encode()):
+            self._refuse("the security token could not be authenticated")
+
+    def _check_digest(self, token: etree._Element, digest: str) -> None:
+        created = token.findtext(f"{{{WSU_NS}}}Created") or ""
+        try:
+            nonce = base64.b64decode(token.findtext(f"{{{WSSE_NS}}}Nonce") or "", validate=True)
+            when = datetime.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            self._refuse("the security token's nonce or creation time is malformed")
+        now = time.time()
+        if abs(now - when) > self.WINDOW:
+            self._refuse("the security token was created too long ago (or in the future)")
+        expected = password_digest(nonce, created, self._password)
+        if not hmac.compare_digest(digest.encode(), expected.encode()):
+            self._refuse("the security token could not be authenticated")
+        if nonce in self._nonces:
+            self._refuse("the security token's nonce was used already")
+        if len(self._nonces) > 10_000:  # forget what is outside the window
+            self._nonces = {n: t for n, t in self._nonces.items() if now - t <= self.WINDOW}
+        self._nonces[nonce] = now
+
+    def _refuse(self, reason: str) -> NoReturn:
+        raise _ClientFault(reason, subcode=(WSSE_NS, "FailedAuthentication"))
 
 
 class _NotServed(FlowError):
@@ -324,9 +403,10 @@ class _NotServed(FlowError):
 
 
 Report = Callable[[Any, tuple[str, ...], str], None]  # (flow, key under source.soap, message)
+Resolve = Callable[[Any], Any]  # ${env.*} and ${secret.*} in settings, resolved once
 
 
-def build_services(flows: list[Any], report: Report) -> list[SoapService]:
+def build_services(flows: list[Any], report: Report, resolve: Resolve = lambda value: value) -> list[SoapService]:
     """The SOAP services of a project's compiled flows that have a ``soap`` source, one per
     path, each WSDL read once.  Problems go to ``report`` with the key they are about."""
     from connectors.soap.wsdl import WsdlError, load_wsdl
@@ -353,7 +433,7 @@ def build_services(flows: list[Any], report: Report) -> list[SoapService]:
                 report(flow, ("wsdl",), f"the flows serving {path} give different WSDLs: {soap.wsdl!r} here, "
                                         f"{source.wsdl!r} in flow {first.name!r}; a path serves one WSDL")
                 continue
-            one = _served(compiled, soap, wsdl, report)
+            one = _served(compiled, soap, wsdl, report, resolve)
             if one is not None:
                 served.append(one)
         _report_clashes(served, report)
@@ -365,7 +445,7 @@ def build_services(flows: list[Any], report: Report) -> list[SoapService]:
     return services
 
 
-def _served(compiled: Any, soap: Any, wsdl: Wsdl | None, report: Report) -> ServedOperation | None:
+def _served(compiled: Any, soap: Any, wsdl: Wsdl | None, report: Report, resolve: Resolve) -> ServedOperation | None:
     from connectors.soap.wsdl import WsdlError
 
     flow = compiled.flow
@@ -390,8 +470,16 @@ def _served(compiled: Any, soap: Any, wsdl: Wsdl | None, report: Report) -> Serv
     if soap.validate and (wsdl is None or wsdl.schema is None):
         report(flow, ("validate",), "validate needs a wsdl with an XML Schema in its types")
         return None
+    security = None
+    if soap.ws_security is not None:
+        try:
+            settings = resolve(soap.ws_security)
+        except ValueError as exc:
+            report(flow, ("ws_security",), str(exc))
+            return None
+        security = TokenCheck(str(settings["username"]), str(settings["password"]))
     return ServedOperation(soap.operation, compiled, action=action, element=element, operation=operation,
-                           validate=bool(soap.validate))
+                           validate=bool(soap.validate), security=security)
 
 
 def _report_clashes(served: list[ServedOperation], report: Report) -> None:

@@ -238,3 +238,50 @@ def test_a_soap_path_that_an_http_flow_serves_is_a_load_error(tmp_path: Path) ->
     with pytest.raises(LoadErrors) as caught:
         load_project(folder)
     assert "takes GET on its path, and flow 'page'" in str(caught.value)
+
+
+def test_a_served_operation_can_require_a_username_token_zeep_sends(tmp_path: Path) -> None:
+    import zeep
+    import zeep.exceptions
+    from zeep.wsse.username import UsernameToken
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "QUOTES_PASSWORD").write_text("s3cret")
+    folder = service_folder(tmp_path, SERVICE.replace(
+        "validate: true}", "validate: true,\n              ws_security: {username: ada, password: "
+                           "'${secret.QUOTES_PASSWORD}'}}"))
+    with run_engine(folder, log_dir=tmp_path, env={"INTERLACE_SECRETS_DIR": str(secrets)}) as engine:
+        url = f"{engine.url}/services/stockquote?wsdl"
+        for digest in (False, True):
+            client = zeep.Client(url, wsse=UsernameToken("ada", "s3cret", use_digest=digest))
+            assert client.service.getQuote(symbol="IBM").symbol == "IBM"
+        for wsse in (UsernameToken("ada", "wrong", use_digest=True), UsernameToken("eve", "s3cret"), None):
+            with pytest.raises(zeep.exceptions.Fault) as caught:
+                zeep.Client(url, wsse=wsse).service.getQuote(symbol="IBM")
+            assert caught.value.code == "soap:Client.FailedAuthentication"
+        assert "s3cret" not in engine.log()
+
+
+def test_a_digest_token_is_refused_when_replayed_or_stale() -> None:
+    import datetime
+
+    from connectors.soap.envelope import SOAP11 as V11
+    from connectors.soap.envelope import EnvelopeWriter, UsernameToken
+    from connectors.soap.service import TokenCheck, _ClientFault
+
+    check = TokenCheck("ada", "s3cret")
+
+    def envelope_with(token_xml: str) -> etree._Element:
+        return etree.fromstring(EnvelopeWriter(V11, header_xml=token_xml).write(b"<ping/>"))
+
+    now = datetime.datetime.now(datetime.UTC)
+    fresh = envelope_with(UsernameToken("ada", "s3cret", digest=True).render(V11, now=now, nonce=b"n" * 16))
+    check.check(fresh, V11)
+    for root, words in [(fresh, "nonce was used already"),
+                        (envelope_with(UsernameToken("ada", "s3cret", digest=True).render(
+                            V11, now=now - datetime.timedelta(minutes=10))), "created too long ago"),
+                        (envelope_with(""), "no WS-Security UsernameToken")]:
+        with pytest.raises(_ClientFault, match=words):
+            check.check(root, V11)
+    assert "s3cret" not in repr(check)

@@ -29,12 +29,13 @@ def write_flows(folder: Path, text: str, name: str = "flows.yaml") -> Path:
 
 
 @contextlib.asynccontextmanager
-async def facade_client(folder: Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+async def facade_client(folder: Path, env: dict[str, str] | None = None,  # type: ignore[no-untyped-def]
+                        secrets: dict[str, str] | None = None):
     """An httpx client talking to the facade in-process (no sockets on the facade side)."""
     from engine.compiler import compile_project
 
     project = load_project(folder, compile_flows=False)
-    compiled = compile_project(project, env={**os.environ, **(env or {})})
+    compiled = compile_project(project, env={**os.environ, **(env or {})}, secrets=secrets)
     if compiled.errors:
         raise AssertionError("\n".join(map(str, compiled.errors)))
     await compiled.open()
