@@ -58,11 +58,16 @@ def _flows(runtime: Runtime) -> dict[str, Any]:
     items = []
     for flow in runtime.project.flows:
         source = flow.source
-        items.append({
+        soap = flow.flow.soap
+        item = {
             "name": flow.name, "description": flow.flow.description,
-            "methods": source.methods if source else [], "path": source.path if source else None,
+            "methods": source.methods if source else ["POST"] if soap else [],
+            "path": source.path if source else soap.path if soap else None,
             "file": str(flow.flow.location), "steps": len(flow.steps),
-        })
+        }
+        if soap is not None:
+            item["soap_operation"] = soap.operation
+        items.append(item)
     return {"flows": items, "last_reload": runtime.last_reload.as_dict() if runtime.last_reload else None}
 
 

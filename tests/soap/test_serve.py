@@ -199,6 +199,9 @@ def test_zeep_calls_the_served_operation_by_its_wsdl(tmp_path: Path) -> None:
         reply = httpx.post(f"{engine.url}/services/stockquote", content=envelope("IBM"),
                            headers={"content-type": "text/xml"})
         assert reply.status_code == 200 and body_of(reply.text).findtext(f"{{{Q}}}symbol") == "IBM"
+        listed = httpx.get(f"{engine.management_url}/flows").json()["flows"]
+        assert {"name": "get-quote", "path": "/services/stockquote", "methods": ["POST"],
+                "soap_operation": "getQuote"}.items() <= listed[0].items()
 
 
 @pytest.mark.parametrize(("source", "line", "column", "words"), [
