@@ -70,6 +70,7 @@ WSDL_SOAP12_NS = "http://schemas.xmlsoap.org/wsdl/soap12/"
 _UNDERSTOOD = frozenset({"http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd",
                          "http://www.w3.org/2005/08/addressing"})
 _WSDL_CACHE_HOSTS = 16
+_WRITERS = {name: EnvelopeWriter(version) for name, version in VERSIONS.items()}
 
 SOURCE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -274,7 +275,7 @@ class SoapService:
             self._fault(msg, version, "Server", f"the operation {served.name} answered {msg.content_type}, "
                                                 "not XML or JSON")
             return
-        msg.set_body(EnvelopeWriter(version).write(content), version.content_type(None))
+        msg.set_body(_WRITERS[version.name].write(content), version.content_type(None))
 
     def _error(self, msg: Message, version: SoapVersion, exc: FlowError) -> None:
         if isinstance(exc, RaisedSoapFault):
