@@ -426,7 +426,7 @@ class ProjectCompiler:
         def report(flow: Flow, key: tuple[str, ...], message: str) -> None:
             self.errors.append(LoadError.at(locate(flow.file, flow.node, ("source", "soap", *key)), message))
 
-        self.compiled.soap_services = build_services(self.compiled.flows, report, self._resolve_config)
+        self.compiled.soap_services = build_services(self.compiled.flows, report, self._resolve_source_setting)
 
     def _compile_trigger(self, flow: Flow, compiled_flow: CompiledFlow) -> None:
         """The flow's redelivery policy and its source, when it is not http (engine/sources)."""
@@ -479,6 +479,25 @@ class ProjectCompiler:
     def _clean(self, exc: Exception) -> str:
         """A connector's words may quote a URL's credentials or a setting resolved from a secret."""
         return mask(without_userinfo(str(exc)), self._secret_values)
+
+    def _resolve_source_setting(self, value: Any) -> Any:
+        """A source's settings (a served SOAP operation's ws_security) read ``${env.X}`` and
+        ``${secret.X}`` as endpoint settings do; unset, they are a load error only when serving."""
+        if isinstance(value, dict):
+            return {k: self._resolve_source_setting(v) for k, v in value.items()}
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        template = Template(value, self.options_for({}))
+        for expr in template.expressions:
+            if expr.uses_payload or not (expr.env_refs or expr.secret_refs):
+                raise ValueError(f"${{{expr.source}}}: source settings can read only env and secret")
+            self.project.env_refs.update(expr.env_refs)
+            self.project.secret_refs.update(expr.secret_refs)
+            if expr.evaluate(Message()) is None:
+                if self.serving:
+                    raise ValueError(f"${{{expr.source}}} is not set; give a default with || 'value'")
+                return UNSET_STAND_IN
+        return template.render(Message())
 
     def _resolve_config(self, endpoint: Endpoint, value: Any, path: tuple[Any, ...]) -> Any:
         """Endpoint configs may read ``${env.X}`` and ``${secret.X}``, resolved once, here.
