@@ -229,6 +229,11 @@ class Connector:
         """A JSON-able view of the connector's state for the management API: never a secret."""
         return {}
 
+    def operations(self) -> Mapping[str, Operation]:
+        """This endpoint's operations: the kind's ``OPERATIONS`` unless the instance knows better
+        (a soap endpoint's are its WSDL's, read when it is built)."""
+        return type(self).OPERATIONS
+
     def prepare(self, operation: str, config: dict[str, Any], ctx: CompileContext, invoke: Invoke) -> Invocation:
         """At load: compile one step's operation keys; return what runs per message."""
         raise NotImplementedError(f"{type(self).__name__} does not implement prepare()")

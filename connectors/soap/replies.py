@@ -23,13 +23,13 @@ from typing import Any
 from lxml import etree
 
 from connectors.soap.envelope import BY_NAMESPACE, SOAP11_NS, SOAP12_NS, Shape
-from engine.errors import BackendError, FlowError
+from engine.errors import BackendFault, FlowError
 from engine.xmlsafe import XmlRefused, parse_document
 
 _XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
 
 
-class MalformedSoapReply(BackendError):
+class MalformedSoapReply(BackendFault):
     """The backend's answer is not a SOAP envelope (not XML, no Envelope, no Body)."""
 
     status = 502
@@ -54,7 +54,7 @@ class Fault:
         return asdict(self)
 
 
-class SoapFault(BackendError):
+class SoapFault(BackendFault):
     """The service answered with a SOAP Fault; ``${error.fault}`` carries it (module docstring)."""
 
     status = 502

@@ -9,7 +9,7 @@ time ``await call(msg)`` only renders and sends.
 from __future__ import annotations
 
 import difflib
-from functools import cache
+from collections.abc import Mapping
 from typing import Any
 
 from lxml import etree
@@ -53,10 +53,16 @@ def operation_properties() -> dict[str, Any]:
     return properties
 
 
-@cache
-def _validator(kind: str, operation: str) -> SchemaValidator:
-    schema = connector_kinds()[kind].OPERATIONS[operation].schema
-    return SchemaValidator({"$schema": "https://json-schema.org/draft/2020-12/schema", **schema})
+_VALIDATORS: dict[int, tuple[Operation, SchemaValidator]] = {}
+
+
+def _validator(operation: Operation) -> SchemaValidator:
+    """The validator of an operation's step keys, built once per operation."""
+    known = _VALIDATORS.get(id(operation))
+    if known is None or known[0] is not operation:
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **operation.schema}
+        known = _VALIDATORS[id(operation)] = (operation, SchemaValidator(schema))
+    return known[1]
 
 
 class _Unusable:
@@ -83,7 +89,7 @@ class OperationCall:
             return  # declared, but broken: its own error is reported already
         cls = type(endpoint.connector)
         kind = endpoint.kind or cls.__name__
-        operations: dict[str, Operation] = cls.OPERATIONS
+        operations: Mapping[str, Operation] = endpoint.connector.operations()
         given = config.get("operation")
         name = endpoint.operation_name(str(given) if given is not None else None)
         names = ", ".join(sorted(operations)) or "none"
@@ -98,7 +104,7 @@ class OperationCall:
         self.operation = name
         own = {k: v for k, v in config.items() if k not in STEP_KEYS}
         if endpoint.kind in connector_kinds():
-            for error in _validator(endpoint.kind, name).iter_errors(own):
+            for error in _validator(operations[name]).iter_errors(own):
                 path, message, _ = describe(error)
                 raise StepConfigError(f"{message} (operation {name!r} of {kind})", (*base, *path))
         try:

@@ -151,6 +151,16 @@ class MockFactory:
         self.transports: dict[str, MockTransport] = {}
 
     def __call__(self, name: str, kind: str, config: dict[str, Any]) -> Any:
+        if kind == "soap":  # an http endpoint that writes and reads envelopes: mocked the same way
+            from connectors.base import EndpointContext
+            from connectors.resilience import build_endpoint
+
+            soap = build_endpoint(name, kind, config, EndpointContext(self.base_dir))
+            soap.retry.backoff = soap.retry.max_backoff = 0.0
+            mocked = MockTransport(soap, self.rules.get(name, []), self.base_dir)  # type: ignore[arg-type]
+            soap.connector.transport = mocked  # type: ignore[attr-defined]
+            self.transports[name] = mocked
+            return soap
         if kind != "http":
             if self.rules.get(name):
                 raise ValueError(f"endpoint {name!r}: only http endpoints can be mocked so far; a {kind} endpoint "
