@@ -17,6 +17,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from deploy import monitoring
 from engine.loader import LoadErrors, load_project
 from engine.model import Project
 
@@ -57,6 +58,7 @@ class Options:
     gateway_labels: dict[str, str] = field(default_factory=lambda: {"app.kubernetes.io/name": "gateway"})
     monitoring_namespace: str = "monitoring"
     namespace_prefix: str | None = None  # overlays use NAME-ENV by default
+    monitoring: bool = False  # the Prometheus Operator's ServiceMonitor and PrometheusRule, as a component
 
 
 def split_image(image: str) -> tuple[str, str | None, str | None]:
@@ -245,6 +247,8 @@ def overlay(environment: str, project: Project, options: Options) -> dict[str, d
         "replicas": [{"name": options.name, "count": sizing.replicas}],
         "patches": [{"path": "resources.yaml"}, {"path": "autoscaling.yaml"}, {"path": "config.yaml"}],
     }
+    if options.monitoring:
+        kustomization["components"] = ["../../components/monitoring"]
     resources_patch = {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": options.name},
         "spec": {"template": {"spec": {"containers": [{
@@ -289,6 +293,12 @@ def write_manifests(project: Project, options: Options, out: Path) -> list[Path]
                      "resources": list(BASE_FILES)}
     (base / "kustomization.yaml").write_text(_yaml_text(kustomization, HEADER), encoding="utf-8")
     written.append(base / "kustomization.yaml")
+    if options.monitoring:
+        folder = out / "components" / "monitoring"
+        folder.mkdir(parents=True, exist_ok=True)
+        for file, document in monitoring.component(options.name, _labels(options), _selector(options)).items():
+            (folder / file).write_text(_yaml_text(document, HEADER), encoding="utf-8")
+            written.append(folder / file)
     for environment in ENVIRONMENTS:
         folder = out / "overlays" / environment
         folder.mkdir(parents=True, exist_ok=True)
@@ -316,7 +326,8 @@ def _k8s(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     options = Options(name=args.name, image=args.image, gateway_labels=args.gateway_label,
-                      monitoring_namespace=args.monitoring_namespace, namespace_prefix=args.namespace_prefix)
+                      monitoring_namespace=args.monitoring_namespace, namespace_prefix=args.namespace_prefix,
+                      monitoring=args.monitoring)
     written = write_manifests(project, options, Path(args.out))
     print(f"wrote {len(written)} files under {args.out} (base, overlays {', '.join(ENVIRONMENTS)})")
     print(f"management needs a token: create it per namespace, e.g. kubectl create secret generic "
@@ -342,4 +353,8 @@ def add_command(subparsers: Any) -> None:
     parser.add_argument("--monitoring-namespace", default="monitoring",
                         help="namespace admitted to the management port (metrics)")
     parser.add_argument("--namespace-prefix", help="overlay namespaces are PREFIX-ENV (default: NAME-ENV)")
+    parser.add_argument("--monitoring", action="store_true",
+                        help="also a ServiceMonitor and a PrometheusRule (alerts: error ratio, p99 latency, breaker "
+                             "open, store depth) for the Prometheus Operator, as the component components/monitoring "
+                             "that every overlay includes")
     parser.set_defaults(func=_k8s)

@@ -250,6 +250,12 @@ def exposition(workers: list[list[Family]] | None, accept: str | None) -> tuple[
     return encoder(registry), content_type
 
 
-def metric_names() -> set[str]:
-    """The family names this engine exports (the dashboard and alerts are checked against them)."""
-    return {metric.name for metric in REGISTRY.collect()}
+_SERIES_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum"),
+                    "info": ("_info",)}
+
+
+def series_names() -> set[str]:
+    """Every series name this engine exports, labelled or not yet seen (``..._bucket``,
+    ``..._total``...): what the dashboard and the alerts may query (a test holds them to it)."""
+    return {metric.name + suffix for metric in REGISTRY.collect()
+            for suffix in _SERIES_SUFFIXES.get(metric.type, ("",))}

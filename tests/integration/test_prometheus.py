@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deploy.monitoring import alert_rules
+from tests.deploy.test_monitoring import dashboard_expressions
 from tests.support.backends import BackendServer
 from tests.support.engine import RunningEngine, run_engine, write_flows
 from tests.support.otlp import OtlpHttpReceiver
@@ -100,6 +102,12 @@ def test_one_scrape_sums_both_workers(engine: RunningEngine, tmp_path: Path, rec
         assert trace_ids, "no exemplars scraped"
         exported = {s.trace_id for s in receiver.wait_for(lambda spans: len(spans) >= LOOKUPS)}
         assert trace_ids <= exported
+        # every query of the shipped dashboard and alerts runs on the scraped data
+        for expression in dashboard_expressions() + [r["expr"] for g in alert_rules() for r in g["rules"]]:
+            if expression.startswith("label_values("):
+                continue  # a Grafana function, not PromQL
+            prometheus.query(expression.replace("$__rate_interval", "1m").replace('"$namespace"', '".*"')
+                             .replace('"$flow"', '".*"'))
 
 
 def test_openmetrics_only_when_asked(engine: RunningEngine) -> None:
