@@ -44,8 +44,11 @@ class Seen:
         self.backends: list[tuple[str, str, str, float]] | None = None
 
 
+_STATUS = {status: str(status) for status in range(100, 600)}
+
+
 def begin(method: str, path: str, headers: dict[str, str], cid: str) -> Seen:
-    seen = Seen(method, path, cid)
+    seen = Seen(metrics.request_method(method), path, cid)
     metrics.IN_FLIGHT.inc()
     if request_log.isEnabledFor(logging.INFO):
         seen.backends = []
@@ -90,12 +93,12 @@ def end(seen: Seen, status: int, request_bytes: int | None = None, response_byte
         span.end()
         context.detach(seen.token)
     flow, route = seen.flow, seen.route
-    metrics.REQUEST_SECONDS.labels(flow, route, metrics.request_method(seen.method), str(status)).observe(
+    metrics.request_seconds(flow, route, seen.method, _STATUS.get(status) or str(status)).observe(
         elapsed, metrics.exemplar_for(trace_id))
     if request_bytes is not None:
-        metrics.REQUEST_BYTES.labels(flow, route).observe(request_bytes)
+        metrics.request_bytes(flow, route).observe(request_bytes)
     if response_bytes is not None:
-        metrics.RESPONSE_BYTES.labels(flow, route).observe(response_bytes)
+        metrics.response_bytes(flow, route).observe(response_bytes)
     if seen.backends is not None:
         metrics.request_backends.set(None)
         fields: dict[str, Any] = {

@@ -1,0 +1,71 @@
+"""What one request's metrics cost in-process, and the Prometheus client's two ways of counting
+across workers side by side:
+
+    .venv/bin/python benchmarks/metrics_cost.py
+
+- ``memory``: the library's default values (a lock and a float), what each worker keeps; the
+  worker taking the scrape merges its peers' samples (engine/metrics.py, engine/workers.py).
+- ``multiprocess``: PROMETHEUS_MULTIPROC_DIR set, every observation written to a memory-mapped
+  file that any process can read (and no exemplars).
+
+Each runs in a fresh interpreter (the value class is chosen when the library is imported) and
+makes what engine/telemetry.py records per request on the direct proxy: the request histogram,
+two body-size histograms, the in-flight gauge up and down, one step histogram and one backend
+histogram.  Prints µs per request (best of 5).  The machine is shared: compare within one run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+PROBE = r"""
+import time
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+r = CollectorRegistry()
+req = Histogram("req", "", ("flow", "route", "method", "status"), registry=r)
+size_in = Histogram("inb", "", ("flow", "route"), registry=r)
+size_out = Histogram("outb", "", ("flow", "route"), registry=r)
+step = Histogram("step", "", ("flow", "step", "kind", "outcome"), registry=r)
+backend = Histogram("be", "", ("endpoint", "url", "outcome"), registry=r)
+flight = Gauge("flight", "", registry=r, **({"multiprocess_mode": "livesum"} if MULTI else {}))
+step_ok = step.labels("direct", "direct/steps[0]", "call", "ok")
+def one():
+    flight.inc()
+    step_ok.observe(0.0004)
+    backend.labels("backend", "http://127.0.0.1:18100", "2xx").observe(0.0003)
+    flight.dec()
+    req.labels("direct", "/direct", "POST", "200").observe(0.0005)
+    size_in.labels("direct", "/direct").observe(1024)
+    size_out.labels("direct", "/direct").observe(1024)
+best = float("inf")
+for _ in range(5):
+    started = time.perf_counter()
+    for _ in range(20000):
+        one()
+    best = min(best, (time.perf_counter() - started) / 20000)
+print(f"{best * 1e6:.2f}")
+"""
+
+
+def measure(multiprocess: bool) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    with tempfile.TemporaryDirectory() as folder:
+        if multiprocess:
+            env["PROMETHEUS_MULTIPROC_DIR"] = folder
+        code = f"MULTI = {multiprocess}\n{PROBE}"
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+
+def main() -> None:
+    print("| values | µs per request (7 observations) |")
+    print("|---|---:|")
+    for name, multi in (("memory (each worker; merged at scrape)", False), ("multiprocess (mmap files)", True)):
+        print(f"| {name} | {measure(multi)} |")
+
+
+if __name__ == "__main__":
+    main()
