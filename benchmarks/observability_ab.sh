@@ -57,8 +57,9 @@ for e in "${engines[@]}"; do
         traced) env_words=("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT" "OTEL_TRACES_SAMPLER=always_on") ;;
         requestlog) level=info ;;
     esac
-    (cd "${BEFORE:-$ROOT}" 2>/dev/null || cd "$ROOT"
-     exec env "${env_words[@]}" BACKEND_URL="http://127.0.0.1:$BACKEND_PORT" taskset -c 0 \
+    dir=$ROOT
+    [ "$e" = before ] && dir=$BEFORE  # python -m finds the engine package in the working folder first
+    (cd "$dir" && exec env "${env_words[@]}" BACKEND_URL="http://127.0.0.1:$BACKEND_PORT" taskset -c 0 \
         "$ROOT/.venv/bin/python" -m engine.cli run "$ROOT/flows/bench" --host 127.0.0.1 --port "${port[$e]}" \
         --management-port $((port[$e] + 1)) --log-level $level --log-format json) >"$WORK/engine-$e.log" 2>&1 &
     pid[$e]=$!
@@ -80,7 +81,7 @@ for round in $(seq "$ROUNDS"); do
         echo "$e $rate $cpu" >>"$WORK/results"
     done
 done
-grep -c '"logger": "interlace.request"' "$WORK/engine-requestlog.log" | sed 's/^/request lines written: /'
+echo "request lines written: $(grep -c '"logger": "interlace.request"' "$WORK/engine-requestlog.log" || true)"
 echo
 "$ROOT/.venv/bin/python" - "$WORK/results" <<'EOF'
 import statistics, sys

@@ -33,10 +33,8 @@ class Attempt:
     def __init__(self, endpoint: str, url: str, operation: str, target: str | None = None) -> None:
         self.endpoint = endpoint
         self.url = url
-        self.span: Any = None
+        self.span: tracing.Span | None = None
         if tracing.ENABLED:
-            from opentelemetry.trace import SpanKind
-
             parts = urlsplit(target or url)
             attributes: dict[str, Any] = {"interlace.endpoint": endpoint, "interlace.url": url,
                                           "url.full": f"{parts.scheme}://{parts.netloc}{parts.path}",
@@ -45,31 +43,20 @@ class Attempt:
                 attributes["server.port"] = parts.port
             if operation.isupper():  # an HTTP method
                 attributes["http.request.method"] = operation
-            self.span = tracing.tracer().start_span(operation, kind=SpanKind.CLIENT, attributes=attributes)
+            self.span = tracing.start_span(operation, tracing.CLIENT, attributes)
         self.started = time.perf_counter()
 
     def propagate(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """``headers`` carrying this attempt's trace context (unchanged when tracing is off)."""
-        if self.span is None:
-            return headers
-        from opentelemetry import trace
-        from opentelemetry.propagate import inject
-
-        carrier: dict[str, str] = {}
-        inject(carrier, context=trace.set_span_in_context(self.span))
-        return [(k, v) for k, v in headers if k not in carrier] + list(carrier.items())
+        return headers if self.span is None else tracing.propagate(self.span, headers)
 
     def answered(self, status: int) -> None:
-        outcome = metrics.outcome_of_status(status)
         span = self.span
         if span is not None:
-            span.set_attribute("http.response.status_code", status)
+            span.attributes["http.response.status_code"] = status
             if status >= 500:
-                from opentelemetry.trace import Status, StatusCode
-
-                span.set_attribute("error.type", str(status))
-                span.set_status(Status(StatusCode.ERROR))
-        self._done(outcome)
+                span.fail(str(status))
+        self._done(metrics.outcome_of_status(status))
 
     def succeeded(self) -> None:
         """An answer without an HTTP status (a database's rows, a file written): outcome ok."""
@@ -77,24 +64,20 @@ class Attempt:
 
     def failed(self, outcome: str, error: BaseException) -> None:
         """The attempt got no answer: ``outcome`` timeout, unreachable or error."""
-        span = self.span
-        if span is not None:
-            from opentelemetry.trace import Status, StatusCode
-
-            span.set_attribute("error.type", getattr(error, "code", type(error).__name__))
-            span.set_status(Status(StatusCode.ERROR, outcome))
+        if self.span is not None:
+            self.span.fail(getattr(error, "code", type(error).__name__), outcome)
         self._done(outcome)
 
     def abandoned(self) -> None:
         """Cancelled, or the caller's own body failed: no verdict on the backend, not counted."""
         if self.span is not None:
-            self.span.set_attribute("error.type", "cancelled")
+            self.span.attributes["error.type"] = "cancelled"
             self.span.end()
 
     def _done(self, outcome: str) -> None:
         elapsed = time.perf_counter() - self.started
         trace_id = None
         if self.span is not None:
-            trace_id = tracing.trace_id_of(self.span)
+            trace_id = self.span.trace_id_hex
             self.span.end()
         metrics.backend_call(self.endpoint, self.url, outcome, elapsed, trace_id)

@@ -30,44 +30,46 @@ def observe_step(run: StepFn, *, kind: str, step_id: str, flow: str, endpoints: 
     failed = metrics.STEP_SECONDS.labels(flow, step_id, kind, "error")
     clock = time.perf_counter
 
-    if not tracing.ENABLED:
-        async def timed(msg: Message) -> None:
-            started = clock()
-            try:
-                await run(msg)
-            except BaseException:
-                failed.observe(clock() - started)
-                raise
-            ok.observe(clock() - started)
+    async def timed(msg: Message) -> None:
+        started = clock()
+        try:
+            await run(msg)
+        except BaseException:
+            failed.observe(clock() - started)
+            raise
+        ok.observe(clock() - started)
 
+    if not tracing.ENABLED:
         return timed
 
-    from opentelemetry.trace import SpanKind, Status, StatusCode
-
-    tracer = tracing.tracer()
-    attributes: dict[str, str | Sequence[str]] = {"interlace.flow": flow, "interlace.step.id": step_id,
-                                                  "interlace.step.kind": kind}
+    attributes: dict[str, str | list[str]] = {"interlace.flow": flow, "interlace.step.id": step_id,
+                                              "interlace.step.kind": kind}
     if len(endpoints) == 1:
         attributes["interlace.endpoint"] = endpoints[0]
     elif endpoints:
         attributes["interlace.endpoint"] = list(endpoints)
+    start_span, current = tracing.start_span, tracing.current
 
     async def traced(msg: Message) -> None:
-        with tracer.start_as_current_span(kind, kind=SpanKind.INTERNAL, attributes=attributes,
-                                          record_exception=False, set_status_on_exception=False) as span:
-            started = clock()
-            try:
-                await run(msg)
-            except BaseException as exc:
-                elapsed = clock() - started
-                failed.observe(elapsed, metrics.exemplar_for(tracing.trace_id_of(span)))
-                code = exc.code if isinstance(exc, FlowError) else type(exc).__name__
-                span.set_attribute("error.type", code)
-                if isinstance(exc, FlowError):
-                    span.set_attribute("interlace.error.status", exc.status)
-                span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
-                raise
-            ok.observe(clock() - started, metrics.exemplar_for(tracing.trace_id_of(span)))
-            span.set_attribute("interlace.status", msg.status)
+        span = start_span(kind, tracing.INTERNAL, dict(attributes))
+        if span is None:  # not under a request's span (a source without one): timed only
+            await timed(msg)
+            return
+        token = current.set(span)
+        started = clock()
+        try:
+            await run(msg)
+        except BaseException as exc:
+            failed.observe(clock() - started, metrics.exemplar_for(span.trace_id_hex))
+            span.fail(exc.code if isinstance(exc, FlowError) else type(exc).__name__, str(exc))
+            if isinstance(exc, FlowError):
+                span.attributes["interlace.error.status"] = exc.status
+            raise
+        else:
+            ok.observe(clock() - started, metrics.exemplar_for(span.trace_id_hex))
+            span.attributes["interlace.status"] = msg.status
+        finally:
+            current.reset(token)
+            span.end()
 
     return traced

@@ -54,24 +54,21 @@ def begin(method: str, path: str, headers: dict[str, str], cid: str) -> Seen:
         seen.backends = []
         metrics.request_backends.set(seen.backends)
     if tracing.ENABLED:
-        from opentelemetry import context, trace
-        from opentelemetry.trace import SpanKind
-
-        span = tracing.tracer().start_span(
-            method, context=tracing.extract_context(headers), kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": path, "interlace.correlation_id": cid})
+        span = tracing.start_server_span(method, headers, {"http.request.method": method, "url.path": path,
+                                                           "interlace.correlation_id": cid})
         seen.span = span
-        seen.token = context.attach(trace.set_span_in_context(span))
+        seen.token = tracing.current.set(span)
     return seen
 
 
 def routed(seen: Seen, flow: str, route: str) -> None:
     seen.flow = flow
     seen.route = route
-    if seen.span is not None:
-        seen.span.update_name(f"{seen.method} {route}")
-        seen.span.set_attribute("http.route", route)
-        seen.span.set_attribute("interlace.flow", flow)
+    span = seen.span
+    if span is not None:
+        span.name = f"{seen.method} {route}"
+        span.attributes["http.route"] = route
+        span.attributes["interlace.flow"] = flow
 
 
 def end(seen: Seen, status: int, request_bytes: int | None = None, response_bytes: int | None = None,
@@ -81,17 +78,14 @@ def end(seen: Seen, status: int, request_bytes: int | None = None, response_byte
     trace_id = None
     span = seen.span
     if span is not None:
-        from opentelemetry import context
-        from opentelemetry.trace import Status, StatusCode
-
-        trace_id = tracing.trace_id_of(span)
-        span.set_attribute("http.response.status_code", status)
+        trace_id = span.trace_id_hex
+        span.attributes["http.response.status_code"] = status
         if error is not None:
-            span.set_attribute("error.type", getattr(error, "code", type(error).__name__))
+            span.attributes["error.type"] = getattr(error, "code", type(error).__name__)
         if status >= 500:
-            span.set_status(Status(StatusCode.ERROR))
+            span.status = tracing.ERROR
         span.end()
-        context.detach(seen.token)
+        tracing.current.reset(seen.token)
     flow, route = seen.flow, seen.route
     metrics.request_seconds(flow, route, seen.method, _STATUS.get(status) or str(status)).observe(
         elapsed, metrics.exemplar_for(trace_id))

@@ -4,44 +4,110 @@ Off unless asked for: tracing starts when ``OTEL_TRACES_EXPORTER`` is ``otlp`` o
 or when an OTLP endpoint is set (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``); ``OTEL_SDK_DISABLED=true`` or
 ``OTEL_TRACES_EXPORTER=none`` keep it off.  Off, nothing of OpenTelemetry is imported and the
-compiler puts no span around any step, so it costs nothing.
+compiler puts no span around any step: it costs nothing.
 
-On, each worker exports its spans in batches (``OTEL_BSP_*``) over OTLP:
-``OTEL_EXPORTER_OTLP_PROTOCOL`` (or ``..._TRACES_PROTOCOL``) ``http/protobuf`` (the default)
-or ``grpc``; endpoint, headers, timeout, compression and certificates from the exporters' own
-``OTEL_EXPORTER_OTLP_*`` variables.  Sampling is the SDK's: ``OTEL_TRACES_SAMPLER``
-(default ``parentbased_always_on``: a request follows the gateway's decision in its
-``traceparent``) and ``OTEL_TRACES_SAMPLER_ARG``.  The service is named by
-``OTEL_SERVICE_NAME`` (default ``interlace``) and ``OTEL_RESOURCE_ATTRIBUTES``.
+On, spans go out over OTLP: ``OTEL_EXPORTER_OTLP_PROTOCOL`` (or ``..._TRACES_PROTOCOL``)
+``http/protobuf`` (the default) or ``grpc``; endpoint, headers, timeout, compression and
+certificates from the OTLP exporters' own ``OTEL_EXPORTER_OTLP_*`` variables; batching from
+``OTEL_BSP_SCHEDULE_DELAY`` (ms, default 5000) and ``OTEL_BSP_MAX_QUEUE_SIZE`` (default 2048:
+beyond it spans are dropped and counted).  Sampling is the SDK's sampler built from
+``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (default ``parentbased_always_on``: a
+request follows the gateway's decision in its ``traceparent``), asked once per request, at the
+server span; the spans under it share its decision.  ``OTEL_SERVICE_NAME`` (default
+``interlace``) and ``OTEL_RESOURCE_ATTRIBUTES`` name the service.
+
+Why spans are recorded here and exported by a helper process: measured on the direct proxy
+(benchmarks/observability_ab.sh), the SDK's own span objects and its in-process batch export
+cost more than the request itself (at 100 % sampling the worker's CPU per request went from
+477 to 1,019 µs, throughput 0.44x, in one back-to-back run on the shared machine; creating the
+three spans alone measured 1.5x a whole request).  So a worker records each finished span
+as a tuple (a few µs), and a thread hands batches to ``engine/span_export.py``, a process
+of its own that builds the SDK's ``ReadableSpan`` objects and sends them with the SDK's OTLP
+exporter, off the worker's CPU.  What reaches the collector is what the SDK would have sent.
 
 The spans of a request: one SERVER span per request, continuing the caller's
-``traceparent``/``tracestate``; under it one span per step that does work (engine/instrument.py);
-under a call step one CLIENT span per attempt at the backend, whose context goes to the backend
-in ``traceparent`` (connectors/http.py).
+``traceparent``/``tracestate``; under it one INTERNAL span per step that does work
+(engine/instrument.py); under a call step one CLIENT span per attempt at the backend, whose
+context goes to the backend in ``traceparent`` (connectors/observe.py).
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
+import pickle
+import random
+import re
+import struct
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.trace import Span, Tracer
+from typing import Any
 
 log = logging.getLogger("interlace.tracing")
 
 ENABLED = False
-_tracer: Tracer | None = None
-_provider: TracerProvider | None = None
-
 PROTOCOLS = ("http/protobuf", "grpc")
+SERVER, CLIENT, INTERNAL = 2, 3, 1  # OTLP's SpanKind numbers
+UNSET, OK, ERROR = 0, 1, 2  # OTLP's status codes
+
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_getrandbits = random.getrandbits  # reseeded in each forked worker by the random module itself
+
+current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("interlace_span", default=None)
 
 
 class TracingConfigError(ValueError):
     """An OTEL_* variable this engine cannot follow."""
+
+
+class Span:
+    """One span being recorded.  ``sampled`` False: it only carries the context to backends."""
+
+    __slots__ = ("attributes", "end_ns", "kind", "name", "parent_id", "sampled", "span_id", "start_ns",
+                 "status", "status_message", "trace_id", "trace_state")
+
+    def __init__(self, name: str, kind: int, trace_id: int, parent_id: int, sampled: bool,
+                 attributes: dict[str, Any], trace_state: str = "") -> None:
+        self.name = name
+        self.kind = kind
+        self.trace_id = trace_id
+        self.span_id = _getrandbits(64) or 1
+        self.parent_id = parent_id
+        self.sampled = sampled
+        self.attributes = attributes
+        self.trace_state = trace_state
+        self.status = UNSET
+        self.status_message = ""
+        self.start_ns = time.time_ns()
+        self.end_ns = 0
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+    def fail(self, error_type: str, message: str = "") -> None:
+        """Mark the span failed: status ERROR and ``error.type``."""
+        self.attributes["error.type"] = error_type
+        self.status = ERROR
+        self.status_message = message[:200]
+
+    def end(self) -> None:
+        if self.sampled and not self.end_ns:
+            self.end_ns = time.time_ns()
+            _exporter.add((self.name, self.kind, self.trace_id, self.span_id, self.parent_id, self.trace_state,
+                           self.start_ns, self.end_ns, self.attributes, self.status, self.status_message))
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id:032x}-{self.span_id:016x}-{'01' if self.sampled else '00'}"
+
+    @property
+    def trace_id_hex(self) -> str | None:
+        """The trace id for logs and exemplars, when the span is sampled."""
+        return f"{self.trace_id:032x}" if self.sampled else None
 
 
 def wanted(env: Mapping[str, str]) -> bool:
@@ -63,101 +129,170 @@ def protocol(env: Mapping[str, str]) -> str:
     return chosen
 
 
-def configure(env: Mapping[str, str] | None = None) -> bool:
-    """Set up tracing in this process as the environment says; True when it is on.
-
-    Call it in each worker (after a fork): the batch exporter runs a thread of its own."""
-    global ENABLED, _tracer, _provider
-    env = os.environ if env is None else env
-    if not wanted(env):
-        ENABLED, _tracer = False, None
-        return False
-    exporters = [e.strip() for e in env.get("OTEL_TRACES_EXPORTER", "otlp").lower().split(",") if e.strip()]
-    unknown = sorted(set(exporters) - {"otlp", "console"})
+def exporters(env: Mapping[str, str]) -> list[str]:
+    names = [e.strip() for e in env.get("OTEL_TRACES_EXPORTER", "otlp").lower().split(",") if e.strip()]
+    unknown = sorted(set(names) - {"otlp", "console"})
     if unknown:
         raise TracingConfigError(f"OTEL_TRACES_EXPORTER: unknown exporter {', '.join(unknown)}; "
                                  f"use otlp, console or none")
+    return names
 
-    from opentelemetry import trace
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+_sampler: Any = None
+
+
+def configure(env: Mapping[str, str] | None = None) -> bool:
+    """Set up tracing in this process as the environment says; True when it is on.
+
+    Call it in each worker (after a fork): it starts the export thread and process."""
+    global ENABLED, _sampler
+    env = os.environ if env is None else env
+    shutdown()
+    if not wanted(env):
+        return False
+    names = exporters(env)
+    chosen = protocol(env)
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
-    resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or "interlace"})
-    provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER(_ARG)
-    for name in exporters:
-        exporter: SpanExporter
-        if name == "console":
-            exporter = ConsoleSpanExporter()
-        elif protocol(env) == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-
-            exporter = GrpcExporter()
-        else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-
-            exporter = HttpExporter()
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    if _provider is not None:
-        _provider.shutdown()
-    _provider = provider
-    if not _provider_set():
-        trace.set_tracer_provider(provider)  # for libraries that ask the global one
-    _tracer = provider.get_tracer("interlace")
+    _sampler = TracerProvider().sampler  # the SDK's, from OTEL_TRACES_SAMPLER(_ARG)
+    delay = float(env.get("OTEL_BSP_SCHEDULE_DELAY") or 5000) / 1000
+    _exporter.start(delay, int(env.get("OTEL_BSP_MAX_QUEUE_SIZE") or 2048), dict(env))
     ENABLED = True
-    log.info("tracing on: %s spans over %s", ",".join(exporters), protocol(env) if "otlp" in exporters else "-")
+    log.info("tracing on: %s spans%s, sampler %s", ",".join(names),
+             f" over OTLP {chosen}" if "otlp" in names else "", type(_sampler).__name__)
     return True
-
-
-def _provider_set() -> bool:
-    # the global provider can be set once per process; the engine keeps its own reference
-    from opentelemetry import trace
-
-    return not type(trace.get_tracer_provider()).__name__.startswith("Proxy")
-
-
-def tracer() -> Tracer:
-    if _tracer is None:
-        raise RuntimeError("tracing is off; check tracing.ENABLED first")
-    return _tracer
 
 
 def shutdown() -> None:
     """Export what is buffered and stop (on the way out of a worker)."""
-    global ENABLED, _tracer, _provider
-    if _provider is not None:
-        _provider.shutdown()
-    ENABLED, _tracer, _provider = False, None, None
+    global ENABLED
+    ENABLED = False
+    _exporter.stop()
+
+
+# -- starting spans -------------------------------------------------------------------------------
+
+def _should_sample(trace_id: int, parent: tuple[int, bool] | None, name: str, attributes: dict[str, Any]) -> bool:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+
+    context = None
+    if parent is not None:
+        parent_context = SpanContext(trace_id, parent[0], is_remote=True,
+                                     trace_flags=TraceFlags(TraceFlags.SAMPLED if parent[1] else 0))
+        context = trace.set_span_in_context(NonRecordingSpan(parent_context))
+    result = _sampler.should_sample(context, trace_id, name, SpanKind.SERVER, attributes)
+    return bool(result.decision.is_sampled())
+
+
+def start_server_span(name: str, headers: Mapping[str, str], attributes: dict[str, Any]) -> Span:
+    """The span of a request, continuing the caller's ``traceparent``/``tracestate`` when valid."""
+    parent = None
+    trace_state = ""
+    given = headers.get("traceparent")
+    found = _TRACEPARENT.match(given.strip().lower()) if given else None
+    if found and found[1] != "ff" and found[2] != "0" * 32 and found[3] != "0" * 16:
+        trace_id = int(found[2], 16)
+        parent = (int(found[3], 16), bool(int(found[4], 16) & 1))
+        trace_state = headers.get("tracestate", "")[:512]
+    else:
+        trace_id = _getrandbits(128) or 1
+    sampled = _should_sample(trace_id, parent, name, attributes)
+    return Span(name, SERVER, trace_id, parent[0] if parent else 0, sampled, attributes, trace_state)
+
+
+def start_span(name: str, kind: int, attributes: dict[str, Any]) -> Span | None:
+    """A child of the current span (None when there is none: nothing to attach it to)."""
+    parent = current.get()
+    if parent is None:
+        return None
+    return Span(name, kind, parent.trace_id, parent.span_id, parent.sampled, attributes, parent.trace_state)
 
 
 def current_trace_id() -> str | None:
-    """The current span's trace id (32 hex digits) when it is being recorded, else None."""
-    if not ENABLED:
-        return None
-    from opentelemetry import trace
-
-    context = trace.get_current_span().get_span_context()
-    return f"{context.trace_id:032x}" if context.is_valid and context.trace_flags.sampled else None
+    """The current span's trace id (32 hex digits) when it is sampled, else None."""
+    span = current.get()
+    return span.trace_id_hex if span is not None else None
 
 
-def trace_id_of(span: Span) -> str | None:
-    context = span.get_span_context()
-    return f"{context.trace_id:032x}" if context.is_valid and context.trace_flags.sampled else None
+def propagate(span: Span, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` carrying ``span``'s context (``traceparent``, and ``tracestate`` when the
+    caller sent one), in place of any given."""
+    out = [(k, v) for k, v in headers if k != "traceparent" and k != "tracestate"]
+    out.append(("traceparent", span.traceparent))
+    if span.trace_state:
+        out.append(("tracestate", span.trace_state))
+    return out
 
 
-def inject_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """``headers`` with the current span's ``traceparent``/``tracestate`` in place of any given."""
-    from opentelemetry.propagate import inject
+# -- handing spans to the export process ----------------------------------------------------------
 
-    carrier: dict[str, str] = {}
-    inject(carrier)
-    if not carrier:
-        return headers
-    return [(k, v) for k, v in headers if k not in carrier] + list(carrier.items())
+class _Exporter:
+    """Finished spans, batched by a thread and written to ``engine/span_export.py``'s standard
+    input (length-prefixed pickles); spans beyond the queue's size are dropped and counted."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Any, ...]] = []
+        self.limit = 2048
+        self.dropped = 0
+        self.delay = 5.0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.thread: threading.Thread | None = None
+        self.wake = threading.Event()
+        self.stopping = False
+
+    def add(self, span: tuple[Any, ...]) -> None:
+        if len(self.pending) >= self.limit:
+            self.dropped += 1
+            return
+        self.pending.append(span)
+
+    def start(self, delay: float, limit: int, env: dict[str, str]) -> None:
+        self.delay, self.limit, self.stopping, self.dropped = delay, limit, False, 0
+        self.process = subprocess.Popen([sys.executable, "-m", "engine.span_export"], stdin=subprocess.PIPE,
+                                        env=env, close_fds=True)
+        self.thread = threading.Thread(target=self._run, name="interlace-span-export", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping:
+            self.wake.wait(self.delay)
+            self.wake.clear()
+            self._flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        batch, self.pending = self.pending, []
+        process = self.process
+        if not batch or process is None or process.stdin is None:
+            return
+        data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            process.stdin.write(struct.pack(">I", len(data)) + data)
+            process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.dropped += len(batch)
+
+    def stop(self) -> None:
+        thread, process = self.thread, self.process
+        if thread is None or process is None:
+            return
+        self.stopping = True
+        self.wake.set()
+        thread.join(10)
+        if process.stdin is not None:
+            try:
+                process.stdin.close()
+            except OSError:
+                pass
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        if self.dropped:
+            log.warning("tracing: %d spans dropped (export queue full or exporter gone)", self.dropped)
+        self.thread = self.process = None
 
 
-def extract_context(headers: Mapping[str, str]) -> Any:
-    """The caller's trace context from ``traceparent``/``tracestate`` (W3C), for a server span."""
-    from opentelemetry.propagate import extract
-
-    return extract(headers)
+_exporter = _Exporter()
