@@ -81,7 +81,7 @@ for round in $(seq "$ROUNDS"); do
         echo "$e $rate $cpu" >>"$WORK/results"
     done
 done
-echo "request lines written: $(grep -c '"logger": "interlace.request"' "$WORK/engine-requestlog.log" || true)"
+echo "request lines written: $(grep -c '"logger":"interlace.request"' "$WORK/engine-requestlog.log" || true)"
 echo
 "$ROOT/.venv/bin/python" - "$WORK/results" <<'EOF'
 import statistics, sys
