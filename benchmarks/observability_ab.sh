@@ -8,6 +8,7 @@
 # and the span sink on CPU 1; every round measures each engine's cell back to back, in a rotating
 # order:
 #   before       BEFORE's engine (e.g. the commit before prometheus_client and OpenTelemetry), if given
+#   nometrics    this tree with the telemetry calls made no-ops: what the metrics cost
 #   off          tracing off: metrics only (the default)
 #   traced       tracing on at 100 % (OTEL_TRACES_SAMPLER=always_on), OTLP/HTTP to a loopback sink
 #   requestlog   tracing off, one JSON request line per request (--log-level info) into a file
@@ -19,6 +20,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH_DIR="${BENCH_DIR:-$(cd "$ROOT/.." && pwd)/shared/bench}"
 SECS="${1:-4}"
 ROUNDS="${2:-6}"
+
 BACKEND_PORT=18890
 SINK_PORT=18899
 # shellcheck source=benchmarks/routing_common.sh
@@ -43,8 +45,29 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
 PY
 pids+=($!)
 
-engines=(off traced requestlog)
-[ -n "${BEFORE:-}" ] && engines=(before "${engines[@]}")
+# "nometrics": this tree with the request, step and backend telemetry calls made no-ops (what the
+# metrics cost); built from the working tree's HEAD in the work folder
+mkdir "$WORK/nometrics"
+git -C "$ROOT" archive HEAD | tar -x -C "$WORK/nometrics"
+"$ROOT/.venv/bin/python" - "$WORK/nometrics" <<'PY'
+import pathlib, sys
+root = pathlib.Path(sys.argv[1])
+def patch(name, after, line):
+    path = root / name
+    text = path.read_text()
+    assert after in text, (name, after)
+    path.write_text(text.replace(after, after + line, 1))
+patch("engine/telemetry.py", "def begin(method: str, path: str, headers: dict[str, str], cid: str) -> Seen:\n",
+      "    return None  # type: ignore\n")
+patch("engine/telemetry.py", "def routed(seen: Seen, flow: str, route: str) -> None:\n", "    return\n")
+patch("engine/telemetry.py", "        error: BaseException | None = None) -> None:\n", "    return\n")
+patch("engine/instrument.py", '    """``run`` timed (and traced when tracing is on), as a step of the same shape."""\n',
+      "    return run\n")
+patch("connectors/observe.py", "    def _done(self, outcome: str) -> None:\n", "        return\n")
+PY
+BEFORE_DIR=${BEFORE:-}
+engines=(nometrics off traced requestlog)
+[ -n "$BEFORE_DIR" ] && engines=(before "${engines[@]}")
 declare -A port pid
 next_port=18891
 for e in "${engines[@]}"; do
@@ -57,8 +80,9 @@ for e in "${engines[@]}"; do
         traced) env_words=("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT" "OTEL_TRACES_SAMPLER=always_on") ;;
         requestlog) level=info ;;
     esac
-    dir=$ROOT
-    [ "$e" = before ] && dir=$BEFORE  # python -m finds the engine package in the working folder first
+    dir=$ROOT  # python -m finds the engine package in the working folder first
+    [ "$e" = before ] && dir=$BEFORE_DIR
+    [ "$e" = nometrics ] && dir=$WORK/nometrics
     (cd "$dir" && exec env "${env_words[@]}" BACKEND_URL="http://127.0.0.1:$BACKEND_PORT" taskset -c 0 \
         "$ROOT/.venv/bin/python" -m engine.cli run "$ROOT/flows/bench" --host 127.0.0.1 --port "${port[$e]}" \
         --management-port $((port[$e] + 1)) --log-level $level --log-format json) >"$WORK/engine-$e.log" 2>&1 &
