@@ -33,15 +33,18 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     },
 }
 
-# What any route may answer besides its own responses.
+# What any route may answer besides its own responses: what the engine itself answers
+# (engine/errors.py, engine/front.py), whatever the flow does.
 STANDARD_PROBLEMS = {
-    "400": "Malformed JSON or XML body.",
-    "413": "Body larger than the route's limit.",
-    "415": "Media type the route does not accept.",
+    "400": "A malformed JSON or XML body, or a value that cannot go into a backend's URL.",
+    "413": "A body larger than the route's limit.",
     "502": "A backend could not be reached or answered an error.",
     "503": "A backend's circuit breaker is open.",
     "504": "A backend did not answer in time.",
 }
+# Answered only where the route declares what it accepts.
+MEDIA_TYPE_PROBLEM = ("415", "A media type other than the one the route accepts.")
+SCHEMA_PROBLEM = ("422", "A body that does not match the declared request schema.")
 
 
 def _parameter_schema(path: str, name: str) -> dict[str, Any]:
@@ -69,17 +72,25 @@ def openapi_document(project: Project, *, title: str | None = None, version: str
                 parameter["description"] = spec["description"]
             parameters.append(parameter)
         for method in source.methods:
+            with_body = bool(source.request) and method not in ("GET", "HEAD", "DELETE")
+            extra: list[tuple[str, str]] = []
+            if with_body and source.request and source.request.get("content_type"):
+                extra.append(MEDIA_TYPE_PROBLEM)
+            if with_body and source.request and source.request.get("schema"):
+                extra.append(SCHEMA_PROBLEM)
             operation: dict[str, Any] = {
                 "operationId": flow.name if len(source.methods) == 1 else f"{flow.name}-{method.lower()}",
                 "summary": flow.description or flow.name,
                 "tags": [flow.file.stem],
-                "responses": _responses(source.responses),
+                "responses": _responses(source.responses, extra),
             }
             if parameters:
                 operation["parameters"] = parameters
-            if source.request and method not in ("GET", "HEAD", "DELETE"):
+            if with_body and source.request:
                 content_type = source.request.get("content_type", "application/json")
-                body: dict[str, Any] = {"content": {content_type: {"schema": source.request.get("schema") or {}}}}
+                body: dict[str, Any] = {"content": {content_type: {"schema": _body_schema(source.request)}},
+                                        # a route that declares what it takes needs it: 415 or 422 without
+                                        "required": True}
                 if source.request.get("description"):
                     body["description"] = source.request["description"]
                 operation["requestBody"] = body
@@ -98,7 +109,19 @@ def openapi_document(project: Project, *, title: str | None = None, version: str
     }
 
 
-def _responses(declared: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+def _body_schema(request: dict[str, Any]) -> dict[str, Any]:
+    """The declared schema; an XML body without one is one well-formed document with any content
+    (what the engine checks: one root element, in a generator's terms any value but a list)."""
+    schema = request.get("schema")
+    if schema:
+        return dict(schema)
+    if "xml" in str(request.get("content_type", "")):
+        return {"description": "One well-formed XML document.", "not": {"type": "array"}, "xml": {"name": "request"}}
+    return {}
+
+
+def _responses(declared: dict[str, dict[str, Any]] | None, extra: list[tuple[str, str]] | None = None,
+               ) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status, spec in sorted((declared or {}).items()):
         response: dict[str, Any] = {"description": spec.get("description") or f"Status {status}."}
@@ -107,7 +130,7 @@ def _responses(declared: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
         responses[str(status)] = response
     if not any(s.startswith("2") for s in responses):
         responses["200"] = {"description": "The flow's answer."}
-    for status, text in STANDARD_PROBLEMS.items():
+    for status, text in [*STANDARD_PROBLEMS.items(), *(extra or [])]:
         responses.setdefault(status, {"description": text, "content": {"application/problem+json": {
             "schema": {"$ref": "#/components/schemas/Problem"}}}})
     responses["default"] = {"$ref": "#/components/responses/Problem"}

@@ -8,7 +8,7 @@ from jmespath import exceptions as jp_exceptions
 
 from engine.compiler import CompileContext, StepConfigError
 from engine.convert import json_to_xml, xml_to_json
-from engine.errors import ExpressionError, UnsupportedMediaType
+from engine.errors import ExpressionError, MalformedBody, UnsupportedMediaType
 from engine.expressions import compile_query, to_text
 from engine.message import JSON, XML, Message
 from engine.registry import StepFn, step_kind
@@ -105,6 +105,8 @@ def _require(msg: Message, kind: str, what: str) -> Any:
     if msg.kind != kind:
         got = msg.content_type or "no content type"
         raise UnsupportedMediaType(f"{what} needs a {kind.upper()} payload, got {got}")
+    if payload is None and not msg.body:  # the right content type, and no body at all (not JSON null)
+        raise MalformedBody(f"{what} needs a {kind.upper()} payload, the request has an empty body")
     return payload
 
 
