@@ -7,6 +7,7 @@ unless INTERLACE_MANAGEMENT_TOKEN happened to be set, and `interlace k8s` never 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -120,7 +121,8 @@ def test_the_manifests_reference_a_token_and_their_probes_reach_management(tmp_p
     port, management_port = free_port(), free_port()
     env |= {"INTERLACE_PORT": str(port), "INTERLACE_MANAGEMENT_PORT": str(management_port),
             "INTERLACE_SECRETS_DIR": str(tmp_path)}
-    process = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "flows"], cwd=REPO,
+    flows = shutil.copytree(REPO / "flows", tmp_path / "flows")  # the store's SQLite file is written there
+    process = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(flows)], cwd=REPO,
                                env={**without_token(), **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         probes = {name: container[name]["httpGet"] for name in ("startupProbe", "readinessProbe", "livenessProbe")}
@@ -147,6 +149,6 @@ def test_the_manifests_reference_a_token_and_their_probes_reach_management(tmp_p
     # without the Secret the same environment never serves management open
     env_without = container_env(resources, {}) | {"INTERLACE_PORT": str(free_port()),
                                                   "INTERLACE_MANAGEMENT_PORT": str(free_port())}
-    done = subprocess.run([sys.executable, "-m", "engine.cli", "run", "flows"], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(flows)], cwd=REPO,
                           env={**without_token(), **env_without}, capture_output=True, text=True, timeout=30)
     assert done.returncode != 0 and "without a token" in done.stderr
