@@ -34,6 +34,7 @@ from engine.registry import StepFn, StepKind, step_kinds
 from engine.schema import STEP_META_KEYS, step_config_schema
 from engine.schemacheck import SchemaValidator
 from engine.sources.base import source_kinds
+from engine.sources.connector_source import build_connector_source
 from engine.sources.policy import compile_policy, on_error_steps
 from engine.yamlio import locate, plain
 
@@ -443,12 +444,15 @@ class ProjectCompiler:
                                                 "on_error.redelivery applies to sources other than http (an HTTP "
                                                 "caller is waiting; retry in the endpoint's settings instead)"))
             return
-        kind = source_kinds()[flow.trigger.kind]
         context = CompileContext(self, flow.file, flow.namespaces, flow.name)
         context.node = flow.node["source"][flow.trigger.kind]
         context.step_id = f"{flow.name}/source"
         try:
-            compiled_flow.trigger = kind.build(flow.trigger.config, context)
+            kind = source_kinds().get(flow.trigger.kind)
+            if kind is not None:
+                compiled_flow.trigger = kind.build(flow.trigger.config, context)
+            else:  # a source a connector kind declares (amqp, mqtt, ftp, sftp)
+                compiled_flow.trigger = build_connector_source(flow.trigger.kind, flow.trigger.config, context)
         except (StepConfigError, ValueError) as exc:
             keys = exc.key if isinstance(exc, StepConfigError) else ()
             offset = exc.offset if isinstance(exc, StepConfigError) else 0

@@ -12,8 +12,7 @@ from connectors.base import connector_kinds
 from connectors.resilience import settings_schema
 from engine.expressions import FUNCTION_NAMES, ROOTS
 from engine.registry import step_kinds
-from engine.sources.base import source_kinds
-from engine.sources.policy import DEAD_LETTER_SCHEMA, REDELIVERY_SCHEMA
+from engine.sources.docs import sources_section
 
 HEADER = """# Reference
 
@@ -89,21 +88,7 @@ def reference() -> str:
             parts.extend(rows)
         for example in kind.examples:
             parts.append(f"\n```yaml\n{_yaml_text([{kind.name: example}])}\n```")
-    parts.append("\n## Sources\n")
-    parts.append("A flow's `source:` has one key: `http` (a route of the facade) or one of these. A source other "
-                 "than http acknowledges what it received only after the flow succeeded; `on_error: {redelivery: "
-                 "...}` says how a failure is tried again and where it goes at the end (see below).\n")
-    for name, source in source_kinds().items():
-        parts.append(f"### source: {name}\n\n{source.summary}\n")
-        parts.append("| key | type | meaning |\n|---|---|---|")
-        parts.extend(_properties(source.schema))
-        for example in source.examples:
-            parts.append(f"\n```yaml\n{_yaml_text({'source': {name: example}})}\n```")
-    parts.append("\n### on_error: redelivery\n\n" + str(REDELIVERY_SCHEMA["description"]) + "\n")
-    parts.append("| key | type | meaning |\n|---|---|---|")
-    parts.extend(_properties(REDELIVERY_SCHEMA))
-    parts.append("\n`dead_letter` takes one of:\n\n| key | type | meaning |\n|---|---|---|")
-    parts.extend(_properties(DEAD_LETTER_SCHEMA))
+    parts.extend(sources_section())
     parts.append("\n## Endpoints\n")
     parts.append("An endpoint is declared once under `endpoints: NAME: KIND: {settings}` and used by name; a "
                  "`call` (or `enrich`) step names the endpoint and one `operation` of its kind, with that "

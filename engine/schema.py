@@ -17,6 +17,7 @@ from engine.dataservice import RESOURCE_SCHEMA
 from engine.registry import StepKind, step_kinds
 from engine.settings import SETTINGS_SCHEMA
 from engine.sources.base import source_kinds
+from engine.sources.connector_source import connector_sources
 from engine.sources.policy import on_error_schema
 
 SCHEMA_ID = "https://interlace.dev/schema/flows.json"
@@ -91,7 +92,9 @@ def _flow(steps: dict[str, Any]) -> dict[str, Any]:
                 "description": "Where messages come from.",
                 "properties": {"http": _http_source(), "soap": SOAP_SOURCE_SCHEMA,
                                **{name: {**kind.schema, "description": kind.summary}
-                                  for name, kind in source_kinds().items()}},
+                                  for name, kind in source_kinds().items()},
+                               **{name: {**operation.schema, "description": operation.summary}
+                                  for name, (_, operation) in connector_sources().items()}},
             },
             "namespaces": NAMESPACES,
             "steps": {**steps, "description": "The steps, run in order."},

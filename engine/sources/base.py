@@ -91,7 +91,8 @@ def source_kinds() -> dict[str, SourceKind]:
         import engine.sources as package
 
         for module in pkgutil.iter_modules(package.__path__):
-            if module.name not in ("base", "manager", "policy", "routes", "poller", "files_common"):
+            if module.name not in ("base", "manager", "policy", "routes", "poller", "files_common", "docs",
+                                   "connector_source", "remote_poll"):
                 importlib.import_module(f"engine.sources.{module.name}")
         _loaded = True
     return dict(sorted(_KINDS.items()))

@@ -3,7 +3,9 @@ engines on one folder or after a restart."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -12,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.backends import BackendServer
-from tests.support.engine import run_engine, write_flows
+from tests.support.engine import REPO, run_engine, write_flows
 
 
 def _until(check: Callable[[], bool], timeout: float = 15) -> None:
@@ -29,6 +31,40 @@ def drop(folder: Path, name: str, text: str) -> None:
     temp = folder / f".{name}.part"
     temp.write_text(text, encoding="utf-8")
     os.replace(temp, folder / name)
+
+
+def test_orders_inbox_example(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    shutil.copy(REPO / "flows" / "orders-inbox.yaml", flows)
+    inbox, outbox = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    env = {"INBOX_DIR": str(inbox), "OUTBOX_DIR": str(outbox), "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+    with run_engine(flows, env=env) as engine:
+        drop(inbox, "week-48.csv", "order,sku,qty\n1001,A-1,2\n1002,\"B,2\",5\n")
+        drop(inbox, "broken.csv", "order,sku,qty\n1003,C-3\n")
+        _until(lambda: (outbox / "week-48.json").exists() and (inbox / "failed" / "broken.csv.error").exists())
+        assert json.loads((outbox / "week-48.json").read_text()) == [
+            {"order": "1001", "sku": "A-1", "qty": "2"}, {"order": "1002", "sku": "B,2", "qty": "5"}]
+        _until(lambda: (inbox / "done" / "week-48.csv").exists())
+        assert not (inbox / "week-48.csv").exists() and (inbox / "failed" / "broken.csv").exists()
+        reason = (inbox / "failed" / "broken.csv.error").read_text()
+        assert "line 2: 2 fields where the header has 3" in reason and "records-invalid" in reason
+        assert not (outbox / "broken.json").exists()
+        assert not [p for p in outbox.iterdir() if p.name.startswith(".")]  # no temp file left behind
+
+        # a file still being written waits until it has settled
+        growing = inbox / "slow.csv"
+        growing.write_text("order,sku,qty\n")
+        for n in range(4):
+            time.sleep(0.4)
+            with growing.open("a") as out:
+                out.write(f"{n},S-{n},1\n")
+            assert not (outbox / "slow.json").exists()
+        _until(lambda: (outbox / "slow.json").exists())
+        assert len(json.loads((outbox / "slow.json").read_text())) == 4
+        sources = {s["flow"]: s for s in httpx.get(f"{engine.management_url}/sources").json()["sources"]}
+        assert sources["orders-inbox"]["processed"] == 2 and sources["orders-inbox"]["failures"] == 1
 
 
 FLOWS = """

@@ -1,0 +1,360 @@
+"""AMQP 0-9-1 (RabbitMQ) through aio-pika: a ``publish`` operation and an ``amqp`` source.
+
+```yaml
+endpoints:
+  broker:
+    amqp: {url: "${secret.AMQP_URL || 'amqp://guest:guest@127.0.0.1:5672/'}"}
+flows:
+  orders-in:
+    source:
+      amqp: {endpoint: broker, queue: orders, prefetch: 20, concurrency: 4,
+             dead_letter: {routing_key: orders.dead}}
+    on_error: {redelivery: {max_attempts: 5, backoff: {initial: 200ms, max: 5s}, dead_letter: {source: true}}}
+    steps:
+      - call: {endpoint: broker, operation: publish, exchange: shipping, routing_key: "order.${payload.country}"}
+```
+
+The consumer acknowledges a message only after its flow succeeded.  A failing flow is tried
+again in process under the flow's redelivery policy while the message stays unacknowledged (if
+the engine dies, the broker delivers it again).  Once the attempts are used up it is published to
+the dead-letter queue with the error in its headers (``x-interlace-error``, ``-code``, ``-status``,
+``-attempts``, ``-flow``, ``-queue``), confirmed, and only then acknowledged; without a
+dead-letter queue it is rejected without requeue (the queue's own x-dead-letter-exchange, if any,
+takes it).  A lost connection (broker down at start, restarted) is retried with backoff for as
+long as it takes; what was unacknowledged comes again.  Publishing waits for the broker's
+confirm, so a step after it knows the message is the broker's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from connectors.base import Connector, Invocation, Invoke, Operation, Reply, Request, register_connector
+from engine.errors import BackendRejected, BackendTimeout, BackendUnreachable, FlowError
+from engine.expressions import to_text
+
+if TYPE_CHECKING:
+    from engine.compiler import CompileContext
+    from engine.message import Message
+
+log = logging.getLogger("interlace.connectors.amqp")
+
+RECONNECT_MAX = 5.0
+
+PUBLISH_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "exchange": {"type": "string", "description": "The exchange ('' = the default exchange, routing by queue "
+                                                      "name); ${...} allowed."},
+        "routing_key": {"type": "string", "description": "The routing key (with the default exchange: the queue); "
+                                                         "${...} allowed."},
+        "persistent": {"type": "boolean", "description": "Delivery mode 2: the broker writes it to disk (default "
+                                                         "true)."},
+        "headers": {"type": "object", "description": "AMQP headers: name: value template."},
+        "content_type": {"type": "string", "description": "Content type (default: the message's)."},
+        "message_id": {"type": "string", "description": "The AMQP message id (default: the message's correlation "
+                                                        "id); ${...} allowed."},
+        "priority": {"type": "integer", "minimum": 0, "maximum": 255, "description": "Message priority."},
+        "expiration": {"type": ["string", "number"], "description": "Per-message TTL, e.g. 60s."},
+        "mandatory": {"type": "boolean", "description": "Fail (backend-rejected) when no queue is bound for the "
+                                                        "routing key (default false)."},
+    },
+}
+
+SOURCE_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["endpoint", "queue"],
+    "properties": {
+        "endpoint": {"type": "string", "description": "The amqp endpoint (the broker) to consume from."},
+        "queue": {"type": "string", "description": "The queue to consume."},
+        "declare": {"type": "boolean", "description": "Declare the queue (durable) if it does not exist "
+                                                      "(default true)."},
+        "prefetch": {"type": "integer", "minimum": 1, "maximum": 65535,
+                     "description": "Unacknowledged messages the broker hands this consumer at once (default 10)."},
+        "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000,
+                        "description": "Messages whose flows run at once (default 1: in queue order)."},
+        "dead_letter": {
+            "type": "object", "additionalProperties": False,
+            "description": "Where a message goes when its attempts are used up (with on_error.redelivery."
+                           "dead_letter: {source: true}, or without a redelivery dead letter): published with the "
+                           "error in its headers.",
+            "properties": {"exchange": {"type": "string", "description": "Default '' (the default exchange)."},
+                           "routing_key": {"type": "string", "description": "Default QUEUE.dead."},
+                           "declare": {"type": "boolean", "description": "Declare the queue QUEUE.dead (or the "
+                                                                        "routing key's) when the exchange is '' "
+                                                                        "(default true)."}},
+        },
+    },
+}
+
+
+class PublishRequest(Request):
+    __slots__ = ("body", "content_type", "exchange", "headers", "message_id", "routing_key", "settings")
+
+    def __init__(self, exchange: str, routing_key: str, body: bytes, content_type: str | None,
+                 headers: dict[str, str], message_id: str | None, settings: dict[str, Any]) -> None:
+        super().__init__("publish")
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers
+        self.message_id = message_id
+        self.settings = settings
+
+    def view(self) -> dict[str, Any]:
+        return {"operation": "publish", "exchange": self.exchange, "routing_key": self.routing_key,
+                "headers": self.headers, "body": self.body.decode("utf-8", errors="replace")}
+
+
+def _unreachable(name: str, exc: BaseException) -> BackendUnreachable:
+    return BackendUnreachable(f"endpoint {name!r}: the broker cannot be reached",
+                              internal=f"{exc.__class__.__name__}: {exc}")
+
+
+@register_connector("amqp")
+class AmqpConnector(Connector):
+    SUMMARY = "An AMQP 0-9-1 broker (RabbitMQ): publish with confirms; consume a queue as a flow's source."
+    SCHEMA = {
+        "type": "object", "additionalProperties": False, "required": ["url"],
+        "description": "An AMQP 0-9-1 broker (RabbitMQ) through aio-pika.",
+        "properties": {
+            "url": {"type": "string", "description": "amqp://user:password@host:port/vhost (amqps:// for TLS); "
+                                                     "keep the password in ${secret.NAME}."},
+            "heartbeat": {"type": "integer", "minimum": 0, "description": "Heartbeat seconds (default 60)."},
+            "confirm_timeout": {"type": ["string", "number"],
+                                "description": "How long a publish waits for the broker's confirm (default 10s)."},
+        },
+    }
+    OPERATIONS = {"publish": Operation("Publish the message (or a templated body) to an exchange with a routing "
+                                       "key; waits for the broker's confirm.", schema=PUBLISH_SCHEMA,
+                                       examples=[{"operation": "publish", "exchange": "orders",
+                                                  "routing_key": "order.${payload.country}"}])}
+    DEFAULT_OPERATION = "publish"
+    SOURCES = {"amqp": Operation("Consume a queue: a flow per message, acknowledged after the flow succeeded; "
+                                 "redelivered under the flow's policy, then dead-lettered with the error.",
+                                 schema=SOURCE_SCHEMA,
+                                 examples=[{"endpoint": "broker", "queue": "orders", "prefetch": 20,
+                                            "concurrency": 4}])}
+
+    def __init__(self, name: str, config: dict[str, Any], context: Any = None) -> None:
+        super().__init__(name, config, context)
+        from yarl import URL
+
+        from engine.units import parse_duration
+
+        url = URL(str(config["url"]))
+        if url.scheme not in ("amqp", "amqps"):
+            raise ValueError(f"url must start with amqp:// or amqps://, not {url.scheme}://")
+        self.url = str(url.update_query(heartbeat=int(config.get("heartbeat", 60))))
+        self.targets = (str(url.with_password(None).with_user(None)),)
+        self.confirm_timeout = parse_duration(config.get("confirm_timeout", 10))
+        self._connection: Any = None
+        self._channel: Any = None
+        self._lock = asyncio.Lock()
+        self.published = 0
+
+    def health(self) -> dict[str, Any]:
+        connected = self._connection is not None and not self._connection.is_closed
+        return {"publisher_connected": connected, "published": self.published}
+
+    async def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and not connection.is_closed:
+            try:
+                await connection.close()
+            except Exception:
+                log.debug("closing the publisher connection of %s failed", self.name, exc_info=True)
+
+    # --- publishing ----------------------------------------------------------------------
+
+    def prepare(self, operation: str, config: dict[str, Any], ctx: CompileContext, invoke: Invoke) -> Invocation:
+        exchange = ctx.template(config.get("exchange", ""), "exchange")
+        routing_key = ctx.template(config.get("routing_key", ""), "routing_key")
+        headers = [(str(k), ctx.template(v, ("headers", k))) for k, v in (config.get("headers") or {}).items()]
+        message_id = ctx.template(config["message_id"], "message_id") if "message_id" in config else None
+        settings = {"persistent": bool(config.get("persistent", True)), "priority": config.get("priority"),
+                    "mandatory": bool(config.get("mandatory", False)), "content_type": config.get("content_type")}
+        if "expiration" in config:
+            from engine.units import parse_duration
+
+            settings["expiration"] = parse_duration(config["expiration"])
+        ctx.needs_body()
+
+        async def run(msg: Message) -> Reply:
+            request = PublishRequest(
+                to_text(exchange.render(msg)), to_text(routing_key.render(msg)), msg.body,
+                str(settings["content_type"] or msg.content_type or "") or None,
+                {k: to_text(t.render(msg)) for k, t in headers},
+                to_text(message_id.render(msg)) if message_id is not None else (msg.correlation_id or None),
+                settings)
+            return await invoke(request)
+
+        return run
+
+    async def _publisher(self) -> Any:
+        import aio_pika
+
+        async with self._lock:
+            if self._channel is None or self._channel.is_closed or self._connection.is_closed:
+                await self.close()
+                try:
+                    self._connection = await aio_pika.connect(self.url, timeout=5)
+                    self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+                except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+                    self._connection = self._channel = None
+                    raise _unreachable(self.name, exc) from exc
+            return self._channel
+
+    async def attempt(self, request: Request, target: int) -> Reply:
+        assert isinstance(request, PublishRequest)
+        import aio_pika
+        from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
+
+        channel = await self._publisher()
+        settings = request.settings
+        message = aio_pika.Message(
+            request.body, content_type=request.content_type, headers=dict(request.headers) or None,
+            message_id=request.message_id, priority=settings.get("priority"),
+            expiration=settings.get("expiration"),
+            delivery_mode=(aio_pika.DeliveryMode.PERSISTENT if settings["persistent"]
+                           else aio_pika.DeliveryMode.NOT_PERSISTENT))
+        try:
+            exchange = channel.default_exchange if not request.exchange else \
+                await channel.get_exchange(request.exchange, ensure=False)
+            await asyncio.wait_for(exchange.publish(message, routing_key=request.routing_key,
+                                                    mandatory=settings["mandatory"]), self.confirm_timeout)
+        except TimeoutError as exc:
+            raise BackendTimeout(f"endpoint {self.name!r}: the broker did not confirm the message in time") from exc
+        except (DeliveryError, PublishError) as exc:
+            raise BackendRejected(f"endpoint {self.name!r}: the broker did not take the message "
+                                  f"(exchange {request.exchange!r}, routing key {request.routing_key!r})",
+                                  internal=str(exc)) from exc
+        except (OSError, AMQPError) as exc:
+            await self.close()
+            raise _unreachable(self.name, exc) from exc
+        self.published += 1
+        return Reply(status=None, headers=None, body=None,
+                     meta={"exchange": request.exchange, "routing_key": request.routing_key})
+
+    # --- consuming -----------------------------------------------------------------------
+
+    async def listen(self, source: str, config: dict[str, Any], deliver: Any) -> None:
+        import aio_pika
+
+        queue_name = str(config["queue"])
+        prefetch = int(config.get("prefetch", 10))
+        concurrency = int(config.get("concurrency", 1))
+        dead = config.get("dead_letter") or {}
+        dead_exchange = str(dead.get("exchange", ""))
+        dead_key = str(dead.get("routing_key", f"{queue_name}.dead"))
+        pause = 0.2
+        while True:
+            try:
+                connection = await aio_pika.connect(self.url, timeout=5)
+            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+                _report(deliver, "failing", f"broker unreachable: {exc.__class__.__name__}")
+                log.warning("amqp source %s: cannot connect (%s); again in %.1fs", queue_name, exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(RECONNECT_MAX, pause * 2)
+                continue
+            try:
+                async with connection:
+                    channel = await connection.channel(publisher_confirms=True)
+                    await channel.set_qos(prefetch_count=prefetch)
+                    if config.get("declare", True):
+                        queue = await channel.declare_queue(queue_name, durable=True)
+                    else:
+                        queue = await channel.get_queue(queue_name, ensure=True)
+                    if dead.get("declare", True) and not dead_exchange:
+                        await channel.declare_queue(dead_key, durable=True)
+                    _report(deliver, "running", None)
+                    pause = 0.2
+                    await self._consume(queue, channel, deliver, concurrency, dead_exchange, dead_key, queue_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the connection or channel went away: reconnect
+                _report(deliver, "failing", f"connection lost: {exc.__class__.__name__}")
+                log.warning("amqp source %s: %s: %s; reconnecting", queue_name, exc.__class__.__name__, exc)
+                await asyncio.sleep(pause)
+                pause = min(RECONNECT_MAX, pause * 2)
+
+    async def _consume(self, queue: Any, channel: Any, deliver: Any, concurrency: int, dead_exchange: str,
+                       dead_key: str, queue_name: str) -> None:
+        slots = asyncio.Semaphore(concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            async with queue.iterator() as messages:
+                async for incoming in messages:
+                    admit = getattr(deliver, "admit", None)
+                    if admit is not None:
+                        await admit()
+                    await slots.acquire()
+                    task = asyncio.create_task(self._handle(incoming, channel, deliver, dead_exchange, dead_key,
+                                                            queue_name))
+                    tasks.add(task)
+                    task.add_done_callback(_settled(tasks, slots))
+        finally:
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _handle(self, incoming: Any, channel: Any, deliver: Any, dead_exchange: str, dead_key: str,
+                      queue_name: str) -> None:
+        import aio_pika
+
+        from engine.message import Message
+
+        msg = Message(body=incoming.body, content_type=incoming.content_type,
+                      headers={str(k).lower(): _header_text(v) for k, v in (incoming.headers or {}).items()},
+                      correlation_id=incoming.correlation_id or incoming.message_id or "", method="AMQP")
+        msg.vars.update({"queue": queue_name, "routing_key": incoming.routing_key, "exchange": incoming.exchange,
+                         "message_id": incoming.message_id, "redelivered": bool(incoming.redelivered)})
+        try:
+            try:
+                await deliver(msg)
+            except FlowError as exc:
+                error = getattr(exc, "error", None) or exc.as_dict()
+                if getattr(exc, "outcome", None) == "dead":
+                    await incoming.ack()  # the policy's dead-letter target has it
+                    return
+                headers = {**(incoming.headers or {}),
+                           "x-interlace-error": str(error.get("message", ""))[:1000],
+                           "x-interlace-error-code": str(error.get("code", "")),
+                           "x-interlace-error-status": int(error.get("status") or 0),
+                           "x-interlace-attempts": int(error.get("attempts") or 1),
+                           "x-interlace-flow": str(getattr(deliver, "flow_name", "")),
+                           "x-interlace-queue": queue_name}
+                dead = aio_pika.Message(incoming.body, headers=headers, content_type=incoming.content_type,
+                                        message_id=incoming.message_id, correlation_id=incoming.correlation_id,
+                                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+                exchange = channel.default_exchange if not dead_exchange else \
+                    await channel.get_exchange(dead_exchange, ensure=False)
+                await exchange.publish(dead, routing_key=dead_key)  # confirmed before the ack below
+                await incoming.ack()
+                log.warning("amqp source %s: message %s dead-lettered to %s: %s", queue_name, incoming.message_id,
+                            dead_key, error.get("message"))
+                return
+            await incoming.ack()
+        except Exception as exc:  # the channel is gone: the broker delivers it again
+            log.warning("amqp source %s: could not settle a message (%s); it will come again", queue_name, exc)
+
+
+def _settled(tasks: set[asyncio.Task[None]], slots: asyncio.Semaphore) -> Any:
+    def done(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        slots.release()
+    return done
+
+
+def _header_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _report(deliver: Any, state: str, why: str | None) -> None:
+    """Tell the runtime how the source is doing, when it listens (engine/sources/connector_source.py)."""
+    report = getattr(deliver, "report", None)
+    if report is not None:
+        report(state, why)
