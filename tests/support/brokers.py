@@ -140,7 +140,11 @@ class RabbitServer:
             time.sleep(0.1)
 
     def __enter__(self) -> RabbitServer:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.__exit__()  # the port mapper and the folder go too
+            raise
 
     def __exit__(self, *_: Any) -> None:
         self.stop()
