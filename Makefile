@@ -26,6 +26,8 @@ $(DESIGNER): $(FRONTEND)/node_modules/.installed $(FRONTEND_SOURCES)
 designer: $(DESIGNER)
 
 run: $(STAMP) $(DESIGNER)
+	@echo "interlace is installed in $(BIN): call it as $(BIN)/interlace, or put it on your PATH with"
+	@echo "  export PATH=\"$$PWD/$(BIN):\$$PATH\""
 	$(BIN)/interlace run flows/
 
 test: $(STAMP)

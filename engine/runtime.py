@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,9 +44,11 @@ class ReloadResult:
     # why it failed: "invalid" (the folder has errors), "refused" (valid, but would remove a file's
     # flows; force overrides), "internal" (an engine bug, in the log)
     reason: str | None = None
+    # when it happened (UTC, RFC 3339): two reloads with the same outcome still tell apart
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
 
     def as_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"ok": self.ok, "errors": self.errors, "flows": self.flows}
+        body: dict[str, Any] = {"ok": self.ok, "errors": self.errors, "flows": self.flows, "at": self.at}
         if self.reason is not None:
             body["reason"] = self.reason
         return body
