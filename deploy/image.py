@@ -34,6 +34,10 @@ FLOWS_PATH_LABEL = "io.interlace.flows.path"
 FLOWS_LABEL = "io.interlace.flows"
 DEFAULT_FLOWS_PATH = "/srv/interlace/flows"
 BASE_VARIABLE = "INTERLACE_BASE_IMAGE"
+# The project publishes its runtime image here, one tag per version (deploy/build-base.sh makes it).
+PUBLISHED_BASE = "registry.interlace.dev/interlace/runtime"
+# Where that image is looked for instead (a mirror; the tests point it at loopback).
+PUBLISHED_VARIABLE = "INTERLACE_PUBLISHED_BASE"
 
 
 @dataclass
@@ -107,8 +111,7 @@ def build(options: BuildOptions, progress: Progress) -> tuple[Image, str]:
         return clients[reference.registry]
 
     try:
-        base_name = options.base or os.environ.get(BASE_VARIABLE) or _default_base(target)
-        base = open_base(base_name, options.platform or default_platform(), registry_for)
+        base_name, base = _open_base(options, target, registry_for)
         _check_platform(base, options.platform)
         progress.say(f"base    {base_name} {base.digest} ({_count(len(base.layers), 'layer')}, "
                      f"{_size(sum(layer['size'] for layer in base.layers))})")
@@ -208,11 +211,42 @@ def _check_platform(base: BaseImage, wanted: str | None) -> None:
         raise ImageError(f"base image {base.name} is {found}, not the {wanted} asked for with --platform")
 
 
-def _default_base(target: Reference) -> str:
-    if target.registry is None:
-        raise ImageError(f"name the base image with --base (REGISTRY/interlace/runtime:TAG or oci:DIR) or "
-                         f"{BASE_VARIABLE}")
-    return f"{target.registry}/interlace/runtime:{_runtime_version()}"
+def published_base() -> str:
+    """The project's runtime image for this version, the base when none is named."""
+    return f"{os.environ.get(PUBLISHED_VARIABLE) or PUBLISHED_BASE}:{_runtime_version()}"
+
+
+def base_candidates(options: BuildOptions, target: Reference) -> list[str]:
+    """The bases to try, in order: the one named (--base, $INTERLACE_BASE_IMAGE), else
+    interlace/runtime:VERSION on the --tag registry (a mirror), then the published one."""
+    named = options.base or os.environ.get(BASE_VARIABLE)
+    if named:
+        return [named]
+    mirror = [f"{target.registry}/interlace/runtime:{_runtime_version()}"] if target.registry else []
+    return [*mirror, published_base()]
+
+
+def _open_base(options: BuildOptions, target: Reference, registry_for: Any) -> tuple[str, BaseImage]:
+    failures = []
+    for name in base_candidates(options, target):
+        try:
+            return name, open_base(name, options.platform or default_platform(), registry_for)
+        except ImageError as exc:
+            failures.append(f"  {name}: {exc}")
+    raise ImageError("no base image to build on:\n" + "\n".join(failures) + "\n" + next_steps())
+
+
+def next_steps() -> str:
+    """What to do when no base can be read."""
+    return f"""what to do next, any one of:
+  - name a runtime base you can reach: --base REGISTRY/interlace/runtime:{_runtime_version()} (a registry that \
+mirrors the published {PUBLISHED_BASE}), or set {BASE_VARIABLE}
+  - build one with a container engine and push it: deploy/build-base.sh REGISTRY (buildah, podman or docker)
+  - with no container engine, make one as a local OCI layout: deploy/make-base-layout.sh DIR (umoci), then \
+--base oci:DIR:runtime
+  (docs/deploy.md, "A first build on this machine", walks through the last one)"""
+
+
 
 
 def _runtime_version() -> str:
@@ -296,8 +330,8 @@ def add_command(subparsers: Any) -> None:
     parser.add_argument("--tag", required=True, help="REGISTRY/NAME:TAG to push (with --output, the name in the "
                                                      "layout)")
     parser.add_argument("--base", help=f"the runtime base image: REGISTRY/NAME:TAG or oci:DIR[:NAME] (default "
-                                       f"${BASE_VARIABLE}, else REGISTRY/interlace/runtime:{_runtime_version()} on "
-                                       "the --tag registry)")
+                                       f"${BASE_VARIABLE}, else interlace/runtime:{_runtime_version()} on the --tag "
+                                       f"registry, else the published {published_base()})")
     parser.add_argument("--output", metavar="DIR", help="write an OCI image layout to DIR instead of pushing")
     parser.add_argument("--platform", help=f"OS/ARCH to take from a multi-platform base (default "
                                            f"{default_platform()})")
