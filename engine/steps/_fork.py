@@ -1,0 +1,63 @@
+"""What the steps that run several step lists at once share: copying a message for a branch,
+reading a branch's result, and the config fields for durations and failure policies.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from engine.compiler import StepConfigError
+from engine.message import JSON, XML, Message
+from engine.units import parse_duration
+
+FAILURE_POLICIES = ("fail", "skip", "default")
+
+
+def duration_field(description: str) -> dict[str, Any]:
+    return {"type": ["string", "number"],
+            "description": description + " A duration: seconds as a number, or with a unit: 250ms, 2s, 1m."}
+
+
+def seconds(value: Any, key: Any) -> float:
+    """A duration from a step config, or a positioned config error."""
+    try:
+        result = parse_duration(value)
+    except ValueError as exc:
+        raise StepConfigError(str(exc), key) from exc
+    if result <= 0:
+        raise StepConfigError(f"a duration greater than zero is needed here, got {value!r}", key)
+    return result
+
+
+def fork(msg: Message, payload: Any = None, *, with_payload: bool = False) -> Message:
+    """A message for one branch: the same request, its own headers and variables.
+
+    The body bytes are shared (bytes never change in place); a branch that parses and edits the
+    payload works on its own parse.  ``with_payload`` makes the branch's payload ``payload``
+    instead (a split item)."""
+    branch = Message(body=b"" if with_payload else msg.body, content_type=msg.content_type,
+                     headers=dict(msg.headers), method=msg.method, path_params=msg.path_params,
+                     query=msg.query, query_string=msg.query_string, correlation_id=msg.correlation_id,
+                     max_body=msg.max_body)
+    if with_payload:
+        kind = XML if _is_xml(payload) else JSON
+        branch.set_payload(copy.deepcopy(payload) if kind == XML else payload, kind)
+    branch.headers_are_request = msg.headers_are_request
+    branch.headers_explicit = set(msg.headers_explicit)
+    branch.vars = dict(msg.vars)
+    branch.attributes = dict(msg.attributes)
+    branch.status = msg.status
+    branch.error = msg.error
+    if msg.trace is not None:
+        branch.trace = msg.trace  # coverage and try-it see every branch's steps
+    return branch
+
+
+def result_of(branch: Message) -> Any:
+    """What a branch gives back: its parsed payload (JSON value, XML element or text; None when empty)."""
+    return branch.payload
+
+
+def _is_xml(value: Any) -> bool:
+    return hasattr(value, "tag") and hasattr(value, "getroottree")
