@@ -254,13 +254,18 @@ class CompileContext:
         self._note([expr])
         return expr
 
-    def expression(self, value: str, key: Any = ()) -> Expr:
-        """A bare expression (no ``${}``), e.g. a JMESPath reshaping."""
+    def expression(self, value: str, key: Any = (), *, reads_body: bool = True) -> Expr:
+        """A bare expression (no ``${}``), e.g. a JMESPath reshaping.  ``reads_body=False`` for one
+        the step evaluates over a value it builds itself, so ``payload`` in it does not make the
+        step read a streamed request body first."""
         try:
             expr = Expr(value, self.namespaces, self.options.env, self.options.secrets)
         except ExpressionSyntaxError as exc:
             raise StepConfigError(str(exc), key, exc.offset) from exc
+        needed = self._needs_body
         self._note([expr])
+        if not reads_body:
+            self._needs_body = needed
         return expr
 
     def require(self, what: str) -> None:

@@ -4,7 +4,6 @@ reading a branch's result, and the config fields for durations and failure polic
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from engine.compiler import StepConfigError
@@ -40,9 +39,8 @@ def fork(msg: Message, payload: Any = None, *, with_payload: bool = False) -> Me
                      headers=dict(msg.headers), method=msg.method, path_params=msg.path_params,
                      query=msg.query, query_string=msg.query_string, correlation_id=msg.correlation_id,
                      max_body=msg.max_body)
-    if with_payload:
-        kind = XML if _is_xml(payload) else JSON
-        branch.set_payload(copy.deepcopy(payload) if kind == XML else payload, kind)
+    if with_payload:  # the item is the branch's own (split items are standalone copies)
+        branch.set_payload(payload, XML if _is_xml(payload) else JSON)
     branch.headers_are_request = msg.headers_are_request
     branch.headers_explicit = set(msg.headers_explicit)
     branch.vars = dict(msg.vars)

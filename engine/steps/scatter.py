@@ -130,7 +130,7 @@ def compile_scatter(config: Any, ctx: CompileContext) -> StepFn:
     return run
 
 
-async def _run_all(msg: Message, branches: tuple[_Branch, ...], timeout: float | None) -> list[Any]:
+async def _run_all(msg: Message, branches: tuple[_Branch, ...], limit: float | None) -> list[Any]:
     """Each branch's result, or the FlowError it ended with (a timeout being one)."""
 
     async def one(branch: _Branch) -> Any:
@@ -142,7 +142,7 @@ async def _run_all(msg: Message, branches: tuple[_Branch, ...], timeout: float |
 
     tasks = [asyncio.ensure_future(one(branch)) for branch in branches]
     try:
-        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        _done, pending = await asyncio.wait(tasks, timeout=limit)
     except asyncio.CancelledError:
         for task in tasks:
             task.cancel()
@@ -180,18 +180,18 @@ def _gather(msg: Message, results: list[tuple[str, Any]], mode: str, into: Any, 
             element.append(_as_element(name, value))
         msg.set_payload(element, XML)
         return
-    value: Any
+    gathered: Any
     if mode == "array":
-        value = [_as_json(result) for _, result in results]
+        gathered = [_as_json(result) for _, result in results]
     else:
-        value = {name: _as_json(result) for name, result in results}
+        gathered = {name: _as_json(result) for name, result in results}
         if partial_key is not None:
-            value[partial_key] = True
+            gathered[partial_key] = True
     if into is None:
-        msg.set_payload(value, JSON)
+        msg.set_payload(gathered, JSON)
     else:
         document = json_payload(msg, "scatter into a JSONPath")
-        msg.set_payload(into.update_or_create(document if document is not None else {}, value), JSON,
+        msg.set_payload(into.update_or_create(document if document is not None else {}, gathered), JSON,
                         msg.content_type)
 
 

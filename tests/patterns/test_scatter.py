@@ -70,7 +70,7 @@ async def test_branches_run_at_the_same_time(tmp_path: Path, backends: list[Back
         started = time.monotonic()
         pending = asyncio.ensure_future(client.get("/customers/1/overview"))
         # every backend holds its request before any has answered: the calls overlap
-        while sum(len(b.requests) for b in backends) < 3 and time.monotonic() - started < 0.9:
+        while sum(len(b.requests) for b in backends) < 3 and time.monotonic() - started < 0.9:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         seen_while_first_pending = sum(len(b.requests) for b in backends)
         reply = await pending
@@ -82,9 +82,8 @@ async def test_branches_run_at_the_same_time(tmp_path: Path, backends: list[Back
 
 async def test_a_slow_branch_times_out_into_its_default(tmp_path: Path, backends: list[BackendServer]) -> None:
     backends[1].set_behaviour(delay=3.0)
-    write_flows(tmp_path, _flow(backends, "500ms").replace("      - respond: {status: 200}",
-                                                            "      - set: {path: $.failed, value: '${keys(vars.failed)}'}\n"
-                                                            "      - respond: {status: 200}"))
+    listed = "      - set: {path: $.failed, value: '${keys(vars.failed)}'}\n      - respond: {status: 200}"
+    write_flows(tmp_path, _flow(backends, "500ms").replace("      - respond: {status: 200}", listed))
     async with facade_client(tmp_path) as client:
         reply = await client.get("/customers/7/overview")
     assert reply.status_code == 200
@@ -126,7 +125,8 @@ async def test_skip_array_xml_and_vars_gathering(tmp_path: Path, backends: list[
               gather: xml
               root: quotes
               branches:
-                - {{name: first, steps: [{{call: {{endpoint: b, method: POST, content_type: text/xml, xml: "<q>1</q>"}}}}]}}
+                - name: first
+                  steps: [{{call: {{endpoint: b, method: POST, content_type: text/xml, xml: "<q>1</q>"}}}}]
                 - {{name: second, steps: [{{call: {{endpoint: b, method: POST, body: {{price: 2}}}}}}]}}
           - respond: {{status: 200}}
       as-vars:

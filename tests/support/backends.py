@@ -80,6 +80,8 @@ class _State:
     requests: list[SeenRequest] = field(default_factory=list)
     behaviour: Behaviour = field(default_factory=Behaviour)
     connections: int = 0
+    in_flight: int = 0  # requests read and not yet answered
+    max_in_flight: int = 0  # the most that were at once
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -104,6 +106,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         state = self.server.state
+        with state.lock:
+            state.in_flight += 1
+            state.max_in_flight = max(state.max_in_flight, state.in_flight)
+        try:
+            self._answer(state)
+        finally:
+            with state.lock:
+                state.in_flight -= 1
+
+    def _answer(self, state: _State) -> None:
         body = self._read_body()
         header_list = list(self.headers.items())
         seen = SeenRequest(self.command, self.path, {k.lower(): v for k, v in header_list}, body, header_list,
@@ -214,6 +226,12 @@ class BackendServer:
         """Every request received so far, in order of arrival (a copy)."""
         with self.state.lock:
             return list(self.state.requests)
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests this backend held at once (read, not yet answered)."""
+        with self.state.lock:
+            return self.state.max_in_flight
 
     @property
     def connections(self) -> int:

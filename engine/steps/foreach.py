@@ -1,0 +1,322 @@
+"""The foreach step (split and aggregate; WSO2's iterate/foreach with aggregate, Camel's split):
+run steps once per item, one after the other or with bounded concurrency, and gather results.
+
+Items come from an expression over the payload (``items``: JMESPath, or ``xpath('...')`` for an
+XML node set) or, for bodies too large to hold, straight from the request body as it streams
+(``stream: {json: $.orders[*]}`` or ``stream: {xml: order}``).  Each item is the payload of its
+own message; ``${vars.index}`` is its position.  Results are gathered in item order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+
+from engine.compiler import CompileContext, StepConfigError, Steps, internal_error
+from engine.convert import json_to_xml, xml_name
+from engine.errors import ExpressionError, FlowError
+from engine.message import JSON, XML, Message
+from engine.registry import STEPS_REF, StepFn, step_kind
+from engine.steps._fork import duration_field, fork, result_of, seconds
+from engine.steps._items import ijson_prefix, json_items, xml_items
+from engine.steps.basic import compile_jsonpath, json_payload
+
+AGGREGATES = ("array", "xml", "none")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    steps: Steps
+    concurrency: int
+    on_error: str
+    index_var: str
+    count: int | None
+    timeout: float | None
+    keep_results: bool  # False with aggregate: none, so a long split holds no item
+
+
+@step_kind(
+    "foreach",
+    summary="Split the payload (or the streaming body) into items, run steps per item, aggregate the results.",
+    category="route",
+    schema={
+        "type": "object", "additionalProperties": False, "required": ["steps"],
+        "properties": {
+            "items": {"type": "string",
+                      "description": "Where the items are: ${...} over the payload giving a list (JMESPath, e.g. "
+                                     "${payload.orders}) or an XML node set (${xpath('//order')})."},
+            "xpath": {"type": "string",
+                      "description": "An XPath over the XML payload selecting the item elements, e.g. //inv:order "
+                                     "(prefixes from the file's namespaces); compiled at load."},
+            "stream": {"type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
+                       "description": "Split the request body as it arrives, never holding it whole.",
+                       "properties": {
+                           "json": {"type": "string", "pattern": r"^\$",
+                                    "description": "A path to array items: $[*], $.orders[*]."},
+                           "xml": {"type": "string",
+                                   "description": "The name of the repeated element (any namespace), or "
+                                                  "{uri}name."}}},
+            "steps": STEPS_REF,
+            "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000,
+                            "description": "How many items run at once (default 1: one after the other)."},
+            "on_item_error": {"enum": ["fail", "collect"],
+                              "description": "fail (default): the first failing item fails the step; collect: "
+                                             "failed items are left out and listed in the errors variable."},
+            "errors": {"type": "string",
+                       "description": "A variable that receives [{index, error}] for the items that failed."},
+            "aggregate": {"enum": list(AGGREGATES),
+                          "description": "array (default): the results in item order; xml: an element per "
+                                         "result under root; none: results are dropped (side effects only)."},
+            "reduce": {"type": "string",
+                       "description": "An expression whose payload is the array of results, e.g. "
+                                      "sum(payload[*].total); its value is the aggregate."},
+            "into": {"type": "string", "pattern": r"^\$",
+                     "description": "JSONPath in the JSON payload where the aggregate goes."},
+            "var": {"type": "string", "description": "Put the aggregate in this variable instead."},
+            "root": {"type": "string", "description": "Root element of aggregate: xml (default results)."},
+            "item": {"type": "string", "description": "Element of each JSON result under aggregate: xml "
+                                                      "(default item)."},
+            "index_var": {"type": "string", "description": "The variable holding the item's position (default "
+                                                           "index)."},
+            "complete": {"type": "object", "additionalProperties": False,
+                         "description": "Finish early: after count results, or when timeout passes (items "
+                                        "still running are cancelled, the rest not started).",
+                         "properties": {"count": {"type": "integer", "minimum": 1},
+                                        "timeout": duration_field("How long the items may take in all.")}},
+            "stats": {"type": "string",
+                      "description": "A variable that receives {items, succeeded, failed, complete}."},
+        },
+    },
+    examples=[{"items": "${payload.orders}", "concurrency": 4,
+               "steps": [{"call": {"endpoint": "pricing", "method": "POST", "path": "/price"}}],
+               "into": "$.priced"},
+              {"stream": {"xml": "order"}, "aggregate": "none",
+               "steps": [{"call": {"endpoint": "warehouse", "method": "POST"}}]}],
+    branches=("steps",),
+)
+def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
+    sources = [k for k in ("items", "xpath", "stream") if k in config]
+    if len(sources) != 1:
+        raise StepConfigError("foreach needs one source of items: items (an expression), xpath (XML elements) "
+                              "or stream (the body as it arrives)" + (f", not {' and '.join(sources)}"
+                                                                       if sources else ""))
+    if "into" in config and "var" in config:
+        raise StepConfigError("give into (a JSONPath) or var, not both", "var")
+    aggregate = config.get("aggregate", "array")
+    reduce = ctx.expression(config["reduce"], "reduce", reads_body=False) if "reduce" in config else None
+    if reduce is not None and aggregate != "array":
+        raise StepConfigError("reduce works on the array of results; it goes with aggregate: array", "reduce")
+    into = compile_jsonpath(config["into"], ctx, "into") if "into" in config else None
+    if into is not None and aggregate == "xml":
+        raise StepConfigError("into puts a JSON value in the payload; use var or no destination with "
+                              "aggregate: xml", "into")
+    complete = config.get("complete") or {}
+    plan = _Plan(ctx.steps(config["steps"], "steps"), int(config.get("concurrency", 1)),
+                 config.get("on_item_error", "fail"), str(config.get("index_var", "index")),
+                 complete.get("count"),
+                 seconds(complete["timeout"], ("complete", "timeout")) if "timeout" in complete else None,
+                 aggregate != "none")
+    root, item_name = xml_name(str(config.get("root", "results"))), xml_name(str(config.get("item", "item")))
+    var, errors_var, stats_var = config.get("var"), config.get("errors"), config.get("stats")
+    source = _source(config, ctx)
+
+    async def run(msg: Message) -> None:
+        if into is not None and not msg.is_streaming:
+            json_payload(msg, "foreach into a JSONPath")
+        results, failures, stats = await _run_items(msg, source(msg), plan)
+        if errors_var is not None:
+            msg.vars[errors_var] = failures
+        if stats_var is not None:
+            msg.vars[stats_var] = stats
+        if aggregate == "none":
+            return
+        value: Any
+        if aggregate == "xml":
+            value = _as_xml(results, root, item_name)
+        else:
+            value = [_as_json(r) for r in results]
+            if reduce is not None:
+                probe = Message(body=b"", correlation_id=msg.correlation_id)
+                probe.set_payload(value, JSON)
+                probe.vars = msg.vars
+                value = reduce.evaluate(probe)
+        if var is not None:
+            msg.vars[var] = value
+        elif into is not None:
+            document = json_payload(msg, "foreach into a JSONPath")
+            msg.set_payload(into.update_or_create(document if document is not None else {}, value), JSON,
+                            msg.content_type)
+        else:
+            msg.set_payload(value, XML if aggregate == "xml" else JSON)
+
+    return run
+
+
+ItemSource = Any  # Callable[[Message], AsyncIterator[Any]]
+
+
+def _source(config: Any, ctx: CompileContext) -> ItemSource:
+    if "items" in config:
+        expression = ctx.template(config["items"], "items")
+        ctx.needs_body()
+
+        async def from_expression(msg: Message) -> AsyncIterator[Any]:
+            value = expression.render(msg)
+            if value is None:
+                return
+            if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+                raise ExpressionError(f"foreach items gave {type(value).__name__}, not a list; point items at a "
+                                      f"list, e.g. ${{payload.orders}}")
+            for item in value:
+                yield item
+
+        return from_expression
+    if "xpath" in config:
+        try:
+            compiled = etree.XPath(str(config["xpath"]), namespaces=ctx.namespaces, smart_strings=False)
+        except etree.XPathError as exc:
+            raise StepConfigError(f"invalid XPath {config['xpath']!r}: {exc}", "xpath") from exc
+        ctx.needs_body()
+
+        async def from_xpath(msg: Message) -> AsyncIterator[Any]:
+            document = msg.payload
+            if msg.kind != XML or document is None:
+                raise ExpressionError(f"foreach xpath needs an XML payload, the message is "
+                                      f"{msg.content_type or 'empty'}")
+            found = compiled(document)
+            for node in found if isinstance(found, list) else [found]:
+                yield copy.deepcopy(node) if isinstance(node, etree._Element) else node
+
+        return from_xpath
+    stream = config["stream"]
+    if "json" in stream:
+        try:
+            prefix = ijson_prefix(str(stream["json"]))
+        except ValueError as exc:
+            raise StepConfigError(str(exc), ("stream", "json")) from exc
+
+        def from_json(msg: Message) -> AsyncIterator[Any]:
+            return json_items(_body_chunks(msg), prefix)
+
+        return from_json
+    element = str(stream["xml"])
+
+    def from_xml(msg: Message) -> AsyncIterator[Any]:
+        return xml_items(_body_chunks(msg), element)
+
+    return from_xml
+
+
+async def _body_chunks(msg: Message) -> AsyncIterator[bytes]:
+    stream = msg.take_stream()
+    if stream is None:
+        yield msg.body
+        return
+    async for chunk in stream:
+        yield chunk
+
+
+async def _run_items(msg: Message, items: AsyncIterator[Any], plan: _Plan) -> tuple[list[Any], list[Any],
+                                                                                    dict[str, Any]]:
+    results: dict[int, Any] = {}
+    succeeded = 0
+    failures: list[dict[str, Any]] = []
+    limit = asyncio.Semaphore(plan.concurrency)
+    running: set[asyncio.Task[None]] = set()
+    first_error: list[FlowError] = []
+    seen = 0
+    complete = True
+    cut_by_count = False
+
+    async def one(index: int, item: Any) -> None:
+        try:
+            branch = fork(msg, item, with_payload=True)
+            branch.vars[plan.index_var] = index
+            await plan.steps.run(branch)
+            nonlocal succeeded
+            succeeded += 1
+            if plan.keep_results:
+                results[index] = result_of(branch)
+        except FlowError as exc:
+            _failed(index, exc)
+        except Exception as exc:
+            _failed(index, internal_error(exc))
+        finally:
+            limit.release()
+
+    def _failed(index: int, exc: FlowError) -> None:
+        if plan.on_error == "fail":
+            if not first_error:
+                first_error.append(exc)
+                for task in list(running):  # fail fast: the others' results no longer matter
+                    if task is not asyncio.current_task():
+                        task.cancel()
+        else:
+            failures.append({"index": index, "error": exc.as_dict()})
+
+    async def feed() -> None:
+        nonlocal seen, cut_by_count
+        async for item in items:
+            await limit.acquire()
+            if first_error or (plan.count is not None and succeeded >= plan.count):
+                cut_by_count = not first_error
+                limit.release()
+                break
+            task = asyncio.ensure_future(one(seen, item))
+            running.add(task)
+            task.add_done_callback(running.discard)
+            seen += 1
+        while running:
+            await asyncio.wait(set(running))
+        if first_error:
+            return
+
+    feeder = asyncio.ensure_future(feed())
+    try:
+        if plan.timeout is None:
+            await feeder
+        else:
+            done, _ = await asyncio.wait({feeder}, timeout=plan.timeout)
+            if not done:
+                complete = False
+                feeder.cancel()
+                for task in list(running):
+                    task.cancel()
+                await asyncio.gather(feeder, *running, return_exceptions=True)
+            else:
+                feeder.result()
+    except BaseException:
+        feeder.cancel()
+        for task in list(running):
+            task.cancel()
+        raise
+    if first_error:
+        raise first_error[0]
+    ordered = [results[i] for i in sorted(results)]
+    if plan.count is not None and len(ordered) > plan.count:
+        ordered = ordered[:plan.count]
+    stats = {"items": seen, "succeeded": min(succeeded, plan.count or succeeded), "failed": len(failures),
+             "complete": complete and not cut_by_count}
+    failures.sort(key=lambda f: f["index"])
+    return ordered, failures, stats
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, etree._Element):
+        return "".join(value.itertext())
+    return value
+
+
+def _as_xml(results: list[Any], root: str, item: str) -> etree._Element:
+    element = etree.Element(root)
+    for value in results:
+        if isinstance(value, etree._Element):
+            element.append(value)
+        else:
+            element.append(json_to_xml(value, root=item))
+    return element

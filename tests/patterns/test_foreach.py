@@ -1,0 +1,233 @@
+"""foreach: split, per-item steps against a real backend, aggregation, streaming splits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.backends import BackendServer
+from tests.support.engine import facade_client, run_engine, write_flows
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def backend() -> Iterator[BackendServer]:
+    with BackendServer() as server:
+        yield server
+
+
+def _flows(backend: BackendServer, step: str, max_body: str = "1MiB") -> str:
+    return f"""
+    endpoints:
+      pricing: {{http: {{url: "{backend.url}"}}}}
+    flows:
+      split:
+        source: {{http: {{method: POST, path: /split, max_body: {max_body}}}}}
+        steps:
+{step}
+          - respond: {{status: 200}}
+    """
+
+
+async def test_items_run_with_bounded_concurrency_and_keep_their_order(tmp_path: Path,
+                                                                        backend: BackendServer) -> None:
+    backend.set_behaviour(delay=0.2)
+    write_flows(tmp_path, _flows(backend, """
+          - foreach:
+              items: ${payload.orders}
+              concurrency: 2
+              steps:
+                - call: {endpoint: pricing, method: POST, path: "/price/${vars.index}",
+                         body: {sku: "${payload.sku}", n: "${vars.index}"}}
+              into: $.priced
+    """))
+    orders = [{"sku": f"S{i}"} for i in range(6)]
+    async with facade_client(tmp_path) as client:
+        reply = await client.post("/split", json={"orders": orders})
+    assert reply.status_code == 200
+    assert reply.json()["priced"] == [{"sku": f"S{i}", "n": i} for i in range(6)]
+    assert sorted(r.path for r in backend.requests) == [f"/price/{i}" for i in range(6)]
+    assert backend.max_in_flight == 2
+
+
+async def test_sequential_by_default_with_a_reduction(tmp_path: Path, backend: BackendServer) -> None:
+    write_flows(tmp_path, _flows(backend, """
+          - foreach:
+              items: ${payload.lines}
+              steps:
+                - call: {endpoint: pricing, method: POST, body: {total: "${payload.qty}"}}
+              reduce: sum(payload[*].total)
+              var: total
+          - payload: {json: {total: "${vars.total}"}}
+    """))
+    async with facade_client(tmp_path) as client:
+        reply = await client.post("/split", json={"lines": [{"qty": 2}, {"qty": 3}, {"qty": 5}]})
+    assert reply.json() == {"total": 10}
+    assert backend.max_in_flight == 1
+
+
+async def test_failed_items_are_collected_or_fail_the_step(tmp_path: Path, backend: BackendServer) -> None:
+    write_flows(tmp_path, _flows(backend, """
+          - foreach:
+              items: ${payload}
+              on_item_error: collect
+              errors: failed
+              stats: stats
+              steps:
+                - call: {endpoint: pricing, method: POST, path: "/status/${payload}", body: {code: "${payload}"},
+                         expect_status: [2xx]}
+              var: ok
+          - payload: {json: {ok: "${vars.ok}", failed: "${vars.failed[*].index}", stats: "${vars.stats}"}}
+    """).replace("path: /split", "path: /collect") + """
+      strict:
+        source: {http: {method: POST, path: /strict}}
+        steps:
+          - foreach:
+              items: ${payload}
+              steps:
+                - call: {endpoint: pricing, method: POST, path: "/status/${payload}", expect_status: [2xx]}
+    """)
+    async with facade_client(tmp_path) as client:
+        collected = await client.post("/collect", json=[200, 503, 201])
+        strict = await client.post("/strict", json=[200, 503, 201])
+    assert collected.json() == {"ok": [{"code": 200}, {"code": 201}], "failed": [1],
+                                "stats": {"items": 3, "succeeded": 2, "failed": 1, "complete": True}}
+    assert strict.status_code == 502
+    assert strict.headers["content-type"] == "application/problem+json"
+
+
+async def test_completion_by_count(tmp_path: Path, backend: BackendServer) -> None:
+    write_flows(tmp_path, _flows(backend, """
+          - foreach:
+              items: ${payload}
+              complete: {count: 2}
+              stats: stats
+              steps:
+                - set: {var: seen, value: "${payload}"}
+              var: firsts
+          - payload: {json: {firsts: "${vars.firsts}", complete: "${vars.stats.complete}"}}
+    """))
+    async with facade_client(tmp_path) as client:
+        reply = await client.post("/split", json=[1, 2, 3, 4, 5])
+    assert reply.json() == {"firsts": [1, 2], "complete": False}
+
+
+async def test_xml_node_set_split_and_xml_aggregate(tmp_path: Path, backend: BackendServer) -> None:
+    write_flows(tmp_path, f"""
+    namespaces: {{o: "urn:orders"}}
+    endpoints:
+      pricing: {{http: {{url: "{backend.url}"}}}}
+    flows:
+      split:
+        source: {{http: {{method: POST, path: /split}}}}
+        steps:
+          - foreach:
+              xpath: //o:order
+              steps:
+                - call: {{endpoint: pricing, method: POST, content_type: application/xml}}
+              aggregate: xml
+              root: priced
+          - respond: {{status: 200}}
+    """)
+    body = b'<o:batch xmlns:o="urn:orders"><o:order>A</o:order><o:order>B</o:order></o:batch>'
+    async with facade_client(tmp_path) as client:
+        reply = await client.post("/split", content=body, headers={"content-type": "application/xml"})
+    assert reply.status_code == 200
+    assert reply.text.split("?>", 1)[-1].strip() == (
+        '<priced><o:order xmlns:o="urn:orders">A</o:order><o:order xmlns:o="urn:orders">B</o:order></priced>')
+    assert [r.body.split(b"?>")[-1].strip() for r in backend.requests] == [
+        b'<o:order xmlns:o="urn:orders">A</o:order>', b'<o:order xmlns:o="urn:orders">B</o:order>']
+
+
+async def test_items_that_are_not_a_list_are_a_clear_error(tmp_path: Path, backend: BackendServer) -> None:
+    write_flows(tmp_path, _flows(backend, """
+          - foreach:
+              items: ${payload.orders}
+              steps: [{log: one}]
+    """))
+    async with facade_client(tmp_path) as client:
+        reply = await client.post("/split", json={"orders": {"not": "a list"}})
+    assert reply.status_code == 500 or reply.status_code == 422
+    assert "not a list" in reply.json()["detail"]
+
+
+def _chunks_of_orders(count: int, size: int) -> Iterator[bytes]:
+    yield b'{"batch": "b1", "orders": ['
+    pad = "x" * size
+    for i in range(count):
+        yield (b"," if i else b"") + json.dumps({"n": i, "pad": pad}).encode()
+    yield b"]}"
+
+
+def _xml_lines(count: int, size: int) -> Iterator[bytes]:
+    yield b'<?xml version="1.0"?><batch xmlns="urn:b">'
+    for i in range(count):
+        yield f'<line n="{i}">{"y" * size}</line>'.encode()
+    yield b"</batch>"
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+STREAMING = """
+endpoints:
+  sink: {http: {url: "%s"}}
+flows:
+  json-lines:
+    source: {http: {method: POST, path: /json, max_body: 200MiB}}
+    steps:
+      - foreach:
+          stream: {json: "$.orders[*]"}
+          aggregate: none
+          stats: stats
+          steps:
+            - filter:
+                if: ${payload.n == `0` || payload.n == `1999`}
+                steps:
+                  - call: {endpoint: sink, method: POST, body: {n: "${payload.n}"}}
+      - payload: {json: "${vars.stats}"}
+  xml-lines:
+    source: {http: {method: POST, path: /xml, max_body: 200MiB}}
+    steps:
+      - foreach:
+          stream: {xml: line}
+          stats: stats
+          steps: [{payload: {json: {n: "${xpath('string(/*/@n)')}"}}}]
+          reduce: payload[-1].n
+          var: last
+      - payload: {json: {stats: "${vars.stats}", last: "${vars.last}"}}
+"""
+
+
+@pytest.mark.slow
+def test_large_bodies_split_as_they_stream(tmp_path: Path, backend: BackendServer) -> None:
+    """40 MB bodies, JSON and XML, split in a real engine whose peak memory barely moves."""
+    write_flows(tmp_path, STREAMING % backend.url)
+    with run_engine(tmp_path) as engine, httpx.Client(base_url=engine.url, timeout=60) as client:
+        client.post("/json", content=b'{"orders": [{"n": 5}]}', headers={"content-type": "application/json"})
+        idle = _peak_rss_kib(engine.process.pid)
+        as_json = client.post("/json", content=_chunks_of_orders(2000, 20_000),
+                              headers={"content-type": "application/json"})
+        after_json = _peak_rss_kib(engine.process.pid)
+        as_xml = client.post("/xml", content=_xml_lines(2000, 20_000), headers={"content-type": "application/xml"})
+        after_xml = _peak_rss_kib(engine.process.pid)
+        doctype = client.post("/xml", content=b'<!DOCTYPE x [<!ENTITY a "b">]><batch><line/></batch>',
+                              headers={"content-type": "application/xml"})
+    assert as_json.status_code == 200, as_json.text
+    assert as_json.json() == {"items": 2000, "succeeded": 2000, "failed": 0, "complete": True}
+    assert [json.loads(r.body) for r in backend.requests] == [{"n": 0}, {"n": 1999}]
+    assert as_xml.json() == {"stats": {"items": 2000, "succeeded": 2000, "failed": 0, "complete": True},
+                             "last": "1999"}
+    assert after_json - idle < 20_000, (idle, after_json)  # the 40 MB body was never held whole
+    assert after_xml - idle < 20_000, (idle, after_json, after_xml)
+    assert doctype.status_code == 400
+    assert "DOCTYPE" in doctype.json()["detail"]
