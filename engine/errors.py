@@ -32,9 +32,12 @@ class FlowError(Exception):
     category: ClassVar[str | None] = None
 
     def __init__(self, detail: str, *, status: int | None = None, code: str | None = None,
-                 extra: dict[str, Any] | None = None, internal: str | None = None) -> None:
+                 extra: dict[str, Any] | None = None, internal: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        # response headers the answer must carry (Retry-After, WWW-Authenticate), never a secret
+        self.headers = headers or {}
         # what only the logs may see (addresses, library messages): never sent to callers
         self.internal = internal
         if status is not None:
@@ -97,6 +100,42 @@ class MethodNotAllowed(FlowError):
     status = 405
     code = "method-not-allowed"
     title = "Method not allowed"
+
+
+class Unauthorized(FlowError):
+    """The caller did not prove who it is (no credential, or one that does not verify)."""
+
+    status = 401
+    code = "unauthorized"
+    title = "Unauthorized"
+
+
+class Forbidden(FlowError):
+    """The caller is known but may not do this (a claim or scope is missing)."""
+
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class Conflict(FlowError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class TooManyRequests(FlowError):
+    """A rate or concurrency limit was reached; the answer carries Retry-After."""
+
+    status = 429
+    code = "rate-limited"
+    title = "Too many requests"
+
+
+class ServiceUnavailable(FlowError):
+    status = 503
+    code = "unavailable"
+    title = "Service unavailable"
 
 
 class BackendError(FlowError):

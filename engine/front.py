@@ -397,6 +397,7 @@ class Facade(Starlette):
         extra: list[tuple[bytes, bytes]] = []
         if isinstance(exc, MethodNotAllowed):
             extra.append((b"allow", ", ".join(exc.extra.get("allowed", [])).encode()))
+        extra.extend((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in exc.headers.items())
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/problem+json"),
                                 (b"content-length", str(len(body)).encode()),

@@ -1,0 +1,188 @@
+"""Short-lived shared state for the cache, throttle and idempotency steps: in this process by
+default, in Redis when several replicas must see the same entries and counters.
+
+Both stores give the same four operations: ``get``, ``put`` (with a time to live), ``claim``
+(put only if absent: the first of several replicas wins) and ``take`` (one permit of a rate
+limit).  Rate limits in Redis run as one Lua script per decision, on Redis' own clock, so
+replicas with drifting clocks still hold one limit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One rate-limit decision: allowed or not, how long until a permit frees, what is left."""
+
+    allowed: bool
+    retry_after: float
+    remaining: int
+
+
+class KeyValueStore(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    async def claim(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store ``value`` under ``key`` only if nothing is there; True when this call did."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def take(self, key: str, limit: int, window: float, algorithm: str) -> Decision:
+        """One permit of ``limit`` per ``window`` seconds (token_bucket or sliding_window)."""
+        ...
+
+
+class MemoryStore:
+    """Entries in this process, least recently used first out past ``max_entries``."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if expires <= time.monotonic():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        self._entries[key] = (time.monotonic() + ttl, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    async def claim(self, key: str, value: bytes, ttl: float) -> bool:
+        if await self.get(key) is not None:
+            return False
+        await self.put(key, value, ttl)
+        return True
+
+    async def delete(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    async def take(self, key: str, limit: int, window: float, algorithm: str) -> Decision:
+        now = time.monotonic()
+        state = self._buckets.get(key)
+        if algorithm == "sliding_window":
+            stamps = state if state is not None else []
+            cutoff = now - window
+            while stamps and stamps[0] <= cutoff:
+                stamps.pop(0)
+            if len(stamps) < limit:
+                stamps.append(now)
+                decision = Decision(True, 0.0, limit - len(stamps))
+            else:
+                decision = Decision(False, stamps[0] + window - now, 0)
+            self._remember(key, stamps)
+            return decision
+        rate = limit / window
+        tokens, stamp = (float(limit), now) if state is None else (state[0], state[1])
+        tokens = min(float(limit), tokens + (now - stamp) * rate)
+        if tokens >= 1.0:
+            self._remember(key, [tokens - 1.0, now])
+            return Decision(True, 0.0, int(tokens - 1.0))
+        self._remember(key, [tokens, now])
+        return Decision(False, (1.0 - tokens) / rate, 0)
+
+    def _remember(self, key: str, state: list[float]) -> None:
+        self._buckets[key] = state
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > self.max_entries:
+            self._buckets.popitem(last=False)
+
+
+# KEYS[1] = bucket; ARGV = limit, window seconds.  State: tokens and the time they were counted.
+_TOKEN_BUCKET = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local rate = limit / window
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or limit
+local at = tonumber(state[2]) or now
+tokens = math.min(limit, tokens + math.max(0, now - at) * rate)
+local allowed = 0
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  wait = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 2000))
+return {allowed, tostring(wait), math.floor(tokens)}
+"""
+
+# KEYS[1] = sorted set of admitted times; ARGV = limit, window seconds, a unique member.
+_SLIDING_WINDOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+if count < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+  return {1, '0', limit - count - 1}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tostring(tonumber(oldest[2]) + window - now), 0}
+"""
+
+
+class RedisStore:
+    """Entries and counters in Redis, under ``prefix``; ``client`` is a redis.asyncio.Redis."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._bucket = client.register_script(_TOKEN_BUCKET)
+        self._window = client.register_script(_SLIDING_WINDOW)
+        self._sequence = 0
+        self._origin = os.urandom(8).hex()
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._client.get(self._prefix + key)
+        return value if value is None or isinstance(value, bytes) else bytes(value)
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        await self._client.set(self._prefix + key, value, px=max(1, math.ceil(ttl * 1000)))
+
+    async def claim(self, key: str, value: bytes, ttl: float) -> bool:
+        done = await self._client.set(self._prefix + key, value, px=max(1, math.ceil(ttl * 1000)), nx=True)
+        return bool(done)
+
+    async def delete(self, key: str) -> None:
+        await self._client.delete(self._prefix + key)
+
+    async def take(self, key: str, limit: int, window: float, algorithm: str) -> Decision:
+        name = self._prefix + "rate:" + key
+        if algorithm == "sliding_window":
+            self._sequence += 1
+            member = f"{self._origin}-{self._sequence}"  # unique across replicas and calls
+            allowed, wait, remaining = await self._window(keys=[name], args=[limit, window, member])
+        else:
+            allowed, wait, remaining = await self._bucket(keys=[name], args=[limit, window])
+        return Decision(bool(int(allowed)), float(wait), int(remaining))

@@ -1,0 +1,51 @@
+"""Finding the store a cache, throttle or idempotency step keeps its state in: its own memory
+by default, or a declared ``redis`` endpoint shared by the replicas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.compiler import CompileContext, StepConfigError
+from engine.kvstore import Decision, KeyValueStore, MemoryStore
+
+STORE_FIELD: dict[str, Any] = {
+    "type": "string",
+    "description": "A redis endpoint (declared under endpoints:) holding the state, shared by every replica; "
+                   "default: this process's memory.",
+}
+
+
+class _EndpointStore:
+    """A redis endpoint's store, looked up per use: its client is made inside the serving loop."""
+
+    def __init__(self, endpoint: Any) -> None:
+        self._endpoint = endpoint
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._endpoint.store.get(key)  # type: ignore[no-any-return]
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        await self._endpoint.store.put(key, value, ttl)
+
+    async def claim(self, key: str, value: bytes, ttl: float) -> bool:
+        return await self._endpoint.store.claim(key, value, ttl)  # type: ignore[no-any-return]
+
+    async def delete(self, key: str) -> None:
+        await self._endpoint.store.delete(key)
+
+    async def take(self, key: str, limit: int, window: float, algorithm: str) -> Decision:
+        return await self._endpoint.store.take(key, limit, window, algorithm)  # type: ignore[no-any-return]
+
+
+def store_for(config: Any, ctx: CompileContext, max_entries: int = 10_000) -> KeyValueStore:
+    name = config.get("store")
+    if name is None:
+        return MemoryStore(max_entries)
+    endpoint = ctx.endpoint(name, "store")
+    connector = getattr(endpoint, "connector", endpoint)  # the resilience wrapper, when there is one
+    if getattr(connector, "name", None) == "broken":
+        return MemoryStore(max_entries)  # its own error is reported already
+    if not hasattr(connector, "store"):
+        raise StepConfigError(f"endpoint {name!r} cannot hold state; declare a redis endpoint "
+                              f"(endpoints: {name}: redis: {{url: ...}}) or leave store out for memory", "store")
+    return _EndpointStore(connector)

@@ -1,0 +1,155 @@
+"""The cache step (WSO2's cache mediator, Camel's caching around a producer): the answer its
+nested steps produce is kept under a key for a time, and a later message with the same key
+gets it without running them.
+
+What is kept: status, headers, body and its content type (and the variables named in ``vars``).
+Only the statuses listed are kept (default 200).  The answer's own ``Cache-Control`` is honoured:
+``no-store``, ``no-cache`` and ``private`` keep nothing, ``max-age``/``s-maxage`` shorten the time.
+In memory by default (bounded, least recently used out first); in Redis with ``store``.  A store
+that cannot be reached is a miss, logged, never a failed request.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from engine import jsonfast
+from engine.compiler import CompileContext, StepConfigError
+from engine.expressions import to_text
+from engine.message import Message
+from engine.registry import STEPS_REF, StepFn, step_kind
+from engine.steps._fork import duration_field, seconds
+from engine.steps._stores import STORE_FIELD, store_for
+from engine.units import parse_size
+
+log = logging.getLogger("interlace.cache")
+
+_MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-maxage|max-age)\s*=\s*\"?(\d+)")
+_NOT_STORED = ("no-store", "no-cache", "private")
+
+
+@step_kind(
+    "cache",
+    summary="Keep the answer of the nested steps under a key for a time; a hit skips them.",
+    category="policy",
+    schema={
+        "type": "object", "additionalProperties": False, "required": ["key", "ttl", "steps"],
+        "properties": {
+            "key": {"type": "string", "description": "The cache key template, e.g. customer:${path.id}."},
+            "ttl": duration_field("How long an answer is kept."),
+            "steps": STEPS_REF,
+            "statuses": {"type": "array", "items": {"type": "integer", "minimum": 100, "maximum": 599},
+                         "description": "Statuses whose answers are kept (default [200])."},
+            "max_entries": {"type": "integer", "minimum": 1,
+                            "description": "In memory: how many answers at most (default 10000)."},
+            "max_size": {"type": ["string", "integer"],
+                         "description": "A larger body is not kept (default 1MiB). A size: 64KiB, 1MiB."},
+            "vars": {"type": "array", "items": {"type": "string"},
+                     "description": "Variables the nested steps set that a hit restores too."},
+            "store": STORE_FIELD,
+            "header": {"type": "string",
+                       "description": "A response header that says hit or miss (e.g. X-Cache)."},
+            "respect_request": {"type": "boolean",
+                                "description": "Honour the caller's Cache-Control: no-cache (look-up skipped, "
+                                               "answer refreshed) and no-store (cache not used). Default false: "
+                                               "callers cannot make the backend work harder."},
+        },
+    },
+    examples=[{"key": "customer:${path.id}", "ttl": "30s", "header": "X-Cache",
+               "steps": [{"call": {"endpoint": "crm", "method": "GET", "path": "/customers/${path.id}"}}]}],
+    branches=("steps",),
+)
+def compile_cache(config: Any, ctx: CompileContext) -> StepFn:
+    key = ctx.template(config["key"], "key")
+    ttl = seconds(config["ttl"], "ttl")
+    steps = ctx.steps(config["steps"], "steps")
+    statuses = frozenset(config.get("statuses", [200]))
+    try:
+        max_size = parse_size(config.get("max_size", "1MiB"))
+    except ValueError as exc:
+        raise StepConfigError(str(exc), "max_size") from exc
+    store = store_for(config, ctx, int(config.get("max_entries", 10_000)))
+    kept_vars = tuple(str(v) for v in config.get("vars", ()))
+    header = str(config["header"]).lower() if "header" in config else None
+    respect_request = bool(config.get("respect_request", False))
+    namespace = f"cache:{ctx.step_id}:"
+    hit_id, miss_id = ctx.branch("hit"), ctx.branch("steps")
+
+    async def run(msg: Message) -> None:
+        entry_key = namespace + to_text(key.render(msg))
+        asked = msg.headers.get("cache-control", "").lower() if respect_request else ""
+        if "no-store" in asked:
+            await steps.run(msg)
+            return
+        if "no-cache" not in asked:
+            record = await _safe(store.get(entry_key), None)
+            if record is not None:
+                if msg.trace is not None:
+                    msg.trace.append(hit_id)
+                _restore(msg, record, header)
+                return
+        if msg.trace is not None:
+            msg.trace.append(miss_id)
+        await steps.run(msg)
+        if msg.status not in statuses:
+            return
+        lifetime = _lifetime(msg, ttl)
+        if lifetime is None:
+            return
+        if msg.is_streaming:
+            await msg.load_body()
+        body = msg.body
+        if len(body) > max_size:
+            return
+        if header is not None:
+            msg.set_header(header, "miss")
+        await _safe(store.put(entry_key, _record(msg, body, kept_vars), lifetime), None)
+
+    return run
+
+
+async def _safe(operation: Any, fallback: Any) -> Any:
+    try:
+        return await operation
+    except Exception as exc:  # a store that cannot be reached is a miss, never a failed request
+        log.warning("cache store unavailable: %s", type(exc).__name__)
+        return fallback
+
+
+def _lifetime(msg: Message, ttl: float) -> float | None:
+    control = msg.headers.get("cache-control", "").lower() if not msg.headers_are_request or \
+        "cache-control" in msg.headers_explicit else ""
+    if any(word in control for word in _NOT_STORED):
+        return None
+    match = _MAX_AGE.search(control)
+    if match is not None:
+        ttl = min(ttl, float(match.group(1)))
+    return ttl if ttl > 0 else None
+
+
+def _record(msg: Message, body: bytes, kept_vars: tuple[str, ...]) -> bytes:
+    if msg.headers_are_request:
+        headers = [(k, msg.headers[k]) for k in msg.headers_explicit if k in msg.headers]
+    else:
+        headers = list(msg.headers.items())
+    meta = {"status": msg.status, "headers": headers, "reply": not msg.headers_are_request,
+            "content_type": msg.content_type,
+            "vars": {name: msg.vars[name] for name in kept_vars if name in msg.vars}}
+    return jsonfast.dumps(meta) + b"\n" + body
+
+
+def _restore(msg: Message, record: bytes, header: str | None) -> None:
+    head, _, body = record.partition(b"\n")
+    meta = jsonfast.loads(head)
+    msg.status = int(meta["status"])
+    if meta["reply"]:  # the steps ended on a backend's reply: its headers become the message's
+        msg.replace_headers({str(k): str(v) for k, v in meta["headers"]})
+    else:  # the steps only set some headers on the request's: set the same ones again
+        for name, value in meta["headers"]:
+            msg.set_header(str(name), str(value))
+    msg.set_body(body, meta["content_type"])
+    msg.vars.update(meta["vars"])
+    if header is not None:
+        msg.set_header(header, "hit")
