@@ -15,11 +15,11 @@ import logging
 import re
 from typing import Any
 
-from engine import jsonfast
 from engine.compiler import CompileContext, StepConfigError
 from engine.expressions import to_text
 from engine.message import Message
 from engine.registry import STEPS_REF, StepFn, step_kind
+from engine.steps._answers import record_answer, restore_answer
 from engine.steps._fork import duration_field, seconds
 from engine.steps._stores import STORE_FIELD, store_for
 from engine.units import parse_size
@@ -88,7 +88,9 @@ def compile_cache(config: Any, ctx: CompileContext) -> StepFn:
             if record is not None:
                 if msg.trace is not None:
                     msg.trace.append(hit_id)
-                _restore(msg, record, header)
+                restore_answer(msg, record)
+                if header is not None:
+                    msg.set_header(header, "hit")
                 return
         if msg.trace is not None:
             msg.trace.append(miss_id)
@@ -105,7 +107,7 @@ def compile_cache(config: Any, ctx: CompileContext) -> StepFn:
             return
         if header is not None:
             msg.set_header(header, "miss")
-        await _safe(store.put(entry_key, _record(msg, body, kept_vars), lifetime), None)
+        await _safe(store.put(entry_key, record_answer(msg, body, kept_vars), lifetime), None)
 
     return run
 
@@ -127,29 +129,3 @@ def _lifetime(msg: Message, ttl: float) -> float | None:
     if match is not None:
         ttl = min(ttl, float(match.group(1)))
     return ttl if ttl > 0 else None
-
-
-def _record(msg: Message, body: bytes, kept_vars: tuple[str, ...]) -> bytes:
-    if msg.headers_are_request:
-        headers = [(k, msg.headers[k]) for k in msg.headers_explicit if k in msg.headers]
-    else:
-        headers = list(msg.headers.items())
-    meta = {"status": msg.status, "headers": headers, "reply": not msg.headers_are_request,
-            "content_type": msg.content_type,
-            "vars": {name: msg.vars[name] for name in kept_vars if name in msg.vars}}
-    return jsonfast.dumps(meta) + b"\n" + body
-
-
-def _restore(msg: Message, record: bytes, header: str | None) -> None:
-    head, _, body = record.partition(b"\n")
-    meta = jsonfast.loads(head)
-    msg.status = int(meta["status"])
-    if meta["reply"]:  # the steps ended on a backend's reply: its headers become the message's
-        msg.replace_headers({str(k): str(v) for k, v in meta["headers"]})
-    else:  # the steps only set some headers on the request's: set the same ones again
-        for name, value in meta["headers"]:
-            msg.set_header(str(name), str(value))
-    msg.set_body(body, meta["content_type"])
-    msg.vars.update(meta["vars"])
-    if header is not None:
-        msg.set_header(header, "hit")

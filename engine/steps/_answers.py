@@ -1,0 +1,39 @@
+"""An answer as bytes and back, for the steps that keep answers (cache, idempotent): status,
+headers, body and content type, and chosen variables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine import jsonfast
+from engine.message import Message
+
+
+def record_answer(msg: Message, body: bytes, kept_vars: tuple[str, ...] = (), **extra: Any) -> bytes:
+    if msg.headers_are_request:
+        headers = [(k, msg.headers[k]) for k in msg.headers_explicit if k in msg.headers]
+    else:
+        headers = list(msg.headers.items())
+    meta = {"status": msg.status, "headers": headers, "reply": not msg.headers_are_request,
+            "content_type": msg.content_type,
+            "vars": {name: msg.vars[name] for name in kept_vars if name in msg.vars}, **extra}
+    return jsonfast.dumps(meta) + b"\n" + body
+
+
+def read_meta(record: bytes) -> tuple[dict[str, Any], bytes]:
+    head, _, body = record.partition(b"\n")
+    return jsonfast.loads(head), body
+
+
+def restore_answer(msg: Message, record: bytes) -> dict[str, Any]:
+    """Make ``msg`` the recorded answer; returns the record's metadata."""
+    meta, body = read_meta(record)
+    msg.status = int(meta["status"])
+    if meta["reply"]:  # the steps ended on a backend's reply: its headers become the message's
+        msg.replace_headers({str(k): str(v) for k, v in meta["headers"]})
+    else:  # the steps only set some headers on the request's: set the same ones again
+        for name, value in meta["headers"]:
+            msg.set_header(str(name), str(value))
+    msg.set_body(body, meta["content_type"])
+    msg.vars.update(meta["vars"])
+    return meta

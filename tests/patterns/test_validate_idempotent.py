@@ -1,0 +1,159 @@
+"""validate (JSON Schema and XSD files compiled at load) and idempotent (memory and Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.loader import LoadErrors, load_project
+from tests.support.backends import BackendServer
+from tests.support.engine import facade_client, write_flows
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+XSD = """<?xml version="1.0"?>
+<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:q" xmlns="urn:q"
+           elementFormDefault="qualified">
+  <xs:element name="quote">
+    <xs:complexType><xs:sequence>
+      <xs:element name="symbol" type="xs:string"/>
+      <xs:element name="price" type="xs:decimal"/>
+    </xs:sequence></xs:complexType>
+  </xs:element>
+</xs:schema>
+"""
+
+
+@pytest.fixture
+def backend() -> Iterator[BackendServer]:
+    with BackendServer() as server:
+        yield server
+
+
+async def test_json_and_xml_payloads_are_validated(tmp_path: Path) -> None:
+    (tmp_path / "order.schema.json").write_text(json.dumps({
+        "type": "object", "required": ["id", "lines"],
+        "properties": {"id": {"type": "string"}, "lines": {"type": "array", "minItems": 1,
+                                                           "items": {"type": "object", "required": ["qty"],
+                                                                     "properties": {"qty": {"type": "integer"}}}}}}))
+    (tmp_path / "quote.xsd").write_text(XSD)
+    write_flows(tmp_path, """
+    flows:
+      orders:
+        source: {http: {method: POST, path: /orders}}
+        steps:
+          - validate: {schema: order.schema.json}
+          - respond: {json: {ok: true}}
+      quotes:
+        source: {http: {method: POST, path: /quotes}}
+        steps:
+          - validate: {xsd: quote.xsd}
+          - respond: {json: {ok: true}}
+    """)
+    async with facade_client(tmp_path) as client:
+        good = await client.post("/orders", json={"id": "1", "lines": [{"qty": 2}]})
+        bad = await client.post("/orders", json={"id": 1, "lines": [{"qty": "two"}, {}]})
+        good_xml = await client.post("/quotes", content=b'<quote xmlns="urn:q"><symbol>IBM</symbol>'
+                                                        b'<price>1.5</price></quote>',
+                                     headers={"content-type": "application/xml"})
+        bad_xml = await client.post("/quotes", content=b'<quote xmlns="urn:q"><symbol>IBM</symbol>'
+                                                       b'<price>cheap</price></quote>',
+                                    headers={"content-type": "application/xml"})
+    assert good.status_code == good_xml.status_code == 200
+    assert bad.status_code == 422
+    assert bad.headers["content-type"] == "application/problem+json"
+    assert {e["path"] for e in bad.json()["errors"]} == {"$.id", "$.lines[0].qty", "$.lines[1]"}
+    assert bad.json()["type"].endswith("/validation-failed")
+    assert bad_xml.status_code == 422
+    assert bad_xml.json()["errors"][0]["path"] == "/quote/price"
+    assert "cheap" in bad_xml.json()["errors"][0]["message"]
+
+
+def test_a_missing_or_broken_schema_is_a_load_error(tmp_path: Path) -> None:
+    (tmp_path / "broken.xsd").write_text("<xs:schema xmlns:xs='http://www.w3.org/2001/XMLSchema'><xs:bogus/>"
+                                         "</xs:schema>")
+    write_flows(tmp_path, """
+    flows:
+      a:
+        source: {http: {method: POST, path: /a}}
+        steps:
+          - validate: {schema: nowhere.json}
+          - validate: {xsd: broken.xsd}
+          - validate: {schema: {type: objekt}}
+    """)
+    with pytest.raises(LoadErrors) as caught:
+        load_project(tmp_path)
+    text = str(caught.value)
+    assert "flows.yaml:5:28: validate: file not found: nowhere.json" in text
+    assert "flows.yaml:6:25: validate: broken.xsd: not a valid XML Schema" in text
+    assert "flows.yaml:7:28: validate: not a valid JSON Schema" in text
+
+
+def _idempotent_flows(backend: BackendServer, extra: str = "", store_url: str | None = None) -> str:
+    store = f"\n  shared: {{redis: {{url: \"{store_url}\"}}}}" if store_url else ""
+    store_key = "\n          store: shared" if store_url else ""
+    return f"""
+endpoints:
+  payments: {{http: {{url: "{backend.url}"}}}}{store}
+flows:
+  pay:
+    source: {{http: {{method: POST, path: /payments}}}}
+    steps:
+      - idempotent:
+          key: "${{headers.\\"idempotency-key\\"}}"{store_key}{extra}
+          steps:
+            - call: {{endpoint: payments, method: POST, path: /pay, expect_status: [2xx]}}
+            - set: {{status: 201}}
+"""
+
+
+async def test_a_repeated_key_replays_the_first_answer(tmp_path: Path, backend: BackendServer) -> None:
+    write_flows(tmp_path, _idempotent_flows(backend))
+    async with facade_client(tmp_path) as client:
+        first = await client.post("/payments", json={"amount": 5}, headers={"Idempotency-Key": "k1"})
+        again = await client.post("/payments", json={"amount": 5}, headers={"Idempotency-Key": "k1"})
+        reused = await client.post("/payments", json={"amount": 6}, headers={"Idempotency-Key": "k1"})
+        other = await client.post("/payments", json={"amount": 5}, headers={"Idempotency-Key": "k2"})
+        keyless = await client.post("/payments", json={"amount": 5})
+    assert first.status_code == again.status_code == other.status_code == keyless.status_code == 201
+    assert again.json() == first.json() == {"amount": 5}
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert reused.status_code == 422
+    assert reused.json()["type"].endswith("/idempotency-key-reused")
+    assert len(backend.requests) == 3  # k1 once, k2 once, the keyless one
+
+
+async def test_a_failed_first_attempt_releases_the_key(tmp_path: Path, backend: BackendServer) -> None:
+    write_flows(tmp_path, _idempotent_flows(backend, "\n          required: true\n          on_duplicate: reject"))
+    async with facade_client(tmp_path) as client:
+        backend.set_behaviour(statuses=[503])
+        failed = await client.post("/payments", json={"a": 1}, headers={"Idempotency-Key": "k"})
+        retried = await client.post("/payments", json={"a": 1}, headers={"Idempotency-Key": "k"})
+        rejected = await client.post("/payments", json={"a": 1}, headers={"Idempotency-Key": "k"})
+        keyless = await client.post("/payments", json={"a": 1})
+    assert failed.status_code == 502
+    assert retried.status_code == 201
+    assert rejected.status_code == 409
+    assert keyless.status_code == 400
+
+
+async def test_two_engines_on_one_redis_run_a_key_once(tmp_path: Path, backend: BackendServer,
+                                                       redis: RedisServer) -> None:
+    backend.set_behaviour(delay=0.5)
+    one, two = tmp_path / "one", tmp_path / "two"
+    write_flows(one, _idempotent_flows(backend, store_url=redis.url))
+    write_flows(two, _idempotent_flows(backend, store_url=redis.url))
+    async with facade_client(one) as first, facade_client(two) as second:
+        racing = await asyncio.gather(
+            first.post("/payments", json={"a": 1}, headers={"Idempotency-Key": "race"}),
+            second.post("/payments", json={"a": 1}, headers={"Idempotency-Key": "race"}))
+        after = await second.post("/payments", json={"a": 1}, headers={"Idempotency-Key": "race"})
+    assert sorted(r.status_code for r in racing) == [201, 409]  # one ran, one saw it in progress
+    assert after.status_code == 201 and after.headers["idempotent-replayed"] == "true"
+    assert len(backend.requests) == 1
