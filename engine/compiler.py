@@ -314,6 +314,11 @@ class CompileContext:
         sequences = self._compiler.compiled.sequences
         return lambda: sequences[str(name)]
 
+    def sequence_params(self, name: Any) -> dict[str, dict[str, Any]]:
+        """The parameters a sequence declares (empty for a plain step list)."""
+        sequence = self._compiler.project.sequences.get(str(name))
+        return dict(sequence.params) if sequence is not None else {}
+
     def file_path(self, value: Any, key: Any = ()) -> Path:
         """A file named relative to the flow file, inside the flow folder (engine.paths); it must exist."""
         try:

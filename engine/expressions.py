@@ -32,7 +32,7 @@ from engine.errors import ExpressionError
 from engine.message import Message
 
 ROOTS = ("payload", "headers", "vars", "path", "query", "env", "secret", "error", "status", "method",
-         "correlation_id")
+         "correlation_id", "params")
 
 
 class ExpressionSyntaxError(ValueError):
@@ -110,6 +110,8 @@ _ROOT_GETTERS: dict[str, Callable[[Context], Any]] = {
     "status": lambda c: c.msg.status,
     "method": lambda c: c.msg.method,
     "correlation_id": lambda c: c.msg.correlation_id,
+    # a template sequence's arguments, set by the sequence step for the steps it runs
+    "params": lambda c: c.msg.attributes.get("params"),
 }
 
 

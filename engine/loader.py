@@ -156,7 +156,11 @@ def _collect(project: Project, file: Path, doc: Any, errors: list[LoadError]) ->
             errors.append(LoadError.at(where, f"sequence {name!r} is already declared at "
                                               f"{project.sequences[name].location}"))
             continue
-        project.sequences[name] = Sequence(str(name), node, namespaces, file, where)
+        if isinstance(node, dict):  # a template: {description, params, steps}
+            project.sequences[name] = Sequence(str(name), node["steps"], namespaces, file, where,
+                                               node.get("description"), plain(node.get("params") or {}))
+        else:
+            project.sequences[name] = Sequence(str(name), node, namespaces, file, where)
     for name, node in (doc.get("resources") or {}).items():
         _collect_resource(project, file, doc, str(name), node, errors)
         seen_flows.update({f.name: f for f in project.flows})

@@ -95,6 +95,8 @@ class Sequence:
     file: Path
     location: Location
     description: str | None = None
+    # declared parameters (a template): name -> {type, default, description}
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

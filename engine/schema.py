@@ -126,6 +126,30 @@ def _step_variant(kind: StepKind) -> dict[str, Any]:
     }
 
 
+PARAM_TYPES = ("string", "integer", "number", "boolean", "object", "array", "any")
+
+
+def _template(steps: dict[str, Any]) -> dict[str, Any]:
+    """A sequence with declared parameters (WSO2's call template, Camel's route template)."""
+    return {
+        "type": "object", "additionalProperties": False, "required": ["steps"],
+        "properties": {
+            "description": {"type": "string"},
+            "params": {
+                "type": "object", "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                "description": "The parameters, read inside as ${params.NAME}; checked at load where called.",
+                "additionalProperties": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"type": {"enum": list(PARAM_TYPES),
+                                            "description": "The value's type (default any)."},
+                                   "default": {"description": "The value when a call gives none; without a "
+                                                              "default the parameter is required."},
+                                   "description": {"type": "string"}}}},
+            "steps": steps,
+        },
+    }
+
+
 def _document(flow: dict[str, Any], steps: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
@@ -138,8 +162,9 @@ def _document(flow: dict[str, Any], steps: dict[str, Any]) -> dict[str, Any]:
                           "additionalProperties": _endpoint(),
                           "description": "Named endpoints, referenced by name from call and enrich steps."},
             "sequences": {"type": "object", "propertyNames": {"pattern": NAME_PATTERN},
-                          "additionalProperties": steps,
-                          "description": "Named, reusable step lists, called with the sequence step."},
+                          "additionalProperties": {"anyOf": [steps, _template(steps)]},
+                          "description": "Named, reusable step lists, called with the sequence step; with "
+                                         "params, a template called with arguments."},
             "flows": {"type": "object", "propertyNames": {"pattern": NAME_PATTERN},
                       "additionalProperties": flow, "description": "Flows by name."},
             "resources": {"type": "object", "propertyNames": {"pattern": NAME_PATTERN},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.compiler import CompileContext, StepConfigError, Steps, internal_error
-from engine.errors import FlowError, RaisedError
+from engine.errors import ExpressionError, FlowError, RaisedError
 from engine.expressions import to_text
 from engine.message import Message
 from engine.registry import STEPS_REF, StepFn, status_field, step_kind
@@ -86,21 +86,79 @@ def compile_filter(config: Any, ctx: CompileContext) -> StepFn:
 
 @step_kind(
     "sequence",
-    summary="Run a named sequence (a reusable step list declared under sequences:).",
+    summary="Run a named sequence (a reusable step list declared under sequences:), with arguments for a template.",
     category="route",
     schema={"oneOf": [{"type": "string", "description": "The sequence's name."},
                       {"type": "object", "additionalProperties": False, "required": ["name"],
-                       "properties": {"name": {"type": "string"}}}]},
-    examples=["add-audit-headers"],
+                       "properties": {"name": {"type": "string"},
+                                      "with": {"type": "object",
+                                               "description": "Arguments of a template's params: name: value "
+                                                              "template; checked against the declaration at load."}}}]},
+    examples=["add-audit-headers", {"name": "call-backend", "with": {"path": "/orders/${path.id}", "retries": 2}}],
 )
 def compile_sequence(config: Any, ctx: CompileContext) -> StepFn:
     name = config if isinstance(config, str) else config["name"]
     resolve = ctx.sequence(name, () if isinstance(config, str) else "name")
+    declared = ctx.sequence_params(name)
+    given = {} if isinstance(config, str) else dict(config.get("with") or {})
+    if not declared and not given:
+        async def run(msg: Message) -> None:
+            await resolve().run(msg)
 
-    async def run(msg: Message) -> None:
-        await resolve().run(msg)
+        return run
+    arguments = _arguments(name, declared, given, ctx)
 
-    return run
+    async def run_template(msg: Message) -> None:
+        values = {param: _typed(name, param, declared[param].get("type", "any"), value.render(msg))
+                  for param, value in arguments.items()}
+        outer = msg.attributes.get("params")
+        msg.attributes["params"] = values
+        try:
+            await resolve().run(msg)
+        finally:
+            msg.attributes["params"] = outer
+
+    return run_template
+
+
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,), "object": (dict,),
+    "array": (list,),
+}
+
+
+def _arguments(name: str, declared: dict[str, dict[str, Any]], given: dict[str, Any],
+               ctx: CompileContext) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        known = ", ".join(sorted(declared)) or "none"
+        raise StepConfigError(f"sequence {name!r} has no parameter {unknown[0]!r} (parameters: {known})",
+                              ("with", unknown[0]))
+    missing = sorted(p for p, spec in declared.items() if p not in given and "default" not in spec)
+    if missing:
+        raise StepConfigError(f"sequence {name!r} needs {', '.join(missing)}: give it under with:", "name")
+    arguments = {}
+    for param, spec in declared.items():
+        value = given.get(param, spec.get("default"))
+        kind = spec.get("type", "any")
+        if param in given and not (isinstance(value, str) and "${" in value):
+            try:  # a literal is checked now, not when the first message comes
+                _typed(name, param, kind, value)
+            except ExpressionError as exc:
+                raise StepConfigError(exc.detail, ("with", param)) from exc
+        arguments[param] = ctx.template(value, ("with", param) if param in given else "name")
+    return arguments
+
+
+def _typed(sequence: str, param: str, kind: str, value: Any) -> Any:
+    expected = _PYTHON_TYPES.get(kind)
+    if expected is None or value is None:
+        return value
+    wrong_bool = isinstance(value, bool) and kind in ("integer", "number")
+    if not isinstance(value, expected) or wrong_bool:
+        raise ExpressionError(f"sequence {sequence!r}: parameter {param!r} must be {kind}, got "
+                              f"{type(value).__name__} {value!r}")
+    return value
 
 
 @step_kind(
