@@ -4,6 +4,7 @@ endpoint is prepared here, once, so that a request only runs closures.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -179,6 +180,8 @@ class CompiledProject:
     notes: list[LoadError] = field(default_factory=list)
     # every step id and branch id, per flow: what a test suite can cover
     coverage_points: dict[str, list[str]] = field(default_factory=dict)
+    # what steps asked to run when these flows close (CompileContext.on_close)
+    closers: list[Callable[[], object]] = field(default_factory=list)
     # the flows with a soap source, one service per path (connectors/soap/service.py)
     soap_services: list[Any] = field(default_factory=list)
     # what the steps need the runtime to provide (e.g. "store": the message store)
@@ -206,6 +209,13 @@ class CompiledProject:
 
     async def close(self) -> None:
         self.opened = False
+        for closer in self.closers:
+            try:
+                result = closer()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # closing must go on for the others
+                log.exception("closing a step's resource failed")
         for endpoint in self.endpoints.values():
             try:
                 await endpoint.close()
@@ -313,6 +323,11 @@ class CompileContext:
         self._compiler.sequence_calls.append((self.owner, f"sequence:{name}", locate(self.file, self.node, ())))
         sequences = self._compiler.compiled.sequences
         return lambda: sequences[str(name)]
+
+    def on_close(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` when these flows are replaced or the server stops (a step's own
+        background task, for one): reloads must not leave anything running."""
+        self._compiler.compiled.closers.append(callback)
 
     def sequence_params(self, name: Any) -> dict[str, dict[str, Any]]:
         """The parameters a sequence declares (empty for a plain step list)."""

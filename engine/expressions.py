@@ -32,7 +32,7 @@ from engine.errors import ExpressionError
 from engine.message import Message
 
 ROOTS = ("payload", "headers", "vars", "path", "query", "env", "secret", "error", "status", "method",
-         "correlation_id", "params")
+         "correlation_id", "params", "auth")
 
 
 class ExpressionSyntaxError(ValueError):
@@ -112,6 +112,8 @@ _ROOT_GETTERS: dict[str, Callable[[Context], Any]] = {
     "correlation_id": lambda c: c.msg.correlation_id,
     # a template sequence's arguments, set by the sequence step for the steps it runs
     "params": lambda c: c.msg.attributes.get("params"),
+    # what the authenticate step verified: a JWT's claims, or the API key's name
+    "auth": lambda c: c.msg.attributes.get("auth"),
 }
 
 
