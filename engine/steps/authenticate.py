@@ -16,8 +16,10 @@ that sends the same assertion for a user's calls pays for its signature once.
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -30,6 +32,8 @@ from engine.registry import StepFn, step_kind
 from engine.steps._fork import duration_field
 from engine.steps._jwks import JwksError, KeySet
 from engine.units import parse_duration
+
+log = logging.getLogger("interlace.auth")
 
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 _REMEMBERED = 10_000
@@ -45,6 +49,10 @@ _JWT_SCHEMA: dict[str, Any] = {
                                                   "https:// (or http:// on loopback) URL refreshed in the "
                                                   "background."},
         "refresh": duration_field("How often a JWKS URL is read again (default 10m)."),
+        "optional": {"type": "boolean",
+                     "description": "When jwks is empty (e.g. ${env.GATEWAY_JWKS || ''} with the variable unset), "
+                                    "let every request through and say so in a warning when the flows load. "
+                                    "Default false: an empty jwks is a load error."},
         "issuer": {"type": "string", "description": "The iss every token must carry."},
         "audience": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
                      "description": "The aud a token must carry (one of them)."},
@@ -98,11 +106,27 @@ def _jwt_step(config: dict[str, Any], ctx: CompileContext) -> StepFn:
     header = str(config.get("header", "Authorization")).lower()
     scheme = config.get("scheme", "Bearer" if header == "authorization" else None)
     prefix = f"{scheme.lower()} " if scheme else None
-    source = to_text(ctx.template(config["jwks"], ("jwt", "jwks")).render(Message()))
+    source_template = ctx.template(config["jwks"], ("jwt", "jwks"))
+    rendered = source_template.render(Message())
+    source = to_text(rendered) if rendered is not None else ""
+    if not source:
+        if not config.get("optional"):
+            raise StepConfigError("jwks is empty: name a JWKS file or URL (or set optional: true to run open "
+                                  "when it is not configured)", ("jwt", "jwks"))
+        log.warning("authenticate in %s: no JWKS is configured (jwks %s is empty), so it runs OPEN and "
+                    "verifies no token", ctx.owner, config["jwks"])
+
+        async def run_open(msg: Message) -> None:
+            msg.attributes["auth"] = None
+
+        return run_open
     refresh = _seconds(config.get("refresh", "10m"), ("jwt", "refresh"))
     try:
         if source.startswith(("https://", "http://")):
             keys = KeySet(url=source, refresh=refresh)
+        elif Path(source).is_absolute() and source_template.expressions:
+            # a path the deployment chose (${env.GATEWAY_JWKS}: a mounted file), not the flow's author
+            keys = KeySet(file=_existing(Path(source), ("jwt", "jwks")))
         else:
             keys = KeySet(file=ctx.file_path(source, ("jwt", "jwks")))
     except JwksError as exc:
@@ -175,6 +199,12 @@ def _jwt_step(config: dict[str, Any], ctx: CompileContext) -> StepFn:
         msg.attributes["auth"] = {**claims, "method": "jwt"}
 
     return run
+
+
+def _existing(path: Path, key: Any) -> Path:
+    if not path.is_file():
+        raise StepConfigError(f"file not found: {path}", key)
+    return path
 
 
 def _claim_matches(actual: Any, allowed: list[Any]) -> bool:

@@ -335,14 +335,15 @@ class SuiteRunner:
         try:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=facade),
                                          base_url="http://interlace.test") as client:
-                answer = await client.request(method, str(request["path"]), params=request.get("query"),
-                                              headers=headers, content=body or None)
+                for _ in range(int(request.get("repeat", 1))):
+                    answer = await client.request(method, str(request["path"]), params=request.get("query"),
+                                                  headers=headers, content=body or None)
         finally:
             await compiled.close()
         result.status = answer.status_code
         result.trace = facade.traces[-1] if facade.traces else None
-        if result.trace is not None:
-            self.covered.setdefault(result.trace.flow, set()).update(result.trace.steps)
+        for trace in facade.traces:  # a repeated request covers what each of its runs took
+            self.covered.setdefault(trace.flow, set()).update(trace.steps)
         result.failures = self._check(case, answer, factory)
         result.seconds = time.perf_counter() - started
         return result

@@ -117,6 +117,9 @@ CASE: dict[str, Any] = {
                 "path": {"type": "string", "pattern": "^/"},
                 "query": {"type": "object"},
                 "headers": HEADERS,
+                "repeat": {"type": "integer", "minimum": 1, "maximum": 1000,
+                           "description": "Send the request this many times (default 1); expect checks the last "
+                                          "answer and calls counts every call: for caches, limits, idempotency."},
                 **BODY,
             },
         },
