@@ -276,7 +276,20 @@ async def _run_items(msg: Message, items: AsyncIterator[Any], plan: _Plan) -> tu
         if first_error:
             return
 
-    feeder = asyncio.ensure_future(feed())
+    async def in_order() -> None:
+        # one at a time: no task per item, no event-loop turn between items
+        nonlocal seen, cut_by_count
+        async for item in items:
+            if first_error:
+                return
+            if plan.count is not None and succeeded >= plan.count:
+                cut_by_count = True
+                return
+            await limit.acquire()
+            await one(seen, item)
+            seen += 1
+
+    feeder = asyncio.ensure_future(in_order() if plan.concurrency == 1 else feed())
     try:
         if plan.timeout is None:
             await feeder
