@@ -421,6 +421,7 @@ class ProjectCompiler:
                 steps = self._generated_steps(flow)
             else:
                 steps = self.compile_steps(flow.steps, flow.file, flow.namespaces, flow.name, f"{flow.name}/steps")
+            steps = self._with_policies(flow, steps)
             on_error = None
             error_steps = on_error_steps(flow.on_error)
             if error_steps:
@@ -483,6 +484,19 @@ class ProjectCompiler:
             offset = exc.offset if isinstance(exc, StepConfigError) else 0
             where = locate(flow.file, flow.node, ("source", flow.trigger.kind, *keys), text_offset=offset)
             self.errors.append(LoadError.at(where, f"source {flow.trigger.kind}: {exc}"))
+
+    def _with_policies(self, flow: Flow, steps: Steps) -> Steps:
+        """The project's settings.policies ahead of the steps of a flow served over HTTP, compiled
+        for each flow (its own step ids, spans and coverage), unless the flow says policies: false."""
+        node = self.project.settings_node
+        policies = node.get("policies") if node is not None else None
+        served_over_http = flow.source is not None or flow.soap is not None
+        if not policies or not served_over_http or (flow.node is not None and flow.node.get("policies") is False):
+            return steps
+        assert self.project.settings_file is not None
+        compiled = self.compile_steps(policies, self.project.settings_file, flow.namespaces, flow.name,
+                                      f"{flow.name}/policies")
+        return Steps(compiled.items + steps.items, steps.id)
 
     def _compile_endpoints(self) -> None:
         for name, endpoint in self.project.endpoints.items():

@@ -111,6 +111,9 @@ class Project:
     # the folder's `settings:` (engine/settings.py), and where they were declared
     settings: dict[str, Any] = field(default_factory=dict)
     settings_location: Location | None = None
+    # the settings' YAML node and file, for settings.policies (compiled as steps, with positions)
+    settings_node: Any = None
+    settings_file: Path | None = None
     compiled: CompiledProject | None = None
     # names declared in files whose outline is wrong (reported there, not where they are used)
     broken_endpoints: set[str] = field(default_factory=set)

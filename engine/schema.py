@@ -99,6 +99,9 @@ def _flow(steps: dict[str, Any]) -> dict[str, Any]:
             "namespaces": NAMESPACES,
             "steps": {**steps, "description": "The steps, run in order."},
             "on_error": on_error_schema(steps),
+            "policies": {"type": "boolean",
+                         "description": "false: the project's settings.policies do not run before this flow "
+                                        "(a health route, a public page)."},
         },
     }
 

@@ -73,7 +73,14 @@ SETTINGS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "description": "Settings of the whole project (one file of the folder may declare them).",
-    "properties": {"http": HTTP_SETTINGS},
+    "properties": {
+        "http": HTTP_SETTINGS,
+        "policies": {
+            "type": "array", "items": {"type": "object"},
+            "description": "Steps run before the steps of every flow served over HTTP (authenticate, throttle, "
+                           "validate...): what the whole facade requires. A flow opts out with policies: false.",
+        },
+    },
 }
 
 SETTINGS_EXAMPLE = """settings:
