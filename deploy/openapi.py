@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deploy.openapi_policies import policies_of
 from engine.loader import LoadErrors, load_project
 from engine.model import Project
 
@@ -56,6 +57,7 @@ def _parameter_schema(path: str, name: str) -> dict[str, Any]:
 
 def openapi_document(project: Project, *, title: str | None = None, version: str = "1.0.0") -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
+    security_schemes: dict[str, Any] = {}
     for flow in sorted(project.flows, key=lambda f: f.source.path if f.source else ""):
         source = flow.source
         if source is None:
@@ -84,6 +86,12 @@ def openapi_document(project: Project, *, title: str | None = None, version: str
                 "tags": [flow.file.stem],
                 "responses": _responses(source.responses, extra),
             }
+            schemes, requirement, answers = policies_of(project, flow)
+            security_schemes.update(schemes)
+            if requirement:
+                operation["security"] = requirement
+            for status, answer in answers.items():
+                operation["responses"].setdefault(status, answer)
             if parameters:
                 operation["parameters"] = parameters
             if with_body and source.request:
@@ -102,6 +110,7 @@ def openapi_document(project: Project, *, title: str | None = None, version: str
         "paths": paths,
         "components": {
             "schemas": {"Problem": PROBLEM_SCHEMA},
+            **({"securitySchemes": security_schemes} if security_schemes else {}),
             "responses": {"Problem": {"description": "An error, as an RFC 9457 problem document.",
                                       "content": {"application/problem+json": {
                                           "schema": {"$ref": "#/components/schemas/Problem"}}}}},
