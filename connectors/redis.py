@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from connectors.base import register_connector
+from connectors.base import Connector, EndpointContext, register_connector
+from engine.errors import BackendUnreachable
 from engine.kvstore import RedisStore
 from engine.units import parse_duration
 
@@ -32,7 +33,8 @@ def display_url(url: str) -> str:
 
 
 @register_connector("redis")
-class RedisEndpoint:
+class RedisEndpoint(Connector):
+    SUMMARY: ClassVar[str] = "A Redis server: the shared store of the cache, throttle and idempotent steps."
     SCHEMA: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False, "required": ["url"],
         "description": "A Redis server shared by replicas: the store of cache, throttle and idempotent steps.",
@@ -46,13 +48,14 @@ class RedisEndpoint:
         },
     }
 
-    def __init__(self, name: str, config: dict[str, Any]) -> None:
-        self.name = name
+    def __init__(self, name: str, config: dict[str, Any], context: EndpointContext | None = None) -> None:
+        super().__init__(name, config, context)
         url = str(config["url"])
         if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"url must start with redis://, rediss:// or unix:// (got {display_url(url)})")
         self._url = url
         self.display = display_url(url)
+        self.targets = (self.display,)
         self.prefix = str(config.get("key_prefix", "interlace:"))
         self.timeout = parse_duration(config.get("timeout", "500ms"))
         self._client: Any = None
@@ -76,6 +79,14 @@ class RedisEndpoint:
         if self._client is not None:
             client, self._client, self._store = self._client, None, None
             await client.aclose()
+
+    async def check(self) -> None:
+        """Readiness (for a required: true endpoint): Redis answers PING."""
+        try:
+            await self.store.ping()
+        except Exception as exc:
+            raise BackendUnreachable(f"endpoint {self.name!r} (redis) does not answer",
+                                     internal=f"{self.display}: {type(exc).__name__}") from exc
 
     def health(self) -> dict[str, Any]:
         return {"kind": "redis", "url": self.display, "connected": self._client is not None}

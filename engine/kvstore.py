@@ -163,6 +163,9 @@ class RedisStore:
         self._sequence = 0
         self._origin = os.urandom(8).hex()
 
+    async def ping(self) -> None:
+        await self._client.ping()
+
     async def get(self, key: str) -> bytes | None:
         value = await self._client.get(self._prefix + key)
         return value if value is None or isinstance(value, bytes) else bytes(value)

@@ -116,6 +116,22 @@ class OperationCall:
         return await self.invocation(msg)
 
 
+def apply_reply(msg: Message, reply: Reply) -> None:
+    """Make the reply the message: its status and headers where it has them, its payload, body
+    or stream (what call does, and recipient_list with one recipient)."""
+    if reply.status is not None:
+        msg.status = reply.status
+    if reply.headers is not None:
+        msg.replace_headers(dict(reply.headers))
+    content_type = reply.content_type or reply.header("content-type")
+    if reply.payload is not NO_PAYLOAD:
+        msg.set_payload(reply.payload, payload_kind(reply.payload), content_type)
+    elif reply.body is not None:
+        msg.set_body(reply.body, content_type)
+    elif reply.stream is not None:
+        msg.set_stream(reply.stream, content_type)
+
+
 def payload_kind(value: Any) -> str:
     return XML if isinstance(value, etree._Element) else JSON
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.base import NO_PAYLOAD
 from engine.compiler import CompileContext
 from engine.message import Message
 from engine.registry import StepFn, step_kind
@@ -12,9 +11,9 @@ from engine.steps._operations import (
     ENDPOINT_PROPERTY,
     OPERATION_PROPERTY,
     OperationCall,
+    apply_reply,
     operation_properties,
     parsed,
-    payload_kind,
 )
 
 
@@ -51,17 +50,6 @@ def compile_call(config: Any, ctx: CompileContext) -> StepFn:
             msg.vars[into] = {"status": reply.status, "headers": dict(reply.headers or ()),
                               "body": parsed(reply, body), **reply.meta}
             return
-        if reply.status is not None:
-            msg.status = reply.status
-        headers = reply.headers
-        if headers is not None:
-            msg.replace_headers(dict(headers))
-        content_type = reply.content_type or reply.header("content-type")
-        if reply.payload is not NO_PAYLOAD:
-            msg.set_payload(reply.payload, payload_kind(reply.payload), content_type)
-        elif reply.body is not None:
-            msg.set_body(reply.body, content_type)
-        elif reply.stream is not None:
-            msg.set_stream(reply.stream, content_type)
+        apply_reply(msg, reply)
 
     return run
