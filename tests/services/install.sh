@@ -8,7 +8,7 @@ packages_file="$here/debian-packages.txt"
 [ -f "$packages_file" ] || exit 0
 if [ "${CI:-}" != "true" ] && [ "${INTERLACE_INSTALL_SERVICES:-}" != "1" ]; then exit 0; fi
 missing=()
-while read -r pkg probe; do
+while read -r pkg probe _; do
     [ -z "$pkg" ] || [ "${pkg#\#}" != "$pkg" ] && continue
     command -v "$probe" >/dev/null 2>&1 || missing+=("$pkg")
 done < "$packages_file"
