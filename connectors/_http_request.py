@@ -24,15 +24,30 @@ HOP_HEADERS = frozenset({
     "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
     "content-length", "host", "expect", "proxy-authorization", "proxy-authenticate",
 })
+# Credentials: the caller's (or the gateway's) are never passed on to a backend unless the flow
+# names them (a call's headers:, a set step, or forward_headers: [name, ...]).  Proxy-* too.
+# INTERLACE_CREDENTIAL_HEADERS adds names (comma-separated), e.g. the gateway's own secret header.
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "x-api-key", "api-key", "apikey"})
+CREDENTIAL_HEADERS_ENV = "INTERLACE_CREDENTIAL_HEADERS"
 
 REQUEST_PROPERTIES: dict[str, Any] = {
     "method": {"type": "string", "description": "HTTP method (default: the request's method)."},
-    "path": {"type": "string", "description": "Path appended to the endpoint URL; ${...} allowed."},
-    "query": {"type": "object", "description": "Query parameters: name: value template."},
-    "headers": {"type": "object", "description": "Headers to add or override: name: value template."},
-    "forward_headers": {"type": "boolean",
-                        "description": "Forward the message's headers (default true; the correlation id and "
-                                       "traceparent always go)."},
+    "path": {"type": "string",
+             "description": "Path appended to the endpoint URL; each ${...} is percent-encoded as a path segment "
+                            "(after a ?, as a query value); a path that is one whole ${...} keeps its slashes; "
+                            "${raw(...)} inserts a value that is a piece of URL as it is. A '.' or '..' segment "
+                            "is refused (400 bad-url-value)."},
+    "query": {"type": "object", "description": "Query parameters: name: value template (values percent-encoded)."},
+    "headers": {"type": "object",
+                "description": "Headers to add or override: name: value template. They replace the endpoint's "
+                               "headers of the same name; forwarded headers never do."},
+    "forward_headers": {
+        "type": ["boolean", "array"], "items": {"type": "string", "minLength": 1},
+        "description": "Which of the message's headers go to the backend: true (default) all but hop-by-hop, "
+                       "Proxy-* and credentials (Authorization, Cookie, X-Api-Key, Api-Key, Apikey and the names "
+                       "in INTERLACE_CREDENTIAL_HEADERS); false none; a list: exactly those, credentials included. "
+                       "Headers a flow set itself always go; the correlation id and traceparent always go; a "
+                       "forwarded header never replaces one of the endpoint's or the step's."},
     "body": {"description": "A JSON body template to send instead of the current body."},
     "xml": {"type": "string", "description": "An XML body template to send instead of the current body "
                                               "(e.g. a SOAP envelope); ${...} in texts and attributes."},
@@ -63,11 +78,19 @@ def compile_request(endpoint_name: str, config: dict[str, Any], ctx: CompileCont
     from engine.steps.basic import XmlTemplate
 
     method = ctx.template(config["method"], "method") if "method" in config else None
-    path = ctx.template(config.get("path", ""), "path")
+    path = ctx.url_template(config.get("path", ""), "path")
     query = [(str(k), ctx.template(v, ("query", k))) for k, v in (config.get("query") or {}).items()]
     extra_headers = [(str(k).lower(), ctx.template(v, ("headers", k)))
                      for k, v in (config.get("headers") or {}).items()]
-    forward = bool(config.get("forward_headers", True))
+    forward_setting = config.get("forward_headers", True)
+    # what is never copied from the message: named here once, at load
+    forward = bool(forward_setting)
+    forward_only: frozenset[str] | None = None
+    if isinstance(forward_setting, list):
+        forward_only = frozenset(str(name).lower() for name in forward_setting) - HOP_HEADERS
+    extra = ctx.options.env.get(CREDENTIAL_HEADERS_ENV, "")
+    blocked = HOP_HEADERS | CREDENTIAL_HEADERS | {n.strip().lower() for n in extra.split(",") if n.strip()}
+    own_names = frozenset(name for name, _ in extra_headers) | {"x-request-id"}
     if "body" in config and "xml" in config:
         raise StepConfigError("give body (JSON) or xml, not both", "xml")
     body_template: Template | None = ctx.template(config["body"], "body") if "body" in config else None
@@ -77,25 +100,39 @@ def compile_request(endpoint_name: str, config: dict[str, Any], ctx: CompileCont
     if body_template is not None and body_template.uses_payload:
         ctx.needs_body()
 
-    def outbound_headers(msg: Message) -> list[tuple[str, str]]:
-        headers: list[tuple[str, str]] = []
+    def outbound_headers(msg: Message) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(own, forwarded): the headers the flow names (set steps, the step's headers, the
+        correlation id) and those copied from the message, which the endpoint's never yield to."""
+        own: list[tuple[str, str]] = []
+        forwarded: list[tuple[str, str]] = []
+        explicit = msg.headers_explicit
         if forward:
-            headers = [(k, v) for k, v in msg.headers.items() if k not in HOP_HEADERS]
+            for k, v in msg.headers.items():
+                if k in own_names:
+                    continue
+                if k in explicit:
+                    own.append((k, v))
+                elif forward_only is not None:
+                    if k in forward_only:
+                        forwarded.append((k, v))
+                elif k not in blocked and not k.startswith("proxy-"):
+                    forwarded.append((k, v))
         else:
+            for k in explicit:
+                if k not in own_names and k in msg.headers:
+                    own.append((k, msg.headers[k]))
             trace = msg.headers.get("traceparent")
-            if trace:
-                headers.append(("traceparent", trace))
+            if trace and "traceparent" not in explicit:
+                forwarded.append(("traceparent", trace))
         for name, value in extra_headers:
-            headers = [(k, v) for k, v in headers if k != name]
-            headers.append((name, to_text(value.render(msg))))
+            own.append((name, to_text(value.render(msg))))
         if msg.correlation_id:
-            headers = [(k, v) for k, v in headers if k != "x-request-id"]
-            headers.append(("x-request-id", msg.correlation_id))
-        return headers
+            own.append(("x-request-id", msg.correlation_id))
+        return own, forwarded
 
     async def run(msg: Message) -> Reply:
         verb = to_text(method.render(msg)).upper() if method is not None else msg.method
-        headers = outbound_headers(msg)
+        headers, forwarded = outbound_headers(msg)
         body: Any
         if body_template is not None or xml is not None:
             if body_template is not None:
@@ -105,14 +142,16 @@ def compile_request(endpoint_name: str, config: dict[str, Any], ctx: CompileCont
                 body, default_type = xmlsafe.serialize_xml(xml.render(msg)), "application/xml"
             headers = [(k, v) for k, v in headers if k != "content-type"]
             headers.append(("content-type", content_type or default_type))
+            forwarded = [(k, v) for k, v in forwarded if k != "content-type"]
         elif verb in ("GET", "HEAD", "DELETE", "OPTIONS") and not msg.is_streaming and not msg.body:
             body = None
         else:
             body = msg.take_stream() if msg.is_streaming else msg.body
             if msg.content_type:
                 headers = [(k, v) for k, v in headers if k != "content-type"] + [("content-type", msg.content_type)]
+                forwarded = [(k, v) for k, v in forwarded if k != "content-type"]
         rendered_query = [(k, to_text(v.render(msg))) for k, v in query] or None
-        reply = await invoke(HttpRequest(verb, to_text(path.render(msg)), headers, body, rendered_query))
+        reply = await invoke(HttpRequest(verb, path.render(msg), headers, body, rendered_query, forwarded=forwarded))
         if accept is not None and not accept(reply.status or 0):
             await reply.aclose()
             raise BackendStatusError(f"endpoint {endpoint_name!r} answered {reply.status}",

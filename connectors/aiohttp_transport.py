@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import httpx
+from yarl import URL
 
 # Replies up to this size (with a Content-Length) are read whole; others stream.
 EAGER_READ_LIMIT = 256 * 1024
@@ -184,9 +185,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         ``body`` itself is raised as aiohttp wraps it (the caller, who owns the body, can tell)."""
         session = self.session
         try:
+            # encoded=True: the URL goes out as given (the endpoint has encoded it); without it yarl
+            # decodes %2E%2E back to '..' and resolves it, climbing out of the base path
             response = await session.request(
-                method, url, headers=[(k, v) for k, v in headers if k.lower() not in _POOL_OWNED], data=body,
-                timeout=limits or self.default_timeout, allow_redirects=False, compress=None)
+                method, URL(url, encoded=True), headers=[(k, v) for k, v in headers if k.lower() not in _POOL_OWNED],
+                data=body, timeout=limits or self.default_timeout, allow_redirects=False, compress=None)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise translate(exc) from exc
         length = response.content_length

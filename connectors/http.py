@@ -48,6 +48,7 @@ from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import httpx
+from yarl import URL
 
 from connectors._http_request import REQUEST_OPERATION, compile_request
 from connectors._tls import load_default_authorities
@@ -64,6 +65,7 @@ from connectors.base import (
 )
 from connectors.resilience import Endpoint, duration_schema, setting_duration
 from engine.errors import BackendError, BackendTimeout, BackendUnreachable
+from engine.urls import check_path, requote
 
 if TYPE_CHECKING:
     from engine.compiler import CompileContext
@@ -131,16 +133,23 @@ class Target:
     headers: list[tuple[str, str]] = field(default_factory=list)  # the endpoint's defaults, plus its credentials
     header_names: frozenset[str] = frozenset()
 
-    def headers_with(self, given: list[tuple[str, str]] | None) -> list[tuple[str, str]]:
-        """The defaults, minus those the call gives itself, then the call's headers."""
+    def headers_with(self, given: list[tuple[str, str]] | None,
+                     forwarded: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+        """The headers of one call, by precedence: the call's own (``given``: the flow's step and
+        set headers) over the endpoint's defaults (its credentials among them) over ``forwarded``
+        (copied from the caller), which never replace either."""
+        if forwarded:
+            taken = self.header_names.union(k for k, _ in given) if given else self.header_names
+            if taken:
+                forwarded = [h for h in forwarded if h[0] not in taken]
         if not given:
-            return self.headers
-        if not self.headers:
-            return given
-        names = {k.lower() for k, _ in given}
-        if names.isdisjoint(self.header_names):
-            return self.headers + given
-        return [h for h in self.headers if h[0] not in names] + given
+            return forwarded + self.headers if forwarded else self.headers
+        own = self.headers
+        if own:
+            names = {k for k, _ in given}
+            if not names.isdisjoint(self.header_names):
+                own = [h for h in own if h[0] not in names]
+        return [*(forwarded or ()), *own, *given]
 
 
 
@@ -189,15 +198,20 @@ def _display(url: str) -> str:
 class HttpRequest(Request):
     """One HTTP request: ``path`` (with its query) is joined to a target's base URL."""
 
-    __slots__ = ("body", "headers", "method", "path", "query", "source")
+    __slots__ = ("body", "forwarded", "headers", "method", "path", "query", "source")
 
     def __init__(self, method: str, path: str, headers: list[tuple[str, str]] | None = None,
                  body: bytes | AsyncIterable[bytes] | None = None, query: list[tuple[str, str]] | None = None,
-                 transaction: Any = None) -> None:
+                 transaction: Any = None, forwarded: list[tuple[str, str]] | None = None) -> None:
         super().__init__("request", transaction)
         self.query = query
+        self.forwarded = forwarded  # copied from the caller: never replaces the endpoint's or the call's
         if path and path[0] != "/":
             path = "/" + path
+        # an encoded URL path (engine/urls.py builds it from the template): what is never valid in
+        # a URL is encoded, and a '.' or '..' segment is refused (400): the call stays under the base
+        path = requote(path)
+        check_path(path)
         if query:
             path = f"{path}{'&' if '?' in path else '?'}{urlencode(query)}"
         self.method = method
@@ -273,7 +287,9 @@ def _target(url: str, headers: list[tuple[str, str]]) -> Target:
     if parts.username is not None:
         token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
         headers = [h for h in headers if h[0] != "authorization"] + [("authorization", f"Basic {token}")]
-    base = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", "")).rstrip("/")
+    # normalised once (an international host name in IDNA, the path percent-encoded): the pool
+    # sends base + path as it is, without re-encoding or resolving dot segments per call
+    base = str(URL(urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", "")))).rstrip("/")
     return Target(base, display, headers, frozenset(k for k, _ in headers))
 
 
@@ -421,7 +437,7 @@ class HttpConnector(Connector):
         assert isinstance(request, HttpRequest)
         transport = self.transport or self._opened()
         base = self.endpoints[target]
-        headers = base.headers_with(request.headers)
+        headers = base.headers_with(request.headers, request.forwarded)
         if request.observation is not None:
             headers = request.observation.propagate(headers)  # the attempt's trace context, to the backend
         try:
@@ -461,9 +477,11 @@ class HttpEndpoint(Endpoint):
 
     async def request(self, method: str, path: str, *, headers: list[tuple[str, str]] | None = None,
                       body: bytes | AsyncIterable[bytes] | None = None,
-                      query: list[tuple[str, str]] | None = None) -> Reply:
-        """Call the backend: ``path`` (and ``query``) joined to a base URL."""
-        return await self.invoke(HttpRequest(method, path, headers, body, query))
+                      query: list[tuple[str, str]] | None = None,
+                      forwarded: list[tuple[str, str]] | None = None) -> Reply:
+        """Call the backend: ``path`` (and ``query``) joined to a base URL.  ``headers`` replace
+        the endpoint's of the same name; ``forwarded`` ones (copied from a caller) never do."""
+        return await self.invoke(HttpRequest(method, path, headers, body, query, forwarded=forwarded))
 
     @property
     def transport(self) -> AiohttpTransport | None:

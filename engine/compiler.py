@@ -37,6 +37,7 @@ from engine.schemacheck import SchemaValidator
 from engine.sources.base import source_kinds
 from engine.sources.connector_source import build_connector_source
 from engine.sources.policy import compile_policy, on_error_steps
+from engine.urls import UrlTemplate
 from engine.yamlio import locate, plain
 
 if TYPE_CHECKING:
@@ -251,6 +252,16 @@ class CompileContext:
         """Compile a value that may hold ``${...}`` (a string, or a structure of them)."""
         try:
             template = Template(value, self.options)
+        except ExpressionSyntaxError as exc:
+            raise StepConfigError(str(exc), key, exc.offset) from exc
+        self._note(template.expressions)
+        return template
+
+    def url_template(self, value: Any, key: Any = ()) -> UrlTemplate:
+        """Compile a URL path template: each ``${...}`` percent-encoded for where it lands
+        (a path segment or a query value; ``engine/urls.py``)."""
+        try:
+            template = UrlTemplate(value, self.options)
         except ExpressionSyntaxError as exc:
             raise StepConfigError(str(exc), key, exc.offset) from exc
         self._note(template.expressions)

@@ -221,6 +221,11 @@ class EngineFunctions(jp_functions.Functions):
     def _func_default(self, value: Any, fallback: Any) -> Any:
         return fallback if value is None or value == "" else value
 
+    @jp_functions.signature({"types": []})
+    def _func_raw(self, value: Any) -> Any:
+        # the value itself; in a call's path, ${raw(...)} is inserted without percent-encoding
+        return value
+
     @jp_functions.signature()
     def _func_uuid(self) -> str:
         return str(uuid.uuid4())

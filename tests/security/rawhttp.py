@@ -1,0 +1,88 @@
+"""HTTP over a bare socket, for requests no client library would send as written (raw
+percent-escapes, header bombs, pipelining, a client that vanishes)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: list[tuple[str, str]]  # names lower-case, in order
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def connect(port: int, timeout: float = 10.0) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+
+def request(port: int, target: str, *, method: str = "GET", headers: dict[str, str] | None = None,
+            body: bytes = b"", timeout: float = 10.0) -> RawResponse:
+    """Send one request with ``target`` exactly as given; read the answer (Connection: close)."""
+    lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body)}")
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    with connect(port, timeout) as sock:
+        sock.sendall(data)
+        return read_response(sock, head_only=method == "HEAD")
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def parse_responses(data: bytes, head_only: bool = False) -> list[RawResponse]:
+    """Every response in ``data`` (Content-Length or chunked framing)."""
+    found: list[RawResponse] = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            raise AssertionError(f"incomplete response head: {data[:200]!r}")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        headers = [(k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in header_lines)]
+        fields = dict(headers)
+        if head_only or status in (204, 304) or 100 <= status < 200:
+            body, data = b"", rest
+        elif fields.get("transfer-encoding") == "chunked":
+            body_parts = []
+            while True:
+                size_line, _, rest = rest.partition(b"\r\n")
+                size = int(size_line, 16)
+                if size == 0:
+                    rest = rest[2:]
+                    break
+                body_parts.append(rest[:size])
+                rest = rest[size + 2:]
+            body, data = b"".join(body_parts), rest
+        else:
+            length = int(fields.get("content-length", len(rest)))
+            body, data = rest[:length], rest[length:]
+        found.append(RawResponse(status, headers, body))
+    return found
+
+
+def read_response(sock: socket.socket, head_only: bool = False) -> RawResponse:
+    responses = parse_responses(read_all(sock), head_only)
+    assert len(responses) == 1, responses
+    return responses[0]
