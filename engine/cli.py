@@ -32,6 +32,9 @@ def _run(args: argparse.Namespace) -> int:
         management_host=args.management_host, workers=args.workers, watch=args.watch,
         drain_timeout=args.drain_timeout, max_body=parse_size(args.max_body), designer=args.designer,
         insecure_management=args.insecure_management,
+        max_header_bytes=parse_size(args.max_header_size), max_headers=args.max_headers,
+        header_timeout=args.header_timeout, first_byte_timeout=args.first_byte_timeout,
+        max_connections=args.max_connections,
     ))
 
 
@@ -112,6 +115,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--designer", action="store_true",
                      help="serve the designer on the management port under /designer/ (needs "
                           "INTERLACE_MANAGEMENT_TOKEN; open /designer/#token=...)")
+    run.add_argument("--max-header-size", default=os.environ.get("INTERLACE_MAX_HEADER_SIZE", "32KiB"),
+                     help="largest request line and headers together (default 32KiB; 431 beyond)")
+    run.add_argument("--max-headers", type=int, default=int(os.environ.get("INTERLACE_MAX_HEADERS", "100")),
+                     help="most header fields in a request (default 100; 431 beyond)")
+    run.add_argument("--header-timeout", type=float, default=float(os.environ.get("INTERLACE_HEADER_TIMEOUT", "10")),
+                     help="seconds from a request's first byte to the end of its headers (default 10; 408 beyond)")
+    run.add_argument("--first-byte-timeout", type=float,
+                     default=float(os.environ.get("INTERLACE_FIRST_BYTE_TIMEOUT", "10")),
+                     help="seconds a new connection may stay silent before it is closed (default 10)")
+    run.add_argument("--max-connections", type=int,
+                     default=int(os.environ.get("INTERLACE_MAX_CONNECTIONS", "4096")),
+                     help="open facade connections per worker (default 4096; a new one beyond gets 503)")
     run.add_argument("--log-level", default=os.environ.get("INTERLACE_LOG_LEVEL", "info"))
     run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("INTERLACE_LOG_FORMAT", "text"),
                      help="json: one object per line, for Fluent Bit or Fluentd; text: for a terminal")

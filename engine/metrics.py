@@ -17,6 +17,7 @@ interlace_circuit_breaker_state                         endpoint, url  (0 closed
                                                         2 half-open)
 interlace_circuit_breaker_transitions_total             endpoint, url, state                   counter
 interlace_reloads_total                                 outcome (ok, failed)                   counter
+interlace_http_refused_total                            listener, reason                       counter
 interlace_flows_loaded                                  (none)                                 gauge
 interlace_source_messages_total                         source, outcome                        counter
 interlace_source_lag_seconds                            source                                 gauge
@@ -110,6 +111,10 @@ BREAKER_TRANSITIONS = Counter("interlace_circuit_breaker_transitions", "Circuit 
                               "entered (open, half_open, closed).", ("endpoint", "url", "state"), registry=REGISTRY)
 RELOADS = Counter("interlace_reloads", "Reloads of the flow folder, by outcome (ok, failed: the previous flows "
                   "kept serving).", ("outcome",), registry=REGISTRY)
+HTTP_REFUSED = Counter("interlace_http_refused", "Connections and request heads refused before reaching a flow "
+                       "(engine/httpguard.py), by listener (facade, management) and reason (header-too-large, "
+                       "too-many-headers, uri-too-long, header-timeout, first-byte-timeout, max-connections, "
+                       "bad-request).", ("listener", "reason"), registry=REGISTRY)
 FLOWS_LOADED = Gauge("interlace_flows_loaded", "Flows being served.", registry=REGISTRY)
 SOURCE_MESSAGES = Counter("interlace_source_messages", "Messages taken from sources (schedule, file, queue), by "
                           "source and outcome (ok, failed, dead_lettered).", ("source", "outcome"), registry=REGISTRY)

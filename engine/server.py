@@ -29,6 +29,15 @@ import uvicorn
 from connectors._tls import import_aiohttp
 from engine import tracing
 from engine.front import DEFAULT_MAX_BODY
+from engine.httpguard import (
+    DEFAULT_FIRST_BYTE_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADERS,
+    HttpLimits,
+    protocol_class,
+)
 from engine.loader import LoadErrors, flow_files
 from engine.management import build_management_app, build_worker_app
 from engine.runtime import Runtime
@@ -53,6 +62,17 @@ class ServeOptions:
     max_body: int = DEFAULT_MAX_BODY
     keep_alive: float = 75.0  # longer than a gateway's idle timeout, so the gateway closes first
     designer: bool = False  # the designer on the management port, behind the management token
+    # what one connection may make the engine hold before its request reaches a flow (engine/httpguard.py)
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_headers: int = DEFAULT_MAX_HEADERS
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+    @property
+    def limits(self) -> HttpLimits:
+        return HttpLimits(self.max_header_bytes, self.max_headers, self.header_timeout, self.first_byte_timeout,
+                          self.max_connections)
 
 
 class _Server(uvicorn.Server):
@@ -76,7 +96,7 @@ def bind(host: str, port: int) -> socket.socket:
 def _config(app: object, opts: ServeOptions, *, facade: bool) -> uvicorn.Config:
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
-        http="httptools",
+        http=protocol_class(opts.limits, "facade" if facade else "management"),
         loop="none",
         lifespan="off",
         access_log=False,

@@ -86,3 +86,28 @@ def read_response(sock: socket.socket, head_only: bool = False) -> RawResponse:
     responses = parse_responses(read_all(sock), head_only)
     assert len(responses) == 1, responses
     return responses[0]
+
+
+def rss_mib(pid: int) -> float:
+    """A process's resident memory (VmRSS) in MiB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def header_bomb(port: int, size: int = 50 * 1024 * 1024, chunk: int = 1024 * 1024) -> int:
+    """Send a request head whose one header never ends, ``size`` bytes of it; returns how many
+    bytes went out before the server closed the connection."""
+    sent = 0
+    block = b"a" * chunk
+    with connect(port, timeout=30) as sock:
+        try:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bomb: ")
+            while sent < size:
+                sock.sendall(block)
+                sent += len(block)
+        except OSError:
+            pass  # the server closed the connection: what a guarded server does
+    return sent

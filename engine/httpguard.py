@@ -1,0 +1,221 @@
+"""The HTTP/1.1 connection, guarded: uvicorn's httptools protocol with limits on what a client
+may make the engine hold before a request even reaches a flow.
+
+uvicorn buffers a request head without bound (ten connections each sending a 50 MiB header
+that never ends took the engine from 95 to 577 MiB) and keeps a connection that never sends
+a byte open forever.  ``GuardedHttpToolsProtocol`` adds, per connection:
+
+===========================  =========  ==============================================
+limit                        default    past it
+===========================  =========  ==============================================
+``max_header_bytes``         32 KiB     431 problem+json, connection closed (request
+                                        line and headers together, counted per read)
+``max_headers``              100        431 problem+json, connection closed
+``header_timeout``           10 s       408 problem+json, connection closed (from a
+                                        request's first byte to the end of its headers)
+``first_byte_timeout``       10 s       connection closed (a new connection that has
+                                        sent nothing)
+``max_connections``          4096       503 problem+json on the new connection, closed
+===========================  =========  ==============================================
+
+Between requests uvicorn's keep-alive timeout applies as before.  A request head that is not
+HTTP (uvicorn's "Invalid HTTP request received." in text/plain) is a 400 problem+json.  Every
+refusal is counted in ``interlace_http_refused_total{listener, reason}`` and never logged above
+DEBUG: a flood of bad requests must not become a flood of log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from engine import metrics
+from engine.errors import PROBLEM_BASE
+
+log = logging.getLogger("interlace.http.guard")
+
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+DEFAULT_MAX_HEADERS = 100
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_FIRST_BYTE_TIMEOUT = 10.0
+DEFAULT_MAX_CONNECTIONS = 4096
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_headers: int = DEFAULT_MAX_HEADERS
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing a head that broke a limit."""
+
+
+def problem_bytes(status: int, code: str, title: str, detail: str) -> bytes:
+    """A whole HTTP/1.1 answer with an RFC 9457 body, closing the connection."""
+    body = json.dumps({"type": PROBLEM_BASE + code, "title": title, "status": status, "detail": detail}).encode()
+    return b"".join([
+        STATUS_LINE[status], b"content-type: application/problem+json\r\n",
+        b"content-length: ", str(len(body)).encode(), b"\r\n", b"connection: close\r\n\r\n", body,
+    ])
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits of ``HttpLimits`` (see the module docstring).
+
+    ``protocol_class(limits)`` makes the subclass uvicorn instantiates per connection."""
+
+    limits: HttpLimits = HttpLimits()
+    listener = "facade"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = False
+        self._head_bytes = 0
+        self._header_count = 0
+        self._refusal: tuple[int, str, str, str] | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._got_bytes = False
+
+    def _count(self, reason: str) -> None:
+        metrics.HTTP_REFUSED.labels(self.listener, reason).inc()
+
+    # --- the connection -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._count("max-connections")
+            log.debug("refused a connection: %d open (max_connections)", len(self.connections) - 1)
+            transport.write(problem_bytes(503, "too-many-connections", "Too many connections",
+                                          f"the engine holds its limit of {self.limits.max_connections} "
+                                          "connections; retry shortly"))
+            transport.close()
+            return
+        self._arm(self.limits.first_byte_timeout, self._first_byte_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self, delay: float, callback: Any) -> None:
+        self._disarm()
+        if delay > 0:
+            self._head_timer = self.loop.call_later(delay, callback)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _first_byte_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._got_bytes and not self.transport.is_closing():
+            self._count("first-byte-timeout")
+            self.transport.close()
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self._count("header-timeout")
+            self._refuse(408, "header-timeout", "Request timeout",
+                         f"the request's headers did not arrive within {self.limits.header_timeout:g} s")
+
+    def _refuse(self, status: int, code: str, title: str, detail: str) -> None:
+        log.debug("refused a request head: %s", code)
+        self._in_head = False
+        self.transport.write(problem_bytes(status, code, title, detail))
+        self.transport.close()
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return  # refused already: nothing more is parsed or kept
+        if not self._got_bytes:
+            self._got_bytes = True
+            self._disarm()
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError as exc:
+            if self._refusal is not None:
+                self._refuse(*self._refusal)
+            else:
+                self._count("bad-request")
+                self.send_400_response(str(exc) or "malformed request")
+            return
+        if self._in_head:
+            # counted per read: the read that began this head may hold the end of the one before
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._too_large()
+
+    def _too_large(self) -> None:
+        self._count("header-too-large")
+        self._refuse(431, "header-too-large", "Request header fields too large",
+                     f"the request line and headers exceed {self.limits.max_header_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+        self._header_count = 0
+        self._arm(self.limits.header_timeout, self._head_timed_out)
+
+    def on_url(self, url: bytes) -> None:
+        if len(self.url) + len(url) > self.limits.max_header_bytes:
+            self._count("header-too-large")
+            self._refusal = (414, "uri-too-long", "URI too long",
+                             f"the request target exceeds {self.limits.max_header_bytes} bytes")
+            raise _Refused
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._count("too-many-headers")
+            self._refusal = (431, "too-many-headers", "Request header fields too large",
+                             f"the request has more than {self.limits.max_headers} header fields")
+            raise _Refused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm()
+        # exact, for a head that came whole in one read: "METHOD target HTTP/1.1\r\n", "name: value\r\n"...
+        size = len(self.url) + 20 + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.limits.max_header_bytes:
+            self._count("header-too-large")
+            self._refusal = (431, "header-too-large", "Request header fields too large",
+                             f"the request line and headers exceed {self.limits.max_header_bytes} bytes")
+            raise _Refused
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that are not HTTP, as problem+json."""
+        detail = f"the request is not valid HTTP/1.1: {msg}" if msg != "Invalid HTTP request received." \
+            else "the request is not valid HTTP/1.1"
+        self.transport.write(problem_bytes(400, "bad-request", "Bad request", detail))
+        self.transport.close()
+
+
+def protocol_class(limits: HttpLimits, listener: str = "facade") -> type[GuardedHttpToolsProtocol]:
+    """The protocol class for uvicorn's ``Config(http=...)`` with these limits."""
+    attributes = {"limits": limits, "listener": listener}
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), attributes)
