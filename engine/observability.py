@@ -69,6 +69,36 @@ class CorrelationFilter(logging.Filter):
         return True
 
 
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: each could start a
+# forged line (or move a terminal's cursor) in a text log.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``), so that a
+    logged value stays on its own line: a request's path or body cannot forge a log line."""
+    return _CONTROLS.sub(_escape_control, text) if _CONTROLS.search(text) else text
+
+
+class TextFormatter(logging.Formatter):
+    """The text log format, one line per record: control characters in the message (which
+    holds request values) are escaped; a traceback, if any, follows on its own lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, as Fluent Bit's and Fluentd's json parsers read it.
 
@@ -125,8 +155,7 @@ def setup_logging(level: str = "info", fmt: str = "text", levels: dict[str, str]
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)-7s %(name)s [%(correlation_id)s] %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(name)s [%(correlation_id)s] %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
