@@ -1,7 +1,10 @@
 """Serving: uvicorn (httptools, uvloop) on the facade and the management ports, one or more workers.
 
 SIGTERM: readiness turns 503 at once, the facade stops accepting, requests in flight finish
-within the drain timeout, then the process exits 0.  SIGHUP reloads the flows.  With several
+within the drain timeout, then the process exits 0.  Requests still in flight at the drain
+timeout are cut (a 503 problem+json each, engine/drain.py), the log says how many, and the
+process exits 3.  A port that cannot be bound exits 1 with one line naming the flag.  SIGHUP
+reloads the flows.  With several
 workers a parent process holds the listening sockets, forks the workers and relays signals;
 each worker also listens on a private Unix socket, where the one that takes a management
 request asks the others (engine/workers.py).
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import ipaddress
 import logging
@@ -28,6 +32,7 @@ import uvicorn
 
 from connectors._tls import import_aiohttp
 from engine import tracing
+from engine.drain import EXIT_DRAIN_CUT, DrainGuard
 from engine.front import DEFAULT_MAX_BODY
 from engine.httpguard import (
     DEFAULT_FIRST_BYTE_TIMEOUT,
@@ -93,6 +98,18 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class CannotListen(Exception):
+    """A port that cannot be bound, said in one line with the flag that changes it."""
+
+
+def bind_or_explain(host: str, port: int, flag: str) -> socket.socket:
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        reason = "it is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)).lower()
+        raise CannotListen(f"cannot listen on {host}:{port}: {reason}; choose another port with {flag}") from None
+
+
 def _config(app: object, opts: ServeOptions, *, facade: bool) -> uvicorn.Config:
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
@@ -107,7 +124,8 @@ def _config(app: object, opts: ServeOptions, *, facade: bool) -> uvicorn.Config:
         date_header=True,
         log_config=None,
         timeout_keep_alive=int(opts.keep_alive) if facade else 5,
-        timeout_graceful_shutdown=int(opts.drain_timeout) if facade else 1,
+        # the facade's drain is cut by DrainGuard at drain_timeout; this is uvicorn's backstop
+        timeout_graceful_shutdown=int(opts.drain_timeout) + 5 if facade else 1,
         limit_concurrency=None,
         backlog=2048,
     )
@@ -182,7 +200,8 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
     # Cycles are rare on the hot path; reference counting frees the rest.  (No gc.freeze(): a
     # reloaded project's old objects would never be collected.)
     gc.set_threshold(10_000, 10, 10)
-    facade = _Server(_config(runtime.app, opts, facade=True))
+    guard = DrainGuard(runtime.app)
+    facade = _Server(_config(guard, opts, facade=True))
     stop = asyncio.Event()
 
     def terminate() -> None:
@@ -198,7 +217,11 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
     watcher = asyncio.create_task(watch(opts.flows_dir, runtime.reload)) if opts.watch else None
     await stop.wait()
     facade.should_exit = True
+    # past the drain timeout the requests still in flight are cut (a 503 problem+json each);
+    # uvicorn's own timeout, a little later, is only the backstop
+    cutter = loop.call_later(opts.drain_timeout, guard.cut)
     await facade_task
+    cutter.cancel()
     if watcher is not None:
         watcher.cancel()
     management.should_exit = True
@@ -208,6 +231,11 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
         await peer_task
     await runtime.stop()
     await loop.run_in_executor(None, tracing.shutdown)  # export the spans still buffered
+    if guard.cut_total:
+        log.warning("drain timeout (%gs) passed with %d request(s) in flight: %d answered 503, %d cut mid-answer; "
+                    "exiting with %d", opts.drain_timeout, guard.cut_total, guard.cut_answered, guard.cut_streaming,
+                    EXIT_DRAIN_CUT)
+        return EXIT_DRAIN_CUT
     log.info("stopped")
     return 0
 
@@ -262,8 +290,12 @@ def serve(opts: ServeOptions) -> int:
         log.warning("management on %s without a token (--insecure-management): anyone who reaches the port can "
                     "reload and read the flows", opts.management_host)
     management_host = opts.management_host
-    facade_sock = bind(opts.host, opts.port)
-    management_sock = bind(management_host, opts.management_port)
+    try:
+        facade_sock = bind_or_explain(opts.host, opts.port, "--port")
+        management_sock = bind_or_explain(management_host, opts.management_port, "--management-port")
+    except CannotListen as exc:
+        print(f"interlace: {exc}", file=sys.stderr)
+        return 1
     log.info("facade on http://%s:%d, management on http://%s:%d", opts.host, opts.port, management_host,
              opts.management_port)
     if opts.workers <= 1:

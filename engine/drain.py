@@ -1,0 +1,104 @@
+"""Draining on SIGTERM, and what happens to the requests still in flight when it times out.
+
+``DrainGuard`` wraps the facade's ASGI app and knows each request in flight.  When the drain
+timeout passes, ``cut()`` cancels them all: one that has not started its answer gets a 503
+problem+json (``drain-timeout``, with ``Retry-After`` and ``Connection: close``), one whose
+answer is already streaming has its connection closed (the client sees a truncated answer,
+never a complete-looking one).  No traceback is logged per request; the server logs how many
+were cut and exits with ``EXIT_DRAIN_CUT`` so that an orchestrator sees the drain was not
+clean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from engine.errors import PROBLEM_BASE
+
+EXIT_DRAIN_CUT = 3  # the process exit code when requests were cut at the drain timeout
+
+Scope = dict[str, Any]
+ASGIApp = Any
+
+
+def _problem(retry_after: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    body = json.dumps({
+        "type": PROBLEM_BASE + "drain-timeout", "title": "Service unavailable", "status": 503,
+        "detail": "the engine is shutting down and this request did not finish in time; retry it",
+    }).encode()
+    start = {"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(retry_after).encode()), (b"connection", b"close")]}
+    return start, {"type": "http.response.body", "body": body}
+
+
+class _InFlight:
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started = False
+
+
+class DrainGuard:
+    """An ASGI wrapper that can cut the requests in flight (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.in_flight: dict[asyncio.Task[Any], _InFlight] = {}
+        self.cutting = False
+        self.cut_answered = 0  # cut before their answer started: got the 503
+        self.cut_streaming = 0  # cut mid-answer: connection closed
+
+    @property
+    def cut_total(self) -> int:
+        return self.cut_answered + self.cut_streaming
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        task = asyncio.current_task() if scope["type"] == "http" else None
+        if task is None:
+            await self.app(scope, receive, send)
+            return
+        state = _InFlight()
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                state.started = True
+            await send(message)
+
+        self.in_flight[task] = state
+        try:
+            await self.app(scope, receive, tracked_send)
+        except asyncio.CancelledError:
+            if not self.cutting:
+                raise
+            await self._answer_cut(state, send)
+        finally:
+            del self.in_flight[task]
+
+    async def _answer_cut(self, state: _InFlight, send: Any) -> None:
+        if not state.started:
+            self.cut_answered += 1
+            start, body = _problem(retry_after=1)
+            with contextlib.suppress(Exception):  # the client may be gone too
+                await send(start)
+                await send(body)
+            return
+        self.cut_streaming += 1
+        # uvicorn's send is a method of the request's cycle: close its connection so the client
+        # sees a truncated answer, and mark it so uvicorn does not log the unfinished answer
+        cycle = getattr(send, "__self__", None)
+        transport = getattr(cycle, "transport", None)
+        if transport is not None:
+            transport.close()
+            cycle.disconnected = True  # type: ignore[union-attr]
+
+    def cut(self) -> int:
+        """Cancel every request in flight; returns how many there were."""
+        self.cutting = True
+        tasks = list(self.in_flight)
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
