@@ -144,6 +144,13 @@ class CompiledFlow:
         assert self.request_validator is not None
         if msg.is_streaming:
             await msg.load_body()
+        if not msg.body:
+            # no body at all is checked too: against the schema it is JSON null
+            problems = list(self.request_validator.iter_errors(None))
+            if problems:
+                raise RequestInvalid("the request has no body; this route expects a JSON body matching its schema",
+                                     extra={"errors": [{"path": "$", "message": p.message} for p in problems[:20]]})
+            return
         if msg.kind != "json":
             return  # a declared content_type already answered 415 for other media types
         problems = [{"path": "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path),

@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from engine.errors import PROBLEM_BASE
+from engine.httpguard import abort
 
 EXIT_DRAIN_CUT = 3  # the process exit code when requests were cut at the drain timeout
 
@@ -74,11 +75,11 @@ class DrainGuard:
         except asyncio.CancelledError:
             if not self.cutting:
                 raise
-            await self._answer_cut(state, send)
+            await self._answer_cut(scope, state, send)
         finally:
             del self.in_flight[task]
 
-    async def _answer_cut(self, state: _InFlight, send: Any) -> None:
+    async def _answer_cut(self, scope: Scope, state: _InFlight, send: Any) -> None:
         if not state.started:
             self.cut_answered += 1
             start, body = _problem(retry_after=1)
@@ -87,13 +88,7 @@ class DrainGuard:
                 await send(body)
             return
         self.cut_streaming += 1
-        # uvicorn's send is a method of the request's cycle: close its connection so the client
-        # sees a truncated answer, and mark it so uvicorn does not log the unfinished answer
-        cycle = getattr(send, "__self__", None)
-        transport = getattr(cycle, "transport", None)
-        if transport is not None:
-            transport.close()
-            cycle.disconnected = True  # type: ignore[union-attr]
+        abort(scope)  # the client sees a truncated answer; uvicorn logs nothing for it
 
     def cut(self) -> int:
         """Cancel every request in flight; returns how many there were."""

@@ -78,6 +78,23 @@ class MalformedBody(BadRequest):
     title = "Malformed request body"
 
 
+class PayloadShapeError(FlowError):
+    """The payload is JSON, but not of the shape a step writes into (an array, a number, a
+    string where an object is needed).  From the request: the caller's mistake (422)."""
+
+    status = 422
+    code = "payload-shape"
+    title = "Payload has the wrong shape"
+
+
+class UnencodableValue(BadRequest):
+    """A value that cannot be written where the flow puts it (a control character in XML, a
+    line break in a header)."""
+
+    code = "unencodable-value"
+    title = "Value cannot be encoded"
+
+
 class UnsupportedMediaType(FlowError):
     status = 415
     code = "unsupported-media-type"

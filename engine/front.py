@@ -29,11 +29,19 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route, Router, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from engine import jsonfast, telemetry
+from engine import jsonfast, metrics, telemetry
 from engine.compiler import CompiledFlow, CompiledProject
-from engine.errors import FlowError, MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
+from engine.errors import (
+    FlowError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    UnencodableValue,
+    UnsupportedMediaType,
+)
+from engine.httpguard import abort, client_gone, response_started
 from engine.message import Message, kind_of
-from engine.observability import correlation, correlation_id
+from engine.observability import correlation, correlation_id, escape_controls
 
 if TYPE_CHECKING:
     from connectors.soap.service import SoapService
@@ -150,19 +158,27 @@ class RoutingTable:
         return table
 
     def match(self, method: str, path: str) -> tuple[FlowRoute, dict[str, str]]:
+        """The route serving ``method`` on ``path`` and its parameters; HEAD is served by a GET
+        route (as GET, the server sends no body) unless a flow serves HEAD itself."""
         candidates = self.static.get(path)
         if candidates:
             for route in candidates:
                 if method in route.methods:
                     return route, {}
+            if method == "HEAD":
+                for route in candidates:
+                    if "GET" in route.methods:
+                        return route, {}
         allowed: set[str] = {m for r in candidates or () for m in r.methods}
         for route in self.by_segment.get(_first_segment(path), self.open_ended):
             found = route.path_regex.match(path)
             if found:
-                if method in route.methods:
+                if method in route.methods or (method == "HEAD" and "GET" in route.methods):
                     params = {k: str(route.param_convertors[k].convert(v)) for k, v in found.groupdict().items()}
                     return route, params
                 allowed |= route.methods
+        if "GET" in allowed:
+            allowed.add("HEAD")
         if allowed:
             raise MethodNotAllowed(f"{method} is not served on {path}; allowed: {', '.join(sorted(allowed))}",
                                    extra={"allowed": sorted(allowed)})
@@ -206,6 +222,22 @@ class FlowRouter(Router):
                     scope.update(child_scope)
                     return route
         return None
+
+
+CLIENT_CLOSED = 499  # the status logged (never sent) for a request whose client went away
+
+
+def _client_left() -> int:
+    metrics.CLIENT_DISCONNECTS.labels("in_flight").inc()
+    return CLIENT_CLOSED
+
+
+def _broken_off(scope: Scope, flow: str, what: str) -> int:
+    """A failure after the answer's headers went out: no second answer can be sent; the
+    connection is closed so the client sees the answer is incomplete."""
+    log.warning("flow %s: the answer broke off after its headers were sent (%s); connection closed", flow, what)
+    abort(scope)
+    return 502
 
 
 def problem(exc: FlowError, instance: str, cid: str) -> tuple[int, bytes]:
@@ -370,18 +402,30 @@ class Facade(Starlette):
             await route.flow.handle(msg)
             status = msg.status
             response_bytes = await respond(send, msg, cid)
+            if client_gone(scope):
+                status = _client_left()
         except FlowError as exc:
             error = exc
             if self.traces is not None and msg is not None and msg.trace is not None:
                 self.traces[-1].failed_step = getattr(exc, "step_id", None)
-            status, response_bytes = await self._fail(send, exc, path, cid, flow_name)
+            if client_gone(scope) or exc.code == "client-disconnected":
+                status, error = _client_left(), None  # a quiet, counted event: nobody to answer
+            elif response_started(scope):
+                status = _broken_off(scope, flow_name, exc.detail)
+            else:
+                status, response_bytes = await self._fail(send, exc, path, cid, flow_name)
         except Exception as exc:
             error = exc
             if self.traces is not None and msg is not None and msg.trace is not None:
                 self.traces[-1].failed_step = getattr(exc, "step_id", None)
-            log.exception("flow %s failed at %s", flow_name, getattr(exc, "step_id", "?"))
-            status, response_bytes = await self._fail(
-                send, FlowError("internal error; see the logs under this correlation id"), path, cid, flow_name)
+            if client_gone(scope):
+                status, error = _client_left(), None
+            elif response_started(scope):
+                status = _broken_off(scope, flow_name, type(exc).__name__)
+            else:
+                log.exception("flow %s failed at %s", flow_name, getattr(exc, "step_id", "?"))
+                status, response_bytes = await self._fail(
+                    send, FlowError("internal error; see the logs under this correlation id"), path, cid, flow_name)
         except BaseException as exc:  # cancelled (the client went away, the server stops): still counted
             error = exc
             raise
@@ -415,7 +459,10 @@ class Facade(Starlette):
         if length is not None and length > route.max_body:
             raise PayloadTooLarge(f"request body of {length} bytes is larger than the limit of {route.max_body}")
         query_string = scope.get("query_string", b"").decode("latin-1")
-        msg = Message(body=b"", content_type=content_type, headers=headers, method=scope["method"],
+        method = scope["method"]
+        if method == "HEAD" and "HEAD" not in route.methods:
+            method = "GET"  # a GET route answering HEAD: the flow runs as GET, the server drops the body
+        msg = Message(body=b"", content_type=content_type, headers=headers, method=method,
                       path_params=params, query=_query(query_string), query_string=query_string,
                       correlation_id=cid, max_body=route.max_body)
         if length == 0 or (length is None and "transfer-encoding" not in headers):
@@ -468,16 +515,34 @@ async def _stream(receive: Receive, limit: int) -> AsyncIterator[bytes]:
             yield chunk
 
 
+# what may not appear in a header value (RFC 9110, 5.5): a CR or LF would split the header
+_HEADER_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _header(name: str, value: str) -> tuple[bytes, bytes]:
+    """One response header as bytes: a value outside Latin-1 (``€``) is sent as its UTF-8
+    bytes; a control character (CR, LF, NUL...) is refused with 400, never sent, so that no
+    value can split the answer's headers."""
+    if _HEADER_CONTROLS.search(value) or not _HEADER_NAME.fullmatch(name):
+        what = "name" if not _HEADER_NAME.fullmatch(name) else "value"
+        raise UnencodableValue(f"the response header {escape_controls(name)!r} would have a control character "
+                               f"or a separator in its {what}; a header cannot carry it")
+    try:
+        return name.encode("latin-1"), value.encode("latin-1")
+    except UnicodeEncodeError:
+        return name.encode("latin-1"), value.encode("utf-8")
+
+
 async def respond(send: Send, msg: Message, cid: str) -> int | None:
     """Send the message as the HTTP answer: whole when its bytes are known, streamed otherwise;
     returns the body's size when it was sent whole."""
     out: list[tuple[bytes, bytes]] = []
     if msg.headers_are_request:
         names = msg.headers_explicit
-        out = [(k.encode("latin-1"), msg.headers[k].encode("latin-1")) for k in names
-               if k not in RESPONSE_SKIP and k in msg.headers]
+        out = [_header(k, msg.headers[k]) for k in names if k not in RESPONSE_SKIP and k in msg.headers]
     else:
-        out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in msg.headers.items() if k not in RESPONSE_SKIP]
+        out = [_header(k, v) for k, v in msg.headers.items() if k not in RESPONSE_SKIP]
     out.append((b"x-request-id", cid.encode()))
     stream = msg.take_stream()
     if stream is None:

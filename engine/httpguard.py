@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,32 @@ class HttpLimits:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+
+CLIENT_KEY = "interlace.client"  # scope["extensions"] key: the request's uvicorn cycle
+
+
+def client_gone(scope: MutableMapping[str, Any]) -> bool:
+    """Whether the client of this request has closed its connection (served by this protocol)."""
+    cycle = scope.get("extensions", {}).get(CLIENT_KEY)
+    return bool(cycle is not None and cycle.disconnected)
+
+
+def response_started(scope: MutableMapping[str, Any]) -> bool | None:
+    """Whether the answer's headers went out; None when the server is not this protocol."""
+    cycle = scope.get("extensions", {}).get(CLIENT_KEY)
+    return None if cycle is None else bool(cycle.response_started)
+
+
+def abort(scope: MutableMapping[str, Any]) -> bool:
+    """Close the request's connection now, without uvicorn logging the unfinished answer (the
+    client sees a truncated answer, never a complete-looking one); False when not served here."""
+    cycle = scope.get("extensions", {}).get(CLIENT_KEY)
+    if cycle is None:
+        return False
+    cycle.transport.close()
+    cycle.disconnected = True
+    return True
 
 
 class _Refused(Exception):
@@ -85,6 +112,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refusal: tuple[int, str, str, str] | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._got_bytes = False
+        self._running: Any = None  # the cycle whose request the app is serving
 
     def _count(self, reason: str) -> None:
         metrics.HTTP_REFUSED.labels(self.listener, reason).inc()
@@ -105,7 +133,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        # uvicorn marks only the last request it parsed as disconnected; with pipelined requests
+        # that is a queued one, and the one being served wrote to a closed transport (a
+        # RuntimeError into the flow).  Every request of the connection learns the client left.
+        running = self._running
+        if running is not None and not running.response_complete:
+            running.disconnected = True
+            running.message_event.set()
+        if self.pipeline:
+            metrics.CLIENT_DISCONNECTS.labels("queued").inc(len(self.pipeline))
+            for cycle, _ in self.pipeline:
+                cycle.disconnected = True
+            self.pipeline.clear()
         super().connection_lost(exc)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
 
     def _arm(self, delay: float, callback: Any) -> None:
         self._disarm()
@@ -206,6 +250,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                              f"the request line and headers exceed {self.limits.max_header_bytes} bytes")
             raise _Refused
         super().on_headers_complete()
+        # the request's own connection state, for the app (client_gone, abort below)
+        if self.cycle is not None and self.cycle.scope is self.scope:
+            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+            extensions[CLIENT_KEY] = self.cycle
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes that are not HTTP, as problem+json."""

@@ -18,6 +18,7 @@ interlace_circuit_breaker_state                         endpoint, url  (0 closed
 interlace_circuit_breaker_transitions_total             endpoint, url, state                   counter
 interlace_reloads_total                                 outcome (ok, failed)                   counter
 interlace_http_refused_total                            listener, reason                       counter
+interlace_http_client_disconnects_total                 stage (in_flight, queued)              counter
 interlace_flows_loaded                                  (none)                                 gauge
 interlace_source_messages_total                         source, outcome                        counter
 interlace_source_lag_seconds                            source                                 gauge
@@ -115,6 +116,9 @@ HTTP_REFUSED = Counter("interlace_http_refused", "Connections and request heads 
                        "(engine/httpguard.py), by listener (facade, management) and reason (header-too-large, "
                        "too-many-headers, uri-too-long, header-timeout, first-byte-timeout, max-connections, "
                        "bad-request).", ("listener", "reason"), registry=REGISTRY)
+CLIENT_DISCONNECTS = Counter("interlace_http_client_disconnects", "Requests whose client closed the connection "
+                             "before the answer was complete: in_flight (a flow was serving it), queued (pipelined "
+                             "behind another, never started).", ("stage",), registry=REGISTRY)
 FLOWS_LOADED = Gauge("interlace_flows_loaded", "Flows being served.", registry=REGISTRY)
 SOURCE_MESSAGES = Counter("interlace_source_messages", "Messages taken from sources (schedule, file, queue), by "
                           "source and outcome (ok, failed, dead_lettered).", ("source", "outcome"), registry=REGISTRY)

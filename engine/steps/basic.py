@@ -16,7 +16,7 @@ from jsonpath_ng.jsonpath import Child, Fields, Index, Root
 from lxml import etree
 
 from engine.compiler import CompileContext, StepConfigError
-from engine.errors import ExpressionError
+from engine.errors import ExpressionError, PayloadShapeError, UnencodableValue, UnsupportedMediaType
 from engine.expressions import Template, to_text
 from engine.message import JSON, TEXT, XML, Message
 from engine.registry import StepFn, status_field, step_kind
@@ -107,19 +107,42 @@ def compile_jsonpath(text: str, ctx: CompileContext, key: Any) -> JSONPath:
 
 
 def json_payload(msg: Message, what: str) -> Any:
+    """The JSON payload (None for an empty body).  Another media type is the caller's mistake
+    while the body is still the request's (415), otherwise the flow's (500)."""
     payload = msg.payload
-    if msg.kind != JSON:
+    if msg.kind != JSON and payload is not None:
+        if msg.headers_are_request:
+            raise UnsupportedMediaType(f"{what} needs a JSON body; the request's is "
+                                       f"{msg.content_type or 'of no declared type'}")
         raise ExpressionError(f"{what} needs a JSON payload, the message is {msg.content_type or 'unknown'}")
     return payload
 
 
-def write_at(msg: Message, path: JSONPath, value: Any) -> None:
-    """Write ``value`` at a JSONPath of the JSON payload, creating what is missing."""
-    document = json_payload(msg, "writing at a JSONPath")
+_JSON_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+                    float: "a number"}
+
+
+def write_into(msg: Message, path: JSONPath, value: Any, what: str) -> None:
+    """Write ``value`` at a JSONPath of the JSON payload, creating what is missing; an empty
+    body is an empty object.  A payload of another shape (``[1]``, ``5``, ``"x"`` where
+    ``$.id`` needs an object) is refused with 422 when it is the request's."""
+    document = json_payload(msg, what)
     if document is None:
         document = {}
-    updated = path.update_or_create(document, value)
+    try:
+        updated = path.update_or_create(document, value)
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+        shape = _JSON_TYPE_NAMES.get(type(document), "a value")
+        detail = f"{what} {str(path).strip('()')} needs a JSON payload it can write into, not {shape}"
+        if msg.headers_are_request:
+            raise PayloadShapeError(f"{detail}: send a JSON object", internal=repr(exc)) from None
+        raise PayloadShapeError(detail, status=500, internal=repr(exc)) from None
     msg.set_payload(updated, JSON, msg.content_type)
+
+
+def write_at(msg: Message, path: JSONPath, value: Any) -> None:
+    """Write ``value`` at a JSONPath of the JSON payload, creating what is missing."""
+    write_into(msg, path, value, "writing at")
 
 
 SET_TARGETS = ("var", "header", "path", "vars", "headers", "status")
@@ -235,8 +258,16 @@ def compile_remove(config: Any, ctx: CompileContext) -> StepFn:
             msg.remove_header(name)
         if paths:
             document = json_payload(msg, "removing at a JSONPath")
+            if document is None:
+                return
             for path in paths:
-                document = path.filter(lambda _: True, document)
+                try:
+                    document = path.filter(lambda _: True, document)
+                except (TypeError, AttributeError, KeyError, IndexError) as exc:
+                    raise PayloadShapeError(f"removing {path} needs a JSON object or array, not "
+                                            f"{_JSON_TYPE_NAMES.get(type(document), 'a value')}",
+                                            status=422 if msg.headers_are_request else 500,
+                                            internal=repr(exc)) from None
             msg.set_payload(document, JSON, msg.content_type)
 
     return run
@@ -279,14 +310,25 @@ class XmlTemplate:
             for index in route:
                 element = element[index]
             value = template.render(msg)
-            if where.startswith("@"):
-                element.set(where[1:], to_text(value))
-            elif isinstance(value, etree._Element) and where == "text":
-                element.text = None
-                element.append(copy.deepcopy(value))
-            else:
-                setattr(element, where, to_text(value))
+            try:
+                if where.startswith("@"):
+                    element.set(where[1:], to_text(value))
+                elif isinstance(value, etree._Element) and where == "text":
+                    element.text = None
+                    element.append(copy.deepcopy(value))
+                else:
+                    setattr(element, where, to_text(value))
+            except ValueError:  # lxml: "All strings must be XML compatible"
+                raise UnencodableValue(_xml_refusal(to_text(value))) from None
         return root
+
+
+def _xml_refusal(text: str) -> str:
+    bad = next((ch for ch in text if (ord(ch) < 0x20 and ch not in "\t\n\r") or 0xFFFE <= ord(ch) <= 0xFFFF
+                or 0xD800 <= ord(ch) <= 0xDFFF), None)
+    which = f"U+{ord(bad):04X}" if bad is not None else "a character"
+    return (f"a value for the XML template holds {which}, which XML 1.0 cannot carry (not even escaped); "
+            "send the value without control characters")
 
 
 def _route_to(root: etree._Element, element: etree._Element) -> list[int]:

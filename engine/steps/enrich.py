@@ -7,7 +7,7 @@ from typing import Any
 from connectors.base import NO_PAYLOAD
 from engine.compiler import CompileContext, StepConfigError
 from engine.errors import ExpressionError
-from engine.message import JSON, XML, Message, kind_of
+from engine.message import XML, Message, kind_of
 from engine.registry import StepFn, step_kind
 from engine.steps._operations import (
     ENDPOINT_PROPERTY,
@@ -17,7 +17,7 @@ from engine.steps._operations import (
     parsed,
     payload_kind,
 )
-from engine.steps.basic import compile_jsonpath, json_payload
+from engine.steps.basic import compile_jsonpath, json_payload, write_into
 
 
 def enrich_schema() -> dict[str, Any]:
@@ -79,8 +79,6 @@ def compile_enrich(config: Any, ctx: CompileContext) -> StepFn:
             msg.vars[var] = value
         else:
             assert into is not None
-            document = json_payload(msg, "enrich into a JSONPath")
-            msg.set_payload(into.update_or_create(document if document is not None else {}, value), JSON,
-                            msg.content_type)
+            write_into(msg, into, value, "enrich into")
 
     return run

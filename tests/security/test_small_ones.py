@@ -1,5 +1,7 @@
-"""Issue 9, item 14: the smaller defects.  A busy port is one line naming the flag; a request
-that is not HTTP gets a problem+json 400 (it was uvicorn's text/plain)."""
+"""Issue 9, item 14: the smaller defects.  HEAD on a GET route answers as GET without a body
+(it was 405); a request that is not HTTP gets a problem+json 400 (it was uvicorn's text/plain);
+a busy port is one line naming the flag (it was an OSError traceback); a POST with no body
+still meets the route's declared request schema (it skipped it)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,21 @@ flows:
   hello:
     source: {http: {method: GET, path: /hello}}
     steps:
-      - respond: {json: {hello: world}}
+      - respond: {headers: {X-Method: "${method}"}, json: {hello: world}}
+  item:
+    source: {http: {method: GET, path: "/items/{id}"}}
+    steps:
+      - respond: {json: {id: "${path.id}"}}
+  create:
+    source:
+      http:
+        method: POST
+        path: /orders
+        request:
+          content_type: application/json
+          schema: {type: object, required: [customer], properties: {customer: {type: string}}}
+    steps:
+      - respond: {status: 201, json: {created: true}}
 """
 
 
@@ -61,3 +77,35 @@ def test_a_request_that_is_not_http_gets_a_problem(engine: RunningEngine, garbag
     problem = answer.json()
     assert problem["status"] == 400 and problem["type"].endswith("/bad-request")
     assert problem["detail"].startswith("the request is not valid HTTP/1.1")
+
+
+@pytest.mark.parametrize("path", ["/hello", "/items/7"])
+def test_head_on_a_get_route_answers_as_get_without_a_body(engine: RunningEngine, path: str) -> None:
+    get = rawhttp.request(engine.port, path)
+    with rawhttp.connect(engine.port) as sock:
+        sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        raw = rawhttp.read_all(sock)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == b""
+    (answer,) = rawhttp.parse_responses(raw, head_only=True)
+    assert answer.header("content-length") == get.header("content-length") == str(len(get.body))
+    assert answer.header("content-type") == get.header("content-type")
+    if path == "/hello":
+        assert answer.header("x-method") == "GET"  # the flow ran as GET
+
+
+def test_allow_names_head_with_get(engine: RunningEngine) -> None:
+    answer = rawhttp.request(engine.port, "/hello", method="DELETE")
+    assert answer.status == 405 and answer.header("allow") == "GET, HEAD"
+
+
+@pytest.mark.parametrize("headers", [{}, {"Content-Type": "application/json"}])
+def test_a_post_with_no_body_meets_the_request_schema(engine: RunningEngine, headers: dict[str, str]) -> None:
+    answer = rawhttp.request(engine.port, "/orders", method="POST", headers=headers)
+    assert answer.status == 422, answer
+    assert answer.header("content-type") == "application/problem+json"
+    problem = answer.json()
+    assert problem["type"].endswith("/request-invalid") and "no body" in problem["detail"]
+    ok = rawhttp.request(engine.port, "/orders", method="POST", body=b'{"customer": "c-1"}',
+                         headers={"Content-Type": "application/json"})
+    assert ok.status == 201
