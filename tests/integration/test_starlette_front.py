@@ -93,7 +93,7 @@ def test_testclient_runs_the_lifespan_and_the_flows(tmp_path: Path, backend: Bac
         missing = client.get("/nowhere")
         assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
         wrong = client.post("/hello")
-        assert wrong.status_code == 405 and wrong.headers["allow"] == "GET"
+        assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, HEAD"  # a GET route answers HEAD too
     assert not app.project.opened  # and the shutdown closed them
 
 
