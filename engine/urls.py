@@ -11,6 +11,9 @@ compiled as a URL template:
   and climb all the same;
 - after a literal ``?``, a ``${...}`` is encoded as a query name or value (``&``, ``=``,
   ``+``, ``#`` encoded too);
+- a path that is one whole ``${...}`` (``path: ${payload.path}``) is a path: its ``/`` stay
+  as they are, every other character is encoded as in a segment (``?`` and ``#`` included),
+  and a ``.`` or ``..`` segment is refused;
 - ``${raw(...)}`` inserts the value as the author computed it, for a value that is a piece
   of URL itself (``${raw(vars.next_page)}``); only characters never valid in a URL (spaces,
   controls, non-ASCII) are encoded.  The connector still refuses dot segments.
@@ -101,7 +104,12 @@ def _is_raw(source: str) -> bool:
     return bool(parsed.get("type") == "function_expression" and parsed.get("value") == "raw")
 
 
-SEGMENT, QUERY, RAW = "segment", "query", "raw"
+SEGMENT, QUERY, RAW, PATH = "segment", "query", "raw", "path"
+
+
+def quote_path(value: str) -> str:
+    """``value`` as a path: each segment encoded, the slashes between them kept."""
+    return "/".join(quote_segment(segment) for segment in value.split("/"))
 
 
 class UrlTemplate:
@@ -132,7 +140,8 @@ class UrlTemplate:
             except ExpressionSyntaxError as exc:
                 raise ExpressionSyntaxError(str(exc), start + 2 + exc.offset) from exc
             self.expressions.append(expr)
-            pieces.append((expr, RAW if _is_raw(source) else QUERY if in_query else SEGMENT))
+            whole = start == 0 and end == len(text)
+            pieces.append((expr, RAW if _is_raw(source) else PATH if whole else QUERY if in_query else SEGMENT))
             cursor = end
         if cursor < len(text):
             pieces.append(requote(text[cursor:].replace("$${", "${")))
@@ -160,7 +169,7 @@ class UrlTemplate:
                          and isinstance(after, str) and after[:1] in ("/", "?", "#", ""))
                 parts.append(_segment(expr, whole))
             else:
-                parts.append(_encoded(expr, requote if mode == RAW else quote_query))
+                parts.append(_encoded(expr, requote if mode == RAW else quote_path if mode == PATH else quote_query))
 
         def render(msg: Message) -> str:
             return "".join(part(msg) for part in parts)

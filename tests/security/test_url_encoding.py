@@ -38,6 +38,10 @@ def engine(backend: BackendServer, tmp_path_factory: pytest.TempPathFactory) -> 
         source: {{http: {{method: GET, path: /search}}}}
         steps:
           - call: {{endpoint: backend, method: GET, path: /search, query: {{q: "${{query.q}}"}}}}
+      whole:
+        source: {{http: {{method: GET, path: /whole}}}}
+        steps:
+          - call: {{endpoint: backend, method: GET, path: "${{query.path}}"}}
       raw:
         source: {{http: {{method: GET, path: /next}}}}
         steps:
@@ -81,6 +85,22 @@ def test_dot_segments_never_climb_out_of_the_base_path(backend: BackendServer, e
     assert answer.status == 400, answer
     assert answer.header("content-type") == "application/problem+json"
     assert answer.json()["type"].endswith("/bad-url-value")
+    assert backend.requests == []
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    ("/whole?path=/items/7", "/api/items/7"),  # its slashes stay
+    ("/whole?path=/items/7%3Fadmin%3D1%23x", "/api/items/7%3Fadmin%3D1%23x"),  # nothing else does
+])
+def test_a_path_that_is_one_whole_expression_keeps_its_slashes(backend: BackendServer, engine: RunningEngine,
+                                                              target: str, expected: str) -> None:
+    assert backend_saw(backend, engine, target) == expected
+
+
+def test_a_whole_expression_path_cannot_climb(backend: BackendServer, engine: RunningEngine) -> None:
+    backend.clear()
+    answer = rawhttp.request(engine.port, "/whole?path=/items/../../admin")
+    assert answer.status == 400 and answer.json()["type"].endswith("/bad-url-value")
     assert backend.requests == []
 
 
