@@ -139,7 +139,7 @@ async def test_error_handlers_see_category_endpoint_and_operation(tmp_path: Path
     ("{endpoint: dead, methd: GET}",
      "flows.yaml:8:32: call: unknown key 'methd' (did you mean 'method'?)"),
     ("{endpoint: dead, forward_headers: maybe}",
-     "flows.yaml:8:49: call: expected true or false in forward_headers, got the string 'maybe'"),
+     "flows.yaml:8:49: call: expected true or false or a list in forward_headers, got the string 'maybe'"),
 ])
 def test_operation_keys_are_checked_at_load_with_their_position(tmp_path: Path, step: str, message: str) -> None:
     write_flows(tmp_path, FLOWS.replace("{endpoint: dead, path: /x}", step))
