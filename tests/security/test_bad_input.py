@@ -27,6 +27,11 @@ flows:
     source: {http: {method: GET, path: /greet}}
     steps:
       - respond: {headers: {X-Name: "${query.name}"}, json: {ok: true}}
+  write-id:
+    source: {http: {method: POST, path: /write}}
+    steps:
+      - set: {path: $.id, value: "${uuid()}"}
+      - respond: {status: 201}
   set-header:
     source: {http: {method: GET, path: /tag}}
     steps:
@@ -66,21 +71,25 @@ def test_xml_templates_still_escape_markup(engine: RunningEngine) -> None:
 @pytest.mark.parametrize(("body", "shape"), [(b"[1]", "an array"), (b"5", "a number"), (b'"x"', "a string"),
                                              (b"true", "a boolean")])
 def test_a_json_body_that_is_not_an_object_is_a_422(engine: RunningEngine, body: bytes, shape: str) -> None:
-    answer = rawhttp.request(engine.port, "/_demo/orders-api/orders", method="POST", body=body,
+    answer = rawhttp.request(engine.port, "/write", method="POST", body=body,
                              headers={"Content-Type": "application/json"})
     problem = assert_problem(answer, 422, "payload-shape")
     assert f"not {shape}" in str(problem["detail"]) and "$.id" in str(problem["detail"])
+    # the route (its flow now also declares a request schema, which answers first)
+    demo = rawhttp.request(engine.port, "/_demo/orders-api/orders", method="POST", body=body,
+                           headers={"Content-Type": "application/json"})
+    assert demo.status == 422 and demo.header("content-type") == "application/problem+json"
 
 
 @pytest.mark.parametrize("headers", [{"Content-Type": "application/json"}, {}])
 def test_no_body_where_a_flow_writes_into_an_object_is_an_empty_object(engine: RunningEngine,
                                                                       headers: dict[str, str]) -> None:
-    answer = rawhttp.request(engine.port, "/_demo/orders-api/orders", method="POST", headers=headers)
+    answer = rawhttp.request(engine.port, "/write", method="POST", headers=headers)
     assert answer.status == 201 and set(answer.json()) == {"id"}
 
 
 def test_a_text_body_where_a_flow_writes_json_is_a_415(engine: RunningEngine) -> None:
-    answer = rawhttp.request(engine.port, "/_demo/orders-api/orders", method="POST", body=b"hello",
+    answer = rawhttp.request(engine.port, "/write", method="POST", body=b"hello",
                              headers={"Content-Type": "text/plain"})
     assert_problem(answer, 415, "unsupported-media-type")
 
