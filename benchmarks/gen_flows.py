@@ -7,7 +7,8 @@ The flows rotate through the step kinds a real project mixes: answering from a t
 routing on a header and on the payload, reshaping JSON with JMESPath, XSLT, calling and
 enriching from an HTTP endpoint (declared, never called at start), logging and headers.
 Every flow serves its own route: ``POST /gen/<n>`` (``GET /gen/<n>/ping`` for the first
-kind, which answers without a backend, so a probe can time start to first answer).
+kind, which answers without a backend, so a probe can time start to first answer); with
+``--templated`` every other one's path has a parameter.
 """
 
 from __future__ import annotations
@@ -94,7 +95,16 @@ KINDS = [
 ]
 
 
-def generate(target: Path, count: int, per_file: int) -> list[Path]:
+def _templated(text: str, n: int) -> str:
+    """Every other flow's path with a parameter: ``/gen/{id}/N`` (grouped under its literal first
+    segment) or ``/{tenant}/gen/N`` (a parameter first: a template tried for any path)."""
+    if n % 2 == 0:
+        return text
+    template = f"/gen/{{id}}/{n}" if n % 4 == 1 else f"/{{tenant}}/gen/{n}"
+    return text.replace(f"path: /gen/{n}}}", f"path: '{template}'}}")
+
+
+def generate(target: Path, count: int, per_file: int, templated: bool = False) -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
     (target / "gen.xsl").write_text(XSL)
     written: list[Path] = []
@@ -102,7 +112,8 @@ def generate(target: Path, count: int, per_file: int) -> list[Path]:
         index = first // per_file
         text = HEADER.format(file=index)
         for n in range(first, min(first + per_file, count)):
-            text += KINDS[n % len(KINDS)].format(n=n, file=index)
+            flow = KINDS[n % len(KINDS)].format(n=n, file=index)
+            text += _templated(flow, n) if templated else flow
         path = target / f"gen-{index:04d}.yaml"
         path.write_text(text)
         written.append(path)
@@ -114,8 +125,10 @@ def main() -> None:
     parser.add_argument("target", type=Path, help="folder to write (created)")
     parser.add_argument("--count", type=int, default=200, help="flows in all (default 200)")
     parser.add_argument("--per-file", type=int, default=1, help="flows per file (default 1)")
+    parser.add_argument("--templated", action="store_true",
+                        help="every other flow's path with a parameter (/gen/{id}/N, /{tenant}/gen/N)")
     args = parser.parse_args()
-    files = generate(args.target, args.count, args.per_file)
+    files = generate(args.target, args.count, args.per_file, args.templated)
     print(f"{args.count} flows in {len(files)} files under {args.target}")
 
 

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -90,9 +91,39 @@ def escape_controls(text: str) -> str:
     return _CONTROLS.sub(_escape_control, text) if _CONTROLS.search(text) else text
 
 
+class _SecondCache:
+    """A time format's text up to the second, made again only when the second changes: the
+    request line made ``time.strftime`` once per request (a few µs each)."""
+
+    __slots__ = ("second", "text")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.text = ""
+
+    def get(self, created: float, make: Callable[[int], str]) -> str:
+        second = int(created)
+        if second != self.second:
+            self.text = make(second)
+            self.second = second
+        return self.text
+
+
 class TextFormatter(logging.Formatter):
     """The text log format, one line per record: control characters in the message (which
     holds request values) are escaped; a traceback, if any, follows on its own lines."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._seconds = _SecondCache()
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None or self.default_msec_format is None:
+            return super().formatTime(record, datefmt)
+        # the default format (the local time, then ",mmm"), made once a second
+        text = self._seconds.get(record.created,
+                                 lambda second: time.strftime(self.default_time_format, self.converter(second)))
+        return self.default_msec_format % (text, record.msecs)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_controls(record.message)
@@ -108,10 +139,14 @@ class JsonFormatter(logging.Formatter):
     structured ``fields`` the record carries (the request line: route, status, duration...).
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._seconds = _SecondCache()
+
     def format(self, record: logging.LogRecord) -> str:
+        second = self._seconds.get(record.created, lambda s: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)))
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-                    + f".{int(record.msecs):03d}Z",
+            "time": f"{second}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "pid": record.process,
