@@ -128,8 +128,8 @@ def drive(engine: Engine, cell: str, bodies: Path, bench: Path, secs: float) -> 
     out = subprocess.run(wrk, env=env, capture_output=True, text=True, check=True).stdout
     used = engine.cpu_seconds() - before
     found = RESULT.search(out)
-    if not found or "Non-2xx" in out:
-        raise SystemExit(f"{engine.name} {cell}: wrk saw errors:\n{out}")
+    if not found or "Non-2xx" in out or not int(found.group(1)):
+        raise SystemExit(f"{engine.name} {cell}: wrk saw errors or no answer:\n{out}")
     requests, duration_us = int(found.group(1)), int(found.group(2))
     return used * 1e6 / requests, requests / (duration_us / 1e6)
 
@@ -199,7 +199,7 @@ def main() -> None:
             wait_ready(engine, (work / "json").read_bytes())
         for engine in engines:  # warm-up: imports, pools, caches
             for cell in cells:
-                drive(engine, cell, work, bench, 1)
+                drive(engine, cell, work, bench, 2)
         for round_ in range(args.rounds):
             order = engines[round_ % len(engines):] + engines[:round_ % len(engines)]
             for engine in order:

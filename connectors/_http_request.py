@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.base import Invocation, Invoke, Operation, Reply
 from engine import jsonfast, xmlsafe
-from engine.errors import BackendStatusError
+from engine.errors import BackendStatusError, FlowError
 from engine.expressions import Template, to_text
 
 if TYPE_CHECKING:
@@ -73,12 +73,19 @@ REQUEST_OPERATION = Operation(
 
 
 def compile_request(endpoint_name: str, config: dict[str, Any], ctx: CompileContext, invoke: Invoke) -> Invocation:
-    from connectors.http import HttpRequest
+    from connectors.http import HttpRequest, checked_path
     from engine.compiler import StepConfigError
     from engine.steps.basic import XmlTemplate
 
     method = ctx.template(config["method"], "method") if "method" in config else None
     path = ctx.url_template(config.get("path", ""), "path")
+    # a literal path is made ready once, here; one that would fail is left to fail per request as before
+    literal_path: str | None = None
+    if path.is_constant:
+        try:
+            literal_path = checked_path(path.constant)
+        except FlowError:
+            literal_path = None
     query = [(str(k), ctx.template(v, ("query", k))) for k, v in (config.get("query") or {}).items()]
     extra_headers = [(str(k).lower(), ctx.template(v, ("headers", k)))
                      for k, v in (config.get("headers") or {}).items()]
@@ -151,7 +158,11 @@ def compile_request(endpoint_name: str, config: dict[str, Any], ctx: CompileCont
                 headers = [(k, v) for k, v in headers if k != "content-type"] + [("content-type", msg.content_type)]
                 forwarded = [(k, v) for k, v in forwarded if k != "content-type"]
         rendered_query = [(k, to_text(v.render(msg))) for k, v in query] or None
-        reply = await invoke(HttpRequest(verb, path.render(msg), headers, body, rendered_query, forwarded=forwarded))
+        if literal_path is not None:
+            request = HttpRequest(verb, literal_path, headers, body, rendered_query, forwarded=forwarded, checked=True)
+        else:
+            request = HttpRequest(verb, path.render(msg), headers, body, rendered_query, forwarded=forwarded)
+        reply = await invoke(request)
         if accept is not None and not accept(reply.status or 0):
             await reply.aclose()
             raise BackendStatusError(f"endpoint {endpoint_name!r} answered {reply.status}",

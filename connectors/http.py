@@ -195,6 +195,17 @@ def _display(url: str) -> str:
 
 
 
+def checked_path(path: str) -> str:
+    """An encoded URL path (engine/urls.py builds it from the template) made ready to join to a
+    base URL: a leading '/', what is never valid in a URL encoded, and a '.' or '..' segment
+    refused (400): the call stays under the base."""
+    if path and path[0] != "/":
+        path = "/" + path
+    path = requote(path)
+    check_path(path)
+    return path
+
+
 class HttpRequest(Request):
     """One HTTP request: ``path`` (with its query) is joined to a target's base URL."""
 
@@ -202,16 +213,13 @@ class HttpRequest(Request):
 
     def __init__(self, method: str, path: str, headers: list[tuple[str, str]] | None = None,
                  body: bytes | AsyncIterable[bytes] | None = None, query: list[tuple[str, str]] | None = None,
-                 transaction: Any = None, forwarded: list[tuple[str, str]] | None = None) -> None:
+                 transaction: Any = None, forwarded: list[tuple[str, str]] | None = None,
+                 checked: bool = False) -> None:
         super().__init__("request", transaction)
         self.query = query
         self.forwarded = forwarded  # copied from the caller: never replaces the endpoint's or the call's
-        if path and path[0] != "/":
-            path = "/" + path
-        # an encoded URL path (engine/urls.py builds it from the template): what is never valid in
-        # a URL is encoded, and a '.' or '..' segment is refused (400): the call stays under the base
-        path = requote(path)
-        check_path(path)
+        if not checked:  # checked: the path is checked_path()'s, done once at load for a literal path
+            path = checked_path(path)
         if query:
             path = f"{path}{'&' if '?' in path else '?'}{urlencode(query)}"
         self.method = method

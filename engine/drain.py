@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from engine.errors import PROBLEM_BASE
-from engine.httpguard import abort
+from engine.httpguard import CLIENT_KEY, abort
 
 EXIT_DRAIN_CUT = 3  # the process exit code when requests were cut at the drain timeout
 
@@ -37,10 +37,27 @@ def _problem(retry_after: int) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 class _InFlight:
-    __slots__ = ("started",)
+    """Whether a request's answer has started, for a server other than the engine's own."""
+
+    __slots__ = ("response_started",)
 
     def __init__(self) -> None:
-        self.started = False
+        self.response_started = False
+
+
+class _TrackedSend:
+    """``send`` noting when the answer starts."""
+
+    __slots__ = ("inner", "state")
+
+    def __init__(self, inner: Any, state: _InFlight) -> None:
+        self.inner = inner
+        self.state = state
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.state.response_started = True
+        await self.inner(message)
 
 
 class DrainGuard:
@@ -48,7 +65,8 @@ class DrainGuard:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.in_flight: dict[asyncio.Task[Any], _InFlight] = {}
+        # each request's task -> what knows whether its answer started (uvicorn's cycle, or an _InFlight)
+        self.in_flight: dict[asyncio.Task[Any], Any] = {}
         self.cutting = False
         self.cut_answered = 0  # cut before their answer started: got the 503
         self.cut_streaming = 0  # cut mid-answer: connection closed
@@ -62,16 +80,15 @@ class DrainGuard:
         if task is None:
             await self.app(scope, receive, send)
             return
-        state = _InFlight()
-
-        async def tracked_send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                state.started = True
-            await send(message)
-
+        # the engine's server (engine/httpguard.py) knows whether the answer started: no send wrapper
+        state: Any = scope.get("extensions", {}).get(CLIENT_KEY)
+        inner_send = send
+        if state is None:
+            state = _InFlight()
+            inner_send = _TrackedSend(send, state)
         self.in_flight[task] = state
         try:
-            await self.app(scope, receive, tracked_send)
+            await self.app(scope, receive, inner_send)
         except asyncio.CancelledError:
             if not self.cutting:
                 raise
@@ -79,8 +96,8 @@ class DrainGuard:
         finally:
             del self.in_flight[task]
 
-    async def _answer_cut(self, scope: Scope, state: _InFlight, send: Any) -> None:
-        if not state.started:
+    async def _answer_cut(self, scope: Scope, state: Any, send: Any) -> None:
+        if not state.response_started:
             self.cut_answered += 1
             start, body = _problem(retry_after=1)
             with contextlib.suppress(Exception):  # the client may be gone too

@@ -19,8 +19,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from starlette._utils import get_route_path
+from starlette._utils import get_route_path, is_async_callable
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
@@ -261,6 +262,33 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return Response(body, status, media_type="application/problem+json", headers={"x-request-id": cid})
 
 
+class ErrorBoundary(ServerErrorMiddleware):
+    """Starlette's outer 500 boundary.  Served by the engine's own server, it reads whether the
+    answer has started from the request's connection (engine/httpguard.py) instead of wrapping
+    every ``send`` of every request to watch for it; elsewhere (TestClient, another server) it
+    is Starlette's as it is."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or response_started(scope) is None:
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            request = Request(scope)
+            if self.debug:
+                response = await run_in_threadpool(self.debug_response, request, exc)
+            elif self.handler is None:
+                response = self.error_response(request, exc)
+            elif is_async_callable(self.handler):
+                response = await self.handler(request, exc)  # type: ignore[assignment, arg-type]
+            else:
+                response = await run_in_threadpool(self.handler, request, exc)  # type: ignore[arg-type]
+            if not response_started(scope):
+                await response(scope, receive, send)
+            raise  # as Starlette's: the server logs it, a test client may raise it
+
+
 @dataclass
 class RequestTrace:
     flow: str
@@ -319,7 +347,7 @@ class Facade(Starlette):
         the middleware added from Python.  Starlette's ExceptionMiddleware only when an
         exception handler was added: the flows answer their own errors as problem+json."""
         handlers = {k: v for k, v in self.exception_handlers.items() if k not in (500, Exception)}
-        middleware = [Middleware(ServerErrorMiddleware, handler=self.exception_handlers.get(Exception)
+        middleware = [Middleware(ErrorBoundary, handler=self.exception_handlers.get(Exception)
                                  or self.exception_handlers.get(500), debug=self.debug),
                       *self._project_middleware, *self.user_middleware]
         if handlers:
@@ -520,18 +548,28 @@ _HEADER_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
+# header names already checked, as sent: names come from flows and backends, a bounded set
+_NAMES: dict[str, bytes] = {}
+
+
 def _header(name: str, value: str) -> tuple[bytes, bytes]:
     """One response header as bytes: a value outside Latin-1 (``€``) is sent as its UTF-8
     bytes; a control character (CR, LF, NUL...) is refused with 400, never sent, so that no
     value can split the answer's headers."""
+    encoded = _NAMES.get(name)
+    if encoded is not None and value.isascii() and value.isprintable():
+        return encoded, value.encode("ascii")  # printable ASCII: no control character, nothing to check
     if _HEADER_CONTROLS.search(value) or not _HEADER_NAME.fullmatch(name):
         what = "name" if not _HEADER_NAME.fullmatch(name) else "value"
         raise UnencodableValue(f"the response header {escape_controls(name)!r} would have a control character "
                                f"or a separator in its {what}; a header cannot carry it")
+    encoded = name.encode("latin-1")
+    if len(_NAMES) < 4096:
+        _NAMES[name] = encoded
     try:
-        return name.encode("latin-1"), value.encode("latin-1")
+        return encoded, value.encode("latin-1")
     except UnicodeEncodeError:
-        return name.encode("latin-1"), value.encode("utf-8")
+        return encoded, value.encode("utf-8")
 
 
 async def respond(send: Send, msg: Message, cid: str) -> int | None:

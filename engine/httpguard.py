@@ -109,6 +109,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_bytes = 0
         self._header_count = 0
+        self._head_size = 0  # the request line and headers as sent, from the parser's callbacks
         self._refusal: tuple[int, str, str, str] | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._got_bytes = False
@@ -209,6 +210,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_header_bytes:
                 self._too_large()
+            elif self._head_timer is None:
+                # a head still incomplete after the read it began in: its timeout runs from now
+                # (that read came microseconds ago).  A head that came whole, as nearly every
+                # one does, never arms a timer: no TimerHandle per request.
+                self._arm(self.limits.header_timeout, self._head_timed_out)
 
     def _too_large(self) -> None:
         self._count("header-too-large")
@@ -220,9 +226,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
-        self._arm(self.limits.header_timeout, self._head_timed_out)
+        self._head_size = 20  # "METHOD target HTTP/1.1\r\n" beside the target, approximately
+        self._disarm()  # the header timeout is armed after the read, only if this head is still incomplete
 
     def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
         if len(self.url) + len(url) > self.limits.max_header_bytes:
             self._count("header-too-large")
             self._refusal = (414, "uri-too-long", "URI too long",
@@ -237,14 +245,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refusal = (431, "too-many-headers", "Request header fields too large",
                              f"the request has more than {self.limits.max_headers} header fields")
             raise _Refused
+        self._head_size += len(name) + len(value) + 4  # "name: value\r\n"
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm()
         # exact, for a head that came whole in one read: "METHOD target HTTP/1.1\r\n", "name: value\r\n"...
-        size = len(self.url) + 20 + sum(len(name) + len(value) + 4 for name, value in self.headers)
-        if size > self.limits.max_header_bytes:
+        if self._head_size > self.limits.max_header_bytes:
             self._count("header-too-large")
             self._refusal = (431, "header-too-large", "Request header fields too large",
                              f"the request line and headers exceed {self.limits.max_header_bytes} bytes")
