@@ -11,7 +11,9 @@ across workers side by side:
 Each runs in a fresh interpreter (the value class is chosen when the library is imported) and
 makes what engine/telemetry.py records per request on the direct proxy: the request histogram,
 two body-size histograms, the in-flight gauge up and down, one step histogram and one backend
-histogram.  Prints µs per request (best of 5).  The machine is shared: compare within one run.
+histogram.  Then the engine's own calls for one direct-proxy request (children cached, as the
+engine has them), with the request log off and on.  Prints µs per request (best of 5).  The
+machine is shared: compare within one run.
 """
 
 from __future__ import annotations
@@ -60,11 +62,52 @@ def measure(multiprocess: bool) -> str:
                               check=True).stdout.strip()
 
 
+# What the engine itself does per request of the direct proxy, through its own calls (children
+# cached per label set): the front's begin/routed/end, the call step's timer and the backend
+# attempt's observation; with the request log off (metrics alone) and on (a text line to a file).
+ENGINE = r"""
+import logging, os, sys, time
+sys.stderr = open(os.devnull, "w")
+from engine.observability import setup_logging
+from engine import instrument, metrics, telemetry
+setup_logging("info", "text")
+if not LOG:
+    logging.getLogger("interlace.request").setLevel(logging.WARNING)
+ok = metrics.STEP_SECONDS.labels("direct", "direct/steps[0]", "call", "ok")
+def one():
+    seen = telemetry.begin("POST", "/direct", {}, "0123456789abcdef")
+    telemetry.routed(seen, "direct", "/direct")
+    ok.observe(0.0004)
+    metrics.backend_call("backend", "http://127.0.0.1:18100", "2xx", 0.0003)
+    telemetry.end(seen, 200, 1024, 1024)
+for _ in range(2000):
+    one()
+best = float("inf")
+for _ in range(5):
+    started = time.process_time()
+    for _ in range(20000):
+        one()
+    best = min(best, (time.process_time() - started) / 20000)
+print(f"{best * 1e6:.2f}")
+"""
+
+
+def engine_path(log: bool) -> str:
+    code = f"LOG = {log}\n{ENGINE}"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout.strip()
+
+
 def main() -> None:
-    print("| values | µs per request (7 observations) |")
+    print("| values | µs per request (7 observations, labels() each time) |")
     print("|---|---:|")
     for name, multi in (("memory (each worker; merged at scrape)", False), ("multiprocess (mmap files)", True)):
         print(f"| {name} | {measure(multi)} |")
+    print()
+    print("| the engine's own per-request telemetry (direct proxy) | µs CPU per request |")
+    print("|---|---:|")
+    print(f"| metrics: begin/routed/end, a step and a backend observation, request log off | {engine_path(False)} |")
+    print(f"| the same with the request log line (text, to a file) | {engine_path(True)} |")
 
 
 if __name__ == "__main__":

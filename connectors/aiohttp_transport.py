@@ -40,9 +40,13 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import aiohttp
 import httpx
+from aiohttp import hdrs
+from aiohttp.http import SERVER_SOFTWARE
+from multidict import CIMultiDict
 from yarl import URL
 
 # Replies up to this size (with a Content-Length) are read whole; others stream.
@@ -140,6 +144,30 @@ class _HttpxRequestBody:
             yield chunk
 
 
+class _Request(aiohttp.ClientRequest):
+    """aiohttp's request with the session's skipped automatic headers made into a header set
+    once per set instead of once per request: aiohttp's own ``update_auto_headers`` sorts the
+    names into a new ``CIMultiDict`` and copies the request's headers to test against it, for
+    every request of a session that skips any (this one skips all four).  Same headers out."""
+
+    _skipped: ClassVar[dict[frozenset[str], CIMultiDict[None]]] = {}
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        if not isinstance(skip_auto_headers, frozenset):
+            super().update_auto_headers(skip_auto_headers)
+            return
+        skipped = self._skipped.get(skip_auto_headers)
+        if skipped is None:
+            skipped = self._skipped[skip_auto_headers] = CIMultiDict((h, None) for h in sorted(skip_auto_headers))
+        self._skip_auto_headers = skipped
+        headers = self.headers
+        for name, value in self.DEFAULT_HEADERS.items():
+            if name not in headers and name not in skipped:
+                headers[name] = value
+        if hdrs.USER_AGENT not in headers and hdrs.USER_AGENT not in skipped:
+            headers[hdrs.USER_AGENT] = SERVER_SOFTWARE
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """``httpx.AsyncBaseTransport`` backed by one pooled ``aiohttp.ClientSession``.
 
@@ -171,6 +199,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 # send only the headers the caller gave (and Host, Content-Length or chunked framing)
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
                 raise_for_status=False,
+                request_class=_Request,
             )
         return self._session
 

@@ -352,7 +352,7 @@ class Facade(Starlette):
                       *self._project_middleware, *self.user_middleware]
         if handlers:
             middleware.append(Middleware(ExceptionMiddleware, handlers=handlers, debug=self.debug))
-        app: ASGIApp = self.router
+        app: ASGIApp = self.router.middleware_stack  # what Router.__call__ would call: one frame less
         for cls, args, kwargs in reversed(middleware):
             app = cls(app, *args, **kwargs)
         return app
