@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.openapi_policies import policies_of
+from engine.errors import PATH_PARAMETER_PATTERN
 from engine.loader import LoadErrors, load_project
 from engine.model import Project
 
@@ -37,7 +38,8 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 # What any route may answer besides its own responses: what the engine itself answers
 # (engine/errors.py, engine/front.py), whatever the flow does.
 STANDARD_PROBLEMS = {
-    "400": "A malformed JSON or XML body, or a value that cannot go into a backend's URL.",
+    "400": "A malformed JSON or XML body, a missing one where the route declares it, or a value that cannot go "
+           "into a backend's URL or a header.",
     "413": "A body larger than the route's limit.",
     "502": "A backend could not be reached or answered an error.",
     "503": "A backend's circuit breaker is open.",
@@ -48,11 +50,15 @@ MEDIA_TYPE_PROBLEM = ("415", "A media type other than the one the route accepts.
 SCHEMA_PROBLEM = ("422", "A body that does not match the declared request schema.")
 
 
+# what the front refuses in a path parameter (400 bad-path-parameter): C0 controls and DEL
+NO_CONTROLS = PATH_PARAMETER_PATTERN
+
+
 def _parameter_schema(path: str, name: str) -> dict[str, Any]:
     match = re.search(r"{" + re.escape(name) + r":([a-z]+)}", path)
     kind = match.group(1) if match else "str"
     return {"int": {"type": "integer"}, "float": {"type": "number"},
-            "uuid": {"type": "string", "format": "uuid"}}.get(kind, {"type": "string"})
+            "uuid": {"type": "string", "format": "uuid"}}.get(kind, {"type": "string", "pattern": NO_CONTROLS})
 
 
 def openapi_document(project: Project, *, title: str | None = None, version: str = "1.0.0") -> dict[str, Any]:
@@ -118,6 +124,17 @@ def openapi_document(project: Project, *, title: str | None = None, version: str
     }
 
 
+# OpenAPI describes a body with JSON Schema; an XML document's elements, namespaces and order
+# are beyond it (its `xml` keyword only names how JSON values would be written as XML).  What
+# the engine checks of an XML body is that it is one well-formed document, so that is all the
+# export says, and says so: a tool generating "invalid" bodies from this schema makes only
+# well-formed documents, which the route rightly accepts.
+XML_BODY = "xml-document"
+XML_BODY_NOTE = ("One well-formed XML document. OpenAPI cannot describe an XML body's elements, namespaces "
+                 "or order: the engine checks only that it is well-formed (else 400), and the flow reads what it "
+                 "needs; a body that breaks this schema's JSON terms but is well-formed XML is accepted.")
+
+
 def _body_schema(request: dict[str, Any]) -> dict[str, Any]:
     """The declared schema; an XML body without one is one well-formed document with any content
     (what the engine checks: one root element, in a generator's terms any value but a list)."""
@@ -125,7 +142,8 @@ def _body_schema(request: dict[str, Any]) -> dict[str, Any]:
     if schema:
         return dict(schema)
     if "xml" in str(request.get("content_type", "")):
-        return {"description": "One well-formed XML document.", "not": {"type": "array"}, "xml": {"name": "request"}}
+        return {"description": XML_BODY_NOTE, "not": {"type": "array"}, "xml": {"name": "request"},
+                "x-interlace-body": XML_BODY}
     return {}
 
 
@@ -138,7 +156,8 @@ def _responses(declared: dict[str, dict[str, Any]] | None, extra: list[tuple[str
             response["content"] = {spec.get("content_type", "application/json"): {"schema": spec.get("schema") or {}}}
         responses[str(status)] = response
     if not any(s.startswith("2") for s in responses):
-        responses["200"] = {"description": "The flow's answer."}
+        # the flow declares no success answer: any 2xx it gives, in any media type, is its own
+        responses["2XX"] = {"description": "The flow's answer (the flow declares no status or media type)."}
     for status, text in [*STANDARD_PROBLEMS.items(), *(extra or [])]:
         responses.setdefault(status, {"description": text, "content": {"application/problem+json": {
             "schema": {"$ref": "#/components/schemas/Problem"}}}})

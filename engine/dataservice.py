@@ -33,11 +33,12 @@ built from the declared names (never from the request), with every value bound.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from engine.errors import FlowError, NotFound
+from engine.errors import PATH_PARAMETER_PATTERN, FlowError, NotFound
 from engine.model import Flow, HttpSource, Location
 
 if TYPE_CHECKING:
@@ -150,6 +151,8 @@ def read_resource(name: str, spec: dict[str, Any], location: Location) -> Resour
         hint = difflib.get_close_matches(key, list(columns), n=1)
         raise ValueError(f"key {key!r} is not one of the columns ({', '.join(columns)})"
                          + (f"; did you mean {hint[0]!r}?" if hint else ""))
+    if columns[key].type == "string":  # the key is a path segment too (GET /items/{key}, Location)
+        columns[key].schema["pattern"] = PATH_PARAMETER_PATTERN
     page = spec.get("page") or {}
     limit, max_limit = int(page.get("limit", 20)), int(page.get("max_limit", 100))
     if limit > max_limit:
@@ -160,6 +163,16 @@ def read_resource(name: str, spec: dict[str, Any], location: Location) -> Resour
 
 
 # --- the routes, as flows ------------------------------------------------------------------------
+
+MAX_OFFSET = 2**63 - 1  # a database's 64-bit integer: past it SQLite fails the query (a 502)
+
+
+def sort_pattern(sortable: list[str]) -> str:
+    """What ``?sort=`` accepts, as a regular expression (the same in Python and in the OpenAPI
+    document's ECMA dialect): sortable names, each maybe ``-``, separated by commas, or nothing."""
+    name = f" *-?(?:{'|'.join(re.escape(n) for n in sorted(sortable))}) *"
+    return f"(?:{name}(?:,{name})*)?"
+
 
 def _row_schema(resource: Resource, *, required: list[str] | None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "additionalProperties": False,
@@ -190,11 +203,13 @@ def route_flows(resource: Resource, file: Any, node: Any) -> list[Flow]:
         query["after"] = {"description": f"Only rows whose {resource.key} comes after this one (the previous "
                                          "page's next_after).", "schema": resource.columns[resource.key].schema}
     else:
-        query["offset"] = {"description": "Rows to skip (default 0).", "schema": {"type": "integer", "minimum": 0}}
+        query["offset"] = {"description": "Rows to skip (default 0).",
+                           "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}}
         sortable = [c.name for c in resource.columns.values() if c.sort]
         if sortable:
             query["sort"] = {"description": f"Sort by {', '.join(sortable)}; -name for descending; several "
-                                            "separated by commas.", "schema": {"type": "string"}}
+                                            "separated by commas.",
+                             "schema": {"type": "string", "pattern": f"^{sort_pattern(sortable)}$"}}
     for column in resource.columns.values():
         if column.filter:
             query[column.name] = {"description": f"Only rows whose {column.name} equals this.",

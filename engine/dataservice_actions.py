@@ -3,6 +3,7 @@ shape of request from the declared names, every value bound, sent through the sq
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, column, delete, insert, select, table, update
@@ -10,9 +11,10 @@ from sqlalchemy.sql import Executable
 
 from connectors.sql import SqlConnector, SqlRequest
 from engine.compiler import CompileContext, StepConfigError
-from engine.dataservice import Resource, convert_value, key_of
-from engine.errors import FlowError, NotFound
+from engine.dataservice import MAX_OFFSET, Resource, convert_value, key_of, sort_pattern
+from engine.errors import Conflict, FlowError, NotFound
 from engine.message import JSON, Message
+from engine.urls import quote_segment
 
 if TYPE_CHECKING:
     from engine.registry import StepFn
@@ -100,12 +102,13 @@ def compile_action(resource: Resource, action: str, ctx: CompileContext) -> Step
         if action == "create":
             columns = tuple(n for n in names if n in body)
             row = await run_query(written(columns), {f"v_{n}": body[n] for n in columns}, optional, writes=True)
-            msg.set_header("location", f"{resource.path}/{row[resource.key]}")
+            msg.set_header("location", f"{resource.path}/{quote_segment(str(row[resource.key]))}")
             answer(msg, row, 201)
             return
         key = key_of(resource, msg)
         if resource.key in body and body[resource.key] != key:
-            raise _invalid(f"the body's {resource.key} {body[resource.key]!r} is not the one in the path {key!r}; "
+            # RFC 9110, 9.3.4: a representation inconsistent with the target resource is a 409
+            raise Conflict(f"the body's {resource.key} {body[resource.key]!r} is not the one in the path {key!r}; "
                            "a key cannot be changed")
         columns = tuple(non_key) if action == "replace" else tuple(n for n in non_key if n in body)
         if not columns:
@@ -127,6 +130,7 @@ def _compile_list(resource: Resource, rows_table: Any, selected: list[Any], many
     keyset = resource.page_mode == "keyset"
     allowed = sorted({"limit", *(["after"] if keyset else ["offset", *(["sort"] if sortable else [])]), *filters})
     statements: dict[tuple[Any, ...], Any] = {}  # one per shape of request: filters given, sort order
+    sort_syntax = re.compile(sort_pattern(sorted(sortable))) if sortable else None  # what the OpenAPI says
 
     def statement(filtered: tuple[str, ...], order: tuple[tuple[str, bool], ...], after: bool) -> Any:
         shape = (filtered, order, after)
@@ -175,15 +179,14 @@ def _compile_list(resource: Resource, rows_table: Any, selected: list[Any], many
                 after = True
                 params["after"] = convert_value(resource.columns[resource.key], msg.query["after"], "after")
         else:
-            params["offset"] = number(msg, "offset", 0, 0, None)
-            if msg.query.get("sort"):
-                parts = []
-                for item in msg.query["sort"].split(","):
-                    name = item.strip().lstrip("-")
-                    if name not in sortable:
-                        raise _invalid(f"sort: {name!r} is not a sortable column ({', '.join(sorted(sortable))})")
-                    parts.append((name, item.strip().startswith("-")))
-                order = tuple(parts)
+            params["offset"] = number(msg, "offset", 0, 0, MAX_OFFSET)
+            wanted = msg.query.get("sort")
+            if wanted:
+                if sort_syntax is None or not sort_syntax.fullmatch(wanted):
+                    bad = next((i.strip() for i in wanted.split(",") if i.strip().lstrip("-") not in sortable), wanted)
+                    raise _invalid(f"sort: {bad!r} is not a sortable column ({', '.join(sorted(sortable))}); "
+                                   "write NAME or -NAME, several separated by commas")
+                order = tuple((item.strip().lstrip("-"), item.strip().startswith("-")) for item in wanted.split(","))
         rows = await run_query(statement(filtered, order, after), params, many)
         page: dict[str, Any] = {"items": rows, "limit": limit}
         if keyset:

@@ -18,6 +18,7 @@ The backend errors, by ``category`` (what error handlers, retries and the breake
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any, ClassVar
 
 PROBLEM_BASE = "https://interlace.dev/problems/"
@@ -42,6 +43,9 @@ class FlowError(Exception):
         self.internal = internal
         if status is not None:
             self.status = status  # type: ignore[misc]  # per-instance override of the class default
+            if type(self).title == FlowError.title and status != FlowError.status:
+                # a plain FlowError given another status is not an "Internal error": its reason phrase
+                self.title = _phrase(status)  # type: ignore[misc]
         if code is not None:
             self.code = code  # type: ignore[misc]
         self.extra = extra or {}
@@ -63,6 +67,26 @@ class BadRequest(FlowError):
     status = 400
     code = "bad-request"
     title = "Bad request"
+
+
+# What a path parameter may hold, as a JSON Schema pattern: no C0 control character, no DEL.
+# The front refuses the rest (BadPathParameter); the OpenAPI export and a data service's string
+# key (which becomes a path segment) declare it.
+PATH_PARAMETER_PATTERN = "^[^\\x00-\\x1f\\x7f]*$"
+
+
+class BadPathParameter(BadRequest):
+    """A path parameter holding a control character: no URL path segment means one."""
+
+    code = "bad-path-parameter"
+    title = "Bad path parameter"
+
+
+class MissingBody(BadRequest):
+    """No body where the route declares the one it takes (``request.content_type``)."""
+
+    code = "missing-body"
+    title = "Missing request body"
 
 
 class RequestInvalid(FlowError):
@@ -241,3 +265,11 @@ class ExpressionError(FlowError):
 
     code = "expression-error"
     title = "Expression error"
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+

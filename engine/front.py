@@ -18,6 +18,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from starlette._utils import get_route_path, is_async_callable
 from starlette.applications import Starlette
@@ -33,8 +34,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from engine import jsonfast, metrics, telemetry
 from engine.compiler import CompiledFlow, CompiledProject
 from engine.errors import (
+    BadPathParameter,
     FlowError,
     MethodNotAllowed,
+    MissingBody,
     NotFound,
     PayloadTooLarge,
     UnencodableValue,
@@ -98,6 +101,9 @@ class FlowRoute(Route):
         self.max_body = max_body
         request = source.request or {}
         self.accepts: str | None = request.get("content_type")  # the declared request content type
+        # the methods that must bring a body of that type (a declared schema says it on its own: 422)
+        self.needs_body = frozenset(m for m in self.methods if m not in _BODYLESS) \
+            if self.accepts and not request.get("schema") else frozenset()
         self._regex: re.Pattern[str] | None = None
         if "{" in self.path:
             self._regex, self.path_format, self.param_convertors = compile_path(self.path)
@@ -114,6 +120,19 @@ class FlowRoute(Route):
     @path_regex.setter
     def path_regex(self, value: re.Pattern[str]) -> None:
         self._regex = value
+
+
+_BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+# C0 controls and DEL: meaningless in a URL path, and each would be refused further on anyway
+# (XML 1.0 cannot carry most, a header none); errors.PATH_PARAMETER_PATTERN says the same
+_PATH_CONTROLS = re.compile("[\x00-\x1f\x7f]")
+
+
+def _control_in(name: str, value: str) -> BadPathParameter:
+    char = _PATH_CONTROLS.search(value)
+    assert char is not None
+    return BadPathParameter(f"the path parameter {name} holds the control character U+{ord(char.group()):04X}, "
+                            "which no path segment may carry")
 
 
 def _first_segment(path: str) -> str:
@@ -176,6 +195,9 @@ class RoutingTable:
             if found:
                 if method in route.methods or (method == "HEAD" and "GET" in route.methods):
                     params = {k: str(route.param_convertors[k].convert(v)) for k, v in found.groupdict().items()}
+                    for name, value in params.items():
+                        if _PATH_CONTROLS.search(value):
+                            raise _control_in(name, value)
                     return route, params
                 allowed |= route.methods
         if "GET" in allowed:
@@ -397,11 +419,17 @@ class Facade(Starlette):
         cid = correlation_id(headers)
         correlation.set(cid)
         path: str = scope["path"] if not scope.get("root_path") else get_route_path(scope)
+        raw: bytes | None = scope.get("raw_path")
+        slashed = False
+        if raw is not None and (b"%2F" in raw or b"%2f" in raw):  # a slash inside a parameter
+            path, slashed = _slashed_path(raw, scope.get("root_path", "")), True
         table = self.router.table
         missed: FlowError | None = None
         if found is None:
             try:
                 found = table.match(scope["method"], path)
+                if slashed:
+                    found = found[0], {k: unquote(v) for k, v in found[1].items()}
             except FlowError as exc:
                 # no flow serves it: a route added from Python (add_route, mount) may
                 other = self.router.other_route(scope) if len(self.router.routes) > len(table.routes) else None
@@ -494,12 +522,26 @@ class Facade(Starlette):
                       path_params=params, query=_query(query_string), query_string=query_string,
                       correlation_id=cid, max_body=route.max_body)
         if length == 0 or (length is None and "transfer-encoding" not in headers):
+            if method in route.needs_body:
+                raise MissingBody(f"this route takes a {route.accepts} body; the request has none")
             return msg
         if length is not None and length <= STREAM_THRESHOLD:
             msg.set_body(await _read_all(receive, route.max_body), content_type)
         else:
             msg.set_stream(_stream(receive, route.max_body), content_type)
         return msg
+
+
+def _slashed_path(raw: bytes, root_path: str) -> str:
+    """The path to route on when the raw path holds an encoded slash (``/orders/a%2Fb``): each
+    segment decoded, but a ``/`` or ``%`` inside one kept encoded, so that ``a%2Fb`` stays one
+    segment; ``unquote`` of a parameter then gives ``a/b``.  The decoded ``path`` of the scope
+    cannot tell ``a%2Fb`` from ``a/b``."""
+    path = "/".join(unquote(segment).replace("%", "%25").replace("/", "%2F")
+                    for segment in raw.decode("latin-1").split("/"))
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path):]
+    return path
 
 
 def _query(query_string: str) -> dict[str, str]:

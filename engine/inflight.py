@@ -5,11 +5,17 @@ be running on the old flows and their endpoints' connection pools, one that begi
 never is.  So each request is counted under the generation current when it arrived, and the
 old flows' pools close as soon as no request of their generation or an older one is left,
 not after a fixed wait (21 reloads under a fixed 30 s wait held 1,050 extra sockets).
+
+Flows started by other sources (schedules, file polls, queues) use the same pools: each running
+source holds its generation (``hold()``) until its task has ended, which after a reload is once
+the work it had begun is finished (engine/sources/manager.py), so no source flow can reopen a
+pool that was closed under it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -39,6 +45,29 @@ class InFlight:
                 del active[generation]
                 if self._waiters:
                     self._wake()
+
+    def hold(self) -> Callable[[], None]:
+        """Count something other than a request that may use the current flows (a source's task)
+        until the function returned is called (once; later calls do nothing)."""
+        generation = self.generation
+        self._active[generation] = self._active.get(generation, 0) + 1
+        held = [True]
+
+        def release() -> None:
+            if held:
+                held.clear()
+                self._leave(generation)
+
+        return release
+
+    def _leave(self, generation: int) -> None:
+        left = self._active[generation] - 1
+        if left:
+            self._active[generation] = left
+        else:
+            del self._active[generation]
+            if self._waiters:
+                self._wake()
 
     def in_flight(self, up_to: int | None = None) -> int:
         """Requests in flight (that arrived at generation ``up_to`` or before)."""

@@ -111,7 +111,9 @@ class _SecondCache:
 
 class TextFormatter(logging.Formatter):
     """The text log format, one line per record: control characters in the message (which
-    holds request values) are escaped; a traceback, if any, follows on its own lines."""
+    holds request values) are escaped, and so are a traceback's and a stack's, which follow the
+    message on the same line (``\\n`` between their lines): an exception's message can carry
+    request data too, and a reader splitting the log on newlines must never see a forged line."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -128,6 +130,13 @@ class TextFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_controls(record.message)
         return super().formatMessage(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)  # message, then "\n" + traceback, then "\n" + stack
+        if not record.exc_text and not record.stack_info:
+            return line
+        head = self.formatMessage(record)  # already escaped; what follows it is not
+        return head + escape_controls(line[len(head):]) if line.startswith(head) else escape_controls(line)
 
 
 class JsonFormatter(logging.Formatter):

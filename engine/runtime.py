@@ -89,6 +89,7 @@ class Runtime:
         await compiled.open()
         self.facade = Facade(compiled, max_body=self.max_body, settings_middleware=project_middleware)
         self.app = InFlight(self.facade)
+        self.sources.hold = self.app.hold  # source flows keep their endpoints open as requests do
         metrics.FLOWS_LOADED.set(len(compiled.flows))
         await self.sources.start(compiled)
         log.info("serving %d flows from %s", len(compiled.flows), self.flows_dir)
@@ -124,10 +125,11 @@ class Runtime:
             await compiled.open()
             assert self.facade is not None
             old = self.facade.swap(compiled)
+            assert self.app is not None
+            free = self.app.retire()  # before the new sources start: they hold the new generation
             metrics.reloaded(True, len(compiled.flows))
             await self.sources.start(compiled)
-            assert self.app is not None
-            task = asyncio.create_task(self._close_later(old, self.app.retire()))
+            task = asyncio.create_task(self._close_later(old, free))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
             result = ReloadResult(True, [], len(compiled.flows))

@@ -19,11 +19,12 @@ Adding a source kind touches one module; this one imports nothing that imports i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import pkgutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -163,6 +164,11 @@ class SourceContext:
         self._running = asyncio.Event()
         self._running.set()
         self.on_observe: Callable[[str, str, float], None] | None = None  # metrics hook (flow, outcome, s)
+        # replaced by a reload: takes no new work, finishes what it began (SourceManager)
+        self.retiring = False
+        self.busy = 0  # pieces of work begun and not finished (a delivery, a file with its move)
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def name(self) -> str:
@@ -183,6 +189,30 @@ class SourceContext:
 
     async def admit(self) -> None:
         await self._running.wait()
+        if self.retiring:  # replaced: no new work; the manager cancels the source once it is idle
+            await asyncio.Event().wait()
+
+    def retire(self) -> None:
+        """A reload replaced this flow: take nothing new (``admit`` waits for good, a schedule
+        stops firing); what is running finishes on the flows it began with."""
+        self.retiring = True
+
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        """Around one piece of work (a delivery; a file and its move): a retiring source is
+        cancelled only when none is running."""
+        self.busy += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.busy -= 1
+            if not self.busy:
+                self._idle.set()
+
+    async def idle(self) -> None:
+        """Until no piece of work is running."""
+        await self._idle.wait()
 
     def running(self) -> None:
         if not self.paused:
@@ -233,20 +263,21 @@ class SourceContext:
                       origin: str = "") -> tuple[str, dict[str, Any] | None]:
         """Run the flow on a fresh message per attempt, with the policy's redelivery, then the
         dead-letter target.  Returns (outcome, last error)."""
-        attempt = attempts_before
-        while True:
-            attempt += 1
-            msg = make(attempt)
-            error = await self.run_once(msg)
-            if error is None:
-                return Outcome.DONE, None
-            if attempt >= self.policy.max_attempts or not self.policy.retries(error):
-                break
-            await asyncio.sleep(self.policy.delay(attempt))
-        error["attempts"] = attempt
-        if await self.dead_letter(make(attempt), error, origin):
-            return Outcome.DEAD, error
-        return Outcome.REFUSED, error
+        with self.working():
+            attempt = attempts_before
+            while True:
+                attempt += 1
+                msg = make(attempt)
+                error = await self.run_once(msg)
+                if error is None:
+                    return Outcome.DONE, None
+                if attempt >= self.policy.max_attempts or not self.policy.retries(error):
+                    break
+                await asyncio.sleep(self.policy.delay(attempt))
+            error["attempts"] = attempt
+            if await self.dead_letter(make(attempt), error, origin):
+                return Outcome.DEAD, error
+            return Outcome.REFUSED, error
 
     async def dead_letter(self, msg: Message, error: dict[str, Any], origin: str) -> bool:
         """Hand a message that ran out of attempts to the policy's target; False when it has none

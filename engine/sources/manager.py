@@ -1,10 +1,14 @@
 """Starting, stopping, pausing and listing the sources of the flows being served.
 
 The runtime owns one ``SourceManager``.  On start (and after each reload) it starts one task
-per flow whose source is not http; on reload the old tasks are cancelled once the new flows are
-in place (a cancelled source has acknowledged nothing it did not finish, so what it held comes
-again).  A source task that crashes is restarted after a pause, so one bad source never stops
-the others.
+per flow whose source is not http.  On reload the old sources retire once the new flows are in
+place: they take no new work, and what they had begun (a flow running, a file being moved)
+finishes on the flows it began with, as a request in flight does; then they are cancelled
+(after ``RETIRE_GRACE`` at the latest: a cancelled source has acknowledged nothing it did not
+finish, so what it held comes again).  Each source task holds the runtime's in-flight
+generation (engine/inflight.py) until it has ended, so the replaced flows' pools close after
+their last source flow too, and none reopens one.  A source task that crashes is restarted
+after a pause, so one bad source never stops the others.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ log = logging.getLogger("interlace.sources")
 
 RESTART_PAUSE = 1.0
 DEPTH_EVERY = 5.0
+RETIRE_GRACE = 30.0  # how long a replaced source may take to finish what it began
 
 
 class SourceManager:
@@ -34,6 +39,9 @@ class SourceManager:
         self._paused: set[str] = set()  # kept across reloads: an operator paused it
         self.on_observe: Callable[[str, str, float], None] | None = None
         self._depth: asyncio.Task[None] | None = None
+        # counts a source task as in flight until it ends (the runtime's InFlight.hold)
+        self.hold: Callable[[], Callable[[], None]] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
 
     @staticmethod
     def needs_store(project: CompiledProject) -> bool:
@@ -43,13 +51,13 @@ class SourceManager:
                    for flow in project.flows) or "store" in getattr(project, "needs", set())
 
     async def start(self, project: CompiledProject) -> None:
-        old = self._tasks
+        old_contexts, old = self.contexts, self._tasks
         self.contexts, self._tasks = {}, {}
-        for task in old.values():
-            task.cancel()
-        for task in old.values():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for name, task in old.items():
+            old_contexts[name].retire()
+            winding = asyncio.create_task(self._wind_down(old_contexts[name], task), name=f"retiring:{name}")
+            self._retiring.add(winding)
+            winding.add_done_callback(self._retiring.discard)
         for flow in project.flows:
             if flow.trigger is None:
                 continue
@@ -58,7 +66,10 @@ class SourceManager:
             if flow.name in self._paused:
                 ctx.pause()
             self.contexts[flow.name] = ctx
-            self._tasks[flow.name] = asyncio.create_task(self._keep_running(ctx), name=f"source:{flow.name}")
+            task = asyncio.create_task(self._keep_running(ctx), name=f"source:{flow.name}")
+            if self.hold is not None:
+                task.add_done_callback(_calling(self.hold()))
+            self._tasks[flow.name] = task
         if self.contexts:
             log.info("started %d sources: %s", len(self.contexts), ", ".join(self.contexts))
         if self._depth is None and self.needs_store(project):
@@ -79,6 +90,18 @@ class SourceManager:
                     log.warning("store depth: %s", exc)
             await asyncio.sleep(DEPTH_EVERY)
 
+    @staticmethod
+    async def _wind_down(ctx: SourceContext, task: asyncio.Task[None]) -> None:
+        """A replaced source: let what it began finish, then stop it."""
+        try:
+            await asyncio.wait_for(ctx.idle(), RETIRE_GRACE)
+        except TimeoutError:
+            log.warning("source of the replaced flow %s still busy after %.0f s; stopping it", ctx.name, RETIRE_GRACE)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
     async def _keep_running(self, ctx: SourceContext) -> None:
         while True:
             try:
@@ -96,7 +119,7 @@ class SourceManager:
         if self._depth is not None:
             self._depth.cancel()
             self._depth = None
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._retiring]
         self._tasks = {}
         for task in tasks:
             task.cancel()
@@ -131,3 +154,11 @@ class SourceManager:
                         "since_last_run_seconds": round(now - stats["last_run"], 3) if stats["last_run"] else None,
                         **stats})
         return out
+
+
+def _calling(release: Callable[[], None]) -> Callable[[asyncio.Task[None]], None]:
+    """A done-callback that calls ``release``."""
+    def done(_task: asyncio.Task[None]) -> None:
+        release()
+    return done
+

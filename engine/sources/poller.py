@@ -135,35 +135,36 @@ class Poller:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _one(self, ctx: SourceContext, entry: Entry, claims: str, key: str) -> None:
-        content_type = mimetypes.guess_type(entry.name)[0] or "application/octet-stream"
+        with ctx.working():  # a retiring source is cancelled only once this is done, move included
+            content_type = mimetypes.guess_type(entry.name)[0] or "application/octet-stream"
 
-        def make(attempt: int) -> Message:
-            msg = Message(body=None, stream=self.folder.read(entry.name), content_type=content_type, method="FILE")
-            msg.vars.update(file_vars(entry, self.folder.location))
-            msg.vars["attempt"] = attempt
-            return msg
+            def make(attempt: int) -> Message:
+                msg = Message(body=None, stream=self.folder.read(entry.name), content_type=content_type, method="FILE")
+                msg.vars.update(file_vars(entry, self.folder.location))
+                msg.vars["attempt"] = attempt
+                return msg
 
-        outcome, error = await ctx.deliver(make, origin=f"{self.kind}:{self.folder.location}")
-        state = "done" if outcome == Outcome.DONE else "failed"
-        try:
-            if outcome == Outcome.DONE:
-                if self.settings.delete:
-                    await self.folder.delete(entry.name)
-                elif self.settings.done is not None:
-                    await self.folder.move(entry.name, self.settings.done)
-            else:
-                moved = await self.folder.move(entry.name, self.settings.failed)
-                moved_name = moved.rsplit("/", 1)[-1]
-                await self.folder.child(self.settings.failed).write(moved_name + ".error",
-                                                                    _one_chunk(error_report(error)))
-                log.warning("file %s failed, moved to %s: %s", entry.name, self.settings.failed,
-                            (error or {}).get("message"))
-        except FileNotFoundError:
-            pass  # removed meanwhile
-        except Exception as exc:
-            log.warning("file %s: could not move it after the flow (%s): %s", entry.name, state, exc)
-        with contextlib.suppress(StoreError):
-            await store_finish(claims, key, state)
+            outcome, error = await ctx.deliver(make, origin=f"{self.kind}:{self.folder.location}")
+            state = "done" if outcome == Outcome.DONE else "failed"
+            try:
+                if outcome == Outcome.DONE:
+                    if self.settings.delete:
+                        await self.folder.delete(entry.name)
+                    elif self.settings.done is not None:
+                        await self.folder.move(entry.name, self.settings.done)
+                else:
+                    moved = await self.folder.move(entry.name, self.settings.failed)
+                    moved_name = moved.rsplit("/", 1)[-1]
+                    await self.folder.child(self.settings.failed).write(moved_name + ".error",
+                                                                        _one_chunk(error_report(error)))
+                    log.warning("file %s failed, moved to %s: %s", entry.name, self.settings.failed,
+                                (error or {}).get("message"))
+            except FileNotFoundError:
+                pass  # removed meanwhile
+            except Exception as exc:
+                log.warning("file %s: could not move it after the flow (%s): %s", entry.name, state, exc)
+            with contextlib.suppress(StoreError):
+                await store_finish(claims, key, state)
 
 
 async def store_finish(claims: str, key: str, state: str) -> None:

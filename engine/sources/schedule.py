@@ -60,6 +60,8 @@ class ScheduleSource(Source):
         while True:
             await asyncio.sleep(max(0.0, due - time.time()))
             at, due = due, self.next_after(max(due, time.time()))
+            if ctx.retiring:
+                return  # a reload replaced this flow: the new one fires from now on
             if ctx.paused:
                 continue  # a paused schedule skips its firings (they are not made up)
             try:

@@ -106,34 +106,35 @@ class StoreSource(Source):
 
     async def _one(self, ctx: SourceContext, policy: Redelivery, dead_store: str, target: dict[str, Any],
                    stored: StoredMessage) -> None:
-        store = current_store()
-        msg = Message(body=stored.body, content_type=stored.content_type, headers=dict(stored.headers),
-                      correlation_id=stored.id)
-        msg.vars.update(stored.vars)
-        msg.vars["message_id"] = stored.id
-        msg.vars["attempt"] = stored.attempts
-        error = await ctx.run_once(msg)
-        try:
-            if error is None:
-                await store.delivered(stored.seq)
-                return
-            error["attempts"] = stored.attempts
-            if stored.attempts < policy.max_attempts and policy.retries(error):
-                await store.retry_later(stored.seq, policy.delay(stored.attempts), error)
-                return
-            if "folder" in target:
-                dead = Message(body=stored.body, content_type=stored.content_type, headers=dict(stored.headers))
-                dead.vars.update(msg.vars)
-                await ctx.dead_letter(dead, error, self.queue)
-                await store.delivered(stored.seq)
-            else:
-                await store.bury(stored.seq, dead_store, ctx.name, error)
-                ctx.dead_lettered()
-                log.warning("processor %s: message %s dead-lettered to %s after %d attempts: %s", ctx.name,
-                            stored.id, dead_store, stored.attempts, error.get("message"))
-        except StoreError as exc:
-            # the lease runs out and the message comes back: at-least-once, never lost
-            log.warning("processor %s: could not record the outcome of %s: %s", ctx.name, stored.id, exc)
+        with ctx.working():  # a retiring source is cancelled only once this is done, outcome recorded
+            store = current_store()
+            msg = Message(body=stored.body, content_type=stored.content_type, headers=dict(stored.headers),
+                          correlation_id=stored.id)
+            msg.vars.update(stored.vars)
+            msg.vars["message_id"] = stored.id
+            msg.vars["attempt"] = stored.attempts
+            error = await ctx.run_once(msg)
+            try:
+                if error is None:
+                    await store.delivered(stored.seq)
+                    return
+                error["attempts"] = stored.attempts
+                if stored.attempts < policy.max_attempts and policy.retries(error):
+                    await store.retry_later(stored.seq, policy.delay(stored.attempts), error)
+                    return
+                if "folder" in target:
+                    dead = Message(body=stored.body, content_type=stored.content_type, headers=dict(stored.headers))
+                    dead.vars.update(msg.vars)
+                    await ctx.dead_letter(dead, error, self.queue)
+                    await store.delivered(stored.seq)
+                else:
+                    await store.bury(stored.seq, dead_store, ctx.name, error)
+                    ctx.dead_lettered()
+                    log.warning("processor %s: message %s dead-lettered to %s after %d attempts: %s", ctx.name,
+                                stored.id, dead_store, stored.attempts, error.get("message"))
+            except StoreError as exc:
+                # the lease runs out and the message comes back: at-least-once, never lost
+                log.warning("processor %s: could not record the outcome of %s: %s", ctx.name, stored.id, exc)
 
 
 @source_kind(

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from engine.cli import main
-from tests.support.engine import run_engine, write_flows
+from tests.support.engine import run_engine, wait_for_workers, write_flows
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -97,12 +97,9 @@ def test_workers_share_a_forced_reload(tmp_path: Path) -> None:
     folder = write_flows(tmp_path / "flows", PING)
     write_flows(folder, ENDPOINTS_ONLY.replace("e:", "keep:") + PING.replace("ping", "kept"), name="kept.yaml")
     with run_engine(folder, "--workers", "2") as engine, httpx.Client(timeout=10) as client:
-        deadline = time.monotonic() + 20
-        while True:  # run_engine saw one worker ready; the other answers 503 until it has loaded its flows
-            if {httpx.get(f"{engine.management_url}/flows").status_code for _ in range(10)} == {200}:
-                break
-            assert time.monotonic() < deadline, "the second worker never loaded its flows"
-            time.sleep(0.2)
+        # run_engine saw one worker ready; the other answers 503 until it has loaded its flows, and a
+        # reload landing on it (or asking it) then fails: wait until each worker reports its flows
+        wait_for_workers(engine, 2)
         (folder / "flows.yaml").write_text(ENDPOINTS_ONLY, encoding="utf-8")
         assert client.post(f"{engine.management_url}/reload").status_code == 422
         assert client.post(f"{engine.management_url}/reload?force=true").status_code == 200

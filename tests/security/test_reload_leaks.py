@@ -111,3 +111,44 @@ def test_a_thousand_reloads_leave_fds_and_memory_where_ten_did(tmp_path: Path, b
         print(f"after 10 reloads: {fds_at_10} fds, {rss_at_10} KiB; after 1,000: {fds_at_1000} fds, {rss_at_1000} KiB")
         assert fds_at_1000 <= fds_at_10 + 2
         assert rss_at_1000 - rss_at_10 <= 10 * 1024
+
+
+def scheduled(backend: BackendServer, text: str) -> str:
+    return f"""
+    endpoints:
+      echo: {{http: {{url: "{backend.url}", timeout: {{read: 10s}}}}}}
+    flows:
+      tick:
+        source: {{schedule: {{every: 1s}}}}
+        steps:
+          - call: {{endpoint: echo, method: GET, path: /first/{text}}}
+          - call: {{endpoint: echo, method: GET, path: /second/{text}}}
+    """
+
+
+def test_a_source_flow_running_across_a_reload_finishes_before_its_pool_closes(
+        tmp_path: Path, backend: BackendServer) -> None:
+    # Before: a reload cancelled a scheduled flow in the middle of its steps (its second call
+    # never came), and source flows were not counted by the reload's in-flight tracking, so one
+    # still running could use, and reopen, a pool already closed under it.
+    backend.set_behaviour(delay=1.5)
+    folder = write_flows(tmp_path / "flows", scheduled(backend, "one"))
+    with run_engine(folder) as engine, httpx.Client(timeout=20) as client:
+        first = backend.wait_for_requests(1, timeout=15)[0]
+        assert first.path == "/first/one"
+        write_flows(folder, scheduled(backend, "two"))
+        assert client.post(f"{engine.management_url}/reload").status_code == 200
+        # the firing that was running finishes on the flows it began with, on its own pool...
+        wait_for(lambda: any(r.path == "/second/one" for r in backend.requests), "the old flow was cut", 10)
+        second = next(r for r in backend.requests if r.path == "/second/one")
+        assert second.connection == first.connection
+        # ...the replaced flow fires no more, and its pool closes once that run has ended
+        wait_for(lambda: any(r.path == "/second/two" for r in backend.requests), "the new flow never ran", 10)
+        old = {r.connection for r in backend.requests if r.path.endswith("/one")}
+        new = {r.connection for r in backend.requests if r.path.endswith("/two")}
+        assert old.isdisjoint(new)
+        wait_for(lambda: open_backend_sockets(backend) <= len(new), "the old pool stayed open", 10)
+        time.sleep(1.5)
+        assert [r.path for r in backend.requests if r.path.endswith("/one")] == ["/first/one", "/second/one"]
+        assert {r.connection for r in backend.requests if r.path.endswith("/one")} == old  # never reopened
+    assert "still in flight" not in engine.log() and "Traceback" not in engine.log()

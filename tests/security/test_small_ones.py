@@ -1,7 +1,8 @@
 """Issue 9, item 14: the smaller defects.  HEAD on a GET route answers as GET without a body
 (it was 405); a request that is not HTTP gets a problem+json 400 (it was uvicorn's text/plain);
 a busy port is one line naming the flag (it was an OSError traceback); a POST with no body
-still meets the route's declared request schema (it skipped it)."""
+still meets the route's declared request schema (it skipped it), and one with no body where the
+route declares only the type it takes is a 400 (it ran the flow on nothing)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ flows:
           schema: {type: object, required: [customer], properties: {customer: {type: string}}}
     steps:
       - respond: {status: 201, json: {created: true}}
+  stock:
+    source: {http: {method: POST, path: /stock, request: {content_type: text/xml}}}
+    steps:
+      - respond: {json: {method: "${method}"}}
+  stock-gone:
+    source: {http: {method: DELETE, path: /stock, request: {content_type: text/xml}}}
+    steps:
+      - respond: {json: {method: "${method}"}}
 """
 
 
@@ -109,3 +118,18 @@ def test_a_post_with_no_body_meets_the_request_schema(engine: RunningEngine, hea
     ok = rawhttp.request(engine.port, "/orders", method="POST", body=b'{"customer": "c-1"}',
                          headers={"Content-Type": "application/json"})
     assert ok.status == 201
+
+
+@pytest.mark.parametrize("headers", [{}, {"Content-Type": "text/xml; charset=utf-8"}])
+def test_a_post_with_no_body_where_the_route_declares_its_type_is_a_400(engine: RunningEngine,
+                                                                         headers: dict[str, str]) -> None:
+    answer = rawhttp.request(engine.port, "/stock", method="POST", headers=headers)
+    assert answer.status == 400, answer
+    assert answer.header("content-type") == "application/problem+json"
+    problem = answer.json()
+    assert problem["type"].endswith("/missing-body") and problem["title"] == "Missing request body"
+    assert problem["detail"] == "this route takes a text/xml body; the request has none"
+    ok = rawhttp.request(engine.port, "/stock", method="POST", body=b"<stock/>", headers={"Content-Type": "text/xml"})
+    assert ok.status == 200 and ok.json() == {"method": "POST"}
+    # a method that takes no body is not asked for one
+    assert rawhttp.request(engine.port, "/stock", method="DELETE").json() == {"method": "DELETE"}

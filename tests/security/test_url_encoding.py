@@ -42,6 +42,10 @@ def engine(backend: BackendServer, tmp_path_factory: pytest.TempPathFactory) -> 
         source: {{http: {{method: GET, path: /whole}}}}
         steps:
           - call: {{endpoint: backend, method: GET, path: "${{query.path}}"}}
+      id-itself:
+        source: {{http: {{method: GET, path: "/ids/{{id}}"}}}}
+        steps:
+          - respond: {{json: {{id: "${{path.id}}"}}}}
       raw:
         source: {{http: {{method: GET, path: /next}}}}
         steps:
@@ -69,6 +73,31 @@ def backend_saw(backend: BackendServer, engine: RunningEngine, target: str) -> s
 def test_path_and_query_values_are_encoded_where_they_land(backend: BackendServer, engine: RunningEngine,
                                                            target: str, expected: str) -> None:
     assert backend_saw(backend, engine, target) == expected
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    ("/orders/a%2Fb", "/api/orders/a%2Fb?view="),  # was a 404: the front routed on the decoded /orders/a/b
+    ("/orders/a%2fb%2F", "/api/orders/a%2Fb%2F?view="),
+    ("/orders/a%252Fb", "/api/orders/a%252Fb?view="),  # an encoded percent stays a percent
+    ("/orders/%2F..%2F..%2Fadmin", "/api/orders/%2F..%2F..%2Fadmin?view="),  # one segment: nothing climbs
+])
+def test_an_encoded_slash_stays_inside_its_path_parameter(backend: BackendServer, engine: RunningEngine,
+                                                          target: str, expected: str) -> None:
+    assert backend_saw(backend, engine, target) == expected
+
+
+@pytest.mark.parametrize(("target", "value"), [
+    ("/ids/a%2Fb", "a/b"), ("/ids/a%2Fb%25c", "a/b%c"), ("/ids/%2F", "/"), ("/ids/a%20b", "a b"),
+])
+def test_the_flow_sees_the_decoded_parameter(engine: RunningEngine, target: str, value: str) -> None:
+    answer = rawhttp.request(engine.port, target)
+    assert answer.status == 200, answer
+    assert answer.json() == {"id": value}
+
+
+def test_an_encoded_slash_does_not_make_a_path_match_another_route(engine: RunningEngine) -> None:
+    assert rawhttp.request(engine.port, "/ids/a%2Fb/c").status == 404
+    assert rawhttp.request(engine.port, "/search%2Fx").status == 404
 
 
 def test_query_map_values_are_encoded(backend: BackendServer, engine: RunningEngine) -> None:

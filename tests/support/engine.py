@@ -110,3 +110,22 @@ def wait_until_ready(engine: RunningEngine, timeout: float = 20) -> None:
                 return
         time.sleep(0.05)
     raise AssertionError(f"engine not ready after {timeout}s:\n{engine.log()}")
+
+
+def wait_for_workers(engine: RunningEngine, count: int, timeout: float = 30) -> None:
+    """Until every one of ``count`` workers has loaded its flows.  ``run_engine`` waits for one
+    worker's readiness; a connection to the shared ports can still land on another that is
+    starting (its management answers 503).  Any loaded worker's ``GET /flows`` reports each
+    worker of the group, with ``flows`` only once that one has loaded them."""
+    deadline = time.monotonic() + timeout
+    workers: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            answer = httpx.get(f"{engine.management_url}/flows", timeout=5)
+            if answer.status_code == 200:
+                workers = answer.json().get("workers", [])
+                if len(workers) == count and all("flows" in worker for worker in workers):
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"not every one of {count} workers loaded its flows in {timeout}s: {workers}\n{engine.log()}")
+
