@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.security.rawhttp import connect, header_bomb, rss_mib  # noqa: E402
+from tests.support.rawhttp import connect, header_bomb, rss_mib  # noqa: E402
 from tests.support.services import free_port  # noqa: E402
 
 

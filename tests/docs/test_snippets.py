@@ -1,6 +1,7 @@
 """Every YAML snippet of the docs and the README validates against the schema it shows:
 flow files against the flow schema, suites (``*.test.yaml``, ``cases:``) against the suite
-schema.  A snippet of another format says so on its first line (``# .ci/pipeline.yaml``)."""
+schema, a bare list against a flow's ``steps``.  A snippet of another format says so on its
+first line (``# .ci/pipeline.yaml``)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,8 @@ from engine.schema import project_schema
 from engine.testing.schema import suite_schema
 
 REPO = Path(__file__).resolve().parents[2]
-# the pages checked so far; docs/connectors.md has a snippet that is not valid YAML (line 8) and
-# a bare step list (line 81): add it once they are fixed
-PAGES = [REPO / "README.md", *(REPO / "docs" / name for name in
-                               ("deploy.md", "embedding.md", "flows.md", "testing.md", "tutorial.md"))]
+# every page: a new page's snippets are checked without anyone having to list it
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # snippets in another format than Interlace's, named by their first line
 OTHER_FORMATS = ("# .ci/",)
 
@@ -50,6 +49,8 @@ def test_the_snippet_validates(where: str, text: str) -> None:
     flow_keys = set(schema["$defs"]["flow"]["properties"])
     if ".test.yaml" in first or (isinstance(document, dict) and "cases" in document):
         validator = Draft202012Validator(suite_schema())
+    elif isinstance(document, list):  # a bare step list: the steps of some flow
+        validator = Draft202012Validator({"$ref": "#/$defs/steps", "$defs": schema["$defs"]})
     elif isinstance(document, dict) and set(document) <= flow_keys - set(schema["properties"]):
         # a piece of one flow (say its on_error), checked as a flow without its required keys
         fragment = {k: v for k, v in schema["$defs"]["flow"].items() if k != "required"}
@@ -61,4 +62,6 @@ def test_the_snippet_validates(where: str, text: str) -> None:
 
 
 def test_the_snippets_were_found() -> None:
-    assert len(snippets()) >= 8
+    assert len(snippets()) >= 25
+    pages = {where.split(":")[0] for where, _ in snippets()}
+    assert {"docs/connectors.md", "docs/patterns.md", "docs/flows.md", "README.md"} <= pages

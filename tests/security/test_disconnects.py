@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.security import rawhttp
+from tests.support import rawhttp
 from tests.support.backends import BackendServer
-from tests.support.engine import RunningEngine, run_engine, write_flows
+from tests.support.engine import RunningEngine, run_engine, wait_for, write_flows
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,15 +49,6 @@ def counted(engine: RunningEngine, stage: str) -> float:
     text = httpx.get(engine.management_url + "/metrics", timeout=5).text
     found = re.search(rf'interlace_http_client_disconnects_total{{stage="{stage}"}} ([0-9.]+)', text)
     return float(found.group(1)) if found else 0.0
-
-
-def wait_for(condition: object, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def quiet(log: str) -> None:

@@ -1,19 +1,19 @@
 """Issue 9, item 10: past the drain timeout, the requests still in flight get a 503
 problem+json (or, when their answer is already streaming, a closed connection), the log says
-how many were cut, without a traceback each, and the exit code says the drain was not clean."""
+how many were cut, without a traceback each, and the exit code says the drain was not clean;
+with ``--workers N`` it is the worst of the workers' exit codes."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import signal
-import socket
 from pathlib import Path
 
 import pytest
 
-from tests.security import rawhttp
+from tests.support import rawhttp
 from tests.support.backends import BackendServer
-from tests.support.engine import run_engine, write_flows
+from tests.support.engine import run_engine, wait_for_workers, write_flows
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,19 +39,13 @@ def flows(folder: Path, backend: str) -> Path:
     """)
 
 
-def send(port: int, path: str) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        return rawhttp.read_all(sock)
-
-
 def test_requests_cut_at_the_drain_timeout_get_503_and_the_exit_code_says_so(tmp_path: Path) -> None:
     with BackendServer() as backend:
         backend.set_behaviour(chunked=True, body_delay=30)  # headers at once, the body never in time
         with run_engine(flows(tmp_path, backend.url), "--drain-timeout", "1") as engine, \
                 concurrent.futures.ThreadPoolExecutor(4) as pool:
-            held = [pool.submit(send, engine.port, "/held") for _ in range(3)]
-            streamed = pool.submit(send, engine.port, "/streamed")
+            held = [pool.submit(rawhttp.send, engine.port, "/held") for _ in range(3)]
+            streamed = pool.submit(rawhttp.send, engine.port, "/streamed")
             backend.wait_for_requests(4, timeout=10)
             engine.process.send_signal(signal.SIGTERM)
             answers = [rawhttp.parse_responses(future.result())[0] for future in held]
@@ -75,3 +69,34 @@ def test_a_drain_that_finishes_in_time_exits_0(tmp_path: Path) -> None:
         assert rawhttp.request(engine.port, "/quick").status == 200
         assert engine.terminate() == 0
         assert "cut" not in engine.log()
+
+
+def test_with_workers_the_exit_code_is_the_worst_workers(tmp_path: Path) -> None:
+    # one request held past the drain timeout lands on one of the two workers: that one cuts it
+    # (exit 3), the other drains clean (0), and the supervisor exits 3: a drain is clean only
+    # when every worker's was
+    with BackendServer() as backend:
+        backend.set_behaviour(delay=30)
+        with run_engine(flows(tmp_path, backend.url), "--workers", "2", "--drain-timeout", "1") as engine, \
+                concurrent.futures.ThreadPoolExecutor(1) as pool:
+            wait_for_workers(engine, 2)
+            held = pool.submit(rawhttp.send, engine.port, "/held")
+            backend.wait_for_requests(1, timeout=10)
+            engine.process.send_signal(signal.SIGTERM)
+            answer = rawhttp.parse_responses(held.result())[0]
+            code = engine.process.wait(30)
+            log = engine.log()
+    assert answer.status == 503 and answer.json()["type"].endswith("/drain-timeout")
+    assert code == 3
+    assert log.count("request(s) in flight") == 1
+    assert "1 request(s) in flight: 1 answered 503, 0 cut mid-answer" in log
+    assert "Traceback" not in log
+
+
+def test_with_workers_a_clean_drain_exits_0(tmp_path: Path) -> None:
+    with BackendServer() as backend, \
+            run_engine(flows(tmp_path, backend.url), "--workers", "2", "--drain-timeout", "5") as engine:
+        wait_for_workers(engine, 2)
+        assert {rawhttp.request(engine.port, "/quick").status for _ in range(6)} == {200}
+        assert engine.terminate() == 0
+        assert "cut" not in engine.log() and "Traceback" not in engine.log()

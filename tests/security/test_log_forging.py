@@ -6,7 +6,6 @@ too: its lines are escaped and joined with the message (the second session's fix
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security import rawhttp
+from tests.support import rawhttp
 from tests.support.engine import REPO, RunningEngine, run_engine, write_flows
 from tests.support.services import free_port
 
@@ -136,7 +135,7 @@ def test_a_traceback_forges_no_line(tmp_path: Path, fmt: str) -> None:
             [sys.executable, str(tmp_path / "host.py"), str(folder), str(port), fmt], cwd=REPO,
             stdout=log, stderr=subprocess.STDOUT) as host:
         try:
-            wait_for_port(port, host)
+            rawhttp.wait_for_port(port, host)
             answer = rawhttp.request(port, "/fail%0a2026-12-01%20ERROR%20interlace.auth%20admin%20login%20ok")
             assert answer.status == 500 and answer.header("content-type") == "application/problem+json"
             assert "ValueError" not in answer.body.decode()  # the exception is not told to the caller
@@ -160,15 +159,3 @@ def test_a_traceback_forges_no_line(tmp_path: Path, fmt: str) -> None:
             assert line.startswith("20") and " ERROR " in line[:40]
             assert "\\nTraceback (most recent call last):\\n  File " in line
             assert line.endswith(f"ValueError: cannot serve /fail\\n{FORGED}")
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the host exited"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("the host never listened")

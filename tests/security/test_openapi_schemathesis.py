@@ -27,13 +27,17 @@ from pathlib import Path
 
 import pytest
 
+from deploy.openapi import openapi_document
+from engine.loader import load_project
 from tests.support.backends import BackendServer
 from tests.support.engine import REPO, run_engine
 from tests.support.services import free_port
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
 
-CASES_PER_OPERATION = 25
+# Bounded for CI: the coverage phase still sends every boundary and negative value it derives
+# from each schema; fuzzing and the stateful links add this many generated cases an operation.
+CASES_PER_OPERATION = 10
 SEED = 20261201
 
 
@@ -74,15 +78,16 @@ def schemathesis(document: Path, base_url: str, report: Path) -> subprocess.Comp
     assert st is not None, "schemathesis is a test dependency: pip install -e '.[test]'"
     return subprocess.run(
         [st, "--config-file", str(config(document)), "run", str(document), "--url", base_url, "--seed", str(SEED),
+         # one worker: schemathesis's threads make CPython 3.11's ast.parse fail now and then
+         # ("SystemError: AST constructor recursion depth mismatch"), a Runtime Error in the report
          "--max-examples", str(CASES_PER_OPERATION), "--generation-database", "none", "--workers", "1",
          "--request-timeout", "10", "--no-color", "--report", "json", "--report-json-path", str(report)],
         cwd=report.parent, capture_output=True, text=True, timeout=240)
 
 
 def openapi(folder: Path, out: Path) -> Path:
-    done = subprocess.run([sys.executable, "-m", "engine.cli", "openapi", str(folder), "-o", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    """What `interlace openapi FOLDER -o OUT` writes (in this process: one Python start less)."""
+    out.write_text(json.dumps(openapi_document(load_project(folder)), indent=2))
     return out
 
 

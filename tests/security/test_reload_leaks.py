@@ -8,7 +8,6 @@ soon as the last request that may use it has ended.
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import rawhttp
 from tests.support.backends import BackendServer
-from tests.support.engine import RunningEngine, run_engine, write_flows
+from tests.support.engine import run_engine, wait_for, write_flows
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -41,41 +41,17 @@ def flows(backend: BackendServer, text: str = "one") -> str:
     """
 
 
-def open_backend_sockets(backend: BackendServer) -> int:
-    server = backend._server
-    assert server is not None
-    return len(server.open_sockets)
-
-
-def fds(engine: RunningEngine) -> int:
-    return len(os.listdir(f"/proc/{engine.process.pid}/fd"))
-
-
-def rss_kib(engine: RunningEngine) -> int:
-    for line in Path(f"/proc/{engine.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-def wait_for(condition, what: str, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
-
-
 def test_a_replaced_pool_closes_once_its_last_request_ends(tmp_path: Path, backend: BackendServer) -> None:
     folder = write_flows(tmp_path / "flows", flows(backend))
     with run_engine(folder) as engine, httpx.Client(timeout=20) as client:
         assert client.get(f"{engine.url}/call").text == "one"
-        assert open_backend_sockets(backend) == 1  # the pool keeps its connection alive
+        assert backend.open_connections == 1  # the pool keeps its connection alive
         write_flows(folder, flows(backend, "two"))
         assert client.post(f"{engine.management_url}/reload").status_code == 200
         # nothing was in flight: the old pool closes now, not after a grace period
-        wait_for(lambda: open_backend_sockets(backend) == 0, "the replaced pool kept its connection")
+        wait_for(lambda: backend.open_connections == 0, "the replaced pool kept its connection")
         assert client.get(f"{engine.url}/call").text == "two"
-        assert open_backend_sockets(backend) == 1
+        assert backend.open_connections == 1
 
         backend.set_behaviour(delay=1.5)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -84,10 +60,10 @@ def test_a_replaced_pool_closes_once_its_last_request_ends(tmp_path: Path, backe
             write_flows(folder, flows(backend, "three"))
             assert client.post(f"{engine.management_url}/reload").status_code == 200
             time.sleep(0.3)
-            assert open_backend_sockets(backend) == 1  # the request in flight still has its connection
+            assert backend.open_connections == 1  # the request in flight still has its connection
             answer = slow.result()
         assert answer.status_code == 200 and answer.text == "two"  # it finished on the flows it began on
-        wait_for(lambda: open_backend_sockets(backend) == 0, "the pool outlived its last request")
+        wait_for(lambda: backend.open_connections == 0, "the pool outlived its last request")
         backend.set_behaviour()
         assert client.get(f"{engine.url}/call").text == "three"
 
@@ -104,13 +80,14 @@ def test_a_thousand_reloads_leave_fds_and_memory_where_ten_did(tmp_path: Path, b
 
         reload_and_call(10)
         time.sleep(0.2)
-        fds_at_10, rss_at_10 = fds(engine), rss_kib(engine)
+        fds_at_10, rss_at_10 = rawhttp.fds(engine.process.pid), rawhttp.rss_mib(engine.process.pid)
         reload_and_call(990)
         time.sleep(0.2)
-        fds_at_1000, rss_at_1000 = fds(engine), rss_kib(engine)
-        print(f"after 10 reloads: {fds_at_10} fds, {rss_at_10} KiB; after 1,000: {fds_at_1000} fds, {rss_at_1000} KiB")
+        fds_at_1000, rss_at_1000 = rawhttp.fds(engine.process.pid), rawhttp.rss_mib(engine.process.pid)
+        print(f"after 10 reloads: {fds_at_10} fds, {rss_at_10:.1f} MiB; after 1,000: {fds_at_1000} fds, "
+              f"{rss_at_1000:.1f} MiB")
         assert fds_at_1000 <= fds_at_10 + 2
-        assert rss_at_1000 - rss_at_10 <= 10 * 1024
+        assert rss_at_1000 - rss_at_10 <= 10
 
 
 def scheduled(backend: BackendServer, text: str) -> str:
@@ -147,7 +124,7 @@ def test_a_source_flow_running_across_a_reload_finishes_before_its_pool_closes(
         old = {r.connection for r in backend.requests if r.path.endswith("/one")}
         new = {r.connection for r in backend.requests if r.path.endswith("/two")}
         assert old.isdisjoint(new)
-        wait_for(lambda: open_backend_sockets(backend) <= len(new), "the old pool stayed open", 10)
+        wait_for(lambda: backend.open_connections <= len(new), "the old pool stayed open", 10)
         time.sleep(1.5)
         assert [r.path for r in backend.requests if r.path.endswith("/one")] == ["/first/one", "/second/one"]
         assert {r.connection for r in backend.requests if r.path.endswith("/one")} == old  # never reopened

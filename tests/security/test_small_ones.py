@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security import rawhttp
+from tests.support import rawhttp
 from tests.support.engine import REPO, RunningEngine, run_engine, write_flows
 from tests.support.services import free_port
 

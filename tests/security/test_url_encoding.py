@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security import rawhttp
+from tests.support import rawhttp
 from tests.support.backends import BackendServer
 from tests.support.engine import RunningEngine, run_engine, write_flows
 

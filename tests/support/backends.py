@@ -12,6 +12,7 @@ in a background thread of the test process, on a free loopback port::
         seen.method, seen.path, seen.body        # "POST", "/anything?q=1", b"..."
         seen.headers["x-request-id"]             # header names lower-case
         backend.connections                      # TCP connections accepted so far
+        backend.open_connections                 # ...and open now
 
         backend.set_behaviour(delay=2.0)         # answer every request 2 s late
         backend.set_behaviour(statuses=[503, 503])   # 503 twice, then the normal echo
@@ -237,6 +238,11 @@ class BackendServer:
     def connections(self) -> int:
         """TCP connections accepted so far (across restarts)."""
         return self.state.connections
+
+    @property
+    def open_connections(self) -> int:
+        """TCP connections open now (a client's pool keeping them alive)."""
+        return len(self._server.open_sockets) if self._server is not None else 0
 
     def set_behaviour(self, **settings: Any) -> None:
         """Replace the behaviour: ``Behaviour``'s fields by name, the others at their defaults."""

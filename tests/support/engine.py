@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from textwrap import dedent
@@ -128,4 +128,12 @@ def wait_for_workers(engine: RunningEngine, count: int, timeout: float = 30) -> 
                     return
         time.sleep(0.05)
     raise AssertionError(f"not every one of {count} workers loaded its flows in {timeout}s: {workers}\n{engine.log()}")
+
+
+def wait_for(condition: Callable[[], object], what: str = "the condition", timeout: float = 15.0) -> None:
+    """Until ``condition()`` is true; AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not in {timeout}s"
+        time.sleep(0.02)
 

@@ -1,10 +1,22 @@
 """HTTP over a bare socket, for requests no client library would send as written (raw
-percent-escapes, header bombs, pipelining, a client that vanishes)."""
+percent-escapes, header bombs, pipelining, a client that vanishes), and what those tests check
+on the answers and on the processes that served them::
+
+    from tests.support import rawhttp
+
+    answer = rawhttp.request(engine.port, "/orders/a%2Fb")      # Connection: close, one answer
+    rawhttp.assert_problem(answer, 400, "bad-path-parameter")   # problem+json of that type
+    data = rawhttp.send(engine.port, "/held")                   # keep-alive: all until the server closes
+    rawhttp.fds(pid), rawhttp.rss_mib(pid)                      # open files, resident memory
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +52,36 @@ def request(port: int, target: str, *, method: str = "GET", headers: dict[str, s
     with connect(port, timeout) as sock:
         sock.sendall(data)
         return read_response(sock, head_only=method == "HEAD")
+
+
+def send(port: int, target: str, timeout: float = 30.0) -> bytes:
+    """GET ``target`` on a keep-alive connection and read until the server closes it: what a
+    client waiting on a request sees (a late answer, a 503 at shutdown, an answer cut off)."""
+    with connect(port, timeout) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode("latin-1"))
+        return read_all(sock)
+
+
+def assert_problem(answer: RawResponse, status: int, code: str) -> dict[str, Any]:
+    """``answer`` is an RFC 9457 problem of ``status`` whose type ends in ``/code``; returns it."""
+    assert answer.status == status, answer
+    assert answer.header("content-type") == "application/problem+json", answer
+    problem = answer.json()
+    assert problem["status"] == status and str(problem["type"]).endswith("/" + code), problem
+    return dict(problem)
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Until ``process`` listens on ``port`` (AssertionError if it exits first or never does)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the process exited with {process.returncode}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listened on {port} in {timeout}s")
 
 
 def read_all(sock: socket.socket) -> bytes:
@@ -86,6 +128,11 @@ def read_response(sock: socket.socket, head_only: bool = False) -> RawResponse:
     responses = parse_responses(read_all(sock), head_only)
     assert len(responses) == 1, responses
     return responses[0]
+
+
+def fds(pid: int) -> int:
+    """How many files a process has open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def rss_mib(pid: int) -> float:
