@@ -26,6 +26,7 @@ MANAGEMENT_PORT = 9201
 DRAIN_SECONDS = 20
 PRE_STOP_SECONDS = 5  # lets the endpoints controller and the gateway stop sending before the drain
 SECRETS_DIR = "/var/run/secrets/interlace"
+TLS_DIR = "/var/run/secrets/interlace-tls"  # the facade's certificate and the client CA (--tls-secret)
 RUNTIME_UID = 10001
 # the Secret holding the management token (key `token`): created per namespace, never written here
 MANAGEMENT_TOKEN_KEY = "token"
@@ -59,6 +60,9 @@ class Options:
     monitoring_namespace: str = "monitoring"
     namespace_prefix: str | None = None  # overlays use NAME-ENV by default
     monitoring: bool = False  # the Prometheus Operator's ServiceMonitor and PrometheusRule, as a component
+    # a Secret (tls.crt, tls.key and, for mutual TLS, ca.crt) the facade serves TLS with; None: plain HTTP
+    tls_secret: str | None = None
+    tls_client_cert: str = "required"  # with ca.crt: required or optional (engine/tls.py)
 
 
 def split_image(image: str) -> tuple[str, str | None, str | None]:
@@ -91,6 +95,17 @@ def deployment(project: Project, options: Options) -> dict[str, Any]:
             "secretName": f"{options.name}-secrets", "defaultMode": 0o440,
             "items": [{"key": key, "path": key} for key in sorted(project.secret_refs)]}})
         mounts.append({"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True})
+    tls_env: list[dict[str, Any]] = []
+    if options.tls_secret:
+        # a kubernetes.io/tls Secret (cert-manager writes ca.crt beside tls.crt and tls.key); the
+        # runtime reads the files at start, so a rotated certificate applies on the next rollout
+        volumes.append({"name": "tls", "secret": {"secretName": options.tls_secret, "defaultMode": 0o440}})
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+        tls_env = [{"name": "INTERLACE_TLS_CERT", "value": f"{TLS_DIR}/tls.crt"},
+                   {"name": "INTERLACE_TLS_KEY", "value": f"{TLS_DIR}/tls.key"}]
+        if options.tls_client_cert != "none":
+            tls_env += [{"name": "INTERLACE_TLS_CLIENT_CA", "value": f"{TLS_DIR}/ca.crt"},
+                        {"name": "INTERLACE_TLS_CLIENT_CERT", "value": options.tls_client_cert}]
     container = {
         "name": "interlace",
         "image": "interlace-facade",
@@ -102,7 +117,7 @@ def deployment(project: Project, options: Options) -> dict[str, Any]:
                 # token; the probes' /health paths answer without it. A missing Secret keeps the pod
                 # from starting, rather than starting it open.
                 {"name": "INTERLACE_MANAGEMENT_TOKEN", "valueFrom": {"secretKeyRef": {
-                    "name": management_secret(options), "key": MANAGEMENT_TOKEN_KEY}}}],
+                    "name": management_secret(options), "key": MANAGEMENT_TOKEN_KEY}}}, *tls_env],
         "startupProbe": {"httpGet": {"path": "/health/ready", "port": probe_port},
                          "periodSeconds": 1, "failureThreshold": 30},
         "readinessProbe": {"httpGet": {"path": "/health/ready", "port": probe_port},
@@ -327,11 +342,15 @@ def _k8s(args: argparse.Namespace) -> int:
         return 1
     options = Options(name=args.name, image=args.image, gateway_labels=args.gateway_label,
                       monitoring_namespace=args.monitoring_namespace, namespace_prefix=args.namespace_prefix,
-                      monitoring=args.monitoring)
+                      monitoring=args.monitoring, tls_secret=args.tls_secret, tls_client_cert=args.tls_client_cert)
     written = write_manifests(project, options, Path(args.out))
     print(f"wrote {len(written)} files under {args.out} (base, overlays {', '.join(ENVIRONMENTS)})")
     print(f"management needs a token: create it per namespace, e.g. kubectl create secret generic "
           f"{management_secret(options)} --from-literal={MANAGEMENT_TOKEN_KEY}=\"$(openssl rand -hex 32)\"")
+    if options.tls_secret:
+        print(f"the facade serves TLS from a Secret: create it per namespace, e.g. kubectl create secret generic "
+              f"{options.tls_secret} --from-file=tls.crt=facade.crt --from-file=tls.key=facade.key"
+              + (" --from-file=ca.crt=clients-ca.crt" if options.tls_client_cert != "none" else ""))
     if project.secret_refs:
         keys = " ".join(f"--from-literal={k}=..." for k in sorted(project.secret_refs))
         print(f"the flows read secrets: create them per namespace, e.g. "
@@ -357,4 +376,10 @@ def add_command(subparsers: Any) -> None:
                         help="also a ServiceMonitor and a PrometheusRule (alerts: error ratio, p99 latency, breaker "
                              "open, store depth) for the Prometheus Operator, as the component components/monitoring "
                              "that every overlay includes")
+    parser.add_argument("--tls-secret", metavar="SECRET",
+                        help="serve the facade over TLS with this kubernetes.io/tls Secret (tls.crt, tls.key), "
+                             "and mutual TLS with its ca.crt, the CA of the clients' certificates")
+    parser.add_argument("--tls-client-cert", choices=["required", "optional", "none"], default="required",
+                        help="with --tls-secret: client certificates required (default), optional (flows decide "
+                             "with authenticate: {client_cert: ...}) or none (TLS only, no ca.crt)")
     parser.set_defaults(func=_k8s)

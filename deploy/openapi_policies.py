@@ -17,7 +17,8 @@ _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schema
 # what a step kind adds to the answers of an operation
 _ANSWERS = {
     "authenticate": {"401": "No credential, or one that does not verify.",
-                     "403": "The credential lacks a required claim."},
+                     "403": "The credential is not allowed here (a required claim, or the client "
+                            "certificate's subject)."},
     "throttle": {"429": "Too many requests: retry after the Retry-After header's seconds."},
     "validate": {"422": "The payload does not validate: errors lists each failing path."},
     "idempotent": {"409": "A request with this idempotency key is in progress (or was already processed).",
@@ -34,6 +35,9 @@ def _policy_steps(project: Project, flow: Flow) -> list[Any]:
 
 
 def _scheme(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    if "client_cert" in config:
+        return "mutualTLS", {"type": "mutualTLS",
+                             "description": "A TLS client certificate signed by the facade's client CA."}
     if "api_key" in config:
         header = str(config["api_key"].get("header", "X-Api-Key"))
         return f"apiKey-{header.lower()}", {"type": "apiKey", "in": "header", "name": header}

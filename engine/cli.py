@@ -20,6 +20,7 @@ def _run(args: argparse.Namespace) -> int:
     gc.set_threshold(10_000, 10, 10)
     from engine.observability import parse_levels, setup_logging
     from engine.server import ServeOptions, serve
+    from engine.tls import FacadeTls, TlsConfigError
 
     try:
         levels = parse_levels(args.log_levels)
@@ -27,6 +28,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"interlace run: --log-levels: {exc}", file=sys.stderr)
         return 2
     setup_logging(args.log_level, args.log_format, levels)
+    try:
+        tls = FacadeTls.from_options(args.tls_cert, args.tls_key, args.tls_client_ca, args.tls_client_cert)
+    except TlsConfigError as exc:
+        print(f"interlace run: {exc}", file=sys.stderr)
+        return 2
     return serve(ServeOptions(
         flows_dir=Path(args.dir), host=args.host, port=args.port, management_port=args.management_port,
         management_host=args.management_host, workers=args.workers, watch=args.watch,
@@ -34,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
         insecure_management=args.insecure_management,
         max_header_bytes=parse_size(args.max_header_size), max_headers=args.max_headers,
         header_timeout=args.header_timeout, first_byte_timeout=args.first_byte_timeout,
-        max_connections=args.max_connections,
+        max_connections=args.max_connections, tls=tls,
     ))
 
 
@@ -127,6 +133,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--max-connections", type=int,
                      default=int(os.environ.get("INTERLACE_MAX_CONNECTIONS", "4096")),
                      help="open facade connections per worker (default 4096; a new one beyond gets 503)")
+    run.add_argument("--tls-cert", default=os.environ.get("INTERLACE_TLS_CERT") or None,
+                     help="serve the facade over TLS with this PEM certificate (chain) file")
+    run.add_argument("--tls-key", default=os.environ.get("INTERLACE_TLS_KEY") or None,
+                     help="the PEM private key of --tls-cert (when not in the same file)")
+    run.add_argument("--tls-client-ca", default=os.environ.get("INTERLACE_TLS_CLIENT_CA") or None,
+                     help="mutual TLS: the PEM CA certificate(s) that sign the clients' certificates")
+    run.add_argument("--tls-client-cert", choices=["none", "optional", "required"],
+                     default=os.environ.get("INTERLACE_TLS_CLIENT_CERT") or None,
+                     help="required (the default with --tls-client-ca): no handshake without a client "
+                          "certificate; optional: flows decide (authenticate: {client_cert: ...})")
     run.add_argument("--log-level", default=os.environ.get("INTERLACE_LOG_LEVEL", "info"))
     run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("INTERLACE_LOG_FORMAT", "text"),
                      help="json: one object per line, for Fluent Bit or Fluentd; text: for a terminal")

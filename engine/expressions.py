@@ -32,7 +32,7 @@ from engine.errors import ExpressionError
 from engine.message import Message
 
 ROOTS = ("payload", "headers", "vars", "path", "query", "env", "secret", "error", "status", "method",
-         "correlation_id", "params", "auth")
+         "correlation_id", "params", "auth", "tls")
 
 
 class ExpressionSyntaxError(ValueError):
@@ -114,6 +114,8 @@ _ROOT_GETTERS: dict[str, Callable[[Context], Any]] = {
     "params": lambda c: c.msg.attributes.get("params"),
     # what the authenticate step verified: a JWT's claims, or the API key's name
     "auth": lambda c: c.msg.attributes.get("auth"),
+    # the connection's TLS and the client certificate (engine/tls.py); null over plain HTTP
+    "tls": lambda c: c.msg.attributes.get("tls"),
 }
 
 

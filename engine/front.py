@@ -46,6 +46,7 @@ from engine.errors import (
 from engine.httpguard import abort, client_gone, response_started
 from engine.message import Message, kind_of
 from engine.observability import correlation, correlation_id, escape_controls
+from engine.tls import flow_view
 
 if TYPE_CHECKING:
     from connectors.soap.service import SoapService
@@ -521,6 +522,9 @@ class Facade(Starlette):
         msg = Message(body=b"", content_type=content_type, headers=headers, method=method,
                       path_params=params, query=_query(query_string), query_string=query_string,
                       correlation_id=cid, max_body=route.max_body)
+        tls = scope.get("extensions", _NO_EXTENSIONS).get("tls")
+        if tls is not None:  # the connection's TLS and client certificate: ${tls.*}
+            msg.attributes["tls"] = flow_view(tls)
         if length == 0 or (length is None and "transfer-encoding" not in headers):
             if method in route.needs_body:
                 raise MissingBody(f"this route takes a {route.accepts} body; the request has none")
@@ -542,6 +546,9 @@ def _slashed_path(raw: bytes, root_path: str) -> str:
     if root_path and path.startswith(root_path):
         path = path[len(root_path):]
     return path
+
+
+_NO_EXTENSIONS: dict[str, Any] = {}
 
 
 def _query(query_string: str) -> dict[str, str]:

@@ -22,6 +22,10 @@ Between requests uvicorn's keep-alive timeout applies as before.  A request head
 HTTP (uvicorn's "Invalid HTTP request received." in text/plain) is a 400 problem+json.  Every
 refusal is counted in ``interlace_http_refused_total{listener, reason}`` and never logged above
 DEBUG: a flood of bad requests must not become a flood of log lines.
+
+On a TLS listener (``protocol_class(..., tls=True)``) each connection's client certificate is
+read once, when the handshake ends, and every request of the connection carries it in
+``scope["extensions"]["tls"]`` (engine/tls.py); on a plain listener nothing of it runs.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from engine import metrics
 from engine.errors import PROBLEM_BASE
+from engine.tls import TLS_KEY, peer_extension
 
 log = logging.getLogger("interlace.http.guard")
 
@@ -103,6 +108,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     limits: HttpLimits = HttpLimits()
     listener = "facade"
+    tls = False  # the facade serves TLS: each connection's peer certificate goes to its requests
+    _tls_extension: dict[str, Any] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -130,6 +137,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                                           "connections; retry shortly"))
             transport.close()
             return
+        if self.tls:  # the handshake is done: read the client's certificate once per connection
+            self._tls_extension = peer_extension(transport.get_extra_info("ssl_object"))
         self._arm(self.limits.first_byte_timeout, self._first_byte_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -262,6 +271,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None and self.cycle.scope is self.scope:
             extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
             extensions[CLIENT_KEY] = self.cycle
+            if self._tls_extension is not None:
+                extensions[TLS_KEY] = self._tls_extension
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes that are not HTTP, as problem+json."""
@@ -271,7 +282,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol_class(limits: HttpLimits, listener: str = "facade") -> type[GuardedHttpToolsProtocol]:
-    """The protocol class for uvicorn's ``Config(http=...)`` with these limits."""
-    attributes = {"limits": limits, "listener": listener}
+def protocol_class(limits: HttpLimits, listener: str = "facade", tls: bool = False) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class for uvicorn's ``Config(http=...)`` with these limits (``tls``: the
+    listener serves TLS and hands each connection's peer certificate to its requests)."""
+    attributes = {"limits": limits, "listener": listener, "tls": tls}
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), attributes)

@@ -46,6 +46,7 @@ from engine.httpguard import (
 from engine.loader import LoadErrors, flow_files
 from engine.management import build_management_app, build_worker_app
 from engine.runtime import Runtime
+from engine.tls import FacadeTls, TlsConfigError
 from engine.workers import WorkerGroup
 
 log = logging.getLogger("interlace.server")
@@ -73,6 +74,7 @@ class ServeOptions:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     first_byte_timeout: float = DEFAULT_FIRST_BYTE_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    tls: FacadeTls | None = None  # TLS (and mutual TLS) on the facade port (engine/tls.py)
 
     @property
     def limits(self) -> HttpLimits:
@@ -111,9 +113,11 @@ def bind_or_explain(host: str, port: int, flag: str) -> socket.socket:
 
 
 def _config(app: object, opts: ServeOptions, *, facade: bool) -> uvicorn.Config:
+    tls = opts.tls if facade else None  # management stays on plain HTTP, behind its token
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
-        http=protocol_class(opts.limits, "facade" if facade else "management"),
+        http=protocol_class(opts.limits, "facade" if facade else "management", tls=tls is not None),
+        **(tls.uvicorn_options() if tls is not None else {}),
         loop="none",
         lifespan="off",
         access_log=False,
@@ -290,14 +294,21 @@ def serve(opts: ServeOptions) -> int:
         log.warning("management on %s without a token (--insecure-management): anyone who reaches the port can "
                     "reload and read the flows", opts.management_host)
     management_host = opts.management_host
+    if opts.tls is not None:
+        try:
+            opts.tls.check()
+        except TlsConfigError as exc:
+            print(f"interlace: {exc}", file=sys.stderr)
+            return 2
     try:
         facade_sock = bind_or_explain(opts.host, opts.port, "--port")
         management_sock = bind_or_explain(management_host, opts.management_port, "--management-port")
     except CannotListen as exc:
         print(f"interlace: {exc}", file=sys.stderr)
         return 1
-    log.info("facade on http://%s:%d, management on http://%s:%d", opts.host, opts.port, management_host,
-             opts.management_port)
+    log.info("facade on %s://%s:%d%s, management on http://%s:%d", "https" if opts.tls else "http", opts.host,
+             opts.port, f" (client certificates {opts.tls.client_cert})" if opts.tls and opts.tls.client_ca else "",
+             management_host, opts.management_port)
     if opts.workers <= 1:
         return int(_event_loop_runner()(serve_worker(opts, facade_sock, management_sock)))
     return _supervise(opts, facade_sock, management_sock)

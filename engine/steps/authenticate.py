@@ -6,6 +6,10 @@
   claim values.  The claims become ``${auth.*}``.
 - ``api_key``: a key in a header, compared in constant time with keys from secrets; the key's
   name becomes ``${auth.key}``.
+- ``client_cert``: the client certificate of a mutual-TLS connection (``interlace run
+  --tls-client-ca``, engine/tls.py), already verified against the client CA by the handshake,
+  matched against the subject, issuer, SANs or fingerprints the flow allows; its subject,
+  issuer, serial, SANs and fingerprint become ``${auth.*}``.
 
 A missing or bad credential answers 401 problem+json with ``WWW-Authenticate``; a verified one
 without a required claim value answers 403.  Never a 500, and never the token in an error.
@@ -29,6 +33,7 @@ from engine.errors import Forbidden, Unauthorized
 from engine.expressions import to_text
 from engine.message import Message
 from engine.registry import StepFn, step_kind
+from engine.steps._client_cert import CLIENT_CERT_SCHEMA, client_cert_step
 from engine.steps._fork import duration_field
 from engine.steps._jwks import JwksError, KeySet
 from engine.units import parse_duration
@@ -81,17 +86,21 @@ _API_KEY_SCHEMA: dict[str, Any] = {
 
 @step_kind(
     "authenticate",
-    summary="Verify the caller's JWT (against a JWKS) or API key; 401/403 problem+json otherwise; claims in ${auth}.",
+    summary="Verify the caller's JWT (against a JWKS), API key or TLS client certificate; 401/403 problem+json "
+            "otherwise; who it is in ${auth}.",
     category="policy",
     schema={"type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
-            "properties": {"jwt": _JWT_SCHEMA, "api_key": _API_KEY_SCHEMA}},
+            "properties": {"jwt": _JWT_SCHEMA, "api_key": _API_KEY_SCHEMA, "client_cert": CLIENT_CERT_SCHEMA}},
     examples=[{"jwt": {"header": "X-JWT-Assertion", "jwks": "gateway-jwks.json",
                        "issuer": "https://gateway.example.com", "required_claims": ["sub"]}},
-              {"api_key": {"header": "X-Api-Key", "keys": {"partner-a": "${secret.\"partner-a-key\"}"}}}],
+              {"api_key": {"header": "X-Api-Key", "keys": {"partner-a": "${secret.\"partner-a-key\"}"}}},
+              {"client_cert": {"subject": {"O": "Example Partners", "CN": ["partner-a", "partner-b"]}}}],
 )
 def compile_authenticate(config: Any, ctx: CompileContext) -> StepFn:
     if "jwt" in config:
         return _jwt_step(config["jwt"], ctx)
+    if "client_cert" in config:
+        return client_cert_step(config["client_cert"], ctx)
     return _api_key_step(config["api_key"], ctx)
 
 

@@ -1,0 +1,170 @@
+"""TLS on the facade port, and mutual TLS: who the client certificate says the caller is.
+
+``interlace run --tls-cert server.pem --tls-key server.key --tls-client-ca partners-ca.pem``
+serves the facade over TLS (uvicorn's own TLS settings) and asks every client for a certificate
+signed by that CA: ``--tls-client-cert required`` (the default with a client CA: the handshake
+fails without one) or ``optional`` (a connection without one is served, and a flow that needs
+one answers 401 problem+json from its ``authenticate: {client_cert: ...}`` step).  Each option
+has its environment variable (``INTERLACE_TLS_CERT`` ...), which the Kubernetes manifests set
+to the files of a mounted Secret.
+
+A connection's peer certificate is read once, when the handshake ends
+(``engine/httpguard.py``), into the plain view ``peer_view`` returns; every request of that
+connection carries it in ``scope["extensions"]["tls"]`` (the ASGI TLS extension's keys, plus
+``"view"``) and flows read it as ``${tls.subject}``, ``${tls.common_name}``, ``${tls.issuer}``,
+``${tls.serial}``, ``${tls.sans}``, ``${tls.fingerprint}`` (SHA-256, lowercase hex),
+``${tls.not_after}``, ``${tls.version}`` and ``${tls.cipher}``.  ``${tls}`` is null on a
+plain-HTTP request; its certificate fields are null on a TLS connection without a client
+certificate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CLIENT_CERT_MODES = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+TLS_KEY = "tls"  # scope["extensions"] key, as the ASGI TLS extension names it
+_TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+
+
+class TlsConfigError(Exception):
+    """TLS options that cannot serve (a file missing, a key that does not match), said in one line."""
+
+
+@dataclass(frozen=True)
+class FacadeTls:
+    """The facade's TLS: its certificate and key, and the CA its clients' certificates must chain to."""
+
+    certfile: str
+    keyfile: str | None = None
+    client_ca: str | None = None
+    client_cert: str = "none"  # none | optional | required
+
+    @classmethod
+    def from_options(cls, cert: str | None, key: str | None, client_ca: str | None,
+                     client_cert: str | None) -> FacadeTls | None:
+        """The TLS the command-line options ask for, or None for plain HTTP; a contradiction raises."""
+        mode = client_cert or ("required" if client_ca else "none")
+        if mode not in CLIENT_CERT_MODES:
+            raise TlsConfigError(f"--tls-client-cert {mode!r}: choose one of {', '.join(CLIENT_CERT_MODES)}")
+        if not cert:
+            if key or client_ca:
+                raise TlsConfigError("--tls-key and --tls-client-ca need --tls-cert (the facade's certificate)")
+            if client_cert and mode != "none":
+                raise TlsConfigError(f"--tls-client-cert {mode} needs --tls-cert and --tls-client-ca")
+            return None
+        if mode != "none" and not client_ca:
+            raise TlsConfigError(f"--tls-client-cert {mode} needs --tls-client-ca, the CA that signs the clients' "
+                                 "certificates")
+        return cls(certfile=cert, keyfile=key or None, client_ca=client_ca or None, client_cert=mode)
+
+    def check(self) -> None:
+        """Load the files once before anything is bound: a bad one is one line, not a traceback."""
+        for flag, path in (("--tls-cert", self.certfile), ("--tls-key", self.keyfile),
+                           ("--tls-client-ca", self.client_ca)):
+            if path is not None and not Path(path).is_file():
+                raise TlsConfigError(f"{flag} {path}: no such file")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(self.certfile, self.keyfile)
+        except (ssl.SSLError, OSError) as exc:
+            raise TlsConfigError(f"--tls-cert/--tls-key: cannot use {self.certfile}"
+                                 f"{' with ' + self.keyfile if self.keyfile else ''}: "
+                                 f"{getattr(exc, 'reason', None) or exc}") from None
+        if self.client_ca is not None:
+            try:
+                context.load_verify_locations(self.client_ca)
+            except (ssl.SSLError, OSError) as exc:
+                raise TlsConfigError(f"--tls-client-ca {self.client_ca}: not a PEM CA certificate "
+                                     f"({getattr(exc, 'reason', None) or exc})") from None
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``uvicorn.Config`` for this TLS."""
+        return {"ssl_certfile": self.certfile, "ssl_keyfile": self.keyfile, "ssl_ca_certs": self.client_ca,
+                "ssl_cert_reqs": CLIENT_CERT_MODES[self.client_cert]}
+
+
+def peer_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str, Any] | None:
+    """The ASGI TLS extension of one connection (read once, when its handshake is done)."""
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    cipher = ssl_object.cipher()
+    version = ssl_object.version()
+    view = peer_view(der)
+    view["version"] = version
+    view["cipher"] = cipher[0] if cipher else None
+    return {
+        "server_cert": None,
+        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+        "client_cert_name": view["subject"],
+        "client_cert_error": None,
+        "tls_version": _TLS_VERSIONS.get(version or ""),
+        "cipher_suite": None,
+        "view": view,
+    }
+
+
+def flow_view(extension: dict[str, Any]) -> dict[str, Any]:
+    """``${tls}`` of a request: the view this engine's protocol made for its connection, or one
+    made from another server's ASGI TLS extension (the engine mounted elsewhere)."""
+    view = extension.get("view")
+    if view is None:
+        chain = extension.get("client_cert_chain") or []
+        view = peer_view(ssl.PEM_cert_to_DER_cert(chain[0]) if chain else None)
+        view["version"] = next((name for name, code in _TLS_VERSIONS.items()
+                                if code == extension.get("tls_version")), None)
+        view["cipher"] = None
+        extension["view"] = view
+    return view
+
+
+def peer_view(der: bytes | None) -> dict[str, Any]:
+    """What a flow reads as ``${tls.*}`` of a client certificate (DER), all None without one."""
+    if not der:
+        return dict.fromkeys(("subject", "subject_fields", "common_name", "issuer", "issuer_fields", "serial",
+                              "sans", "fingerprint", "not_before", "not_after"))
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cert = x509.load_der_x509_certificate(der)
+    common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "subject_fields": _fields(cert.subject),
+        "common_name": str(common[0].value) if common else None,
+        "issuer": cert.issuer.rfc4514_string(),
+        "issuer_fields": _fields(cert.issuer),
+        "serial": format(cert.serial_number, "X"),
+        "sans": _sans(cert),
+        "fingerprint": hashlib.sha256(der).hexdigest(),
+        "not_before": cert.not_valid_before_utc.isoformat(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+    }
+
+
+def _fields(name: Any) -> dict[str, str]:
+    """A distinguished name as {short name: value} (CN, O, OU...; the last of a repeated one wins)."""
+    out: dict[str, str] = {}
+    for attribute in name:
+        label = attribute.rfc4514_attribute_name
+        out[label] = str(attribute.value)
+    return out
+
+
+def _sans(cert: Any) -> list[str]:
+    from cryptography import x509
+
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    out: list[str] = []
+    for general in names:
+        if isinstance(general, (x509.DNSName, x509.RFC822Name, x509.UniformResourceIdentifier, x509.IPAddress)):
+            out.append(str(general.value))
+    return out
