@@ -152,6 +152,33 @@ return {0, tostring(tonumber(oldest[2]) + window - now), 0}
 """
 
 
+# KEYS[1] = sorted set of the slots held, scored by when each lease ends; ARGV = limit, lease seconds,
+# the slot's unique member.  Leases past their end belong to a replica that died: freed first.
+_ACQUIRE_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local limit = tonumber(ARGV[1])
+local lease = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000))
+  return 1
+end
+return 0
+"""
+
+# KEYS[1] = the slots; ARGV = lease seconds, the member: a held slot's lease starts again
+_RENEW_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local lease = tonumber(ARGV[1])
+local renewed = redis.call('ZADD', KEYS[1], 'XX', 'CH', now + lease, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000))
+return renewed
+"""
+
+
 class RedisStore:
     """Entries and counters in Redis, under ``prefix``; ``client`` is a redis.asyncio.Redis."""
 
@@ -160,6 +187,8 @@ class RedisStore:
         self._prefix = prefix
         self._bucket = client.register_script(_TOKEN_BUCKET)
         self._window = client.register_script(_SLIDING_WINDOW)
+        self._acquire = client.register_script(_ACQUIRE_SLOT)
+        self._renew = client.register_script(_RENEW_SLOT)
         self._sequence = 0
         self._origin = os.urandom(8).hex()
 
@@ -189,3 +218,19 @@ class RedisStore:
         else:
             allowed, wait, remaining = await self._bucket(keys=[name], args=[limit, window])
         return Decision(bool(int(allowed)), float(wait), int(remaining))
+
+    def slot_member(self) -> str:
+        """A name for one held slot, unique across replicas and calls."""
+        self._sequence += 1
+        return f"{self._origin}-{self._sequence}"
+
+    async def acquire_slot(self, key: str, member: str, limit: int, lease: float) -> bool:
+        """Hold one of ``limit`` slots of ``key`` for ``lease`` seconds (renewed while held)."""
+        done = await self._acquire(keys=[self._prefix + "slots:" + key], args=[limit, lease, member])
+        return bool(int(done))
+
+    async def renew_slot(self, key: str, member: str, lease: float) -> None:
+        await self._renew(keys=[self._prefix + "slots:" + key], args=[lease, member])
+
+    async def release_slot(self, key: str, member: str) -> None:
+        await self._client.zrem(self._prefix + "slots:" + key, member)

@@ -36,6 +36,19 @@ class _EndpointStore:
     async def take(self, key: str, limit: int, window: float, algorithm: str) -> Decision:
         return await self._endpoint.store.take(key, limit, window, algorithm)  # type: ignore[no-any-return]
 
+    # concurrency slots (engine/steps/concurrency.py)
+    def slot_member(self) -> str:
+        return self._endpoint.store.slot_member()  # type: ignore[no-any-return]
+
+    async def acquire_slot(self, key: str, member: str, limit: int, lease: float) -> bool:
+        return await self._endpoint.store.acquire_slot(key, member, limit, lease)  # type: ignore[no-any-return]
+
+    async def renew_slot(self, key: str, member: str, lease: float) -> None:
+        await self._endpoint.store.renew_slot(key, member, lease)
+
+    async def release_slot(self, key: str, member: str) -> None:
+        await self._endpoint.store.release_slot(key, member)
+
 
 def store_for(config: Any, ctx: CompileContext, max_entries: int = 10_000) -> KeyValueStore:
     name = config.get("store")

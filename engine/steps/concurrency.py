@@ -1,0 +1,224 @@
+"""The concurrency step (WSO2's throttle ``MaximumConcurrentAccess``, Camel's throttle in
+``ConcurrentRequests`` mode, a bulkhead): at most ``limit`` executions of the nested steps at
+once for each key, so a slow backend or one busy tenant cannot take every worker.
+
+A message past the limit waits up to ``wait`` for a slot (first come, first served; default
+0: no waiting), then gets 429 (or ``status: 503``) problem+json with ``Retry-After``.  The
+slots live in this process by default; with ``store`` (a redis endpoint) every replica counts
+against one limit: each held slot is a member of a Redis sorted set scored by when its lease
+ends, renewed while the steps run, so a replica that dies frees its slots after ``lease``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Any
+
+from engine.compiler import CompileContext, StepConfigError
+from engine.errors import FlowError, ServiceUnavailable, TooManyRequests
+from engine.expressions import to_text
+from engine.kvstore import MemoryStore
+from engine.message import Message
+from engine.registry import STEPS_REF, StepFn, step_kind
+from engine.steps._fork import duration_field, seconds
+from engine.steps._stores import STORE_FIELD, store_for
+from engine.units import parse_duration
+
+log = logging.getLogger("interlace.concurrency")
+
+_POLL_FIRST, _POLL_MOST = 0.005, 0.1  # a shared store is asked again after 5 ms, backing off to 100 ms
+
+
+class LocalSlots:
+    """``limit`` slots per key in this process, handed to waiters in arrival order."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[str, int] = {}
+        self._waiting: dict[str, deque[asyncio.Future[bool]]] = {}
+
+    def held(self, key: str) -> int:
+        return self._held.get(key, 0)
+
+    async def acquire(self, key: str, wait: float) -> bool:
+        held = self._held.get(key, 0)
+        if held < self.limit and key not in self._waiting:
+            self._held[key] = held + 1
+            return True
+        if wait <= 0:
+            return False
+        loop = asyncio.get_running_loop()
+        granted: asyncio.Future[bool] = loop.create_future()
+        queue = self._waiting.setdefault(key, deque())
+        queue.append(granted)
+        timer = loop.call_later(wait, self._expire, key, granted)
+        try:
+            return await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled() and granted.result():
+                self.release(key)  # handed a slot as the caller left: pass it on
+            raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, key: str, granted: asyncio.Future[bool]) -> None:
+        if not granted.done():
+            granted.set_result(False)
+        queue = self._waiting.get(key)
+        if queue is not None:
+            with contextlib.suppress(ValueError):
+                queue.remove(granted)
+            if not queue:
+                del self._waiting[key]
+
+    def release(self, key: str) -> None:
+        queue = self._waiting.get(key)
+        while queue:
+            waiter = queue.popleft()
+            if not waiter.done():
+                if not queue:
+                    del self._waiting[key]
+                waiter.set_result(True)  # the slot goes straight to the next in line
+                return
+        self._waiting.pop(key, None)
+        held = self._held.get(key, 0) - 1
+        if held > 0:
+            self._held[key] = held
+        else:
+            self._held.pop(key, None)
+
+
+class SharedSlots:
+    """``limit`` slots per key in a redis endpoint's store, shared by every replica."""
+
+    def __init__(self, store: Any, limit: int, lease: float) -> None:
+        self.store = store
+        self.limit = limit
+        self.lease = lease
+
+    async def acquire(self, key: str, member: str, wait: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        pause = _POLL_FIRST
+        while True:
+            if await self.store.acquire_slot(key, member, self.limit, self.lease):
+                return True
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, _POLL_MOST)
+
+    async def keep(self, key: str, member: str) -> None:
+        """Renew the slot's lease until cancelled (the steps are done)."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self.store.renew_slot(key, member, self.lease)
+            except Exception as exc:
+                log.warning("concurrency slot %s could not be renewed: %s", key, type(exc).__name__)
+
+
+@step_kind(
+    "concurrency",
+    summary="Run the nested steps for at most limit messages at once per key; past it wait, then 429 with "
+            "Retry-After.",
+    category="policy",
+    schema={
+        "type": "object", "additionalProperties": False, "required": ["limit", "steps"],
+        "properties": {
+            "key": {"type": "string",
+                    "description": "Whose limit a message counts against, e.g. ${headers.\"x-client-id\"} "
+                                   "(default: one limit for everyone)."},
+            "limit": {"type": "integer", "minimum": 1, "description": "Executions of the steps at once."},
+            "steps": STEPS_REF,
+            "wait": {"type": ["string", "number"],
+                     "description": "How long a message waits for a free slot before it is refused (default 0: "
+                                    "refused at once). A duration: 250ms, 2s."},
+            "status": {"enum": [429, 503],
+                       "description": "The answer past the limit: 429 (default; the caller's share is used up) or "
+                                      "503 (the service is at capacity)."},
+            "retry_after": duration_field("The Retry-After of a refusal, rounded up to whole seconds (default 1s)."),
+            "store": STORE_FIELD,
+            "lease": duration_field("With store: how long a slot is held without renewal, so a replica that "
+                                    "dies frees its slots (default 30s; renewed every third of it)."),
+            "on_store_error": {"enum": ["allow", "deny"],
+                               "description": "When the shared store cannot be reached: allow (default, the limit "
+                                              "is not enforced meanwhile, logged) or deny (503)."},
+            "message": {"type": "string", "description": "The problem's detail (default names the limit)."},
+        },
+    },
+    examples=[{"key": "${headers.\"x-client-id\" || 'anonymous'}", "limit": 4, "wait": "500ms",
+               "steps": [{"call": {"endpoint": "reports", "method": "GET", "path": "/reports/${path.id}"}}]}],
+    branches=("steps",),
+)
+def compile_concurrency(config: Any, ctx: CompileContext) -> StepFn:
+    key = ctx.template(config["key"], "key") if "key" in config else None
+    limit = int(config["limit"])
+    steps = ctx.steps(config["steps"], "steps")
+    try:
+        wait = parse_duration(config.get("wait", 0))
+    except ValueError as exc:
+        raise StepConfigError(str(exc), "wait") from exc
+    if wait < 0:
+        raise StepConfigError(f"wait cannot be negative, got {config['wait']!r}", "wait")
+    status = int(config.get("status", 429))
+    retry_after = max(1, int(-(-seconds(config.get("retry_after", "1s"), "retry_after") // 1)))
+    deny_on_error = config.get("on_store_error", "allow") == "deny"
+    detail = config.get("message") or f"more than {limit} requests at once; try again later"
+    namespace = f"concurrency:{ctx.step_id}:"
+
+    def refused() -> FlowError:
+        error_type = TooManyRequests if status == 429 else ServiceUnavailable
+        return error_type(detail, code="concurrency-limited", headers={"Retry-After": str(retry_after)},
+                          extra={"retry_after": retry_after, "limit": limit})
+
+    store = store_for(config, ctx)
+    if isinstance(store, MemoryStore):  # no store named (or a broken one, reported already)
+        slots = LocalSlots(limit)
+
+        async def run_local(msg: Message) -> None:
+            who = to_text(key.render(msg)) if key is not None else ""
+            if not await slots.acquire(who, wait):
+                raise refused()
+            try:
+                await steps.run(msg)
+            finally:
+                slots.release(who)
+
+        return run_local
+
+    if not hasattr(store, "acquire_slot"):
+        raise StepConfigError("this store cannot hold concurrency slots; name a redis endpoint", "store")
+    shared = SharedSlots(store, limit, seconds(config.get("lease", "30s"), "lease"))
+
+    async def run_shared(msg: Message) -> None:
+        who = namespace + (to_text(key.render(msg)) if key is not None else "")
+        member = store.slot_member()  # type: ignore[attr-defined]
+        try:
+            acquired = await shared.acquire(who, member, wait)
+        except Exception as exc:
+            log.warning("concurrency store unavailable (%s): %s", type(exc).__name__,
+                        "denying" if deny_on_error else "letting through")
+            if deny_on_error:
+                raise ServiceUnavailable("the concurrency limit cannot be checked right now; try again shortly",
+                                         headers={"Retry-After": "1"}) from None
+            await steps.run(msg)
+            return
+        if not acquired:
+            raise refused()
+        keeper = asyncio.ensure_future(shared.keep(who, member))
+        try:
+            await steps.run(msg)
+        finally:
+            keeper.cancel()
+            try:
+                await store.release_slot(who, member)  # type: ignore[attr-defined]
+            except Exception as exc:
+                log.warning("concurrency slot %s could not be released (%s); it frees itself after its lease",
+                            who, type(exc).__name__)
+
+    return run_shared
