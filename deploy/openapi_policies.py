@@ -20,6 +20,8 @@ _ANSWERS = {
                      "403": "The credential is not allowed here (a required claim, or the client "
                             "certificate's subject)."},
     "throttle": {"429": "Too many requests: retry after the Retry-After header's seconds."},
+    "concurrency": {"429": "Too many requests at once: retry after the Retry-After header's seconds.",
+                    "503": "At capacity: retry after the Retry-After header's seconds."},
     "validate": {"422": "The payload does not validate: errors lists each failing path."},
     "idempotent": {"409": "A request with this idempotency key is in progress (or was already processed).",
                    "422": "This idempotency key was used for another request."},

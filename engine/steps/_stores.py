@@ -13,6 +13,12 @@ STORE_FIELD: dict[str, Any] = {
     "description": "A redis endpoint (declared under endpoints:) holding the state, shared by every replica; "
                    "default: this process's memory.",
 }
+RECORDS_STORE_FIELD: dict[str, Any] = {
+    "type": "string",
+    "description": "An endpoint holding the records: redis (shared by every replica) or sql (a SQLite file "
+                   "that survives a restart, or PostgreSQL; table interlace_records); default: this "
+                   "process's memory.",
+}
 
 
 class _EndpointStore:
@@ -50,7 +56,10 @@ class _EndpointStore:
         await self._endpoint.store.release_slot(key, member)
 
 
-def store_for(config: Any, ctx: CompileContext, max_entries: int = 10_000) -> KeyValueStore:
+def store_for(config: Any, ctx: CompileContext, max_entries: int = 10_000, *,
+              records_only: bool = True) -> KeyValueStore:
+    """The store a step's ``store`` names.  ``records_only=False``: the step keeps counters
+    (rate limits, concurrency slots), which only memory and Redis hold."""
     name = config.get("store")
     if name is None:
         return MemoryStore(max_entries)
@@ -58,7 +67,18 @@ def store_for(config: Any, ctx: CompileContext, max_entries: int = 10_000) -> Ke
     connector = getattr(endpoint, "connector", endpoint)  # the resilience wrapper, when there is one
     if getattr(connector, "name", None) == "broken":
         return MemoryStore(max_entries)  # its own error is reported already
+    from connectors.sql import SqlConnector
+
+    if isinstance(connector, SqlConnector):
+        if not records_only:
+            raise StepConfigError(f"endpoint {name!r} is a sql database, which keeps the records of cache and "
+                                  "idempotent steps; limits and counters need a redis endpoint (or no store, "
+                                  "for this process's memory)", "store")
+        from engine.sqlstore import SqlStore
+
+        return SqlStore(connector)
     if not hasattr(connector, "store"):
         raise StepConfigError(f"endpoint {name!r} cannot hold state; declare a redis endpoint "
-                              f"(endpoints: {name}: redis: {{url: ...}}) or leave store out for memory", "store")
+                              f"(endpoints: {name}: redis: {{url: ...}}), a sql one (cache and idempotent) or "
+                              "leave store out for memory", "store")
     return _EndpointStore(connector)

@@ -21,7 +21,7 @@ from engine.message import Message
 from engine.registry import STEPS_REF, StepFn, step_kind
 from engine.steps._answers import record_answer, restore_answer
 from engine.steps._fork import duration_field, seconds
-from engine.steps._stores import STORE_FIELD, store_for
+from engine.steps._stores import RECORDS_STORE_FIELD, store_for
 from engine.units import parse_size
 
 log = logging.getLogger("interlace.cache")
@@ -48,7 +48,7 @@ _NOT_STORED = ("no-store", "no-cache", "private")
                          "description": "A larger body is not kept (default 1MiB). A size: 64KiB, 1MiB."},
             "vars": {"type": "array", "items": {"type": "string"},
                      "description": "Variables the nested steps set that a hit restores too."},
-            "store": STORE_FIELD,
+            "store": RECORDS_STORE_FIELD,
             "header": {"type": "string",
                        "description": "A response header that says hit or miss (e.g. X-Cache)."},
             "respect_request": {"type": "boolean",

@@ -176,7 +176,7 @@ def compile_concurrency(config: Any, ctx: CompileContext) -> StepFn:
         return error_type(detail, code="concurrency-limited", headers={"Retry-After": str(retry_after)},
                           extra={"retry_after": retry_after, "limit": limit})
 
-    store = store_for(config, ctx)
+    store = store_for(config, ctx, records_only=False)
     if isinstance(store, MemoryStore):  # no store named (or a broken one, reported already)
         slots = LocalSlots(limit)
 

@@ -6,7 +6,9 @@ steps and records the answer.  A repeat then gets, by ``on_duplicate``: ``replay
 answer again, marked ``Idempotent-Replayed: true``; the default), ``reject`` (409) or ``drop``
 (204).  A repeat while the first is still running gets 409 with Retry-After.  A repeat with the
 same key but another method, path or body is the caller's mistake: 422.  When the steps fail,
-the claim is released so the caller's retry runs them again.
+the claim is released so the caller's retry runs them again.  The records live in this process
+by default, in Redis with a redis endpoint as ``store`` (every replica), or in a table of a sql
+endpoint's database (a SQLite file keeps them across a restart; engine/sqlstore.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from engine.message import Message
 from engine.registry import STEPS_REF, StepFn, step_kind
 from engine.steps._answers import read_meta, record_answer, restore_answer
 from engine.steps._fork import duration_field, seconds
-from engine.steps._stores import STORE_FIELD, store_for
+from engine.steps._stores import RECORDS_STORE_FIELD, store_for
 
 log = logging.getLogger("interlace.idempotent")
 
@@ -47,7 +49,7 @@ _PENDING = b"pending"
             "required": {"type": "boolean",
                          "description": "A request without a key is refused with 400 (default false: it runs "
                                         "unguarded)."},
-            "store": STORE_FIELD,
+            "store": RECORDS_STORE_FIELD,
         },
     },
     examples=[{"key": "${headers.\"idempotency-key\"}", "ttl": "24h",

@@ -55,7 +55,7 @@ def compile_throttle(config: Any, ctx: CompileContext) -> StepFn:
     limit = int(config["limit"])
     period = seconds(config["per"], "per")
     algorithm = config.get("algorithm", "token_bucket")
-    store = store_for(config, ctx)
+    store = store_for(config, ctx, records_only=False)
     deny_on_error = config.get("on_store_error", "allow") == "deny"
     detail = config.get("message") or f"more than {limit} requests per {config['per']}; try again later"
     namespace = f"throttle:{ctx.step_id}:"
