@@ -119,6 +119,71 @@ _ROOT_GETTERS: dict[str, Callable[[Context], Any]] = {
 }
 
 
+# the roots read straight from the message: an expression that is only a path of fields from one
+# of these (payload.id, vars.customer.name, headers."x-client-id") skips the Context
+_MESSAGE_ROOTS: dict[str, Callable[[Message], Any]] = {
+    "payload": lambda m: m.payload,
+    "headers": lambda m: m.headers,
+    "vars": lambda m: m.vars,
+    "path": lambda m: m.path_params,
+    "query": lambda m: m.query,
+    "error": lambda m: m.error,
+    "status": lambda m: m.status,
+    "method": lambda m: m.method,
+    "correlation_id": lambda m: m.correlation_id,
+    "params": lambda m: m.attributes.get("params"),
+    "auth": lambda m: m.attributes.get("auth"),
+    "tls": lambda m: m.attributes.get("tls"),
+}
+
+
+def _field_path(node: dict[str, Any]) -> list[str] | None:
+    """``a.b.c`` as ["a", "b", "c"] when the tree is only fields, else None."""
+    if node["type"] == "field":
+        return [node["value"]]
+    if node["type"] == "subexpression":
+        path: list[str] = []
+        for child in node.get("children", []):
+            part = _field_path(child)
+            if part is None:
+                return None
+            path += part
+        return path
+    return None
+
+
+def _direct_getter(node: dict[str, Any]) -> Callable[[Message], Any] | None:
+    """A getter on the message itself for a field path from a message root (same answers as the
+    general path: a missing field or a value that is not a mapping gives None)."""
+    path = _field_path(node)
+    root = _MESSAGE_ROOTS.get(path[0]) if path else None
+    if path is None or root is None:
+        return None
+    names = path[1:]
+    if not names:
+        return root
+    if len(names) == 1:
+        name = names[0]
+
+        def one_field(msg: Message) -> Any:
+            value = root(msg)
+            if isinstance(value, dict):
+                return value.get(name)
+            return value.get(name) if isinstance(value, Mapping) else None
+        return one_field
+
+    def fields(msg: Message) -> Any:
+        value = root(msg)
+        for name in names:
+            if not isinstance(value, Mapping):  # dict is a Mapping too
+                return None
+            value = value.get(name)
+            if value is None:
+                return None
+        return value
+    return fields
+
+
 class Secrets(Mapping[str, str]):
     """Secrets read from files (Kubernetes Secret mounts): one file per secret, named by it."""
 
@@ -586,7 +651,7 @@ def _copy_tree(node: Any) -> Any:
 class Expr:
     """One compiled ``${...}`` expression."""
 
-    __slots__ = ("_getter", "env", "env_refs", "secret_refs", "secrets", "source", "uses_payload")
+    __slots__ = ("_getter", "direct", "env", "env_refs", "secret_refs", "secrets", "source", "uses_payload")
 
     def __init__(self, source: str, namespaces: Mapping[str, str] | None = None,
                  env: Mapping[str, str] | None = None, secrets: Mapping[str, str] | None = None) -> None:
@@ -614,8 +679,12 @@ class Expr:
         self.uses_payload = usage.payload
         self.env_refs = frozenset(usage.env_refs)
         self.secret_refs = frozenset(usage.secret_refs)
+        # a path of fields from a message root, read without a Context (it cannot raise)
+        self.direct: Callable[[Message], Any] | None = _direct_getter(parsed)
 
     def evaluate(self, msg: Message) -> Any:
+        if self.direct is not None:
+            return self.direct(msg)
         try:
             return self._getter(Context(msg, self.env, self.secrets))
         except ExpressionError:
@@ -739,6 +808,10 @@ class Template:
         if isinstance(value, Mapping):
             items = [(self._compile(k, opts) if isinstance(k, str) else (lambda m, k=k: k),
                       self._compile(v, opts)) for k, v in value.items()]
+            if all(not isinstance(k, str) or not find_expressions(k) for k in value):
+                # the keys are text without ${...}: made once, not per message
+                fixed = [(to_text(key(None)), render) for key, render in items]  # type: ignore[arg-type]
+                return lambda msg: {k: v(msg) for k, v in fixed}
             return lambda msg: {to_text(k(msg)): v(msg) for k, v in items}
         if isinstance(value, list):
             parts = [self._compile(v, opts) for v in value]
@@ -752,7 +825,7 @@ class Template:
             return lambda msg: plain
         if len(spans) == 1 and spans[0][0] == 0 and spans[0][1] == len(text):
             expr = self._expr(spans[0][2], opts)
-            return expr.evaluate
+            return expr.direct or expr.evaluate
         pieces: list[str | Expr] = []
         cursor = 0
         for start, end, source in spans:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lxml import etree
+
 from engine.compiler import StepConfigError
 from engine.message import JSON, XML, Message
 from engine.units import parse_duration
@@ -58,4 +60,4 @@ def result_of(branch: Message) -> Any:
 
 
 def _is_xml(value: Any) -> bool:
-    return hasattr(value, "tag") and hasattr(value, "getroottree")
+    return isinstance(value, etree._Element)

@@ -277,21 +277,38 @@ async def _run_items(msg: Message, items: AsyncIterator[Any], plan: _Plan) -> tu
             return
 
     async def in_order() -> None:
-        # one at a time: no task per item, no event-loop turn between items
-        nonlocal seen, cut_by_count
+        # one at a time: no task, no semaphore, no event-loop turn between items
+        nonlocal seen, cut_by_count, succeeded
+        run_steps, index_var, keep, count = plan.steps.run, plan.index_var, plan.keep_results, plan.count
         async for item in items:
             if first_error:
                 return
-            if plan.count is not None and succeeded >= plan.count:
+            if count is not None and succeeded >= count:
                 cut_by_count = True
                 return
-            await limit.acquire()
-            await one(seen, item)
+            index = seen
             seen += 1
+            try:
+                branch = fork(msg, item, with_payload=True)
+                branch.vars[index_var] = index
+                await run_steps(branch)
+                succeeded += 1
+                if keep:
+                    results[index] = branch.payload
+            except FlowError as exc:
+                _failed(index, exc)
+            except Exception as exc:
+                _failed(index, internal_error(exc))
 
-    feeder = asyncio.ensure_future(in_order() if plan.concurrency == 1 else feed())
+    if plan.concurrency == 1 and plan.timeout is None:
+        await in_order()  # in this task: nothing to cancel from outside
+        feeder = None
+    else:
+        feeder = asyncio.ensure_future(in_order() if plan.concurrency == 1 else feed())
     try:
-        if plan.timeout is None:
+        if feeder is None:
+            pass
+        elif plan.timeout is None:
             await feeder
         else:
             done, _ = await asyncio.wait({feeder}, timeout=plan.timeout)
@@ -304,13 +321,14 @@ async def _run_items(msg: Message, items: AsyncIterator[Any], plan: _Plan) -> tu
             else:
                 feeder.result()
     except BaseException:
-        feeder.cancel()
+        if feeder is not None:
+            feeder.cancel()
         for task in list(running):
             task.cancel()
         raise
     if first_error:
         raise first_error[0]
-    ordered = [results[i] for i in sorted(results)]
+    ordered = list(results.values()) if plan.concurrency == 1 else [results[i] for i in sorted(results)]
     if plan.count is not None and len(ordered) > plan.count:
         ordered = ordered[:plan.count]
     stats = {"items": seen, "succeeded": min(succeeded, plan.count or succeeded), "failed": len(failures),
