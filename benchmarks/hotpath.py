@@ -118,13 +118,14 @@ def wait_ready(engine: Engine, body: bytes) -> None:
     raise SystemExit(f"{engine.name} did not answer /direct within 60 s")
 
 
-def drive(engine: Engine, cell: str, bodies: Path, bench: Path, secs: float) -> tuple[float, float]:
+def drive(engine: Engine, cell: str, bodies: Path, bench: Path, secs: float, connections: int = 50,
+          ) -> tuple[float, float]:
     path, kind, ctype = CELLS[cell]
     env = {**os.environ, "BENCH_BODY": str(bodies / kind), "BENCH_CTYPE": ctype,
            "BENCH_HDR_NAME": "x-route", "BENCH_HDR_VALUE": "a"}
     before = engine.cpu_seconds()
-    wrk = ["taskset", "-c", "1", "wrk", "-t1", "-c50", f"-d{secs:g}s", "-s", str(bench / "lib" / "post.lua"),
-           f"http://127.0.0.1:{engine.port}{path}"]
+    wrk = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{secs:g}s", "-s",
+           str(bench / "lib" / "post.lua"), f"http://127.0.0.1:{engine.port}{path}"]
     out = subprocess.run(wrk, env=env, capture_output=True, text=True, check=True).stdout
     used = engine.cpu_seconds() - before
     found = RESULT.search(out)
@@ -145,6 +146,7 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true", help="also this tree with --log-level warning (no request log)")
     parser.add_argument("--routes", action="store_true", help="206 routes against 6 (no floor)")
     parser.add_argument("--no-floor", action="store_true", help="leave the aiohttp floor out")
+    parser.add_argument("--connections", type=int, default=50, help="wrk's connections (default 50, as the bench)")
     parser.add_argument("--log-level", default="info", help="interlace's --log-level (default info, as `run`)")
     parser.add_argument("--port-base", type=int, default=int(os.environ.get("PORT_BASE", "18930")))
     args = parser.parse_args()
@@ -204,7 +206,7 @@ def main() -> None:
             order = engines[round_ % len(engines):] + engines[:round_ % len(engines)]
             for engine in order:
                 for cell in cells:
-                    cpu, rate = drive(engine, cell, work, bench, args.secs)
+                    cpu, rate = drive(engine, cell, work, bench, args.secs, args.connections)
                     engine.cpu.setdefault(cell, []).append(cpu)
                     engine.rate.setdefault(cell, []).append(rate)
                     print(f"round {round_ + 1}  {engine.name:<10} {cell:<12} {rate:8,.0f} req/s  {cpu:7.1f} µs/req",

@@ -153,7 +153,8 @@ def test_run_bench_refuses_bad_arguments(tmp_path: Path, args: list[str]) -> Non
     assert "run_bench.sh:" in done.stderr
 
 
-@pytest.mark.parametrize("script", ["streaming.py", "startup_memory.py", "gen_flows.py", "stacks.py"])
+@pytest.mark.parametrize("script", ["streaming.py", "startup_memory.py", "gen_flows.py", "stacks.py", "hotpath.py",
+                                    "inprocess.py"])
 def test_measurement_scripts_parse_their_arguments(script: str) -> None:
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--help"], capture_output=True,
                           text=True, timeout=30)
@@ -161,10 +162,11 @@ def test_measurement_scripts_parse_their_arguments(script: str) -> None:
     assert "usage:" in done.stdout
 
 
-def test_generated_flows_are_valid(tmp_path: Path) -> None:
+@pytest.mark.parametrize("templated", [[], ["--templated"]])
+def test_generated_flows_are_valid(tmp_path: Path, templated: list[str]) -> None:
     target = tmp_path / "flows"
-    subprocess.run([sys.executable, str(REPO / "benchmarks" / "gen_flows.py"), str(target), "--count", "24"],
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "gen_flows.py"), str(target), "--count", "24",
+                    *templated], check=True, capture_output=True, timeout=30)
     done = subprocess.run([sys.executable, "-m", "engine.cli", "validate", str(target)], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
