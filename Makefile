@@ -9,7 +9,7 @@ FRONTEND := designer/frontend
 DESIGNER := designer/static/index.html
 FRONTEND_SOURCES := $(wildcard $(FRONTEND)/src/*) $(FRONTEND)/index.html $(FRONTEND)/vite.config.js $(FRONTEND)/package.json
 
-.PHONY: run test lint typecheck services clean designer
+.PHONY: run test lint typecheck services clean designer designer-screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ $(DESIGNER): $(FRONTEND)/node_modules/.installed $(FRONTEND_SOURCES)
 	cd $(FRONTEND) && npm run build
 
 designer: $(DESIGNER)
+
+# The screenshots of docs/designer.md, taken by the browser tests (which otherwise write them
+# to a temporary folder): run it when the designer's looks change, and commit the images.
+designer-screenshots: $(STAMP) $(DESIGNER)
+	DESIGNER_SCREENSHOTS=docs $(BIN)/pytest tests/browser -q -p no:cacheprovider
 
 run: $(STAMP) $(DESIGNER)
 	@echo "interlace is installed in $(BIN): call it as $(BIN)/interlace, or put it on your PATH with"

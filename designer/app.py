@@ -100,7 +100,7 @@ class Designer:
 
     def state(self, name: str, text: str, base: str) -> dict[str, Any]:
         suite = self.workspace.is_suite(name)
-        outline: dict[str, Any] = {"flows": [], "sequences": [], "endpoints": []}
+        outline: dict[str, Any] = {"flows": [], "sequences": [], "endpoints": [], "namespaces": None}
         problems: list[dict[str, Any]]
         try:
             doc = parse(text, name)
@@ -124,7 +124,9 @@ class Designer:
         for name in self.workspace.names():
             entry: dict[str, Any] = {"name": name, "suite": self.workspace.is_suite(name)}
             try:
-                doc = parse(self.workspace.read(name).text, name)
+                current = self.workspace.read(name)
+                entry["hash"] = current.hash  # the front end compares it with its base: a change on disk
+                doc = parse(current.text, name)
                 if isinstance(doc, dict) and not entry["suite"]:
                     for key in ("flows", "sequences", "endpoints"):
                         entry[key] = sorted(map(str, doc.get(key) or {})) if isinstance(doc.get(key), dict) else []

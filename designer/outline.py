@@ -131,9 +131,11 @@ class _Builder:
 def build_outline(doc: Any) -> Outline:
     """The canvas's view of a parsed file (``parse``'s result)."""
     builder = _Builder(step_kinds())
-    outline: Outline = {"flows": [], "sequences": [], "endpoints": []}
+    outline: Outline = {"flows": [], "sequences": [], "endpoints": [], "namespaces": None}
     if not isinstance(doc, dict):
         return outline
+    if isinstance(doc.get("namespaces"), dict):
+        outline["namespaces"] = plain(doc["namespaces"])
     end_of_file = last_line(doc)
     for name, node in (doc.get("endpoints") or {}).items() if isinstance(doc.get("endpoints"), dict) else []:
         kind = next(iter(node), None) if isinstance(node, dict) else None
@@ -142,9 +144,16 @@ def build_outline(doc: Any) -> Outline:
                                      "config": plain(node.get(kind)) if kind else None})
     for name, node in (doc.get("sequences") or {}).items() if isinstance(doc.get("sequences"), dict) else []:
         end = last_line(node) if node else doc["sequences"].key_marks[name][0]
+        # a plain sequence is its step list; a template is {description, params, steps}
+        template = isinstance(node, dict)
+        steps_path = ["sequences", name, "steps"] if template else ["sequences", name]
+        steps = node.get("steps") if template else node
         outline["sequences"].append({"name": str(name), "path": ["sequences", name],
-                                     "line": doc["sequences"].key_marks[name][0] + 1,
-                                     "lanes": [builder.lane("steps", "steps", ["sequences", name], node, end)]})
+                                     "line": doc["sequences"].key_marks[name][0] + 1, "end": end + 1,
+                                     "template": template,
+                                     "description": node.get("description") if template else None,
+                                     "params": plain(node.get("params")) if template else None,
+                                     "lanes": [builder.lane("steps", "steps", steps_path, steps, end)]})
     for name, node in (doc.get("flows") or {}).items() if isinstance(doc.get("flows"), dict) else []:
         if not isinstance(node, dict):
             continue

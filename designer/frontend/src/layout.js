@@ -56,51 +56,63 @@ function measureStep(step) {
 
 const key = (path) => JSON.stringify(path);
 
-function placeLane(lane, x, y, out, depth) {
-  out.nodes.push({ id: `lane:${key(lane.path)}`, type: "lane", position: { x, y }, zIndex: depth * 2,
-    data: { lane }, style: { width: lane.w, height: lane.h }, selectable: false, draggable: false });
+// Everything is drawn into one plain layer of absolutely placed boxes (left/top, no transform
+// per box, no SVG edges): a pan then moves one composited layer instead of repainting and
+// re-layerising hundreds of transformed nodes. The items are in paint order: a lane before
+// its slots and steps, a step before its own lanes.
+function placeLane(lane, x, y, out) {
+  out.items.push({ type: "lane", id: `lane:${key(lane.path)}`, x, y, w: lane.w, h: lane.h, lane });
   let cy = y + LANE_LABEL;
   const cx = x + LANE_PAD;
   const inner = lane.w - 2 * LANE_PAD;
-  const slot = (index, sy) => out.nodes.push({ id: `slot:${key(lane.path)}:${index}`, type: "slot",
-    position: { x: cx, y: sy }, zIndex: depth * 2 + 1, draggable: false, selectable: false,
-    data: { lane: lane.path, index, laneKey: lane.key }, style: { width: inner, height: GAP - 8 } });
+  if (lane.steps.length > 1) {
+    // one wire down the lane's middle, from its first step to its last, behind the steps
+    const first = cy + GAP;
+    let last = first;
+    lane.steps.forEach((step, i) => { if (i < lane.steps.length - 1) last += step.h + GAP; });
+    out.items.push({ type: "wire", id: `wire:${key(lane.path)}`, x: cx + inner / 2 - 1, y: first, w: 2, h: last - first });
+  }
+  const slot = (index, sy) => out.items.push({ type: "slot", id: `slot:${key(lane.path)}:${index}`,
+    x: cx, y: sy, w: inner, h: GAP - 8, lane: lane.path, index });
   slot(0, cy + 4);
   cy += GAP;
-  let previous = null;
   lane.steps.forEach((step, index) => {
     const sx = cx + (inner - step.w) / 2;
-    placeStep(step, sx, cy, out, depth + 1);
-    if (previous) out.edges.push({ id: `e:${previous}->${key(step.path)}`, source: previous, target: `step:${key(step.path)}`, type: "straight", zIndex: depth * 2 + 1 });
-    previous = `step:${key(step.path)}`;
+    placeStep(step, sx, cy, out);
     cy += step.h;
     slot(index + 1, cy + 4);
     cy += GAP;
   });
 }
 
-function placeStep(step, x, y, out, depth) {
-  out.nodes.push({ id: `step:${key(step.path)}`, type: "step", position: { x, y }, zIndex: depth * 2,
-    data: { step }, style: { width: step.w, height: step.h }, draggable: false });
+function placeStep(step, x, y, out) {
+  out.items.push({ type: "step", id: `step:${key(step.path)}`, x, y, w: step.w, h: step.h, step });
   out.order.push(step);
   let lx = x + LANE_PAD;
   for (const lane of step.lanes) {
-    placeLane(lane, lx, y + HEADER, out, depth + 1);
+    placeLane(lane, lx, y + HEADER, out);
     lx += lane.w + LANE_PAD;
   }
 }
 
-// nodes and edges for React Flow, and the steps in reading order (for the keyboard)
-export function layoutFlow(flow) {
-  const out = { nodes: [], edges: [], order: [] };
-  out.nodes.push({ id: "source", type: "source", position: { x: 0, y: 0 }, data: { flow }, draggable: false,
-    style: { width: STEP_W + 2 * LANE_PAD, height: STEP_H } });
+// The boxes of a flow or a sequence (a "subject": its lanes, and a head box: the flow's
+// source or the sequence's name and parameters), its size, and its steps in reading order.
+export function layoutSubject(subject) {
+  const out = { items: [], order: [], width: 0, height: 0 };
+  const head = STEP_W + 2 * LANE_PAD;
+  subject.lanes.forEach(measureLane);
+  const middle = Math.max(head, subject.lanes[0]?.w || 0) / 2;
+  out.items.push({ type: "head", id: "head", x: middle - head / 2, y: 0, w: head, h: STEP_H, subject });
+  if (subject.lanes[0]?.steps.length) {
+    out.items.push({ type: "wire", id: "wire:head", x: middle - 1, y: STEP_H, w: 2, h: 24 + LANE_LABEL + GAP });
+  }
   let x = 0;
-  for (const lane of flow.lanes) {
-    measureLane(lane);
-    placeLane(lane, x, STEP_H + 24, out, 0);
+  for (const lane of subject.lanes) {
+    placeLane(lane, x, STEP_H + 24, out);
+    out.height = Math.max(out.height, STEP_H + 24 + lane.h);
     x += lane.w + 60;
   }
+  out.width = Math.max(head, x - 60);
   return out;
 }
 

@@ -1,181 +1,19 @@
-import { StrictMode, useCallback, useEffect, useMemo, useRef, useState, memo } from "react";
+import { StrictMode, useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
-import { ReactFlow, ReactFlowProvider, Background, Controls, MiniMap, Handle, Position, useReactFlow } from "@xyflow/react";
+import { ReactFlowProvider } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
 import "./styles.css";
 import { api } from "./api.js";
-import { layoutFlow, stepIds, flattenSlots } from "./layout.js";
-import { SchemaForm, Highlighted } from "./SchemaForm.jsx";
+import { layoutSubject, stepIds } from "./layout.js";
+import { SchemaForm } from "./SchemaForm.jsx";
 import { Source } from "./Source.jsx";
+import { Canvas, CanvasState, DRAG_KIND, DRAG_STEP, calledSequence } from "./Canvas.jsx";
+import { Palette, TryPanel } from "./panels.jsx";
+import { Namespaces, AddToFile, Params } from "./FilePanel.jsx";
+import { opened, editsOf, dirty, pushed, moved, savedAt, reloaded } from "./history.js";
 
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
-const DRAG_KIND = "application/x-interlace-kind";
-const DRAG_STEP = "application/x-interlace-step";
-
-// --- canvas nodes ----------------------------------------------------------------------------
-
-const Ctx = { current: null }; // the app's handlers, read by the node components
-
-function StepNode({ data }) {
-  const { step } = data;
-  const app = Ctx.current;
-  const selected = app.selected?.type === "step" && same(app.selected.path, step.path);
-  const problem = app.problemsByStep.get(JSON.stringify(step.path));
-  const record = app.run?.byPath.get(JSON.stringify(step.path));
-  const cls = ["step", "nodrag", "nopan", step.lanes.length ? "container" : "", selected ? "selected" : "", problem ? "has-problem" : "",
-    record ? (record.error ? "run-error" : "ran") : "", app.cut && same(app.cut, step.path) ? "cut" : ""].join(" ");
-  return (
-    <div className={cls} data-testid={`step-${step.path.join(".")}`} data-kind={step.kind} draggable
-      onDragStart={(e) => { e.dataTransfer.setData(DRAG_STEP, JSON.stringify(step.path)); e.dataTransfer.effectAllowed = "move"; }}
-      onClick={(e) => { e.stopPropagation(); app.select({ type: "step", path: step.path }); }}>
-      <Handle type="target" position={Position.Top} className="handle" />
-      <div className="step-head">
-        <span className={`kind cat-${app.kindInfo(step.kind)?.category || "unknown"}`}>{step.kind || "?"}</span>
-        {step.id ? <span className="sid">#{step.id}</span> : null}
-        {record ? <span className="ms" data-testid="ms">{record.ms} ms</span> : null}
-      </div>
-      <div className="summary">{step.summary}</div>
-      {problem ? <div className="problem" title={problem.text}>{problem.text}</div> : null}
-      {record?.error ? <div className="problem">raised: {record.error.message}</div> : null}
-      <Handle type="source" position={Position.Bottom} className="handle" />
-    </div>
-  );
-}
-
-function LaneNode({ data }) {
-  const app = Ctx.current;
-  const taken = app.run?.lanes.has(data.lane.sid);
-  return <div className={`lane${taken ? " taken" : ""}`} data-testid={`lane-${data.lane.path.join(".")}`}><span className="lane-label">{data.lane.label}</span></div>;
-}
-
-function SlotNode({ data }) {
-  const app = Ctx.current;
-  const [over, setOver] = useState(false);
-  const selected = app.selected?.type === "slot" && same(app.selected.lane, data.lane) && app.selected.index === data.index;
-  return (
-    <div className={`slot${over ? " over" : ""}${selected ? " selected" : ""}`} data-testid={`slot-${data.lane.join(".")}-${data.index}`}
-      onClick={(e) => { e.stopPropagation(); app.select({ type: "slot", lane: data.lane, index: data.index }); }}
-      onDragOver={(e) => { e.preventDefault(); setOver(true); }} onDragLeave={() => setOver(false)}
-      onDrop={(e) => { e.preventDefault(); setOver(false); app.drop(e.dataTransfer, data.lane, data.index); }}>
-      <span>+</span>
-    </div>
-  );
-}
-
-function SourceNode({ data }) {
-  const app = Ctx.current;
-  const http = data.flow.source?.http || {};
-  return (
-    <div className={`source-node${app.selected?.type === "source" ? " selected" : ""}`} data-testid="flow-source"
-      onClick={(e) => { e.stopPropagation(); app.select({ type: "source" }); }}>
-      <b>{data.flow.name}</b> <span className="summary">{(http.methods || [http.method || "POST"]).join(",")} {http.path}</span>
-      <Handle type="source" position={Position.Bottom} className="handle" />
-    </div>
-  );
-}
-
-const nodeTypes = { step: memo(StepNode), lane: memo(LaneNode), slot: memo(SlotNode), source: memo(SourceNode) };
-
-// --- the palette -----------------------------------------------------------------------------
-
-function Palette({ kinds, onInsert, searchRef }) {
-  const [query, setQuery] = useState("");
-  const [active, setActive] = useState(0);
-  const shown = kinds.filter((k) => (k.name + " " + k.summary + " " + k.category).toLowerCase().includes(query.toLowerCase()));
-  const groups = {};
-  shown.forEach((k) => (groups[k.category] ||= []).push(k));
-  const ordered = Object.keys(groups).sort().flatMap((g) => groups[g]);
-  return (
-    <aside className="palette" aria-label="step kinds">
-      <input ref={searchRef} data-testid="palette-search" placeholder="search steps  ( / )" value={query}
-        onChange={(e) => { setQuery(e.target.value); setActive(0); }}
-        onKeyDown={(e) => {
-          e.stopPropagation();
-          if (e.key === "ArrowDown") { setActive((a) => Math.min(a + 1, ordered.length - 1)); e.preventDefault(); }
-          if (e.key === "ArrowUp") { setActive((a) => Math.max(a - 1, 0)); e.preventDefault(); }
-          if (e.key === "Enter" && ordered[active]) { onInsert(ordered[active]); e.preventDefault(); }
-          if (e.key === "Escape") e.target.blur();
-        }} />
-      {Object.keys(groups).sort().map((group) => (
-        <div key={group} className="group">
-          <h4>{group}</h4>
-          {groups[group].map((k) => (
-            <div key={k.name} className={`kind-item cat-${k.category}${ordered[active] === k ? " active" : ""}`} draggable title={k.summary}
-              data-testid={`palette-${k.name}`} onDragStart={(e) => { e.dataTransfer.setData(DRAG_KIND, k.name); e.dataTransfer.effectAllowed = "copy"; }}
-              onDoubleClick={() => onInsert(k)}>
-              <b>{k.name}</b><small>{k.summary}</small>
-            </div>
-          ))}
-        </div>
-      ))}
-    </aside>
-  );
-}
-
-// --- try it ----------------------------------------------------------------------------------
-
-function TryPanel({ file, suiteFile, cases, onRun, run, onSaveCase, selectedRecord }) {
-  const [caseIndex, setCaseIndex] = useState(cases.length ? "0" : "");
-  const [method, setMethod] = useState("POST");
-  const [path, setPath] = useState("/");
-  const [body, setBody] = useState("{}");
-  const [mocks, setMocks] = useState(Boolean(suiteFile));
-  const [caseName, setCaseName] = useState("");
-  useEffect(() => setCaseIndex(cases.length ? "0" : ""), [file, cases.length]);
-  const go = () => {
-    if (caseIndex !== "") onRun({ suite: suiteFile, case: Number(caseIndex), mocks });
-    else {
-      let request = { method, path };
-      try { if (body.trim()) request.json = JSON.parse(body); } catch { request.text = body; }
-      onRun({ request, mocks, suite: suiteFile || undefined });
-    }
-  };
-  return (
-    <div className="try" data-testid="try-panel">
-      <label>request <select data-testid="try-case" value={caseIndex} onChange={(e) => setCaseIndex(e.target.value)}>
-        <option value="">a request of my own</option>
-        {cases.map((c, i) => <option key={i} value={i}>case: {c}</option>)}
-      </select></label>
-      {caseIndex === "" ? (
-        <div className="own">
-          <select value={method} onChange={(e) => setMethod(e.target.value)}>{["GET", "POST", "PUT", "PATCH", "DELETE"].map((m) => <option key={m}>{m}</option>)}</select>
-          <input data-testid="try-path" value={path} onChange={(e) => setPath(e.target.value)} onKeyDown={(e) => e.stopPropagation()} />
-          <textarea data-testid="try-body" rows={3} value={body} onChange={(e) => setBody(e.target.value)} onKeyDown={(e) => e.stopPropagation()} />
-        </div>) : null}
-      <label className="check"><input type="checkbox" checked={mocks} disabled={!suiteFile} onChange={(e) => setMocks(e.target.checked)} /> the suite's mocks{suiteFile ? ` (${suiteFile})` : " (no suite)"}</label>
-      <button data-testid="try-run" onClick={go}>Try it</button>
-      {run ? (
-        <div className="run" data-testid="try-result">
-          <div>answer <b data-testid="try-status">{run.response.status}</b> in {run.ms} ms{run.mocked ? " (mocked endpoints)" : ""}</div>
-          <pre className="body">{run.response.body}</pre>
-          <div className="save-case">
-            <input placeholder="name of the new test case" value={caseName} data-testid="case-name" onChange={(e) => setCaseName(e.target.value)} onKeyDown={(e) => e.stopPropagation()} />
-            <button data-testid="save-case" disabled={!caseName} onClick={() => onSaveCase(caseName)}>Save as test case</button>
-          </div>
-        </div>) : null}
-      {selectedRecord ? <Record record={selectedRecord} /> : run ? <p className="hint">Click a step on the canvas to see the message after it.</p> : null}
-    </div>
-  );
-}
-
-function Record({ record }) {
-  return (
-    <div className="record" data-testid="step-record">
-      <h4>{record.id} <small>{record.kind}, {record.ms} ms</small></h4>
-      {record.error ? <div className="problem">raised {record.error.type}: {record.error.message}</div> : null}
-      <div>status {record.message.status}{record.message.content_type ? `, ${record.message.content_type}` : ""}</div>
-      <details open><summary>body</summary><pre data-testid="record-body">{record.message.body}</pre></details>
-      <details><summary>headers</summary><pre>{JSON.stringify(record.message.headers, null, 1)}</pre></details>
-      <details open={Object.keys(record.message.vars).length > 0}><summary>vars</summary><pre data-testid="record-vars">{JSON.stringify(record.message.vars, null, 1)}</pre></details>
-      {record.calls.map((c, i) => (
-        <details key={i} open className="call"><summary>call {c.endpoint}: {c.method} {c.path} → {c.status ?? c.error?.code} ({c.ms} ms)</summary>
-          <pre>{c.request_body ?? ""}</pre><pre>{c.body ?? c.error?.message}</pre></details>
-      ))}
-    </div>
-  );
-}
-
-// --- the app ---------------------------------------------------------------------------------
+const WATCH_MS = 3000; // how often the open file is compared with the disk (another tab, another editor)
 
 function stepValue(step) {
   const value = { [step.kind]: step.config };
@@ -192,59 +30,91 @@ function findStep(outline, path) {
   return found;
 }
 
-function positions(flow) {
+function positions(subject) {
   // slots and steps in reading order, for the arrow keys
   const out = [];
   const visit = (lane) => {
     out.push({ type: "slot", lane: lane.path, index: 0 });
     lane.steps.forEach((s, i) => { out.push({ type: "step", path: s.path }); s.lanes.forEach(visit); out.push({ type: "slot", lane: lane.path, index: i + 1 }); });
   };
-  flow.lanes.forEach(visit);
+  subject.lanes.forEach(visit);
   return out;
+}
+
+/** the flows and sequences of a file, each a canvas of its own */
+function subjectsOf(outline) {
+  return [...outline.flows.map((f) => ({ ...f, type: "flow" })), ...outline.sequences.map((s) => ({ ...s, type: "sequence" }))];
 }
 
 function App() {
   const [registry, setRegistry] = useState(null);
   const [files, setFiles] = useState([]);
   const [name, setName] = useState(null);
-  const [doc, setDoc] = useState(null); // the server's state of the file as edited
-  const [base, setBase] = useState(null);
-  const [edits, setEdits] = useState([]);
-  const [future, setFuture] = useState([]);
-  const [flowName, setFlowName] = useState(null);
+  const [hist, setHist] = useState(null); // undo history of the open file (history.js)
+  const histRef = useRef(null);
+  const [view, setView] = useState(null); // {type: "flow" | "sequence", name}
+  const pendingView = useRef(null); // what to show once a file being opened is there
   const [selected, setSelected] = useState(null);
   const [clipboard, setClipboard] = useState(null);
   const [message, setMessage] = useState(null);
+  const [conflict, setConflict] = useState(null); // the file changed on disk under unsaved edits
   const [run, setRun] = useState(null);
   const [tab, setTab] = useState("properties");
   const searchRef = useRef(null);
   const canvasRef = useRef(null);
   const busy = useRef(Promise.resolve());
 
-  useEffect(() => { api.registry().then(setRegistry); api.files().then((f) => setFiles(f.files)); }, []);
+  const commit = (h) => { histRef.current = h; setHist(h); };
+  // one server call at a time, in order, each reading the history as the last one left it
+  const enqueue = (task) => {
+    busy.current = busy.current.then(task).catch((e) => {
+      if (e.problem?.status === 409) setConflict({ detail: e.message });
+      else setMessage(e.message);
+    });
+    return busy.current;
+  };
+  const refreshFiles = () => api.files().then((f) => setFiles(f.files));
+
+  useEffect(() => { api.registry().then(setRegistry); refreshFiles(); }, []);
   useEffect(() => {
     if (!name && files.length) setName((files.find((f) => !f.suite && f.flows?.length) || files[0]).name);
   }, [files, name]);
   useEffect(() => {
     if (!name) return;
-    api.open(name).then((state) => { setDoc(state); setBase(state.hash); setEdits([]); setFuture([]); setRun(null); setSelected(null);
-      setFlowName(state.outline.flows[0]?.name || null); }).catch((e) => setMessage(e.message));
+    api.open(name).then((state) => {
+      commit(opened(state)); setRun(null); setSelected(null); setConflict(null);
+      const wanted = pendingView.current;
+      pendingView.current = null;
+      const subjects = subjectsOf(state.outline);
+      setView(wanted && subjects.some((s) => s.type === wanted.type && s.name === wanted.name) ? wanted
+        : subjects[0] ? { type: subjects[0].type, name: subjects[0].name } : null);
+    }).catch((e) => setMessage(e.message));
   }, [name]);
 
+  const doc = hist ? hist.entries[hist.at].state : null;
+  const base = hist ? hist.entries[hist.saved].state.hash : null;
   const kindInfo = useCallback((k) => registry?.kinds.find((x) => x.name === k), [registry]);
-  const flow = doc?.outline.flows.find((f) => f.name === flowName) || doc?.outline.flows[0] || null;
+  const subjects = doc ? subjectsOf(doc.outline) : [];
+  const subject = subjects.find((s) => view && s.type === view.type && s.name === view.name) || subjects[0] || null;
+
   const layout = useMemo(() => {
-    if (!flow) return { nodes: [], edges: [], ids: new Map() };
+    if (!subject) return null;
     const started = performance.now();
     const ids = new Map();
-    stepIds(flow.name, `${flow.name}/steps`, flow.lanes[0].steps, ids);
-    flow.lanes[0].sid = `${flow.name}/steps`;
-    flow.lanes[1].sid = `${flow.name}/on_error`;
-    stepIds(flow.name, `${flow.name}/on_error`, flow.lanes[1].steps, ids);
-    const out = layoutFlow(flow);
-    window.__designerLayoutMs = performance.now() - started;
+    if (subject.type === "flow") {
+      subject.lanes[0].sid = `${subject.name}/steps`;
+      subject.lanes[1].sid = `${subject.name}/on_error`;
+      stepIds(subject.name, subject.lanes[0].sid, subject.lanes[0].steps, ids);
+      stepIds(subject.name, subject.lanes[1].sid, subject.lanes[1].steps, ids);
+    } else {
+      // the compiler's ids for a sequence's steps (engine/compiler.py)
+      subject.lanes[0].sid = `sequence:${subject.name}/steps`;
+      stepIds(`sequence:${subject.name}`, subject.lanes[0].sid, subject.lanes[0].steps, ids);
+    }
+    const out = layoutSubject(subject);
+    /** @type {any} */ (window).__designerLayoutMs = performance.now() - started;
     return { ...out, ids };
-  }, [flow]);
+  }, [doc, subject?.type, subject?.name]);
 
   const problemsByStep = useMemo(() => {
     const m = new Map();
@@ -253,7 +123,7 @@ function App() {
   }, [doc]);
 
   const runView = useMemo(() => {
-    if (!run) return null;
+    if (!run || !layout) return null;
     const byPath = new Map();
     const lanes = new Set(run.trace);
     for (const r of run.steps) {
@@ -267,26 +137,63 @@ function App() {
   }, [run, layout]);
 
   // every change goes through the server, which applies it to the file's text as a patch
-  const change = useCallback((next, nextFuture = []) => {
-    busy.current = busy.current.then(() => api.preview(name, base, next).then((state) => {
-      setDoc(state); setEdits(next); setFuture(nextFuture); setMessage(null);
-    }).catch((e) => setMessage(e.message)));
-    return busy.current;
-  }, [name, base]);
-  const edit = useCallback((op) => change([...edits, op]), [edits, change]);
-  const undo = () => edits.length && change(edits.slice(0, -1), [edits[edits.length - 1], ...future]);
-  const redo = () => future.length && change([...edits, future[0]], future.slice(1));
-  const save = () => api.save(name, base, edits).then((state) => {
-    setDoc(state); setBase(state.hash); setEdits([]); setFuture([]); setMessage(`saved ${name}`);
-    api.files().then((f) => setFiles(f.files));
-  }).catch((e) => setMessage(e.message));
+  const edit = (op, typed = false) => enqueue(() => {
+    const h = histRef.current;
+    const ops = op.op === "text" ? [op] : [...editsOf(h), op];
+    return api.preview(name, h.entries[h.saved].state.hash, ops).then((state) => {
+      commit(pushed(histRef.current, ops, state, typed)); setMessage(null);
+    });
+  });
+  const undo = () => { const h = histRef.current; if (h && h.at > 0) commit(moved(h, h.at - 1)); };
+  const redo = () => { const h = histRef.current; if (h && h.at < h.entries.length - 1) commit(moved(h, h.at + 1)); };
+  const save = () => enqueue(() => {
+    const h = histRef.current;
+    if (!h || !dirty(h)) return;
+    return api.save(name, h.entries[h.saved].state.hash, editsOf(h)).then((state) => {
+      commit(savedAt(histRef.current, state)); setMessage(`saved ${name}`); refreshFiles();
+    });
+  });
+  // the file changed on disk: take its text, and put the unsaved edits on top where they still apply
+  const reload = (keepEdits) => enqueue(() => api.open(name).then((disk) => {
+    const h = histRef.current;
+    const ops = editsOf(h);
+    setConflict(null);
+    if (!keepEdits || !ops.length || ops.some((o) => o.op === "text")) {
+      commit(reloaded(h, disk, null));
+      setMessage(ops.length ? "reloaded from disk: Undo brings your version back" : "reloaded: the file changed on disk");
+      return;
+    }
+    return api.preview(name, disk.hash, ops).then((state) => {
+      commit(reloaded(h, disk, { ops, state }));
+      setMessage(`reloaded from disk, your ${ops.length} edit${ops.length === 1 ? "" : "s"} applied again: save to keep them`);
+    }).catch((e) => {
+      commit(reloaded(h, disk, null));
+      setMessage(`reloaded from disk; your edits did not apply to the new text (${e.message}): Undo brings your version back`);
+    });
+  }));
+  // another tab or editor saved the file: follow it, or say so when there are unsaved edits
+  useEffect(() => {
+    if (!name) return undefined;
+    const timer = setInterval(() => {
+      const h = histRef.current;
+      if (!h || document.hidden) return;
+      api.files().then((f) => {
+        const entry = f.files.find((x) => x.name === name);
+        const now = histRef.current;
+        if (!entry?.hash || now !== h || entry.hash === now.entries[now.saved].state.hash) return;
+        if (dirty(now)) setConflict({ detail: `${name} was changed on disk (another tab or editor) while you have unsaved edits` });
+        else reload(false);
+      }).catch(() => {});
+    }, WATCH_MS);
+    return () => clearInterval(timer);
+  }, [name]);
 
   const insertAt = (lane, index, value) => edit({ op: "insert", path: lane, index, value })
     .then(() => setSelected({ type: "step", path: [...lane, index] }));
   const target = () => {
     if (selected?.type === "slot") return [selected.lane, selected.index];
     if (selected?.type === "step") return [selected.path.slice(0, -1), selected.path[selected.path.length - 1] + 1];
-    return flow ? [flow.lanes[0].path, flow.lanes[0].steps.length] : null;
+    return subject ? [subject.lanes[0].path, subject.lanes[0].steps.length] : null;
   };
   const newStep = (k) => ({ [k.name]: k.example ?? {} });
   const insertKind = (k) => { const t = target(); if (t) insertAt(t[0], t[1], newStep(k)); canvasRef.current?.focus(); };
@@ -296,11 +203,22 @@ function App() {
     const from = transfer.getData(DRAG_STEP);
     if (from) return edit({ op: "move", from: JSON.parse(from), path: lane, index });
   };
+  // a sequence step's sequence: in this file, or in the file of the folder that declares it
+  const openSequence = (sequence) => {
+    if (doc?.outline.sequences.some((s) => s.name === sequence)) {
+      setView({ type: "sequence", name: sequence }); setSelected(null); return;
+    }
+    const file = files.find((f) => f.sequences?.includes(sequence));
+    if (!file) { setMessage(`no file of this folder declares the sequence ${sequence}`); return; }
+    if (hist && dirty(hist) && !confirm(`${name} has unsaved edits; open ${file.name} anyway (they are dropped)?`)) return;
+    pendingView.current = { type: "sequence", name: sequence };
+    setName(file.name);
+  };
 
   const onKey = (e) => {
-    if (!flow) return;
+    if (!subject) return;
     const mod = e.ctrlKey || e.metaKey;
-    const all = positions(flow);
+    const all = positions(subject);
     const at = all.findIndex((p) => same(p, selected));
     if (e.key === "/") { e.preventDefault(); searchRef.current?.focus(); return; }
     if (mod && e.key.toLowerCase() === "z") { e.preventDefault(); e.shiftKey ? redo() : undo(); return; }
@@ -336,18 +254,16 @@ function App() {
       return;
     }
     if (e.key === "Enter" && selected?.type === "step") {
-      e.preventDefault(); setTab("properties");
-      setTimeout(() => (document.querySelector("[data-testid=step-form] input") || document.querySelector("[data-testid=step-form] select, [data-testid=step-form] textarea"))?.focus(), 0);
+      e.preventDefault();
+      const step = findStep(doc.outline, selected.path);
+      if (e.altKey && step && calledSequence(step)) { openSequence(calledSequence(step)); return; }
+      setTab("properties");
+      setTimeout(() => /** @type {HTMLElement | null} */ (document.querySelector("[data-testid=step-form] input")
+        || document.querySelector("[data-testid=step-form] select, [data-testid=step-form] textarea"))?.focus(), 0);
     }
   };
 
-  // a long flow fitted whole would be too small to read: start at its top, readable, instead
-  const readable = useCallback((instance) => {
-    requestAnimationFrame(() => {
-      if (instance.getZoom() < 0.5) instance.setViewport({ x: 24, y: 12, zoom: 0.6 });
-    });
-  }, []);
-  const saveRef = useRef(null);
+  const saveRef = useRef(save);
   saveRef.current = save;
   useEffect(() => {
     const onWindowKey = (e) => {
@@ -358,10 +274,17 @@ function App() {
     return () => window.removeEventListener("keydown", onWindowKey, true);
   }, []);
 
-  Ctx.current = { selected, select: setSelected, problemsByStep, run: runView, kindInfo, drop, cut: clipboard?.cut };
-  // the node components read Ctx; a new data object per change makes React Flow draw them again
-  const viewNodes = useMemo(() => layout.nodes.map((n) => ({ ...n, data: { ...n.data, tick: Math.random() } })),
-    [layout, selected, problemsByStep, runView, clipboard]);
+  // the canvas's handlers keep one identity (the boxes are memoised on it) and call the latest
+  const actionsRef = useRef(null);
+  actionsRef.current = { select: setSelected, drop, openSequence, kindInfo };
+  const actions = useMemo(() => ({
+    select: (s) => actionsRef.current.select(s),
+    drop: (t, lane, index) => actionsRef.current.drop(t, lane, index),
+    openSequence: (n) => actionsRef.current.openSequence(n),
+    kindInfo: (k) => actionsRef.current.kindInfo(k),
+  }), []);
+  const canvasState = useMemo(() => ({ actions, selected, problemsByStep, run: runView, cut: clipboard?.cut }),
+    [actions, selected, problemsByStep, runView, clipboard]);
 
   const selectedStep = selected?.type === "step" && doc ? findStep(doc.outline, selected.path) : null;
   const suiteFile = name && files.find((f) => f.name === name.replace(/\.ya?ml$/, ".test.yaml")) ? name.replace(/\.ya?ml$/, ".test.yaml") : null;
@@ -370,7 +293,7 @@ function App() {
   const tryIt = (body) => {
     setMessage("running...");
     lastRequest.current = body.request || null;
-    return api.tryIt({ file: name, base, edits, ...body }).then((r) => { setRun(r); setMessage(null);
+    return api.tryIt({ file: name, base, edits: editsOf(histRef.current), ...body }).then((r) => { setRun(r); setMessage(null);
       if (!lastRequest.current) lastRequest.current = r.request.body ? { method: r.request.method, path: r.request.path, json: safeJson(r.request.body) } : { method: r.request.method, path: r.request.path };
     }).catch((e) => setMessage(e.message));
   };
@@ -380,7 +303,7 @@ function App() {
     if (json !== undefined) expect.json = json; else if (run.response.body) expect.text = run.response.body;
     const request = lastRequest.current || { method: run.request.method, path: run.request.path };
     api.addCase(suiteFile || name.replace(/\.ya?ml$/, ".test.yaml"), { name: caseName, request, expect })
-      .then(() => { setMessage(`case "${caseName}" saved`); api.files().then((f) => setFiles(f.files)); }).catch((e) => setMessage(e.message));
+      .then(() => { setMessage(`case "${caseName}" saved`); refreshFiles(); }).catch((e) => setMessage(e.message));
   };
   const record = selectedStep && runView ? runView.byPath.get(JSON.stringify(selectedStep.path)) : null;
 
@@ -388,16 +311,29 @@ function App() {
     const path = [...basePath, ...rel];
     edit(value === undefined ? { op: "remove", path } : { op: "set", path, value });
   };
-  const onSourceChange = useRef(null);
-  onSourceChange.current = (text) => {
-    const next = edits.length && edits[edits.length - 1].op === "text" ? edits.slice(0, -1) : edits;
-    change([...next, { op: "text", text }]);
+  const addToFile = (what, key, value) => {
+    const section = { flow: "flows", endpoint: "endpoints", sequence: "sequences" }[what];
+    const has = what === "flow" ? doc.outline.flows.length : what === "endpoint" ? doc.outline.endpoints.length : doc.outline.sequences.length;
+    const op = has ? { op: "set", path: [section, key], value } : { op: "set", path: [section], value: { [key]: value } };
+    edit(op).then(() => { if (what !== "endpoint") setView({ type: what, name: key }); else setTab("endpoints"); });
   };
+  const typedSource = useRef(null);
+  typedSource.current = (text) => edit({ op: "text", text }, true);
   const sourceTimer = useRef(null);
-  const debouncedSource = useCallback((text) => { clearTimeout(sourceTimer.current); sourceTimer.current = setTimeout(() => onSourceChange.current(text), 400); }, []);
+  const debouncedSource = useCallback((text) => { clearTimeout(sourceTimer.current); sourceTimer.current = setTimeout(() => typedSource.current(text), 400); }, []);
+  // what the YAML view completes values from: the registry, and the names this folder declares
+  const names = useMemo(() => ({
+    endpoints: [...new Set([...files.flatMap((f) => f.endpoints || []), ...(doc?.outline.endpoints.map((e) => e.name) || [])])].sort(),
+    sequences: [...new Set([...files.flatMap((f) => f.sequences || []), ...(doc?.outline.sequences.map((s) => s.name) || [])])].sort(),
+    kinds: registry?.kinds || [],
+  }), [files, doc, registry]);
 
   if (!registry) return <div className="loading">loading the registry…</div>;
   const endpointKinds = Object.fromEntries(registry.connectors.map((c) => [c.name, c.schema]));
+  const canUndo = hist && hist.at > 0;
+  const canRedo = hist && hist.at < hist.entries.length - 1;
+  const isDirty = hist && dirty(hist);
+  const template = registry.schema.properties.sequences.additionalProperties.anyOf[1];
   return (
     <div className="app">
       <header>
@@ -405,55 +341,73 @@ function App() {
         <select data-testid="file" value={name || ""} onChange={(e) => setName(e.target.value)}>
           {files.map((f) => <option key={f.name} value={f.name}>{f.name}</option>)}
         </select>
-        {doc?.outline.flows.length > 1 ? (
-          <select data-testid="flow" value={flowName || ""} onChange={(e) => setFlowName(e.target.value)}>
-            {doc.outline.flows.map((f) => <option key={f.name}>{f.name}</option>)}
+        {subjects.length > 1 || subject?.type === "sequence" ? (
+          <select data-testid="subject" value={subject ? `${subject.type}:${subject.name}` : ""}
+            onChange={(e) => { const [type, ...rest] = e.target.value.split(":"); setView({ type, name: rest.join(":") }); setSelected(null); }}>
+            {subjects.map((s) => <option key={`${s.type}:${s.name}`} value={`${s.type}:${s.name}`}>{s.type}: {s.name}</option>)}
           </select>) : null}
-        <button onClick={() => { const n = prompt("new flow file name", "new-flow.yaml"); if (n) api.create(n).then(() => api.files().then((f) => { setFiles(f.files); setName(n); })).catch((e) => setMessage(e.message)); }}>New file</button>
-        <button data-testid="undo" disabled={!edits.length} onClick={undo} title="Ctrl+Z">Undo</button>
-        <button data-testid="redo" disabled={!future.length} onClick={redo} title="Ctrl+Shift+Z">Redo</button>
-        <button data-testid="save" disabled={!edits.length} onClick={save} title="Ctrl+S">Save{edits.length ? ` (${edits.length})` : ""}</button>
+        <button onClick={() => { const n = prompt("new flow file name", "new-flow.yaml"); if (n) api.create(n).then(() => refreshFiles().then(() => setName(n))).catch((e) => setMessage(e.message)); }}>New file</button>
+        <button data-testid="undo" disabled={!canUndo} onClick={undo} title={`Ctrl+Z${hist && hist.at > hist.saved ? "" : canUndo ? " (back past the last save)" : ""}`}>Undo</button>
+        <button data-testid="redo" disabled={!canRedo} onClick={redo} title="Ctrl+Shift+Z">Redo</button>
+        <button data-testid="save" disabled={!isDirty} onClick={save} title="Ctrl+S">Save{isDirty ? " •" : ""}</button>
         <span className="status" data-testid="status">{message}</span>
         <span className={`problems-count${doc?.problems.length ? " bad" : ""}`} data-testid="problem-count">{doc ? `${doc.problems.length} problem${doc.problems.length === 1 ? "" : "s"}` : ""}</span>
       </header>
+      {conflict ? (
+        <div className="conflict" data-testid="conflict">
+          {conflict.detail}
+          <button data-testid="reload-keep" onClick={() => reload(true)}>Reload, applying my edits again</button>
+          <button data-testid="reload-drop" onClick={() => reload(false)}>Reload (Undo brings mine back)</button>
+        </div>) : null}
       <main>
         <Palette kinds={registry.kinds} onInsert={insertKind} searchRef={searchRef} />
-        <section className="canvas" tabIndex={0} ref={canvasRef} onKeyDown={onKey} data-testid="canvas" aria-label="flow canvas">
-          {flow ? (
-            <ReactFlow key={`${name}:${flow.name}`} nodes={viewNodes} edges={layout.edges} nodeTypes={nodeTypes} fitView
-              fitViewOptions={{ maxZoom: 1, padding: 0.05 }} onInit={readable}
-              minZoom={0.05} nodesDraggable={false} nodesConnectable={false} elementsSelectable={false} onlyRenderVisibleElements={layout.order.length > 400}
-              onPaneClick={() => setSelected(null)} proOptions={{ hideAttribution: true }} deleteKeyCode={null}>
-              <Background gap={24} size={1} /><Controls showInteractive={false} />{layout.order.length <= 80 ? <MiniMap pannable zoomable /> : null}
-            </ReactFlow>) : <div className="empty">{doc?.suite ? "A test suite: see its YAML." : doc && !doc.parsed ? "The file does not parse: fix it in the YAML view." : "No flow in this file."}</div>}
+        <section className="canvas composited" tabIndex={0} ref={canvasRef} onKeyDown={onKey} data-testid="canvas" aria-label="flow canvas">
+          {subject && layout ? (
+            <CanvasState.Provider value={canvasState}>
+              <Canvas layout={layout} viewKey={`${name}:${subject.type}:${subject.name}`} hostRef={canvasRef}
+                onPaneClick={() => setSelected(null)} />
+            </CanvasState.Provider>) : <div className="empty">{doc?.suite ? "A test suite: see its YAML." : doc && !doc.parsed ? "The file does not parse: fix it in the YAML view." : "No flow in this file."}</div>}
           {doc?.problems.length ? (
             <ul className="problem-list" data-testid="problems">{doc.problems.map((p, i) => <li key={i} onClick={() => p.step && setSelected({ type: "step", path: p.step })}>{p.text}</li>)}</ul>) : null}
         </section>
         <aside className="side">
-          <nav>{["properties", "try", "endpoints"].map((t) => <button key={t} className={tab === t ? "on" : ""} data-testid={`tab-${t}`} onClick={() => setTab(t)}>{t}</button>)}</nav>
+          <nav>{["properties", "try", "endpoints", "file"].map((t) => <button key={t} className={tab === t ? "on" : ""} data-testid={`tab-${t}`} onClick={() => setTab(t)}>{t}</button>)}</nav>
           <div className="panel">
             {tab === "properties" && selectedStep && kindInfo(selectedStep.kind) ? (
               <div className="form" data-testid="step-form">
                 <h3>{selectedStep.kind} <small>{kindInfo(selectedStep.kind).summary}</small></h3>
+                {calledSequence(selectedStep) ? <button data-testid="form-open-sequence" onClick={() => openSequence(calledSequence(selectedStep))}>Open the sequence {calledSequence(selectedStep)} ›</button> : null}
                 <SchemaForm key={JSON.stringify(selectedStep.path)} schema={kindInfo(selectedStep.kind).schema} defs={kindInfo(selectedStep.kind).schema.$defs}
                   value={selectedStep.config} onChange={onFormChange([...selectedStep.path, selectedStep.kind])} />
                 <SchemaForm schema={{ type: "string", pattern: "^[A-Za-z0-9_.-]+$", description: "A stable name for the step (traces, tests)." }} label="id"
                   value={selectedStep.id ?? undefined} onChange={(_, v) => edit(v === undefined ? { op: "remove", path: [...selectedStep.path, "id"] } : { op: "set", path: [...selectedStep.path, "id"], value: v })} testPrefix="meta" path={["id"]} />
-                <p className="hint">Arrows: move between steps and slots · Alt+↑/↓: move the step · Del: delete · Ctrl+C/X/V · Ctrl+Z/Shift+Z · Ctrl+S · / : palette</p>
+                <p className="hint">Arrows: move between steps and slots · Alt+↑/↓: move the step · Del: delete · Ctrl+C/X/V · Ctrl+Z/Shift+Z · Ctrl+S · / : palette · Alt+Enter on a sequence step: open it</p>
               </div>
             ) : null}
-            {tab === "properties" && selected?.type === "source" && flow ? (
-              <div className="form" data-testid="source-form"><h3>source of {flow.name}</h3>
-                <SchemaForm schema={registry.schema.$defs.flow.properties.source} defs={registry.schema.$defs} value={flow.source}
-                  onChange={onFormChange([...flow.path, "source"])} /></div>) : null}
-            {tab === "properties" && !selectedStep && selected?.type !== "source" ? <p className="hint">Select a step (click, or the arrow keys on the canvas) to edit it; drag a step kind from the palette onto a + slot, or select a slot and press Enter in the palette.</p> : null}
+            {tab === "properties" && selected?.type === "head" && subject?.type === "flow" ? (
+              <div className="form" data-testid="source-form"><h3>source of {subject.name}</h3>
+                <SchemaForm schema={registry.schema.$defs.flow.properties.source} defs={registry.schema.$defs} value={subject.source}
+                  onChange={onFormChange([...subject.path, "source"])} /></div>) : null}
+            {tab === "properties" && selected?.type === "head" && subject?.type === "sequence" ? (
+              subject.template ? (<>
+                <div className="form" data-testid="sequence-form"><h3>sequence {subject.name}</h3>
+                  <SchemaForm schema={template.properties.description} label="description" value={subject.description ?? undefined}
+                    path={["description"]} onChange={onFormChange(subject.path)} testPrefix="seq" /></div>
+                <Params sequence={subject} types={template.properties.params.additionalProperties.properties.type.enum} onEdit={edit} />
+              </>) : <p className="hint" data-testid="sequence-form">The sequence {subject.name} is a plain step list. To give it parameters (a template), write it in the YAML view as <code>{"{params: ..., steps: [...]}"}</code>; it is drawn and edited the same way after.</p>
+            ) : null}
+            {tab === "properties" && !selectedStep && selected?.type !== "head" ? <p className="hint">Select a step (click, or the arrow keys on the canvas) to edit it; drag a step kind from the palette onto a + slot, or select a slot and press Enter in the palette. Click the box at the top for the flow's source or the sequence's parameters.</p> : null}
             {tab === "try" ? <TryPanel file={name} suiteFile={suiteFile} cases={cases} onRun={tryIt} run={run} onSaveCase={saveCase} selectedRecord={record} /> : null}
             {tab === "endpoints" ? (doc?.outline.endpoints.length ? doc.outline.endpoints.map((ep) => (
-              <div className="form" key={ep.name}><h3>{ep.name} <small>{ep.kind}</small></h3>
+              <div className="form" key={ep.name} data-testid={`endpoint-${ep.name}`}><h3>{ep.name} <small>{ep.kind}</small></h3>
                 {endpointKinds[ep.kind] ? <SchemaForm schema={endpointKinds[ep.kind]} defs={endpointKinds[ep.kind].$defs} value={ep.config} testPrefix={`ep-${ep.name}`}
-                  onChange={onFormChange([...ep.path, ep.kind])} /> : <p>unknown connector kind</p>}</div>)) : <p className="hint">No endpoints in this file.</p>) : null}
+                  onChange={onFormChange([...ep.path, ep.kind])} /> : <p>unknown connector kind</p>}</div>)) : <p className="hint">No endpoints in this file (add one in the file tab).</p>) : null}
+            {tab === "file" && doc && !doc.suite && doc.parsed ? (<>
+              <AddToFile outline={doc.outline} connectors={registry.connectors} onAdd={addToFile} />
+              <Namespaces namespaces={doc.outline.namespaces} description={registry.schema.properties.namespaces?.description || ""} onEdit={edit} />
+            </>) : null}
           </div>
-          {doc ? <Source text={doc.text} schema={doc.suite ? registry.suite_schema : registry.schema} problems={doc.problems} fileName={name} onChange={debouncedSource} /> : null}
+          {doc ? <Source text={doc.text} schema={doc.suite ? registry.suite_schema : registry.schema} problems={doc.problems} fileName={name} names={names} onChange={debouncedSource} /> : null}
         </aside>
       </main>
     </div>
