@@ -9,7 +9,7 @@ FRONTEND := designer/frontend
 DESIGNER := designer/static/index.html
 FRONTEND_SOURCES := $(wildcard $(FRONTEND)/src/*) $(FRONTEND)/index.html $(FRONTEND)/vite.config.js $(FRONTEND)/package.json
 
-.PHONY: run test lint typecheck services clean designer designer-screenshots
+.PHONY: run test lint typecheck typecheck-frontend services clean designer designer-screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,7 @@ test: $(STAMP)
 	bash tests/services/install.sh
 	$(MAKE) designer  # after install.sh, which brings node and npm where they are missing
 	$(BIN)/ruff check .
+	$(MAKE) typecheck-frontend
 	$(BIN)/mypy
 	$(BIN)/pytest
 
@@ -47,6 +48,11 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# The designer's JSX and JS checked by TypeScript (checkJs, JSDoc types, nothing emitted),
+# from the lock file's typescript; part of make test's lint step.
+typecheck-frontend: $(FRONTEND)/node_modules/.installed
+	cd $(FRONTEND) && npm run --silent typecheck
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache designer/static $(FRONTEND)/node_modules

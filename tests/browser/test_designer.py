@@ -51,6 +51,36 @@ FLOW = dedent("""\
           - respond:
               json: {tier: "${vars.tier}"}
     """)
+SHOP = dedent("""\
+    # Orders with reusable sequences.
+    endpoints:
+      stock: {http: {url: "http://127.0.0.1:9"}}
+    sequences:
+      audit:
+        - log: audited ${payload}
+      greet:
+        description: Greets someone
+        params:
+          who: {type: string}
+        steps:
+          - set: {var: greeting, value: "hello ${params.who}"}
+    flows:
+      shop:
+        source: {http: {method: POST, path: /shop}}
+        steps:
+          - sequence: audit
+          - sequence: {name: greet, with: {who: you}}
+          - respond: {json: {greeting: "${vars.greeting}"}}
+    """)
+NOTES = dedent("""\
+    # A small flow: edited, saved, undone past its saves, and by two tabs at once.
+    flows:
+      notes:
+        source: {http: {method: POST, path: /notes}}
+        steps:
+          - log: first
+          - respond: {status: 200}
+    """)
 SUITE = dedent("""\
     cases:
       - name: gold orders are gold
@@ -87,6 +117,10 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "route.yaml").write_text(FLOW, encoding="utf-8")
     (folder / "route.test.yaml").write_text(SUITE, encoding="utf-8")
     (folder / "big.yaml").write_text(big_flow(), encoding="utf-8")
+    (folder / "shop.yaml").write_text(SHOP, encoding="utf-8")
+    for name in ("notes.yaml", "tabs.yaml", "grow.yaml"):
+        (folder / name).write_text(NOTES.replace("/notes", f"/{name[:-5]}").replace("notes:", f"{name[:-5]}:"),
+                                   encoding="utf-8")
     return folder
 
 
@@ -163,7 +197,7 @@ def shot(page: Any, name: str, *, fit_view: bool = True) -> None:
 
 def open_file(page: Any, name: str) -> None:
     page.select_option("[data-testid=file]", name)
-    page.wait_for_selector("[data-testid^=step-]")
+    page.wait_for_selector(f"[data-file='{name}'] [data-testid^=step-]")
 
 
 def drag(page: Any, source: str, target: str, then: str) -> None:
@@ -335,3 +369,212 @@ def test_a_200_step_flow_opens_and_pans_smoothly(page: Any, folder: Path) -> Non
     (REPO / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
     (REPO / "benchmarks" / "results" / "designer.json").write_text(json.dumps(report) + "\n")
     assert steps >= 200
+
+
+def source_text(page: Any) -> str:
+    return str(page.evaluate("document.querySelector('[data-testid=source]').editorView.state.doc.toString()"))
+
+
+def wait_source(page: Any, text: str) -> None:
+    page.wait_for_function("(t) => document.querySelector('[data-testid=source]').editorView"
+                           ".state.doc.toString().includes(t)", arg=text)
+
+
+def load(text: str) -> Any:
+    from ruamel.yaml import YAML
+    return YAML(typ="safe").load(text)
+
+
+def insert_at_slot(page: Any, slot: str, kind: str, then: str) -> None:
+    """Select a slot, search the palette from the keyboard and insert the kind there."""
+    page.click(slot)
+    page.locator("[data-testid=canvas]").focus()
+    page.keyboard.press("/")
+    page.keyboard.type(kind)
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f"{then}[data-kind={kind}]")
+    page.fill("[data-testid=palette-search]", "")
+
+
+def test_sequences_are_drawn_and_edited_on_their_own_canvas(page: Any, folder: Path) -> None:
+    open_file(page, "shop.yaml")
+    # from a sequence step to its sequence, drawn as its own canvas
+    page.click("[data-testid='step-flows.shop.steps.0'] [data-testid=open-sequence]")
+    page.wait_for_selector("[data-testid=sequence-head]:has-text('audit')")
+    page.wait_for_selector("[data-testid='step-sequences.audit.0'][data-kind=log]")
+    assert page.locator("[data-testid='step-flows.shop.steps.0']").count() == 0
+    # edited the same way: a step dragged from the palette into it, saved as a patch
+    drag(page, "[data-testid=palette-log]", "[data-testid='slot-sequences.audit-1']",
+         "[data-testid='step-sequences.audit.1']")
+    page.keyboard.press("Control+s")
+    page.wait_for_selector("[data-testid=status]:has-text('saved')")
+    on_disk = (folder / "shop.yaml").read_text(encoding="utf-8")
+    added = [line for line in on_disk.splitlines() if line not in SHOP.splitlines()]
+    assert len(added) == 1 and added[0].startswith("    - log: "), added
+    assert on_disk.replace(added[0] + "\n", "") == SHOP
+
+    # a template sequence: its steps on the canvas, its parameters in a form
+    page.select_option("[data-testid=subject]", "sequence:greet")
+    page.wait_for_selector("[data-testid='step-sequences.greet.steps.0'][data-kind=set]")
+    page.click("[data-testid=sequence-head]")
+    assert page.locator("[data-testid=param-who-type]").input_value() == "string"
+    page.fill("[data-testid=param-new]", "times")
+    page.click("[data-testid=param-add]")
+    wait_source(page, "times:")
+    page.select_option("[data-testid=param-times-type]", "integer")
+    wait_source(page, "integer")
+    # a required parameter the caller does not give: the loader says so, on the canvas too
+    page.wait_for_selector("[data-testid=problem-count]:has-text('1 problem')")
+    assert "times" in page.locator("[data-testid=problems]").inner_text()
+    page.fill("[data-testid=param-times-default]", "3")
+    page.locator("[data-testid=param-times-default]").blur()
+    page.wait_for_selector("[data-testid=problem-count]:has-text('0 problems')")
+    page.click("[data-testid=save]")
+    page.wait_for_selector("[data-testid=status]:has-text('saved')")
+    saved = (folder / "shop.yaml").read_text(encoding="utf-8")
+    assert load(saved)["sequences"]["greet"]["params"] == {"who": {"type": "string"},
+                                                           "times": {"type": "integer", "default": 3}}
+    assert saved.startswith(on_disk.split("    params:")[0] + "    params:\n      who: {type: string}\n")
+    assert saved.endswith(on_disk.split("    steps:\n      - set:")[1])
+    shot(page, "sequence")
+    # and back to the flow from the subject list
+    page.select_option("[data-testid=subject]", "flow:shop")
+    page.wait_for_selector("[data-testid='step-flows.shop.steps.1']")
+
+
+def test_yaml_view_completes_values_and_shows_the_schemas_docs(page: Any) -> None:
+    open_file(page, "shop.yaml")
+    page.click("[data-testid=source] .cm-content")
+    page.evaluate("""() => { const view = document.querySelector('[data-testid=source]').editorView;
+        view.dispatch({selection: {anchor: view.state.doc.length}}); view.focus(); }""")  # at the end of the file
+
+    def offered(typed: str) -> list[str]:
+        page.keyboard.insert_text(typed)
+        page.keyboard.press("Control+Space")
+        page.wait_for_selector(".cm-tooltip-autocomplete")
+        return [str(label) for label in page.locator(".cm-tooltip-autocomplete .cm-completionLabel").all_inner_texts()]
+
+    # an enum of the step's schema
+    levels = offered("    on_error:\n      - log:\n          level: ")
+    assert {"debug", "info", "warning", "error"} <= set(levels)
+    page.keyboard.type("warn")
+    page.wait_for_selector(".cm-tooltip-autocomplete [aria-selected=true]:has-text('warning')")
+    page.keyboard.press("Enter")
+    wait_source(page, "level: warning")
+    # the endpoints and sequences this folder declares, and the step kinds where a step goes
+    assert "stock" in offered("\n          message: failed\n      - call:\n          endpoint: ")
+    page.keyboard.press("Escape")
+    options = offered("\n      - sequence: ")
+    assert "audit" in options and "greet" in options
+    page.keyboard.press("Escape")
+    assert "sequence" in offered("\n      - seq")
+    page.keyboard.press("Escape")
+    # hovering a key shows what the schema says of it
+    box = page.evaluate("""() => {
+        const line = [...document.querySelectorAll('[data-testid=source] .cm-line')]
+          .find((l) => l.textContent.includes('source: {http'));
+        const walker = document.createTreeWalker(line, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+          const at = node.textContent.indexOf('source');
+          if (at >= 0) { const r = document.createRange(); r.setStart(node, at); r.setEnd(node, at + 6);
+            const b = r.getBoundingClientRect(); return {x: b.x + b.width / 2, y: b.y + b.height / 2}; }
+        }
+      }""")
+    page.mouse.move(box["x"], box["y"])
+    page.wait_for_selector("[data-testid=hover-doc]")
+    assert "Where messages come from" in page.locator("[data-testid=hover-doc]").inner_text()
+
+
+def test_undo_and_redo_reach_back_past_saves(page: Any, folder: Path) -> None:
+    open_file(page, "notes.yaml")
+    original = (folder / "notes.yaml").read_text(encoding="utf-8")
+    insert_at_slot(page, "[data-testid='slot-flows.notes.steps-1']", "log", "[data-testid='step-flows.notes.steps.1']")
+    page.keyboard.press("Control+s")
+    page.wait_for_selector("[data-testid=status]:has-text('saved')")
+    first = (folder / "notes.yaml").read_text(encoding="utf-8")
+    insert_at_slot(page, "[data-testid='slot-flows.notes.steps-2']", "log", "[data-testid='step-flows.notes.steps.2']")
+    page.keyboard.press("Control+s")
+    page.wait_for_selector("[data-testid=status]:has-text('saved notes')")
+    second = (folder / "notes.yaml").read_text(encoding="utf-8")
+    assert original != first != second
+    # two saves later, undo goes back to the text before both, byte for byte
+    page.locator("[data-testid=canvas]").focus()
+    page.keyboard.press("Control+z")
+    page.wait_for_selector("[data-testid='step-flows.notes.steps.3']", state="detached")
+    assert source_text(page) == first
+    page.keyboard.press("Control+z")
+    page.wait_for_selector("[data-testid='step-flows.notes.steps.2']", state="detached")
+    assert source_text(page) == original
+    page.click("[data-testid=save]")
+    page.wait_for_selector("[data-testid=save]:disabled")
+    assert (folder / "notes.yaml").read_text(encoding="utf-8") == original
+    # and redo comes forward again past the save just made
+    page.locator("[data-testid=canvas]").focus()
+    page.keyboard.press("Control+Shift+z")
+    page.keyboard.press("Control+Shift+z")
+    page.wait_for_selector("[data-testid='step-flows.notes.steps.3']")
+    page.keyboard.press("Control+s")
+    page.wait_for_selector("[data-testid=save]:disabled")
+    assert (folder / "notes.yaml").read_text(encoding="utf-8") == second
+
+
+def test_two_tabs_on_one_file_follow_each_other_and_merge_edits(page: Any, browser: Any, designer_url: str,
+                                                                 folder: Path) -> None:
+    other = browser.new_context(viewport={"width": 1500, "height": 900}).new_page()
+    other.set_default_timeout(10_000)
+    other.goto(designer_url)
+    for tab in (page, other):
+        open_file(tab, "tabs.yaml")
+    # the first tab saves; the second, with nothing unsaved, follows the file on disk
+    insert_at_slot(page, "[data-testid='slot-flows.tabs.steps-1']", "log", "[data-testid='step-flows.tabs.steps.1']")
+    page.keyboard.press("Control+s")
+    page.wait_for_selector("[data-testid=status]:has-text('saved')")
+    other.wait_for_selector("[data-testid='step-flows.tabs.steps.1']")
+    # both edit; the first saves; the second is told, and puts its edit on top of the new text
+    insert_at_slot(other, "[data-testid='slot-flows.tabs.steps-3']", "set", "[data-testid='step-flows.tabs.steps.3']")
+    page.click("[data-testid='step-flows.tabs.steps.0']")
+    page.fill("[data-testid=step-form] [data-testid=field-value]", "changed in the first tab")
+    page.keyboard.press("Enter")
+    wait_source(page, "changed in the first tab")
+    page.keyboard.press("Control+s")
+    page.wait_for_selector("[data-testid=status]:has-text('saved')")
+    other.wait_for_selector("[data-testid=conflict]")
+    other.click("[data-testid=reload-keep]")
+    wait_source(other, "changed in the first tab")
+    other.wait_for_selector("[data-testid='step-flows.tabs.steps.3'][data-kind=set]")
+    other.keyboard.press("Control+s")
+    other.wait_for_selector("[data-testid=save]:disabled")
+    steps = load((folder / "tabs.yaml").read_text(encoding="utf-8"))["flows"]["tabs"]["steps"]
+    assert steps[0] == {"log": "changed in the first tab"} and "log" in steps[1] and "set" in steps[3]
+    other.context.close()
+
+
+def test_flows_endpoints_and_namespaces_are_added_from_the_file_tab(page: Any, folder: Path) -> None:
+    open_file(page, "grow.yaml")
+    page.click("[data-testid=tab-file]")
+    page.fill("[data-testid=add-name]", "second")
+    page.click("[data-testid=add-go]")
+    page.wait_for_selector("[data-testid='step-flows.second.steps.0']")
+    page.click("[data-testid=tab-file]")
+    page.select_option("[data-testid=add-what]", "endpoint")
+    page.select_option("[data-testid=add-kind]", "http")
+    page.fill("[data-testid=add-name]", "backend")
+    page.click("[data-testid=add-go]")
+    page.wait_for_selector("[data-testid=endpoint-backend]")
+    page.fill("[data-testid=ep-backend-url]", "http://127.0.0.1:9/api")
+    page.keyboard.press("Enter")
+    wait_source(page, "http://127.0.0.1:9/api")
+    page.click("[data-testid=tab-file]")
+    page.fill("[data-testid=ns-new-prefix]", "soap")
+    page.fill("[data-testid=ns-new-uri]", "http://schemas.xmlsoap.org/soap/envelope/")
+    page.click("[data-testid=ns-add]")
+    wait_source(page, "soap:")
+    page.wait_for_selector("[data-testid=problem-count]:has-text('0 problems')")
+    page.keyboard.press("Control+s")
+    page.wait_for_selector("[data-testid=status]:has-text('saved')")
+    text = (folder / "grow.yaml").read_text(encoding="utf-8")
+    doc = load(text)
+    assert doc["endpoints"] == {"backend": {"http": {"url": "http://127.0.0.1:9/api"}}}
+    assert doc["namespaces"] == {"soap": "http://schemas.xmlsoap.org/soap/envelope/"}
+    assert set(doc["flows"]) == {"grow", "second"}
+    assert text.startswith(NOTES.replace("/notes", "/grow").replace("notes:", "grow:"))  # appended, nothing moved

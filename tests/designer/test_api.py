@@ -244,3 +244,65 @@ def test_an_edit_that_would_make_the_file_too_large_is_refused(client: TestClien
     answer = client.post("/api/files/route.yaml/preview", headers=CHANGE, json={"base": state["hash"], "edits": [
         {"op": "text", "text": "x" * (MAX_FILE_BYTES + 1)}]})
     assert answer.status_code == 413 and "over" in answer.json()["detail"]
+
+
+SEQUENCES = """\
+sequences:
+  audit:
+    - log: audited
+  greet:
+    description: Greets someone
+    params:
+      who: {type: string}
+    steps:
+      - set: {var: greeting, value: "hello ${params.who}"}
+      - choice:
+          when:
+            - if: ${params.who == 'you'}
+              steps: [{log: you}]
+namespaces:
+  soap: http://schemas.xmlsoap.org/soap/envelope/
+flows:
+  shop:
+    source: {http: {method: POST, path: /shop}}
+    steps:
+      - sequence: {name: greet, with: {who: you}}
+      - sequence: audit
+      - respond: {status: 200}
+"""
+
+
+def test_sequences_plain_and_template_are_outlined_as_canvases(client: TestClient, folder: Path) -> None:
+    (folder / "shop.yaml").write_text(SEQUENCES, encoding="utf-8")
+    state = opened(client, "shop.yaml")
+    assert state["problems"] == []
+    sequences = {s["name"]: s for s in state["outline"]["sequences"]}
+    plain, template = sequences["audit"], sequences["greet"]
+    assert not plain["template"] and plain["params"] is None
+    assert plain["lanes"][0]["path"] == ["sequences", "audit"]
+    assert [s["path"] for s in plain["lanes"][0]["steps"]] == [["sequences", "audit", 0]]
+    # a template's steps are under its steps key, its parameters beside them, nested lanes too
+    assert template["template"] and template["params"] == {"who": {"type": "string"}}
+    assert template["description"] == "Greets someone"
+    steps = template["lanes"][0]["steps"]
+    assert template["lanes"][0]["path"] == ["sequences", "greet", "steps"]
+    assert [s["kind"] for s in steps] == ["set", "choice"]
+    nested = ["sequences", "greet", "steps", 1, "choice", "when", 0, "steps", 0]
+    assert steps[1]["lanes"][0]["steps"][0]["path"] == nested
+    assert state["outline"]["namespaces"] == {"soap": "http://schemas.xmlsoap.org/soap/envelope/"}
+    # a parameter added to the template is a patch of its params, the loader checks the callers
+    answer = client.post("/api/files/shop.yaml/preview", headers=CHANGE, json={"base": state["hash"], "edits": [
+        {"op": "set", "path": ["sequences", "greet", "params", "times"], "value": {"type": "integer"}}]})
+    assert answer.status_code == 200, answer.text
+    added = "      who: {type: string}\n      times:\n        type: integer\n"
+    assert answer.json()["text"] == SEQUENCES.replace("      who: {type: string}\n", added)
+    assert any("times" in p["message"] for p in answer.json()["problems"])
+
+
+def test_the_listing_gives_each_files_hash_to_notice_changes_on_disk(client: TestClient, folder: Path) -> None:
+    state = opened(client)
+    listed = {f["name"]: f for f in client.get("/api/files").json()["files"]}
+    assert listed["route.yaml"]["hash"] == state["hash"]
+    (folder / "route.yaml").write_text(FLOW + "# another tab saved\n", encoding="utf-8")
+    listed = {f["name"]: f for f in client.get("/api/files").json()["files"]}
+    assert listed["route.yaml"]["hash"] != state["hash"]

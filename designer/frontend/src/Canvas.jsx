@@ -38,7 +38,8 @@ export function calledSequence(step) {
   return typeof step.config?.name === "string" ? step.config.name : null;
 }
 
-const StepBox = memo(function StepBox({ item, selected, problem, record, cut, category, actions }) {
+/** @param {{ item: any, selected: boolean, problem: any, record: any, cut: boolean, category: string, actions: CanvasActions }} props */
+function StepBoxView({ item, selected, problem, record, cut, category, actions }) {
   const { step } = item;
   const called = calledSequence(step);
   const cls = ["step", "nodrag", "nopan", step.lanes.length ? "container" : "", selected ? "selected" : "",
@@ -61,20 +62,24 @@ const StepBox = memo(function StepBox({ item, selected, problem, record, cut, ca
       {record?.error ? <div className="problem" title={record.error.message}>{fit(`raised: ${record.error.message}`, item.w - 24)}</div> : null}
     </div>
   );
-});
+}
+const StepBox = memo(StepBoxView);
 
-const LaneBox = memo(function LaneBox({ item, taken }) {
+/** @param {{ item: any, taken: boolean }} props */
+function LaneBoxView({ item, taken }) {
   return (
     <div className={`lane${taken ? " taken" : ""}`} style={box(item)} data-testid={`lane-${item.lane.path.join(".")}`}>
       <span className="lane-label" title={item.lane.label}>{fit(item.lane.label, item.w - 14)}</span>
     </div>
   );
-});
+}
+const LaneBox = memo(LaneBoxView);
 
-const SlotBox = memo(function SlotBox({ item, selected, actions }) {
+/** @param {{ item: any, selected: boolean, actions: CanvasActions }} props */
+function SlotBoxView({ item, selected, actions }) {
   const [over, setOver] = useState(false);
   return (
-    <div className={`slot${over ? " over" : ""}${selected ? " selected" : ""}`} style={box(item)}
+    <div className={`slot nopan${over ? " over" : ""}${selected ? " selected" : ""}`} style={box(item)}
       data-testid={`slot-${item.lane.join(".")}-${item.index}`}
       onClick={(e) => { e.stopPropagation(); actions.select({ type: "slot", lane: item.lane, index: item.index }); }}
       onDragOver={(e) => { e.preventDefault(); if (!over) setOver(true); }} onDragLeave={() => setOver(false)}
@@ -82,9 +87,11 @@ const SlotBox = memo(function SlotBox({ item, selected, actions }) {
       <span>+</span>
     </div>
   );
-});
+}
+const SlotBox = memo(SlotBoxView);
 
-const HeadBox = memo(function HeadBox({ item, selected, actions }) {
+/** @param {{ item: any, selected: boolean, actions: CanvasActions }} props */
+function HeadBoxView({ item, selected, actions }) {
   const { subject } = item;
   let detail;
   if (subject.type === "flow") {
@@ -96,13 +103,14 @@ const HeadBox = memo(function HeadBox({ item, selected, actions }) {
     detail = params.length ? `sequence (${params.join(", ")})` : "sequence";
   }
   return (
-    <div className={`source-node${selected ? " selected" : ""}`} style={box(item)}
+    <div className={`source-node nopan${selected ? " selected" : ""}`} style={box(item)}
       data-testid={subject.type === "flow" ? "flow-source" : "sequence-head"}
       onClick={(e) => { e.stopPropagation(); actions.select({ type: "head" }); }}>
       <b>{fit(subject.name, item.w / 2)}</b> <span className="summary">{fit(detail, item.w / 2 - 20)}</span>
     </div>
   );
-});
+}
+const HeadBox = memo(HeadBoxView);
 
 function Diagram({ data }) {
   const state = useContext(CanvasState);

@@ -81,7 +81,8 @@ export function AddToFile({ outline, connectors, onAdd }) {
 function exampleSettings(connector) {
   const schema = resolve(connector?.schema || {}, connector?.schema?.$defs);
   const out = {};
-  for (const key of schema.required || []) {
+  // the required keys, or those of the first way to satisfy it ({anyOf: [{required: [url]}, ...]})
+  for (const key of schema.required || (schema.anyOf || schema.oneOf || [])[0]?.required || []) {
     const sub = resolve(schema.properties?.[key] || {}, connector.schema.$defs);
     out[key] = sub.default ?? (sub.type === "integer" || sub.type === "number" ? 0 : sub.type === "boolean" ? false : "");
   }

@@ -96,14 +96,17 @@ function JsonField({ label, s, value, required, onCommit, testId }) {
   );
 }
 
-export function SchemaForm({ schema, defs, value, onChange, path = [], label = null, required = false, testPrefix = "field" }) {
+export function SchemaForm({ schema, defs = undefined, value, onChange, path = [], label = null, required = false, testPrefix = "field" }) {
   const s = resolve(schema, defs);
   const testId = `${testPrefix}-${path.join(".") || "value"}`;
-  const alternatives = s.oneOf || s.anyOf;
+  // anyOf / oneOf entries that only constrain an object's own properties ({required: [url]} or
+  // {required: [urls]}) are not alternatives to choose from: the object's form holds them all
+  const constraintsOnly = (list) => s.properties && list.every((a) => !a.type && !a.properties && !a.enum && !a.$ref && !a.items && a.const === undefined);
+  const alternatives = [s.oneOf, s.anyOf].find((list) => list && !constraintsOnly(list));
   if (alternatives) {
     const resolved = alternatives.map((a) => resolve(a, defs));
     const matches = resolved.findIndex((a) => !validate(a, value, false));
-    const [chosen, setChosen] = [matches < 0 ? 0 : matches, null];
+    const chosen = matches < 0 ? 0 : matches;
     const alt = resolved[chosen];
     return (
       <fieldset className="alt">

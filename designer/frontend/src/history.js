@@ -9,7 +9,8 @@
 /**
  * @typedef {{ op: string, [key: string]: any }} Edit
  * @typedef {{ text: string, ops: Edit[] | null, state: any, typed?: boolean }} Entry
- * @typedef {{ entries: Entry[], at: number, saved: number }} History
+ * @typedef {{ entries: Entry[], at: number, saved: number, typed?: boolean }} History
+ *   (`typed`: the last change was the echo of typing in the YAML view, which is already ahead)
  */
 
 /** @param {any} state the server's state of a file just opened @returns {History} */
@@ -37,11 +38,11 @@ export function pushed(h, ops, state, typed = false) {
   const entry = { text: state.text, ops, state, typed };
   const replace = typed && h.entries[h.at].typed && h.at !== h.saved && h.at === h.entries.length - 1;
   const keep = h.entries.slice(0, replace ? h.at : h.at + 1);
-  return { entries: [...keep, entry], at: keep.length, saved: h.saved };
+  return { entries: [...keep, entry], at: keep.length, saved: h.saved, typed };
 }
 
 /** @param {History} h @param {number} to @returns {History} */
-export const moved = (h, to) => ({ ...h, at: Math.max(0, Math.min(h.entries.length - 1, to)) });
+export const moved = (h, to) => ({ ...h, at: Math.max(0, Math.min(h.entries.length - 1, to)), typed: false });
 
 /**
  * After a save of the current state: it is now the text on disk; the others stay reachable by
@@ -49,8 +50,9 @@ export const moved = (h, to) => ({ ...h, at: Math.max(0, Math.min(h.entries.leng
  * @returns {History}
  */
 export function savedAt(h, state) {
+  /** @type {Entry[]} */
   const entries = h.entries.map((e, i) => (i === h.at ? { text: state.text, ops: [], state } : { ...e, ops: null, typed: false }));
-  return { entries, at: h.at, saved: h.at };
+  return { entries, at: h.at, saved: h.at, typed: false };
 }
 
 /**
@@ -61,9 +63,10 @@ export function savedAt(h, state) {
  * @returns {History}
  */
 export function reloaded(h, disk, rebased) {
+  /** @type {Entry[]} */
   const entries = h.entries.slice(0, h.at + 1).map((e) => ({ ...e, ops: null, typed: false }));
   entries.push({ text: disk.text, ops: [], state: disk });
   const saved = entries.length - 1;
   if (rebased) entries.push({ text: rebased.state.text, ops: rebased.ops, state: rebased.state });
-  return { entries, at: entries.length - 1, saved };
+  return { entries, at: entries.length - 1, saved, typed: false };
 }

@@ -268,7 +268,8 @@ function App() {
   useEffect(() => {
     const onWindowKey = (e) => {
       if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "s") { e.preventDefault(); saveRef.current(); }
-      if (e.key === "Escape" && e.target.closest?.(".side")) canvasRef.current?.focus();
+      // Escape leaves the side panel for the canvas, but first closes an open completion list
+      if (e.key === "Escape" && e.target.closest?.(".side") && !document.querySelector(".cm-tooltip-autocomplete")) canvasRef.current?.focus();
     };
     window.addEventListener("keydown", onWindowKey, true);
     return () => window.removeEventListener("keydown", onWindowKey, true);
@@ -326,6 +327,7 @@ function App() {
     endpoints: [...new Set([...files.flatMap((f) => f.endpoints || []), ...(doc?.outline.endpoints.map((e) => e.name) || [])])].sort(),
     sequences: [...new Set([...files.flatMap((f) => f.sequences || []), ...(doc?.outline.sequences.map((s) => s.name) || [])])].sort(),
     kinds: registry?.kinds || [],
+    connectors: registry?.connectors || [],
   }), [files, doc, registry]);
 
   if (!registry) return <div className="loading">loading the registry…</div>;
@@ -335,7 +337,7 @@ function App() {
   const isDirty = hist && dirty(hist);
   const template = registry.schema.properties.sequences.additionalProperties.anyOf[1];
   return (
-    <div className="app">
+    <div className="app" data-file={doc?.name || ""}>
       <header>
         <b>Interlace designer</b>
         <select data-testid="file" value={name || ""} onChange={(e) => setName(e.target.value)}>
@@ -407,7 +409,7 @@ function App() {
               <Namespaces namespaces={doc.outline.namespaces} description={registry.schema.properties.namespaces?.description || ""} onEdit={edit} />
             </>) : null}
           </div>
-          {doc ? <Source text={doc.text} schema={doc.suite ? registry.suite_schema : registry.schema} problems={doc.problems} fileName={name} names={names} onChange={debouncedSource} /> : null}
+          {doc ? <Source text={doc.text} schema={doc.suite ? registry.suite_schema : registry.schema} problems={doc.problems} fileName={name} names={names} echo={Boolean(hist?.typed)} onChange={debouncedSource} /> : null}
         </aside>
       </main>
     </div>

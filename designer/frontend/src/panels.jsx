@@ -10,7 +10,11 @@ export function Palette({ kinds, onInsert, searchRef }) {
   const shown = kinds.filter((k) => (k.name + " " + k.summary + " " + k.category).toLowerCase().includes(query.toLowerCase()));
   const groups = {};
   shown.forEach((k) => (groups[k.category] ||= []).push(k));
-  const ordered = Object.keys(groups).sort().flatMap((g) => groups[g]);
+  // Enter takes the best match: the kind named so, then names starting so, then the rest
+  const q = query.toLowerCase();
+  const rank = (k) => (!q ? 0 : k.name === q ? 0 : k.name.startsWith(q) ? 1 : k.name.includes(q) ? 2 : 3);
+  const ordered = Object.keys(groups).sort().flatMap((g) => groups[g]).map((k, i) => [k, i])
+    .sort(([a, i], [b, j]) => rank(a) - rank(b) || i - j).map(([k]) => k);
   return (
     <aside className="palette" aria-label="step kinds">
       <input ref={searchRef} data-testid="palette-search" placeholder="search steps  ( / )" value={query}
@@ -20,7 +24,7 @@ export function Palette({ kinds, onInsert, searchRef }) {
           if (e.key === "ArrowDown") { setActive((a) => Math.min(a + 1, ordered.length - 1)); e.preventDefault(); }
           if (e.key === "ArrowUp") { setActive((a) => Math.max(a - 1, 0)); e.preventDefault(); }
           if (e.key === "Enter" && ordered[active]) { onInsert(ordered[active]); e.preventDefault(); }
-          if (e.key === "Escape") e.target.blur();
+          if (e.key === "Escape") e.currentTarget.blur();
         }} />
       {Object.keys(groups).sort().map((group) => (
         <div key={group} className="group">
