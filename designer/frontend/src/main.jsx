@@ -221,6 +221,7 @@ function App() {
     const all = positions(subject);
     const at = all.findIndex((p) => same(p, selected));
     if (e.key === "/") { e.preventDefault(); searchRef.current?.focus(); return; }
+    if (e.key === "Escape") { setSelected(null); return; }
     if (mod && e.key.toLowerCase() === "z") { e.preventDefault(); e.shiftKey ? redo() : undo(); return; }
     if (mod && e.key.toLowerCase() === "y") { e.preventDefault(); redo(); return; }
     if (e.altKey && selected?.type === "step" && (e.key === "ArrowUp" || e.key === "ArrowDown")) {
@@ -383,7 +384,7 @@ function App() {
                   value={selectedStep.config} onChange={onFormChange([...selectedStep.path, selectedStep.kind])} />
                 <SchemaForm schema={{ type: "string", pattern: "^[A-Za-z0-9_.-]+$", description: "A stable name for the step (traces, tests)." }} label="id"
                   value={selectedStep.id ?? undefined} onChange={(_, v) => edit(v === undefined ? { op: "remove", path: [...selectedStep.path, "id"] } : { op: "set", path: [...selectedStep.path, "id"], value: v })} testPrefix="meta" path={["id"]} />
-                <p className="hint">Arrows: move between steps and slots · Alt+↑/↓: move the step · Del: delete · Ctrl+C/X/V · Ctrl+Z/Shift+Z · Ctrl+S · / : palette · Alt+Enter on a sequence step: open it</p>
+                <p className="hint">Arrows: move between steps and slots · Alt+↑/↓: move the step · Del: delete · Ctrl+C/X/V · Ctrl+Z/Shift+Z · Ctrl+S · / : palette · Esc: select nothing · Alt+Enter on a sequence step: open it</p>
               </div>
             ) : null}
             {tab === "properties" && selected?.type === "head" && subject?.type === "flow" ? (
