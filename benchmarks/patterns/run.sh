@@ -10,7 +10,8 @@
 # the same with a new token on every request (a signature check each time).
 #
 # Two measures per cell: wall req/s (wrk, 50 connections), and CPU per request of the serving
-# process (utime+stime from /proc over the measured run / requests answered).  The machine may
+# process (utime+stime from /proc over the measured run / requests answered), each the best of
+# BENCH_ROUNDS (default 2) rounds in which engine and floor alternate cell by cell.  The machine may
 # be shared: wall rates then measure the others' load too, CPU per request much less so.  The
 # serving processes share core 0, wrk runs on core 1 (where the machine has two).
 set -euo pipefail
@@ -105,31 +106,39 @@ cell() {  # key port pid path method body script
     local args=(-t1 -c50 --timeout 5s)
     [ "$script" = fresh ] || args+=(-H "X-JWT-Assertion: $token")
     [ "$method" = POST ] && args+=(-s "$work/$script.lua")
-    # the warm-up sends tokens from the list's last quarter, the measured run from its start
+    # the warm-ups send tokens from the list's last quarter, round N's measured run from N-1 x 15000
     TOKEN_OFFSET=30000 BODY_FILE="$body" TOKENS_FILE="$work/tokens" taskset -c "$load_core" wrk "${args[@]}" -d2s \
         "http://127.0.0.1:$port$path" > /dev/null
     local before after out
     before=$(cpu_ticks "$pid")
-    out=$(BODY_FILE="$body" TOKENS_FILE="$work/tokens" taskset -c "$load_core" wrk "${args[@]}" -d"${seconds}s" \
+    out=$(TOKEN_OFFSET=$(( (round - 1) * 15000 )) BODY_FILE="$body" TOKENS_FILE="$work/tokens" \
+        taskset -c "$load_core" wrk "${args[@]}" -d"${seconds}s" \
         "http://127.0.0.1:$port$path")
     after=$(cpu_ticks "$pid")
-    local requests
+    local requests rate used
     requests=$(awk '/requests in/ {print $1}' <<< "$out")
-    rps[$key]=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
-    cpu[$key]=$(awk -v t=$((after - before)) -v n="$requests" -v hz="$(getconf CLK_TCK)" \
+    rate=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
+    used=$(awk -v t=$((after - before)) -v n="$requests" -v hz="$(getconf CLK_TCK)" \
         'BEGIN {printf "%.0f", t / hz / n * 1e6}')
-    bad[$key]=$(awk '/Non-2xx/ {print $5}' <<< "$out")
-    if [ "$script" = fresh ] && [ "$requests" -gt 30000 ]; then
-        echo "WARNING: $key sent $requests requests, more than the 30000 fresh tokens: some were reused" >&2
+    # the best of the rounds: another process's burst only ever makes a round look worse
+    rps[$key]=$(awk -v a="${rps[$key]:-0}" -v b="$rate" 'BEGIN {print (b > a ? b : a)}')
+    cpu[$key]=$(awk -v a="${cpu[$key]:-}" -v b="$used" 'BEGIN {print (a == "" || b < a ? b : a)}')
+    bad[$key]=${bad[$key]:-}$(awk '/Non-2xx/ {print $5}' <<< "$out")
+    if [ "$script" = fresh ] && [ "$requests" -gt 15000 ]; then
+        echo "WARNING: $key sent $requests requests, more than a round's 15000 fresh tokens: some were reused" >&2
     fi
 }
 
 cells=("direct /direct POST small post" "scatter /scatter GET small post" "split /split POST split post"
        "cached /cached POST small post" "jwt /jwt POST small post" "jwt-fresh /jwt POST small fresh")
-for spec in "${cells[@]}"; do
-    read -r name path method body script <<< "$spec"
-    cell "engine-$name" "$engine_port" "$engine_pid" "$path" "$method" "$work/$body.json" "$script"
-    cell "floor-$name" "$floor_port" "$floor_pid" "$path" "$method" "$work/$body.json" "$script"
+rounds="${BENCH_ROUNDS:-2}"  # engine and floor alternate, cell by cell, this many times
+[ "$rounds" -le 2 ] || { echo "BENCH_ROUNDS: at most 2 (the fresh tokens last two rounds)" >&2; exit 2; }
+for round in $(seq "$rounds"); do
+    for spec in "${cells[@]}"; do
+        read -r name path method body script <<< "$spec"
+        cell "engine-$name" "$engine_port" "$engine_pid" "$path" "$method" "$work/$body.json" "$script"
+        cell "floor-$name" "$floor_port" "$floor_pid" "$path" "$method" "$work/$body.json" "$script"
+    done
 done
 
 echo "| cell | engine req/s | floor req/s | req/s engine/floor | engine CPU µs/req | floor CPU µs/req | CPU floor/engine |"
@@ -158,7 +167,7 @@ awk -v s="${rps[engine-scatter]}" -v fs="${rps[floor-scatter]}" -v sc="${cpu[eng
             cellgoal("split", p / fp, fpc / pc), cellgoal("cached", c / fc, fcc / cc), cellgoal("jwt", j / fj, fjc / jc)
         printf "- a cache hit >= 3x a backend call: %.2fx req/s, %.2fx less CPU per request (%s)\n", c / d, dc / cc,
             verdict(c / d >= 3)
-        printf "- JWT verification adds <= 15 %% to the direct proxy: one assertion resent %+.1f %% CPU per request, %.1f %% fewer req/s (%s); a new token on every request %+.1f %% CPU, %.1f %% fewer req/s (%s)\n",
-            (jc / dc - 1) * 100, (1 - j / d) * 100, verdict(jc / dc <= 1.15), (xc / dc - 1) * 100, (1 - x / d) * 100,
+        printf "- JWT verification adds <= 15 %% to the direct proxy: one assertion resent %+.1f %% CPU per request, req/s %+.1f %% (%s); a new token on every request %+.1f %% CPU, req/s %+.1f %% (%s)\n",
+            (jc / dc - 1) * 100, (j / d - 1) * 100, verdict(jc / dc <= 1.15), (xc / dc - 1) * 100, (x / d - 1) * 100,
             verdict(xc / dc <= 1.15)
     }'
