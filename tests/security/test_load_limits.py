@@ -18,16 +18,11 @@ import pytest
 
 from engine.cli import main
 from engine.yamlio import MAX_ALIASES, MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
-from tests.support.engine import REPO, run_engine, write_flows
+from tests.support.engine import PING, REPO, run_engine, write_flows
 
 pytestmark = pytest.mark.timeout(120)
 
-GOOD = """
-flows:
-  ping:
-    source: {http: {method: GET, path: /ping}}
-    steps: [{respond: {text: pong}}]
-"""
+GOOD = PING
 
 
 def alias_bomb(levels: int = 12, width: int = 9) -> str:

@@ -21,17 +21,11 @@ import pytest
 from deploy.k8s import Options, base_resources, management_secret
 from engine.loader import load_project
 from engine.server import is_loopback
-from tests.support.engine import REPO, run_engine, write_flows
+from tests.support.engine import PING, REPO, run_engine, write_flows
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
-PING = """
-flows:
-  ping:
-    source: {http: {method: GET, path: /ping}}
-    steps: [{respond: {text: pong}}]
-"""
 TOKEN = "test-token-0123456789abcdef"
 
 

@@ -13,16 +13,10 @@ import httpx
 import pytest
 
 from engine.cli import main
-from tests.support.engine import run_engine, wait_for_workers, write_flows
+from tests.support.engine import PING, run_engine, wait_for_workers, write_flows
 
 pytestmark = pytest.mark.timeout(120)
 
-PING = """
-flows:
-  ping:
-    source: {http: {method: GET, path: /ping}}
-    steps: [{respond: {text: pong}}]
-"""
 ENDPOINTS_ONLY = """
 endpoints:
   e: {http: {url: "http://127.0.0.1:1"}}

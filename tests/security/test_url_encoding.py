@@ -19,12 +19,6 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module")
-def backend() -> Iterator[BackendServer]:
-    with BackendServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def engine(backend: BackendServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEngine]:
     folder = write_flows(tmp_path_factory.mktemp("url-encoding"), f"""
     endpoints:

@@ -21,6 +21,14 @@ from tests.support.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
+# the smallest flow file: GET /ping answers "pong"
+PING = """
+flows:
+  ping:
+    source: {http: {method: GET, path: /ping}}
+    steps: [{respond: {text: pong}}]
+"""
+
 
 def write_flows(folder: Path, text: str, name: str = "flows.yaml") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
