@@ -25,15 +25,17 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
     Engine,
+    Float,
     Integer,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -46,6 +48,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine import jsonfast
 from engine.observability import new_id
 from engine.store import StoreError
 from engine.store.tables import dead_letters, file_claims, firings, idempotency_keys, messages, metadata
@@ -95,6 +98,26 @@ class DeadLetter:
 
 
 @dataclass
+class Settlement:
+    """What a processor reports in one store transaction (``Store.cycle``)."""
+
+    delivered: list[int] = field(default_factory=list)  # seqs whose flow succeeded: deleted
+    retries: list[tuple[int, float, dict[str, Any]]] = field(default_factory=list)  # (seq, delay, error)
+    renew: list[int] = field(default_factory=list)  # seqs still running: their leases extended
+
+    def __bool__(self) -> bool:
+        return bool(self.delivered or self.retries or self.renew)
+
+
+@dataclass(frozen=True)
+class _QueueStatements:
+    claim: Any
+    delete: Any
+    retry: Any
+    renew: Any
+
+
+@dataclass
 class _Pending:
     row: dict[str, Any]
     idem_scope: str | None
@@ -141,6 +164,7 @@ class Store:
         self.accepted = 0
         self.commits = 0
         self._wakers: dict[str, asyncio.Event] = {}
+        self._prepared: dict[tuple[str, bool], _QueueStatements] = {}
 
     def waker(self, queue: str) -> asyncio.Event:
         """Set whenever this process commits a message to ``queue``: its processors wake at once."""
@@ -234,7 +258,7 @@ class Store:
             raise StoreError("the store is not open")
         now = time.time()
         row = {"id": message_id or new_id(), "queue": queue, "body": body, "content_type": content_type,
-               "headers": json.dumps(headers or {}), "vars": json.dumps(vars or {}, default=str),
+               "headers": _json(headers or {}), "vars": _json(vars or {}),
                "order_key": order_key, "attempts": 0, "next_at": now + delay, "locked_until": 0.0,
                "owner": None, "created": now, "last_error": None}
         future: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
@@ -308,26 +332,77 @@ class Store:
     async def claim(self, queue: str, limit: int, lease: float, *, ordered: bool = False) -> list[StoredMessage]:
         """Lease up to ``limit`` due messages of ``queue``, oldest first.  With ``ordered``, a
         message waits while an older one with the same order key is still in the store."""
+        return await self.cycle(queue, Settlement(), claim=limit, lease=lease, ordered=ordered)
+
+    async def cycle(self, queue: str, settle: Settlement, *, claim: int, lease: float,
+                    ordered: bool = False) -> list[StoredMessage]:
+        """One processor round trip, in ONE transaction: delete what was delivered, reschedule what
+        failed, extend the leases of what is still running, then lease up to ``claim`` more.
+
+        Batching the outcomes is what makes forwarding cheap (one commit for many messages
+        instead of one each); deleting before claiming lets an ordered queue hand out the next
+        message of a key in the same transaction that retires the previous one.  A message is
+        deleted only after its flow succeeded, so a crash before this commit sends it again:
+        at-least-once, as before."""
+        statements = self._statements(queue, ordered)
         owner = self.owner
 
         def work(conn: Connection) -> list[StoredMessage]:
             now = time.time()
-            m = messages.alias("m")
-            due = and_(m.c.queue == queue, m.c.next_at <= now, m.c.locked_until < now)
-            if ordered:
-                older = messages.alias("older")
-                due = and_(due, ~exists().where(and_(older.c.queue == queue, older.c.order_key == m.c.order_key,
-                                                     older.c.seq < m.c.seq)))
-            picked = select(m.c.seq).where(due).order_by(m.c.seq).limit(limit)
-            if not self.is_sqlite:
-                picked = picked.with_for_update(skip_locked=True)
-            statement = (update(messages).where(messages.c.seq.in_(picked.scalar_subquery()))
-                         .values(locked_until=now + lease, owner=owner, attempts=messages.c.attempts + 1)
-                         .returning(*messages.c))
-            rows = conn.execute(statement).mappings().all()
+            if settle.delivered:
+                conn.execute(statements.delete, {"seqs": settle.delivered, "owner": owner})
+            if settle.retries:
+                conn.execute(statements.retry, [
+                    {"b_seq": seq, "b_owner": owner, "b_next_at": now + delay,
+                     "b_last_error": json.dumps(error, default=str)} for seq, delay, error in settle.retries])
+            if settle.renew:
+                renewed = conn.execute(statements.renew, {"seqs": settle.renew, "owner": owner,
+                                                          "until": now + lease}).rowcount
+                if renewed != len(settle.renew):
+                    log.warning("queue %s: %d of %d leases could not be renewed (they ran out and another "
+                                "processor took the messages)", queue, len(settle.renew) - renewed, len(settle.renew))
+            if claim <= 0:
+                return []
+            rows = conn.execute(statements.claim, {"now": now, "until": now + lease, "owner": owner,
+                                                   "limit": claim}).mappings().all()
             return sorted((_stored(row) for row in rows), key=lambda s: s.seq)
 
         return await self._tx(work)
+
+    def _statements(self, queue: str, ordered: bool) -> _QueueStatements:
+        """The processor's statements for ``queue``, built once (building SQLAlchemy expressions per
+        message cost more CPU than running them)."""
+        key = (queue, ordered)
+        found = self._prepared.get(key)
+        if found is not None:
+            return found
+        m = messages.alias("m")
+        now = bindparam("now", type_=Float)
+        due = and_(m.c.queue == queue, m.c.next_at <= now, m.c.locked_until < now)
+        if ordered:
+            older = messages.alias("older")
+            due = and_(due, ~exists().where(and_(older.c.queue == queue, older.c.order_key == m.c.order_key,
+                                                 older.c.seq < m.c.seq)))
+        picked = select(m.c.seq).where(due).order_by(m.c.seq).limit(bindparam("limit", type_=Integer))
+        if not self.is_sqlite:
+            picked = picked.with_for_update(skip_locked=True)
+        mine = messages.c.owner == bindparam("owner")
+        seqs: Any = bindparam("seqs", expanding=True)
+        prepared = _QueueStatements(
+            claim=(update(messages).where(messages.c.seq.in_(picked.scalar_subquery()))
+                   .values(locked_until=bindparam("until", type_=Float), owner=bindparam("owner"),
+                           attempts=messages.c.attempts + 1)
+                   .returning(*messages.c)),
+            delete=delete(messages).where(messages.c.seq.in_(seqs), mine),
+            retry=(update(messages).where(messages.c.seq == bindparam("b_seq"),
+                                          messages.c.owner == bindparam("b_owner"))
+                   .values(next_at=bindparam("b_next_at"), locked_until=0.0, owner=None,
+                           last_error=bindparam("b_last_error"))),
+            renew=update(messages).where(messages.c.seq.in_(seqs), mine).values(
+                locked_until=bindparam("until", type_=Float)),
+        )
+        self._prepared[key] = prepared
+        return prepared
 
     async def next_due(self, queue: str) -> float | None:
         """When the next message of ``queue`` may be tried (None when it is empty)."""
@@ -343,16 +418,10 @@ class Store:
         return await self._tx(work)
 
     async def delivered(self, seq: int) -> None:
-        await self._tx(lambda conn: conn.execute(delete(messages).where(messages.c.seq == seq,
-                                                                        messages.c.owner == self.owner)))
+        await self.cycle("", Settlement(delivered=[seq]), claim=0, lease=0)
 
     async def retry_later(self, seq: int, delay: float, error: dict[str, Any]) -> None:
-        def work(conn: Connection) -> None:
-            conn.execute(update(messages).where(messages.c.seq == seq, messages.c.owner == self.owner)
-                         .values(next_at=time.time() + delay, locked_until=0.0, owner=None,
-                                 last_error=json.dumps(error, default=str)))
-
-        await self._tx(work)
+        await self.cycle("", Settlement(retries=[(seq, delay, error)]), claim=0, lease=0)
 
     async def bury(self, seq: int, dead_store: str, flow: str | None, error: dict[str, Any]) -> None:
         """Move a message to the dead letters (one transaction: never lost, never in both)."""
@@ -497,10 +566,15 @@ class Store:
         await self._tx(work)
 
 
+def _json(value: Any) -> str:
+    """JSON text through orjson (json.dumps cost a tenth of an accepted message's CPU)."""
+    return jsonfast.dumps(value).decode()
+
+
 def _stored(row: Any) -> StoredMessage:
     return StoredMessage(seq=int(row["seq"]), id=row["id"], queue=row["queue"], body=bytes(row["body"]),
-                         content_type=row["content_type"], headers=json.loads(row["headers"]),
-                         vars=json.loads(row["vars"]), order_key=row["order_key"], attempts=int(row["attempts"]),
+                         content_type=row["content_type"], headers=jsonfast.loads(row["headers"]),
+                         vars=jsonfast.loads(row["vars"]), order_key=row["order_key"], attempts=int(row["attempts"]),
                          created=float(row["created"]),
                          last_error=json.loads(row["last_error"]) if row["last_error"] else None)
 
