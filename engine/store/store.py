@@ -350,21 +350,21 @@ class Store:
         def work(conn: Connection) -> list[StoredMessage]:
             now = time.time()
             if settle.delivered:
-                conn.execute(statements.delete, {"seqs": settle.delivered, "owner": owner})
+                conn.execute(statements.delete, {"b_seqs": settle.delivered, "b_owner": owner})
             if settle.retries:
                 conn.execute(statements.retry, [
                     {"b_seq": seq, "b_owner": owner, "b_next_at": now + delay,
                      "b_last_error": json.dumps(error, default=str)} for seq, delay, error in settle.retries])
             if settle.renew:
-                renewed = conn.execute(statements.renew, {"seqs": settle.renew, "owner": owner,
-                                                          "until": now + lease}).rowcount
+                renewed = conn.execute(statements.renew, {"b_seqs": settle.renew, "b_owner": owner,
+                                                          "b_until": now + lease}).rowcount
                 if renewed != len(settle.renew):
                     log.warning("queue %s: %d of %d leases could not be renewed (they ran out and another "
                                 "processor took the messages)", queue, len(settle.renew) - renewed, len(settle.renew))
             if claim <= 0:
                 return []
-            rows = conn.execute(statements.claim, {"now": now, "until": now + lease, "owner": owner,
-                                                   "limit": claim}).mappings().all()
+            rows = conn.execute(statements.claim, {"b_now": now, "b_until": now + lease, "b_owner": owner,
+                                                   "b_limit": claim}).mappings().all()
             return sorted((_stored(row) for row in rows), key=lambda s: s.seq)
 
         return await self._tx(work)
@@ -377,29 +377,29 @@ class Store:
         if found is not None:
             return found
         m = messages.alias("m")
-        now = bindparam("now", type_=Float)
+        now = bindparam("b_now", type_=Float)
         due = and_(m.c.queue == queue, m.c.next_at <= now, m.c.locked_until < now)
         if ordered:
             older = messages.alias("older")
             due = and_(due, ~exists().where(and_(older.c.queue == queue, older.c.order_key == m.c.order_key,
                                                  older.c.seq < m.c.seq)))
-        picked = select(m.c.seq).where(due).order_by(m.c.seq).limit(bindparam("limit", type_=Integer))
+        picked = select(m.c.seq).where(due).order_by(m.c.seq).limit(bindparam("b_limit", type_=Integer))
         if not self.is_sqlite:
             picked = picked.with_for_update(skip_locked=True)
-        mine = messages.c.owner == bindparam("owner")
-        seqs: Any = bindparam("seqs", expanding=True)
+        # (bound names differ from the columns': SQLAlchemy reserves those in UPDATE ... SET)
+        mine = messages.c.owner == bindparam("b_owner")
+        seqs: Any = bindparam("b_seqs", expanding=True)
         prepared = _QueueStatements(
             claim=(update(messages).where(messages.c.seq.in_(picked.scalar_subquery()))
-                   .values(locked_until=bindparam("until", type_=Float), owner=bindparam("owner"),
+                   .values(locked_until=bindparam("b_until", type_=Float), owner=bindparam("b_owner"),
                            attempts=messages.c.attempts + 1)
                    .returning(*messages.c)),
             delete=delete(messages).where(messages.c.seq.in_(seqs), mine),
-            retry=(update(messages).where(messages.c.seq == bindparam("b_seq"),
-                                          messages.c.owner == bindparam("b_owner"))
+            retry=(update(messages).where(messages.c.seq == bindparam("b_seq"), mine)
                    .values(next_at=bindparam("b_next_at"), locked_until=0.0, owner=None,
                            last_error=bindparam("b_last_error"))),
             renew=update(messages).where(messages.c.seq.in_(seqs), mine).values(
-                locked_until=bindparam("until", type_=Float)),
+                locked_until=bindparam("b_until", type_=Float)),
         )
         self._prepared[key] = prepared
         return prepared

@@ -133,3 +133,39 @@ def test_two_replicas_on_postgres_send_each_message_once(tmp_path: Path, backend
         processed = [sum(s["processed"] for s in httpx.get(f"{e.management_url}/sources").json()["sources"])
                      for e in (one, two)]
         assert sum(processed) == 200
+
+
+SLOW_FLOWS = """
+endpoints:
+  backend:
+    http: {url: "${env.BACKEND_URL}", timeout: {connect: 1s, read: 10s}}
+
+flows:
+  accept:
+    source: {http: {method: POST, path: /jobs}}
+    steps:
+      - store: {queue: slow}
+
+  forward:
+    source: {store: {queue: slow, concurrency: 2, lease: 1s, poll: 50ms}}
+    steps:
+      - call: {endpoint: backend, method: POST, path: /slow, headers: {Idempotency-Key: "${vars.message_id}"},
+               expect_status: [2xx]}
+"""
+
+
+def test_a_lease_is_renewed_while_a_slow_flow_runs(tmp_path: Path, backend: BackendServer) -> None:
+    """Two processors on one store, a 1 s lease and a backend that takes 2.5 s: without renewal the
+    idle processor would take every message again once its lease ran out."""
+    backend.set_behaviour(delay=2.5)
+    folder = write_flows(tmp_path / "flows", SLOW_FLOWS)
+    env = {"BACKEND_URL": backend.url, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+    with run_engine(folder, env=env) as one, run_engine(folder, env=env, log_dir=tmp_path) as two:
+        ids = [httpx.post(f"{one.url}/jobs", json={"n": n}).json()["id"] for n in range(4)]
+        _until(lambda: httpx.get(f"{one.management_url}/stores").json()["stores"].get("slow", {})
+               .get("stored", 0) == 0, timeout=30)
+        processed = [sum(s["processed"] for s in httpx.get(f"{e.management_url}/sources").json()["sources"])
+                     for e in (one, two)]
+    counts = Counter(r.headers.get("idempotency-key") for r in backend.requests)
+    assert set(counts) == set(ids) and max(counts.values()) == 1, counts
+    assert sum(processed) == 4 and min(processed) >= 1, processed  # both processors worked
