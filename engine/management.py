@@ -175,7 +175,7 @@ def build_management_app(runtime: Runtime, *, reload_hook: Callable[..., Awaitab
         Route("/metrics", guarded(metrics)),
         Route("/metrics/families", guarded(metric_families)),
         Route("/reload", guarded(reload), methods=["POST"]),
-        *source_routes(runtime, guarded),
+        *source_routes(runtime, guarded, group),
     ])
 
 

@@ -7,12 +7,18 @@ GET  /stores/{queue}/messages          stored messages, paged (?offset=0&limit=5
 GET  /stores/{store}/dead              dead letters, paged, each with its error
 POST /stores/{store}/dead/replay       back to their queue as new: {"ids": [...]} or {"all": true}
 POST /stores/{store}/dead/discard      gone for good: {"ids": [...]} or {"all": true}
+
+With ``--workers N`` every worker runs the sources, so the source routes ask every worker
+(engine/workers.py) and answer for the group: ``GET /sources`` sums each flow's counts over the
+workers (``workers`` keeps each one's view), and pause/resume reach every worker.  The store
+routes need no fan-out: the workers share one store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,6 +28,7 @@ from engine.store import StoreError
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
+    from engine.workers import WorkerGroup
 
 Handler = Callable[[Request], Awaitable[Response]]
 MAX_PAGE = 500
@@ -56,18 +63,73 @@ async def _selection(request: Request) -> list[str] | JSONResponse | None:
     return ids
 
 
-def source_routes(runtime: Runtime, guarded: Callable[[Handler], Handler]) -> list[Route]:
+# counts that add up over the workers; the other fields take the latest (times) or the worst (lag)
+_SUMMED = ("processed", "failures", "dead_letters")
+_LATEST = ("last_run", "last_success")
+
+
+def merge_sources(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per flow from every worker's ``GET /sources``: counts summed, the latest run, the
+    largest lag, the state every worker agrees on (else ``mixed``), each worker's part in ``workers``."""
+    merged: dict[str, dict[str, Any]] = {}
+    for answer in answers:
+        for item in answer.get("sources") or []:
+            entry = merged.get(item["flow"])
+            part = {"worker": answer["worker"], "pid": answer.get("pid"), "state": item["state"],
+                    "processed": item["processed"], "failures": item["failures"], "last_error": item["last_error"]}
+            if entry is None:
+                merged[item["flow"]] = {**item, "workers": [part]}
+                continue
+            entry["workers"].append(part)
+            for key in _SUMMED:
+                entry[key] += item[key]
+            for key in _LATEST:
+                if item[key] is not None and (entry[key] is None or item[key] > entry[key]):
+                    entry[key] = item[key]
+            if item["since_last_run_seconds"] is not None:
+                since = entry["since_last_run_seconds"]
+                entry["since_last_run_seconds"] = item["since_last_run_seconds"] if since is None \
+                    else min(since, item["since_last_run_seconds"])
+            entry["lag_seconds"] = max(entry["lag_seconds"], item["lag_seconds"])
+            if entry["state"] != item["state"]:
+                entry["state"] = "mixed"
+            entry["last_error"] = entry["last_error"] or item["last_error"]
+    return list(merged.values())
+
+
+def source_routes(runtime: Runtime, guarded: Callable[[Handler], Handler],
+                  group: WorkerGroup | None = None) -> list[Route]:
     def store_or_problem() -> Any:
         if runtime.store is None:
             return _problem(404, "No store", "no flow of this folder uses the message store")
         return runtime.store
 
     async def sources(_: Request) -> Response:
-        return JSONResponse({"sources": runtime.sources.describe()})
+        if group is None:
+            return JSONResponse({"sources": runtime.sources.describe()})
+        answers = await group.ask_all("GET", "/sources")
+        body: dict[str, Any] = {"sources": merge_sources(answers)}
+        failed = [{"worker": a["worker"], "error": a["error"]} for a in answers if "error" in a]
+        if failed:
+            body["unanswered"] = failed  # a worker that did not answer in time is named, not waited for
+        return JSONResponse(body)
 
     def switch(pause: bool) -> Handler:
+        action = "pause" if pause else "resume"
+
         async def handler(request: Request) -> Response:
             name = request.path_params["flow"]
+            if group is not None:
+                answers = await group.ask_all("POST", f"/sources/{quote(name, safe='')}/{action}")
+                if not any("state" in a for a in answers):
+                    problem = next((a for a in answers if a.get("status") == 404), None)
+                    if problem is not None:
+                        return _problem(404, "Not found", str(problem.get("detail")))
+                    return _problem(503, "Workers unavailable", f"no worker answered the {action}")
+                workers = [{k: a[k] for k in ("worker", "state", "error") if k in a} for a in answers]
+                states = {a.get("state") for a in answers}
+                state = states.pop() if len(states) == 1 else "mixed"
+                return JSONResponse({"flow": name, "state": state, "workers": workers})
             done = runtime.sources.pause(name) if pause else runtime.sources.resume(name)
             if not done:
                 known = ", ".join(runtime.sources.contexts) or "none"

@@ -169,3 +169,29 @@ def test_a_lease_is_renewed_while_a_slow_flow_runs(tmp_path: Path, backend: Back
     counts = Counter(r.headers.get("idempotency-key") for r in backend.requests)
     assert set(counts) == set(ids) and max(counts.values()) == 1, counts
     assert sum(processed) == 4 and min(processed) >= 1, processed  # both processors worked
+
+
+def test_sources_and_pause_cover_every_worker(tmp_path: Path, backend: BackendServer) -> None:
+    """With --workers 2 each worker runs the processor: a pause must reach both, and /sources must
+    count what both did, whichever worker answers."""
+    folder = write_flows(tmp_path / "flows", FLOWS)
+    env = {"BACKEND_URL": backend.url, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+    with run_engine(folder, "--workers", "2", env=env) as engine:
+        management = engine.management_url
+        paused = httpx.post(f"{management}/sources/forward/pause").json()
+        assert paused["state"] == "paused" and [w["state"] for w in paused["workers"]] == ["paused", "paused"]
+        for _ in range(4):  # whichever worker takes the connection answers for both
+            [forward] = httpx.get(f"{management}/sources").json()["sources"]
+            assert forward["state"] == "paused" and len(forward["workers"]) == 2
+        ids = [httpx.post(f"{engine.url}/jobs", json={"path": f"/ok/{i}"}).json()["id"] for i in range(20)]
+        time.sleep(0.5)
+        assert backend.requests == []  # neither worker's processor sends while paused
+        resumed = httpx.post(f"{management}/sources/forward/resume").json()
+        assert resumed["state"] == "running" and len(resumed["workers"]) == 2
+        _until(lambda: {r.headers.get("idempotency-key") for r in backend.requests} >= set(ids))
+        _until(lambda: httpx.get(f"{management}/sources").json()["sources"][0]["processed"] == 20)
+        for _ in range(4):
+            [forward] = httpx.get(f"{management}/sources").json()["sources"]
+            assert forward["processed"] == 20 == sum(w["processed"] for w in forward["workers"])
+        missing = httpx.post(f"{management}/sources/nope/pause")
+        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
