@@ -113,6 +113,9 @@ class CompiledFlow:
     trigger: Any = None
     # on_error.redelivery, compiled (engine.sources.base.Redelivery)
     policy: Any = None
+    # an HTTP flow with on_error.redelivery: its steps run under the policy while the caller
+    # waits (engine/sources/http_redelivery.py)
+    redelivers: bool = False
 
     @property
     def name(self) -> str:
@@ -126,6 +129,11 @@ class CompiledFlow:
         """Run the flow; an error goes to the flow's handler, else propagates to the front."""
         if self.request_validator is not None:
             await self._check_request(msg)
+        if self.redelivers:
+            from engine.sources.http_redelivery import run_redelivered
+
+            await run_redelivered(self, msg)
+            return
         try:
             await self.steps.run(msg)
         except FlowError as exc:
@@ -484,9 +492,16 @@ class ProjectCompiler:
             return
         if flow.trigger is None:
             if policy_node is not None and policy_node.get("redelivery"):
-                self.errors.append(LoadError.at(locate(flow.file, flow.node, ("on_error", "redelivery"), key=True),
-                                                "on_error.redelivery applies to sources other than http (an HTTP "
-                                                "caller is waiting; retry in the endpoint's settings instead)"))
+                dead = policy_node["redelivery"].get("dead_letter") or {}
+                if "source" in dead:
+                    self.errors.append(LoadError.at(
+                        locate(flow.file, flow.node, ("on_error", "redelivery", "dead_letter", "source"), key=True),
+                        "dead_letter: {source: true} is a queue source's own dead-letter queue; a flow served "
+                        "over HTTP dead-letters to a store ({store: NAME}) or a folder ({folder: PATH})"))
+                    return
+                compiled_flow.redelivers = True  # the caller waits: engine/sources/http_redelivery.py
+                if "store" in dead:
+                    self.compiled.needs.add("store")
             return
         context = CompileContext(self, flow.file, flow.namespaces, flow.name)
         context.node = flow.node["source"][flow.trigger.kind]

@@ -93,7 +93,7 @@ def source_kinds() -> dict[str, SourceKind]:
 
         for module in pkgutil.iter_modules(package.__path__):
             if module.name not in ("base", "manager", "policy", "routes", "poller", "files_common", "docs",
-                                   "connector_source", "remote_poll"):
+                                   "connector_source", "remote_poll", "http_redelivery"):
                 importlib.import_module(f"engine.sources.{module.name}")
         _loaded = True
     return dict(sorted(_KINDS.items()))

@@ -14,7 +14,8 @@ def sources_section() -> list[str]:
     parts = ["\n## Sources\n",
              "A flow's `source:` has one key: `http` (a route of the facade), `soap`, or one of these. A source "
              "other than http acknowledges what it received only after the flow succeeded; `on_error: {redelivery: "
-             "...}` says how a failure is tried again and where it goes at the end (see below).\n"]
+             "...}` says how a failure is tried again and where it goes at the end (see below; an HTTP flow takes it "
+             "too, while its caller waits).\n"]
     kinds: list[tuple[str, str, dict[str, Any], list[Any]]] = [
         (name, kind.summary, kind.schema, kind.examples) for name, kind in source_kinds().items()]
     kinds += [(name, f"{operation.summary} (endpoints of kind `{connector}`)", operation.schema, operation.examples)

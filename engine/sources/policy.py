@@ -7,14 +7,17 @@ on_error:
     backoff: {initial: 200ms, multiplier: 2, max: 5s, jitter: 0.2}
     retry_on: {statuses: [502, 503, 504], codes: [backend-unreachable]}   # default: every failure
     dead_letter: {store: orders-dead}      # or {folder: data/dead}, or {source: true} (the queue's own)
-  steps:                           # run on every failed attempt, as a plain on_error list
+  steps:                           # a queue's or a file's flow: run on every failed attempt
     - log: {message: "attempt failed: ${error.message}"}
 ```
 
-The policy applies to every source but ``http`` (a caller waits on an HTTP flow: its endpoint's
-own retries are the tool there).  The store processor keeps the attempts in the store, so the
-backoff survives a restart; the other sources retry in process while they hold the message
-unacknowledged (the broker or the file stays the copy of record).
+The policy applies to every flow.  The store processor keeps the attempts in the store, so the
+backoff survives a restart; the queue sources retry in process while they hold the message
+unacknowledged and count the broker's earlier deliveries (x-delivery-count, the redelivered
+flag) as attempts, so a message whose flow kept killing the engine is dead-lettered; the file
+sources retry in process.  On a flow served over HTTP the caller waits: the steps are tried
+again on the request as it arrived, then the request is dead-lettered and ``steps`` run once on
+the last failure to answer it (engine/sources/http_redelivery.py).
 """
 
 from __future__ import annotations
@@ -36,13 +39,17 @@ DEAD_LETTER_SCHEMA: dict[str, Any] = {
         "folder": {"type": "string", "description": "A folder (relative to the flow file) where the body is "
                                                     "written with the error beside it in NAME.error.json."},
         "source": {"const": True, "description": "The source's own dead-letter queue or topic (amqp, mqtt: "
-                                                 "their dead_letter settings), with the error in its headers."},
+                                                 "their dead_letter settings), with the error in its headers "
+                                                 "(not on a flow served over HTTP)."},
     },
 }
 
 REDELIVERY_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False,
-    "description": "How a failed message is tried again, and where it goes at the end.",
+    "description": "How a failed message is tried again, and where it goes at the end. On a flow served "
+                   "over HTTP the caller waits: its steps are tried again on the request as it arrived, then "
+                   "the request is dead-lettered and the on_error steps run once on the last failure "
+                   "(${error.attempts}, ${error.dead_letter_id}; the problem+json answer carries both).",
     "properties": {
         "max_attempts": {"type": "integer", "minimum": 1, "description": "Attempts in all, the first included "
                                                                          "(default 1: no redelivery)."},
