@@ -3,11 +3,13 @@
 ```yaml
 endpoints:
   broker:
-    amqp: {url: "${secret.AMQP_URL || 'amqp://guest:guest@127.0.0.1:5672/'}"}
+    amqp:
+      url: "${secret.AMQP_URL || 'amqp://guest:guest@127.0.0.1:5672/'}"
+      exchanges: {shipping: {type: topic}}      # declared (durable) before the first publish to it
 flows:
   orders-in:
     source:
-      amqp: {endpoint: broker, queue: orders, prefetch: 20, concurrency: 4,
+      amqp: {endpoint: broker, queue: orders, queue_type: quorum, prefetch: 20, concurrency: 4,
              dead_letter: {routing_key: orders.dead}}
     on_error: {redelivery: {max_attempts: 5, backoff: {initial: 200ms, max: 5s}, dead_letter: {source: true}}}
     steps:
@@ -16,13 +18,20 @@ flows:
 
 The consumer acknowledges a message only after its flow succeeded.  A failing flow is tried
 again in process under the flow's redelivery policy while the message stays unacknowledged (if
-the engine dies, the broker delivers it again).  Once the attempts are used up it is published to
+the engine dies, the broker delivers it again).  The broker's count of earlier deliveries counts
+as attempts: ``x-delivery-count`` on a quorum queue (``queue_type: quorum``), else one when the
+redelivered flag is set (a classic queue tells no more); a message whose attempts are used up
+that way goes to the dead letter without running again, so a message that kills the engine
+cannot do it forever.  Once the attempts are used up it is published to
 the dead-letter queue with the error in its headers (``x-interlace-error``, ``-code``, ``-status``,
 ``-attempts``, ``-flow``, ``-queue``), confirmed, and only then acknowledged; without a
 dead-letter queue it is rejected without requeue (the queue's own x-dead-letter-exchange, if any,
 takes it).  A lost connection (broker down at start, restarted) is retried with backoff for as
 long as it takes; what was unacknowledged comes again.  Publishing waits for the broker's
-confirm, so a step after it knows the message is the broker's.
+confirm, so a step after it knows the message is the broker's.  An exchange the endpoint lists
+under ``exchanges`` is declared (durable, of its type) before the first publish to it on each
+channel; any other named exchange must exist: publishing to a missing one is backend-rejected,
+saying so.
 """
 
 from __future__ import annotations
@@ -70,6 +79,9 @@ SOURCE_SCHEMA: dict[str, Any] = {
         "queue": {"type": "string", "description": "The queue to consume."},
         "declare": {"type": "boolean", "description": "Declare the queue (durable) if it does not exist "
                                                       "(default true)."},
+        "queue_type": {"enum": ["classic", "quorum"],
+                       "description": "The type the queue is declared with (default classic). A quorum queue counts "
+                                      "deliveries (x-delivery-count): attempts survive an engine crash exactly."},
         "prefetch": {"type": "integer", "minimum": 1, "maximum": 65535,
                      "description": "Unacknowledged messages the broker hands this consumer at once (default 10)."},
         "concurrency": {"type": "integer", "minimum": 1, "maximum": 1000,
@@ -125,6 +137,21 @@ class AmqpConnector(Connector):
             "heartbeat": {"type": "integer", "minimum": 0, "description": "Heartbeat seconds (default 60)."},
             "confirm_timeout": {"type": ["string", "number"],
                                 "description": "How long a publish waits for the broker's confirm (default 10s)."},
+            "exchanges": {
+                "type": "object",
+                "description": "Exchanges this endpoint declares before it first publishes to them: name: "
+                               "{type, durable, auto_delete}. An exchange not listed must exist already.",
+                "additionalProperties": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {
+                        "type": {"enum": ["direct", "fanout", "topic", "headers"],
+                                 "description": "Exchange type (default direct)."},
+                        "durable": {"type": "boolean", "description": "Survives a broker restart (default true)."},
+                        "auto_delete": {"type": "boolean",
+                                        "description": "Deleted once its last queue is unbound (default false)."},
+                    },
+                },
+            },
         },
     }
     OPERATIONS = {"publish": Operation("Publish the message (or a templated body) to an exchange with a routing "
@@ -150,6 +177,12 @@ class AmqpConnector(Connector):
         self.url = str(url.update_query(heartbeat=int(config.get("heartbeat", 60))))
         self.targets = (str(url.with_password(None).with_user(None)),)
         self.confirm_timeout = parse_duration(config.get("confirm_timeout", 10))
+        self.exchanges: dict[str, dict[str, Any]] = {
+            str(name): {"type": str(spec.get("type", "direct")), "durable": bool(spec.get("durable", True)),
+                        "auto_delete": bool(spec.get("auto_delete", False))}
+            for name, spec in (config.get("exchanges") or {}).items()}
+        # (channel, exchange name) -> the declared exchange: declared once per channel
+        self._declared: dict[tuple[int, str], Any] = {}
         self._connection: Any = None
         self._channel: Any = None
         self._lock = asyncio.Lock()
@@ -210,7 +243,7 @@ class AmqpConnector(Connector):
     async def attempt(self, request: Request, target: int) -> Reply:
         assert isinstance(request, PublishRequest)
         import aio_pika
-        from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
+        from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity, DeliveryError, PublishError
 
         channel = await self._publisher()
         settings = request.settings
@@ -221,8 +254,7 @@ class AmqpConnector(Connector):
             delivery_mode=(aio_pika.DeliveryMode.PERSISTENT if settings["persistent"]
                            else aio_pika.DeliveryMode.NOT_PERSISTENT))
         try:
-            exchange = channel.default_exchange if not request.exchange else \
-                await channel.get_exchange(request.exchange, ensure=False)
+            exchange = await self._exchange(channel, request.exchange)
             await asyncio.wait_for(exchange.publish(message, routing_key=request.routing_key,
                                                     mandatory=settings["mandatory"]), self.confirm_timeout)
         except TimeoutError as exc:
@@ -231,12 +263,34 @@ class AmqpConnector(Connector):
             raise BackendRejected(f"endpoint {self.name!r}: the broker did not take the message "
                                   f"(exchange {request.exchange!r}, routing key {request.routing_key!r})",
                                   internal=str(exc)) from exc
+        except ChannelNotFoundEntity as exc:
+            await self.close()  # the broker closed the channel
+            raise BackendRejected(f"endpoint {self.name!r}: the exchange {request.exchange!r} does not exist; "
+                                  f"list it under the endpoint's exchanges to have it declared",
+                                  internal=str(exc)) from exc
         except (OSError, AMQPError) as exc:
             await self.close()
             raise _unreachable(self.name, exc) from exc
         self.published += 1
         return Reply(status=None, headers=None, body=None,
                      meta={"exchange": request.exchange, "routing_key": request.routing_key})
+
+    async def _exchange(self, channel: Any, name: str) -> Any:
+        """The exchange to publish to: the default one, one this endpoint declares, or one that exists."""
+        if not name:
+            return channel.default_exchange
+        spec = self.exchanges.get(name)
+        if spec is None:
+            return await channel.get_exchange(name, ensure=False)
+        key = (id(channel), name)
+        declared = self._declared.get(key)
+        if declared is None:
+            if len(self._declared) > 1000:  # channels come and go with reconnects
+                self._declared.clear()
+            declared = await channel.declare_exchange(name, spec["type"], durable=spec["durable"],
+                                                      auto_delete=spec["auto_delete"])
+            self._declared[key] = declared
+        return declared
 
     # --- consuming -----------------------------------------------------------------------
 
@@ -264,7 +318,8 @@ class AmqpConnector(Connector):
                     channel = await connection.channel(publisher_confirms=True)
                     await channel.set_qos(prefetch_count=prefetch)
                     if config.get("declare", True):
-                        queue = await channel.declare_queue(queue_name, durable=True)
+                        arguments: Any = {"x-queue-type": "quorum"} if config.get("queue_type") == "quorum" else None
+                        queue = await channel.declare_queue(queue_name, durable=True, arguments=arguments)
                     else:
                         queue = await channel.get_queue(queue_name, ensure=True)
                     if dead.get("declare", True) and not dead_exchange:
@@ -312,7 +367,7 @@ class AmqpConnector(Connector):
                          "message_id": incoming.message_id, "redelivered": bool(incoming.redelivered)})
         try:
             try:
-                await deliver(msg)
+                await deliver(msg, attempts_before=_earlier_attempts(incoming))
             except FlowError as exc:
                 error = getattr(exc, "error", None) or exc.as_dict()
                 if getattr(exc, "outcome", None) == "dead":
@@ -328,8 +383,7 @@ class AmqpConnector(Connector):
                 dead = aio_pika.Message(incoming.body, headers=headers, content_type=incoming.content_type,
                                         message_id=incoming.message_id, correlation_id=incoming.correlation_id,
                                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
-                exchange = channel.default_exchange if not dead_exchange else \
-                    await channel.get_exchange(dead_exchange, ensure=False)
+                exchange = await self._exchange(channel, dead_exchange)
                 await exchange.publish(dead, routing_key=dead_key)  # confirmed before the ack below
                 await incoming.ack()
                 log.warning("amqp source %s: message %s dead-lettered to %s: %s", queue_name, incoming.message_id,
@@ -345,6 +399,15 @@ def _settled(tasks: set[asyncio.Task[None]], slots: asyncio.Semaphore) -> Any:
         tasks.discard(task)
         slots.release()
     return done
+
+
+def _earlier_attempts(incoming: Any) -> int:
+    """The deliveries before this one that ended without an ack (the engine stopped mid-flow):
+    a quorum queue counts them in x-delivery-count; a classic queue only sets redelivered."""
+    count = (incoming.headers or {}).get("x-delivery-count")
+    if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+        return count
+    return 1 if incoming.redelivered else 0
 
 
 def _header_text(value: Any) -> str:

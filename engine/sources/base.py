@@ -262,9 +262,22 @@ class SourceContext:
     async def deliver(self, make: Callable[[int], Message], *, attempts_before: int = 0,
                       origin: str = "") -> tuple[str, dict[str, Any] | None]:
         """Run the flow on a fresh message per attempt, with the policy's redelivery, then the
-        dead-letter target.  Returns (outcome, last error)."""
+        dead-letter target.  Returns (outcome, last error).  ``attempts_before``: the attempts an
+        earlier delivery made (a broker's delivery count after the engine stopped mid-flow); when
+        they are used up already the message goes to the dead letter without running again, so a
+        message whose flow kills the engine cannot kill it forever."""
         with self.working():
             attempt = attempts_before
+            if attempt and self.policy != Redelivery() and attempt >= self.policy.max_attempts:
+                exhausted: dict[str, Any] = {
+                    "status": 500, "code": "redelivery-exhausted", "attempts": attempt,
+                    "message": f"delivered {attempt} times before without being acknowledged (the engine "
+                               f"stopped while its flow ran); max_attempts is {self.policy.max_attempts}"}
+                self.stats.failures += 1
+                self.stats.last_error = exhausted["message"]
+                if await self.dead_letter(make(attempt), exhausted, origin):
+                    return Outcome.DEAD, exhausted
+                return Outcome.REFUSED, exhausted
             while True:
                 attempt += 1
                 msg = make(attempt)

@@ -43,7 +43,8 @@ class Deliverer:
         self.origin = origin
         self.flow_name = ctx.name
 
-    async def __call__(self, msg: Message) -> None:
+    async def __call__(self, msg: Message, *, attempts_before: int = 0) -> None:
+        """``attempts_before``: what the broker says earlier deliveries used (x-delivery-count)."""
         body = await msg.load_body() if msg.is_streaming else msg.body
         template = msg
 
@@ -54,7 +55,7 @@ class Deliverer:
             copy.vars["attempt"] = attempt
             return copy
 
-        outcome, error = await self.ctx.deliver(make, origin=self.origin)
+        outcome, error = await self.ctx.deliver(make, attempts_before=attempts_before, origin=self.origin)
         if outcome != Outcome.DONE:
             raise Undelivered(outcome, error or {"message": "the flow failed"})
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.brokers import RabbitServer
 from tests.support.postgres import postgres_server
 
 
@@ -13,3 +14,10 @@ from tests.support.postgres import postgres_server
 def postgres_url() -> Iterator[str]:
     with postgres_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def rabbit() -> Iterator[RabbitServer]:
+    """One RabbitMQ for the session (its boot is the slowest of the servers); tests use their own queues."""
+    with RabbitServer() as server:
+        yield server

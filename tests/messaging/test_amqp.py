@@ -1,12 +1,13 @@
 """AMQP against a real RabbitMQ: consume-ack after success, poison to the dead-letter queue with its
-error, publish with confirms, broker down at start and restarted mid-run with nothing lost."""
+error, publish with confirms, broker down at start and restarted mid-run with nothing lost, attempts
+counted across engine crashes (a quorum queue's x-delivery-count), exchanges declared by the endpoint."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,6 @@ flows:
       - call: {endpoint: broker, operation: publish, routing_key: "${env.QUEUE}.out",
                headers: {x-source: orders-in}}
 """
-
-
-@pytest.fixture(scope="module")
-def rabbit() -> Iterator[RabbitServer]:
-    with RabbitServer() as server:
-        yield server
 
 
 def _until(check: Callable[[], bool], timeout: float = 30, engine: Any = None) -> None:
@@ -141,3 +136,110 @@ def test_broker_down_at_start_and_restarted_mid_run(tmp_path: Path, rabbit: Rabb
             rabbit.start()
     numbers = {json.loads(m.body)["n"] for m in out}  # type: ignore[attr-defined]
     assert numbers == set(range(80))  # at least once: some may have come twice around the crash
+
+
+CRASH_FLOWS = """
+endpoints:
+  broker:
+    amqp: {url: "${env.AMQP_URL}"}
+  slow:
+    http: {url: "${env.BACKEND_URL}", timeout: {connect: 1s, read: 60s}}
+flows:
+  hangs:
+    source:
+      amqp: {endpoint: broker, queue: "${env.QUEUE}", queue_type: quorum, prefetch: 1}
+    on_error:
+      redelivery:
+        max_attempts: 2
+        backoff: {initial: 10ms, max: 10ms}
+        dead_letter: {source: true}
+    steps:
+      - call: {endpoint: slow, method: POST, path: /hang, expect_status: [2xx]}
+"""
+
+
+async def _publish_quorum(url: str, queue: str, body: bytes) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
+        await channel.default_exchange.publish(aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                                               routing_key=queue)
+
+
+def test_attempts_survive_engine_crashes(tmp_path: Path, rabbit: RabbitServer) -> None:
+    """A message whose flow never ends (the engine is killed while it runs) is delivered again by the
+    broker with x-delivery-count; once that uses up max_attempts it is dead-lettered unrun."""
+    from tests.support.backends import BackendServer
+
+    queue = f"crash-{time.monotonic_ns()}"
+    with BackendServer() as backend:
+        backend.set_behaviour(delay=120)  # the flow hangs in its call until the engine is killed
+        env = {"AMQP_URL": rabbit.url, "QUEUE": queue, "BACKEND_URL": backend.url,
+               "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+        folder = write_flows(tmp_path / "flows", CRASH_FLOWS)
+        asyncio.run(_publish_quorum(rabbit.url, queue, b"kills the engine"))
+        for crash in (1, 2):
+            with run_engine(folder, env=env) as engine:  # leaving the block is a SIGKILL
+                _until(lambda n=crash: len(backend.requests) >= n, engine=engine)  # type: ignore[misc]
+        with run_engine(folder, env=env) as engine:
+            dead: list[Any] = []
+            _until(lambda: bool(dead.extend(asyncio.run(_drain(rabbit.url, f"{queue}.dead")))) or len(dead) >= 1,
+                   engine=engine)
+            assert len(backend.requests) == 2  # not run a third time
+            [source] = httpx.get(f"{engine.management_url}/sources").json()["sources"]
+            assert source["processed"] == 0 and source["failures"] == 1
+        backend.set_behaviour()
+    [letter] = dead
+    assert letter.body == b"kills the engine"
+    assert letter.headers["x-interlace-attempts"] == 2
+    assert letter.headers["x-interlace-error-code"] == "redelivery-exhausted"
+
+
+PUBLISH_FLOWS = """
+endpoints:
+  broker:
+    amqp:
+      url: "${env.AMQP_URL}"
+      exchanges: {"${env.EXCHANGE}": {type: topic}}
+flows:
+  ship:
+    source: {http: {method: POST, path: /ship}}
+    steps:
+      - call: {endpoint: broker, operation: publish, exchange: "${env.EXCHANGE}",
+               routing_key: "ship.${payload.country}"}
+      - respond: {status: 202}
+  nowhere:
+    source: {http: {method: POST, path: /nowhere}}
+    steps:
+      - call: {endpoint: broker, operation: publish, exchange: "${env.EXCHANGE}-missing", routing_key: x}
+"""
+
+
+async def _bind(url: str, exchange: str, queue: str, key: str) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        existing = await channel.get_exchange(exchange, ensure=True)  # passive: fails unless it exists
+        declared = await channel.declare_queue(queue, durable=True)
+        await declared.bind(existing, routing_key=key)
+
+
+def test_publish_declares_the_exchanges_the_endpoint_lists(tmp_path: Path, rabbit: RabbitServer) -> None:
+    exchange = f"shipping-{time.monotonic_ns()}"
+    env = {"AMQP_URL": rabbit.url, "EXCHANGE": exchange, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+    folder = write_flows(tmp_path / "flows", PUBLISH_FLOWS.replace("${env.EXCHANGE}", exchange))
+    with run_engine(folder, env=env) as engine:
+        assert httpx.post(f"{engine.url}/ship", json={"country": "nl"}).status_code == 202  # declared it
+        asyncio.run(_bind(rabbit.url, exchange, f"{exchange}.in", "ship.*"))
+        assert httpx.post(f"{engine.url}/ship", json={"country": "be"}).status_code == 202
+        missing = httpx.post(f"{engine.url}/nowhere", json={})
+        assert missing.status_code == 502 and missing.headers["content-type"] == "application/problem+json"
+        assert "does not exist" in missing.json()["detail"] and "exchanges" in missing.json()["detail"]
+        assert httpx.post(f"{engine.url}/ship", json={"country": "de"}).status_code == 202  # channel reopened
+        arrived = asyncio.run(_drain(rabbit.url, f"{exchange}.in"))
+    assert [json.loads(m.body)["country"] for m in arrived] == ["be", "de"]
