@@ -272,6 +272,11 @@ class FtpConnector(FileOperations, Connector):
             await client.connect(self.host, self.port)
             if self.tls == "explicit":
                 await client.upgrade_to_tls(self._ssl())
+            elif self.tls == "implicit":
+                # TLS came with the connection; the data connections still need asking for (RFC 4217:
+                # without PROT P a server that requires encrypted data refuses with 522)
+                await client.command("PBSZ 0", "200")
+                await client.command("PROT P", "200")
             await client.login(self.user, self.password)
         except _client_errors() as exc:
             client.close()

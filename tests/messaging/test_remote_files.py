@@ -3,7 +3,9 @@ and as targets: write atomically, read, list, move, delete; and the same operati
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -89,7 +91,7 @@ def sftp() -> Iterator[SftpServer]:
 
 
 def _ftp_endpoint(server: FtpServer) -> str:
-    tls = f", tls: explicit, ca_file: {server.ca_file}" if server.tls else ""
+    tls = f", tls: {server.tls}, ca_file: {server.ca_file}" if server.tls != "none" else ""
     return f"ftp: {{host: 127.0.0.1, port: {server.port}, folder: /inbox{tls}}}"
 
 
@@ -164,3 +166,13 @@ async def test_sftp_operations(tmp_path: Path, sftp: SftpServer) -> None:
 
 async def test_ftps_operations(tmp_path: Path, ftps: FtpServer) -> None:
     await _operations(tmp_path / "flows", _ftp_endpoint(ftps), ftps.root / "inbox")
+
+
+async def test_implicit_ftps_operations(tmp_path: Path) -> None:
+    """vsftpd with implicit_ssl=YES on a free port: TLS from the first byte, no plain greeting."""
+    with FtpServer(tls="implicit") as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as plain:
+            plain.settimeout(1)
+            with contextlib.suppress(TimeoutError):
+                assert not plain.recv(100).startswith(b"220")  # a plain client is greeted by nothing
+        await _operations(tmp_path / "flows", _ftp_endpoint(server), server.root / "inbox")

@@ -2,6 +2,7 @@
 
     with FtpServer(tmp, tls=True) as ftp:      # a test certificate made here with openssl
         ftp.port, ftp.root / "inbox", ftp.ca_file
+    with FtpServer(tls="implicit") as ftp:     # FTPS with TLS from the first byte (implicit_ssl=YES)
     with SftpServer(tmp) as sftp:              # a host key and a client key made here
         sftp.port, sftp.root, sftp.client_key, sftp.known_hosts
 
@@ -71,7 +72,8 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
 
 
 class FtpServer:
-    def __init__(self, tls: bool = False) -> None:
+    def __init__(self, tls: bool | str = False) -> None:
+        """``tls``: False (plain FTP), True or "explicit" (AUTH TLS), "implicit" (TLS from the start)."""
         self.binary = require_command("vsftpd", "vsftpd")
         self.folder = Path(tempfile.mkdtemp(prefix="interlace-ftp-"))
         os.chmod(self.folder, 0o755)
@@ -85,7 +87,7 @@ class FtpServer:
             os.chown(self.root / "inbox", ftp.pw_uid, ftp.pw_gid)
         self.port = free_port()
         self.pasv = _free_range(8)  # a passive port per data connection open at once
-        self.tls = tls
+        self.tls = "none" if not tls else "implicit" if tls == "implicit" else "explicit"
         lines = [
             "listen=YES", "listen_ipv6=NO", "listen_address=127.0.0.1", f"listen_port={self.port}", "background=NO",
             "anonymous_enable=YES", "local_enable=NO", "write_enable=YES", "anon_upload_enable=YES",
@@ -95,11 +97,13 @@ class FtpServer:
             f"secure_chroot_dir={empty}", "use_localtime=NO", "max_per_ip=50", "max_clients=50",
             f"vsftpd_log_file={self.folder / 'vsftpd.log'}", "dual_log_enable=YES",
         ]
-        if tls:
+        if self.tls != "none":
             self.cert, self.key = make_certificate(self.folder)
             lines += ["ssl_enable=YES", f"rsa_cert_file={self.cert}", f"rsa_private_key_file={self.key}",
                       "allow_anon_ssl=YES", "force_anon_logins_ssl=YES", "force_anon_data_ssl=YES",
                       "require_ssl_reuse=NO", "ssl_ciphers=HIGH"]
+            if self.tls == "implicit":
+                lines.append("implicit_ssl=YES")
         (self.folder / "vsftpd.conf").write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None
 
