@@ -22,6 +22,7 @@ from engine.message import Message
 from engine.registry import StepFn, step_kind
 
 OUT_CHUNK = 64 * 1024
+CSV_BATCH = 256  # records per csv.reader
 
 
 class RecordsInvalid(FlowError):
@@ -168,28 +169,53 @@ async def _csv_rows(chunks: AsyncIterator[bytes], encoding: str, options: dict[s
     names = columns if (columns and not header) else None
     record: list[str] = []
     first_line = 0
-    async for number, line in _lines(chunks, encoding):
-        if not record:
-            first_line = number
-        record.append(line)
-        text = "\n".join(record)
-        if text.count(quote) % 2:
-            continue  # inside a quoted field that goes on on the next line
-        record = []
-        if not text.strip():
-            continue
+    # whole records (a quoted field may span lines) parsed CSV_BATCH at a time by one csv.reader:
+    # a reader per record cost more than the parsing
+    batch: list[str] = []
+    starts: list[int] = []
+
+    def parse() -> list[tuple[int, list[str]]]:
+        parsed: list[tuple[int, list[str]]] = []
+        reader = csv.reader(batch, **options)  # type: ignore[arg-type]
         try:
-            values = next(csv.reader([text], **options))  # type: ignore[arg-type]
+            for start in starts:
+                parsed.append((start, next(reader)))
         except csv.Error as exc:
-            raise RecordsInvalid(f"line {first_line}: {exc}") from None
+            raise RecordsInvalid(f"line {starts[len(parsed)]}: {exc}") from None
+        batch.clear()
+        starts.clear()
+        return parsed
+
+    async def flushed() -> AsyncIterator[tuple[int, list[str]]]:
+        nonlocal record, first_line
+        async for number, line in _lines(chunks, encoding):
+            if not record:
+                first_line = number
+            record.append(line)
+            text = "\n".join(record) if len(record) > 1 else line
+            if text.count(quote) % 2:
+                continue  # inside a quoted field that goes on on the next line
+            record = []
+            if not text.strip():
+                continue
+            batch.append(text)
+            starts.append(first_line)
+            if len(batch) >= CSV_BATCH or (names is None and not columns):
+                for parsed in parse():
+                    yield parsed
+        if batch:
+            for parsed in parse():
+                yield parsed
+
+    async for first, values in flushed():
         if names is None:
             names = columns or values
             if len(set(names)) != len(names):
-                raise RecordsInvalid(f"line {first_line}: the header names a field twice: {', '.join(names)}")
+                raise RecordsInvalid(f"line {first}: the header names a field twice: {', '.join(names)}")
             continue
         if len(values) != len(names):
             if strict:
-                raise RecordsInvalid(f"line {first_line}: {len(values)} fields where the header has {len(names)}")
+                raise RecordsInvalid(f"line {first}: {len(values)} fields where the header has {len(names)}")
             padded: list[str | None] = [*values, *([None] * len(names))][:len(names)]
             yield dict(zip(names, padded, strict=True))
             continue
