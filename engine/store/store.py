@@ -47,6 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from engine import jsonfast
 from engine.observability import new_id
@@ -204,10 +205,17 @@ class Store:
             engine = create_engine(self.url, pool_size=5, max_overflow=5, pool_pre_ping=True)
         try:
             with engine.begin() as conn:
-                if not self.is_sqlite:
+                if self.is_sqlite:
+                    # IF NOT EXISTS: workers forked at once (or two engines) on a new file would
+                    # otherwise race between create_all's check and its CREATE
+                    for table in metadata.sorted_tables:
+                        conn.execute(CreateTable(table, if_not_exists=True))
+                        for index in table.indexes:
+                            conn.execute(CreateIndex(index, if_not_exists=True))
+                else:
                     # two replicas starting at once must not both create the tables
                     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7264015)")
-                metadata.create_all(conn, checkfirst=True)
+                    metadata.create_all(conn, checkfirst=True)
         except SQLAlchemyError as exc:
             engine.dispose()
             raise StoreError(f"cannot open the store {safe_url(self.url)}: {exc.__class__.__name__}") from exc

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.backends import BackendServer
-from tests.support.engine import REPO, run_engine, write_flows
+from tests.support.engine import REPO, run_engine, wait_until_ready, write_flows
 
 
 def _until(check: Callable[[], bool], timeout: float = 15) -> None:
@@ -85,7 +85,11 @@ def test_two_engines_on_one_folder_take_each_file_once(tmp_path: Path) -> None:
     with BackendServer() as backend:
         folder = write_flows(tmp_path / "flows", FLOWS)
         env = {"BACKEND_URL": backend.url, "INBOX_DIR": str(inbox), "INTERLACE_DATA_DIR": str(tmp_path / "data")}
-        with run_engine(folder, env=env) as one, run_engine(folder, env=env, log_dir=tmp_path) as two:
+        # both start at once (an engine's start is most of such a test's time)
+        with run_engine(folder, env=env, wait_ready=False) as one, \
+                run_engine(folder, env=env, log_dir=tmp_path, wait_ready=False) as two:
+            wait_until_ready(one)
+            wait_until_ready(two)
             for n in range(60):
                 drop(inbox, f"f{n}.txt", f"file {n}")
             _until(lambda: len(list((inbox / "done").glob("*.txt"))) == 60, timeout=30)

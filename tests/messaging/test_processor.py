@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.backends import BackendServer
-from tests.support.engine import run_engine, write_flows
+from tests.support.engine import run_engine, wait_until_ready, write_flows
 
 FLOWS = """
 endpoints:
@@ -120,7 +120,11 @@ def test_two_replicas_on_postgres_send_each_message_once(tmp_path: Path, backend
         conn.exec_driver_sql("CREATE DATABASE replicas")
     env = {"BACKEND_URL": backend.url, "INTERLACE_STORE_URL": postgres_url.rsplit("/", 1)[0] + "/replicas"}
     folder = write_flows(tmp_path / "flows", FLOWS)
-    with run_engine(folder, env=env) as one, run_engine(folder, env=env, log_dir=tmp_path) as two:
+    # both start at once (an engine's start is most of such a test's time)
+    with run_engine(folder, env=env, wait_ready=False) as one, \
+            run_engine(folder, env=env, log_dir=tmp_path, wait_ready=False) as two:
+        wait_until_ready(one)
+        wait_until_ready(two)
         ids = []
         with httpx.Client() as client:
             for i in range(200):
@@ -160,7 +164,11 @@ def test_a_lease_is_renewed_while_a_slow_flow_runs(tmp_path: Path, backend: Back
     backend.set_behaviour(delay=2.5)
     folder = write_flows(tmp_path / "flows", SLOW_FLOWS)
     env = {"BACKEND_URL": backend.url, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
-    with run_engine(folder, env=env) as one, run_engine(folder, env=env, log_dir=tmp_path) as two:
+    # both start at once (an engine's start is most of such a test's time)
+    with run_engine(folder, env=env, wait_ready=False) as one, \
+            run_engine(folder, env=env, log_dir=tmp_path, wait_ready=False) as two:
+        wait_until_ready(one)
+        wait_until_ready(two)
         ids = [httpx.post(f"{one.url}/jobs", json={"n": n}).json()["id"] for n in range(4)]
         _until(lambda: httpx.get(f"{one.management_url}/stores").json()["stores"].get("slow", {})
                .get("stored", 0) == 0, timeout=30)

@@ -14,7 +14,7 @@ import pytest
 from engine.loader import LoadErrors, load_project
 from engine.sources.schedule import ScheduleSource
 from tests.support.backends import BackendServer
-from tests.support.engine import run_engine, write_flows
+from tests.support.engine import run_engine, wait_until_ready, write_flows
 
 FLOWS = """
 endpoints:
@@ -59,7 +59,11 @@ def test_each_firing_runs_once_across_two_engines(tmp_path: Path) -> None:
     with BackendServer() as backend:
         folder = write_flows(tmp_path / "flows", FLOWS)
         env = {"BACKEND_URL": backend.url, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
-        with run_engine(folder, env=env) as one, run_engine(folder, env=env, log_dir=tmp_path) as two:
+        # both start at once (an engine's start is most of such a test's time)
+        with run_engine(folder, env=env, wait_ready=False) as one, \
+                run_engine(folder, env=env, log_dir=tmp_path, wait_ready=False) as two:
+            wait_until_ready(one)
+            wait_until_ready(two)
             time.sleep(3)
             sources = httpx.get(f"{one.management_url}/sources").json()["sources"]
             assert sources[0]["kind"] == "schedule" and sources[0]["state"] == "running"
