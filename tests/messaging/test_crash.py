@@ -37,7 +37,7 @@ flows:
 
   forward-shipment:
     source:
-      store: {queue: shipments, concurrency: 16, lease: 3s, poll: 200ms}
+      store: {queue: shipments, concurrency: 16, lease: 1s, poll: 100ms}  # short: the restart takes over soon
     steps:
       - call:
           endpoint: shipping
@@ -85,7 +85,10 @@ def _crash_and_recover(tmp_path: Path, env: dict[str, str], target: int) -> dict
     lock = threading.Lock()
     refused: list[int] = []
     stop = threading.Event()
+    phases: dict[str, float] = {}
+    started = time.monotonic()
     with run_engine(folder, env=env) as engine:
+        phases["ready"] = time.monotonic() - started
         senders = [threading.Thread(target=_load, args=(engine.url, stop, accepted, lock, refused, i))
                    for i in range(SENDERS)]
         for thread in senders:
@@ -93,6 +96,7 @@ def _crash_and_recover(tmp_path: Path, env: dict[str, str], target: int) -> dict
         deadline = time.monotonic() + 30
         while len(accepted) < target and time.monotonic() < deadline:
             time.sleep(0.01)
+        phases["accepted"] = time.monotonic() - started
         os.killpg(engine.process.pid, signal.SIGKILL)  # under load: requests are in flight
         engine.process.wait(10)
         stop.set()
@@ -100,6 +104,7 @@ def _crash_and_recover(tmp_path: Path, env: dict[str, str], target: int) -> dict
             thread.join(10)
     assert len(accepted) >= target // 2, f"only {len(accepted)} accepted before the kill"
     with run_engine(folder, env=env):
+        phases["restarted"] = time.monotonic() - started
         backend.start()
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
@@ -107,6 +112,7 @@ def _crash_and_recover(tmp_path: Path, env: dict[str, str], target: int) -> dict
             if set(accepted) <= keys:
                 break
             time.sleep(0.1)
+        phases["delivered"] = time.monotonic() - started
     backend.stop()
     arrivals = [r for r in backend.requests if r.path == "/shipments"]
     keys = Counter(r.headers.get("idempotency-key") for r in arrivals)
@@ -120,7 +126,8 @@ def _crash_and_recover(tmp_path: Path, env: dict[str, str], target: int) -> dict
     duplicates = sum(count - 1 for count in keys.values())
     report = {"accepted": len(accepted), "delivered": len(set(keys) & set(accepted)),
               "arrivals": len(arrivals), "duplicates_same_key": duplicates,
-              "unknown_keys": len(set(keys) - set(accepted))}
+              "unknown_keys": len(set(keys) - set(accepted)),
+              "seconds": {k: round(v, 1) for k, v in phases.items()}}
     print("crash test:", report)
     (tmp_path / "report.json").write_text(json.dumps(report))
     return report

@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.backends import BackendServer
-from tests.support.engine import run_engine, wait_until_ready, write_flows
+from tests.support.engine import RunningEngine, run_engine, wait_until_ready, write_flows
 
 FLOWS = """
 endpoints:
@@ -53,51 +54,64 @@ def _until(check: Callable[[], bool], timeout: float = 15) -> None:
 
 
 @pytest.fixture
-def backend() -> BackendServer:
-    server = BackendServer()
-    server.start()
-    yield server  # type: ignore[misc]
-    server.stop()
+def backend() -> Iterator[BackendServer]:
+    with BackendServer() as server:
+        yield server
 
 
-def test_poison_message_is_dead_lettered_and_the_rest_flow_on(tmp_path: Path, backend: BackendServer) -> None:
-    folder = write_flows(tmp_path / "flows", FLOWS)
-    env = {"BACKEND_URL": backend.url, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
-    with run_engine(folder, env=env) as engine:
-        poison = httpx.post(f"{engine.url}/jobs", json={"path": "/status/500"}).json()["id"]
-        ids = [httpx.post(f"{engine.url}/jobs", json={"path": f"/ok/{i}"}).json()["id"] for i in range(30)]
-        _until(lambda: {r.headers.get("idempotency-key") for r in backend.requests} >= set(ids))
-        management = engine.management_url
-        _until(lambda: httpx.get(f"{management}/stores").json()["stores"].get("jobs.dead", {}).get("dead") == 1)
-        poison_calls = [r for r in backend.requests if r.headers.get("idempotency-key") == poison]
-        assert len(poison_calls) == 3  # max_attempts
-        dead = httpx.get(f"{management}/stores/jobs.dead/dead").json()["messages"]
-        assert [d["id"] for d in dead] == [poison]
-        assert dead[0]["attempts"] == 3 and dead[0]["error"]["backend_status"] == 500
-        assert dead[0]["error"]["code"] == "backend-status" and json.loads(dead[0]["body"]) == {"path": "/status/500"}
-
-        sources = {s["flow"]: s for s in httpx.get(f"{management}/sources").json()["sources"]}
-        assert sources["forward"]["kind"] == "store" and sources["forward"]["state"] == "running"
-        assert sources["forward"]["processed"] == 30 and sources["forward"]["failures"] == 3
-        assert sources["forward"]["dead_letters"] == 1
-
-        # replayed: tried three more times, dead again; then discarded
-        replay = httpx.post(f"{management}/stores/jobs.dead/dead/replay", json={"ids": [poison]})
-        assert replay.json() == {"store": "jobs.dead", "replayed": 1}
-        _until(lambda: len([r for r in backend.requests if r.headers.get("idempotency-key") == poison]) == 6)
-        _until(lambda: httpx.get(f"{management}/stores").json()["stores"].get("jobs.dead", {}).get("dead") == 1)
-        assert httpx.post(f"{management}/stores/jobs.dead/dead/discard", json={"all": True}).json()["discarded"] == 1
-        assert httpx.get(f"{management}/stores/jobs.dead/dead").json()["messages"] == []
-        bad = httpx.post(f"{management}/stores/jobs.dead/dead/replay", json={"ids": []})
-        assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningEngine, BackendServer]]:
+    """One engine on FLOWS for the tests that need nothing else (its start is most of their time)."""
+    tmp_path = tmp_path_factory.mktemp("served")
+    with BackendServer() as backend:
+        folder = write_flows(tmp_path / "flows", FLOWS)
+        with run_engine(folder, env={"BACKEND_URL": backend.url, "INTERLACE_DATA_DIR": str(tmp_path / "data")}) \
+                as engine:
+            yield engine, backend
 
 
-def test_pause_resume_and_idempotent_accept(tmp_path: Path, backend: BackendServer) -> None:
-    folder = write_flows(tmp_path / "flows", FLOWS)
-    env = {"BACKEND_URL": backend.url, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
-    with run_engine(folder, env=env) as engine:
-        management = engine.management_url
-        assert httpx.post(f"{management}/sources/forward/pause").json() == {"flow": "forward", "state": "paused"}
+def _forward(engine: RunningEngine) -> dict[str, Any]:
+    return {s["flow"]: s for s in httpx.get(f"{engine.management_url}/sources").json()["sources"]}["forward"]
+
+
+def test_poison_message_is_dead_lettered_and_the_rest_flow_on(served: tuple[RunningEngine, BackendServer]) -> None:
+    engine, backend = served
+    backend.clear()
+    before = _forward(engine)
+    poison = httpx.post(f"{engine.url}/jobs", json={"path": "/status/500"}).json()["id"]
+    ids = [httpx.post(f"{engine.url}/jobs", json={"path": f"/ok/{i}"}).json()["id"] for i in range(30)]
+    _until(lambda: {r.headers.get("idempotency-key") for r in backend.requests} >= set(ids))
+    management = engine.management_url
+    _until(lambda: httpx.get(f"{management}/stores").json()["stores"].get("jobs.dead", {}).get("dead") == 1)
+    poison_calls = [r for r in backend.requests if r.headers.get("idempotency-key") == poison]
+    assert len(poison_calls) == 3  # max_attempts
+    dead = httpx.get(f"{management}/stores/jobs.dead/dead").json()["messages"]
+    assert [d["id"] for d in dead] == [poison]
+    assert dead[0]["attempts"] == 3 and dead[0]["error"]["backend_status"] == 500
+    assert dead[0]["error"]["code"] == "backend-status" and json.loads(dead[0]["body"]) == {"path": "/status/500"}
+
+    forward = _forward(engine)
+    assert forward["kind"] == "store" and forward["state"] == "running"
+    assert forward["processed"] - before["processed"] == 30 and forward["failures"] - before["failures"] == 3
+    assert forward["dead_letters"] - before["dead_letters"] == 1
+
+    # replayed: tried three more times, dead again; then discarded
+    replay = httpx.post(f"{management}/stores/jobs.dead/dead/replay", json={"ids": [poison]})
+    assert replay.json() == {"store": "jobs.dead", "replayed": 1}
+    _until(lambda: len([r for r in backend.requests if r.headers.get("idempotency-key") == poison]) == 6)
+    _until(lambda: httpx.get(f"{management}/stores").json()["stores"].get("jobs.dead", {}).get("dead") == 1)
+    assert httpx.post(f"{management}/stores/jobs.dead/dead/discard", json={"all": True}).json()["discarded"] == 1
+    assert httpx.get(f"{management}/stores/jobs.dead/dead").json()["messages"] == []
+    bad = httpx.post(f"{management}/stores/jobs.dead/dead/replay", json={"ids": []})
+    assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+
+
+def test_pause_resume_and_idempotent_accept(served: tuple[RunningEngine, BackendServer]) -> None:
+    engine, backend = served
+    management = engine.management_url
+    assert httpx.post(f"{management}/sources/forward/pause").json() == {"flow": "forward", "state": "paused"}
+    backend.clear()
+    try:
         first = httpx.post(f"{engine.url}/jobs", json={"path": "/a"}, headers={"Idempotency-Key": "order-7"})
         again = httpx.post(f"{engine.url}/jobs", json={"path": "/a"}, headers={"Idempotency-Key": "order-7"})
         assert first.status_code == again.status_code == 202
@@ -106,9 +120,10 @@ def test_pause_resume_and_idempotent_accept(tmp_path: Path, backend: BackendServ
         assert backend.requests == []  # paused: stored, not sent
         stored = httpx.get(f"{management}/stores/jobs/messages").json()["messages"]
         assert [m["id"] for m in stored] == [first.json()["id"]]
+    finally:
         assert httpx.post(f"{management}/sources/forward/resume").json()["state"] == "running"
-        _until(lambda: len(backend.requests) == 1)
-        assert httpx.post(f"{management}/sources/nope/pause").status_code == 404
+    _until(lambda: len(backend.requests) == 1)
+    assert httpx.post(f"{management}/sources/nope/pause").status_code == 404
 
 
 @pytest.mark.service("postgresql")
