@@ -116,6 +116,8 @@ class CompiledFlow:
     # an HTTP flow with on_error.redelivery: its steps run under the policy while the caller
     # waits (engine/sources/http_redelivery.py)
     redelivers: bool = False
+    # on_error.redelivery.dead_letter.steps, compiled: what takes a message whose attempts are used up
+    dead_letter_steps: Steps | None = None
 
     @property
     def name(self) -> str:
@@ -490,6 +492,11 @@ class ProjectCompiler:
             self.errors.append(LoadError.at(locate(flow.file, flow.node, ("on_error", "redelivery")),
                                             f"on_error.redelivery: {exc}"))
             return
+        dead_node = ((policy_node or {}).get("redelivery") or {}).get("dead_letter") or {}
+        if isinstance(dead_node, dict) and dead_node.get("steps"):
+            compiled_flow.dead_letter_steps = self.compile_steps(
+                dead_node["steps"], flow.file, flow.namespaces, flow.name,
+                f"{flow.name}/on_error/redelivery/dead_letter/steps")
         if flow.trigger is None:
             if policy_node is not None and policy_node.get("redelivery"):
                 dead = policy_node["redelivery"].get("dead_letter") or {}

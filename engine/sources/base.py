@@ -307,10 +307,28 @@ class SourceContext:
             from engine.sources.files_common import write_dead_letter_file
 
             await write_dead_letter_file(target["folder"], self.flow, msg, error)
+        elif "steps" in target and not await run_dead_letter_steps(self.flow, msg, error):
+            return False
         self.dead_lettered()
         log.warning("flow %s: message dead-lettered after %s attempts: %s", self.name, error.get("attempts"),
                     error.get("message"))
         return True
+
+
+async def run_dead_letter_steps(flow: CompiledFlow, msg: Message, error: dict[str, Any]) -> bool:
+    """Hand ``msg`` to the flow's ``dead_letter.steps`` with ``${error.*}`` set; False when they failed
+    (logged: the caller disposes of the message as it would without a dead letter)."""
+    steps = flow.dead_letter_steps
+    if steps is None:
+        return False
+    msg.error = dict(error)
+    try:
+        await steps.run(msg)
+    except Exception as exc:
+        log.warning("flow %s: the dead-letter steps failed (%s: %s); the message is disposed of as without "
+                    "a dead letter", flow.name, type(exc).__name__, getattr(exc, "detail", exc))
+        return False
+    return True
 
 
 def needs_store(policy: Redelivery) -> bool:

@@ -10,8 +10,8 @@ does on a synchronous route:
   ``${vars.attempt}`` set, after the policy's backoff; only failures its ``retry_on`` names are
   tried again;
 - once the attempts are used up, the request goes to the dead-letter target (a store: listed,
-  replayed into the queue named after the flow, discarded through the management API; or a
-  folder), without the caller's credentials;
+  replayed into the queue named after the flow, discarded through the management API; a folder;
+  or dead-letter steps, e.g. a call publishing it to a queue), without the caller's credentials;
 - then the flow's ``on_error`` steps run once, on the last failure, with ``${error.attempts}``
   and ``${error.dead_letter_id}``; without a step that answers, the caller gets the last
   failure as problem+json with ``attempts`` and ``dead_letter_id``.
@@ -127,7 +127,12 @@ async def _dead_letter(flow: CompiledFlow, target: dict[str, Any], request: _Req
     kept.vars.update(request.vars)
     kept.vars["message_id"] = ident
     try:
-        if "store" in target:
+        if "steps" in target:
+            from engine.sources.base import run_dead_letter_steps
+
+            if not await run_dead_letter_steps(flow, kept, error):
+                return None
+        elif "store" in target:
             await current_store().add_dead_letter(
                 str(target["store"]), queue=flow.name, flow=flow.name, body=request.body,
                 content_type=request.content_type, headers=headers, vars=dict(request.vars), attempts=attempts,

@@ -38,6 +38,11 @@ DEAD_LETTER_SCHEMA: dict[str, Any] = {
                                                    "the management API)."},
         "folder": {"type": "string", "description": "A folder (relative to the flow file) where the body is "
                                                     "written with the error beside it in NAME.error.json."},
+        "steps": {"type": "array", "description": "Steps that take the message (the body and headers as it came, "
+                                                  "${error.*} the last failure): e.g. a call publishing it to an "
+                                                  "AMQP queue or an MQTT topic through an endpoint. When they fail, "
+                                                  "the source disposes of it as without a dead letter (a store "
+                                                  "processor buries it in QUEUE.dead)."},
         "source": {"const": True, "description": "The source's own dead-letter queue or topic (amqp, mqtt: "
                                                  "their dead_letter settings), with the error in its headers "
                                                  "(not on a flow served over HTTP)."},
@@ -77,11 +82,15 @@ REDELIVERY_SCHEMA: dict[str, Any] = {
 
 
 def on_error_schema(steps: dict[str, Any]) -> dict[str, Any]:
+    dead_letter = {**DEAD_LETTER_SCHEMA, "properties": {**DEAD_LETTER_SCHEMA["properties"],
+                                                        "steps": {**steps, "description": DEAD_LETTER_SCHEMA[
+                                                            "properties"]["steps"]["description"]}}}
+    redelivery = {**REDELIVERY_SCHEMA, "properties": {**REDELIVERY_SCHEMA["properties"], "dead_letter": dead_letter}}
     return {
         "description": "Steps run when a step fails (${error.*} describes the failure); or a mapping with a "
                        "redelivery policy and those steps. Without a respond step the caller gets problem+json.",
         "anyOf": [steps, {"type": "object", "additionalProperties": False,
-                          "properties": {"redelivery": REDELIVERY_SCHEMA, "steps": steps}}],
+                          "properties": {"redelivery": redelivery, "steps": steps}}],
     }
 
 
@@ -104,6 +113,8 @@ def compile_policy(node: Any, base: Path) -> Redelivery:
     if maximum < initial:
         raise ValueError(f"backoff max ({maximum}s) is shorter than its initial wait ({initial}s)")
     dead = dict(config["dead_letter"]) if config.get("dead_letter") else None
+    if dead and "steps" in dead:
+        dead["steps"] = True  # compiled by the compiler (CompiledFlow.dead_letter_steps)
     if dead and "folder" in dead:
         dead["folder"] = str((base / str(dead["folder"])).resolve())
     return Redelivery(max_attempts=int(config.get("max_attempts", 1)), initial=initial,

@@ -213,12 +213,14 @@ class _Processor:
             self._report(stored, hold, retry=(policy.delay(stored.attempts), error))
             return
         try:
-            if "folder" in self.target:
-                dead = Message(body=stored.body, content_type=stored.content_type, headers=dict(stored.headers))
+            if "folder" in self.target or "steps" in self.target:
+                dead = Message(body=stored.body, content_type=stored.content_type, headers=dict(stored.headers),
+                               correlation_id=stored.id)
                 dead.vars.update(msg.vars)
-                await ctx.dead_letter(dead, error, self.source.queue)
-                self._report(stored, hold, delivered=True)
-                return
+                if await ctx.dead_letter(dead, error, self.source.queue):
+                    self._report(stored, hold, delivered=True)
+                    return
+                # the dead-letter steps failed: the message is kept in the dead-letter store instead
             await store.bury(stored.seq, self.dead_store, ctx.name, error)
         except StoreError as exc:
             # the lease runs out and the message comes back: at-least-once, never lost
@@ -226,6 +228,7 @@ class _Processor:
             self.leases.pop(stored.seq, None)
             return
         self.leases.pop(stored.seq, None)
+        self.settled.set()  # a slot is free: the loop may claim again
         ctx.dead_lettered()
         log.warning("processor %s: message %s dead-lettered to %s after %d attempts: %s", ctx.name,
                     stored.id, self.dead_store, stored.attempts, error.get("message"))

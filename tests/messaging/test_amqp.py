@@ -215,6 +215,18 @@ flows:
     source: {http: {method: POST, path: /nowhere}}
     steps:
       - call: {endpoint: broker, operation: publish, exchange: "${env.EXCHANGE}-missing", routing_key: x}
+  out-of-stock:
+    source: {http: {method: POST, path: /reserve}}
+    steps:
+      - fail: {message: "no stock for ${payload.sku}", status: 503}
+    on_error:
+      redelivery:
+        max_attempts: 2
+        backoff: {initial: 10ms, max: 10ms}
+        dead_letter:
+          steps:   # the request, published to a queue with the error beside it
+            - call: {endpoint: broker, operation: publish, routing_key: "${env.EXCHANGE}.dead",
+                     headers: {x-error: "${error.message}", x-attempts: "${error.attempts}"}}
 """
 
 
@@ -242,4 +254,11 @@ def test_publish_declares_the_exchanges_the_endpoint_lists(tmp_path: Path, rabbi
         assert "does not exist" in missing.json()["detail"] and "exchanges" in missing.json()["detail"]
         assert httpx.post(f"{engine.url}/ship", json={"country": "de"}).status_code == 202  # channel reopened
         arrived = asyncio.run(_drain(rabbit.url, f"{exchange}.in"))
+        # a flow that is not a queue's dead-letters to a queue through dead_letter.steps
+        asyncio.run(_drain(rabbit.url, f"{exchange}.dead"))  # declares it
+        refused = httpx.post(f"{engine.url}/reserve", json={"sku": "A-1"})
+        assert refused.status_code == 503 and refused.json()["attempts"] == 2 and refused.json()["dead_letter_id"]
+        [dead] = asyncio.run(_drain(rabbit.url, f"{exchange}.dead"))
     assert [json.loads(m.body)["country"] for m in arrived] == ["be", "de"]
+    assert json.loads(dead.body) == {"sku": "A-1"}
+    assert dead.headers["x-error"] == "no stock for A-1" and dead.headers["x-attempts"] == "2"
