@@ -87,7 +87,7 @@ class RabbitServer:
                 "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.folder / "enabled_plugins"),
                 "RABBITMQ_PID_FILE": str(self.folder / "rabbit.pid")}
 
-    def start(self, timeout: float = 60) -> RabbitServer:
+    def start(self, timeout: float = 180) -> RabbitServer:
         log = (self.folder / "server.out").open("ab")
         if self.epmd is None:
             # our own Erlang port mapper, on a private port, as our child (stopped by its pid)
