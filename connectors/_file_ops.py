@@ -17,7 +17,8 @@ from __future__ import annotations
 import mimetypes
 import posixpath
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from connectors.base import Invocation, Invoke, Operation, Reply, Request
 from engine.errors import BackendRejected
@@ -78,6 +79,14 @@ class FileRequest(Request):
     def view(self) -> dict[str, Any]:
         return {"operation": self.operation, "folder": self.folder, "name": self.name, **self.settings}
 
+    async def content(self) -> tuple[bytes, str | None]:
+        """A write's body (a stream is read: a mocked write keeps it), else the view as JSON."""
+        if self.operation != "write":
+            return await super().content()
+        if not isinstance(self.body, (bytes, bytearray)) and self.body is not None:
+            self.body = b"".join([chunk async for chunk in self.body])
+        return bytes(self.body or b""), mimetypes.guess_type(self.name)[0]
+
 
 def _safe(name: str, what: str) -> str:
     """A relative path that stays inside the endpoint's folder."""
@@ -91,6 +100,27 @@ class FileOperations:
     """Mixin for connector kinds whose endpoint is a folder."""
 
     name: str
+    MOCK_MATCH: ClassVar[dict[str, Any]] = {
+        "name": {"type": "string", "description": "(files) The file's name; * and ? are wildcards."},
+        "folder": {"type": "string", "description": "(files) The subfolder named by the step."},
+        "glob": {"type": "string", "description": "(files) A list's glob."},
+        "to": {"type": "string", "description": "(files) The folder a move goes to."},
+    }
+
+    def mock_reply(self, request: Request, answer: Mapping[str, Any], body: bytes | None,
+                   content_type: str | None) -> Reply:
+        """A mocked file operation: a read gives the answer's body, a list its payload, a write
+        (its content captured) reports name and size; the message is kept otherwise."""
+        assert isinstance(request, FileRequest)
+        meta = {"name": request.name, **(answer.get("meta") or {})}
+        if request.operation == "write":
+            meta.setdefault("size", len(request.body) if isinstance(request.body, bytes) else 0)
+        if "payload" in answer:
+            return Reply(status=None, headers=None, payload=answer["payload"], meta=meta)
+        if body is not None:
+            return Reply(status=None, headers=None, body=body,
+                         content_type=content_type or mimetypes.guess_type(request.name)[0], meta=meta)
+        return Reply(status=None, headers=None, body=None, meta=meta)
 
     def folder(self, sub: str = "") -> Folder:
         raise NotImplementedError

@@ -119,6 +119,9 @@ class PublishRequest(Request):
         return {"operation": "publish", "exchange": self.exchange, "routing_key": self.routing_key,
                 "headers": self.headers, "body": self.body.decode("utf-8", errors="replace")}
 
+    async def content(self) -> tuple[bytes, str | None]:
+        return self.body, self.content_type
+
 
 def _unreachable(name: str, exc: BaseException) -> BackendUnreachable:
     return BackendUnreachable(f"endpoint {name!r}: the broker cannot be reached",
@@ -159,6 +162,10 @@ class AmqpConnector(Connector):
                                        examples=[{"operation": "publish", "exchange": "orders",
                                                   "routing_key": "order.${payload.country}"}])}
     DEFAULT_OPERATION = "publish"
+    MOCK_MATCH = {
+        "exchange": {"type": "string", "description": "(amqp) The exchange published to ('' the default one)."},
+        "routing_key": {"type": "string", "description": "(amqp) The routing key; * and ? are wildcards."},
+    }
     SOURCES = {"amqp": Operation("Consume a queue: a flow per message, acknowledged after the flow succeeded; "
                                  "redelivered under the flow's policy, then dead-lettered with the error.",
                                  schema=SOURCE_SCHEMA,
@@ -187,6 +194,9 @@ class AmqpConnector(Connector):
         self._channel: Any = None
         self._lock = asyncio.Lock()
         self.published = 0
+
+    def needs_server(self) -> bool:
+        return True
 
     def health(self) -> dict[str, Any]:
         connected = self._connection is not None and not self._connection.is_closed
@@ -291,6 +301,13 @@ class AmqpConnector(Connector):
                                                       auto_delete=spec["auto_delete"])
             self._declared[key] = declared
         return declared
+
+    def mock_reply(self, request: Request, answer: Any, body: bytes | None, content_type: str | None) -> Reply:
+        """A mocked publish is confirmed as the broker would: the message is kept."""
+        assert isinstance(request, PublishRequest)
+        return Reply(status=None, headers=None, body=None,
+                     meta={"exchange": request.exchange, "routing_key": request.routing_key,
+                           **(answer.get("meta") or {})})
 
     # --- consuming -----------------------------------------------------------------------
 

@@ -121,6 +121,13 @@ class Request:
         """A JSON-able view for flow-test mocks and traces: never a secret."""
         return {"operation": self.operation}
 
+    async def content(self) -> tuple[bytes, str | None]:
+        """What the request carries, for flow-test mocks (a rule's ``body`` condition, the
+        checks of ``expect.calls``): the body sent, or by default its view as JSON."""
+        from engine import jsonfast
+
+        return jsonfast.dumps(self.view()), "application/json"
+
     def span_name(self) -> str:
         """The name of an attempt's client span (HTTP: the method)."""
         return self.operation
@@ -208,6 +215,14 @@ class Connector:
     DEFAULT_OPERATION: ClassVar[str | None] = None
     SOURCES: ClassVar[dict[str, Operation]] = {}
     TRANSACTIONS: ClassVar[bool] = False  # True when ``begin`` works (the transaction step checks at load)
+    # Flow-test mocks (``interlace test``, engine.testing.operation_mocks) answer ``attempt`` for
+    # every kind but http, whose mocks stand in for its connection pool.  MOCK_MATCH: JSON Schema
+    # properties of the request's ``view()`` fields a rule's ``match`` and ``expect.calls`` may
+    # name (``operation`` and ``body`` are common to all); MOCK_ANSWER: the keys a rule's
+    # ``respond`` may give besides the common ones (json, xml, text, file, content_type,
+    # payload, meta, delay); ``mock_reply`` makes such an answer the Reply ``attempt`` gives.
+    MOCK_MATCH: ClassVar[dict[str, Any]] = {}
+    MOCK_ANSWER: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, name: str, config: dict[str, Any], context: EndpointContext | None = None) -> None:
         self.name = name
@@ -229,6 +244,12 @@ class Connector:
         """A JSON-able view of the connector's state for the management API: never a secret."""
         return {}
 
+    def needs_server(self) -> bool:
+        """Whether calls go to a server (not an SQLite file, a local folder, a clock): a
+        flow-test suite that does not mock such an endpoint fails its calls, naming them,
+        instead of reaching out; one that needs none runs for real unless mocked."""
+        return False
+
     def operations(self) -> Mapping[str, Operation]:
         """This endpoint's operations: the kind's ``OPERATIONS`` unless the instance knows better
         (a soap endpoint's are its WSDL's, read when it is built)."""
@@ -241,6 +262,18 @@ class Connector:
     async def attempt(self, request: Request, target: int) -> Reply:
         """One try of ``request`` on ``targets[target]``; typed errors only."""
         raise NotImplementedError(f"{type(self).__name__} does not implement attempt()")
+
+    def mock_reply(self, request: Request, answer: Mapping[str, Any], body: bytes | None,
+                   content_type: str | None) -> Reply:
+        """A flow-test mock's answer as the Reply ``attempt`` would give: ``payload`` (a JSON
+        value) becomes the payload, else a body (``body``: from json, xml, text or file) the
+        body; neither keeps the message (a publish acknowledged); ``meta`` is reported."""
+        meta = dict(answer.get("meta") or {})
+        if "payload" in answer:
+            return Reply(None, None, None, payload=answer["payload"], content_type="application/json", meta=meta)
+        if body is not None:
+            return Reply(None, None, body, content_type=content_type, meta=meta)
+        return Reply(None, None, None, meta=meta)
 
     async def begin(self, options: TransactionOptions) -> Transaction:
         """Open a transaction (kinds that have them)."""

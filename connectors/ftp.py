@@ -318,6 +318,9 @@ class FtpConnector(FileOperations, Connector):
                 await asyncio.wait_for(client.quit(), 2)
             client.close()
 
+    def needs_server(self) -> bool:
+        return True
+
     def health(self) -> dict[str, Any]:
         return {"idle_connections": len(self._idle), "tls": self.tls}
 

@@ -75,6 +75,9 @@ class MqttPublish(Request):
         return {"operation": "publish", "topic": self.topic, "qos": self.qos, "retain": self.retain,
                 "body": self.body.decode("utf-8", errors="replace")}
 
+    async def content(self) -> tuple[bytes, str | None]:
+        return self.body, None
+
 
 @register_connector("mqtt")
 class MqttConnector(Connector):
@@ -99,6 +102,11 @@ class MqttConnector(Connector):
                                        examples=[{"operation": "publish", "topic": "alerts/${vars.topic}",
                                                   "qos": 1}])}
     DEFAULT_OPERATION = "publish"
+    MOCK_MATCH = {
+        "topic": {"type": "string", "description": "(mqtt) The topic published to; * and ? are wildcards."},
+        "qos": {"type": "integer", "description": "(mqtt) The QoS of the publish."},
+        "retain": {"type": "boolean", "description": "(mqtt) Whether the message is retained."},
+    }
     SOURCES = {"mqtt": Operation("Subscribe to a topic filter: a flow per message, acknowledged after the flow "
                                  "succeeded (persistent session: nothing lost while away).", schema=SOURCE_SCHEMA,
                                  examples=[{"endpoint": "sensors", "topic": "plant/+/temperature", "qos": 1}])}
@@ -139,6 +147,9 @@ class MqttConnector(Connector):
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             clean_session=None if v5 else clean, clean_start=clean if v5 else 3, keepalive=self.keepalive,
             timeout=self.timeout, properties=properties)
+
+    def needs_server(self) -> bool:
+        return True
 
     def health(self) -> dict[str, Any]:
         return {"publisher_connected": self._client is not None, "published": self.published,
@@ -197,6 +208,11 @@ class MqttConnector(Connector):
             raise BackendUnreachable(f"endpoint {self.name!r}: publishing failed", internal=str(exc)) from exc
         self.published += 1
         return Reply(status=None, headers=None, body=None, meta={"topic": request.topic})
+
+    def mock_reply(self, request: Request, answer: Any, body: bytes | None, content_type: str | None) -> Reply:
+        """A mocked publish is acknowledged as the broker would: the message is kept."""
+        assert isinstance(request, MqttPublish)
+        return Reply(status=None, headers=None, body=None, meta={"topic": request.topic, **(answer.get("meta") or {})})
 
     # --- the source ----------------------------------------------------------------------
 

@@ -88,5 +88,8 @@ class RedisEndpoint(Connector):
             raise BackendUnreachable(f"endpoint {self.name!r} (redis) does not answer",
                                      internal=f"{self.display}: {type(exc).__name__}") from exc
 
+    def needs_server(self) -> bool:
+        return True
+
     def health(self) -> dict[str, Any]:
         return {"kind": "redis", "url": self.display, "connected": self._client is not None}

@@ -203,6 +203,9 @@ class SftpConnector(FileOperations, Connector):
             with contextlib.suppress(Exception):
                 await connection.wait_closed()
 
+    def needs_server(self) -> bool:
+        return True
+
     def health(self) -> dict[str, Any]:
         return {"connected": self._connection is not None}
 

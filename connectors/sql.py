@@ -36,9 +36,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, CursorResult, make_url
@@ -147,6 +147,11 @@ class SqlRequest(Request):
 
     def view(self) -> dict[str, Any]:
         return {"operation": self.operation, "sql": str(self.statement), "params": self.params}
+
+    async def content(self) -> tuple[bytes, str | None]:
+        from engine import jsonfast
+
+        return jsonfast.dumps(self.params), "application/json"
 
 
 class SqlTransaction(Transaction):
@@ -258,6 +263,20 @@ class SqlConnector(Connector):
     OPERATIONS: ClassVar[dict[str, Operation]] = {"batch": BATCH, "execute": EXECUTE, "query": QUERY}
     DEFAULT_OPERATION: ClassVar[str | None] = None
     TRANSACTIONS: ClassVar[bool] = True
+    MOCK_MATCH: ClassVar[dict[str, Any]] = {
+        "sql": {"type": "string", "description": "(sql) The statement's text; * and ? are wildcards, e.g. "
+                                                 "'*FROM items*'."},
+        "params": {"type": "object", "description": "(sql) Bound parameters the statement must get, with these "
+                                                    "values (batch: some row has them)."},
+    }
+    MOCK_ANSWER: ClassVar[dict[str, Any]] = {
+        "rows": {"type": "array", "items": {"type": "object"},
+                 "description": "(sql) The rows the statement returns, as objects (column: value): shaped as real "
+                                "rows are (a query's expect and as apply: expect: one with no rows is a 404), or "
+                                "an execute's RETURNING rows."},
+        "row_count": {"type": "integer", "description": "(sql) Rows changed (default: as many as rows, else 1)."},
+        "key": {"description": "(sql) The generated key an execute reports."},
+    }
 
     def __init__(self, name: str, config: dict[str, Any], context: EndpointContext | None = None) -> None:
         super().__init__(name, config, context)
@@ -367,6 +386,9 @@ class SqlConnector(Connector):
                 await conn.exec_driver_sql("SELECT 1")
         except Exception as exc:
             raise map_database_error(exc, self.name) from exc
+
+    def needs_server(self) -> bool:
+        return self.dialect != "sqlite"
 
     def health(self) -> dict[str, Any]:
         engine = self.engine
@@ -509,6 +531,19 @@ class SqlConnector(Connector):
 
         return changed
 
+    def mock_reply(self, request: Request, answer: Mapping[str, Any], body: bytes | None,
+                   content_type: str | None) -> Reply:
+        """A flow-test mock's rows or row count, shaped like a real result of the step."""
+        assert isinstance(request, SqlRequest)
+        if "payload" in answer or body is not None:
+            return super().mock_reply(request, answer, body, content_type)
+        rows = answer.get("rows")
+        result = _MockResult(rows, answer.get("row_count"), request.operation == "query")
+        reply = request.shape(cast("CursorResult[Any]", result), self.dialect, request)
+        if "key" in answer and isinstance(reply.payload, dict):
+            reply.payload["key"] = answer["key"]
+        return reply
+
     async def attempt(self, request: Request, target: int) -> Reply:
         assert isinstance(request, SqlRequest)
         if not self._initialised:
@@ -536,6 +571,27 @@ class SqlConnector(Connector):
             return await conn.execute(request.statement, request.params)
         async with asyncio.timeout(self.statement_timeout):
             return await conn.execute(request.statement, request.params)
+
+
+class _MockResult:
+    """Rows a flow-test mock gives, as much of a CursorResult as the shapers read."""
+
+    def __init__(self, rows: list[dict[str, Any]] | None, row_count: int | None, query: bool) -> None:
+        given = rows or []
+        self.returns_rows = rows is not None or query
+        self._columns = list(dict.fromkeys(column for row in given for column in row))
+        self._rows = [tuple(row.get(column) for column in self._columns) for row in given]
+        self.rowcount = row_count if row_count is not None else (len(given) if rows is not None else 1)
+        self.lastrowid = None
+
+    def keys(self) -> list[str]:
+        return self._columns
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._rows
+
+    def fetchmany(self, size: int) -> list[tuple[Any, ...]]:
+        return self._rows[:size]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

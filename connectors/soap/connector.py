@@ -30,10 +30,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from connectors.base import EndpointContext, Invocation, Invoke, Operation, Reply, register_connector
+from lxml import etree
+
+from connectors.base import EndpointContext, Invocation, Invoke, Operation, Reply, Request, register_connector
 from connectors.http import HttpConnector, HttpRequest
 from connectors.soap.client import CALL_PROPERTIES, SETTINGS_PROPERTIES, CompiledCall, SoapSettings, non_soap_status
+from connectors.soap.envelope import EnvelopeWriter, element_bytes, fault_envelope, fault_status, strip_declaration
 from connectors.soap.replies import MalformedSoapReply, SoapFault
+from connectors.soap.wsdl import MessageElement
+from engine import xmlsafe
 from engine.message import JSON
 
 if TYPE_CHECKING:
@@ -62,6 +67,10 @@ class SoapRequest(HttpRequest):
 
     def view(self) -> dict[str, Any]:
         return {"operation": self.soap_operation, "action": self.action, "method": "POST", "path": self.path}
+
+    async def content(self) -> tuple[bytes, str | None]:
+        body = self.body if isinstance(self.body, bytes) else b""
+        return body, next((v for k, v in self.headers or () if k == "content-type"), None)
 
 
 class _AnyName(Mapping[str, Operation]):
@@ -95,12 +104,40 @@ class SoapConnector(HttpConnector):
     OPERATIONS: ClassVar[dict[str, Operation]] = {"operation": ANY_OPERATION}
     DEFAULT_OPERATION: ClassVar[str | None] = None
     ENDPOINT_CLASS: ClassVar[Any] = None  # the shared Endpoint, not the http kind's subclass
+    MOCK_MATCH: ClassVar[dict[str, Any]] = {
+        "action": {"type": "string", "description": "(soap) The SOAP action sent (SOAPAction, or 1.2's action)."},
+        "method": {"type": "string"},
+        "path": {"type": "string"},
+        "headers": {"type": "object"},
+    }
+    MOCK_ANSWER: ClassVar[dict[str, Any]] = {
+        "status": {"type": "integer", "minimum": 100, "maximum": 599,
+                   "description": "Status (default 200; a fault's: 500, or 400 for a SOAP 1.2 Sender fault)."},
+        "headers": {"type": "object", "description": "Headers of the answer."},
+        "fault": {
+            "type": "object", "additionalProperties": False,
+            "description": "(soap) Answer a Fault envelope in the endpoint's SOAP version, e.g. {code: Client, "
+                           "subcode: UnknownSymbol, string: unknown symbol}; the flow sees soap-fault with "
+                           "${error.fault.*}.",
+            "properties": {
+                "code": {"type": "string", "description": "Client/Sender, Server/Receiver, ... (default Server)."},
+                "subcode": {"type": "string", "description": "A subcode (1.1: appended as Client.Subcode)."},
+                "subcode_ns": {"type": "string", "description": "The subcode's namespace (1.2)."},
+                "string": {"type": "string", "description": "faultstring / Reason."},
+                "actor": {"type": "string", "description": "faultactor / Role."},
+                "detail": {"type": "string", "description": "The detail's content, as XML."},
+            },
+        },
+    }
 
     def __init__(self, name: str, config: dict[str, Any], context: EndpointContext | None = None) -> None:
         http = {k: v for k, v in config.items() if k in HttpConnector.SCHEMA["properties"]}
         super().__init__(name, http, context)
         self.config = config
         self.settings = SoapSettings.read(config, self.context.folder, self.endpoints[0].display)
+
+    def needs_server(self) -> bool:
+        return True
 
     def operations(self) -> Mapping[str, Operation]:
         """This endpoint's operations: its WSDL's, each with the call keys' schema."""
@@ -114,6 +151,41 @@ class SoapConnector(HttpConnector):
         return {"kind": "soap", "version": self.settings.version.name, "urls": list(self.targets),
                 "wsdl": wsdl.location if wsdl is not None else None,
                 "operations": sorted(wsdl.operations) if wsdl is not None else None}
+
+    def mock_reply(self, request: Request, answer: Mapping[str, Any], body: bytes | None,
+                   content_type: str | None) -> Reply:
+        """A flow-test mock's answer as the service's envelope: ``json`` is the operation's
+        response element (members in the WSDL's order), ``xml`` that element (or a whole
+        envelope, sent as it is), ``fault`` a Fault; the call then reads it as a real one."""
+        assert isinstance(request, SoapRequest)
+        version = self.settings.version
+        status = answer.get("status")
+        if "fault" in answer:
+            fault = answer["fault"]
+            code = str(fault.get("code", "Server"))
+            subcode = (fault.get("subcode_ns"), str(fault["subcode"])) if fault.get("subcode") else None
+            detail = str(fault["detail"]).encode() if fault.get("detail") else None
+            data = fault_envelope(version, code, str(fault.get("string", "mocked fault")), subcode=subcode,
+                                  actor=fault.get("actor"), detail=detail)
+            status = status or fault_status(version, code)
+        elif "json" in answer or not (body or "text" in answer or "file" in answer):
+            element = self._response_element(request.soap_operation)
+            data = EnvelopeWriter(version).write(element_bytes(element.namespace, element.name, answer.get("json"),
+                                                               element.shape, element.qualified))
+        elif "xml" in answer and etree.QName(xmlsafe.parse_document(body or b"")).localname != "Envelope":
+            data = EnvelopeWriter(version).write(strip_declaration(body or b""))
+        else:
+            data = body or b""
+        headers = [(str(k).lower(), str(v)) for k, v in (answer.get("headers") or {}).items()]
+        media = answer.get("content_type") or version.content_type(None)
+        if not any(k == "content-type" for k, _ in headers):
+            headers.append(("content-type", str(media)))
+        return Reply(int(status or 200), headers, data)
+
+    def _response_element(self, operation: str) -> MessageElement:
+        wsdl = self.settings.wsdl
+        output = wsdl.operation(operation).output if wsdl is not None and operation in wsdl.operations else None
+        return output or MessageElement(None, f"{operation}Response", {}, True)
 
     def prepare(self, operation: str, config: dict[str, Any], ctx: CompileContext, invoke: Invoke) -> Invocation:
         call = CompiledCall(self.name, self.settings, operation, config, ctx)

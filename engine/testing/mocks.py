@@ -1,5 +1,7 @@
 """Mocked endpoints: the real HTTP endpoint (retries, failover, breaker, timeouts as
-configured) on a transport that answers from the suite's rules instead of the network."""
+configured) on a transport that answers from the suite's rules instead of the network.
+Every other kind is mocked one level up, at the connector's ``attempt``
+(``engine.testing.operation_mocks``), with the same rules, matching and checks."""
 
 from __future__ import annotations
 
@@ -30,9 +32,44 @@ class MockCall:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    operation: str | None = None  # the connector operation (other kinds than http)
+    view: dict[str, Any] = field(default_factory=dict)  # the request's view(): what rules match on
 
     def message(self) -> Message:
         return Message(body=self.body, content_type=self.headers.get("content-type"), headers=self.headers)
+
+    def describe(self) -> str:
+        """The call in a few words, for a failure's message."""
+        if self.operation is None or (self.method and self.operation == "request"):
+            return f"{self.method} {self.path}"
+        fields = {k: v for k, v in self.view.items() if k not in ("operation", "body", "method", "path")}
+        text = jsonfast.dumps(fields).decode()
+        return f"{self.operation} {text if len(text) <= 160 else text[:157] + '...'}"
+
+
+_WILDCARDS = frozenset("*?[")
+
+
+def fits(expected: Any, actual: Any) -> bool:
+    """Whether a recorded field holds what a rule or an expectation names: objects by their
+    keys given, lists item by item (a list of rows: any row), text with * and ? wildcards,
+    scalars equal or equal as text (a parameter read from the path is text)."""
+    if isinstance(expected, dict):
+        if isinstance(actual, list):
+            return any(fits(expected, item) for item in actual)
+        return isinstance(actual, dict) and all(k in actual and fits(v, actual[k]) for k, v in expected.items())
+    if isinstance(expected, list):
+        return isinstance(actual, list) and len(actual) == len(expected) and all(
+            fits(e, a) for e, a in zip(expected, actual, strict=True))
+    if isinstance(expected, str) and isinstance(actual, str) and _WILDCARDS & set(expected):
+        return fnmatch.fnmatchcase(actual, expected)
+    if expected == actual and isinstance(expected, bool) == isinstance(actual, bool):
+        return True
+    return not isinstance(expected, bool) and not isinstance(actual, bool) and actual is not None \
+        and str(expected) == str(actual)
+
+
+HTTP_MATCH = ("method", "path", "query", "headers", "body")
 
 
 @dataclass
@@ -53,6 +90,12 @@ class Rule:
                 return False
         for key, value in (match.get("headers") or {}).items():
             if call.headers.get(str(key).lower()) != str(value):
+                return False
+        if "operation" in match and call.operation != str(match["operation"]):
+            return False
+        for key, value in match.items():  # the other kinds' fields of the request's view
+            if key not in HTTP_MATCH and key != "operation" and (key not in call.view or not fits(value,
+                                                                                                   call.view[key])):
                 return False
         return self.condition is None or self.condition.is_true(call.message())
 
@@ -143,32 +186,32 @@ def make_rule(spec: Any, location: Location, namespaces: dict[str, str]) -> Rule
 
 
 class MockFactory:
-    """``endpoint_factory`` for compile_project: real endpoints on mock transports."""
+    """``endpoint_factory`` for compile_project: real endpoints, their network replaced by the
+    suite's rules.  http endpoints get a mock transport; other kinds with rules a mock of
+    their ``attempt`` (soap included: its rules speak of operations, envelopes and faults).
+    An endpoint that needs no server (an SQLite file, a local folder) the suite does not mock
+    runs for real, its calls recorded; one that needs a server fails each call, naming it."""
 
     def __init__(self, rules: dict[str, list[Rule]], base_dir: Path) -> None:
         self.rules = rules
         self.base_dir = base_dir
-        self.transports: dict[str, MockTransport] = {}
+        # per endpoint name, what recorded its calls: .calls, .unmatched
+        self.transports: dict[str, Any] = {}
 
     def __call__(self, name: str, kind: str, config: dict[str, Any]) -> Any:
-        if kind == "soap":  # an http endpoint that writes and reads envelopes: mocked the same way
-            from connectors.base import EndpointContext
-            from connectors.resilience import build_endpoint
-
-            soap = build_endpoint(name, kind, config, EndpointContext(self.base_dir))
-            soap.retry.backoff = soap.retry.max_backoff = 0.0
-            mocked = MockTransport(soap, self.rules.get(name, []), self.base_dir)  # type: ignore[arg-type]
-            soap.connector.transport = mocked  # type: ignore[attr-defined]
-            self.transports[name] = mocked
-            return soap
         if kind != "http":
-            if self.rules.get(name):
-                raise ValueError(f"endpoint {name!r}: only http endpoints can be mocked so far; a {kind} endpoint "
-                                 f"without mocks runs for real (e.g. an embedded SQLite file)")
             from connectors.base import EndpointContext
             from connectors.resilience import build_endpoint
+            from engine.testing.operation_mocks import mocked_endpoint, recorded_endpoint
 
-            return build_endpoint(name, kind, config, EndpointContext(self.base_dir))
+            built = build_endpoint(name, kind, config, EndpointContext(self.base_dir))
+            rules = self.rules.get(name)
+            connector = built.connector
+            # a store without operations (redis: what cache and throttle keep) is used as it is
+            runs_for_real = not rules and (not connector.needs_server() or not connector.operations())
+            self.transports[name] = recorded_endpoint(built) if runs_for_real \
+                else mocked_endpoint(built, rules or [], self.base_dir)
+            return built
         endpoint = HttpEndpoint(name, config)
         endpoint.retry.backoff = endpoint.retry.max_backoff = 0.0  # retries in tests do not wait
         transport = MockTransport(endpoint, self.rules.get(name, []), self.base_dir)

@@ -23,7 +23,8 @@ from engine.loader import LoadError, LoadErrors, load_project
 from engine.message import Message
 from engine.model import Location, Project
 from engine.sources.manager import SourceManager
-from engine.testing.mocks import MockCall, MockFactory, Rule, body_of, make_rule
+from engine.testing.mocks import HTTP_MATCH, MockCall, MockFactory, Rule, body_of, fits, make_rule
+from engine.testing.operation_mocks import mock_fields
 from engine.testing.suite import Case, Suite
 from engine.xmlsafe import parse_xml
 from engine.yamlio import plain
@@ -271,7 +272,12 @@ class SuiteRunner:
                 errors.append(LoadError.at(where, f"mocks an endpoint the flows do not declare: {name!r} "
                                                   f"(endpoints: {known})"))
                 continue
+            kind = self.project.endpoints[name].kind
             for spec, location in items:
+                problem = unsuitable(name, kind, spec)
+                if problem:
+                    errors.append(LoadError.at(location, problem))
+                    continue
                 try:
                     rules.setdefault(name, []).append(make_rule(spec, location, {}))
                 except ValueError as exc:
@@ -424,7 +430,7 @@ class SuiteRunner:
         failures: list[Failure] = []
         for name, transport in factory.transports.items():
             for call in transport.unmatched:
-                failures.append(Failure(f"endpoint {name!r} got {call.method} {call.path} and no mock matched it "
+                failures.append(Failure(f"endpoint {name!r} got {call.describe()} and no mock matched it "
                                         f"(add a rule under mocks: {name}:)", case.location))
         for name, spec in (expect.get("calls") or {}).items():
             if name not in factory.transports:
@@ -439,7 +445,7 @@ class SuiteRunner:
         base = ("expect", "calls", name)
         out: list[Failure] = []
         if "count" in spec and len(calls) != spec["count"]:
-            seen = "; ".join(f"{c.method} {c.path}" for c in calls) or "none"
+            seen = "; ".join(c.describe() for c in calls) or "none"
             out.append(Failure(f"calls {name}: expected {spec['count']} calls, got {len(calls)} ({seen})",
                                case.at(*base, "count")))
         if not calls:
@@ -457,11 +463,54 @@ class SuiteRunner:
             if got != str(value):
                 out.append(Failure(f"calls {name}: header {header} is {got!r}, expected {value!r}",
                                    case.at(*base, "headers", header)))
+        if "operation" in spec and last.operation != spec["operation"]:
+            out.append(Failure(f"calls {name}: operation {last.operation}, expected {spec['operation']}",
+                               case.at(*base, "operation")))
+        for key, value in spec.items():  # other kinds' request fields (sql, params, routing_key, name...)
+            if key in CALL_CHECKS:
+                continue
+            got = last.view.get(key)
+            if key not in last.view or not fits(value, got):
+                out.append(Failure(f"calls {name}: {key} is {json.dumps(got, default=str)}, expected "
+                                   f"{json.dumps(value, default=str)}", case.at(*base, key),
+                                   diff=diff_text(value, got) if isinstance(value, (dict, list)) else ""))
         checker = _Checker(case, base, last.body, last.headers.get("content-type"))
         checker.check_body(spec)
         for failure in checker.failures:
             failure.message = f"calls {name}: {failure.message}"
         return out + checker.failures
+
+
+# expect.calls keys with a meaning of their own; any other names a field of the request's view
+CALL_CHECKS = frozenset({"count", "method", "path", "headers", "operation", "json", "json_subset", "body_contains",
+                         "jmespath", "xpath"})
+HTTP_ANSWER = frozenset({"status", "headers", "delay", "json", "xml", "text", "file", "content_type"})
+
+
+def unsuitable(name: str, kind: str, spec: Any) -> str | None:
+    """Why a mock rule's keys do not fit its endpoint's kind, or None."""
+    from connectors.base import connector_kinds
+
+    cls = connector_kinds().get(kind)
+    if kind == "http":
+        match_keys, answer_keys = set(HTTP_MATCH), set(HTTP_ANSWER)
+    else:
+        if cls is not None and not cls.OPERATIONS:
+            return f"mock for {name!r}: a {kind} endpoint has no operations to mock"
+        match_keys, answer_keys = mock_fields(cls)
+    for key in (spec.get("match") or {}):
+        if key not in match_keys:
+            return (f"mock for {name!r} ({kind}): match has no {key!r} for this kind; it matches on "
+                    f"{', '.join(sorted(match_keys))}")
+    responses = spec.get("respond")
+    for answer in responses if isinstance(responses, list) else [responses] if responses is not None else []:
+        for key in answer:
+            if key not in answer_keys:
+                return (f"mock for {name!r} ({kind}): respond has no {key!r} for this kind; it answers with "
+                        f"{', '.join(sorted(answer_keys))}")
+    if kind == "http" and spec.get("fail") not in (None, "timeout", "unreachable"):
+        return f"mock for {name!r} (http): fail is timeout or unreachable (a refusal is a respond with its status)"
+    return None
 
 
 def mistaken(case: Case, errors: list[LoadError]) -> CaseResult:

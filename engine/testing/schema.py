@@ -1,7 +1,12 @@
-"""The JSON Schema of test suites (``*.test.yaml``); part of ``interlace schema``."""
+"""The JSON Schema of test suites (``*.test.yaml``); part of ``interlace schema``.
+
+A mock rule's ``match``, ``respond`` and ``expect.calls`` hold the http keys written here and
+the keys every connector kind declares for its mocks (``MOCK_MATCH``, ``MOCK_ANSWER``); which
+of them suit one endpoint is checked when the suite loads (engine.testing.runner)."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 BODY: dict[str, Any] = {
@@ -45,9 +50,11 @@ MOCK_RULE: dict[str, Any] = {
         },
         "respond": {"oneOf": [RESPONSE, {"type": "array", "items": RESPONSE, "minItems": 1,
                                          "description": "Successive calls get these in turn; the last repeats."}]},
-        "fail": {"enum": ["timeout", "unreachable"],
-                 "description": "Fail the call as a backend that times out or refuses connections "
-                                "(the endpoint's retries, failover and breaker then act as in production)."},
+        "fail": {"enum": ["timeout", "unreachable", "rejected", "constraint", "fault"],
+                 "description": "Fail the call as a backend that times out or refuses connections (the endpoint's "
+                                "retries, failover and breaker then act as in production); other kinds than http "
+                                "also: rejected (the backend refused the request), constraint (a database "
+                                "constraint: 409), fault (an application fault)."},
     },
     "oneOf": [{"required": ["respond"]}, {"required": ["fail"]}],
 }
@@ -132,7 +139,48 @@ CASE: dict[str, Any] = {
 }
 
 
+# the keys every kind but http has in match and respond
+OPERATION_MATCH: dict[str, Any] = {
+    "operation": {"type": "string", "description": "(other kinds than http) The operation called, e.g. query, "
+                                                   "publish, write, or a SOAP operation."},
+}
+OPERATION_ANSWER: dict[str, Any] = {
+    "payload": {"description": "(other kinds than http) The operation's result as a JSON value, e.g. a file "
+                               "list's entries."},
+    "meta": {"type": "object", "description": "(other kinds than http) What else the operation reports (seen "
+                                              "in the variable of into)."},
+}
+
+
+def _with_kinds() -> tuple[dict[str, Any], dict[str, Any]]:
+    """MOCK_RULE and CALLS with every connector kind's mock keys."""
+    from connectors.base import connector_kinds
+
+    rule = copy.deepcopy(MOCK_RULE)
+    calls = copy.deepcopy(CALLS)
+    match = rule["properties"]["match"]["properties"]
+    responses = [rule["properties"]["respond"]["oneOf"][0], rule["properties"]["respond"]["oneOf"][1]["items"]]
+    extra_match, extra_answer = dict(OPERATION_MATCH), dict(OPERATION_ANSWER)
+    for cls in connector_kinds().values():
+        for key, value in getattr(cls, "MOCK_MATCH", {}).items():
+            extra_match.setdefault(key, value)
+        for key, value in getattr(cls, "MOCK_ANSWER", {}).items():
+            extra_answer.setdefault(key, value)
+    for key, value in extra_match.items():
+        match.setdefault(key, value)
+        calls["properties"].setdefault(key, {**value, "description": value.get("description", "") +
+                                             " (of the last call)"})
+    for response in responses:
+        for key, value in extra_answer.items():
+            response["properties"].setdefault(key, value)
+    return rule, calls
+
+
 def suite_schema() -> dict[str, Any]:
+    rule, calls = _with_kinds()
+    case = copy.deepcopy(CASE)
+    case["properties"]["mocks"]["additionalProperties"]["items"] = rule
+    case["properties"]["expect"]["properties"]["calls"]["additionalProperties"] = calls
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Interlace test suite",
@@ -146,8 +194,8 @@ def suite_schema() -> dict[str, Any]:
                     "description": "Environment variables the flows read with ${env.NAME}."},
             "secrets": {"type": "object", "additionalProperties": {"type": "string"},
                         "description": "Secrets the flows read with ${secret.NAME} (test values only)."},
-            "mocks": {"type": "object", "additionalProperties": {"type": "array", "items": MOCK_RULE},
+            "mocks": {"type": "object", "additionalProperties": {"type": "array", "items": rule},
                       "description": "Mocks shared by every case (a case's own rules come first)."},
-            "cases": {"type": "array", "items": CASE, "minItems": 1},
+            "cases": {"type": "array", "items": case, "minItems": 1},
         },
     }
