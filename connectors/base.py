@@ -275,8 +275,9 @@ class Connector:
             return Reply(None, None, body, content_type=content_type, meta=meta)
         return Reply(None, None, None, meta=meta)
 
-    async def begin(self, options: TransactionOptions) -> Transaction:
-        """Open a transaction (kinds that have them)."""
+    async def begin(self, options: TransactionOptions, target: int = 0) -> Transaction:
+        """Open a transaction on ``targets[target]`` (kinds that have them); the resilience
+        layer picks the target and fails over when it cannot be reached."""
         from engine.errors import BackendRejected
 
         raise BackendRejected(f"endpoint {self.name!r} has no transactions")

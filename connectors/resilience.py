@@ -245,6 +245,8 @@ class Endpoint:
         self.deadline = setting_duration(settings, "deadline", None, "")
         self.required = bool(settings.get("required", False))
         self._next = 0
+        # the target that answered last (failover moves it): health shows which one is in use
+        self.active: int | None = None
         self._checked_at = -CHECK_INTERVAL
         self._check_error: str | None = None
 
@@ -279,6 +281,7 @@ class Endpoint:
             "kind": self.kind,
             "strategy": "round-robin" if self.round_robin else "failover",
             "required": self.required,
+            "active": self.connector.targets[self.active] if self.active is not None else None,
             "targets": [{"target": target, "breaker": breaker.state, "consecutive_failures": breaker.failures}
                         for target, breaker in zip(self.connector.targets, self.breakers, strict=True)],
             **self.connector.health(),
@@ -295,11 +298,39 @@ class Endpoint:
         return self.connector.prepare(operation, config, ctx, self.invoke)
 
     async def begin(self, options: TransactionOptions) -> Transaction:
-        try:
-            return await self.connector.begin(options)
-        except BackendError as exc:
-            self._named(exc, "transaction")
-            raise
+        """Open a transaction on the first target that takes one (in the strategy's order,
+        skipping open breakers): a target that cannot be reached fails over to the next, as a
+        call does.  The transaction then stays on its target: its statements are never retried
+        nor failed over (a half-done transaction must not continue elsewhere)."""
+        error: BackendError | None = None
+        for index in self._in_order():
+            breaker = self.breakers[index]
+            ticket = breaker.admit()
+            if ticket == Breaker.REJECT:
+                continue
+            try:
+                transaction = await self.connector.begin(options, index)
+            except (BackendUnreachable, BackendTimeout) as exc:
+                self._failed(index, ticket)
+                error = exc
+                if isinstance(exc, BackendUnreachable) or not exc.reached:
+                    continue
+                self._named(exc, "transaction")
+                raise
+            except BackendError as exc:
+                breaker.succeeded(ticket)
+                self._named(exc, "transaction")
+                raise
+            except BaseException:
+                breaker.abandon(ticket)
+                raise
+            breaker.succeeded(ticket)
+            self.active = index
+            return transaction
+        if error is None:
+            error = CircuitOpen(f"endpoint {self.name!r} is not being called for now: its circuit breaker is open")
+        self._named(error, "transaction")
+        raise error
 
     async def invoke(self, request: Request) -> Reply:
         """Send ``request`` with the endpoint's retries, failover and breakers (module docstring)."""
@@ -394,6 +425,7 @@ class Endpoint:
                     seen.succeeded()
                 else:
                     seen.answered(status)
+                self.active = index
                 if status in self.breaker_statuses:
                     self._failed(index, ticket)
                 elif breaker.succeeded(ticket):

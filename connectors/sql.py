@@ -225,12 +225,22 @@ class SqlConnector(Connector):
                               "beside the flows), PostgreSQL; bound parameters, pooled connections, statement "
                               "timeouts, transactions, readiness.")
     SCHEMA: ClassVar[dict[str, Any]] = {
-        "type": "object", "additionalProperties": False, "required": ["url"],
+        "type": "object", "additionalProperties": False,
+        # url or urls, not both (said without oneOf, which the reference generator reads as short forms)
+        "anyOf": [{"required": ["url"]}, {"required": ["urls"]}],
+        "not": {"required": ["url", "urls"]},
         "properties": {
             "url": {"type": "string", "minLength": 1,
                     "description": "The database: sqlite:///file.db (relative to the flow file's folder; "
                                    "sqlite:////abs/path.db absolute; sqlite:///:memory: in memory) or "
-                                   "postgresql://user:${secret.DB_PASSWORD}@host:5432/name (asyncpg)."},
+                                   "postgresql://user:${secret.DB_PASSWORD}@host:5432/name (asyncpg). Give url or "
+                                   "urls, not both."},
+            "urls": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
+                     "description": "Several copies of the database, e.g. a primary and its standby: with strategy: "
+                                    "failover (default) a call goes to the first one that can be reached, and "
+                                    "moves to the next when it cannot (GET /endpoints shows the one in use as "
+                                    "active); a transaction is begun the same way and stays on its database. "
+                                    "init runs on each when it is first reached."},
             "pool": {
                 "type": "object", "additionalProperties": False,
                 "description": "Pooled connections: max_connections (default 10; SQLite files too), "
@@ -280,9 +290,15 @@ class SqlConnector(Connector):
 
     def __init__(self, name: str, config: dict[str, Any], context: EndpointContext | None = None) -> None:
         super().__init__(name, config, context)
-        self.url = self._url(str(config["url"]))
+        if ("url" in config) == ("urls" in config):
+            raise ValueError("give url (one database) or urls (several copies of it), not both or neither")
+        self.databases = [_Database(self._url(str(url)))
+                          for url in ([config["url"]] if "url" in config else config["urls"])]
+        self.url = self.databases[0].url
         self.dialect = self.url.get_backend_name()
-        self.targets = (self.url.render_as_string(hide_password=True),)
+        if any(db.url.get_backend_name() != self.dialect for db in self.databases):
+            raise ValueError("urls: every database of one endpoint must be of the same kind (sqlite or postgresql)")
+        self.targets = tuple(db.url.render_as_string(hide_password=True) for db in self.databases)
         pool = config.get("pool") or {}
         self.pool_size = int(pool.get("max_connections", DEFAULT_POOL))
         self.acquire_timeout = setting_duration(pool, "acquire_timeout", "5s", "pool") or 5.0
@@ -296,9 +312,8 @@ class SqlConnector(Connector):
             if "${" in statement:
                 raise ValueError(f"init[{index}]: ${{...}} cannot be pasted into SQL; init statements take no "
                                  "parameters (write the values, or insert them from a flow with params)")
-        self._initialised = not self.init
-        self._init_lock = asyncio.Lock()
-        self.engine: AsyncEngine | None = None
+        for db in self.databases:
+            db.initialised = not self.init
 
     def _url(self, given: str) -> URL:
         try:
@@ -320,20 +335,21 @@ class SqlConnector(Connector):
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self.engine is None:
-            self.engine = self._create_engine()
-        if not self._initialised:
-            try:
-                await self._initialise()
-            except BackendError as exc:  # the engine serves anyway; readiness says why
-                log.warning("endpoint %r: could not prepare the database yet: %s (%s)", self.name, exc.detail,
-                            exc.internal)
+        for db in self.databases:
+            if db.engine is None:
+                db.engine = self._create_engine(db.url)
+            if not db.initialised:
+                try:
+                    await self._initialise(db)
+                except BackendError as exc:  # the engine serves anyway; readiness says why
+                    log.warning("endpoint %r: could not prepare the database yet: %s (%s)", self.name, exc.detail,
+                                exc.internal)
 
-    def _create_engine(self) -> AsyncEngine:
+    def _create_engine(self, url: URL) -> AsyncEngine:
         options: dict[str, Any] = {"pool_timeout": self.acquire_timeout}
         connect_args: dict[str, Any] = {}
         if self.dialect == "sqlite":
-            if self.url.database in (None, "", ":memory:"):
+            if url.database in (None, "", ":memory:"):
                 options = {"poolclass": StaticPool}  # one shared in-memory database, not one per connection
             else:
                 options.update(pool_size=self.pool_size, max_overflow=0)
@@ -342,65 +358,76 @@ class SqlConnector(Connector):
             # a statement outside a transaction step runs on its own: no BEGIN/COMMIT round trips;
             # a transaction step sets its isolation level on the connection it takes
             options.update(pool_size=self.pool_size, max_overflow=0, isolation_level="AUTOCOMMIT")
-            if self.url.drivername == "postgresql+asyncpg":
+            if url.drivername == "postgresql+asyncpg":
                 connect_args.update(timeout=self.connect_timeout, command_timeout=self.statement_timeout + 5,
                                     server_settings={"statement_timeout": str(int(self.statement_timeout * 1000))})
-            elif self.url.drivername == "postgresql+psycopg":
+            elif url.drivername == "postgresql+psycopg":
                 connect_args.update(connect_timeout=max(1, int(self.connect_timeout)),
                                     options=f"-c statement_timeout={int(self.statement_timeout * 1000)}")
-        engine = create_async_engine(self.url, connect_args=connect_args, **options)
+        engine = create_async_engine(url, connect_args=connect_args, **options)
         if self.dialect == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
 
     async def close(self) -> None:
-        engine, self.engine = self.engine, None
-        if engine is not None:
-            await engine.dispose()
+        for db in self.databases:
+            engine, db.engine = db.engine, None
+            if engine is not None:
+                await engine.dispose()
 
-    async def _initialise(self) -> None:
-        async with self._init_lock:
-            if self._initialised:
+    async def _initialise(self, db: _Database) -> None:
+        async with db.lock:
+            if db.initialised:
                 return
-            engine = self._engine()
+            engine = self._engine(db)
             try:
                 async with engine.begin() as conn:
                     for statement in self.init:
                         await conn.exec_driver_sql(statement)
             except Exception as exc:
                 raise map_database_error(exc, self.name) from exc
-            self._initialised = True
-            log.info("endpoint %r: database prepared (%d init statements)", self.name, len(self.init))
+            db.initialised = True
+            log.info("endpoint %r: database prepared (%d init statements)%s", self.name, len(self.init),
+                     f" on {db.url.render_as_string(hide_password=True)}" if len(self.databases) > 1 else "")
 
-    def _engine(self) -> AsyncEngine:
-        if self.engine is None:
-            self.engine = self._create_engine()
-        return self.engine
+    def _engine(self, db: _Database) -> AsyncEngine:
+        if db.engine is None:
+            db.engine = self._create_engine(db.url)
+        return db.engine
 
     async def check(self) -> None:
-        if not self._initialised:
-            await self._initialise()
-        engine = self._engine()
-        try:
-            async with asyncio.timeout(self.connect_timeout), engine.connect() as conn:
-                await conn.exec_driver_sql("SELECT 1")
-        except Exception as exc:
-            raise map_database_error(exc, self.name) from exc
+        """Ready while one of its databases answers (with several, the others are the fallback)."""
+        failure: BackendError | None = None
+        for db in self.databases:
+            try:
+                if not db.initialised:
+                    await self._initialise(db)
+                async with asyncio.timeout(self.connect_timeout), self._engine(db).connect() as conn:
+                    await conn.exec_driver_sql("SELECT 1")
+                return
+            except BackendError as exc:
+                failure = failure or exc
+            except Exception as exc:
+                failure = failure or map_database_error(exc, self.name)
+        if failure is not None:
+            raise failure
 
     def needs_server(self) -> bool:
         return self.dialect != "sqlite"
 
     def health(self) -> dict[str, Any]:
-        engine = self.engine
-        return {"database": self.dialect, "driver": self.url.drivername, "prepared": self._initialised,
-                "pool": engine.pool.status() if engine is not None else "not open"}
+        pools = [db.engine.pool.status() if db.engine is not None else "not open" for db in self.databases]
+        return {"database": self.dialect, "driver": self.url.drivername,
+                "prepared": all(db.initialised for db in self.databases),
+                "pool": pools[0] if len(pools) == 1 else pools}
 
     # --- transactions ------------------------------------------------------------------------
 
-    async def begin(self, options: TransactionOptions) -> Transaction:
-        if not self._initialised:
-            await self._initialise()
-        engine = self._engine()
+    async def begin(self, options: TransactionOptions, target: int = 0) -> Transaction:
+        db = self.databases[target]
+        if not db.initialised:
+            await self._initialise(db)
+        engine = self._engine(db)
         isolation = ISOLATION_LEVELS.get(options.isolation or "", None) if options.isolation else self.isolation
         try:
             connection = await engine.connect()
@@ -546,14 +573,15 @@ class SqlConnector(Connector):
 
     async def attempt(self, request: Request, target: int) -> Reply:
         assert isinstance(request, SqlRequest)
-        if not self._initialised:
-            await self._initialise()
+        db = self.databases[target]
+        if not db.initialised:
+            await self._initialise(db)
         try:
             if request.transaction is not None:
                 assert isinstance(request.transaction, SqlTransaction)
                 result = await self._run(request.transaction.connection, request)
                 return request.shape(result, self.dialect, request)
-            engine = self.engine or self._engine()
+            engine = db.engine or self._engine(db)
             # PostgreSQL's connections autocommit; SQLite's (pysqlite) begin before a change, so
             # a change is committed, while a read needs no transaction
             reads_only = request.single and (self.dialect != "sqlite" or not request.writes)
@@ -571,6 +599,19 @@ class SqlConnector(Connector):
             return await conn.execute(request.statement, request.params)
         async with asyncio.timeout(self.statement_timeout):
             return await conn.execute(request.statement, request.params)
+
+
+class _Database:
+    """One database of an endpoint (a target): its URL, its engine (made on first use), whether
+    its init statements ran."""
+
+    __slots__ = ("engine", "initialised", "lock", "url")
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+        self.engine: AsyncEngine | None = None
+        self.initialised = False
+        self.lock = asyncio.Lock()
 
 
 class _MockResult:

@@ -58,7 +58,7 @@ class OperationMock:
     async def _nothing(self) -> None:
         return None
 
-    async def begin(self, options: TransactionOptions) -> Transaction:
+    async def begin(self, options: TransactionOptions, target: int = 0) -> Transaction:
         transaction = MockTransaction()
         self.transactions.append(transaction)
         return transaction

@@ -161,8 +161,11 @@ class PostgresServer:
                 process.wait()
 
     def psql(self, sql: str) -> str:
+        return self.psql_in("postgres", sql)
+
+    def psql_in(self, database: str, sql: str) -> str:
         result = subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
-                                 "-d", "postgres", "-At", "-c", sql], capture_output=True, text=True, check=True)
+                                 "-d", database, "-At", "-c", sql], capture_output=True, text=True, check=True)
         return result.stdout.strip()
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
