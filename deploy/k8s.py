@@ -18,6 +18,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from deploy import monitoring
+from deploy.k8s_data import DATA_DIR, DATA_VOLUME, LocalDatabase, local_databases
 from engine.loader import LoadErrors, load_project
 from engine.model import Project
 
@@ -50,6 +51,7 @@ SIZING = {
     "stage": Sizing(2, 2, 4, "250m", "1", "128Mi", "256Mi", "info"),
     "prod": Sizing(3, 3, 12, "500m", "1", "128Mi", "384Mi", "info"),
 }
+BASE_SIZING = Sizing(2, 2, 6, "250m", "1", "128Mi", "256Mi", "info")  # the base, before an overlay's patches
 
 
 @dataclass
@@ -63,6 +65,28 @@ class Options:
     # a Secret (tls.crt, tls.key and, for mutual TLS, ca.crt) the facade serves TLS with; None: plain HTTP
     tls_secret: str | None = None
     tls_client_cert: str = "required"  # with ca.crt: required or optional (engine/tls.py)
+    replicas: int | None = None  # every environment's replicas (default: SIZING's)
+    env: dict[str, str] = field(default_factory=dict)  # values of the flows' ${env.X} in every ConfigMap
+    # the SQLite files the flows keep beside them (deploy/k8s_data.py): one replica, an emptyDir
+    local_databases: tuple[LocalDatabase, ...] = ()
+
+    def replicas_of(self, sizing: Sizing) -> tuple[int, int, int]:
+        """(replicas, HPA min, HPA max) of an environment: one with a local SQLite file."""
+        if self.local_databases:
+            return 1, 1, 1
+        if self.replicas is not None:
+            return self.replicas, self.replicas, max(self.replicas, sizing.max_replicas)
+        return sizing.replicas, sizing.min_replicas, sizing.max_replicas
+
+    def settings(self, names: set[str]) -> dict[str, str]:
+        """The ConfigMap's value of each variable the flows read: given, a local database's
+        place in the data volume, or empty (the flow's own default)."""
+        values = dict.fromkeys(sorted(names), "")
+        for database in self.local_databases:
+            for variable in database.variables:
+                values[variable] = database.pod_url()
+        values.update({k: v for k, v in self.env.items() if k in names})
+        return values
 
 
 def split_image(image: str) -> tuple[str, str | None, str | None]:
@@ -106,6 +130,9 @@ def deployment(project: Project, options: Options) -> dict[str, Any]:
         if options.tls_client_cert != "none":
             tls_env += [{"name": "INTERLACE_TLS_CLIENT_CA", "value": f"{TLS_DIR}/ca.crt"},
                         {"name": "INTERLACE_TLS_CLIENT_CERT", "value": options.tls_client_cert}]
+    if options.local_databases:  # the root filesystem is read-only: SQLite files live here
+        volumes.append({"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}})
+        mounts.append({"name": DATA_VOLUME, "mountPath": DATA_DIR})
     container = {
         "name": "interlace",
         "image": "interlace-facade",
@@ -136,10 +163,12 @@ def deployment(project: Project, options: Options) -> dict[str, Any]:
         "kind": "Deployment",
         "metadata": {"name": options.name, "labels": _labels(options)},
         "spec": {
-            "replicas": 2,
+            "replicas": options.replicas_of(BASE_SIZING)[0],
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": _selector(options)},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            # a local SQLite file is one pod's: never two at once, not even during a rollout
+            "strategy": {"type": "Recreate"} if options.local_databases else
+            {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {"labels": _labels(options),
                              "annotations": {"prometheus.io/scrape": "true",
@@ -188,18 +217,19 @@ def config_map(project: Project, options: Options) -> dict[str, Any]:
             "INTERLACE_LOG_LEVEL": "info",
             "INTERLACE_DRAIN_TIMEOUT": str(DRAIN_SECONDS), "INTERLACE_MAX_BODY": "10MiB"}
     # the flows' own settings: empty means "use the flow's default" (${env.X || 'default'})
-    for name in sorted(project.env_refs):
-        data.setdefault(name, "")
+    for name, value in options.settings(project.env_refs).items():
+        data.setdefault(name, value)
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": f"{options.name}-config", "labels": _labels(options)}, "data": data}
 
 
 def autoscaler(options: Options) -> dict[str, Any]:
+    _, least, most = options.replicas_of(BASE_SIZING)
     return {
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": options.name, "labels": _labels(options)},
         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": options.name},
-                 "minReplicas": 2, "maxReplicas": 6,
+                 "minReplicas": least, "maxReplicas": most,
                  "metrics": [{"type": "Resource", "resource": {"name": "cpu",
                                                                "target": {"type": "Utilization",
                                                                           "averageUtilization": 70}}}],
@@ -251,6 +281,7 @@ def overlay(environment: str, project: Project, options: Options) -> dict[str, d
     else:
         image["newTag"] = tag or "latest"
     namespace = f"{options.namespace_prefix or options.name}-{environment}"
+    replicas, least, most = options.replicas_of(sizing)
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
@@ -259,7 +290,7 @@ def overlay(environment: str, project: Project, options: Options) -> dict[str, d
         "labels": [{"pairs": {"app.kubernetes.io/instance": f"{options.name}-{environment}",
                               "environment": environment}, "includeSelectors": False}],
         "images": [image],
-        "replicas": [{"name": options.name, "count": sizing.replicas}],
+        "replicas": [{"name": options.name, "count": replicas}],
         "patches": [{"path": "resources.yaml"}, {"path": "autoscaling.yaml"}, {"path": "config.yaml"}],
     }
     if options.monitoring:
@@ -273,11 +304,11 @@ def overlay(environment: str, project: Project, options: Options) -> dict[str, d
     }
     autoscaling_patch = {
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": options.name},
-        "spec": {"minReplicas": sizing.min_replicas, "maxReplicas": sizing.max_replicas},
+        "spec": {"minReplicas": least, "maxReplicas": most},
     }
     config_patch = {
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{options.name}-config"},
-        "data": {"INTERLACE_LOG_LEVEL": sizing.log_level, **dict.fromkeys(sorted(project.env_refs), "")},
+        "data": {"INTERLACE_LOG_LEVEL": sizing.log_level, **options.settings(project.env_refs)},
     }
     return {"kustomization.yaml": kustomization, "resources.yaml": resources_patch,
             "autoscaling.yaml": autoscaling_patch, "config.yaml": config_patch}
@@ -334,6 +365,29 @@ def _label(text: str) -> dict[str, str]:
     return {key: value}
 
 
+def _refusal(database: LocalDatabase, options: Options) -> str | None:
+    """Why the manifests cannot run this local SQLite database, or None (one replica can)."""
+    where = f"{database.location}: endpoint {database.endpoint!r} keeps its data in the SQLite file {database.file}"
+    if not database.variables:
+        return (f"{where}, named in the flow itself: a pod cannot write beside the flows (its root filesystem is "
+                f"read-only). Read the URL from a variable, e.g. url: ${{env.DATABASE_URL || "
+                f"'sqlite:///{database.file}'}}, so that the deployment can place the file or point it at "
+                f"PostgreSQL")
+    if options.replicas is not None and options.replicas > 1:
+        variable = database.variables[0]
+        return (f"{where} (its URL from {variable}): {options.replicas} replicas would each have a copy of their "
+                f"own. Point {variable} at a shared database, --env {variable}=postgresql://USER@HOST:5432/DB, "
+                f"or deploy one replica (--replicas 1, the file in an emptyDir)")
+    return None
+
+
+def _setting(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    if not key or not _:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return key, value
+
+
 def _k8s(args: argparse.Namespace) -> int:
     try:
         project = load_project(Path(args.dir))
@@ -342,7 +396,15 @@ def _k8s(args: argparse.Namespace) -> int:
         return 1
     options = Options(name=args.name, image=args.image, gateway_labels=args.gateway_label,
                       monitoring_namespace=args.monitoring_namespace, namespace_prefix=args.namespace_prefix,
-                      monitoring=args.monitoring, tls_secret=args.tls_secret, tls_client_cert=args.tls_client_cert)
+                      monitoring=args.monitoring, tls_secret=args.tls_secret, tls_client_cert=args.tls_client_cert,
+                      replicas=args.replicas, env=dict(args.env))
+    local = local_databases(project, options.env)
+    refusals = [refusal for database in local if (refusal := _refusal(database, options))]
+    if refusals:
+        for refusal in refusals:
+            print(f"interlace k8s: {refusal}", file=sys.stderr)
+        return 1
+    options.local_databases = tuple(local)
     written = write_manifests(project, options, Path(args.out))
     print(f"wrote {len(written)} files under {args.out} (base, overlays {', '.join(ENVIRONMENTS)})")
     print(f"management needs a token: create it per namespace, e.g. kubectl create secret generic "
@@ -351,6 +413,13 @@ def _k8s(args: argparse.Namespace) -> int:
         print(f"the facade serves TLS from a Secret: create it per namespace, e.g. kubectl create secret generic "
               f"{options.tls_secret} --from-file=tls.crt=facade.crt --from-file=tls.key=facade.key"
               + (" --from-file=ca.crt=clients-ca.crt" if options.tls_client_cert != "none" else ""))
+    for database in local:
+        variable = database.variables[0]
+        print(f"note: endpoint {database.endpoint!r} keeps its data in the SQLite file {database.file}: "
+              f"{variable}={database.pod_url()} (in the ConfigMap) puts it in the emptyDir volume "
+              f"{DATA_VOLUME!r}, writable but lost whenever the pod is replaced, and every environment runs "
+              f"one replica (strategy Recreate). For data that lasts, or replicas, point {variable} at a "
+              f"shared database: --env {variable}=postgresql://USER@HOST:5432/DB")
     if project.secret_refs:
         keys = " ".join(f"--from-literal={k}=..." for k in sorted(project.secret_refs))
         print(f"the flows read secrets: create them per namespace, e.g. "
@@ -382,4 +451,10 @@ def add_command(subparsers: Any) -> None:
     parser.add_argument("--tls-client-cert", choices=["required", "optional", "none"], default="required",
                         help="with --tls-secret: client certificates required (default), optional (flows decide "
                              "with authenticate: {client_cert: ...}) or none (TLS only, no ca.crt)")
+    parser.add_argument("--replicas", type=int, choices=range(1, 101), metavar="N",
+                        help="replicas of every environment (default: dev 1, stage 2, prod 3); a flow keeping its "
+                             "data in a local SQLite file gets one, and more are refused")
+    parser.add_argument("--env", type=_setting, action="append", default=[], metavar="NAME=VALUE",
+                        help="the value of a variable the flows read (${env.NAME}) in every ConfigMap, e.g. "
+                             "--env INVENTORY_DB=postgresql://inventory@db:5432/inventory (repeatable)")
     parser.set_defaults(func=_k8s)

@@ -30,11 +30,16 @@ def interlace(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60)
 
 
+# the inventory example keeps its table in a SQLite file unless INVENTORY_DB says otherwise
+SHARED_DB = "INVENTORY_DB=postgresql://inventory@db.internal:5432/inventory"
+
+
 @pytest.fixture(scope="module")
 def manifests(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("k8s")
-    result = interlace("k8s", "flows", "--image", IMAGE, "--out", str(out))
+    result = interlace("k8s", "flows", "--image", IMAGE, "--out", str(out), "--env", SHARED_DB)
     assert result.returncode == 0, result.stderr
+    assert "SQLite" not in result.stdout
     return out
 
 
@@ -124,9 +129,63 @@ def test_regenerating_keeps_the_operators_config_values(manifests: Path) -> None
     text = config.read_text()
     assert "ORDERS_API_URL: ''" in text
     config.write_text(text.replace("ORDERS_API_URL: ''", "ORDERS_API_URL: http://orders.prod"))
-    assert interlace("k8s", "flows", "--image", IMAGE, "--out", str(manifests)).returncode == 0
+    assert interlace("k8s", "flows", "--image", IMAGE, "--out", str(manifests), "--env", SHARED_DB).returncode == 0
     data = next(r for r in kustomize(manifests / "overlays" / "prod") if r["kind"] == "ConfigMap")["data"]
     assert data["ORDERS_API_URL"] == "http://orders.prod"
+    assert data["INVENTORY_DB"] == SHARED_DB.split("=", 1)[1]
+
+
+def test_a_local_sqlite_file_gets_a_writable_emptydir_and_one_replica(tmp_path: Path) -> None:
+    out = tmp_path / "k8s"
+    result = interlace("k8s", "flows", "--image", IMAGE, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert ("note: endpoint 'inventory-db' keeps its data in the SQLite file inventory.db: "
+            "INVENTORY_DB=sqlite:////var/lib/interlace/inventory.db (in the ConfigMap) puts it in the emptyDir "
+            "volume 'data'") in result.stdout
+    assert "--env INVENTORY_DB=postgresql://USER@HOST:5432/DB" in result.stdout
+    for environment in ENVIRONMENTS:
+        resources = kustomize(out / "overlays" / environment)
+        for resource in resources:
+            kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+        deployment = next(r for r in resources if r["kind"] == "Deployment")
+        assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+        autoscaler = next(r for r in resources if r["kind"] == "HorizontalPodAutoscaler")["spec"]
+        assert (autoscaler["minReplicas"], autoscaler["maxReplicas"]) == (1, 1)
+        pod = deployment["spec"]["template"]["spec"]
+        assert {"name": "data", "emptyDir": {"sizeLimit": "1Gi"}} in pod["volumes"]
+        container = pod["containers"][0]
+        assert {"name": "data", "mountPath": "/var/lib/interlace"} in container["volumeMounts"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        data = next(r for r in resources if r["kind"] == "ConfigMap")["data"]
+        assert data["INVENTORY_DB"] == "sqlite:////var/lib/interlace/inventory.db"
+
+
+def test_more_replicas_than_one_with_a_local_sqlite_file_are_refused(tmp_path: Path) -> None:
+    result = interlace("k8s", "flows", "--image", IMAGE, "--out", str(tmp_path / "k8s"), "--replicas", "3")
+    assert result.returncode == 1
+    assert ("interlace k8s: flows/inventory-data.yaml:21:12: endpoint 'inventory-db' keeps its data in the SQLite "
+            "file inventory.db (its URL from INVENTORY_DB): 3 replicas would each have a copy of their own. Point "
+            "INVENTORY_DB at a shared database, --env INVENTORY_DB=postgresql://USER@HOST:5432/DB") in result.stderr
+    assert not (tmp_path / "k8s").exists()
+    shared = interlace("k8s", "flows", "--image", IMAGE, "--out", str(tmp_path / "k8s"), "--replicas", "3",
+                       "--env", SHARED_DB)
+    assert shared.returncode == 0, shared.stderr
+    deployment = next(r for r in kustomize(tmp_path / "k8s" / "overlays" / "stage") if r["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    assert "data" not in {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
+
+
+def test_a_sqlite_file_named_in_the_flow_itself_is_refused_with_the_fix(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "f.yaml").write_text("endpoints:\n  db:\n    sql: {url: 'sqlite:///local.db'}\nflows:\n  f:\n"
+                                  "    source: {http: {path: /f}}\n    steps: [{call: {endpoint: db, operation: query, "
+                                  "sql: SELECT 1}}]\n")
+    result = interlace("k8s", str(flows), "--image", IMAGE, "--out", str(tmp_path / "k8s"))
+    assert result.returncode == 1
+    assert "f.yaml:3:16: endpoint 'db' keeps its data in the SQLite file local.db, named in the flow itself" \
+        in result.stderr
+    assert "url: ${env.DATABASE_URL || 'sqlite:///local.db'}" in result.stderr
 
 
 def test_openapi_document_is_valid_3_1_and_matches_the_flows(tmp_path: Path) -> None:
