@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.openapi_policies import policies_of
+from deploy.openapi_soap import soap_paths
 from engine.errors import PATH_PARAMETER_PATTERN
 from engine.loader import LoadErrors, load_project
 from engine.model import Project
@@ -109,6 +110,7 @@ def openapi_document(project: Project, *, title: str | None = None, version: str
                     body["description"] = source.request["description"]
                 operation["requestBody"] = body
             paths.setdefault(route, {})[method.lower()] = operation
+    paths.update(soap_paths(project))  # SOAP services: POST envelopes, GET ?wsdl (deploy/openapi_soap.py)
     return {
         "openapi": "3.1.0",
         "info": {"title": title or f"{project.root.resolve().name} facade", "version": version,
@@ -195,7 +197,7 @@ def _openapi(args: argparse.Namespace) -> int:
 
 
 def add_command(subparsers: Any) -> None:
-    parser = subparsers.add_parser("openapi", help="print the OpenAPI 3.1 document of the flows' HTTP routes",
+    parser = subparsers.add_parser("openapi", help="print the OpenAPI 3.1 document of the flows' HTTP and SOAP routes",
                                    description="Print (or write with -o) the OpenAPI 3.1 document of every HTTP "
                                                "flow of DIR, for the API gateway to import; .yaml/.yml writes YAML.")
     parser.add_argument("dir", metavar="DIR")
