@@ -21,6 +21,7 @@ from connectors.soap.envelope import (
     VERSIONS,
     Addressing,
     EnvelopeWriter,
+    MembersWriter,
     SoapVersion,
     UsernameToken,
     element_bytes,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from engine.compiler import CompileContext
+    from engine.expressions import Template
 
 SETTINGS_PROPERTIES: dict[str, Any] = {
     "wsdl": {"type": "string", "minLength": 1,
@@ -175,6 +177,15 @@ class CompiledCall:
         if self.input is None and settings.wsdl is None:
             # without a WSDL a JSON body is written as <operation> in no namespace
             self.input = MessageElement(None, operation, {}, True)
+        # body: {member: ...} names its members at load: their order and tags are prepared once
+        self.members: tuple[MembersWriter, list[Template]] | None = None
+        body = config.get("body")
+        if isinstance(body, Mapping) and self.input is not None and all(isinstance(k, str) for k in body):
+            element = self.input
+            writer = MembersWriter(element.namespace, element.name, body, element.shape, element.qualified)
+            self.members = writer, [ctx.template(body[name], ("body", name)) for name in writer.order]
+        # the response element's tag, and its members' types, for reading answers
+        self.output_tag = self.output.clark if self.output is not None else None
 
     def _check_members(self, config: Mapping[str, Any]) -> None:
         """A template that spells out the request must give every member the WSDL requires."""
@@ -218,6 +229,9 @@ class CompiledCall:
         return headers, self.writer.write(content, self.action, extra)
 
     def _content(self, msg: Message) -> bytes:
+        if self.members is not None:
+            writer, values = self.members
+            return writer.write([value.render(msg) for value in values])
         if self.xml is not None:
             return strip_declaration(xmlsafe.serialize_xml(self.xml.render(msg)))
         value = self.body.render(msg) if self.body is not None else msg.payload
@@ -237,7 +251,7 @@ class CompiledCall:
             return content, XML
         if content is None:
             return None, JSON
-        shape = self.output.shape if self.output is not None and content.tag == self.output.clark else None
+        shape = self.output.shape if self.output is not None and content.tag == self.output_tag else None
         return to_json(content, shape), JSON
 
 

@@ -21,7 +21,7 @@ import datetime
 import hashlib
 import os
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -145,6 +145,52 @@ def json_to_xml(value: Any, out: list[str], shape: Shape | None = None) -> None:
             out.append(f"</{name}>")
 
 
+def element_tags(namespace: str | None, local: str, qualified: bool = True) -> tuple[str, str]:
+    """The start and end tags ``element_bytes`` writes around an element's members."""
+    if namespace and qualified:
+        return f"<{local} xmlns={quoteattr(namespace)}>", f"</{local}>"
+    if namespace:
+        return f"<ns0:{local} xmlns:ns0={quoteattr(namespace)}>", f"</ns0:{local}>"
+    return f"<{local}>", f"</{local}>"
+
+
+_SCALARS = (str, int, float, bool)
+
+
+class MembersWriter:
+    """An operation element whose members are known at load (a step's ``body: {symbol: ...}``),
+    written as ``element_bytes`` would write it, the member order and tags prepared once:
+    per message only the values are rendered and escaped."""
+
+    __slots__ = ("_close", "_members", "_open")
+
+    def __init__(self, namespace: str | None, local: str, names: Iterable[str], shape: Shape | None = None,
+                 qualified: bool = True) -> None:
+        self._open, self._close = element_tags(namespace, local, qualified)
+        given = list(names)
+        order = [*(n for n in shape if n in given), *(n for n in given if n not in shape)] if shape else given
+        self._members = [(name, f"<{name}>", f"</{name}>", shape.get(name) if shape else None) for name in order]
+
+    @property
+    def order(self) -> list[str]:
+        return [name for name, *_ in self._members]
+
+    def write(self, values: Sequence[Any]) -> bytes:
+        """The element with ``values`` in ``order``'s order (None omits a member)."""
+        out = [self._open]
+        for (name, start, end, member), value in zip(self._members, values, strict=True):
+            if value is None:
+                continue
+            if isinstance(value, _SCALARS):
+                out.append(start)
+                out.append(escape(text_of(value)))
+                out.append(end)
+            else:  # an object or a list: the general writer, for this member
+                json_to_xml({name: value}, out, {name: member} if member is not None else None)
+        out.append(self._close)
+        return "".join(out).encode()
+
+
 def element_bytes(namespace: str | None, local: str, content: Any, shape: Shape | None = None,
                   qualified: bool = True) -> bytes:
     """``<local xmlns="namespace">...</local>`` holding ``content`` (a JSON object or scalar).
@@ -152,16 +198,8 @@ def element_bytes(namespace: str | None, local: str, content: Any, shape: Shape 
     ``qualified`` false (a schema whose elementFormDefault is unqualified) keeps the children
     out of the namespace: the wrapper is then written with a prefix.
     """
-    out: list[str] = []
-    if namespace and qualified:
-        out.append(f"<{local} xmlns={quoteattr(namespace)}>")
-        close = f"</{local}>"
-    elif namespace:
-        out.append(f"<ns0:{local} xmlns:ns0={quoteattr(namespace)}>")
-        close = f"</ns0:{local}>"
-    else:
-        out.append(f"<{local}>")
-        close = f"</{local}>"
+    start, close = element_tags(namespace, local, qualified)
+    out = [start]
     json_to_xml(content, out, shape)
     out.append(close)
     return "".join(out).encode()

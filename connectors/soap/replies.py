@@ -27,6 +27,8 @@ from engine.errors import BackendFault, FlowError
 from engine.xmlsafe import XmlRefused, parse_document
 
 _XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
+# Envelope tag -> (Body tag, Fault tag) of each version
+_ENVELOPES = {f"{{{ns}}}Envelope": (f"{{{ns}}}Body", f"{{{ns}}}Fault") for ns in BY_NAMESPACE}
 
 
 class MalformedSoapReply(BackendFault):
@@ -84,16 +86,16 @@ def body_content(body: bytes, endpoint: str, operation: str | None = None,
         root = parse_document(body)
     except XmlRefused as exc:
         raise MalformedSoapReply(f"{where} answered something that is not XML: {exc.describe()}") from None
-    namespace = etree.QName(root).namespace
-    version = BY_NAMESPACE.get(namespace or "")
-    if version is None or etree.QName(root).localname != "Envelope":
+    tags = _ENVELOPES.get(root.tag)  # type: ignore[arg-type]  # a str for an element (the root is one)
+    if tags is None:
         raise MalformedSoapReply(f"{where} answered XML that is not a SOAP envelope (its root is "
                                  f"{etree.QName(root).text})")
-    soap_body = root.find(f"{{{namespace}}}Body")
+    body_tag, fault_tag = tags
+    soap_body = root.find(body_tag)
     if soap_body is None:
         raise MalformedSoapReply(f"{where} answered a SOAP envelope without a Body")
     content = next((child for child in soap_body if isinstance(child.tag, str)), None)
-    if content is not None and content.tag == f"{{{namespace}}}Fault":
+    if content is not None and content.tag == fault_tag:
         fault = read_fault(content, shape)
         raise SoapFault(fault, endpoint, operation)
     return content
@@ -169,7 +171,8 @@ def to_json(element: etree._Element, shape: Shape | None = None) -> Any:
     out: dict[str, Any] = {}
     repeated: set[str] = set()  # names seen twice: their value is a list built here
     for child in children:
-        name = etree.QName(child).localname
+        tag: str = child.tag  # type: ignore[assignment]  # elements only (filtered above)
+        name = tag[tag.rfind("}") + 1:]  # the local name, without making a QName
         member = shape.get(name) if shape else None
         if member is not None and member.children is None:
             text = child.text or ""

@@ -77,7 +77,7 @@ def test_health_is_json_and_has_no_credentials() -> None:
     endpoint = HttpEndpoint("e", {"urls": ["https://u:topsecret@crm.internal:8443/api/", "http://[::1]:81"],
                                   "breaker": {"failures": 2}})
     assert endpoint.health() == {
-        "kind": "http", "strategy": "failover", "required": False,
+        "kind": "http", "strategy": "failover", "required": False, "active": None,
         "targets": [{"target": "https://crm.internal:8443/api/", "breaker": "closed", "consecutive_failures": 0},
                     {"target": "http://[::1]:81", "breaker": "closed", "consecutive_failures": 0}],
     }
