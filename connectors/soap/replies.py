@@ -91,7 +91,7 @@ def body_content(body: bytes, endpoint: str, operation: str | None = None,
         raise MalformedSoapReply(f"{where} answered XML that is not a SOAP envelope (its root is "
                                  f"{etree.QName(root).text})")
     body_tag, fault_tag = tags
-    soap_body = root.find(body_tag)
+    soap_body = next((child for child in root if child.tag == body_tag), None)  # after an optional Header
     if soap_body is None:
         raise MalformedSoapReply(f"{where} answered a SOAP envelope without a Body")
     content = next((child for child in soap_body if isinstance(child.tag, str)), None)
