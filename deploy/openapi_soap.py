@@ -17,6 +17,9 @@ from typing import Any
 from engine.model import Project
 
 XML_TEXT: dict[str, Any] = {"type": "string", "description": "An XML document."}
+# a request envelope: described by the WSDL, not by a JSON Schema (the export's XML-body mark)
+ENVELOPE_SCHEMA: dict[str, Any] = {"description": "A SOAP envelope; its Body's element is the WSDL's to describe.",
+                                   "x-interlace-body": "xml-document"}
 
 
 def _envelope(namespace: str, body: str) -> str:
@@ -62,7 +65,9 @@ def soap_paths(project: Project) -> dict[str, dict[str, Any]]:
                                "Body's first element.")
                             + f" The WSDL (GET {service.path}?wsdl) describes each operation's messages."),
             "tags": sorted({flow.file.stem for flow in flows.values()}),
-            "requestBody": {"required": True, "content": {media: {"schema": XML_TEXT, "examples": examples}}},
+            "requestBody": {"required": True, "content": {media: {"schema": ENVELOPE_SCHEMA, "examples": examples}}},
+            # SOAP 1.1's HTTP binding answers every fault, a malformed request's too, with 500
+            "x-interlace-soap": version.name,
             "responses": {
                 "200": {"description": "The operation's answer, as a SOAP envelope.",
                         "content": {media: {"schema": XML_TEXT}}},
