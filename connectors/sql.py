@@ -390,6 +390,13 @@ class SqlConnector(Connector):
             log.info("endpoint %r: database prepared (%d init statements)%s", self.name, len(self.init),
                      f" on {db.url.render_as_string(hide_password=True)}" if len(self.databases) > 1 else "")
 
+    @property
+    def engine(self) -> AsyncEngine | None:
+        """The first database's engine (None until opened), for code that keeps its own tables
+        on the endpoint's database (engine/sqlstore.py: idempotency and cache records); it does
+        not fail over."""
+        return self.databases[0].engine
+
     def _engine(self, db: _Database) -> AsyncEngine:
         if db.engine is None:
             db.engine = self._create_engine(db.url)
