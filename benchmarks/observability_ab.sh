@@ -1,44 +1,68 @@
 #!/usr/bin/env bash
-# What observability costs on the direct proxy (1 KiB JSON), engines side by side in one run.
+# What observability costs on the direct proxy (1 KiB JSON): tracing off, tracing on at 100 %,
+# metrics; engines side by side in one run, read as CPU time per request.
 #
 #   benchmarks/observability_ab.sh [SECONDS] [ROUNDS]            # default 4 s, 6 rounds
 #   BEFORE=/tmp/interlace-before benchmarks/observability_ab.sh   # also an older checkout, as "before"
 #
 # Engines, all running at once pinned to CPU 0 (an idle one costs nothing), the echo backend, wrk
-# and the span sink on CPU 1; every round measures each engine's cell back to back, in a rotating
+# and the span sink on CPU 1; every round drives each engine's cell back to back, in a rotating
 # order:
-#   before       BEFORE's engine (e.g. the commit before prometheus_client and OpenTelemetry), if given
-#   nometrics    this tree with the telemetry calls made no-ops: what the metrics cost
-#   off          tracing off: metrics only (the default)
-#   traced       tracing on at 100 % (OTEL_TRACES_SAMPLER=always_on), OTLP/HTTP to a loopback sink
-#   requestlog   tracing off, one JSON request line per request (--log-level info) into a file
-# Prints the median req/s and engine CPU µs per request of each, and the ratio to "off".
-# The machine is shared: compare the figures of one run, never across runs.
+#   before      BEFORE's engine (e.g. an older commit), if given
+#   nometrics   this tree with the request, step and backend telemetry calls made no-ops
+#               (no metrics, no tracing code at all): what the metrics cost
+#   notracing   this tree with every `tracing.ENABLED` test replaced by False: the tracing code
+#               compiled away, metrics on
+#   off         this tree as it ships, tracing off (OTEL_* unset), metrics on
+#   traced      tracing on at 100 % (OTEL_TRACES_SAMPLER=always_on), OTLP/HTTP to a loopback sink
+#               that decodes every export and counts its spans (3 a request: server, step, client)
+#   requestlog  tracing off, one JSON request line per request (--log-level info) into a file
+#
+# CPU per request = utime + stime (/proc/PID/stat) of the engine process AND of every process
+# under it (the span export helper, engine/span_export.py, that tracing starts), over the
+# requests wrk counted.  The machine is shared: read the ratios of one run, back to back; wall
+# req/s moves with everyone else's load, CPU µs per request much less.
+#
+# Prints one table: CPU µs/request and its ratio to "off" (the figures to quote), req/s and its
+# ratio; then the spans the sink received per traced request (3.00 or a little more: none dropped).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BENCH_DIR="${BENCH_DIR:-$ROOT/../shared/bench}"
-[ -d "$BENCH_DIR" ] || BENCH_DIR="$ROOT/../../shared/bench"  # from a worktree one level deeper
+# the peer benchmark's folder: beside the checkout (/work/main -> /work/shared/bench), or one up
+BENCH_DIR="${BENCH_DIR:-$(cd "$ROOT/.." && pwd)/shared/bench}"
+[ -d "$BENCH_DIR" ] || BENCH_DIR="$(cd "$ROOT/../.." && pwd)/shared/bench"
 SECS="${1:-4}"
 ROUNDS="${2:-6}"
 
 BACKEND_PORT=18890
-SINK_PORT=18899
+SINK_PORT=18880
 # shellcheck source=benchmarks/routing_common.sh
 source "$ROOT/benchmarks/routing_common.sh"
 
-# the span sink: answers every OTLP/HTTP export with 200 without decoding it
-taskset -c 1 "$ROOT/.venv/bin/python" - "$SINK_PORT" >/dev/null 2>&1 <<'PY' &
+# the span sink: decodes every OTLP/HTTP export (opentelemetry-proto) and counts the spans;
+# GET answers the count
+taskset -c 1 "$ROOT/.venv/bin/python" - "$SINK_PORT" >"$WORK/sink.log" 2>&1 <<'PY' &
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+spans = 0
 
 class Sink(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", "0")))
+        global spans
+        request = ExportTraceServiceRequest.FromString(self.rfile.read(int(self.headers.get("content-length", "0"))))
+        spans += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
         self.send_response(200)
         self.send_header("content-length", "0")
         self.end_headers()
+    def do_GET(self):
+        body = str(spans).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
     def log_message(self, *args):
         pass
 
@@ -46,11 +70,14 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
 PY
 pids+=($!)
 
-# "nometrics": this tree with the request, step and backend telemetry calls made no-ops (what the
-# metrics cost); built from the working tree's HEAD in the work folder
-mkdir "$WORK/nometrics"
-git -C "$ROOT" archive HEAD | tar -x -C "$WORK/nometrics"
-"$ROOT/.venv/bin/python" - "$WORK/nometrics" <<'PY'
+# the patched trees, copies of the working tree (its files, committed or not)
+variant() {  # variant NAME PYTHON-PATCH
+    mkdir "$WORK/$1"
+    (cd "$ROOT" && git ls-files -z -co --exclude-standard engine connectors designer | tar --null -T - -c) |
+        tar -x -C "$WORK/$1"
+    "$ROOT/.venv/bin/python" - "$WORK/$1" <<<"$2"
+}
+variant nometrics '
 import pathlib, sys
 root = pathlib.Path(sys.argv[1])
 def patch(name, after, line):
@@ -62,14 +89,26 @@ patch("engine/telemetry.py", "def begin(method: str, path: str, headers: dict[st
       "    return None  # type: ignore\n")
 patch("engine/telemetry.py", "def routed(seen: Seen, flow: str, route: str) -> None:\n", "    return\n")
 patch("engine/telemetry.py", "        error: BaseException | None = None) -> None:\n", "    return\n")
-patch("engine/instrument.py", '    """``run`` timed (and traced when tracing is on), as a step of the same shape."""\n',
+patch("engine/instrument.py", "    \"\"\"``run`` timed (and traced when tracing is on), as a step of the same shape.\"\"\"\n",
       "    return run\n")
 patch("connectors/observe.py", "    def _done(self, outcome: str) -> None:\n", "        return\n")
-PY
+'
+variant notracing '
+import pathlib, sys
+root = pathlib.Path(sys.argv[1])
+count = 0
+for path in [*root.glob("engine/**/*.py"), *root.glob("connectors/**/*.py")]:
+    text = path.read_text()
+    if "tracing.ENABLED" in text:
+        count += text.count("tracing.ENABLED")
+        path.write_text(text.replace("tracing.ENABLED", "False"))
+assert count >= 4, count
+'
+
 BEFORE_DIR=${BEFORE:-}
-engines=(nometrics off traced requestlog)
+engines=(nometrics notracing off traced requestlog)
 [ -n "$BEFORE_DIR" ] && engines=(before "${engines[@]}")
-declare -A port pid
+declare -A port pid served
 next_port=18891
 for e in "${engines[@]}"; do
     port[$e]=$next_port
@@ -77,45 +116,78 @@ for e in "${engines[@]}"; do
     env_words=()
     level=warning
     case $e in
-        before) env_words=("PYTHONPATH=$BEFORE") ;;
         traced) env_words=("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT" "OTEL_TRACES_SAMPLER=always_on") ;;
         requestlog) level=info ;;
     esac
-    dir=$ROOT  # python -m finds the engine package in the working folder first
-    [ "$e" = before ] && dir=$BEFORE_DIR
-    [ "$e" = nometrics ] && dir=$WORK/nometrics
+    case $e in  # python -m finds the engine package in the working folder first
+        before) dir=$BEFORE_DIR ;;
+        nometrics | notracing) dir=$WORK/$e ;;
+        *) dir=$ROOT ;;
+    esac
     (cd "$dir" && exec env "${env_words[@]}" BACKEND_URL="http://127.0.0.1:$BACKEND_PORT" taskset -c 0 \
         "$ROOT/.venv/bin/python" -m engine.cli run "$ROOT/flows/bench" --host 127.0.0.1 --port "${port[$e]}" \
         --management-port $((port[$e] + 1)) --log-level $level --log-format json) >"$WORK/engine-$e.log" 2>&1 &
     pid[$e]=$!
     pids+=($!)
+    served[$e]=0
     for _ in $(seq 200); do
         curl -sf -o /dev/null -X POST -H 'content-type: application/json' --data-binary @"$WORK/json" \
             "http://127.0.0.1:${port[$e]}/direct" && break
         sleep 0.05
     done
+    served[$e]=1
 done
+
+hz=$(getconf CLK_TCK)
+cpu_ticks() {  # utime + stime of a process and every process under it, in clock ticks
+    local total=0 p kids
+    total=$(awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0)
+    kids=$(cat /proc/"$1"/task/*/children 2>/dev/null || true)
+    for p in $kids; do
+        total=$((total + $(cpu_ticks "$p")))
+    done
+    echo "$total"
+}
 
 : >"$WORK/results"
 for round in $(seq "$ROUNDS"); do
     count=${#engines[@]}
     for i in $(seq 0 $((count - 1))); do
         e=${engines[$(((i + round) % count))]}
-        measure_cell "${pid[$e]}" "${port[$e]}" /direct json application/json
+        before=$(cpu_ticks "${pid[$e]}")
+        out=$(BENCH_BODY="$WORK/json" BENCH_CTYPE=application/json taskset -c 1 \
+            wrk -t1 -c50 -d"${SECS}s" -s "$BENCH_DIR/lib/post.lua" "http://127.0.0.1:${port[$e]}/direct")
+        after=$(cpu_ticks "${pid[$e]}")
+        requests=$(sed -n 's/^BENCH_RESULT .*"requests":\([0-9]*\).*/\1/p' <<<"$out")
+        us=$(sed -n 's/^BENCH_RESULT .*"duration_us":\([0-9]*\).*/\1/p' <<<"$out")
+        served[$e]=$((served[$e] + requests))
+        rate=$(awk -v r="$requests" -v u="$us" 'BEGIN { printf "%.0f", r / (u / 1e6) }')
+        cpu=$(awk -v t="$((after - before))" -v hz="$hz" -v r="$requests" 'BEGIN { printf "%.1f", t / hz * 1e6 / r }')
         echo "round $round  $e  $rate req/s  $cpu µs/req"
         echo "$e $rate $cpu" >>"$WORK/results"
     done
 done
 echo "request lines written: $(grep -c '"logger":"interlace.request"' "$WORK/engine-requestlog.log" || true)"
+# the traced engine's last spans leave on its next export (OTEL_BSP_SCHEDULE_DELAY, 5 s)
+sleep 6
+spans=$(curl -sf "http://127.0.0.1:$SINK_PORT/" || echo 0)
 echo
-"$ROOT/.venv/bin/python" - "$WORK/results" <<'EOF'
+"$ROOT/.venv/bin/python" - "$WORK/results" "$spans" "${served[traced]}" <<'EOF'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
 engines = list(dict.fromkeys(r[0] for r in rows))
 rate = {e: statistics.median(float(r[1]) for r in rows if r[0] == e) for e in engines}
 cpu = {e: statistics.median(float(r[2]) for r in rows if r[0] == e) for e in engines}
-print("| engine | direct-json req/s (median) | engine CPU µs/req | throughput vs off | CPU vs off |")
+print("| engine | CPU µs/request (median) | CPU vs off | req/s (median) | req/s vs off |")
 print("|---|---:|---:|---:|---:|")
 for e in engines:
-    print(f"| {e} | {rate[e]:,.0f} | {cpu[e]:.0f} | {rate[e] / rate['off']:.2f} | {cpu[e] - cpu['off']:+.0f} µs |")
+    print(f"| {e} | {cpu[e]:.0f} | {cpu[e] / cpu['off']:.3f} | {rate[e]:,.0f} | {rate[e] / rate['off']:.2f} |")
+print()
+print(f"tracing on at 100 %:  {cpu['traced'] / cpu['off'] - 1:+.1%} CPU per request against off")
+print(f"tracing off:          {cpu['off'] / cpu['notracing'] - 1:+.1%} against the tracing code compiled away")
+print(f"metrics:              {cpu['off'] / cpu['nometrics'] - 1:+.1%} against no telemetry at all")
+print(f"request log (info):   {cpu['requestlog'] / cpu['off'] - 1:+.1%} against off")
+spans, served = int(sys.argv[2]), int(sys.argv[3])
+print(f"spans received per traced request: {spans / served:.2f} ({spans} for {served} requests; 3.00 or a little "
+      f"more = none dropped: wrk does not count the requests in flight when it stops)")
 EOF

@@ -24,6 +24,29 @@ from urllib.parse import urlsplit
 
 from engine import metrics, tracing
 
+# (endpoint, base URL, operation) -> the attributes every attempt of it shares, parsed once
+# (bounded by the endpoints of the flows; the export process encodes each once per batch)
+_SHARED: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+
+def _shared(endpoint: str, url: str, operation: str) -> dict[str, Any]:
+    key = (endpoint, url, operation)
+    found = _SHARED.get(key)
+    if found is None:
+        parts = urlsplit(url)
+        found = {"interlace.endpoint": endpoint, "interlace.url": url, "server.address": parts.hostname or ""}
+        try:
+            if parts.port:
+                found["server.port"] = parts.port
+        except ValueError:
+            pass  # not a URL with a port (a connector's own target name)
+        if operation.isupper():  # an HTTP method
+            found["http.request.method"] = operation
+        if len(_SHARED) > 10_000:  # endpoints reloaded many times over: start again
+            _SHARED.clear()
+        _SHARED[key] = found
+    return found
+
 
 class Attempt:
     """One attempt at a backend, being timed (and traced when tracing is on)."""
@@ -35,15 +58,9 @@ class Attempt:
         self.url = url
         self.span: tracing.Span | None = None
         if tracing.ENABLED:
-            parts = urlsplit(target or url)
-            attributes: dict[str, Any] = {"interlace.endpoint": endpoint, "interlace.url": url,
-                                          "url.full": f"{parts.scheme}://{parts.netloc}{parts.path}",
-                                          "server.address": parts.hostname or ""}
-            if parts.port:
-                attributes["server.port"] = parts.port
-            if operation.isupper():  # an HTTP method
-                attributes["http.request.method"] = operation
-            self.span = tracing.start_span(operation, tracing.CLIENT, attributes)
+            full = (target or url).partition("?")[0].partition("#")[0]
+            self.span = tracing.start_span(operation, tracing.CLIENT, _shared(endpoint, url, operation),
+                                           {"url.full": full})
         self.started = time.perf_counter()
 
     def propagate(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:

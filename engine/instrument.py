@@ -42,16 +42,18 @@ def observe_step(run: StepFn, *, kind: str, step_id: str, flow: str, endpoints: 
     if not tracing.ENABLED:
         return timed
 
-    attributes: dict[str, str | list[str]] = {"interlace.flow": flow, "interlace.step.id": step_id,
-                                              "interlace.step.kind": kind}
+    # the attributes every span of this step shares: made once, here (the export process encodes
+    # them once per batch); a span's own (status, error) go in its own dict
+    shared: dict[str, str | list[str]] = {"interlace.flow": flow, "interlace.step.id": step_id,
+                                          "interlace.step.kind": kind}
     if len(endpoints) == 1:
-        attributes["interlace.endpoint"] = endpoints[0]
+        shared["interlace.endpoint"] = endpoints[0]
     elif endpoints:
-        attributes["interlace.endpoint"] = list(endpoints)
-    start_span, current = tracing.start_span, tracing.current
+        shared["interlace.endpoint"] = list(endpoints)
+    start_span, current, internal, observe = tracing.start_span, tracing.current, tracing.INTERNAL, metrics.observe
 
     async def traced(msg: Message) -> None:
-        span = start_span(kind, tracing.INTERNAL, dict(attributes))
+        span = start_span(kind, internal, shared)
         if span is None:  # not under a request's span (a source without one): timed only
             await timed(msg)
             return
@@ -60,13 +62,13 @@ def observe_step(run: StepFn, *, kind: str, step_id: str, flow: str, endpoints: 
         try:
             await run(msg)
         except BaseException as exc:
-            failed.observe(clock() - started, metrics.exemplar_for(span.trace_id_hex))
+            observe(failed, clock() - started, span.trace_id_hex)
             span.fail(exc.code if isinstance(exc, FlowError) else type(exc).__name__, str(exc))
             if isinstance(exc, FlowError):
                 span.attributes["interlace.error.status"] = exc.status
             raise
         else:
-            ok.observe(clock() - started, metrics.exemplar_for(span.trace_id_hex))
+            observe(ok, clock() - started, span.trace_id_hex)
             span.attributes["interlace.status"] = msg.status
         finally:
             current.reset(token)

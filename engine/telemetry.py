@@ -56,11 +56,31 @@ def begin(method: str, path: str, headers: dict[str, str], cid: str) -> Seen:
         seen.backends = []
         metrics.request_backends.set(seen.backends)
     if tracing.ENABLED:
-        span = tracing.start_server_span(method, headers, {"http.request.method": method, "url.path": path,
-                                                           "interlace.correlation_id": cid})
+        method = seen.method
+        span = tracing.start_server_span(method, headers, _route_attributes(method, "", "")[1],
+                                         {"url.path": path, "interlace.correlation_id": cid})
         seen.span = span
         seen.token = tracing.current.set(span)
     return seen
+
+
+# (method, flow, route) -> the server span's name and the attributes every request of it shares
+# (one dict per route: the export process encodes it once per batch).  Bounded: the flows'
+# routes times the methods metrics.request_method keeps.
+_ROUTES: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
+
+
+def _route_attributes(method: str, flow: str, route: str) -> tuple[str, dict[str, str]]:
+    key = (method, flow, route)
+    found = _ROUTES.get(key)
+    if found is None:
+        shared = {"http.request.method": method}
+        if route:
+            shared.update({"http.route": route, "interlace.flow": flow})
+        if len(_ROUTES) > 10_000:  # flows reloaded many times over: start again
+            _ROUTES.clear()
+        found = _ROUTES[key] = (f"{method} {route}" if route else method, shared)
+    return found
 
 
 def routed(seen: Seen, flow: str, route: str) -> None:
@@ -68,9 +88,7 @@ def routed(seen: Seen, flow: str, route: str) -> None:
     seen.route = route
     span = seen.span
     if span is not None:
-        span.name = f"{seen.method} {route}"
-        span.attributes["http.route"] = route
-        span.attributes["interlace.flow"] = flow
+        span.name, span.shared = _route_attributes(seen.method, flow, route)
 
 
 def end(seen: Seen, status: int, request_bytes: int | None = None, response_bytes: int | None = None,
@@ -89,8 +107,8 @@ def end(seen: Seen, status: int, request_bytes: int | None = None, response_byte
         span.end()
         tracing.current.reset(seen.token)
     flow, route = seen.flow, seen.route
-    metrics.request_seconds(flow, route, seen.method, _STATUS.get(status) or str(status)).observe(
-        elapsed, metrics.exemplar_for(trace_id))
+    metrics.observe(metrics.request_seconds(flow, route, seen.method, _STATUS.get(status) or str(status)), elapsed,
+                    trace_id)
     if request_bytes is not None:
         metrics.request_bytes(flow, route).observe(request_bytes)
     if response_bytes is not None:

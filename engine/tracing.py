@@ -9,26 +9,33 @@ compiler puts no span around any step: it costs nothing.
 On, spans go out over OTLP: ``OTEL_EXPORTER_OTLP_PROTOCOL`` (or ``..._TRACES_PROTOCOL``)
 ``http/protobuf`` (the default) or ``grpc``; endpoint, headers, timeout, compression and
 certificates from the OTLP exporters' own ``OTEL_EXPORTER_OTLP_*`` variables; batching from
-``OTEL_BSP_SCHEDULE_DELAY`` (ms, default 5000) and ``OTEL_BSP_MAX_QUEUE_SIZE`` (default 2048:
-beyond it spans are dropped and counted).  Sampling is the SDK's sampler built from
-``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (default ``parentbased_always_on``: a
-request follows the gateway's decision in its ``traceparent``), asked once per request, at the
-server span; the spans under it share its decision.  ``OTEL_SERVICE_NAME`` (default
-``interlace``) and ``OTEL_RESOURCE_ATTRIBUTES`` name the service.
+``OTEL_BSP_SCHEDULE_DELAY`` (ms, default 5000), ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` (default 512:
+a full batch goes at once) and ``OTEL_BSP_MAX_QUEUE_SIZE`` (default 2048: beyond it spans are
+dropped and counted).  Sampling is the SDK's sampler built from ``OTEL_TRACES_SAMPLER`` /
+``OTEL_TRACES_SAMPLER_ARG`` (default ``parentbased_always_on``: a request follows the gateway's
+decision in its ``traceparent``), asked once per request or message, at its first span; the
+spans under it share its decision.  ``OTEL_SERVICE_NAME`` (default ``interlace``) and
+``OTEL_RESOURCE_ATTRIBUTES`` name the service.
 
-Why spans are recorded here and exported by a helper process: measured on the direct proxy
-(benchmarks/observability_ab.sh), the SDK's own span objects and its in-process batch export
-cost more than the request itself (at 100 % sampling the worker's CPU per request went from
-477 to 1,019 µs, throughput 0.44x, in one back-to-back run on the shared machine; creating the
-three spans alone measured 1.5x a whole request).  So a worker records each finished span
-as a tuple (a few µs), and a thread hands batches to ``engine/span_export.py``, a process
-of its own that builds the SDK's ``ReadableSpan`` objects and sends them with the SDK's OTLP
-exporter, off the worker's CPU.  What reaches the collector is what the SDK would have sent.
+What it costs, and why it is built this way (benchmarks/observability_ab.sh, CPU per request of
+the worker and its export process, back to back on the shared machine):
 
-The spans of a request: one SERVER span per request, continuing the caller's
-``traceparent``/``tracestate``; under it one INTERNAL span per step that does work
-(engine/instrument.py); under a call step one CLIENT span per attempt at the backend, whose
-context goes to the backend in ``traceparent`` (connectors/observe.py).
+- The SDK's own span objects and in-process batch export took the worker's CPU per request
+  from 477 to 1,019 µs.  So a worker records each finished span as a tuple (a few µs) and a
+  thread hands batches (pickled) to ``engine/span_export.py``, a process of its own.
+- There the SDK's ``ReadableSpan`` and its OTLP encoder cost ~70 µs a span, ~210 µs a proxied
+  request: the export process now writes the protobuf itself (engine/otlp_wire.py, ~7 µs a span,
+  checked against the SDK's encoder) and hands the bytes to the SDK's exporter client.
+- Attributes a route, step or endpoint shares are one dict made once (``Span.shared``): pickled
+  once per batch, encoded once per batch; a span carries only its own few.  Trace ids stay the
+  hex text they are read and shown as; exemplars skip the client library's per-call check.
+
+The spans: one SERVER span per request, continuing the caller's ``traceparent``/``tracestate``;
+one CONSUMER span per message or run a source (schedule, file, queue, MQTT) hands to a flow,
+continuing a ``traceparent`` the message carries (engine/sources/base.py); under either one
+INTERNAL span per step that does work (engine/instrument.py); under a call step one CLIENT span
+per attempt at the backend, whose context goes to the backend in ``traceparent``
+(connectors/observe.py).
 """
 
 from __future__ import annotations
@@ -51,11 +58,12 @@ log = logging.getLogger("interlace.tracing")
 
 ENABLED = False
 PROTOCOLS = ("http/protobuf", "grpc")
-SERVER, CLIENT, INTERNAL = 2, 3, 1  # OTLP's SpanKind numbers
+INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER = 1, 2, 3, 4, 5  # OTLP's SpanKind numbers
 UNSET, OK, ERROR = 0, 1, 2  # OTLP's status codes
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _getrandbits = random.getrandbits  # reseeded in each forked worker by the random module itself
+_time_ns = time.time_ns
 
 current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("interlace_span", default=None)
 
@@ -65,24 +73,30 @@ class TracingConfigError(ValueError):
 
 
 class Span:
-    """One span being recorded.  ``sampled`` False: it only carries the context to backends."""
+    """One span being recorded.  ``sampled`` False: it only carries the context to backends.
 
-    __slots__ = ("attributes", "end_ns", "kind", "name", "parent_id", "sampled", "span_id", "start_ns",
+    ``shared`` holds the attributes its step or route has in common with every other span of it
+    (one dict made at load or on the first request, never changed: pickled once per batch and
+    encoded once); ``attributes`` those of this span alone.  ``trace_id`` is kept as the 32 hex
+    digits it is shown as (traceparent, logs, exemplars), never formatted per use."""
+
+    __slots__ = ("attributes", "end_ns", "kind", "name", "parent_id", "sampled", "shared", "span_id", "start_ns",
                  "status", "status_message", "trace_id", "trace_state")
 
-    def __init__(self, name: str, kind: int, trace_id: int, parent_id: int, sampled: bool,
-                 attributes: dict[str, Any], trace_state: str = "") -> None:
+    def __init__(self, name: str, kind: int, trace_id: str, parent_id: int, sampled: bool,
+                 shared: Mapping[str, Any], trace_state: str = "", attributes: dict[str, Any] | None = None) -> None:
         self.name = name
         self.kind = kind
         self.trace_id = trace_id
         self.span_id = _getrandbits(64) or 1
         self.parent_id = parent_id
         self.sampled = sampled
-        self.attributes = attributes
+        self.shared = shared
+        self.attributes = {} if attributes is None else attributes
         self.trace_state = trace_state
         self.status = UNSET
         self.status_message = ""
-        self.start_ns = time.time_ns()
+        self.start_ns = _time_ns()
         self.end_ns = 0
 
     def set_attribute(self, key: str, value: Any) -> None:
@@ -96,18 +110,19 @@ class Span:
 
     def end(self) -> None:
         if self.sampled and not self.end_ns:
-            self.end_ns = time.time_ns()
+            self.end_ns = _time_ns()
             _exporter.add((self.name, self.kind, self.trace_id, self.span_id, self.parent_id, self.trace_state,
-                           self.start_ns, self.end_ns, self.attributes, self.status, self.status_message))
+                           self.start_ns, self.end_ns, self.shared, self.attributes, self.status,
+                           self.status_message))
 
     @property
     def traceparent(self) -> str:
-        return f"00-{self.trace_id:032x}-{self.span_id:016x}-{'01' if self.sampled else '00'}"
+        return f"00-{self.trace_id}-{self.span_id:016x}-{'01' if self.sampled else '00'}"
 
     @property
     def trace_id_hex(self) -> str | None:
         """The trace id for logs and exemplars, when the span is sampled."""
-        return f"{self.trace_id:032x}" if self.sampled else None
+        return self.trace_id if self.sampled else None
 
 
 def wanted(env: Mapping[str, str]) -> bool:
@@ -180,7 +195,8 @@ def configure(env: Mapping[str, str] | None = None) -> bool:
     global _fast
     _fast = _fast_sampler(env)
     delay = float(env.get("OTEL_BSP_SCHEDULE_DELAY") or 5000) / 1000
-    _exporter.start(delay, int(env.get("OTEL_BSP_MAX_QUEUE_SIZE") or 2048), dict(env))
+    _exporter.start(delay, int(env.get("OTEL_BSP_MAX_QUEUE_SIZE") or 2048),
+                    int(env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512), dict(env))
     ENABLED = True
     log.info("tracing on: %s spans%s, sampler %s", ",".join(names),
              f" over OTLP {chosen}" if "otlp" in names else "", type(_sampler).__name__)
@@ -196,7 +212,8 @@ def shutdown() -> None:
 
 # -- starting spans -------------------------------------------------------------------------------
 
-def _should_sample(trace_id: int, parent: tuple[int, bool] | None, name: str, attributes: dict[str, Any]) -> bool:
+def _should_sample(trace_id: int, parent: tuple[int, bool] | None, name: str, attributes: Mapping[str, Any],
+                   kind: int = SERVER) -> bool:
     if _fast is not None:
         parent_based, root = _fast
         if parent is not None and parent_based:
@@ -212,32 +229,45 @@ def _should_sample(trace_id: int, parent: tuple[int, bool] | None, name: str, at
         parent_context = SpanContext(trace_id, parent[0], is_remote=True,
                                      trace_flags=TraceFlags(TraceFlags.SAMPLED if parent[1] else 0))
         context = trace.set_span_in_context(NonRecordingSpan(parent_context))
-    result = _sampler.should_sample(context, trace_id, name, SpanKind.SERVER, attributes)
+    result = _sampler.should_sample(context, trace_id, name, SpanKind(kind - 1), attributes)
     return bool(result.decision.is_sampled())
 
 
-def start_server_span(name: str, headers: Mapping[str, str], attributes: dict[str, Any]) -> Span:
-    """The span of a request, continuing the caller's ``traceparent``/``tracestate`` when valid."""
+def start_root_span(name: str, kind: int, headers: Mapping[str, str], shared: Mapping[str, Any],
+                    attributes: dict[str, Any] | None = None) -> Span:
+    """The first span of a request (SERVER) or of a message from a source (CONSUMER), continuing
+    the ``traceparent``/``tracestate`` in ``headers`` when it is valid, else starting a trace."""
     parent = None
     trace_state = ""
     given = headers.get("traceparent")
     found = _TRACEPARENT.match(given.strip().lower()) if given else None
     if found and found[1] != "ff" and found[2] != "0" * 32 and found[3] != "0" * 16:
-        trace_id = int(found[2], 16)
+        trace_id = found[2]
         parent = (int(found[3], 16), bool(int(found[4], 16) & 1))
         trace_state = headers.get("tracestate", "")[:512]
     else:
-        trace_id = _getrandbits(128) or 1
-    sampled = _should_sample(trace_id, parent, name, attributes)
-    return Span(name, SERVER, trace_id, parent[0] if parent else 0, sampled, attributes, trace_state)
+        trace_id = f"{_getrandbits(128) or 1:032x}"
+    fast = _fast
+    if fast is not None and isinstance(fast[1], bool) and (parent is None or not fast[0]):
+        sampled = fast[1]  # always_on / always_off at the root: no need for the id as a number
+    else:
+        sampled = _should_sample(int(trace_id, 16), parent, name, {**shared, **(attributes or {})}, kind)
+    return Span(name, kind, trace_id, parent[0] if parent else 0, sampled, shared, trace_state, attributes)
 
 
-def start_span(name: str, kind: int, attributes: dict[str, Any]) -> Span | None:
+def start_server_span(name: str, headers: Mapping[str, str], shared: Mapping[str, Any],
+                      attributes: dict[str, Any] | None = None) -> Span:
+    """The span of a request, continuing the caller's ``traceparent``/``tracestate`` when valid."""
+    return start_root_span(name, SERVER, headers, shared, attributes)
+
+
+def start_span(name: str, kind: int, shared: Mapping[str, Any],
+               attributes: dict[str, Any] | None = None) -> Span | None:
     """A child of the current span (None when there is none: nothing to attach it to)."""
     parent = current.get()
     if parent is None:
         return None
-    return Span(name, kind, parent.trace_id, parent.span_id, parent.sampled, attributes, parent.trace_state)
+    return Span(name, kind, parent.trace_id, parent.span_id, parent.sampled, shared, parent.trace_state, attributes)
 
 
 def current_trace_id() -> str | None:
@@ -265,6 +295,7 @@ class _Exporter:
     def __init__(self) -> None:
         self.pending: list[tuple[Any, ...]] = []
         self.limit = 2048
+        self.batch = 512
         self.dropped = 0
         self.delay = 5.0
         self.process: subprocess.Popen[bytes] | None = None
@@ -273,13 +304,17 @@ class _Exporter:
         self.stopping = False
 
     def add(self, span: tuple[Any, ...]) -> None:
-        if len(self.pending) >= self.limit:
+        pending = self.pending
+        size = len(pending)
+        if size >= self.limit:
             self.dropped += 1
             return
-        self.pending.append(span)
+        pending.append(span)
+        if size + 1 == self.batch:  # a full batch goes now, as the SDK's batch processor does
+            self.wake.set()
 
-    def start(self, delay: float, limit: int, env: dict[str, str]) -> None:
-        self.delay, self.limit, self.stopping, self.dropped = delay, limit, False, 0
+    def start(self, delay: float, limit: int, batch: int, env: dict[str, str]) -> None:
+        self.delay, self.limit, self.batch, self.stopping, self.dropped = delay, limit, min(batch, limit), False, 0
         self.process = subprocess.Popen([sys.executable, "-m", "engine.span_export"], stdin=subprocess.PIPE,
                                         env=env, close_fds=True)
         self.thread = threading.Thread(target=self._run, name="interlace-span-export", daemon=True)

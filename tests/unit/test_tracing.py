@@ -1,4 +1,5 @@
-"""The engine's sampling decisions are the SDK's, for every built-in OTEL_TRACES_SAMPLER."""
+"""The engine's sampling decisions are the SDK's, for every built-in OTEL_TRACES_SAMPLER; the
+export process's OTLP encoding is the SDK's, field for field."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import random
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from engine import tracing
+from engine import otlp_wire, span_export, tracing
 
 SAMPLERS = ["always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
             "parentbased_traceidratio"]
@@ -36,7 +40,31 @@ def test_fast_decisions_match_the_sdks_sampler(name: str, monkeypatch: pytest.Mo
 
 
 def test_a_span_carries_its_context_to_backends() -> None:
-    span = tracing.Span("GET", tracing.CLIENT, 0x4BF92F3577B34DA6A3CE929D0E0E4736, 1, True, {}, "gw=1")
+    span = tracing.Span("GET", tracing.CLIENT, "4bf92f3577b34da6a3ce929d0e0e4736", 1, True, {}, "gw=1")
     headers = tracing.propagate(span, [("traceparent", "00-old-old-01"), ("accept", "*/*")])
     parent = f"00-4bf92f3577b34da6a3ce929d0e0e4736-{span.span_id:016x}-01"
     assert headers == [("accept", "*/*"), ("traceparent", parent), ("tracestate", "gw=1")]
+
+
+def test_the_export_process_encodes_spans_as_the_sdk_does() -> None:
+    route = {"http.request.method": "GET", "http.route": "/orders/{id}", "interlace.flow": "orders"}
+    step = {"interlace.flow": "orders", "interlace.step.id": "orders/steps[0]", "interlace.endpoint": ["a", "b"]}
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    records = [  # as engine/tracing.py Span.end hands them over: the shared dicts are the same objects
+        ("GET /orders/{id}", tracing.SERVER, trace_id, 0x1122334455667788, 0x00F067AA0BA902B7, "gw=edge1,x=y",
+         1_700_000_000_000_000_000, 1_700_000_000_100_000_000, route,
+         {"url.path": "/orders/7", "http.response.status_code": 502, "error.type": "backend-failed"}, tracing.ERROR,
+         "the backend answered 502"),
+        ("call", tracing.INTERNAL, trace_id, 2, 0x1122334455667788, "gw=edge1,x=y", 1_700_000_000_000_000_001,
+         1_700_000_000_090_000_000, step, {"interlace.status": 200, "ratio": 0.25, "cached": False, "note": "é"},
+         tracing.UNSET, ""),
+        ("GET", tracing.CLIENT, trace_id, 3, 2, "", 5, 2**63 + 7, {}, {"retries": -1, "big": "x" * 20_000},
+         tracing.OK, "ignored unless an error"),
+        ("process orders", tracing.CONSUMER, "0" * 31 + "1", 4, 0, "", 1, 2, route, {}, tracing.UNSET, ""),
+        ("GET /orders/{id}", tracing.SERVER, trace_id, 5, 0, "", 1, 2, route, {"url.path": "/orders/8"},
+         tracing.UNSET, ""),
+    ]
+    resource = Resource.create({"service.name": "orders-facade"})
+    sdk = encode_spans([span_export.readable(record, resource) for record in records])
+    ours = otlp_wire.request(otlp_wire.resource_and_scope(resource.attributes, span_export.SCOPE.name), records)
+    assert ExportTraceServiceRequest.FromString(ours) == sdk
