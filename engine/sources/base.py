@@ -28,9 +28,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from engine import metrics
+from engine import metrics, tracing
 from engine.errors import FlowError
 from engine.message import Message
+from engine.sources.tracing import source_span
 from engine.store import backoff_delay, current_store, has_store
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ def source_kinds() -> dict[str, SourceKind]:
 
         for module in pkgutil.iter_modules(package.__path__):
             if module.name not in ("base", "manager", "policy", "routes", "poller", "files_common", "docs",
-                                   "connector_source", "remote_poll", "http_redelivery"):
+                                   "connector_source", "remote_poll", "http_redelivery", "tracing"):
                 importlib.import_module(f"engine.sources.{module.name}")
         _loaded = True
     return dict(sorted(_KINDS.items()))
@@ -224,9 +225,16 @@ class SourceContext:
         self.stats.last_error = why
 
     async def run_once(self, msg: Message) -> dict[str, Any] | None:
-        """Run the flow once; None on success, else the error as ``${error.*}`` shows it."""
+        """Run the flow once; None on success, else the error as ``${error.*}`` shows it.
+
+        With tracing on the run is a CONSUMER span (engine/sources/tracing.py), the parent of its
+        steps' spans, continuing the ``traceparent`` the message carries."""
         started = time.time()
         self.stats.last_run = started
+        span = token = None
+        if tracing.ENABLED:
+            span = source_span(self, msg)
+            token = tracing.current.set(span)
         try:
             await self.flow.handle(msg)
         except FlowError as exc:
@@ -235,14 +243,28 @@ class SourceContext:
             log.exception("flow %s failed", self.name)
             error = {"status": 500, "code": "internal", "message": "internal error; see the logs",
                      "step": getattr(exc, "step_id", None)}
+        except BaseException:  # cancelled (the source stops): the span still ends
+            if span is not None:
+                span.fail("cancelled")
+                tracing.current.reset(token)
+                span.end()
+            raise
         else:
             self.stats.processed += 1
             self.stats.last_success = time.time()
             self._observe("done", started)
+            if span is not None:
+                tracing.current.reset(token)
+                span.end()
             return None
         self.stats.failures += 1
         self.stats.last_error = str(error.get("message"))
         self._observe("failed", started)
+        if span is not None:
+            span.fail(str(error.get("code") or "error"), str(error.get("message") or ""))
+            span.attributes["interlace.error.status"] = error.get("status")
+            tracing.current.reset(token)
+            span.end()
         return error
 
     def _observe(self, outcome: str, started: float) -> None:

@@ -1,0 +1,214 @@
+"""Flows started by sources are traced: a CONSUMER span per message or run, its steps' spans
+under it, the context handed on to backends, and a queue message's own ``traceparent``
+continued.  Real sources (a folder, a schedule, RabbitMQ, Mosquitto) and a loopback OTLP
+receiver decoding the spans with opentelemetry-proto."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.backends import BackendServer
+from tests.support.brokers import MosquittoServer, RabbitServer
+from tests.support.engine import run_engine, write_flows
+from tests.support.otlp import OtlpHttpReceiver, Span
+
+INTERNAL, CONSUMER, CLIENT = 1, 5, 3
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_SERVICE_NAME": "inbox"}
+
+FILE_AND_SCHEDULE = """
+endpoints:
+  backend:
+    http: {url: "%s"}
+flows:
+  inbox:
+    source: {file: {folder: "${env.INBOX}", glob: "*.json", poll: 100ms, settle: 100ms}}
+    steps:
+      - call: {endpoint: backend, method: POST, path: /orders}
+  heartbeat:
+    source: {schedule: {every: 200ms}}
+    steps:
+      - log: tick ${vars.fired_at}
+      - transform: {jmespath: "{beat: `1`}"}
+"""
+
+
+def children(spans: list[Span], parent: Span) -> list[Span]:
+    return [s for s in spans if s.parent_span_id == parent.span_id and s.trace_id == parent.trace_id]
+
+
+def test_file_and_schedule_runs_are_consumer_spans_with_their_steps_under_them(tmp_path: Path) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    with BackendServer() as backend, OtlpHttpReceiver() as receiver:
+        folder = write_flows(tmp_path / "flows", FILE_AND_SCHEDULE % backend.url)
+        env = {**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "INBOX": str(inbox),
+               "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+        with run_engine(folder, env=env):
+            temp = inbox / ".order-7.part"
+            temp.write_text(json.dumps({"order": 7}))
+            os.replace(temp, inbox / "order-7.json")
+
+            def complete(spans: list[Span]) -> bool:
+                return any(s.kind == CLIENT for s in spans) and \
+                    sum(1 for s in spans if s.name == "schedule heartbeat") >= 2
+            spans = receiver.wait_for(complete, timeout=30)
+        seen = backend.requests[0]
+
+    (run,) = [s for s in spans if s.name == "file inbox"]
+    assert run.kind == CONSUMER and run.parent_span_id == "" and run.service == "inbox"
+    assert run.attributes["interlace.flow"] == "inbox" and run.attributes["interlace.source"] == "file"
+    assert run.attributes["interlace.file.path"] == f"{inbox}/order-7.json"
+    assert run.attributes["interlace.attempt"] == 1
+    (call,) = children(spans, run)
+    assert (call.kind, call.name, call.attributes["interlace.step.id"]) == (INTERNAL, "call", "inbox/steps[0]")
+    (client,) = children(spans, call)
+    assert client.kind == CLIENT and client.attributes["http.response.status_code"] == 200
+    # the backend was called in the same trace, as the client span's child
+    assert seen.headers["traceparent"] == f"00-{run.trace_id}-{client.span_id}-01"
+
+    beats = [s for s in spans if s.name == "schedule heartbeat"]
+    assert len({b.trace_id for b in beats}) == len(beats)  # every firing its own trace
+    beat = beats[0]
+    assert beat.kind == CONSUMER and beat.attributes["interlace.source"] == "schedule"
+    assert "interlace.schedule.fired_at" in beat.attributes
+    assert [s.name for s in children(spans, beat)] == ["transform"]  # the log step does no work: no span
+
+
+def test_a_failed_run_marks_its_span(tmp_path: Path) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    folder = write_flows(tmp_path / "flows", """
+flows:
+  inbox:
+    source: {file: {folder: "${env.INBOX}", glob: "*.json", poll: 100ms, settle: 100ms}}
+    steps:
+      - transform: {jmespath: "@"}
+      - fail: {message: "cannot read ${vars.file_name}", status: 422}
+""")
+    with OtlpHttpReceiver() as receiver:
+        env = {**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "INBOX": str(inbox),
+               "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+        with run_engine(folder, env=env):
+            (inbox / "bad.json").write_text("{}")
+            spans = receiver.wait_for(lambda got: any(s.kind == CONSUMER for s in got), timeout=30)
+    (run,) = [s for s in spans if s.kind == CONSUMER]
+    assert run.status_code == 2 and run.attributes["interlace.error.status"] == 422
+    assert run.attributes["error.type"]
+    assert [s.name for s in children(spans, run)] == ["transform"]
+
+
+# -- queues: the message's own traceparent continued -----------------------------------------------
+
+QUEUE_FLOWS = """
+endpoints:
+  backend:
+    http: {url: "%s"}
+  broker:
+    %s
+flows:
+  orders-in:
+    source:
+      %s
+    steps:
+      - call: {endpoint: backend, method: POST, path: /orders}
+"""
+
+
+def _check_continued(spans: list[Span], name: str, system: str, backend: BackendServer) -> None:
+    (run,) = [s for s in spans if s.kind == CONSUMER]
+    assert (run.name, run.trace_id, run.parent_span_id) == (name, TRACE_ID, PARENT_ID)
+    assert run.trace_state == "vendor=7"
+    assert run.attributes["messaging.system"] == system
+    assert run.attributes["messaging.operation.type"] == "process"
+    assert run.attributes["messaging.destination.name"] == name.removeprefix("process ")
+    (call,) = children(spans, run)
+    (client,) = children(spans, call)
+    assert backend.requests[0].headers["traceparent"] == f"00-{TRACE_ID}-{client.span_id}-01"
+
+
+@pytest.fixture(scope="module")
+def rabbit() -> Iterator[RabbitServer]:
+    with RabbitServer() as server:
+        yield server
+
+
+@pytest.mark.service("rabbitmq")
+@pytest.mark.slow
+def test_an_amqp_message_continues_the_trace_in_its_headers(tmp_path: Path, rabbit: RabbitServer) -> None:
+    import aio_pika
+
+    queue = f"traced-{time.monotonic_ns()}"
+
+    async def publish() -> None:
+        connection = await aio_pika.connect(rabbit.url)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.declare_queue(queue, durable=True)
+            await channel.default_exchange.publish(aio_pika.Message(
+                b'{"order": 1}', content_type="application/json", message_id="m-1",
+                headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01", "tracestate": "vendor=7"}),
+                routing_key=queue)
+
+    with BackendServer() as backend, OtlpHttpReceiver() as receiver:
+        folder = write_flows(tmp_path / "flows", QUEUE_FLOWS % (
+            backend.url, f'amqp: {{url: "{rabbit.url}"}}', f"amqp: {{endpoint: broker, queue: {queue}}}"))
+        env = {**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+               "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+        with run_engine(folder, env=env) as engine:
+            asyncio.run(publish())
+            spans = receiver.wait_for(lambda got: any(s.kind == CLIENT for s in got) and
+                                      any(s.kind == CONSUMER for s in got), timeout=30)
+            assert httpx.get(f"{engine.management_url}/sources").json()["sources"][0]["processed"] == 1
+        _check_continued(spans, f"process {queue}", "rabbitmq", backend)
+    (run,) = [s for s in spans if s.kind == CONSUMER]
+    assert run.attributes["messaging.message.id"] == "m-1"
+
+
+@pytest.fixture(scope="module")
+def mosquitto() -> Iterator[MosquittoServer]:
+    with MosquittoServer() as server:
+        yield server
+
+
+@pytest.mark.service("mosquitto")
+def test_an_mqtt5_message_continues_the_trace_in_its_user_properties(
+        tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    import aiomqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    topic = f"t{time.monotonic_ns()}/orders"
+
+    async def publish() -> None:
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.UserProperty = [("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"), ("tracestate", "vendor=7")]
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier=f"pub-{topic}",
+                                  protocol=aiomqtt.ProtocolVersion.V5) as client:
+            await client.publish(topic, b'{"order": 1}', qos=1, properties=properties)
+
+    with BackendServer() as backend, OtlpHttpReceiver() as receiver:
+        folder = write_flows(tmp_path / "flows", QUEUE_FLOWS % (
+            backend.url, f'mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, version: "5"}}',
+            f'mqtt: {{endpoint: broker, topic: "{topic}", qos: 1}}'))
+        env = {**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+               "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+        with run_engine(folder, env=env) as engine:
+            deadline = time.monotonic() + 20
+            while httpx.get(f"{engine.management_url}/sources").json()["sources"][0]["state"] != "running":
+                assert time.monotonic() < deadline, engine.log()[-2000:]
+                time.sleep(0.1)
+            time.sleep(0.3)  # subscribed
+            asyncio.run(publish())
+            spans = receiver.wait_for(lambda got: any(s.kind == CLIENT for s in got) and
+                                      any(s.kind == CONSUMER for s in got), timeout=30)
+        _check_continued(spans, f"process {topic}", "mqtt", backend)
