@@ -229,12 +229,27 @@ class SourceContext:
 
         With tracing on the run is a CONSUMER span (engine/sources/tracing.py), the parent of its
         steps' spans, continuing the ``traceparent`` the message carries."""
+        if not tracing.ENABLED:
+            return await self._run(msg)
+        span = source_span(self, msg)
+        token = tracing.current.set(span)
+        try:
+            error = await self._run(msg)
+        except BaseException:  # cancelled (the source stops): the span still ends
+            span.fail("cancelled")
+            span.end()
+            raise
+        finally:
+            tracing.current.reset(token)
+        if error is not None:
+            span.fail(str(error.get("code") or "error"), str(error.get("message") or ""))
+            span.attributes["interlace.error.status"] = error.get("status")
+        span.end()
+        return error
+
+    async def _run(self, msg: Message) -> dict[str, Any] | None:
         started = time.time()
         self.stats.last_run = started
-        span = token = None
-        if tracing.ENABLED:
-            span = source_span(self, msg)
-            token = tracing.current.set(span)
         try:
             await self.flow.handle(msg)
         except FlowError as exc:
@@ -243,28 +258,14 @@ class SourceContext:
             log.exception("flow %s failed", self.name)
             error = {"status": 500, "code": "internal", "message": "internal error; see the logs",
                      "step": getattr(exc, "step_id", None)}
-        except BaseException:  # cancelled (the source stops): the span still ends
-            if span is not None:
-                span.fail("cancelled")
-                tracing.current.reset(token)
-                span.end()
-            raise
         else:
             self.stats.processed += 1
             self.stats.last_success = time.time()
             self._observe("done", started)
-            if span is not None:
-                tracing.current.reset(token)
-                span.end()
             return None
         self.stats.failures += 1
         self.stats.last_error = str(error.get("message"))
         self._observe("failed", started)
-        if span is not None:
-            span.fail(str(error.get("code") or "error"), str(error.get("message") or ""))
-            span.attributes["interlace.error.status"] = error.get("status")
-            tracing.current.reset(token)
-            span.end()
         return error
 
     def _observe(self, outcome: str, started: float) -> None:
