@@ -342,7 +342,10 @@ def write_manifests(project: Project, options: Options, out: Path) -> list[Path]
     if options.monitoring:
         folder = out / "components" / "monitoring"
         folder.mkdir(parents=True, exist_ok=True)
-        for file, document in monitoring.component(options.name, _labels(options), _selector(options)).items():
+        # Prometheus scrapes with the management token the pods require (the same Secret and key)
+        token = (management_secret(options), MANAGEMENT_TOKEN_KEY)
+        for file, document in monitoring.component(options.name, _labels(options), _selector(options),
+                                                   token).items():
             (folder / file).write_text(_yaml_text(document, HEADER), encoding="utf-8")
             written.append(folder / file)
     for environment in ENVIRONMENTS:

@@ -26,16 +26,21 @@ P99_SECONDS = 1.0
 STORE_BACKLOG = 1000
 
 
-def service_monitor(name: str, labels: dict[str, str], selector: dict[str, str]) -> dict[str, Any]:
+def service_monitor(name: str, labels: dict[str, str], selector: dict[str, str],
+                    token: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The ServiceMonitor of the management port; ``token``: (Secret name, key) of the management
+    token, sent by Prometheus as ``Authorization: Bearer`` (the operator reads the Secret, which
+    lives in the monitor's namespace: the overlay's, where the Deployment reads it too)."""
+    endpoint: dict[str, Any] = {"port": "management", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s",
+                                "honorLabels": False}
+    if token is not None:
+        secret, key = token
+        endpoint["authorization"] = {"type": "Bearer", "credentials": {"name": secret, "key": key}}
     return {
         "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
         "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "selector": {"matchLabels": selector},
-            # one scrape per pod gives all of its workers' figures (the management port merges them)
-            "endpoints": [{"port": "management", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s",
-                           "honorLabels": False}],
-        },
+        # one scrape per pod gives all of its workers' figures (the management port merges them)
+        "spec": {"selector": {"matchLabels": selector}, "endpoints": [endpoint]},
     }
 
 
@@ -79,12 +84,14 @@ def prometheus_rule(name: str, labels: dict[str, str]) -> dict[str, Any]:
             "metadata": {"name": name, "labels": labels}, "spec": {"groups": alert_rules()}}
 
 
-def component(name: str, labels: dict[str, str], selector: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """The files of the Kustomize component ``components/monitoring``."""
+def component(name: str, labels: dict[str, str], selector: dict[str, str],
+              token: tuple[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """The files of the Kustomize component ``components/monitoring`` (``token``: the management
+    token's Secret name and key, see :func:`service_monitor`)."""
     return {
         "kustomization.yaml": {"apiVersion": "kustomize.config.k8s.io/v1alpha1", "kind": "Component",
                                "resources": ["servicemonitor.yaml", "prometheusrule.yaml"]},
-        "servicemonitor.yaml": service_monitor(name, labels, selector),
+        "servicemonitor.yaml": service_monitor(name, labels, selector, token),
         "prometheusrule.yaml": prometheus_rule(name, labels),
     }
 

@@ -62,6 +62,11 @@ def test_every_overlay_carries_the_monitoring_component(manifests: Path, environ
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]} and endpoint["path"] == "/metrics"
+    # Prometheus sends the management token the pods require: the Secret and key their env reads
+    (container,) = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"]
+    (token,) = [e for e in container["env"] if e["name"] == "INTERLACE_MANAGEMENT_TOKEN"]
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": token["valueFrom"]["secretKeyRef"]}
+    assert "bearerTokenSecret" not in endpoint  # the deprecated field; the CRD allows one of the two
     alerts = {r["alert"] for g in by_kind["PrometheusRule"]["spec"]["groups"] for r in g["rules"]}
     assert alerts == {"InterlaceHighErrorRatio", "InterlaceHighLatencyP99", "InterlaceCircuitBreakerOpen",
                       "InterlaceStoreBacklog"}
@@ -70,6 +75,10 @@ def test_every_overlay_carries_the_monitoring_component(manifests: Path, environ
 def test_a_schema_breach_is_caught() -> None:
     monitor = monitoring.service_monitor("x", {}, {"a": "b"})
     monitor["spec"]["endpoints"][0]["interval"] = "15 seconds"  # the CRD's duration pattern refuses it
+    with pytest.raises(jsonschema.ValidationError):
+        crd_validator(crd_schema("servicemonitors")).validate(monitor)
+    monitor = monitoring.service_monitor("x", {}, {"a": "b"}, ("x-management", "token"))
+    del monitor["spec"]["endpoints"][0]["authorization"]["credentials"]["key"]  # the CRD requires the key
     with pytest.raises(jsonschema.ValidationError):
         crd_validator(crd_schema("servicemonitors")).validate(monitor)
 
