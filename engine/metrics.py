@@ -20,6 +20,7 @@ interlace_reloads_total                                 outcome (ok, failed)    
 interlace_http_refused_total                            listener, reason                       counter
 interlace_http_client_disconnects_total                 stage (in_flight, queued)              counter
 interlace_flows_loaded                                  (none)                                 gauge
+interlace_worker_restarts_total                         worker (its place, 0..N-1)             counter
 interlace_source_messages_total                         source, outcome                        counter
 interlace_source_lag_seconds                            source                                 gauge
 interlace_store_depth                                   store                                  gauge
@@ -122,6 +123,8 @@ CLIENT_DISCONNECTS = Counter("interlace_http_client_disconnects", "Requests whos
                              "before the answer was complete: in_flight (a flow was serving it), queued (pipelined "
                              "behind another, never started).", ("stage",), registry=REGISTRY)
 FLOWS_LOADED = Gauge("interlace_flows_loaded", "Flows being served.", registry=REGISTRY)
+WORKER_RESTARTS = Counter("interlace_worker_restarts", "Workers the supervisor (--workers N) started again after "
+                          "one died, by worker place (0 to N-1).", ("worker",), registry=REGISTRY)
 SOURCE_MESSAGES = Counter("interlace_source_messages", "Messages taken from sources (schedule, file, queue), by "
                           "source and outcome (ok, failed, dead_lettered).", ("source", "outcome"), registry=REGISTRY)
 SOURCE_LAG = Gauge("interlace_source_lag_seconds", "How far behind a source is: the age of the oldest message "
@@ -201,6 +204,13 @@ def backend_call(endpoint: str, url: str, outcome: str, seconds: float, trace_id
     calls = request_backends.get()
     if calls is not None:
         calls.append((endpoint, url, outcome, seconds))
+
+
+def worker_started(index: int, restarts: int) -> None:
+    """A worker of a group is up; ``restarts``: how often its place was started again before it
+    (the supervisor says, engine/server.py).  The new worker carries the count on, so the group's
+    sum never goes down when a worker is replaced."""
+    WORKER_RESTARTS.labels(str(index)).inc(restarts)
 
 
 def backend_retry(endpoint: str) -> None:

@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from pathlib import Path
 import uvicorn
 
 from connectors._tls import import_aiohttp
-from engine import tracing
+from engine import metrics, tracing
 from engine.drain import EXIT_DRAIN_CUT, DrainGuard
 from engine.front import DEFAULT_MAX_BODY
 from engine.httpguard import (
@@ -175,6 +176,8 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
         return 2
     runtime = Runtime(opts.flows_dir, max_body=opts.max_body)
     loop = asyncio.get_running_loop()
+    if group is not None:
+        metrics.worker_started(group.index, group.restarts)
 
     management_app = build_management_app(runtime, group=group)
     if opts.designer:
@@ -314,25 +317,70 @@ def serve(opts: ServeOptions) -> int:
     return _supervise(opts, facade_sock, management_sock)
 
 
+# a worker that died is started again after a pause that doubles while it keeps dying young
+RESPAWN_FIRST_DELAY = 0.5
+RESPAWN_MAX_DELAY = 30.0
+RESPAWN_SETTLED = 30.0  # a worker that lived this long died of something new: the pause starts over
+EXIT_CONFIG = 2  # the worker refused to start (invalid flows or settings): starting it again cannot help
+
+
+@dataclass
+class _Slot:
+    """One worker place of the group: its current process and how it has been dying."""
+
+    index: int
+    pid: int = 0
+    started: float = 0.0
+    restarts: int = 0
+    quick_deaths: int = 0
+
+    def next_delay(self, now: float) -> float:
+        self.quick_deaths = self.quick_deaths + 1 if now - self.started < RESPAWN_SETTLED else 1
+        return float(min(RESPAWN_MAX_DELAY, RESPAWN_FIRST_DELAY * 2.0 ** (self.quick_deaths - 1)))
+
+
+def _how_it_ended(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(number).name}"
+        return f"killed by signal {number}"
+    return f"exited with {os.waitstatus_to_exitcode(status)}"
+
+
 def _supervise(opts: ServeOptions, facade_sock: socket.socket, management_sock: socket.socket) -> int:
-    """Fork ``opts.workers`` workers on the shared sockets and relay TERM/INT/HUP to them."""
-    children: list[int] = []
+    """Fork ``opts.workers`` workers on the shared sockets, relay TERM/INT/HUP to them, and start
+    again (after a backoff) a worker that dies while the group is serving."""
     worker_opts = ServeOptions(**{**opts.__dict__, "watch": False})
     # the workers' private sockets, for management answers that cover all of them (mode 0700)
     group_dir = Path(tempfile.mkdtemp(prefix="interlace-workers-"))
-    for index in range(opts.workers):
+    slots = [_Slot(index) for index in range(opts.workers)]
+    by_pid: dict[int, _Slot] = {}
+    stopping = False
+
+    def spawn(slot: _Slot) -> None:
         pid = os.fork()
         if pid == 0:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # the worker sets its own, not relay's
+                signal.signal(sig, signal.SIG_DFL)
             code = 1
             try:
                 code = int(_event_loop_runner()(serve_worker(
-                    worker_opts, facade_sock, management_sock, WorkerGroup(group_dir, index, opts.workers))))
+                    worker_opts, facade_sock, management_sock,
+                    WorkerGroup(group_dir, slot.index, opts.workers, slot.restarts))))
             finally:
                 os._exit(code)
-        children.append(pid)
+        slot.pid, slot.started = pid, time.monotonic()
+        by_pid[pid] = slot
+
+    for place in slots:
+        spawn(place)
 
     def relay(sig: int, _frame: object = None) -> None:
-        for child in children:
+        nonlocal stopping
+        if sig != signal.SIGHUP:
+            stopping = True
+        for child in list(by_pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, sig)
 
@@ -346,13 +394,30 @@ def _supervise(opts: ServeOptions, facade_sock: socket.socket, management_sock: 
 
         threading.Thread(target=watch_thread, daemon=True).start()
     worst = 0
-    for child in children:
-        while True:
-            try:
-                _, status = os.waitpid(child, 0)
-                break
-            except InterruptedError:
-                continue
-        worst = max(worst, os.waitstatus_to_exitcode(status))
+    while by_pid:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        dead = by_pid.get(pid)
+        if dead is None:
+            continue
+        del by_pid[pid]
+        code = os.waitstatus_to_exitcode(status)
+        if stopping or code == EXIT_CONFIG:
+            worst = max(worst, code)
+            if code == EXIT_CONFIG and not stopping:
+                log.error("worker %d (pid %d) could not start (exit %d); stopping the others", dead.index, pid, code)
+                relay(signal.SIGTERM)
+            continue
+        delay = dead.next_delay(time.monotonic())
+        dead.restarts += 1
+        log.warning("worker %d (pid %d) %s; starting it again in %.1f s (restart %d of this worker)",
+                    dead.index, pid, _how_it_ended(status), delay, dead.restarts)
+        deadline = time.monotonic() + delay
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        if not stopping:
+            spawn(dead)
     shutil.rmtree(group_dir, ignore_errors=True)
     return worst

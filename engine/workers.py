@@ -35,6 +35,7 @@ class WorkerGroup:
     directory: Path
     index: int
     size: int
+    restarts: int = 0  # how often the supervisor has started this worker's place again before this one
 
     def socket_path(self, index: int) -> Path:
         return self.directory / f"worker-{index}.sock"
