@@ -452,7 +452,7 @@ class Facade(Starlette):
                 await self.open()  # no lifespan reached this app (mounted in another): open on first use
             flow_name = route.flow.name
             telemetry.routed(seen, flow_name, route.path)
-            msg = await self._message(scope, receive, headers, route, params, cid)
+            msg = await self._message(scope, receive, headers, route, params, cid, seen)
             if self.traces is not None:
                 msg.trace = []
                 self.traces.append(RequestTrace(flow_name, msg.trace))
@@ -487,8 +487,7 @@ class Facade(Starlette):
             error = exc
             raise
         finally:
-            length = headers.get("content-length")
-            telemetry.end(seen, status, int(length) if length and length.isdigit() else None, response_bytes, error)
+            telemetry.end(seen, status, telemetry.request_size(seen, headers), response_bytes, error)
 
     async def _fail(self, send: Send, exc: FlowError, path: str, cid: str, flow: str) -> tuple[int, int]:
         if exc.status >= 500:
@@ -507,7 +506,7 @@ class Facade(Starlette):
         return status, len(body)
 
     async def _message(self, scope: Scope, receive: Receive, headers: dict[str, str], route: FlowRoute,
-                       params: dict[str, str], cid: str) -> Message:
+                       params: dict[str, str], cid: str, seen: telemetry.Seen | None = None) -> Message:
         content_type = headers.get("content-type")
         if route.accepts and content_type and kind_of(content_type) != kind_of(route.accepts):
             raise UnsupportedMediaType(f"this route accepts {route.accepts}, not {content_type}")
@@ -532,7 +531,7 @@ class Facade(Starlette):
         if length is not None and length <= STREAM_THRESHOLD:
             msg.set_body(await _read_all(receive, route.max_body), content_type)
         else:
-            msg.set_stream(_stream(receive, route.max_body), content_type)
+            msg.set_stream(_stream(receive, route.max_body, seen if length is None else None), content_type)
         return msg
 
 
@@ -576,9 +575,13 @@ async def _read_all(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _stream(receive: Receive, limit: int) -> AsyncIterator[bytes]:
+async def _stream(receive: Receive, limit: int, seen: telemetry.Seen | None = None) -> AsyncIterator[bytes]:
+    """The request body as it arrives; with ``seen`` (a body without Content-Length) its size
+    is told to the request metrics once it has all arrived."""
     size = 0
     more = True
+    if seen is not None:
+        seen.received = -1  # a body is coming: its size is known only at its end
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -588,6 +591,8 @@ async def _stream(receive: Receive, limit: int) -> AsyncIterator[bytes]:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+        if not more and seen is not None:
+            seen.received = size
         if chunk:
             yield chunk
 
@@ -621,9 +626,9 @@ def _header(name: str, value: str) -> tuple[bytes, bytes]:
         return encoded, value.encode("utf-8")
 
 
-async def respond(send: Send, msg: Message, cid: str) -> int | None:
+async def respond(send: Send, msg: Message, cid: str) -> int:
     """Send the message as the HTTP answer: whole when its bytes are known, streamed otherwise;
-    returns the body's size when it was sent whole."""
+    returns the size of the body sent."""
     out: list[tuple[bytes, bytes]] = []
     if msg.headers_are_request:
         names = msg.headers_explicit
@@ -643,13 +648,15 @@ async def respond(send: Send, msg: Message, cid: str) -> int | None:
     if msg.content_type:
         out.append((b"content-type", msg.content_type.encode("latin-1")))
     await send({"type": "http.response.start", "status": msg.status, "headers": out})
+    size = 0
     try:
         async for chunk in stream:
+            size += len(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     finally:
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
             await aclose()
     await send({"type": "http.response.body", "body": b""})
-    return None
+    return size
 

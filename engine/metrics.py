@@ -93,11 +93,12 @@ class _InFlight:
 
 IN_FLIGHT = _InFlight()
 REGISTRY.register(IN_FLIGHT)
-REQUEST_BYTES = Histogram("interlace_http_request_body_bytes", "Request body sizes, by flow and route "
-                          "(bodies whose size is known: a Content-Length or a body read whole).",
+REQUEST_BYTES = Histogram("interlace_http_request_body_bytes", "Request body sizes, by flow and route: the "
+                          "Content-Length, else the bytes that arrived (0 without a body; a chunked body the "
+                          "flow never read to its end is not counted).",
                           ("flow", "route"), buckets=SIZE_BUCKETS, registry=REGISTRY)
 RESPONSE_BYTES = Histogram("interlace_http_response_body_bytes", "Response body sizes, by flow and route "
-                           "(answers sent whole; streamed answers are not counted).",
+                           "(answers sent whole or streamed; an answer cut off midway is not counted).",
                            ("flow", "route"), buckets=SIZE_BUCKETS, registry=REGISTRY)
 STEP_SECONDS = Histogram("interlace_step_duration_seconds", "Steps that do work (calls, transforms, SQL, "
                          "store), by flow, step id, step kind and outcome (ok, error).",

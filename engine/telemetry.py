@@ -32,7 +32,7 @@ request_log = logging.getLogger("interlace.request")
 class Seen:
     """One request being observed."""
 
-    __slots__ = ("backends", "cid", "flow", "method", "path", "route", "span", "started", "token")
+    __slots__ = ("backends", "cid", "flow", "method", "path", "received", "route", "span", "started", "token")
 
     def __init__(self, method: str, path: str, cid: str) -> None:
         self.started = time.perf_counter()
@@ -44,9 +44,24 @@ class Seen:
         self.span: Any = None
         self.token: Any = None
         self.backends: list[tuple[str, str, str, float]] | None = None
+        # a request body without Content-Length: -1 while it arrives, then its size (engine/front.py)
+        self.received: int | None = None
 
 
 _STATUS = {status: str(status) for status in range(100, 600)}
+
+
+def request_size(seen: Seen, headers: dict[str, str]) -> int | None:
+    """The request body's size for the metrics: its Content-Length; without one, the bytes that
+    arrived (a chunked body, once the flow has read it to its end), 0 with no body at all; None
+    when a body came but was never read to its end (its size is not known)."""
+    length = headers.get("content-length")
+    if length is not None:
+        return int(length) if length.isdigit() else None
+    received = seen.received
+    if received is None:
+        return 0 if "transfer-encoding" not in headers else None
+    return received if received >= 0 else None
 
 
 def begin(method: str, path: str, headers: dict[str, str], cid: str) -> Seen:
