@@ -21,7 +21,7 @@ from engine.errors import FlowError
 from engine.message import Message
 from engine.registry import StepFn
 
-WORK_CATEGORIES = frozenset({"connect", "transform", "sql", "store", "data"})
+WORK_CATEGORIES = frozenset({"connect", "transform", "sql", "store", "messaging", "data"})
 
 
 def observe_step(run: StepFn, *, kind: str, step_id: str, flow: str, endpoints: Sequence[str] = ()) -> StepFn:

@@ -276,6 +276,19 @@ def current_trace_id() -> str | None:
     return span.trace_id_hex if span is not None else None
 
 
+def inject(headers: dict[str, str]) -> None:
+    """Put the current span's context in ``headers`` (a message handed on: a stored message),
+    in place of any there; nothing when no span is current."""
+    span = current.get()
+    if span is None:
+        return
+    headers["traceparent"] = span.traceparent
+    if span.trace_state:
+        headers["tracestate"] = span.trace_state
+    else:
+        headers.pop("tracestate", None)
+
+
 def propagate(span: Span, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """``headers`` carrying ``span``'s context (``traceparent``, and ``tracestate`` when the
     caller sent one), in place of any given."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import jsonfast
+from engine import jsonfast, tracing
 from engine.compiler import CompileContext
 from engine.errors import FlowError
 from engine.expressions import to_text
@@ -67,6 +67,8 @@ def compile_store(config: Any, ctx: CompileContext) -> StepFn:
         key = _text(order_key.render(msg)) if order_key is not None else None
         idem = _text(idempotency_key.render(msg)) if idempotency_key is not None else None
         headers = {k: v for k, v in msg.headers.items() if k not in NOT_STORED}
+        if tracing.ENABLED:  # the processor's run continues this request's trace (engine/sources/tracing.py)
+            tracing.inject(headers)
         try:
             message_id, repeated = await current_store().enqueue(
                 queue, msg.body, content_type=msg.content_type, headers=headers, vars=msg.vars,

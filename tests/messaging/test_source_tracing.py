@@ -107,6 +107,42 @@ flows:
     assert [s.name for s in children(spans, run)] == ["transform"]
 
 
+def test_a_stored_message_is_processed_in_the_trace_of_the_request_that_stored_it(tmp_path: Path) -> None:
+    with BackendServer() as backend, OtlpHttpReceiver() as receiver:
+        folder = write_flows(tmp_path / "flows", """
+endpoints:
+  backend:
+    http: {url: "%s"}
+flows:
+  accept:
+    source: {http: {method: POST, path: /shipments}}
+    steps:
+      - store: {queue: shipments}
+  forward:
+    source:
+      store: {queue: shipments}
+    steps:
+      - call: {endpoint: backend, method: POST, path: /shipments}
+""" % backend.url)
+        env = {**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+               "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+        with run_engine(folder, env=env) as engine:
+            reply = httpx.post(f"{engine.url}/shipments", json={"id": 1},
+                               headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
+            assert reply.status_code == 202
+            spans = receiver.wait_for(lambda got: any(s.kind == CLIENT for s in got), timeout=30)
+    (server,) = [s for s in spans if s.kind == 2]
+    (store,) = children(spans, server)
+    assert store.name == "store"
+    (run,) = [s for s in spans if s.kind == CONSUMER]
+    # the processor's run is a child of the store step that kept the message, in the gateway's trace
+    assert (run.name, run.trace_id, run.parent_span_id) == ("process shipments", TRACE_ID, store.span_id)
+    assert run.attributes["messaging.system"] == "interlace"
+    assert run.attributes["messaging.message.id"] == reply.json()["id"]
+    (call,) = children(spans, run)
+    assert [s.kind for s in children(spans, call)] == [CLIENT]
+
+
 # -- queues: the message's own traceparent continued -----------------------------------------------
 
 QUEUE_FLOWS = """
