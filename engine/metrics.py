@@ -184,11 +184,18 @@ def observe(child: Histogram, amount: float, trace_id: str | None = None) -> Non
     """``child.observe(amount)``, with the trace id as its bucket's exemplar when the request is
     traced.  The library's ``observe(amount, exemplar)`` checks the exemplar's labels on every
     call (a third of what tracing added to a request's metrics, measured); ours are always the
-    one valid label ``trace_id`` with 32 hex digits, so the bucket is found and given it here."""
+    one valid label ``trace_id`` with 32 hex digits, so the bucket is found and given it here,
+    at most once a second per bucket (a scrape keeps only the last one anyway)."""
     child.observe(amount)
     if trace_id:
-        bucket = bisect_left(child._upper_bounds, amount)
-        child._buckets[bucket].set_exemplar(Exemplar({"trace_id": trace_id}, amount, time()))
+        bucket = child._buckets[bisect_left(child._upper_bounds, amount)]
+        now = time()
+        held = bucket.get_exemplar()
+        if held is None or now - held.timestamp >= EXEMPLAR_INTERVAL:
+            bucket.set_exemplar(Exemplar({"trace_id": trace_id}, amount, now))
+
+
+EXEMPLAR_INTERVAL = 1.0  # seconds
 
 
 # -- what other layers call --------------------------------------------------------------------

@@ -91,6 +91,36 @@ def attributes(values: Mapping[str, Any], tag: bytes = b"\x4a") -> bytes:
                     for key, value in values.items() if value is not None)
 
 
+# a span's own attributes that are numbers (status codes, attempts) repeat: each pair encoded once
+_NUMBERS: dict[tuple[str, int], bytes] = {}
+
+
+def _own(values: Mapping[str, Any]) -> bytes:
+    out = []
+    numbers, keys = _NUMBERS, _KEYS
+    for key, value in values.items():
+        if type(value) is int:
+            pair = numbers.get((key, value))
+            if pair is None:
+                if len(numbers) > 4096:
+                    numbers.clear()
+                pair = numbers[(key, value)] = attributes({key: value})
+            out.append(pair)
+        elif type(value) is str:
+            text = value.encode("utf-8", "replace")
+            n = len(text)
+            any_text = b"\x0a" + (_SHORT[n] if n < 16384 else _varint(n)) + text
+            out.append(_delimited(b"\x4a", (keys.get(key) or _remembered(keys, b"\x0a", key)) +
+                                  _delimited(b"\x12", any_text)))
+        elif value is not None:
+            out.append(attributes({key: value}))
+    return b"".join(out)
+
+
+_TIMES = struct.Struct("<BQBQ").pack  # start_time_unix_nano 7 and end_time_unix_nano 8, both fixed64
+_STATUS = {0: b"\x7a\x00", 1: b"\x7a\x02\x18\x01", 2: b"\x7a\x02\x18\x02"}  # Status, without a message
+
+
 def span(record: tuple[Any, ...], shared: bytes) -> bytes:
     """One ``Span`` from the worker's tuple (engine/tracing.py ``Span.end``); ``shared``: its shared
     attributes, already encoded."""
@@ -101,15 +131,13 @@ def span(record: tuple[Any, ...], shared: bytes) -> bytes:
     if parent_id:
         parts += (b"\x22\x08", parent_id.to_bytes(8, "big"))
     parts += (_NAMES.get(name) or _remembered(_NAMES, b"\x2a", name), b"\x30", _SHORT[kind],
-              b"\x39", _FIXED64(start), b"\x41", _FIXED64(end), shared)
+              _TIMES(0x39, start, 0x41, end), shared)
     if own:
-        parts.append(attributes(own))
-    state = b""
+        parts.append(_own(own))
     if status == 2 and message:
-        state = _text(b"\x12", message)
-    if status:
-        state += b"\x18" + _SHORT[status]
-    parts.append(_delimited(b"\x7a", state))
+        parts.append(_delimited(b"\x7a", _text(b"\x12", message) + b"\x18\x02"))
+    else:
+        parts.append(_STATUS[status])
     parts.append(_REMOTE_PARENT if parent_id and kind in _REMOTE_KINDS else _LOCAL_PARENT)
     return b"".join(parts)
 

@@ -107,9 +107,7 @@ flows:
     assert [s.name for s in children(spans, run)] == ["transform"]
 
 
-def test_a_stored_message_is_processed_in_the_trace_of_the_request_that_stored_it(tmp_path: Path) -> None:
-    with BackendServer() as backend, OtlpHttpReceiver() as receiver:
-        folder = write_flows(tmp_path / "flows", """
+STORE_FLOWS = """
 endpoints:
   backend:
     http: {url: "%s"}
@@ -123,7 +121,12 @@ flows:
       store: {queue: shipments}
     steps:
       - call: {endpoint: backend, method: POST, path: /shipments}
-""" % backend.url)
+"""
+
+
+def test_a_stored_message_is_processed_in_the_trace_of_the_request_that_stored_it(tmp_path: Path) -> None:
+    with BackendServer() as backend, OtlpHttpReceiver() as receiver:
+        folder = write_flows(tmp_path / "flows", STORE_FLOWS % backend.url)
         env = {**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
                "INTERLACE_DATA_DIR": str(tmp_path / "data")}
         with run_engine(folder, env=env) as engine:
