@@ -1,4 +1,4 @@
-"""Debian's Prometheus on 127.0.0.1 for tests, scraping given targets every second.
+"""Debian's Prometheus on 127.0.0.1 for tests, scraping given targets every two seconds.
 
     with PrometheusServer(tmp_path, targets=["127.0.0.1:9201"]) as prometheus:
         prometheus.wait_for("sum(interlace_http_request_duration_seconds_count)", 30)
@@ -36,7 +36,9 @@ class PrometheusServer:
             kind, _, credentials = headers["authorization"].partition(" ")
             auth = f"    authorization: {{type: {kind}, credentials: '{credentials}'}}\n"
         (folder / "prometheus.yml").write_text(
-            "global: {scrape_interval: 1s, scrape_timeout: 900ms, evaluation_interval: 1s}\n"
+            # a scrape of two workers (fan-out and merge) took over a second on the loaded 2-core
+            # machine: a shorter timeout marked the target down and every series stale
+            "global: {scrape_interval: 2s, scrape_timeout: 1900ms, evaluation_interval: 2s}\n"
             "scrape_configs:\n"
             "  - job_name: interlace\n"
             f"    metrics_path: {metrics_path}\n"
