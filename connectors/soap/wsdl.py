@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from connectors.soap.envelope import SOAP11, SOAP12, Member, Shape, SoapVersion
-from engine.paths import OutsideFolder, inside
+from engine.paths import OutsideFolder, inside, inside_url
 from engine.xmlsafe import PARSER, XmlRefused, parse_document
 
 XSD_NS = "http://www.w3.org/2001/XMLSchema"
@@ -111,7 +111,7 @@ def load_wsdl(location: str, base: Path, *, service: str | None = None, port: st
         tree = parse_document(text, base_url=where)
     except XmlRefused as exc:
         raise WsdlError(f"the WSDL {location} is not well-formed XML: {exc.describe()}") from None
-    document = _zeep_document(where, timeout)
+    document = _zeep_document(where, base, timeout)
     binding, address = _pick_port(document, location, service, port)
     operations = {name: _operation(name, op, binding) for name, op in binding._operations.items()}
     return Wsdl(location, text, operations, address, _schema(tree, location, where))
@@ -129,7 +129,7 @@ def _fetch(url: str, timeout: float) -> bytes:
     return reply.content
 
 
-def _zeep_document(where: str, timeout: float) -> Any:
+def _zeep_document(where: str, base: Path, timeout: float) -> Any:
     import zeep.exceptions
     import zeep.transports
     import zeep.wsdl
@@ -137,10 +137,21 @@ def _zeep_document(where: str, timeout: float) -> Any:
 
     transports: Any = zeep.transports  # its Transport is untyped, and the Document stub wants the class
 
+    class FolderTransport(transports.Transport):  # type: ignore[misc]
+        """zeep's loader for what the WSDL imports (wsdl:import, xsd:import and xsd:include):
+        a local file only from the flow folder, as for every file a flow names (engine.paths);
+        what an http(s) WSDL imports by URL is fetched as before."""
+
+        def load(self, url: str) -> bytes:
+            if urlsplit(url).scheme in ("", "file"):
+                return inside_url(base, url).read_bytes()  # OutsideFolder: a ValueError, reported below
+            data: bytes = super().load(url)
+            return data
+
     # no DTD, no entities: the same rules as every other XML the engine reads
     settings = Settings(strict=True, forbid_dtd=True, forbid_entities=True, xml_huge_tree=False)
     try:
-        return zeep.wsdl.Document(where, transports.Transport(timeout=timeout, operation_timeout=timeout),
+        return zeep.wsdl.Document(where, FolderTransport(timeout=timeout, operation_timeout=timeout),
                                   settings=settings)
     except (zeep.exceptions.Error, etree.XMLSyntaxError, OSError, ValueError) as exc:
         raise WsdlError(f"cannot use the WSDL {where}: {exc}") from None

@@ -85,3 +85,42 @@ def test_a_served_wsdl_from_outside_the_folder_is_a_positioned_load_error(tmp_pa
     [error] = caught.value.errors
     assert error.file == folder / "flows.yaml" and error.line == 4
     assert "'../stockquote.wsdl' is outside the flow folder" in error.message
+
+
+def _wsdl_importing(location: str) -> bytes:
+    """The example WSDL with its schema importing another schema from ``location``."""
+    text = WSDL.read_text()
+    schema_open = '<xsd:schema targetNamespace="http://example.com/stockquote" elementFormDefault="qualified">'
+    assert schema_open in text
+    return text.replace(schema_open, schema_open + f'<xsd:import namespace="urn:elsewhere" '
+                                                   f'schemaLocation="{location}"/>').encode()
+
+
+ELSEWHERE_XSD = ('<xsd:schema xmlns:xsd="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:elsewhere">'
+                 '<xsd:element name="x" type="xsd:string"/></xsd:schema>')
+SOAP_FLOW = """
+flows:
+  quote:
+    source:
+      soap: {path: /svc, wsdl: stockquote.wsdl, operation: getQuote}
+    steps:
+      - respond: {json: {}}
+"""
+
+
+def test_what_a_wsdl_imports_from_outside_the_folder_is_a_positioned_load_error(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere.xsd").write_text(ELSEWHERE_XSD)
+    folder = write_flows(tmp_path / "flows", SOAP_FLOW)
+    (folder / "stockquote.wsdl").write_bytes(_wsdl_importing("../elsewhere.xsd"))
+    with pytest.raises(LoadErrors) as caught:
+        load_project(folder)
+    [error] = caught.value.errors
+    assert error.file == folder / "flows.yaml" and error.line == 4
+    assert "elsewhere.xsd" in error.message and "is outside the flow folder" in error.message
+
+
+def test_what_a_wsdl_imports_from_inside_the_folder_loads(tmp_path: Path) -> None:
+    folder = write_flows(tmp_path / "flows", SOAP_FLOW)
+    (folder / "elsewhere.xsd").write_text(ELSEWHERE_XSD)
+    (folder / "stockquote.wsdl").write_bytes(_wsdl_importing("elsewhere.xsd"))
+    assert load_project(folder).compiled is not None
