@@ -530,8 +530,14 @@ class Facade(Starlette):
             return msg
         if length is not None and length <= STREAM_THRESHOLD:
             msg.set_body(await _read_all(receive, route.max_body), content_type)
-        else:
-            msg.set_stream(_stream(receive, route.max_body, seen if length is None else None), content_type)
+            return msg
+        first: Any = None
+        if length is None and method in route.needs_body:
+            # a chunked body may still be empty (a lone 0-size chunk): its first part says so
+            first = await receive()
+            if first["type"] == "http.request" and not first.get("body") and not first.get("more_body"):
+                raise MissingBody(f"this route takes a {route.accepts} body; the request has none")
+        msg.set_stream(_stream(receive, route.max_body, seen if length is None else None, first), content_type)
         return msg
 
 
@@ -575,15 +581,17 @@ async def _read_all(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _stream(receive: Receive, limit: int, seen: telemetry.Seen | None = None) -> AsyncIterator[bytes]:
-    """The request body as it arrives; with ``seen`` (a body without Content-Length) its size
-    is told to the request metrics once it has all arrived."""
+async def _stream(receive: Receive, limit: int, seen: telemetry.Seen | None = None,
+                  first: Any = None) -> AsyncIterator[bytes]:
+    """The request body as it arrives, from ``first`` (a part already received) on; with
+    ``seen`` (a body without Content-Length) its size is told to the request metrics once it
+    has all arrived."""
     size = 0
     more = True
     if seen is not None:
         seen.received = -1  # a body is coming: its size is known only at its end
     while more:
-        message = await receive()
+        message, first = (first, None) if first is not None else (await receive(), None)
         if message["type"] == "http.disconnect":
             raise FlowError("client disconnected while sending the body", status=400, code="client-disconnected")
         chunk = message.get("body", b"")

@@ -120,6 +120,22 @@ def test_a_post_with_no_body_meets_the_request_schema(engine: RunningEngine, hea
     assert ok.status == 201
 
 
+def test_an_empty_chunked_body_where_the_route_declares_its_type_is_a_400(engine: RunningEngine) -> None:
+    """A chunked body of one zero-size chunk is no body either; a chunked body with content runs the flow."""
+    def chunked(body: bytes) -> list[rawhttp.RawResponse]:
+        chunks = (f"{len(body):x}\r\n".encode() + body + b"\r\n" if body else b"") + b"0\r\n\r\n"
+        with rawhttp.connect(engine.port) as sock:
+            sock.sendall(b"POST /stock HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n"
+                         b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunks)
+            return rawhttp.parse_responses(rawhttp.read_all(sock))
+
+    [empty] = chunked(b"")
+    problem = rawhttp.assert_problem(empty, 400, "missing-body")
+    assert problem["detail"] == "this route takes a text/xml body; the request has none"
+    [ok] = chunked(b"<stock/>")
+    assert ok.status == 200 and ok.json() == {"method": "POST"}
+
+
 @pytest.mark.parametrize("headers", [{}, {"Content-Type": "text/xml; charset=utf-8"}])
 def test_a_post_with_no_body_where_the_route_declares_its_type_is_a_400(engine: RunningEngine,
                                                                          headers: dict[str, str]) -> None:
