@@ -29,7 +29,8 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     setup_logging(args.log_level, args.log_format, levels)
     try:
-        tls = FacadeTls.from_options(args.tls_cert, args.tls_key, args.tls_client_ca, args.tls_client_cert)
+        tls = FacadeTls.from_options(args.tls_cert, args.tls_key, args.tls_client_ca, args.tls_client_cert,
+                                     args.tls_crl, args.tls_reload_interval)
     except TlsConfigError as exc:
         print(f"interlace run: {exc}", file=sys.stderr)
         return 2
@@ -143,6 +144,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                      default=os.environ.get("INTERLACE_TLS_CLIENT_CERT") or None,
                      help="required (the default with --tls-client-ca): no handshake without a client "
                           "certificate; optional: flows decide (authenticate: {client_cert: ...})")
+    run.add_argument("--tls-crl", default=os.environ.get("INTERLACE_TLS_CRL") or None,
+                     help="mutual TLS: PEM CRL(s) of the client CAs; a revoked client certificate fails the "
+                          "handshake (every client CA needs its CRL)")
+    run.add_argument("--tls-reload-interval", type=float,
+                     default=float(os.environ.get("INTERLACE_TLS_RELOAD_INTERVAL", "10")),
+                     help="seconds between checks of the TLS files; changed files serve new connections "
+                          "without a restart (default 10; 0: only on a reload)")
     run.add_argument("--log-level", default=os.environ.get("INTERLACE_LOG_LEVEL", "info"))
     run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("INTERLACE_LOG_FORMAT", "text"),
                      help="json: one object per line, for Fluent Bit or Fluentd; text: for a terminal")

@@ -116,6 +116,9 @@ BREAKER_TRANSITIONS = Counter("interlace_circuit_breaker_transitions", "Circuit 
                               "entered (open, half_open, closed).", ("endpoint", "url", "state"), registry=REGISTRY)
 RELOADS = Counter("interlace_reloads", "Reloads of the flow folder, by outcome (ok, failed: the previous flows "
                   "kept serving).", ("outcome",), registry=REGISTRY)
+TLS_RELOADS = Counter("interlace_tls_reloads", "Changes of the facade's TLS files (certificate, key, client CA, "
+                      "CRL), by outcome (ok: new connections use them; refused: they cannot serve, the previous "
+                      "ones still do).", ("outcome",), registry=REGISTRY)
 HTTP_REFUSED = Counter("interlace_http_refused", "Connections and request heads refused before reaching a flow "
                        "(engine/httpguard.py), by listener (facade, management) and reason (header-too-large, "
                        "too-many-headers, uri-too-long, header-timeout, first-byte-timeout, max-connections, "

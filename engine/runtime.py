@@ -31,6 +31,8 @@ from engine.sources.manager import SourceManager
 from engine.store import use_store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from engine.store.store import Store
 
 log = logging.getLogger("interlace.runtime")
@@ -67,6 +69,8 @@ class Runtime:
         self._closing: set[asyncio.Task[None]] = set()
         self.sources = SourceManager()
         self.store: Store | None = None
+        # run at the start of every reload, whatever the flows' outcome (the facade's TLS files)
+        self.reload_hooks: list[Callable[[], object]] = []
 
     @property
     def ready(self) -> bool:
@@ -107,6 +111,8 @@ class Runtime:
         log.info("message store: %s", safe_url(store.url))
 
     async def reload(self, *, force: bool = False) -> ReloadResult:
+        for hook in self.reload_hooks:
+            hook()
         async with self._reload_lock:
             try:
                 compiled = await asyncio.get_running_loop().run_in_executor(None, self.load)

@@ -48,6 +48,7 @@ from engine.loader import LoadErrors, flow_files
 from engine.management import build_management_app, build_worker_app
 from engine.runtime import Runtime
 from engine.tls import FacadeTls, TlsConfigError
+from engine.tls_live import LiveTls
 from engine.workers import WorkerGroup
 
 log = logging.getLogger("interlace.server")
@@ -113,12 +114,14 @@ def bind_or_explain(host: str, port: int, flag: str) -> socket.socket:
         raise CannotListen(f"cannot listen on {host}:{port}: {reason}; choose another port with {flag}") from None
 
 
-def _config(app: object, opts: ServeOptions, *, facade: bool) -> uvicorn.Config:
-    tls = opts.tls if facade else None  # management stays on plain HTTP, behind its token
+def _config(app: object, opts: ServeOptions, *, facade: bool, tls: LiveTls | None = None) -> uvicorn.Config:
+    """uvicorn's settings for the facade (``tls``: its live TLS) or a management listener (plain
+    HTTP, behind its token)."""
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         http=protocol_class(opts.limits, "facade" if facade else "management", tls=tls is not None),
-        **(tls.uvicorn_options() if tls is not None else {}),
+        # the listener's context hands each handshake the newest certificates (engine/tls_live.py)
+        ssl_context_factory=(lambda _config, _default: tls.listener_context()) if tls is not None else None,
         loop="none",
         lifespan="off",
         access_log=False,
@@ -208,7 +211,8 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
     # reloaded project's old objects would never be collected.)
     gc.set_threshold(10_000, 10, 10)
     guard = DrainGuard(runtime.app)
-    facade = _Server(_config(guard, opts, facade=True))
+    live_tls = LiveTls(opts.tls) if opts.tls is not None else None
+    facade = _Server(_config(guard, opts, facade=True, tls=live_tls))
     stop = asyncio.Event()
 
     def terminate() -> None:
@@ -220,6 +224,10 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
     loop.add_signal_handler(signal.SIGTERM, terminate)
     loop.add_signal_handler(signal.SIGINT, terminate)
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(runtime.reload()))
+    tls_watcher = None
+    if live_tls is not None:  # a reload (SIGHUP, management) checks the TLS files too, as does a timer
+        runtime.reload_hooks.append(live_tls.refresh)
+        tls_watcher = asyncio.create_task(live_tls.watch())
     facade_task = asyncio.create_task(facade.serve(sockets=[facade_sock]))
     watcher = asyncio.create_task(watch(opts.flows_dir, runtime.reload)) if opts.watch else None
     await stop.wait()
@@ -229,8 +237,9 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
     cutter = loop.call_later(opts.drain_timeout, guard.cut)
     await facade_task
     cutter.cancel()
-    if watcher is not None:
-        watcher.cancel()
+    for task in (watcher, tls_watcher):
+        if task is not None:
+            task.cancel()
     management.should_exit = True
     await management_task
     if peer_server is not None:

@@ -1,12 +1,13 @@
 """TLS on the facade port, and mutual TLS: who the client certificate says the caller is.
 
 ``interlace run --tls-cert server.pem --tls-key server.key --tls-client-ca partners-ca.pem``
-serves the facade over TLS (uvicorn's own TLS settings) and asks every client for a certificate
+serves the facade over TLS (uvicorn's listener with the context engine/tls_live.py keeps current
+with the files) and asks every client for a certificate
 signed by that CA: ``--tls-client-cert required`` (the default with a client CA: the handshake
 fails without one) or ``optional`` (a connection without one is served, and a flow that needs
 one answers 401 problem+json from its ``authenticate: {client_cert: ...}`` step).  Each option
 has its environment variable (``INTERLACE_TLS_CERT`` ...), which the Kubernetes manifests set
-to the files of a mounted Secret.
+to the files of a mounted Secret.  ``--tls-crl`` adds CRL checks of the client certificates.
 
 A connection's peer certificate is read once, when the handshake ends
 (``engine/httpguard.py``), into the plain view ``peer_view`` returns; every request of that
@@ -20,11 +21,12 @@ certificate.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 CLIENT_CERT_MODES = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 TLS_KEY = "tls"  # scope["extensions"] key, as the ASGI TLS extension names it
@@ -35,37 +37,51 @@ class TlsConfigError(Exception):
     """TLS options that cannot serve (a file missing, a key that does not match), said in one line."""
 
 
+DEFAULT_RELOAD_INTERVAL = 10.0  # seconds between checks of the TLS files (engine/tls_live.py)
+
+
 @dataclass(frozen=True)
 class FacadeTls:
-    """The facade's TLS: its certificate and key, and the CA its clients' certificates must chain to."""
+    """The facade's TLS: its certificate and key, the CA its clients' certificates must chain to,
+    and the CRL that revokes some of them."""
 
     certfile: str
     keyfile: str | None = None
     client_ca: str | None = None
     client_cert: str = "none"  # none | optional | required
+    crl: str | None = None
+    reload_interval: float = DEFAULT_RELOAD_INTERVAL
 
     @classmethod
     def from_options(cls, cert: str | None, key: str | None, client_ca: str | None,
-                     client_cert: str | None) -> FacadeTls | None:
+                     client_cert: str | None, crl: str | None = None,
+                     reload_interval: float = DEFAULT_RELOAD_INTERVAL) -> FacadeTls | None:
         """The TLS the command-line options ask for, or None for plain HTTP; a contradiction raises."""
         mode = client_cert or ("required" if client_ca else "none")
         if mode not in CLIENT_CERT_MODES:
             raise TlsConfigError(f"--tls-client-cert {mode!r}: choose one of {', '.join(CLIENT_CERT_MODES)}")
         if not cert:
-            if key or client_ca:
-                raise TlsConfigError("--tls-key and --tls-client-ca need --tls-cert (the facade's certificate)")
+            if key or client_ca or crl:
+                raise TlsConfigError("--tls-key, --tls-client-ca and --tls-crl need --tls-cert (the facade's "
+                                     "certificate)")
             if client_cert and mode != "none":
                 raise TlsConfigError(f"--tls-client-cert {mode} needs --tls-cert and --tls-client-ca")
             return None
         if mode != "none" and not client_ca:
             raise TlsConfigError(f"--tls-client-cert {mode} needs --tls-client-ca, the CA that signs the clients' "
                                  "certificates")
-        return cls(certfile=cert, keyfile=key or None, client_ca=client_ca or None, client_cert=mode)
+        if crl and not client_ca:
+            raise TlsConfigError("--tls-crl needs --tls-client-ca: the CRL revokes client certificates")
+        if reload_interval < 0:
+            raise TlsConfigError(f"--tls-reload-interval {reload_interval:g}: seconds, 0 (only on reload) or more")
+        return cls(certfile=cert, keyfile=key or None, client_ca=client_ca or None, client_cert=mode,
+                   crl=crl or None, reload_interval=reload_interval)
 
     def check(self) -> None:
-        """Load the files once before anything is bound: a bad one is one line, not a traceback."""
+        """Load the files: a bad one is one line, not a traceback (at start, before anything is
+        bound, and before a rotated set of files replaces the serving one)."""
         for flag, path in (("--tls-cert", self.certfile), ("--tls-key", self.keyfile),
-                           ("--tls-client-ca", self.client_ca)):
+                           ("--tls-client-ca", self.client_ca), ("--tls-crl", self.crl)):
             if path is not None and not Path(path).is_file():
                 raise TlsConfigError(f"{flag} {path}: no such file")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -81,11 +97,39 @@ class FacadeTls:
             except (ssl.SSLError, OSError) as exc:
                 raise TlsConfigError(f"--tls-client-ca {self.client_ca}: not a PEM CA certificate "
                                      f"({getattr(exc, 'reason', None) or exc})") from None
+        if self.crl is not None and self.client_ca is not None:
+            check_crl(self.crl, self.client_ca)
 
-    def uvicorn_options(self) -> dict[str, Any]:
-        """The keyword arguments of ``uvicorn.Config`` for this TLS."""
-        return {"ssl_certfile": self.certfile, "ssl_keyfile": self.keyfile, "ssl_ca_certs": self.client_ca,
-                "ssl_cert_reqs": CLIENT_CERT_MODES[self.client_cert]}
+
+def check_crl(crl_path: str, ca_path: str) -> None:
+    """Every CRL in the file parses and is signed by one of the client CAs, and every client CA
+    has one: with CRL checks on, OpenSSL refuses every certificate of a CA without a CRL."""
+    from cryptography import x509
+
+    text = Path(crl_path).read_bytes()
+    marker = b"-----BEGIN X509 CRL-----"
+    if marker not in text:
+        raise TlsConfigError(f"--tls-crl {crl_path}: no PEM CRL in the file (-----BEGIN X509 CRL-----)")
+    crls = []
+    for block in text.split(marker)[1:]:
+        try:
+            crls.append(x509.load_pem_x509_crl(marker + block))
+        except ValueError as exc:
+            raise TlsConfigError(f"--tls-crl {crl_path}: a CRL that does not parse ({exc})") from None
+    cas = x509.load_pem_x509_certificates(Path(ca_path).read_bytes())
+    for ca in cas:
+        key = cast(Any, ca.public_key())
+        if not any(crl.issuer == ca.subject and crl.is_signature_valid(key) for crl in crls):
+            raise TlsConfigError(f"--tls-crl {crl_path}: no CRL signed by the client CA {ca.subject.rfc4514_string()} "
+                                 "(with CRL checks every client CA needs its CRL, or its clients are refused)")
+    now = datetime.datetime.now(datetime.UTC)
+    for crl in crls:
+        if crl.next_update_utc is not None and crl.next_update_utc < now:
+            raise TlsConfigError(f"--tls-crl {crl_path}: the CRL of {crl.issuer.rfc4514_string()} expired at "
+                                 f"{crl.next_update_utc.isoformat()} (its next update); publish a new one")
+        if not any(crl.issuer == ca.subject for ca in cas):
+            raise TlsConfigError(f"--tls-crl {crl_path}: a CRL of {crl.issuer.rfc4514_string()}, which is not one "
+                                 "of the client CAs")
 
 
 def peer_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str, Any] | None:

@@ -165,7 +165,10 @@ async def test_over_plain_http_the_route_answers_401_not_500(pki: Pki, tmp_path:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--tls-client-ca", "ca.pem"], "--tls-key and --tls-client-ca need --tls-cert"),
+    (["--tls-client-ca", "ca.pem"], "--tls-key, --tls-client-ca and --tls-crl need --tls-cert"),
+    (["--tls-cert", "SERVER", "--tls-crl", "KEY"], "--tls-crl needs --tls-client-ca"),
+    (["--tls-cert", "SERVER", "--tls-key", "KEY", "--tls-client-ca", "CA", "--tls-crl", "CA"],
+     "no PEM CRL in the file"),
     (["--tls-cert", "SERVER", "--tls-client-cert", "required"], "--tls-client-cert required needs --tls-client-ca"),
     (["--tls-cert", "/nonexistent/server.pem"], "--tls-cert /nonexistent/server.pem: no such file"),
     (["--tls-cert", "SERVER", "--tls-key", "OTHERKEY"], "--tls-cert/--tls-key: cannot use"),
@@ -173,8 +176,8 @@ async def test_over_plain_http_the_route_answers_401_not_500(pki: Pki, tmp_path:
 ])
 def test_bad_tls_options_are_one_line(pki: Pki, tmp_path: Path, args: list[str], message: str) -> None:
     folder = write_flows(tmp_path / "flows", "flows: {}\n")
-    args = [a.replace("SERVER", str(pki.server.cert)).replace("OTHERKEY", str(pki.partner_a.key))
-            .replace("KEY", str(pki.server.key)) for a in args]
+    files = {"SERVER": pki.server.cert, "OTHERKEY": pki.partner_a.key, "KEY": pki.server.key, "CA": pki.ca.ca.cert}
+    args = [str(files.get(a, a)) for a in args]
     done = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(folder), "--port", "0", *args],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2

@@ -77,3 +77,16 @@ class Authority:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         return _write(self.folder, common_name, cert, key)
+
+    def crl(self, path: Path, revoked: tuple[Issued, ...] = (),
+            valid_for: datetime.timedelta = datetime.timedelta(days=1)) -> Path:
+        """A PEM CRL of this CA revoking ``revoked`` (an empty one by default), written to ``path``."""
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.name)
+                   .last_update(now - datetime.timedelta(minutes=5)).next_update(now + valid_for))
+        for issued in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(issued.certificate.serial_number)
+                .revocation_date(now - datetime.timedelta(minutes=1)).build())
+        path.write_bytes(builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+        return path

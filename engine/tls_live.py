@@ -1,0 +1,121 @@
+"""The facade's TLS context, rebuilt when its files change: certificate rotation without a restart.
+
+A Kubernetes Secret that is renewed (cert-manager, a new partner CA, a new CRL) appears as new
+files under the same paths.  ``LiveTls`` reads the certificate, key, client CA and CRL files,
+builds a server ``ssl.SSLContext`` from them and checks the files again every
+``reload_interval`` seconds, on SIGHUP and on a management reload.  When their content changed
+and the new files make a working context, new connections use it; connections already open
+keep the one they shook hands with and finish on it.  Files that do not make a working context
+(a certificate written before its key, a CRL that does not parse) are refused with a warning,
+and the previous context keeps serving until the next check finds them whole.
+
+How it works with uvicorn: uvicorn's ``ssl_context_factory`` returns the listener's context,
+made once.  Its ``sni_callback``, which OpenSSL calls during every handshake (with or without
+SNI), hands the connection the newest context (``ssl_object.context = ...``).  OpenSSL then
+takes the certificate and key, the trusted CAs and the CRLs from that context.  What it keeps
+from the listener's context: the verify mode (``--tls-client-cert``) and the verify flags (CRL
+checks on or off), so changing those two needs a restart.  With client certificates, TLS session
+resumption is off: a resumed session skips the certificate check, so a client whose CA was
+removed or whose certificate was revoked could otherwise come back on an old session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import ssl
+from pathlib import Path
+
+from engine import metrics
+from engine.tls import CLIENT_CERT_MODES, FacadeTls, TlsConfigError
+
+log = logging.getLogger("interlace.tls")
+
+
+def build_context(tls: FacadeTls) -> ssl.SSLContext:
+    """A server context from the files as they are now; a file that cannot serve raises TlsConfigError."""
+    tls.check()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls.certfile, tls.keyfile)
+    context.verify_mode = CLIENT_CERT_MODES[tls.client_cert]
+    if tls.client_ca is not None:
+        context.load_verify_locations(tls.client_ca)
+        # a resumed session is not verified again: without resumption a rotated CA or CRL applies
+        # to every new connection (the cost: a full handshake per connection, which a gateway's
+        # kept-alive connections pay once)
+        context.options |= ssl.OP_NO_TICKET
+        context.num_tickets = 0
+    if tls.crl is not None:
+        context.load_verify_locations(tls.crl)  # PEM CRLs join the trust store
+        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    return context
+
+
+def files_digest(tls: FacadeTls) -> str:
+    """One digest of every TLS file's content (a missing file counts as empty)."""
+    digest = hashlib.sha256()
+    for path in (tls.certfile, tls.keyfile, tls.client_ca, tls.crl):
+        digest.update(b"\0")
+        if path is not None:
+            try:
+                digest.update(Path(path).read_bytes())
+            except OSError:
+                digest.update(b"\1missing")
+    return digest.hexdigest()
+
+
+class LiveTls:
+    """The facade's TLS context, kept current with its files (see the module docstring).
+
+    ``listener_context()`` is what uvicorn serves with; ``refresh()`` checks the files once;
+    ``watch()`` checks them every ``reload_interval`` seconds (0: only on refresh)."""
+
+    def __init__(self, tls: FacadeTls) -> None:
+        self.tls = tls
+        self.current = build_context(tls)
+        self.digest = files_digest(tls)
+        self._refused: str | None = None  # the digest of files already refused: warned once
+
+    def listener_context(self) -> ssl.SSLContext:
+        """The listening socket's context: it hands each handshake the newest context."""
+        listener = build_context(self.tls)
+
+        def newest(ssl_object: ssl.SSLObject, _server_name: str | None, original: ssl.SSLContext) -> None:
+            if self.current is not original:
+                ssl_object.context = self.current
+
+        listener.sni_callback = newest
+        self.current = listener  # until a rotation, the listener's own context serves
+        return listener
+
+    def refresh(self) -> bool:
+        """Check the files once: True when a new context now serves new connections."""
+        digest = files_digest(self.tls)
+        if digest == self.digest or digest == self._refused:
+            return False
+        try:
+            context = build_context(self.tls)
+        except (TlsConfigError, ssl.SSLError, OSError, ValueError) as exc:
+            self._refused = digest
+            metrics.TLS_RELOADS.labels("refused").inc()
+            log.warning("TLS files changed but cannot serve, keeping the previous certificates: %s", exc)
+            return False
+        self.current, self.digest, self._refused = context, digest, None
+        metrics.TLS_RELOADS.labels("ok").inc()
+        log.info("TLS files changed: new connections use the new certificate, client CA and CRL; "
+                 "open connections finish on the previous ones")
+        return True
+
+    async def watch(self) -> None:
+        """Refresh every ``reload_interval`` seconds, until cancelled."""
+        interval = self.tls.reload_interval
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.refresh()
+            except Exception:  # never let a rotation problem stop the watching
+                log.exception("checking the TLS files failed; trying again in %gs", interval)
+
