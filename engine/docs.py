@@ -126,13 +126,19 @@ def _settings_section() -> str:
     lines = ["\n## Project settings\n", f"{SETTINGS_SCHEMA['description']} A top-level `settings:` key of a "
              "flow file. `settings.http`: " + HTTP_SETTINGS["description"] + "\n",
              "| key | type | meaning |\n|---|---|---|", *_properties(HTTP_SETTINGS)]
-    for name, prop in HTTP_SETTINGS["properties"].items():
-        variants = [v for v in prop.get("oneOf", [prop]) if v.get("properties")]
-        for variant in variants:
-            lines += [f"\n`settings.http.{name}`:\n", "| key | type | meaning |\n|---|---|---|",
-                      *_properties(variant)]
+    lines += _nested_tables("settings.http", HTTP_SETTINGS)
     lines.append(f"\n```yaml\n{SETTINGS_EXAMPLE.rstrip()}\n```")
     return "\n".join(lines)
+
+
+def _nested_tables(prefix: str, schema: dict[str, Any]) -> list[str]:
+    """A table for each object inside ``schema`` (and the objects inside those), named by its path."""
+    lines: list[str] = []
+    for name, prop in schema.get("properties", {}).items():
+        for variant in (v for v in prop.get("oneOf", [prop]) if v.get("properties")):
+            lines += [f"\n`{prefix}.{name}`:\n", "| key | type | meaning |\n|---|---|---|", *_properties(variant)]
+            lines += _nested_tables(f"{prefix}.{name}", variant)
+    return lines
 
 
 def write_reference(path: Path) -> Path:

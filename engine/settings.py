@@ -34,8 +34,27 @@ HTTP_SETTINGS: dict[str, Any] = {
             "type": "object", "additionalProperties": False, "required": ["trusted"],
             "description": "Take the client address and scheme from X-Forwarded-For and X-Forwarded-Proto, "
                            "only when the connection comes from one of these addresses (the gateway's).",
-            "properties": {"trusted": {**_STRINGS, "minItems": 1,
-                                       "description": "Addresses or networks (10.0.0.0/8), or \"*\" for any."}},
+            "properties": {
+                "trusted": {**_STRINGS, "minItems": 1,
+                            "description": "Addresses or networks (10.0.0.0/8), or \"*\" for any."},
+                "client_cert": {
+                    "type": "object", "additionalProperties": False, "required": ["header"],
+                    "description": "The client certificate a gateway that terminates TLS forwards in a header, "
+                                   "believed from the trusted addresses only: flows see it as ${tls.*} and "
+                                   "authenticate: {client_cert: ...} checks it as a direct one (403 when the "
+                                   "header comes from another address).",
+                    "properties": {
+                        "header": {"type": "string", "minLength": 1,
+                                   "description": "The header: X-Forwarded-Client-Cert (Envoy, Istio), "
+                                                  "X-SSL-Client-Cert (nginx)..."},
+                        "format": {"enum": ["xfcc", "pem"],
+                                   "description": "xfcc (default): Envoy's By=...;Hash=...;Cert=\"...\";"
+                                                  "Subject=\"...\";URI=...; the last element counts. pem: the "
+                                                  "certificate, URL-encoded PEM (nginx $ssl_client_escaped_cert), "
+                                                  "one-line PEM or base64 DER."},
+                    },
+                },
+            },
         },
         "trusted_hosts": {
             **_STRINGS, "minItems": 1,
@@ -85,7 +104,9 @@ SETTINGS_SCHEMA: dict[str, Any] = {
 
 SETTINGS_EXAMPLE = """settings:
   http:
-    proxy_headers: {trusted: [10.0.0.0/8]}
+    proxy_headers:
+      trusted: [10.0.0.0/8]
+      client_cert: {header: X-Forwarded-Client-Cert, format: xfcc}
     trusted_hosts: [api.example.com, "*.internal.example.com"]
     cors:
       allow_origins: ["https://app.example.com"]
@@ -122,6 +143,12 @@ def middleware(settings: dict[str, Any] | None) -> list[Middleware]:
     """The Starlette middleware ``settings`` (validated against SETTINGS_SCHEMA) declare, outermost first."""
     http = (settings or {}).get("http") or {}
     out: list[Middleware] = []
+    forwarded_cert = (http.get("proxy_headers") or {}).get("client_cert")
+    if forwarded_cert:  # outside ProxyHeadersMiddleware: it must see the proxy's own address
+        from engine.forwarded_cert import ForwardedClientCertMiddleware
+
+        out.append(Middleware(ForwardedClientCertMiddleware, trusted_hosts=list(http["proxy_headers"]["trusted"]),
+                              header=forwarded_cert["header"], form=forwarded_cert.get("format", "xfcc")))
     if http.get("proxy_headers"):
         from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 

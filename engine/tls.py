@@ -142,6 +142,8 @@ def peer_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str
     view = peer_view(der)
     view["version"] = version
     view["cipher"] = cipher[0] if cipher else None
+    view["source"] = "connection"  # engine/forwarded_cert.py makes "forwarded" ones
+    view["forwarded_by"] = None
     return {
         "server_cert": None,
         "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],

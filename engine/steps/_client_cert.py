@@ -2,8 +2,10 @@
 connection.
 
 The handshake has verified the certificate against the facade's client CA already
-(``interlace run --tls-client-ca``); this step decides whether that certificate may use the
-flow: its subject and issuer attributes, one of its SANs, or its SHA-256 fingerprint.  No
+(``interlace run --tls-client-ca``), or a trusted proxy did and forwarded it in a header
+(``settings.http.proxy_headers.client_cert``, engine/forwarded_cert.py).  This step decides
+whether that certificate may use the flow: its subject and issuer attributes, one of its SANs,
+or its SHA-256 fingerprint.  No
 certificate (plain HTTP, or ``--tls-client-cert optional`` and none sent) answers 401; one that
 does not match answers 403.  Both problem+json, and neither echoes the certificate.
 """
@@ -40,7 +42,7 @@ CLIENT_CERT_SCHEMA: dict[str, Any] = {
 }
 
 _VIEW_FIELDS = ("subject", "common_name", "issuer", "serial", "sans", "fingerprint", "subject_fields",
-                "issuer_fields", "not_before", "not_after")
+                "issuer_fields", "not_before", "not_after", "source", "forwarded_by")
 
 
 def _constant(value: Any, ctx: CompileContext, key: Any) -> str:
@@ -76,15 +78,24 @@ def client_cert_step(config: dict[str, Any], ctx: CompileContext) -> StepFn:
         if tls is None:
             raise Unauthorized("this route needs a client certificate: connect over TLS with a certificate "
                                "signed by the facade's client CA")
-        if tls.get("subject") is None:
-            raise Unauthorized("this route needs a client certificate, and the connection presented none")
+        forwarded = tls.get("forwarded")
+        if forwarded == "untrusted":  # a client writing the gateway's header itself
+            raise Forbidden("a client certificate header from an address that is not a trusted proxy "
+                            "(settings.http.proxy_headers.trusted)")
+        if forwarded == "invalid":
+            raise Unauthorized(f"this route needs a client certificate, and the proxy's header does not hold one: "
+                               f"{tls.get('forwarded_error')}")
+        if tls.get("subject") is None and tls.get("fingerprint") is None and not tls.get("sans"):
+            raise Unauthorized("this route needs a client certificate, and the connection presented none"
+                               if tls.get("source") != "forwarded" else
+                               "this route needs a client certificate, and the proxy forwarded none")
         for attribute, allowed in subject.items():
-            if tls["subject_fields"].get(attribute) not in allowed:
+            if (tls["subject_fields"] or {}).get(attribute) not in allowed:
                 raise refuse(f"subject ({attribute})")
         for attribute, allowed in issuer.items():
-            if tls["issuer_fields"].get(attribute) not in allowed:
+            if (tls["issuer_fields"] or {}).get(attribute) not in allowed:
                 raise refuse(f"issuer ({attribute})")
-        if sans and sans.isdisjoint(tls["sans"]):
+        if sans and sans.isdisjoint(tls["sans"] or ()):
             raise refuse("subject alternative name")
         if pins and tls["fingerprint"] not in pins:
             raise refuse("fingerprint")
