@@ -32,6 +32,7 @@ from engine.loader import LoadErrors, load_project
 from engine.message import Message
 from engine.model import Location
 from engine.registry import StepFn
+from engine.testing.client_cert import ClientCertError, client_cert_view, presenting
 from engine.testing.mocks import MockFactory, body_of, make_rule
 from engine.testing.suite import load_suite
 
@@ -185,10 +186,16 @@ async def try_flow(folder: Path, request: dict[str, Any], *, mocks: dict[str, li
     headers = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
     if content_type and not any(k.lower() == "content-type" for k in headers):
         headers["content-type"] = content_type
+    try:
+        certificate = client_cert_view(request["client_cert"], mocks_dir or folder) \
+            if request.get("client_cert") else None
+    except ClientCertError as exc:
+        raise TryError(str(exc), []) from None
     started = time.perf_counter()
     await compiled.open()
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=facade),
+        app = presenting(facade, certificate)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://interlace.test") as client:
             answer = await client.request(method, str(request.get("path", "/")), params=request.get("query"),
                                           headers=headers, content=body or None)

@@ -23,6 +23,7 @@ from engine.loader import LoadError, LoadErrors, load_project
 from engine.message import Message
 from engine.model import Location, Project
 from engine.sources.manager import SourceManager
+from engine.testing.client_cert import ClientCertError, client_cert_view, presenting
 from engine.testing.mocks import HTTP_MATCH, MockCall, MockFactory, Rule, body_of, fits, make_rule
 from engine.testing.operation_mocks import mock_fields
 from engine.testing.suite import Case, Suite
@@ -337,9 +338,10 @@ class SuiteRunner:
         headers = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
         if content_type and not any(k.lower() == "content-type" for k in headers):
             headers["content-type"] = content_type
+        app = presenting(facade, self._client_cert(case, request))
         await compiled.open()
         try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=facade),
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                          base_url="http://interlace.test") as client:
                 for _ in range(int(request.get("repeat", 1))):
                     answer = await client.request(method, str(request["path"]), params=request.get("query"),
@@ -353,6 +355,16 @@ class SuiteRunner:
         result.failures = self._check(case, answer, factory)
         result.seconds = time.perf_counter() - started
         return result
+
+    def _client_cert(self, case: Case, request: dict[str, Any]) -> dict[str, Any] | None:
+        """The client certificate the case's request presents (engine/testing/client_cert.py)."""
+        spec = request.get("client_cert")
+        if spec is None:
+            return None
+        try:
+            return client_cert_view(plain(spec), self.suite.file.parent)
+        except ClientCertError as exc:
+            raise SuiteError([LoadError.at(case.at("request", "client_cert"), str(exc))]) from None
 
     async def _run_message(self, case: Case, compiled: CompiledProject, factory: MockFactory, result: CaseResult,
                            started: float) -> CaseResult:

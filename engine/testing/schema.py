@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from engine.testing.client_cert import CLIENT_CERT_REQUEST
+
 BODY: dict[str, Any] = {
     "json": {"description": "A JSON body (any YAML value)."},
     "xml": {"type": "string", "description": "An XML body."},
@@ -124,6 +126,7 @@ CASE: dict[str, Any] = {
                 "path": {"type": "string", "pattern": "^/"},
                 "query": {"type": "object"},
                 "headers": HEADERS,
+                "client_cert": CLIENT_CERT_REQUEST,
                 "repeat": {"type": "integer", "minimum": 1, "maximum": 1000,
                            "description": "Send the request this many times (default 1); expect checks the last "
                                           "answer and calls counts every call: for caches, limits, idempotency."},
