@@ -121,13 +121,15 @@ def _connector_section(name: str, cls: type[Any]) -> list[str]:
 
 def _settings_section() -> str:
     """The project's ``settings:``, from the schema the loader validates them with."""
-    from engine.settings import HTTP_SETTINGS, SETTINGS_EXAMPLE, SETTINGS_SCHEMA
+    from engine.settings import HTTP_SETTINGS, SETTINGS_EXAMPLE, SETTINGS_SCHEMA, TLS_SETTINGS
 
     lines = ["\n## Project settings\n", f"{SETTINGS_SCHEMA['description']} A top-level `settings:` key of a "
              "flow file. `settings.http`: " + HTTP_SETTINGS["description"] + "\n",
              "| key | type | meaning |\n|---|---|---|", *_properties(HTTP_SETTINGS)]
     lines += _nested_tables("settings.http", HTTP_SETTINGS)
     lines.append(f"\n```yaml\n{SETTINGS_EXAMPLE.rstrip()}\n```")
+    lines += [f"\n`settings.tls`: {TLS_SETTINGS['description']}\n", "| key | type | meaning |\n|---|---|---|",
+              *_properties(TLS_SETTINGS)]
     return "\n".join(lines)
 
 

@@ -69,8 +69,10 @@ class Runtime:
         self._closing: set[asyncio.Task[None]] = set()
         self.sources = SourceManager()
         self.store: Store | None = None
-        # run at the start of every reload, whatever the flows' outcome (the facade's TLS files)
+        # run at the start of every reload, whatever the flows' outcome (the facade's TLS files),
+        # and after a reload that swapped in new flows (their settings.tls)
         self.reload_hooks: list[Callable[[], object]] = []
+        self.reloaded_hooks: list[Callable[[CompiledProject], object]] = []
 
     @property
     def ready(self) -> bool:
@@ -138,6 +140,8 @@ class Runtime:
             task = asyncio.create_task(self._close_later(old, free))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
+            for swapped in self.reloaded_hooks:
+                swapped(compiled)
             result = ReloadResult(True, [], len(compiled.flows))
             log.info("reloaded: %d flows", len(compiled.flows))
             self.last_reload = result

@@ -33,6 +33,7 @@ import uvicorn
 
 from connectors._tls import import_aiohttp
 from engine import metrics, tracing
+from engine.compiler import CompiledProject
 from engine.drain import EXIT_DRAIN_CUT, DrainGuard
 from engine.front import DEFAULT_MAX_BODY
 from engine.httpguard import (
@@ -211,7 +212,17 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
     # reloaded project's old objects would never be collected.)
     gc.set_threshold(10_000, 10, 10)
     guard = DrainGuard(runtime.app)
-    live_tls = LiveTls(opts.tls) if opts.tls is not None else None
+    try:
+        live_tls = _live_tls(opts, compiled)
+    except TlsConfigError as exc:
+        print(f"interlace: {exc}", file=sys.stderr)
+        await runtime.stop()
+        management.should_exit = True
+        await management_task
+        if peer_server is not None:
+            peer_server.should_exit = True
+            await peer_task
+        return 2
     facade = _Server(_config(guard, opts, facade=True, tls=live_tls))
     stop = asyncio.Event()
 
@@ -228,6 +239,8 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
     if live_tls is not None:  # a reload (SIGHUP, management) checks the TLS files too, as does a timer
         runtime.reload_hooks.append(live_tls.refresh)
         tls_watcher = asyncio.create_task(live_tls.watch())
+    if opts.tls is None:  # the TLS settings of the flow folder, as a reload finds them
+        runtime.reloaded_hooks.append(lambda new: _reconfigure_tls(live_tls, new))
     facade_task = asyncio.create_task(facade.serve(sockets=[facade_sock]))
     watcher = asyncio.create_task(watch(opts.flows_dir, runtime.reload)) if opts.watch else None
     await stop.wait()
@@ -254,6 +267,42 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
         return EXIT_DRAIN_CUT
     log.info("stopped")
     return 0
+
+
+def _settings_tls(compiled: CompiledProject) -> FacadeTls | None:
+    """The TLS the flow folder's ``settings.tls`` declares (paths relative to the settings' file)."""
+    project = compiled.project
+    base = project.settings_file.parent if project.settings_file is not None else project.root
+    return FacadeTls.from_settings(project.settings, base)
+
+
+def _live_tls(opts: ServeOptions, compiled: CompiledProject) -> LiveTls | None:
+    """The facade's TLS: the command line's (--tls-*, INTERLACE_TLS_*), else the flow folder's settings.tls."""
+    declared = _settings_tls(compiled)
+    if opts.tls is not None:
+        if declared is not None:
+            log.info("settings.tls is not used: the --tls-* options (or INTERLACE_TLS_* variables) are given")
+        return LiveTls(opts.tls)
+    if declared is None:
+        return None
+    live = LiveTls(declared)  # checks the files: a bad one raises TlsConfigError, nothing served
+    log.info("facade serves TLS from settings.tls%s", f" (client certificates {declared.client_cert})"
+             if declared.client_ca else "")
+    return live
+
+
+def _reconfigure_tls(live: LiveTls | None, compiled: CompiledProject) -> None:
+    try:
+        declared = _settings_tls(compiled)
+    except TlsConfigError as exc:
+        log.warning("settings.tls cannot serve, keeping the previous TLS settings: %s", exc)
+        return
+    if live is None:
+        if declared is not None:
+            log.warning("settings.tls now declares TLS: turning TLS on takes a restart; the facade still serves "
+                        "plain HTTP")
+        return
+    live.reconfigure(declared)
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:

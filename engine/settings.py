@@ -88,12 +88,37 @@ HTTP_SETTINGS: dict[str, Any] = {
     },
 }
 
+_FILE = {"type": "string", "minLength": 1}
+
+TLS_SETTINGS: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["cert"],
+    "description": "The facade's TLS and mutual TLS, when interlace run has no --tls-* option (those win). Paths "
+                   "are relative to this file's folder. A reload (or the reload_interval timer) applies new "
+                   "files and new paths to new connections; switching TLS on or off, client_cert, and turning "
+                   "crl on or off take a restart.",
+    "properties": {
+        "cert": {**_FILE, "description": "The facade's PEM certificate (chain) file (--tls-cert)."},
+        "key": {**_FILE, "description": "Its PEM private key, when not in the same file (--tls-key)."},
+        "client_ca": {**_FILE, "description": "Mutual TLS: the PEM CA certificate(s) that sign the clients' "
+                                              "certificates (--tls-client-ca)."},
+        "client_cert": {"enum": ["none", "optional", "required"],
+                        "description": "required (the default with client_ca): no handshake without a client "
+                                       "certificate; optional: flows decide (--tls-client-cert)."},
+        "crl": {**_FILE, "description": "PEM CRL(s) of the client CAs, one for each; a revoked client certificate "
+                                        "fails the handshake (--tls-crl)."},
+        "reload_interval": {"type": "number", "minimum": 0,
+                            "description": "Seconds between checks of the files (default 10; 0: only on a "
+                                           "reload) (--tls-reload-interval)."},
+    },
+}
+
 SETTINGS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "description": "Settings of the whole project (one file of the folder may declare them).",
     "properties": {
         "http": HTTP_SETTINGS,
+        "tls": TLS_SETTINGS,
         "policies": {
             "type": "array", "items": {"type": "object"},
             "description": "Steps run before the steps of every flow served over HTTP (authenticate, throttle, "

@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,6 +38,10 @@ class TlsConfigError(Exception):
 
 
 DEFAULT_RELOAD_INTERVAL = 10.0  # seconds between checks of the TLS files (engine/tls_live.py)
+_KEYS = ("cert", "key", "client_ca", "client_cert", "crl", "reload_interval")
+# how an error names each setting: the command-line option, or the key of the flow folder's settings
+OPTION_NAMES = {key: "--tls-" + key.replace("_", "-") for key in _KEYS}
+SETTING_NAMES = {key: f"settings.tls.{key}" for key in _KEYS}
 
 
 @dataclass(frozen=True)
@@ -51,57 +55,87 @@ class FacadeTls:
     client_cert: str = "none"  # none | optional | required
     crl: str | None = None
     reload_interval: float = DEFAULT_RELOAD_INTERVAL
+    names: dict[str, str] = field(default_factory=lambda: OPTION_NAMES, compare=False)
 
     @classmethod
     def from_options(cls, cert: str | None, key: str | None, client_ca: str | None,
                      client_cert: str | None, crl: str | None = None,
-                     reload_interval: float = DEFAULT_RELOAD_INTERVAL) -> FacadeTls | None:
-        """The TLS the command-line options ask for, or None for plain HTTP; a contradiction raises."""
+                     reload_interval: float = DEFAULT_RELOAD_INTERVAL,
+                     names: dict[str, str] = OPTION_NAMES) -> FacadeTls | None:
+        """The TLS the command-line options (or ``names``: the settings) ask for, or None for plain
+        HTTP; a contradiction raises."""
+        n = names
         mode = client_cert or ("required" if client_ca else "none")
         if mode not in CLIENT_CERT_MODES:
-            raise TlsConfigError(f"--tls-client-cert {mode!r}: choose one of {', '.join(CLIENT_CERT_MODES)}")
+            raise TlsConfigError(f"{n['client_cert']} {mode!r}: choose one of {', '.join(CLIENT_CERT_MODES)}")
         if not cert:
             if key or client_ca or crl:
-                raise TlsConfigError("--tls-key, --tls-client-ca and --tls-crl need --tls-cert (the facade's "
+                raise TlsConfigError(f"{n['key']}, {n['client_ca']} and {n['crl']} need {n['cert']} (the facade's "
                                      "certificate)")
             if client_cert and mode != "none":
-                raise TlsConfigError(f"--tls-client-cert {mode} needs --tls-cert and --tls-client-ca")
+                raise TlsConfigError(f"{n['client_cert']} {mode} needs {n['cert']} and {n['client_ca']}")
             return None
         if mode != "none" and not client_ca:
-            raise TlsConfigError(f"--tls-client-cert {mode} needs --tls-client-ca, the CA that signs the clients' "
+            raise TlsConfigError(f"{n['client_cert']} {mode} needs {n['client_ca']}, the CA that signs the clients' "
                                  "certificates")
         if crl and not client_ca:
-            raise TlsConfigError("--tls-crl needs --tls-client-ca: the CRL revokes client certificates")
+            raise TlsConfigError(f"{n['crl']} needs {n['client_ca']}: the CRL revokes client certificates")
         if reload_interval < 0:
-            raise TlsConfigError(f"--tls-reload-interval {reload_interval:g}: seconds, 0 (only on reload) or more")
+            raise TlsConfigError(f"{n['reload_interval']} {reload_interval:g}: seconds, 0 (only on reload) or more")
         return cls(certfile=cert, keyfile=key or None, client_ca=client_ca or None, client_cert=mode,
-                   crl=crl or None, reload_interval=reload_interval)
+                   crl=crl or None, reload_interval=reload_interval, names=names)
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any] | None, base: Path) -> FacadeTls | None:
+        """The TLS a flow folder's ``settings.tls`` asks for (validated by the schema; paths
+        relative to ``base``, the settings' folder), or None when it declares none."""
+        tls = (settings or {}).get("tls")
+        if not tls:
+            return None
+
+        def path(key: str) -> str | None:
+            value = tls.get(key)
+            return str(base / value) if value else None
+
+        return cls.from_options(path("cert"), path("key"), path("client_ca"), tls.get("client_cert"), path("crl"),
+                                float(tls.get("reload_interval", DEFAULT_RELOAD_INTERVAL)), SETTING_NAMES)
 
     def check(self) -> None:
         """Load the files: a bad one is one line, not a traceback (at start, before anything is
         bound, and before a rotated set of files replaces the serving one)."""
-        for flag, path in (("--tls-cert", self.certfile), ("--tls-key", self.keyfile),
-                           ("--tls-client-ca", self.client_ca), ("--tls-crl", self.crl)):
+        n = self.names
+        for flag, path in ((n["cert"], self.certfile), (n["key"], self.keyfile),
+                           (n["client_ca"], self.client_ca), (n["crl"], self.crl)):
             if path is not None and not Path(path).is_file():
                 raise TlsConfigError(f"{flag} {path}: no such file")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
             context.load_cert_chain(self.certfile, self.keyfile)
         except (ssl.SSLError, OSError) as exc:
-            raise TlsConfigError(f"--tls-cert/--tls-key: cannot use {self.certfile}"
+            raise TlsConfigError(f"{n['cert']}/{n['key']}: cannot use {self.certfile}"
                                  f"{' with ' + self.keyfile if self.keyfile else ''}: "
                                  f"{getattr(exc, 'reason', None) or exc}") from None
         if self.client_ca is not None:
             try:
                 context.load_verify_locations(self.client_ca)
             except (ssl.SSLError, OSError) as exc:
-                raise TlsConfigError(f"--tls-client-ca {self.client_ca}: not a PEM CA certificate "
+                raise TlsConfigError(f"{n['client_ca']} {self.client_ca}: not a PEM CA certificate "
                                      f"({getattr(exc, 'reason', None) or exc})") from None
         if self.crl is not None and self.client_ca is not None:
-            check_crl(self.crl, self.client_ca)
+            check_crl(self.crl, self.client_ca, n["crl"])
+
+    def restart_needed_for(self, new: FacadeTls | None) -> str | None:
+        """What of ``new`` the listener cannot take without a restart, or None (engine/tls_live.py)."""
+        if new is None:
+            return "turning TLS off"
+        if new.client_cert != self.client_cert:
+            return f"client certificates {self.client_cert} -> {new.client_cert}"
+        if (new.crl is None) != (self.crl is None):
+            return "turning CRL checks " + ("on" if new.crl else "off")
+        return None
 
 
-def check_crl(crl_path: str, ca_path: str) -> None:
+def check_crl(crl_path: str, ca_path: str, name: str = "--tls-crl") -> None:
     """Every CRL in the file parses and is signed by one of the client CAs, and every client CA
     has one: with CRL checks on, OpenSSL refuses every certificate of a CA without a CRL."""
     from cryptography import x509
@@ -109,26 +143,26 @@ def check_crl(crl_path: str, ca_path: str) -> None:
     text = Path(crl_path).read_bytes()
     marker = b"-----BEGIN X509 CRL-----"
     if marker not in text:
-        raise TlsConfigError(f"--tls-crl {crl_path}: no PEM CRL in the file (-----BEGIN X509 CRL-----)")
+        raise TlsConfigError(f"{name} {crl_path}: no PEM CRL in the file (-----BEGIN X509 CRL-----)")
     crls = []
     for block in text.split(marker)[1:]:
         try:
             crls.append(x509.load_pem_x509_crl(marker + block))
         except ValueError as exc:
-            raise TlsConfigError(f"--tls-crl {crl_path}: a CRL that does not parse ({exc})") from None
+            raise TlsConfigError(f"{name} {crl_path}: a CRL that does not parse ({exc})") from None
     cas = x509.load_pem_x509_certificates(Path(ca_path).read_bytes())
     for ca in cas:
         key = cast(Any, ca.public_key())
         if not any(crl.issuer == ca.subject and crl.is_signature_valid(key) for crl in crls):
-            raise TlsConfigError(f"--tls-crl {crl_path}: no CRL signed by the client CA {ca.subject.rfc4514_string()} "
+            raise TlsConfigError(f"{name} {crl_path}: no CRL signed by the client CA {ca.subject.rfc4514_string()} "
                                  "(with CRL checks every client CA needs its CRL, or its clients are refused)")
     now = datetime.datetime.now(datetime.UTC)
     for crl in crls:
         if crl.next_update_utc is not None and crl.next_update_utc < now:
-            raise TlsConfigError(f"--tls-crl {crl_path}: the CRL of {crl.issuer.rfc4514_string()} expired at "
+            raise TlsConfigError(f"{name} {crl_path}: the CRL of {crl.issuer.rfc4514_string()} expired at "
                                  f"{crl.next_update_utc.isoformat()} (its next update); publish a new one")
         if not any(crl.issuer == ca.subject for ca in cas):
-            raise TlsConfigError(f"--tls-crl {crl_path}: a CRL of {crl.issuer.rfc4514_string()}, which is not one "
+            raise TlsConfigError(f"{name} {crl_path}: a CRL of {crl.issuer.rfc4514_string()}, which is not one "
                                  "of the client CAs")
 
 

@@ -107,13 +107,28 @@ class LiveTls:
                  "open connections finish on the previous ones")
         return True
 
-    async def watch(self) -> None:
-        """Refresh every ``reload_interval`` seconds, until cancelled."""
-        interval = self.tls.reload_interval
-        if interval <= 0:
+    def reconfigure(self, new: FacadeTls | None) -> None:
+        """Serve new connections with ``new`` settings (the flow folder's settings.tls, reloaded),
+        when the listener can take them without a restart."""
+        if new == self.tls:
             return
+        why = self.tls.restart_needed_for(new)
+        if why is not None:
+            log.warning("settings.tls changed (%s): that takes a restart; new connections still use the "
+                        "previous TLS settings", why)
+            return
+        assert new is not None
+        previous, self.tls, self.digest = self.tls, new, ""
+        if not self.refresh():
+            self.tls, self.digest = previous, files_digest(previous)
+
+    async def watch(self) -> None:
+        """Refresh every ``reload_interval`` seconds (read each time: a reload may change it), until cancelled."""
         while True:
-            await asyncio.sleep(interval)
+            interval = self.tls.reload_interval
+            await asyncio.sleep(interval if interval > 0 else 1.0)
+            if interval <= 0:
+                continue
             try:
                 self.refresh()
             except Exception:  # never let a rotation problem stop the watching
