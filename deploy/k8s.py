@@ -65,6 +65,7 @@ class Options:
     # a Secret (tls.crt, tls.key and, for mutual TLS, ca.crt) the facade serves TLS with; None: plain HTTP
     tls_secret: str | None = None
     tls_client_cert: str = "required"  # with ca.crt: required or optional (engine/tls.py)
+    tls_crl: bool = False  # the Secret's ca.crl: CRL checks of the client certificates
     replicas: int | None = None  # every environment's replicas (default: SIZING's)
     env: dict[str, str] = field(default_factory=dict)  # values of the flows' ${env.X} in every ConfigMap
     # the SQLite files the flows keep beside them (deploy/k8s_data.py): one replica, an emptyDir
@@ -122,7 +123,8 @@ def deployment(project: Project, options: Options) -> dict[str, Any]:
     tls_env: list[dict[str, Any]] = []
     if options.tls_secret:
         # a kubernetes.io/tls Secret (cert-manager writes ca.crt beside tls.crt and tls.key); the
-        # runtime reads the files at start, so a rotated certificate applies on the next rollout
+        # kubelet updates the mounted files when the Secret is renewed and the engine serves new
+        # connections with them without a rollout (engine/tls_live.py)
         volumes.append({"name": "tls", "secret": {"secretName": options.tls_secret, "defaultMode": 0o440}})
         mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
         tls_env = [{"name": "INTERLACE_TLS_CERT", "value": f"{TLS_DIR}/tls.crt"},
@@ -130,6 +132,8 @@ def deployment(project: Project, options: Options) -> dict[str, Any]:
         if options.tls_client_cert != "none":
             tls_env += [{"name": "INTERLACE_TLS_CLIENT_CA", "value": f"{TLS_DIR}/ca.crt"},
                         {"name": "INTERLACE_TLS_CLIENT_CERT", "value": options.tls_client_cert}]
+            if options.tls_crl:
+                tls_env.append({"name": "INTERLACE_TLS_CRL", "value": f"{TLS_DIR}/ca.crl"})
     if options.local_databases:  # the root filesystem is read-only: SQLite files live here
         volumes.append({"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}})
         mounts.append({"name": DATA_VOLUME, "mountPath": DATA_DIR})
@@ -400,6 +404,7 @@ def _k8s(args: argparse.Namespace) -> int:
     options = Options(name=args.name, image=args.image, gateway_labels=args.gateway_label,
                       monitoring_namespace=args.monitoring_namespace, namespace_prefix=args.namespace_prefix,
                       monitoring=args.monitoring, tls_secret=args.tls_secret, tls_client_cert=args.tls_client_cert,
+                      tls_crl=args.tls_crl,
                       replicas=args.replicas, env=dict(args.env))
     local = local_databases(project, options.env)
     refusals = [refusal for database in local if (refusal := _refusal(database, options))]
@@ -415,7 +420,8 @@ def _k8s(args: argparse.Namespace) -> int:
     if options.tls_secret:
         print(f"the facade serves TLS from a Secret: create it per namespace, e.g. kubectl create secret generic "
               f"{options.tls_secret} --from-file=tls.crt=facade.crt --from-file=tls.key=facade.key"
-              + (" --from-file=ca.crt=clients-ca.crt" if options.tls_client_cert != "none" else ""))
+              + (" --from-file=ca.crt=clients-ca.crt" if options.tls_client_cert != "none" else "")
+              + (" --from-file=ca.crl=clients.crl" if options.tls_crl and options.tls_client_cert != "none" else ""))
     for database in local:
         variable = database.variables[0]
         print(f"note: endpoint {database.endpoint!r} keeps its data in the SQLite file {database.file}: "
@@ -454,6 +460,8 @@ def add_command(subparsers: Any) -> None:
     parser.add_argument("--tls-client-cert", choices=["required", "optional", "none"], default="required",
                         help="with --tls-secret: client certificates required (default), optional (flows decide "
                              "with authenticate: {client_cert: ...}) or none (TLS only, no ca.crt)")
+    parser.add_argument("--tls-crl", action="store_true",
+                        help="with --tls-secret: check client certificates against the CRLs in the Secret's ca.crl")
     parser.add_argument("--replicas", type=int, choices=range(1, 101), metavar="N",
                         help="replicas of every environment (default: dev 1, stage 2, prod 3); a flow keeping its "
                              "data in a local SQLite file gets one, and more are refused")

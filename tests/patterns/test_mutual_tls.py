@@ -205,9 +205,11 @@ def test_the_manifests_mount_the_certificates_from_a_secret(pki: Pki, tmp_path: 
 
     out = tmp_path / "k8s"
     done = interlace("k8s", str(_flows(tmp_path / "flows", pki)), "--image", "127.0.0.1:5000/facade:1",
-                     "--out", str(out), "--tls-secret", "facade-tls", "--tls-client-cert", "optional")
+                     "--out", str(out), "--tls-secret", "facade-tls", "--tls-client-cert", "optional",
+                     "--tls-crl")
     assert done.returncode == 0, done.stderr
     assert "kubectl create secret generic facade-tls --from-file=tls.crt=" in done.stdout
+    assert "--from-file=ca.crl=clients.crl" in done.stdout
     resources = kustomize(out / "overlays" / "prod")
     for resource in resources:
         kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
@@ -221,8 +223,13 @@ def test_the_manifests_mount_the_certificates_from_a_secret(pki: Pki, tmp_path: 
     secret_dir.mkdir()
     for key, source in (("tls.crt", pki.server.cert), ("tls.key", pki.server.key), ("ca.crt", pki.ca.ca.cert)):
         (secret_dir / key).write_bytes(source.read_bytes())
+    pki.ca.crl(secret_dir / "ca.crl", (pki.partner_b,))
     assert env["INTERLACE_TLS_CLIENT_CERT"] == "optional"
+    assert env["INTERLACE_TLS_CRL"] == f"{mount['mountPath']}/ca.crl"
     local = {name: value.replace(mount["mountPath"], str(secret_dir)) for name, value in env.items()
              if name.startswith("INTERLACE_TLS_") and value}
-    with run_engine(tmp_path / "flows", env=local) as engine, _client(pki, engine, pki.partner_a) as client:
-        assert client.get("/whoami").json()["cn"] == "partner-a"
+    with run_engine(tmp_path / "flows", env=local) as engine:
+        with _client(pki, engine, pki.partner_a) as client:
+            assert client.get("/whoami").json()["cn"] == "partner-a"
+        with _client(pki, engine, pki.partner_b) as client, pytest.raises(httpx.TransportError):
+            client.get("/whoami")  # revoked by the Secret's ca.crl
