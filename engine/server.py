@@ -278,11 +278,11 @@ def _settings_tls(compiled: CompiledProject) -> FacadeTls | None:
 
 def _live_tls(opts: ServeOptions, compiled: CompiledProject) -> LiveTls | None:
     """The facade's TLS: the command line's (--tls-*, INTERLACE_TLS_*), else the flow folder's settings.tls."""
-    declared = _settings_tls(compiled)
     if opts.tls is not None:
-        if declared is not None:
+        if compiled.project.settings.get("tls"):
             log.info("settings.tls is not used: the --tls-* options (or INTERLACE_TLS_* variables) are given")
         return LiveTls(opts.tls)
+    declared = _settings_tls(compiled)
     if declared is None:
         return None
     live = LiveTls(declared)  # checks the files: a bad one raises TlsConfigError, nothing served
