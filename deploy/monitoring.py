@@ -75,6 +75,14 @@ def alert_rules() -> list[dict[str, Any]]:
          "annotations": {"summary": "Messages pile up in a store",
                          "description": "Store {{ $labels.store }} in {{ $labels.namespace }} holds {{ $value }} "
                                         "messages for 10 minutes."}},
+        {"alert": "InterlaceTlsFilesRefused",
+         "expr": f'sum by ({per_pod}) (increase(interlace_tls_reloads_total{{outcome="refused"}}[15m])) > 0',
+         "labels": {"severity": "warning"},
+         "annotations": {"summary": "Renewed TLS files cannot serve; the previous certificates still do",
+                         "description": "{{ $labels.job }} in {{ $labels.namespace }} found changed TLS files "
+                                        "(certificate, key, client CA or CRL) it cannot serve with and keeps the "
+                                        "previous ones, which will expire: the log (logger interlace.tls) says "
+                                        "why."}},
     ]
     return [{"name": "interlace", "rules": rules}]
 
@@ -164,6 +172,8 @@ def dashboard() -> dict[str, Any]:
          [(f'sum by (outcome) (increase(interlace_reloads_total{{namespace=~"$namespace"}}[{rate}]))',
            "{{outcome}}"),
           ('max(interlace_flows_loaded{namespace=~"$namespace"})', "flows loaded"),
+          (f'sum by (outcome) (increase(interlace_tls_reloads_total{{namespace=~"$namespace"}}[{rate}]))',
+           "TLS files {{outcome}}"),
           (f'sum by (pod) (increase(interlace_worker_restarts_total{{namespace=~"$namespace"}}[{rate}]))',
            "worker restarts {{pod}}")], "short"),
         ("CPU and memory per pod",
