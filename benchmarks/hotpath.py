@@ -34,33 +34,17 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from hotpath_common import CELLS, ROOT, bench_dir, bodies, check_cells, start_backend
+
 PY = ROOT / ".venv" / "bin" / "python"
 HZ = os.sysconf("SC_CLK_TCK")
-CELLS = {
-    "direct-json": ("/direct", "json", "application/json"),
-    "direct-xml": ("/direct", "xml", "text/xml; charset=utf-8"),
-    "cbr-json": ("/cbr-json", "json", "application/json"),
-    "cbr-xml": ("/cbr-xml", "xml", "text/xml; charset=utf-8"),
-    "hbr": ("/hbr", "xml", "text/xml; charset=utf-8"),
-}
 RESULT = re.compile(r'BENCH_RESULT .*"requests":(\d+),"duration_us":(\d+)')
-
-
-def bench_dir() -> Path:
-    given = os.environ.get("BENCH_DIR")
-    candidates = [Path(given)] if given else [ROOT.parent / "shared" / "bench", ROOT.parent.parent / "shared" / "bench"]
-    for candidate in candidates:
-        if (candidate / "lib" / "payloads.py").is_file():
-            return candidate.resolve()
-    raise SystemExit(f"the peer benchmark is not at {' or '.join(map(str, candidates))}; set BENCH_DIR")
 
 
 @dataclass
@@ -150,17 +134,11 @@ def main() -> None:
     parser.add_argument("--log-level", default="info", help="interlace's --log-level (default info, as `run`)")
     parser.add_argument("--port-base", type=int, default=int(os.environ.get("PORT_BASE", "18930")))
     args = parser.parse_args()
-    cells = args.cells.split(",")
-    for cell in cells:
-        if cell not in CELLS:
-            raise SystemExit(f"unknown cell {cell!r}; cells: {', '.join(CELLS)}")
+    cells = check_cells(args.cells)
     bench = bench_dir()
     work = Path(tempfile.mkdtemp(prefix="interlace-hotpath-"))
-    sys.path.insert(0, str(bench / "lib"))
-    import payloads  # the benchmark's own bodies: 1 KiB JSON and SOAP
-
-    (work / "json").write_bytes(payloads.json_body(1024))
-    (work / "xml").write_bytes(payloads.xml_body(1024))
+    for kind, body in bodies(bench).items():  # the benchmark's own bodies: 1 KiB JSON and SOAP
+        (work / kind).write_bytes(body)
     base = args.port_base
     backend = f"http://127.0.0.1:{base}"
     bench_flows = ROOT / "flows" / "bench"
@@ -189,9 +167,7 @@ def main() -> None:
                                      str(Path(folder).resolve())))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(subprocess.Popen(["taskset", "-c", "1", "node", str(bench / "lib" / "echo_backend.js")],
-                                      env={**os.environ, "PORT": str(base)}, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, start_new_session=True))
+        procs.append(start_backend(bench, base))
         for engine in engines:
             log = (work / f"{engine.name}.log").open("wb")
             engine.proc = subprocess.Popen(engine.command, env={**os.environ, **engine.env}, cwd=engine.cwd,

@@ -14,15 +14,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
+from collections.abc import Callable
 from typing import Any
+
+from starlette.applications import Starlette
 
 from engine.errors import PROBLEM_BASE
 from engine.httpguard import CLIENT_KEY, abort
+from engine.inflight import InFlight
 
 EXIT_DRAIN_CUT = 3  # the process exit code when requests were cut at the drain timeout
 
 Scope = dict[str, Any]
 ASGIApp = Any
+_NONE: dict[str, Any] = {}
 
 
 def _problem(retry_after: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -60,11 +66,36 @@ class _TrackedSend:
         await self.inner(message)
 
 
+def _task_finder() -> Callable[[], asyncio.Task[Any] | None]:
+    """``asyncio.current_task`` without its Python frame (Python 3.11 has it in Python; the
+    table it reads is the C one); as it is where it is C already."""
+    table = getattr(asyncio.tasks, "_current_tasks", None)
+    if sys.version_info >= (3, 12) or not isinstance(table, dict):
+        return asyncio.current_task
+    running_loop = asyncio.get_running_loop
+    find = table.get
+
+    def current() -> asyncio.Task[Any] | None:
+        return find(running_loop())
+
+    return current
+
+
 class DrainGuard:
-    """An ASGI wrapper that can cut the requests in flight (see the module docstring)."""
+    """An ASGI wrapper that can cut the requests in flight (see the module docstring).
+
+    Around the runtime's ``InFlight`` (which wraps the facade, a Starlette app) it does the work
+    of all three in one frame per request: it counts the request under its generation as
+    ``InFlight`` does and calls the facade's middleware stack as ``Starlette.__call__`` does, so
+    a request passes one wrapper instead of three; around any other app it only wraps it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._counter: InFlight | None = None
+        self._facade: Starlette | None = None
+        if isinstance(app, InFlight) and isinstance(app.app, Starlette):
+            self._counter, self._facade = app, app.app
+        self._current_task = _task_finder()
         # each request's task -> what knows whether its answer started (uvicorn's cycle, or an _InFlight)
         self.in_flight: dict[asyncio.Task[Any], Any] = {}
         self.cutting = False
@@ -76,19 +107,34 @@ class DrainGuard:
         return self.cut_answered + self.cut_streaming
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        task = asyncio.current_task() if scope["type"] == "http" else None
+        task = self._current_task() if scope["type"] == "http" else None
         if task is None:
             await self.app(scope, receive, send)
             return
         # the engine's server (engine/httpguard.py) knows whether the answer started: no send wrapper
-        state: Any = scope.get("extensions", {}).get(CLIENT_KEY)
+        state: Any = scope.get("extensions", _NONE).get(CLIENT_KEY)
         inner_send = send
         if state is None:
             state = _InFlight()
             inner_send = _TrackedSend(send, state)
         self.in_flight[task] = state
+        counter, facade = self._counter, self._facade
         try:
-            await self.app(scope, receive, inner_send)
+            if counter is None or facade is None:
+                await self.app(scope, receive, inner_send)
+            else:
+                # InFlight.__call__ and Starlette.__call__, inline
+                generation = counter.generation
+                active = counter.active
+                active[generation] = active.get(generation, 0) + 1
+                try:
+                    scope["app"] = facade
+                    stack = facade.middleware_stack
+                    if stack is None:
+                        stack = facade.middleware_stack = facade.build_middleware_stack()
+                    await stack(scope, receive, inner_send)
+                finally:
+                    counter.leave(generation)
         except asyncio.CancelledError:
             if not self.cutting:
                 raise

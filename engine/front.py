@@ -291,12 +291,21 @@ class ErrorBoundary(ServerErrorMiddleware):
     every ``send`` of every request to watch for it; elsewhere (TestClient, another server) it
     is Starlette's as it is."""
 
+    # the facade, when this boundary wraps its router directly (no middleware between them): a
+    # request then goes from here to Facade.handle without FlowRouter.app's frame
+    flows: Facade | None = None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or response_started(scope) is None:
             await super().__call__(scope, receive, send)
             return
         try:
-            await self.app(scope, receive, send)
+            flows = self.flows
+            if flows is not None:
+                scope["router"] = flows.router  # as FlowRouter.app
+                await flows.handle(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
         except Exception as exc:
             request = Request(scope)
             if self.debug:
@@ -375,9 +384,12 @@ class Facade(Starlette):
                       *self._project_middleware, *self.user_middleware]
         if handlers:
             middleware.append(Middleware(ExceptionMiddleware, handlers=handlers, debug=self.debug))
-        app: ASGIApp = self.router.middleware_stack  # what Router.__call__ would call: one frame less
+        router_app: ASGIApp = self.router.middleware_stack  # what Router.__call__ would call: one frame less
+        app = router_app
         for cls, args, kwargs in reversed(middleware):
             app = cls(app, *args, **kwargs)
+        if isinstance(app, ErrorBoundary) and app.app is router_app and router_app == self.router.app:
+            app.flows = self  # nothing between the boundary and the router: it calls the flows itself
         return app
 
     async def open(self) -> None:

@@ -23,55 +23,51 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 class InFlight:
     """Wraps the facade's ASGI app; ``retire()`` after a swap tells when the old flows are free."""
 
-    __slots__ = ("_active", "_waiters", "app", "generation")
+    __slots__ = ("_waiters", "active", "app", "generation")
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.generation = 0
-        self._active: dict[int, int] = {}  # generation -> requests in flight that arrived under it
+        # generation -> requests in flight that arrived under it (engine/drain.py counts there too)
+        self.active: dict[int, int] = {}
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         generation = self.generation
-        active = self._active
+        active = self.active
         active[generation] = active.get(generation, 0) + 1
         try:
             await self.app(scope, receive, send)
         finally:
-            left = active[generation] - 1
-            if left:
-                active[generation] = left
-            else:
-                del active[generation]
-                if self._waiters:
-                    self._wake()
+            self.leave(generation)
 
     def hold(self) -> Callable[[], None]:
         """Count something other than a request that may use the current flows (a source's task)
         until the function returned is called (once; later calls do nothing)."""
         generation = self.generation
-        self._active[generation] = self._active.get(generation, 0) + 1
+        self.active[generation] = self.active.get(generation, 0) + 1
         held = [True]
 
         def release() -> None:
             if held:
                 held.clear()
-                self._leave(generation)
+                self.leave(generation)
 
         return release
 
-    def _leave(self, generation: int) -> None:
-        left = self._active[generation] - 1
+    def leave(self, generation: int) -> None:
+        """One request (or holder) of ``generation`` has ended."""
+        left = self.active[generation] - 1
         if left:
-            self._active[generation] = left
+            self.active[generation] = left
         else:
-            del self._active[generation]
+            del self.active[generation]
             if self._waiters:
                 self._wake()
 
     def in_flight(self, up_to: int | None = None) -> int:
         """Requests in flight (that arrived at generation ``up_to`` or before)."""
-        return sum(n for g, n in self._active.items() if up_to is None or g <= up_to)
+        return sum(n for g, n in self.active.items() if up_to is None or g <= up_to)
 
     def retire(self) -> asyncio.Future[None]:
         """Call right after swapping the flows: a future done once every request that may use the
@@ -84,7 +80,7 @@ class InFlight:
         return done
 
     def _wake(self) -> None:
-        oldest = min(self._active, default=None)
+        oldest = min(self.active, default=None)
         still = []
         for generation, done in self._waiters:
             if oldest is None or oldest > generation:

@@ -26,8 +26,8 @@ WORK_CATEGORIES = frozenset({"connect", "transform", "sql", "store", "messaging"
 
 def observe_step(run: StepFn, *, kind: str, step_id: str, flow: str, endpoints: Sequence[str] = ()) -> StepFn:
     """``run`` timed (and traced when tracing is on), as a step of the same shape."""
-    ok = metrics.STEP_SECONDS.labels(flow, step_id, kind, "ok")
-    failed = metrics.STEP_SECONDS.labels(flow, step_id, kind, "error")
+    ok = metrics.tally(metrics.STEP_SECONDS, flow, step_id, kind, "ok")
+    failed = metrics.tally(metrics.STEP_SECONDS, flow, step_id, kind, "error")
     clock = time.perf_counter
 
     async def timed(msg: Message) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import itertools
 import logging
@@ -9,6 +10,7 @@ import os
 import re
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -109,6 +111,10 @@ class _SecondCache:
         return self.text
 
 
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(correlation_id)s] %(message)s"
+REQUEST_MESSAGE = "%s %s %d %.1f ms"  # the request line's message: method, path, status, duration
+
+
 class TextFormatter(logging.Formatter):
     """The text log format, one line per record: control characters in the message (which
     holds request values) are escaped, and so are a traceback's and a stack's, which follow the
@@ -130,6 +136,17 @@ class TextFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_controls(record.message)
         return super().formatMessage(record)
+
+    def request_line(self, name: str, created: float, cid: str, args: tuple[Any, ...],
+                     fields: Callable[[], dict[str, Any]]) -> str | None:
+        """The request line as ``format`` would write its record, made without one; None when
+        this formatter is not the engine's default text format (then the record is made)."""
+        if self._fmt != TEXT_FORMAT or self.datefmt is not None or type(self) is not TextFormatter \
+                or self.default_msec_format != "%s,%03d" or self.converter is not time.localtime:
+            return None
+        second = self._seconds.get(created, lambda s: time.strftime(self.default_time_format, time.localtime(s)))
+        msecs = int((created - int(created)) * 1000)
+        return f"{second},{msecs:03d} INFO    {name} [{cid}] {escape_controls(REQUEST_MESSAGE % args)}"
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)  # message, then "\n" + traceback, then "\n" + stack
@@ -176,6 +193,119 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()  # a third of json.dumps' cost per line
 
+    def request_line(self, name: str, created: float, cid: str, args: tuple[Any, ...],
+                     fields: Callable[[], dict[str, Any]]) -> str | None:
+        """The request line as ``format`` would write its record, made without one."""
+        if type(self) is not JsonFormatter:
+            return None
+        second = self._seconds.get(created, lambda s: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)))
+        entry: dict[str, Any] = {
+            "time": f"{second}.{int((created - int(created)) * 1000):03d}Z",
+            "level": "info",
+            "logger": name,
+            "pid": os.getpid() if logging.logProcesses else None,
+            "correlation_id": cid,
+            "message": REQUEST_MESSAGE % args,
+        }
+        if tracing.ENABLED:  # as CorrelationFilter puts it on a record
+            trace_id = tracing.current_trace_id()
+            if trace_id:
+                entry["trace_id"] = trace_id
+        for key, value in fields().items():
+            entry.setdefault(key, value)
+        return orjson.dumps(entry, default=str).decode()
+
+
+class EngineHandler(logging.StreamHandler):
+    """The engine's handler (standard error, set up by ``setup_logging``).
+
+    When it is the only handler a request line would reach (no user handler, no filter on the
+    way: ``direct_handler``), the front hands it the line's values and it formats them itself
+    (``request_line``), with no ``LogRecord`` and no walk through ``Logger.handle``; the lines
+    of one turn of the event loop are written together at its end, one write instead of one per
+    request.  Any record that does go through ``logging`` writes the lines waiting before it,
+    so the log stays in order; ``flush()`` (at exit, ``logging.shutdown``) writes them too.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self.correlation = CorrelationFilter()
+        self.addFilter(self.correlation)
+        self._waiting: list[str] = []
+
+    def request_line(self, name: str, created: float, cid: str, args: tuple[Any, ...],
+                     fields: Callable[[], dict[str, Any]]) -> bool:
+        """Write the request line (made by the formatter's ``request_line``); False when the
+        formatter cannot make it (the caller then logs a record)."""
+        formatter = self.formatter
+        make = getattr(formatter, "request_line", None)
+        line = make(name, created, cid, args, fields) if make is not None else None
+        if line is None:
+            return False
+        waiting = self._waiting
+        waiting.append(line)
+        if len(waiting) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self._write_waiting)
+            except RuntimeError:  # no event loop: now
+                self._write_waiting()
+        return True
+
+    def _write_waiting(self) -> None:
+        waiting = self._waiting
+        if not waiting:
+            return
+        text = self.terminator.join(waiting) + self.terminator
+        waiting.clear()
+        self.acquire()
+        try:
+            self.stream.write(text)
+            self.flush_stream()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": "request lines", "levelno": logging.ERROR}))
+        finally:
+            self.release()
+
+    def flush_stream(self) -> None:
+        stream = self.stream
+        if stream and hasattr(stream, "flush"):
+            stream.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._waiting:
+            self._write_waiting()
+        super().emit(record)
+
+    def flush(self) -> None:
+        if self._waiting:
+            self._write_waiting()
+        super().flush()
+
+    def forget_waiting(self) -> None:
+        """In a forked child: the parent's waiting lines are the parent's to write."""
+        self._waiting.clear()
+
+
+def direct_handler(logger: logging.Logger) -> EngineHandler | None:
+    """The engine's handler when it is the only one a record of ``logger`` at INFO reaches, and
+    nothing on the way could filter or change the record (a filter on the logger, one on the
+    handler besides the engine's own); None otherwise (a user's handler, pytest's caplog)."""
+    if logger.filters:
+        return None
+    found: EngineHandler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if found is not None or type(handler) is not EngineHandler:
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    if found is None or found.level > logging.INFO or found.filters != [found.correlation]:
+        return None
+    return found
+
 
 def parse_levels(text: str) -> dict[str, str]:
     """``interlace.request=warning,interlace.http=debug`` as {logger: level}; a clear error otherwise."""
@@ -194,12 +324,12 @@ def parse_levels(text: str) -> dict[str, str]:
 def setup_logging(level: str = "info", fmt: str = "text", levels: dict[str, str] | None = None) -> None:
     """Logging to standard error: ``fmt`` json (one object per line) or text (for a terminal);
     ``levels`` per logger on top of the root ``level``."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(CorrelationFilter())
+    handler = EngineHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(name)s [%(correlation_id)s] %(message)s"))
+        handler.setFormatter(TextFormatter(TEXT_FORMAT))
+    _HANDLERS.add(handler)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -212,3 +342,14 @@ def setup_logging(level: str = "info", fmt: str = "text", levels: dict[str, str]
     logging.getLogger("httpx").setLevel(logging.WARNING)
     for name, value in (levels or {}).items():
         logging.getLogger(name).setLevel(value)
+
+
+_HANDLERS: weakref.WeakSet[EngineHandler] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for handler in _HANDLERS:
+        handler.forget_waiting()
+
+
+os.register_at_fork(after_in_child=_after_fork)

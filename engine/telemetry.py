@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from engine import metrics, tracing
+from engine.observability import direct_handler
 
 request_log = logging.getLogger("interlace.request")
 
@@ -130,7 +131,33 @@ def end(seen: Seen, status: int, request_bytes: int | None = None, response_byte
         metrics.response_bytes(flow, route).observe(response_bytes)
     if seen.backends is not None:
         metrics.request_backends.set(None)
-        request_log.handle(RequestRecord(seen, status, elapsed, request_bytes, response_bytes, error, trace_id))
+        handler = direct_handler(request_log)
+        if handler is None or not handler.request_line(
+                request_log.name, time.time(), seen.cid, (seen.method, seen.path, status, elapsed * 1000),
+                lambda: request_fields(seen, status, elapsed, request_bytes, response_bytes, error, trace_id)):
+            request_log.handle(RequestRecord(seen, status, elapsed, request_bytes, response_bytes, error, trace_id))
+
+
+def request_fields(seen: Seen, status: int, elapsed: float, request_bytes: int | None, response_bytes: int | None,
+                   error: BaseException | None, trace_id: str | None) -> dict[str, Any]:
+    """The request line's structured fields: flow, route, method, path, status, duration_ms,
+    backends (each with its timing), and request_bytes, response_bytes, error and trace_id
+    when known."""
+    fields: dict[str, Any] = {
+        "flow": seen.flow or None, "route": seen.route or None, "method": seen.method, "path": seen.path,
+        "status": status, "duration_ms": round(elapsed * 1000, 3),
+        "backends": [{"endpoint": e, "url": u, "outcome": o, "duration_ms": round(s * 1000, 3)}
+                     for e, u, o, s in seen.backends or ()],
+    }
+    if request_bytes is not None:
+        fields["request_bytes"] = request_bytes
+    if response_bytes is not None:
+        fields["response_bytes"] = response_bytes
+    if error is not None:
+        fields["error"] = getattr(error, "code", type(error).__name__)
+    if trace_id:
+        fields["trace_id"] = trace_id
+    return fields
 
 
 class RequestRecord(logging.LogRecord):
@@ -166,22 +193,7 @@ class RequestRecord(logging.LogRecord):
         """flow, route, method, path, status, duration_ms, backends (each with its timing), and
         request_bytes, response_bytes, error and trace_id when known."""
         if self._fields is None:
-            seen, status, elapsed, request_bytes, response_bytes, error, trace_id = self._request
-            fields: dict[str, Any] = {
-                "flow": seen.flow or None, "route": seen.route or None, "method": seen.method, "path": seen.path,
-                "status": status, "duration_ms": round(elapsed * 1000, 3),
-                "backends": [{"endpoint": e, "url": u, "outcome": o, "duration_ms": round(s * 1000, 3)}
-                             for e, u, o, s in seen.backends or ()],
-            }
-            if request_bytes is not None:
-                fields["request_bytes"] = request_bytes
-            if response_bytes is not None:
-                fields["response_bytes"] = response_bytes
-            if error is not None:
-                fields["error"] = getattr(error, "code", type(error).__name__)
-            if trace_id:
-                fields["trace_id"] = trace_id
-            self._fields = fields
+            self._fields = request_fields(*self._request)
         return self._fields
 
 

@@ -49,3 +49,24 @@ def test_label_values_stay_bounded() -> None:
     assert metrics.request_method("PROPFIND") == "other" and metrics.request_method("GET") == "GET"
     assert [metrics.outcome_of_status(s) for s in (101, 204, 302, 404, 503, 999)] == [
         "1xx", "2xx", "3xx", "4xx", "5xx", "5xx"]
+
+
+def test_a_scrape_sees_every_observation_tallied_before_it() -> None:
+    """The request histograms count in plain tallies first; any collection pushes them."""
+    tally = metrics.request_seconds("tallied", "/t", "GET", "200")
+    labels = {"flow": "tallied", "route": "/t", "method": "GET", "status": "200"}
+    name = "interlace_http_request_duration_seconds"
+    before = metrics.REGISTRY.get_sample_value(f"{name}_count", labels) or 0.0
+    for seconds in (0.0005, 0.003, 0.003, 40.0):
+        tally.observe(seconds)
+    assert metrics.REGISTRY.get_sample_value(f"{name}_count", labels) == before + 4
+    assert metrics.REGISTRY.get_sample_value(f"{name}_bucket", {**labels, "le": "0.001"}) == 1
+    assert metrics.REGISTRY.get_sample_value(f"{name}_bucket", {**labels, "le": "0.005"}) == 3
+    assert metrics.REGISTRY.get_sample_value(f"{name}_bucket", {**labels, "le": "+Inf"}) == 4
+    assert metrics.REGISTRY.get_sample_value(f"{name}_sum", labels) == 40.0065
+    families = {f["name"]: f for f in metrics.local_families()}  # what a peer worker sends
+    counts = [s for s in families[name]["samples"] if s[0] == f"{name}_count" and s[1] == labels]
+    assert [s[2] for s in counts] == [before + 4]
+    tally.observe(0.02)
+    body, _ = metrics.exposition(None, None)
+    assert f'{name}_count{{flow="tallied",method="GET",route="/t",status="200"}} 5.0' in body.decode()

@@ -1,0 +1,60 @@
+"""What benchmarks/hotpath.py and benchmarks/inprocess.py share: the cells of the peer
+benchmark they drive, where that benchmark lives, and its 1 KiB bodies.
+
+Both scripts run as ``python benchmarks/NAME.py``, so this module is found next to them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# cell -> (path on the engine, body kind, Content-Type), as the peer benchmark's scenarios
+CELLS: dict[str, tuple[str, str, str]] = {
+    "direct-json": ("/direct", "json", "application/json"),
+    "direct-xml": ("/direct", "xml", "text/xml; charset=utf-8"),
+    "cbr-json": ("/cbr-json", "json", "application/json"),
+    "cbr-xml": ("/cbr-xml", "xml", "text/xml; charset=utf-8"),
+    "hbr": ("/hbr", "xml", "text/xml; charset=utf-8"),
+}
+
+
+def bench_dir() -> Path:
+    """The peer benchmark's folder: $BENCH_DIR, else ../shared/bench beside the checkout (or a
+    level higher, from a worktree)."""
+    given = os.environ.get("BENCH_DIR")
+    candidates = [Path(given)] if given else [ROOT.parent / "shared" / "bench", ROOT.parent.parent / "shared" / "bench"]
+    for candidate in candidates:
+        if (candidate / "lib" / "payloads.py").is_file():
+            return candidate.resolve()
+    raise SystemExit(f"the peer benchmark is not at {' or '.join(map(str, candidates))}; set BENCH_DIR")
+
+
+def bodies(bench: Path, size: int = 1024) -> dict[str, bytes]:
+    """The benchmark's own request bodies of ``size`` bytes, by kind (json, xml)."""
+    if str(bench / "lib") not in sys.path:
+        sys.path.insert(0, str(bench / "lib"))
+    import payloads
+
+    return {"json": payloads.json_body(size), "xml": payloads.xml_body(size)}
+
+
+def check_cells(text: str) -> list[str]:
+    """The cells of a ``--cells`` argument, each one known."""
+    cells = text.split(",")
+    for cell in cells:
+        if cell not in CELLS:
+            raise SystemExit(f"unknown cell {cell!r}; cells: {', '.join(CELLS)}")
+    return cells
+
+
+def start_backend(bench: Path, port: int) -> subprocess.Popen[bytes]:
+    """The benchmark's echo backend on ``port``, on CPU 1 (the engines run on CPU 0), in its own
+    process group."""
+    return subprocess.Popen(["taskset", "-c", "1", "node", str(bench / "lib" / "echo_backend.js")],
+                            env={**os.environ, "PORT": str(port)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
