@@ -37,16 +37,19 @@ saying so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from connectors.base import Connector, Invocation, Invoke, Operation, Reply, Request, register_connector
 from engine.errors import BackendRejected, BackendTimeout, BackendUnreachable, FlowError
 from engine.expressions import to_text
+from engine.message import Message
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from engine.compiler import CompileContext
-    from engine.message import Message
 
 log = logging.getLogger("interlace.connectors.amqp")
 
@@ -237,6 +240,9 @@ class AmqpConnector(Connector):
         return run
 
     async def _publisher(self) -> Any:
+        channel = self._channel
+        if channel is not None and not channel.is_closed and not self._connection.is_closed:
+            return channel  # the usual case: no lock to take
         import aio_pika
 
         async with self._lock:
@@ -252,33 +258,33 @@ class AmqpConnector(Connector):
 
     async def attempt(self, request: Request, target: int) -> Reply:
         assert isinstance(request, PublishRequest)
-        import aio_pika
-        from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity, DeliveryError, PublishError
-
+        pika = _pika()
         channel = await self._publisher()
         settings = request.settings
-        message = aio_pika.Message(
+        message = pika.Message(
             request.body, content_type=request.content_type, headers=dict(request.headers) or None,
             message_id=request.message_id, priority=settings.get("priority"),
             expiration=settings.get("expiration"),
-            delivery_mode=(aio_pika.DeliveryMode.PERSISTENT if settings["persistent"]
-                           else aio_pika.DeliveryMode.NOT_PERSISTENT))
+            delivery_mode=(pika.DeliveryMode.PERSISTENT if settings["persistent"]
+                           else pika.DeliveryMode.NOT_PERSISTENT))
         try:
             exchange = await self._exchange(channel, request.exchange)
-            await asyncio.wait_for(exchange.publish(message, routing_key=request.routing_key,
-                                                    mandatory=settings["mandatory"]), self.confirm_timeout)
+            # aiormq's own timeout (a deadline in this task), not wait_for: that one runs the
+            # publish in a task of its own, which cost more than the rest of the publish
+            await exchange.publish(message, routing_key=request.routing_key, mandatory=settings["mandatory"],
+                                   timeout=self.confirm_timeout)
         except TimeoutError as exc:
             raise BackendTimeout(f"endpoint {self.name!r}: the broker did not confirm the message in time") from exc
-        except (DeliveryError, PublishError) as exc:
+        except (pika.exceptions.DeliveryError, pika.exceptions.PublishError) as exc:
             raise BackendRejected(f"endpoint {self.name!r}: the broker did not take the message "
                                   f"(exchange {request.exchange!r}, routing key {request.routing_key!r})",
                                   internal=str(exc)) from exc
-        except ChannelNotFoundEntity as exc:
+        except pika.exceptions.ChannelNotFoundEntity as exc:
             await self.close()  # the broker closed the channel
             raise BackendRejected(f"endpoint {self.name!r}: the exchange {request.exchange!r} does not exist; "
                                   f"list it under the endpoint's exchanges to have it declared",
                                   internal=str(exc)) from exc
-        except (OSError, AMQPError) as exc:
+        except (OSError, pika.exceptions.AMQPError) as exc:
             await self.close()
             raise _unreachable(self.name, exc) from exc
         self.published += 1
@@ -354,29 +360,46 @@ class AmqpConnector(Connector):
 
     async def _consume(self, queue: Any, channel: Any, deliver: Any, concurrency: int, dead_exchange: str,
                        dead_key: str, queue_name: str) -> None:
+        """Consume until the channel closes (then the caller reconnects) or the source is cancelled
+        (then the flows already running finish before the connection closes).
+
+        Each delivery runs in the task aio-pika starts for its callback, as a hand-written consumer
+        would: a queue iterator feeding tasks of our own cost one more task and queue hand-over per
+        message.  A pause holds deliveries at ``admit`` (the broker sends no more than the prefetch);
+        ``concurrency`` slots let that many flows run at once, in delivery order."""
         slots = asyncio.Semaphore(concurrency)
-        tasks: set[asyncio.Task[None]] = set()
+        admit = getattr(deliver, "admit", None)
+        running: set[asyncio.Future[Any]] = set()
+        stopping = False
+
+        async def on_message(incoming: Any) -> None:
+            if admit is not None:
+                await admit()
+            async with slots:
+                if stopping:  # the source is stopping: left unacknowledged, the broker sends it again
+                    return
+                task = asyncio.current_task()
+                assert task is not None
+                running.add(task)
+                try:
+                    await self._handle(incoming, channel, deliver, dead_exchange, dead_key, queue_name)
+                finally:
+                    running.discard(task)
+
+        tag = await queue.consume(on_message)
         try:
-            async with queue.iterator() as messages:
-                async for incoming in messages:
-                    admit = getattr(deliver, "admit", None)
-                    if admit is not None:
-                        await admit()
-                    await slots.acquire()
-                    task = asyncio.create_task(self._handle(incoming, channel, deliver, dead_exchange, dead_key,
-                                                            queue_name))
-                    tasks.add(task)
-                    task.add_done_callback(_settled(tasks, slots))
+            await channel.closed()
+            raise ConnectionError("the channel closed")
         finally:
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            stopping = True
+            if running:
+                await asyncio.wait(set(running))
+            if not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await queue.cancel(tag)
 
     async def _handle(self, incoming: Any, channel: Any, deliver: Any, dead_exchange: str, dead_key: str,
                       queue_name: str) -> None:
-        import aio_pika
-
-        from engine.message import Message
-
         msg = Message(body=incoming.body, content_type=incoming.content_type,
                       headers={str(k).lower(): _header_text(v) for k, v in (incoming.headers or {}).items()},
                       correlation_id=incoming.correlation_id or incoming.message_id or "", method="AMQP")
@@ -397,9 +420,10 @@ class AmqpConnector(Connector):
                            "x-interlace-attempts": int(error.get("attempts") or 1),
                            "x-interlace-flow": str(getattr(deliver, "flow_name", "")),
                            "x-interlace-queue": queue_name}
-                dead = aio_pika.Message(incoming.body, headers=headers, content_type=incoming.content_type,
+                pika = _pika()
+                dead = pika.Message(incoming.body, headers=headers, content_type=incoming.content_type,
                                         message_id=incoming.message_id, correlation_id=incoming.correlation_id,
-                                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+                                        delivery_mode=pika.DeliveryMode.PERSISTENT)
                 exchange = await self._exchange(channel, dead_exchange)
                 await exchange.publish(dead, routing_key=dead_key)  # confirmed before the ack below
                 await incoming.ack()
@@ -411,11 +435,19 @@ class AmqpConnector(Connector):
             log.warning("amqp source %s: could not settle a message (%s); it will come again", queue_name, exc)
 
 
-def _settled(tasks: set[asyncio.Task[None]], slots: asyncio.Semaphore) -> Any:
-    def done(task: asyncio.Task[None]) -> None:
-        tasks.discard(task)
-        slots.release()
-    return done
+_aio_pika: ModuleType | None = None
+
+
+def _pika() -> ModuleType:
+    """aio-pika (with its exceptions), imported when the first amqp endpoint works, then kept:
+    an import statement in the per-message path cost a few µs a message."""
+    global _aio_pika
+    if _aio_pika is None:
+        import aio_pika
+        import aio_pika.exceptions
+
+        _aio_pika = aio_pika
+    return _aio_pika
 
 
 def _earlier_attempts(incoming: Any) -> int:
