@@ -39,25 +39,12 @@ sys.path.insert(0, str(REPO))
 from tests.support.backends import BackendServer  # noqa: E402
 from tests.support.engine import run_engine, write_flows  # noqa: E402
 from tests.support.services import free_port  # noqa: E402
+from tests.support.store_flows import store_flows  # noqa: E402
 
 ECHO_BACKEND = Path(os.environ.get("BENCH_DIR", "/work/shared/bench")) / "lib" / "echo_backend.js"
 GOAL = 2000  # accepted msg/s on SQLite on one core (issue 14)
 
-FLOWS = """
-endpoints:
-  backend:
-    http: {url: "${env.BACKEND_URL}", timeout: {connect: 1s, read: 5s}}
-flows:
-  accept:
-    source: {http: {method: POST, path: /messages}}
-    steps:
-      - store: {queue: bench}
-  forward:
-    source: {store: {queue: bench, concurrency: 32, poll: 100ms}}
-    steps:
-      - call: {endpoint: backend, method: POST, path: /in, headers: {Idempotency-Key: "${vars.message_id}"},
-               expect_status: [2xx]}
-"""
+FLOWS = store_flows(queue="bench", path="/messages", forward_to="/in", processor="concurrency: 32, poll: 100ms")
 
 LUA = 'wrk.method = "POST"\nwrk.body = \'{"order": 1001, "items": [{"sku": "A-1", "qty": 2}]}\'\n' \
       'wrk.headers["Content-Type"] = "application/json"\n'

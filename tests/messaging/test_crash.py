@@ -21,36 +21,13 @@ import pytest
 
 from tests.support.backends import BackendServer
 from tests.support.engine import run_engine, write_flows
+from tests.support.store_flows import store_flows
 
-FLOWS = """
-endpoints:
-  shipping:
-    http:
-      url: ${env.SHIPPING_URL}
-      timeout: {connect: 500ms, read: 5s}
-
-flows:
-  accept-shipment:
-    source: {http: {method: POST, path: /shipments}}
-    steps:
-      - store: {queue: shipments}
-
-  forward-shipment:
-    source:
-      store: {queue: shipments, concurrency: 16, lease: 1s, poll: 100ms}  # short: the restart takes over soon
-    steps:
-      - call:
-          endpoint: shipping
-          method: POST
-          path: /shipments
-          headers: {Idempotency-Key: "${vars.message_id}"}
-          expect_status: [2xx]
-    on_error:
-      redelivery:
-        max_attempts: 1000
-        backoff: {initial: 50ms, multiplier: 2, max: 400ms}
-        dead_letter: {store: shipments.dead}
-"""
+FLOWS = store_flows(
+    queue="shipments", path="/shipments", url="${env.SHIPPING_URL}", timeout="{connect: 500ms, read: 5s}",
+    processor="concurrency: 16, lease: 1s, poll: 100ms",  # short lease: the restarted engine takes over soon
+    redelivery="{max_attempts: 1000, backoff: {initial: 50ms, multiplier: 2, max: 400ms}, "
+               "dead_letter: {store: shipments.dead}}")
 
 SENDERS = 16
 

@@ -15,33 +15,13 @@ import pytest
 
 from tests.support.backends import BackendServer
 from tests.support.engine import RunningEngine, run_engine, wait_until_ready, write_flows
+from tests.support.store_flows import store_flows
 
-FLOWS = """
-endpoints:
-  backend:
-    http: {url: "${env.BACKEND_URL}", timeout: {connect: 1s, read: 5s}}
-
-flows:
-  accept:
-    source: {http: {method: POST, path: /jobs}}
-    steps:
-      - store: {queue: jobs, idempotency_key: '${headers."idempotency-key"}'}
-
-  forward:
-    source: {store: {queue: jobs, concurrency: 4, poll: 100ms}}
-    steps:
-      - call:
-          endpoint: backend
-          method: POST
-          path: ${payload.path}
-          headers: {Idempotency-Key: "${vars.message_id}"}
-          expect_status: [2xx]
-    on_error:
-      redelivery:
-        max_attempts: 3
-        backoff: {initial: 20ms, max: 50ms}
-        dead_letter: {store: jobs.dead}
-"""
+FLOWS = store_flows(
+    queue="jobs", path="/jobs", forward_to="${payload.path}",
+    store="""idempotency_key: '${headers."idempotency-key"}'""",
+    processor="concurrency: 4, poll: 100ms",
+    redelivery="{max_attempts: 3, backoff: {initial: 20ms, max: 50ms}, dead_letter: {store: jobs.dead}}")
 
 
 def _until(check: Callable[[], bool], timeout: float = 15) -> None:
@@ -154,23 +134,8 @@ def test_two_replicas_on_postgres_send_each_message_once(tmp_path: Path, backend
         assert sum(processed) == 200
 
 
-SLOW_FLOWS = """
-endpoints:
-  backend:
-    http: {url: "${env.BACKEND_URL}", timeout: {connect: 1s, read: 10s}}
-
-flows:
-  accept:
-    source: {http: {method: POST, path: /jobs}}
-    steps:
-      - store: {queue: slow}
-
-  forward:
-    source: {store: {queue: slow, concurrency: 2, lease: 1s, poll: 50ms}}
-    steps:
-      - call: {endpoint: backend, method: POST, path: /slow, headers: {Idempotency-Key: "${vars.message_id}"},
-               expect_status: [2xx]}
-"""
+SLOW_FLOWS = store_flows(queue="slow", path="/jobs", forward_to="/slow", timeout="{connect: 1s, read: 10s}",
+                         processor="concurrency: 2, lease: 1s, poll: 50ms")
 
 
 def test_a_lease_is_renewed_while_a_slow_flow_runs(tmp_path: Path, backend: BackendServer) -> None:

@@ -19,6 +19,7 @@ from tests.support.backends import BackendServer
 from tests.support.brokers import MosquittoServer, RabbitServer
 from tests.support.engine import run_engine, write_flows
 from tests.support.otlp import OtlpHttpReceiver, Span
+from tests.support.store_flows import store_flows
 
 INTERNAL, CONSUMER, CLIENT = 1, 5, 3
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -107,21 +108,7 @@ flows:
     assert [s.name for s in children(spans, run)] == ["transform"]
 
 
-STORE_FLOWS = """
-endpoints:
-  backend:
-    http: {url: "%s"}
-flows:
-  accept:
-    source: {http: {method: POST, path: /shipments}}
-    steps:
-      - store: {queue: shipments}
-  forward:
-    source:
-      store: {queue: shipments}
-    steps:
-      - call: {endpoint: backend, method: POST, path: /shipments}
-"""
+STORE_FLOWS = store_flows(queue="shipments", path="/shipments", url="%s")
 
 
 def test_a_stored_message_is_processed_in_the_trace_of_the_request_that_stored_it(tmp_path: Path) -> None:
