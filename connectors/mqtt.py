@@ -16,13 +16,17 @@ and 2 messages that arrive while the engine is away wait in the broker.  It ackn
 message (PUBACK / PUBREC) only after its flow succeeded; a failing flow is tried again under the
 flow's redelivery policy, then published to the dead-letter topic (MQTT 5: the error in user
 properties; 3.1.1: a JSON envelope with the error and the original payload) and acknowledged.
-A lost connection is retried with backoff; what was unacknowledged comes again.
+A lost connection is retried with backoff; what was unacknowledged comes again.  MQTT counts no
+deliveries, so the engine writes each attempt down in its store under the message's packet id
+before it runs: a message whose flow kills the engine comes again (DUP set) with the attempts it
+had, and once they reach ``max_attempts`` it is dead-lettered without running again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -229,6 +233,7 @@ class MqttConnector(Connector):
             # aiomqtt 2.5 has no manual acknowledgement of its own: paho's (under it) is switched on, so
             # that a QoS 1/2 message is acknowledged only once its flow has succeeded
             client._client.manual_ack_set(True)
+            redelivered = _note_duplicates(client)
             try:
                 async with client:
                     await client.subscribe(topic, qos=qos)
@@ -242,7 +247,8 @@ class MqttConnector(Connector):
                             if admit is not None:
                                 await admit()
                             await slots.acquire()
-                            task = asyncio.create_task(self._handle(client, incoming, deliver, dead_topic))
+                            task = asyncio.create_task(self._handle(client, incoming, deliver, dead_topic,
+                                                                    redelivered.pop(incoming.mid, False)))
                             tasks.add(task)
                             task.add_done_callback(_settled(tasks, slots))
                     finally:
@@ -256,7 +262,8 @@ class MqttConnector(Connector):
                 await asyncio.sleep(pause)
                 pause = min(RECONNECT_MAX, pause * 2)
 
-    async def _handle(self, client: Any, incoming: Any, deliver: Any, dead_topic: str | None) -> None:
+    async def _handle(self, client: Any, incoming: Any, deliver: Any, dead_topic: str | None,
+                      redelivered: bool = False) -> None:
         from engine.message import Message
 
         body = bytes(incoming.payload) if isinstance(incoming.payload, (bytes, bytearray)) else \
@@ -270,9 +277,18 @@ class MqttConnector(Connector):
             content_type = getattr(props, "ContentType", None)
         msg = Message(body=body, content_type=content_type, headers=headers, method="MQTT")
         msg.vars.update({"topic": str(incoming.topic), "qos": incoming.qos, "retain": bool(incoming.retain)})
+        # QoS 1/2: the broker sends an unacknowledged message again, with the same packet id and the
+        # DUP flag, after the engine died in its flow; it counts nothing itself, so each attempt is
+        # written down in the store under the packet id (the topic and a digest of the payload tell
+        # the same message from a later one that reuses the id)
+        identity = None
+        if incoming.qos > 0:
+            identity = (str(incoming.mid), hashlib.sha1(str(incoming.topic).encode() + b"\0" + body,
+                                                        usedforsecurity=False).hexdigest())
+        msg.vars["redelivered"] = redelivered
         try:
             try:
-                await deliver(msg)
+                await deliver(msg, identity=identity, redelivered=redelivered)
             except FlowError as exc:
                 error = getattr(exc, "error", None) or exc.as_dict()
                 if getattr(exc, "outcome", None) != "dead" and dead_topic:
@@ -299,6 +315,22 @@ class MqttConnector(Connector):
                 original = {"base64": base64.b64encode(body).decode()}
             await client.publish(topic, json.dumps({**fields, "payload": original}).encode(), qos=1)
         log.warning("mqtt source: message on %s dead-lettered to %s: %s", incoming.topic, topic, fields["error"])
+
+
+def _note_duplicates(client: Any) -> dict[int, bool]:
+    """The DUP flag of each QoS 1/2 message, by packet id, as paho (under aiomqtt) reads it: aiomqtt's
+    messages do not carry it."""
+    flags: dict[int, bool] = {}
+    paho = client._client
+    hand_on = paho.on_message
+
+    def on_message(paho_client: Any, userdata: Any, message: Any) -> None:
+        if message.qos:
+            flags[message.mid] = bool(message.dup)
+        hand_on(paho_client, userdata, message)
+
+    paho.on_message = on_message
+    return flags
 
 
 def _settled(tasks: set[asyncio.Task[None]], slots: asyncio.Semaphore) -> Any:

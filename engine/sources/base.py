@@ -24,7 +24,7 @@ import importlib
 import logging
 import pkgutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -286,13 +286,15 @@ class SourceContext:
         self.stats.dead_letters += 1
         metrics.source_message(self.name, "dead_lettered")
 
-    async def deliver(self, make: Callable[[int], Message], *, attempts_before: int = 0,
-                      origin: str = "") -> tuple[str, dict[str, Any] | None]:
+    async def deliver(self, make: Callable[[int], Message], *, attempts_before: int = 0, origin: str = "",
+                      record: Callable[[int], Awaitable[None]] | None = None) -> tuple[str, dict[str, Any] | None]:
         """Run the flow on a fresh message per attempt, with the policy's redelivery, then the
         dead-letter target.  Returns (outcome, last error).  ``attempts_before``: the attempts an
-        earlier delivery made (a broker's delivery count after the engine stopped mid-flow); when
-        they are used up already the message goes to the dead letter without running again, so a
-        message whose flow kills the engine cannot kill it forever."""
+        earlier delivery made (a broker's delivery count, or the store's record, after the engine
+        stopped mid-flow); when they are used up already the message goes to the dead letter
+        without running again, so a message whose flow kills the engine cannot kill it forever.
+        ``record(n)`` is awaited before attempt ``n`` runs: a source that counts attempts in the
+        store (files, MQTT) writes it down there, so that a crash in that attempt still counts."""
         with self.working():
             attempt = attempts_before
             if attempt and self.policy != Redelivery() and attempt >= self.policy.max_attempts:
@@ -307,6 +309,8 @@ class SourceContext:
                 return Outcome.REFUSED, exhausted
             while True:
                 attempt += 1
+                if record is not None:
+                    await record(attempt)
                 msg = make(attempt)
                 error = await self.run_once(msg)
                 if error is None:

@@ -12,6 +12,8 @@ honour a pause.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import FlowError
@@ -20,6 +22,8 @@ from engine.sources.base import Outcome, Source, SourceContext
 
 if TYPE_CHECKING:
     from engine.compiler import CompileContext
+
+log = logging.getLogger("interlace.sources")
 
 
 class Undelivered(FlowError):
@@ -43,10 +47,23 @@ class Deliverer:
         self.origin = origin
         self.flow_name = ctx.name
 
-    async def __call__(self, msg: Message, *, attempts_before: int = 0) -> None:
-        """``attempts_before``: what the broker says earlier deliveries used (x-delivery-count)."""
+    async def __call__(self, msg: Message, *, attempts_before: int = 0, identity: tuple[str, str] | None = None,
+                       redelivered: bool = False) -> None:
+        """``attempts_before``: what the broker says earlier deliveries used (x-delivery-count).
+
+        ``identity`` (key, fingerprint): for a broker that counts nothing (MQTT), what names this
+        message when it comes again (its packet id) and tells it from a later message that reuses
+        the key; each attempt is then written down in the store before it runs, and a message
+        ``redelivered`` (the DUP flag) starts from the attempts recorded for it."""
         body = await msg.load_body() if msg.is_streaming else msg.body
         template = msg
+        record = None
+        if identity is not None:
+            key, fingerprint = identity
+            where = f"{self.origin}:{self.flow_name}"
+            if redelivered and not attempts_before:
+                attempts_before = await _attempts_made(where, key, fingerprint)
+            record = _recorder(where, key, fingerprint)
 
         def make(attempt: int) -> Message:
             copy = Message(body=body, content_type=template.content_type, headers=dict(template.headers),
@@ -55,7 +72,8 @@ class Deliverer:
             copy.vars["attempt"] = attempt
             return copy
 
-        outcome, error = await self.ctx.deliver(make, attempts_before=attempts_before, origin=self.origin)
+        outcome, error = await self.ctx.deliver(make, attempts_before=attempts_before, origin=self.origin,
+                                                record=record)
         if outcome != Outcome.DONE:
             raise Undelivered(outcome, error or {"message": "the flow failed"})
 
@@ -67,6 +85,28 @@ class Deliverer:
 
     async def admit(self) -> None:
         await self.ctx.admit()
+
+
+async def _attempts_made(where: str, key: str, fingerprint: str) -> int:
+    from engine.store import StoreError, current_store
+
+    try:
+        return await current_store().attempts_made(where, key, fingerprint)
+    except StoreError as exc:
+        log.warning("%s: the earlier attempts of message %s cannot be read (%s); counting from 0", where, key, exc)
+        return 0
+
+
+def _recorder(where: str, key: str, fingerprint: str) -> Callable[[int], Awaitable[None]]:
+    from engine.store import StoreError, current_store
+
+    async def record(attempt: int) -> None:
+        try:
+            await current_store().record_attempt(where, key, attempt, fingerprint)
+        except StoreError as exc:  # the flow runs all the same; only a crash in it would go uncounted
+            log.warning("%s: attempt %d of message %s not recorded in the store (%s)", where, attempt, key, exc)
+
+    return record
 
 
 class ConnectorSource(Source):

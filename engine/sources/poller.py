@@ -4,7 +4,10 @@ Each poll lists the folder (not its subfolders).  A file is taken once it has se
 and modification time unchanged over two listings at least ``settle`` apart (and, where the
 clock says so, not modified for ``settle``), so a file still being written waits.  Before it is
 processed it is claimed in the store (source, name, size, mtime): two engines polling one folder,
-or one engine after a restart, never process it twice.  The flow reads the file as a stream;
+or one engine after a restart, never process it twice.  Each attempt is written down in the store
+before it runs: a file whose flow kills the engine is taken again once its claim's lease is over,
+with the attempts it had, so the flow's ``on_error.redelivery.max_attempts`` ends it (moved to
+``failed``, or to the dead-letter target) instead of a crash loop.  The flow reads the file as a stream;
 afterwards it moves to ``done`` (or is deleted), or to ``failed`` with the reason in
 ``NAME.error`` beside it.
 """
@@ -16,6 +19,7 @@ import contextlib
 import logging
 import mimetypes
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,7 +148,14 @@ class Poller:
                 msg.vars["attempt"] = attempt
                 return msg
 
-            outcome, error = await ctx.deliver(make, origin=f"{self.kind}:{self.folder.location}")
+            # attempts begun on this file by a process that died in them (the claim's lease ran out)
+            try:
+                before = await current_store().attempts_made(claims, key)
+            except StoreError as exc:
+                log.warning("file %s: its earlier attempts cannot be read (%s); counting from 0", entry.name, exc)
+                before = 0
+            outcome, error = await ctx.deliver(make, origin=f"{self.kind}:{self.folder.location}",
+                                               attempts_before=before, record=_recorder(claims, key, entry.name))
             state = "done" if outcome == Outcome.DONE else "failed"
             try:
                 if outcome == Outcome.DONE:
@@ -165,6 +176,18 @@ class Poller:
                 log.warning("file %s: could not move it after the flow (%s): %s", entry.name, state, exc)
             with contextlib.suppress(StoreError):
                 await store_finish(claims, key, state)
+
+
+def _recorder(claims: str, key: str, name: str) -> Callable[[int], Awaitable[None]]:
+    """Writes down each attempt before it runs (engine/sources/base.py ``deliver``)."""
+
+    async def record(attempt: int) -> None:
+        try:
+            await current_store().record_attempt(claims, key, attempt)
+        except StoreError as exc:  # the flow runs all the same; only a crash in it would go uncounted
+            log.warning("file %s: attempt %d not recorded in the store (%s)", name, attempt, exc)
+
+    return record
 
 
 async def store_finish(claims: str, key: str, state: str) -> None:

@@ -52,7 +52,15 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from engine import jsonfast
 from engine.observability import new_id
 from engine.store import StoreError
-from engine.store.tables import dead_letters, file_claims, firings, idempotency_keys, messages, metadata
+from engine.store.tables import (
+    attempts,
+    dead_letters,
+    file_claims,
+    firings,
+    idempotency_keys,
+    messages,
+    metadata,
+)
 
 log = logging.getLogger("interlace.store")
 
@@ -570,6 +578,41 @@ class Store:
         def work(conn: Connection) -> None:
             conn.execute(update(file_claims).where(file_claims.c.source == source, file_claims.c.key == key)
                          .values(state=state, updated=time.time()))
+            conn.execute(delete(attempts).where(attempts.c.source == source, attempts.c.key == key))
+
+        await self._tx(work)
+
+    # --- attempts that survive a crash ---------------------------------------------------
+
+    async def attempts_made(self, source: str, key: str, fingerprint: str = "") -> int:
+        """The attempts recorded for the message ``key`` of ``source`` (0: none, or the key now names
+        another message: its fingerprint differs)."""
+
+        def work(conn: Connection) -> int:
+            row = conn.execute(select(attempts.c.attempts, attempts.c.fingerprint).where(
+                attempts.c.source == source, attempts.c.key == key)).first()
+            return int(row[0]) if row is not None and row[1] == fingerprint else 0
+
+        return await self._tx(work)
+
+    async def record_attempt(self, source: str, key: str, attempt: int, fingerprint: str = "") -> None:
+        """Before attempt number ``attempt`` runs: if the process dies in it, it still counts."""
+
+        def work(conn: Connection) -> None:
+            now = time.time()
+            done = conn.execute(update(attempts).where(attempts.c.source == source, attempts.c.key == key)
+                                .values(attempts=attempt, fingerprint=fingerprint, updated=now))
+            if not done.rowcount:
+                conn.execute(self._insert_ignore(attempts).values(source=source, key=key, fingerprint=fingerprint,
+                                                                  attempts=attempt, updated=now))
+
+        await self._tx(work)
+
+    async def forget_attempts(self, source: str, key: str) -> None:
+        """The message is settled: its count is not needed any more."""
+
+        def work(conn: Connection) -> None:
+            conn.execute(delete(attempts).where(attempts.c.source == source, attempts.c.key == key))
 
         await self._tx(work)
 

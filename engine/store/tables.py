@@ -7,6 +7,9 @@
 - ``idempotency_keys``: a key a caller sent once, and the message it produced.
 - ``firings``: one row per schedule firing, inserted by the replica that runs it.
 - ``file_claims``: one row per file a poller took, so no file is processed twice.
+- ``attempts``: how many attempts a source began on one message (a polled file, an MQTT message
+  by its packet id) and did not settle yet, so that a message whose flow kills the engine is
+  counted across restarts and dead-lettered once its attempts are used up.
 
 Times are seconds since the epoch (floats): the engine's clock, compared only with itself.
 """
@@ -96,6 +99,16 @@ file_claims = Table(
     Column("owner", String(64), nullable=False),
     Column("state", String(16), nullable=False),  # claimed | done | failed
     Column("lease_until", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+    PrimaryKeyConstraint("source", "key"),
+)
+
+attempts = Table(
+    "interlace_attempts", metadata,
+    Column("source", String(200), nullable=False),  # e.g. file:FLOW, mqtt:CLIENT-ID
+    Column("key", String(1000), nullable=False),  # what names the message on redelivery (a claim, a packet id)
+    Column("fingerprint", String(200), nullable=False),  # what tells a reused key from the same message
+    Column("attempts", Integer, nullable=False),
     Column("updated", Float, nullable=False),
     PrimaryKeyConstraint("source", "key"),
 )
