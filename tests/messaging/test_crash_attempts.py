@@ -7,19 +7,17 @@ broker's x-delivery-count, is test_amqp.py::test_attempts_survive_engine_crashes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.backends import BackendServer
-from tests.support.brokers import MosquittoServer
+from tests.support.brokers import MosquittoServer, MqttListener
 from tests.support.engine import RunningEngine, run_engine, write_flows
 from tests.support.fileservers import SftpServer
 
@@ -129,45 +127,6 @@ def mosquitto() -> Iterator[MosquittoServer]:
         yield server
 
 
-class _Listener:
-    """A subscriber on a thread of its own: what arrives on ``topic``."""
-
-    def __init__(self, port: int, topic: str, version: str) -> None:
-        self.port, self.topic, self.version = port, topic, version
-        self.messages: list[Any] = []
-        self.subscribed = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._task: asyncio.Task[None] | None = None
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self) -> None:
-        self._task = self._loop.create_task(self._run())
-        with contextlib.suppress(asyncio.CancelledError):
-            self._loop.run_until_complete(self._task)
-        self._loop.close()
-
-    async def _run(self) -> None:
-        import aiomqtt
-
-        protocol = aiomqtt.ProtocolVersion.V5 if self.version == "5" else aiomqtt.ProtocolVersion.V311
-        async with aiomqtt.Client("127.0.0.1", self.port, identifier=f"test-dead-{time.monotonic_ns()}",
-                                  protocol=protocol) as client:
-            await client.subscribe(self.topic, qos=1)
-            self.subscribed.set()
-            async for message in client.messages:
-                self.messages.append(message)
-
-    def __enter__(self) -> _Listener:
-        self._thread.start()
-        assert self.subscribed.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
-        self._thread.join(10)
-
-
 async def _publish(port: int, topic: str, body: bytes) -> None:
     import aiomqtt
 
@@ -196,7 +155,7 @@ def test_an_mqtt_message_whose_flow_kills_the_engine_is_dead_lettered_after_max_
         asyncio.run(_publish(mosquitto.port, f"{prefix}/in", b'{"reading": "kills the engine"}'))
         published.set()
 
-    with BackendServer() as backend, _Listener(mosquitto.port, f"{prefix}/dead", version) as dead:
+    with BackendServer() as backend, MqttListener(mosquitto.port, f"{prefix}/dead", version) as dead:
         env = {"BACKEND_URL": backend.url, "MQTT_PORT": str(mosquitto.port),
                "CLIENT": f"engine-{prefix}", "PREFIX": prefix, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
         folder = _crash_twice(tmp_path, backend, MQTT_FLOWS.replace("MQTT_VERSION", version), env,

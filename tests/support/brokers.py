@@ -14,6 +14,7 @@ distribution port and epmd port so that it never meets another test's or the sys
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pwd
@@ -22,6 +23,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -200,3 +202,43 @@ class MosquittoServer:
     def __exit__(self, *_: Any) -> None:
         self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class MqttListener:
+    """A subscriber on a thread of its own, for as long as the ``with`` block: what arrives on ``topic``
+    (a filter), in ``messages`` (aiomqtt's)."""
+
+    def __init__(self, port: int, topic: str, version: str) -> None:
+        self.port, self.topic, self.version = port, topic, version
+        self.messages: list[Any] = []
+        self.subscribed = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._task: asyncio.Task[None] | None = None
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        self._task = self._loop.create_task(self._run())
+        with contextlib.suppress(asyncio.CancelledError):
+            self._loop.run_until_complete(self._task)
+        self._loop.close()
+
+    async def _run(self) -> None:
+        import aiomqtt
+
+        protocol = aiomqtt.ProtocolVersion.V5 if self.version == "5" else aiomqtt.ProtocolVersion.V311
+        async with aiomqtt.Client("127.0.0.1", self.port, identifier=f"test-dead-{time.monotonic_ns()}",
+                                  protocol=protocol) as client:
+            await client.subscribe(self.topic, qos=1)
+            self.subscribed.set()
+            async for message in client.messages:
+                self.messages.append(message)
+
+    def __enter__(self) -> MqttListener:
+        self._thread.start()
+        assert self.subscribed.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(10)
