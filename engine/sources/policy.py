@@ -56,8 +56,11 @@ REDELIVERY_SCHEMA: dict[str, Any] = {
                    "the request is dead-lettered and the on_error steps run once on the last failure "
                    "(${error.attempts}, ${error.dead_letter_id}; the problem+json answer carries both).",
     "properties": {
-        "max_attempts": {"type": "integer", "minimum": 1, "description": "Attempts in all, the first included "
-                                                                         "(default 1: no redelivery)."},
+        "max_attempts": {"type": "integer", "minimum": 1,
+                         "description": "Attempts in all, the first included (default 1: no redelivery). Attempts "
+                                        "in which the engine died count too (AMQP's delivery count; for polled "
+                                        "files and MQTT the engine's store): once they are used up the message "
+                                        "is dead-lettered without running again."},
         "backoff": {
             "type": "object", "additionalProperties": False,
             "description": "The wait before each new attempt: initial * multiplier^(n-1), at most max, "
