@@ -60,6 +60,7 @@ class KeySet:
         self.refresh = refresh
         self.min_refresh = min_refresh
         self._keys: dict[str | None, Any] = {}
+        self.generation = 0  # counts the key sets loaded, so what was derived from a key can tell it is old
         self._fetched = 0.0
         self._task: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
@@ -69,6 +70,7 @@ class KeySet:
             except (OSError, ValueError) as exc:
                 raise JwksError(f"{file.name}: not a JSON document ({exc})") from exc
             self._keys = parse_jwks(document, file.name)
+            self.generation += 1
 
     async def key_for(self, kid: str | None) -> Any:
         if self.url is not None:
@@ -107,6 +109,7 @@ class KeySet:
                 answer = await client.get(self.url, headers={"accept": "application/json"})
                 answer.raise_for_status()
                 self._keys = parse_jwks(answer.json(), _display(self.url))
+                self.generation += 1
         except (httpx.HTTPError, ValueError) as exc:
             log.warning("JWKS %s could not be refreshed (%s); keeping the %d keys known",
                         _display(self.url), type(exc).__name__, len(self._keys))

@@ -14,7 +14,8 @@
 A missing or bad credential answers 401 problem+json with ``WWW-Authenticate``; a verified one
 without a required claim value answers 403.  Never a 500, and never the token in an error.
 Verified tokens are remembered (by their exact text, until they expire, bounded), so a gateway
-that sends the same assertion for a user's calls pays for its signature once.
+that sends the same assertion for a user's calls pays for its signature once; a new token costs
+little more than its signature check (engine/steps/_jwt_verify.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from engine.registry import StepFn, step_kind
 from engine.steps._client_cert import CLIENT_CERT_SCHEMA, client_cert_step
 from engine.steps._fork import duration_field
 from engine.steps._jwks import JwksError, KeySet
+from engine.steps._jwt_verify import BadSignature, QuickVerifier
 from engine.units import parse_duration
 
 log = logging.getLogger("interlace.auth")
@@ -149,6 +151,8 @@ def _jwt_step(config: dict[str, Any], ctx: CompileContext) -> StepFn:
     wanted = {str(k): v if isinstance(v, list) else [v] for k, v in (config.get("claims") or {}).items()}
     remembered: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
     realm = f'Bearer realm="{ctx.owner}"'
+    quick = QuickVerifier(algorithms=algorithms, issuer=issuer, audience=audience, leeway=leeway, required=required,
+                          key_for=keys.key_for, generation=lambda: keys.generation)
 
     def refuse(reason: str) -> Unauthorized:
         return Unauthorized(f"the request's token was refused: {reason}",
@@ -160,6 +164,12 @@ def _jwt_step(config: dict[str, Any], ctx: CompileContext) -> StepFn:
         if known is not None and known[0] + leeway > now:
             remembered.move_to_end(token)
             return known[1]
+        try:
+            quick_claims = await quick.verify(token)
+        except BadSignature:
+            raise refuse("its signature does not verify") from None
+        if quick_claims is not None:
+            return remember(token, quick_claims)
         try:
             head = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -187,6 +197,11 @@ def _jwt_step(config: dict[str, Any], ctx: CompileContext) -> StepFn:
             raise refuse("its signature does not verify") from None
         except jwt.InvalidTokenError as exc:
             raise refuse(f"it is malformed ({type(exc).__name__})") from None
+        except (TypeError, ValueError):  # PyJWT's answer to an alg that does not fit the key (ES256 on RSA)
+            raise refuse("its algorithm does not fit the key it names") from None
+        return remember(token, claims)
+
+    def remember(token: str, claims: dict[str, Any]) -> dict[str, Any]:
         remembered[token] = (float(claims["exp"]), claims)
         while len(remembered) > _REMEMBERED:
             remembered.popitem(last=False)

@@ -3,6 +3,7 @@ JWKS URL served on loopback; API keys from secrets."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -81,6 +82,7 @@ async def test_tokens_of_every_algorithm_verify_against_a_jwks_file(tmp_path: Pa
     ("stranger", "its signature does not verify"),
     ("unknown-kid", "a key the gateway's key set does not have"),
     ("none-alg", "is not accepted"),
+    ("alg-for-another-key-type", "its algorithm does not fit the key"),
 ])
 async def test_bad_tokens_are_401_problems(tmp_path: Path, keys: dict[str, Any], case: str, reason: str) -> None:
     (tmp_path / "jwks.json").write_text(json.dumps({"keys": [_jwk(keys["rsa"], "r1")]}))
@@ -97,6 +99,9 @@ async def test_bad_tokens_are_401_problems(tmp_path: Path, keys: dict[str, Any],
         "unknown-kid": _token(rsa_key, "r9", "RS256"),
         "none-alg": jwt.encode({"iss": ISSUER, "sub": "x", "aud": "facade", "exp": int(time.time()) + 60}, None,
                                algorithm="none"),
+        # an RSA-signed token relabelled ES256: the RSA key it names cannot check an ES256 signature
+        "alg-for-another-key-type": ".".join([base64.urlsafe_b64encode(b'{"alg":"ES256","kid":"r1"}').decode()
+                                              .rstrip("="), *_token(rsa_key, "r1", "RS256").split(".")[1:]]),
     }
     headers = {} if case == "missing" else {"X-JWT-Assertion": tokens[case]}
     async with facade_client(tmp_path) as client:
