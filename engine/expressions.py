@@ -437,6 +437,38 @@ def _compile_node(node: dict[str, Any], at_root: bool, usage: _Usage) -> Getter:
         target = _compile_node(children[0], at_root, usage)
         compiled = children[1]["value"]
         return lambda value: apply_xpath(target(value), compiled)
+    if kind in ("multi_select_dict", "multi_select_list"):
+        keyed = kind == "multi_select_dict"
+        parts = tuple((c["value"] if keyed else None, _compile_node(c["children"][0] if keyed else c, at_root, usage))
+                      for c in children)
+
+        def select(value: Any) -> Any:  # as jmespath's visit_multi_select_dict/_list
+            if value is None:
+                return None
+            if keyed:
+                return {key: getter(value) for key, getter in parts}
+            return [getter(value) for _, getter in parts]
+        return select
+    if kind == "projection":
+        base = _compile_node(children[0], at_root, usage)
+        each = _query_node(children[1])  # applied to the elements, never to the root
+
+        def project(value: Any) -> Any:  # as jmespath's visit_projection
+            items = base(value)
+            if not isinstance(items, list):
+                return None
+            collected = []
+            for item in items:
+                current = each(item)
+                if current is not None:
+                    collected.append(current)
+            return collected
+        return project
+    if kind == "function_expression" and all(c["type"] != "expref" for c in children):
+        arguments = tuple(_compile_node(c, at_root, usage) for c in children)
+        call, name = _INTERPRETER._functions.call_function, node["value"]
+        # the arguments compiled; the function itself, with its type checks and errors, is jmespath's
+        return lambda value: call(name, [argument(value) for argument in arguments])
     # anything else: JMESPath's interpreter over this subtree, with the context as a mapping
     _scan_usage(node, at_root, usage)
     return lambda value: _INTERPRETER.visit(node, value)

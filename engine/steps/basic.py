@@ -20,6 +20,7 @@ from engine.errors import ExpressionError, PayloadShapeError, UnencodableValue, 
 from engine.expressions import Template, to_text
 from engine.message import JSON, TEXT, XML, Message
 from engine.registry import StepFn, status_field, step_kind
+from engine.steps._shapers import PayloadShaper
 
 log = logging.getLogger("interlace.flow")
 
@@ -371,9 +372,4 @@ def compile_payload(config: Any, ctx: CompileContext) -> StepFn:
     setter = compile_body(config, ctx)
     if setter is None:
         raise StepConfigError("payload needs a body: json, xml or text")
-    set_body = setter
-
-    async def run(msg: Message) -> None:
-        set_body(msg)
-
-    return run
+    return PayloadShaper(setter)  # it only sets the payload: a foreach may run it on plain items

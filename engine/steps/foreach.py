@@ -24,6 +24,7 @@ from engine.message import JSON, XML, Message
 from engine.registry import STEPS_REF, StepFn, step_kind
 from engine.steps._fork import duration_field, fork, result_of, seconds
 from engine.steps._items import ijson_prefix, json_items, xml_items
+from engine.steps._shapers import Shape, shapers_of
 from engine.steps.basic import compile_jsonpath, json_payload
 
 AGGREGATES = ("array", "xml", "none")
@@ -124,11 +125,17 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
     root, item_name = xml_name(str(config.get("root", "results"))), xml_name(str(config.get("item", "item")))
     var, errors_var, stats_var = config.get("var"), config.get("errors"), config.get("stats")
     source = _source(config, ctx)
+    # items from an expression, one at a time, through steps that only shape values: no message per item
+    shapers = shapers_of(plan.steps) if plan.concurrency == 1 and plan.timeout is None else None
+    listed = ctx.template(config["items"], "items") if shapers is not None and "items" in config else None
 
     async def run(msg: Message) -> None:
         if into is not None and not msg.is_streaming:
             json_payload(msg, "foreach into a JSONPath")
-        results, failures, stats = await _run_items(msg, source(msg), plan)
+        if listed is not None and shapers is not None and msg.trace is None:
+            results, failures, stats = _shape_items(msg, _listed_items(listed.render(msg)), plan, shapers)
+        else:
+            results, failures, stats = await _run_items(msg, source(msg), plan)
         if errors_var is not None:
             msg.vars[errors_var] = failures
         if stats_var is not None:
@@ -166,13 +173,7 @@ def _source(config: Any, ctx: CompileContext) -> ItemSource:
         ctx.needs_body()
 
         async def from_expression(msg: Message) -> AsyncIterator[Any]:
-            value = expression.render(msg)
-            if value is None:
-                return
-            if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
-                raise ExpressionError(f"foreach items gave {type(value).__name__}, not a list; point items at a "
-                                      f"list, e.g. ${{payload.orders}}")
-            for item in value:
+            for item in _listed_items(expression.render(msg)):
                 yield item
 
         return from_expression
@@ -210,6 +211,52 @@ def _source(config: Any, ctx: CompileContext) -> ItemSource:
         return xml_items(_body_chunks(msg), element)
 
     return from_xml
+
+
+def _listed_items(value: Any) -> Iterable[Any]:
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+        raise ExpressionError(f"foreach items gave {type(value).__name__}, not a list; point items at a "
+                              f"list, e.g. ${{payload.orders}}")
+    return value
+
+
+def _shape_items(msg: Message, items: Iterable[Any], plan: _Plan,
+                 shapers: tuple[tuple[str, Shape], ...]) -> tuple[list[Any], list[Any], dict[str, Any]]:
+    """What _run_items gives for steps that only shape the payload, run on one scratch message that
+    takes each item in turn: the steps write nothing else, so what one item sees is what it would
+    see on a message of its own."""
+    scratch = fork(msg)
+    index_var, keep, count, collect = plan.index_var, plan.keep_results, plan.count, plan.on_error != "fail"
+    results: list[Any] = []
+    failures: list[dict[str, Any]] = []
+    succeeded = seen = 0
+    cut_by_count = False
+    for index, item in enumerate(items):
+        if count is not None and succeeded >= count:
+            cut_by_count = True
+            break
+        seen += 1
+        scratch.set_payload(item, XML if isinstance(item, etree._Element) else JSON)
+        scratch.vars[index_var] = index
+        step_id = ""
+        try:
+            for step_id, apply in shapers:  # noqa: B007 (the except reads which step raised)
+                apply(scratch)
+        except Exception as exc:
+            if not hasattr(exc, "step_id"):
+                exc.step_id = step_id  # type: ignore[attr-defined]
+            error = exc if isinstance(exc, FlowError) else internal_error(exc)
+            if not collect:
+                raise error from (None if error is exc else exc)
+            failures.append({"index": index, "error": error.as_dict()})
+            continue
+        succeeded += 1
+        if keep:
+            results.append(scratch.payload)
+    stats = {"items": seen, "succeeded": succeeded, "failed": len(failures), "complete": not cut_by_count}
+    return results, failures, stats
 
 
 async def _body_chunks(msg: Message) -> AsyncIterator[bytes]:

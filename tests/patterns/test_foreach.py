@@ -231,3 +231,41 @@ def test_large_bodies_split_as_they_stream(tmp_path: Path, backend: BackendServe
     assert after_xml - idle < 20_000, (idle, after_json, after_xml)
     assert doctype.status_code == 400
     assert "DOCTYPE" in doctype.json()["detail"]
+
+
+async def test_items_shaped_by_payload_steps_answer_as_on_a_message_each(tmp_path: Path) -> None:
+    # concurrency 1: the items run on one scratch message (no message per item); concurrency 2: the
+    # general path, a message per item. Both must give the same answers, errors and stats.
+    def flow(name: str, concurrency: int, extra: str) -> str:
+        return f"""
+      {name}:
+        source: {{http: {{method: POST, path: /{name}}}}}
+        steps:
+          - payload: {{json: {{items: "${{payload.items}}", tenant: acme}}}}
+          - foreach:
+              items: ${{payload.items}}
+              concurrency: {concurrency}
+              stats: stats
+              steps:
+                - payload: {{json: {{id: "${{payload.id}}", n: "${{length(payload.name)}}", at: "${{vars.index}}",
+                                   tenant: "${{vars.tenant || 'none'}}", ct: "${{headers.\\"content-type\\"}}"}}}}
+                - payload: {{json: {{id: "${{payload.id}}", n: "${{payload.n}}", line: "${{payload.at}}"}}}}
+{extra}
+          - payload: {{json: {{result: "${{payload}}", stats: "${{vars.stats}}", errors: "${{vars.failed}}"}}}}
+"""
+    cases = {"plain": "", "collect": "              on_item_error: collect\n              errors: failed",
+             "count": "              complete: {count: 2}", "fail": "",
+             "reduce": "              reduce: \"{lines: length(payload), ids: payload[*].id}\""}
+    flows = "flows:\n" + "".join(flow(f"{case}{c}", c, extra) for case, extra in cases.items() for c in (1, 2))
+    write_flows(tmp_path, flows)
+    good = {"items": [{"id": f"i{n}", "name": "x" * n} for n in range(4)]}
+    bad = {"items": [{"id": "a", "name": "ab"}, {"id": "b", "name": 7}, {"id": "c", "name": "c"}]}
+    async with facade_client(tmp_path) as client:
+        for case in cases:
+            body = bad if case in ("collect", "fail") else good
+            one, general = [await client.post(f"/{case}{c}", json=body) for c in (1, 2)]
+            assert one.status_code == general.status_code, case
+            ignored = ("correlation_id", "instance")  # each request's own
+            assert {k: v for k, v in one.json().items() if k not in ignored} == \
+                {k: v for k, v in general.json().items() if k not in ignored}, case
+            assert one.status_code == (500 if case == "fail" else 200), case

@@ -48,3 +48,33 @@ def test_a_mapping_template_keeps_its_literal_keys() -> None:
     assert template.render(msg) == {"id": 7, "3": 3, "${literal}": 1, "k-42": True}
     assert Template({"id": "${payload.id}", 3: "x", "$${literal}": 1}).render(msg) == \
         {"id": 7, "3": "x", "${literal}": 1}
+
+
+COMPILED = ["{count: length(payload), qty: sum(payload[*].qty)}", "[length(payload), vars.index]",
+            "payload[*].qty", "payload[*].a.b", "payload[*][0]", "max(payload[*].qty)", "join(',', payload[*].id)",
+            "{a: payload[*].id, b: {c: vars.customer.name}}", "length(vars.customer.tags)", "to_string(payload)",
+            "sort_by(payload, &qty)[*].id", "not_null(payload.missing, vars.index)", "payload[*].{id: id, q: qty}",
+            "contains(vars.customer.tags, 'a')", "[payload[*].qty, headers.\"x-client-id\"]"]
+SHAPES = [[{"id": "a", "qty": 2, "a": {"b": 1}}, {"id": "b", "qty": 5}, {"id": "c", "qty": None}], [],
+          {"id": 1}, "text", None, [[1, 2], [3]], [{"id": "x", "qty": "2"}]]
+
+
+@pytest.mark.parametrize("source", COMPILED)
+@pytest.mark.parametrize("payload", SHAPES)
+def test_compiled_selections_projections_and_functions_answer_as_jmespath(source: str, payload: Any) -> None:
+    import jmespath
+    from jmespath import exceptions as jp_exceptions
+
+    from engine.expressions import _INTERPRETER
+
+    msg = _message(payload)
+    tree = jmespath.compile(source).parsed
+    try:
+        expected: Any = _INTERPRETER.visit(tree, Context(msg, {}, {}))
+    except jp_exceptions.JMESPathError as exc:
+        expected = type(exc)
+    try:
+        got: Any = Expr(source, env={}, secrets={})._getter(Context(msg, {}, {}))
+    except jp_exceptions.JMESPathError as exc:
+        got = type(exc)
+    assert got == expected
