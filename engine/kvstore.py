@@ -43,32 +43,40 @@ class KeyValueStore(Protocol):
 
 
 class MemoryStore:
-    """Entries in this process, least recently used first out past ``max_entries``."""
+    """Entries in this process, least recently used first out past ``max_entries``.
+
+    ``get``/``put`` hold bytes, as every store does; ``recall``/``keep`` (no await) hold any
+    object, for a step that keeps its entries here ready to use (the cache keeps decoded answers)."""
 
     def __init__(self, max_entries: int = 10_000) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._buckets: OrderedDict[str, list[float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, key: str) -> bytes | None:
+    def recall(self, key: str) -> Any:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        expires, value = entry
-        if expires <= time.monotonic():
+        if entry[0] <= time.monotonic():
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
-        return value
+        return entry[1]
 
-    async def put(self, key: str, value: bytes, ttl: float) -> None:
+    def keep(self, key: str, value: Any, ttl: float) -> None:
         self._entries[key] = (time.monotonic() + ttl, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+    async def get(self, key: str) -> bytes | None:
+        return self.recall(key)  # type: ignore[no-any-return]
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        self.keep(key, value, ttl)
 
     async def claim(self, key: str, value: bytes, ttl: float) -> bool:
         if await self.get(key) is not None:

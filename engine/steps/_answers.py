@@ -1,8 +1,10 @@
 """An answer as bytes and back, for the steps that keep answers (cache, idempotent): status,
-headers, body and content type, and chosen variables."""
+headers, body and content type, and chosen variables.  ``Answer`` is the same record decoded once,
+for a store in this process's memory: a hit then costs no parsing."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from engine import jsonfast
@@ -37,3 +39,36 @@ def restore_answer(msg: Message, record: bytes) -> dict[str, Any]:
     msg.set_body(body, meta["content_type"])
     msg.vars.update(meta["vars"])
     return meta
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A recorded answer ready to give again: what ``restore_answer`` would make of its record."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    reply: bool
+    content_type: str | None
+    body: bytes
+    vars: bytes | None  # the kept variables as JSON (a fresh copy on every hit), None when none were kept
+
+    @classmethod
+    def of(cls, msg: Message, body: bytes, kept_vars: tuple[str, ...] = ()) -> Answer:
+        if msg.headers_are_request:
+            headers = tuple((k, msg.headers[k]) for k in msg.headers_explicit if k in msg.headers)
+        else:
+            headers = tuple(msg.headers.items())
+        kept = {name: msg.vars[name] for name in kept_vars if name in msg.vars}
+        return cls(msg.status, headers, not msg.headers_are_request, msg.content_type, body,
+                   jsonfast.dumps(kept) if kept else None)
+
+    def restore(self, msg: Message) -> None:
+        msg.status = self.status
+        if self.reply:
+            msg.replace_headers(dict(self.headers))
+        else:
+            for name, value in self.headers:
+                msg.set_header(name, value)
+        msg.set_body(self.body, self.content_type)
+        if self.vars is not None:
+            msg.vars.update(jsonfast.loads(self.vars))

@@ -17,9 +17,10 @@ from typing import Any
 
 from engine.compiler import CompileContext, StepConfigError
 from engine.expressions import to_text
+from engine.kvstore import MemoryStore
 from engine.message import Message
 from engine.registry import STEPS_REF, StepFn, step_kind
-from engine.steps._answers import record_answer, restore_answer
+from engine.steps._answers import Answer, record_answer, restore_answer
 from engine.steps._fork import duration_field, seconds
 from engine.steps._stores import RECORDS_STORE_FIELD, store_for
 from engine.units import parse_size
@@ -76,22 +77,35 @@ def compile_cache(config: Any, ctx: CompileContext) -> StepFn:
     respect_request = bool(config.get("respect_request", False))
     namespace = f"cache:{ctx.step_id}:"
     hit_id, miss_id = ctx.branch("hit"), ctx.branch("steps")
+    fixed_key = namespace + to_text(key.constant) if key.is_constant else None
+    # in memory the answers are kept decoded (Answer): a hit parses nothing
+    memory = store if isinstance(store, MemoryStore) else None
 
     async def run(msg: Message) -> None:
-        entry_key = namespace + to_text(key.render(msg))
+        entry_key = fixed_key or namespace + to_text(key.render(msg))
         asked = msg.headers.get("cache-control", "").lower() if respect_request else ""
         if "no-store" in asked:
             await steps.run(msg)
             return
         if "no-cache" not in asked:
-            record = await _safe(store.get(entry_key), None)
-            if record is not None:
-                if msg.trace is not None:
-                    msg.trace.append(hit_id)
-                restore_answer(msg, record)
-                if header is not None:
-                    msg.set_header(header, "hit")
-                return
+            if memory is not None:
+                answer = memory.recall(entry_key)
+                if answer is not None:
+                    if msg.trace is not None:
+                        msg.trace.append(hit_id)
+                    answer.restore(msg)
+                    if header is not None:
+                        msg.set_header(header, "hit")
+                    return
+            else:
+                record = await _safe(store.get(entry_key), None)
+                if record is not None:
+                    if msg.trace is not None:
+                        msg.trace.append(hit_id)
+                    restore_answer(msg, record)
+                    if header is not None:
+                        msg.set_header(header, "hit")
+                    return
         if msg.trace is not None:
             msg.trace.append(miss_id)
         await steps.run(msg)
@@ -107,7 +121,10 @@ def compile_cache(config: Any, ctx: CompileContext) -> StepFn:
             return
         if header is not None:
             msg.set_header(header, "miss")
-        await _safe(store.put(entry_key, record_answer(msg, body, kept_vars), lifetime), None)
+        if memory is not None:
+            memory.keep(entry_key, Answer.of(msg, body, kept_vars), lifetime)
+        else:
+            await _safe(store.put(entry_key, record_answer(msg, body, kept_vars), lifetime), None)
 
     return run
 
