@@ -18,12 +18,19 @@ from collections import deque
 from typing import Any
 
 from engine.compiler import CompileContext, StepConfigError
-from engine.errors import FlowError, ServiceUnavailable, TooManyRequests
-from engine.expressions import to_text
 from engine.kvstore import MemoryStore
 from engine.message import Message
 from engine.registry import STEPS_REF, StepFn, step_kind
 from engine.steps._fork import duration_field, seconds
+from engine.steps._limits import (
+    KEY_FIELD,
+    MESSAGE_FIELD,
+    ON_STORE_ERROR_FIELD,
+    StoreTrouble,
+    limit_key,
+    refusal,
+    whole_seconds,
+)
 from engine.steps._stores import STORE_FIELD, store_for
 from engine.units import parse_duration
 
@@ -130,9 +137,7 @@ class SharedSlots:
     schema={
         "type": "object", "additionalProperties": False, "required": ["limit", "steps"],
         "properties": {
-            "key": {"type": "string",
-                    "description": "Whose limit a message counts against, e.g. ${headers.\"x-client-id\"} "
-                                   "(default: one limit for everyone)."},
+            "key": KEY_FIELD,
             "limit": {"type": "integer", "minimum": 1, "description": "Executions of the steps at once."},
             "steps": STEPS_REF,
             "wait": {"type": ["string", "number"],
@@ -145,10 +150,8 @@ class SharedSlots:
             "store": STORE_FIELD,
             "lease": duration_field("With store: how long a slot is held without renewal, so a replica that "
                                     "dies frees its slots (default 30s; renewed every third of it)."),
-            "on_store_error": {"enum": ["allow", "deny"],
-                               "description": "When the shared store cannot be reached: allow (default, the limit "
-                                              "is not enforced meanwhile, logged) or deny (503)."},
-            "message": {"type": "string", "description": "The problem's detail (default names the limit)."},
+            "on_store_error": ON_STORE_ERROR_FIELD,
+            "message": MESSAGE_FIELD,
         },
     },
     examples=[{"key": "${headers.\"x-client-id\" || 'anonymous'}", "limit": 4, "wait": "500ms",
@@ -156,7 +159,7 @@ class SharedSlots:
     branches=("steps",),
 )
 def compile_concurrency(config: Any, ctx: CompileContext) -> StepFn:
-    key = ctx.template(config["key"], "key") if "key" in config else None
+    key = limit_key(config, ctx)
     limit = int(config["limit"])
     steps = ctx.steps(config["steps"], "steps")
     try:
@@ -166,24 +169,19 @@ def compile_concurrency(config: Any, ctx: CompileContext) -> StepFn:
     if wait < 0:
         raise StepConfigError(f"wait cannot be negative, got {config['wait']!r}", "wait")
     status = int(config.get("status", 429))
-    retry_after = max(1, int(-(-seconds(config.get("retry_after", "1s"), "retry_after") // 1)))
-    deny_on_error = config.get("on_store_error", "allow") == "deny"
+    retry_after = whole_seconds(seconds(config.get("retry_after", "1s"), "retry_after"))
+    trouble = StoreTrouble(config, log, "concurrency", "concurrency")
     detail = config.get("message") or f"more than {limit} requests at once; try again later"
     namespace = f"concurrency:{ctx.step_id}:"
-
-    def refused() -> FlowError:
-        error_type = TooManyRequests if status == 429 else ServiceUnavailable
-        return error_type(detail, code="concurrency-limited", headers={"Retry-After": str(retry_after)},
-                          extra={"retry_after": retry_after, "limit": limit})
 
     store = store_for(config, ctx, records_only=False)
     if isinstance(store, MemoryStore):  # no store named (or a broken one, reported already)
         slots = LocalSlots(limit)
 
         async def run_local(msg: Message) -> None:
-            who = to_text(key.render(msg)) if key is not None else ""
+            who = key(msg)
             if not await slots.acquire(who, wait):
-                raise refused()
+                raise refusal(detail, retry_after, limit, status=status, code="concurrency-limited")
             try:
                 await steps.run(msg)
             finally:
@@ -196,20 +194,16 @@ def compile_concurrency(config: Any, ctx: CompileContext) -> StepFn:
     shared = SharedSlots(store, limit, seconds(config.get("lease", "30s"), "lease"))
 
     async def run_shared(msg: Message) -> None:
-        who = namespace + (to_text(key.render(msg)) if key is not None else "")
+        who = namespace + key(msg)
         member = store.slot_member()  # type: ignore[attr-defined]
         try:
             acquired = await shared.acquire(who, member, wait)
         except Exception as exc:
-            log.warning("concurrency store unavailable (%s): %s", type(exc).__name__,
-                        "denying" if deny_on_error else "letting through")
-            if deny_on_error:
-                raise ServiceUnavailable("the concurrency limit cannot be checked right now; try again shortly",
-                                         headers={"Retry-After": "1"}) from None
+            trouble.met(exc)
             await steps.run(msg)
             return
         if not acquired:
-            raise refused()
+            raise refusal(detail, retry_after, limit, status=status, code="concurrency-limited")
         keeper = asyncio.ensure_future(shared.keep(who, member))
         try:
             await steps.run(msg)
