@@ -9,12 +9,17 @@ replicas with drifting clocks still hold one limit.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import math
 import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+log = logging.getLogger("interlace.store")
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +192,17 @@ return renewed
 """
 
 
+# KEYS[1] = the slots; ARGV = the member, the channel, the slots' key as the replicas know it: a slot
+# given back is announced, so a replica with messages waiting for that key tries again at once
+_RELEASE_SLOT = """
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+if removed == 1 then
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+end
+return removed
+"""
+
+
 class RedisStore:
     """Entries and counters in Redis, under ``prefix``; ``client`` is a redis.asyncio.Redis."""
 
@@ -197,8 +213,13 @@ class RedisStore:
         self._window = client.register_script(_SLIDING_WINDOW)
         self._acquire = client.register_script(_ACQUIRE_SLOT)
         self._renew = client.register_script(_RENEW_SLOT)
+        self._release = client.register_script(_RELEASE_SLOT)
         self._sequence = 0
         self._origin = os.urandom(8).hex()
+        # waiting for a freed slot: futures per key, woken by one subscription to the freed channel
+        self.freed_channel = prefix + "slots-freed"
+        self._watchers: dict[str, set[asyncio.Future[None]]] = {}
+        self._listener: asyncio.Task[None] | None = None
 
     async def ping(self) -> None:
         await self._client.ping()
@@ -241,4 +262,39 @@ class RedisStore:
         await self._renew(keys=[self._prefix + "slots:" + key], args=[lease, member])
 
     async def release_slot(self, key: str, member: str) -> None:
-        await self._client.zrem(self._prefix + "slots:" + key, member)
+        await self._release(keys=[self._prefix + "slots:" + key], args=[member, self.freed_channel, key])
+
+    def watch_slots(self, key: str) -> asyncio.Future[None]:
+        """A future done when any replica next gives back a slot of ``key`` (``unwatch_slots`` it
+        after).  Listening starts on first use; if it cannot, the future is simply never done and
+        the waiter's own timer asks again."""
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.ensure_future(self._listen())
+        freed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers.setdefault(key, set()).add(freed)
+        return freed
+
+    def unwatch_slots(self, key: str, freed: asyncio.Future[None]) -> None:
+        watchers = self._watchers.get(key)
+        if watchers is not None:
+            watchers.discard(freed)
+            if not watchers:
+                del self._watchers[key]
+
+    async def _listen(self) -> None:
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.freed_channel)
+            while self._watchers:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None or message.get("type") != "message":
+                    continue
+                data = message["data"]
+                for freed in self._watchers.get(data.decode() if isinstance(data, bytes) else str(data), ()):
+                    if not freed.done():
+                        freed.set_result(None)
+        except Exception as exc:  # the waiters' timers still ask again: slower, never stuck
+            log.warning("listening for freed concurrency slots stopped (%s)", type(exc).__name__)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()

@@ -53,6 +53,10 @@ class SqlStore:
                 if not self._ready:
                     blob = "BYTEA" if self._connector.dialect == "postgresql" else "BLOB"
                     async with engine.begin() as conn:
+                        if self._connector.dialect == "postgresql":
+                            # two engines starting at once: PostgreSQL's CREATE TABLE IF NOT EXISTS is not
+                            # safe against itself (a duplicate pg_type row), so one creates at a time
+                            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock(hashtext('{TABLE}'))")
                         await conn.exec_driver_sql(
                             f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT PRIMARY KEY, value {blob} NOT NULL, "
                             f"expires DOUBLE PRECISION NOT NULL)")

@@ -55,6 +55,12 @@ class _EndpointStore:
     async def release_slot(self, key: str, member: str) -> None:
         await self._endpoint.store.release_slot(key, member)
 
+    def watch_slots(self, key: str) -> Any:
+        return self._endpoint.store.watch_slots(key)
+
+    def unwatch_slots(self, key: str, freed: Any) -> None:
+        self._endpoint.store.unwatch_slots(key, freed)
+
 
 def store_for(config: Any, ctx: CompileContext, max_entries: int = 10_000, *,
               records_only: bool = True) -> KeyValueStore:

@@ -6,7 +6,9 @@ A message past the limit waits up to ``wait`` for a slot (first come, first serv
 0: no waiting), then gets 429 (or ``status: 503``) problem+json with ``Retry-After``.  The
 slots live in this process by default; with ``store`` (a redis endpoint) every replica counts
 against one limit: each held slot is a member of a Redis sorted set scored by when its lease
-ends, renewed while the steps run, so a replica that dies frees its slots after ``lease``.
+ends, renewed while the steps run, so a replica that dies frees its slots after ``lease``.  A
+slot given back is announced on a Redis channel, so a message waiting on another replica tries
+again at once (and, should the announcement be missed, on its own timer).
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from engine.units import parse_duration
 
 log = logging.getLogger("interlace.concurrency")
 
-_POLL_FIRST, _POLL_MOST = 0.005, 0.1  # a shared store is asked again after 5 ms, backing off to 100 ms
+# a waiter on a shared store tries again when a slot is announced as freed, else after 50 ms, backing off
+# to 1 s (a slot freed by a lease running out, or an announcement missed)
+_POLL_FIRST, _POLL_MOST = 0.05, 1.0
 
 
 class LocalSlots:
@@ -107,16 +111,24 @@ class SharedSlots:
         self.lease = lease
 
     async def acquire(self, key: str, member: str, wait: float) -> bool:
+        if await self.store.acquire_slot(key, member, self.limit, self.lease):
+            return True
+        if wait <= 0:
+            return False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         pause = _POLL_FIRST
         while True:
-            if await self.store.acquire_slot(key, member, self.limit, self.lease):
-                return True
             left = deadline - loop.time()
             if left <= 0:
                 return False
-            await asyncio.sleep(min(pause, left))
+            freed = self.store.watch_slots(key)  # before asking: a slot given back meanwhile is not missed
+            try:
+                if await self.store.acquire_slot(key, member, self.limit, self.lease):
+                    return True
+                await asyncio.wait({freed}, timeout=min(pause, max(left, 0)))
+            finally:
+                self.store.unwatch_slots(key, freed)
             pause = min(pause * 2, _POLL_MOST)
 
     async def keep(self, key: str, member: str) -> None:

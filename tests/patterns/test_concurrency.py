@@ -131,6 +131,31 @@ def test_two_engines_on_one_redis_hold_one_limit(tmp_path: Path, backend: Backen
         assert backend.max_in_flight == 2
 
 
+def test_a_slot_given_back_is_announced_to_the_engines_waiting(tmp_path: Path, backend: BackendServer,
+                                                                 redis: RedisServer) -> None:
+    import redis as redis_client
+
+    backend.set_behaviour(delay=1.0)
+    for name in ("one", "two"):
+        write_flows(tmp_path / name, _flows(backend, "limit: 1\n          wait: 60s\n          store: shared",
+                                            redis.url))
+    listener = redis_client.Redis.from_url(redis.url).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe("interlace:slots-freed")
+    try:
+        with run_engine(tmp_path / "one") as first, run_engine(tmp_path / "two") as second:
+            statuses = _parallel([f"{first.url}/report", f"{second.url}/report"])
+        # what was published meanwhile (None for the subscription's own confirmation, or nothing more)
+        announced = [message["data"] for message in (listener.get_message(timeout=0.2) for _ in range(10))
+                     if message is not None]
+    finally:
+        listener.close()
+    assert statuses == [200, 200]
+    assert backend.max_in_flight == 1
+    # each release named the slots' key (the step and the client): the waiter tried again then
+    assert len(announced) == 2
+    assert all(key.startswith(b"concurrency:report/") and key.endswith(b":tenant") for key in announced)
+
+
 def test_the_slots_of_a_killed_engine_free_themselves_after_the_lease(tmp_path: Path, backend: BackendServer,
                                                                       redis: RedisServer) -> None:
     backend.set_behaviour(delay=30)

@@ -1,6 +1,7 @@
-"""The idempotency (and cache) records in a SQLite file: a real engine restarted between a request
-and its retry still answers the retry from the record; two engines on one file run a raced key
-once; a limit naming a sql endpoint is a load error."""
+"""The idempotency (and cache) records in a SQLite file or a PostgreSQL database: a real engine
+restarted between a request and its retry still answers the retry from the record; two engines on
+one file (or one database) run a raced key once and share cached answers; a limit naming a sql
+endpoint is a load error."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from tests.support.backends import BackendServer
 from tests.support.engine import run_engine, write_flows
+from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture
@@ -21,11 +23,12 @@ def backend() -> Iterator[BackendServer]:
         yield server
 
 
-def _flows(backend: BackendServer, database: Path) -> str:
+def _flows(backend: BackendServer, database: Path | str) -> str:
+    url = database if isinstance(database, str) else f"sqlite:///{database}"
     return f"""
 endpoints:
   payments: {{http: {{url: "{backend.url}"}}}}
-  records: {{sql: {{url: "sqlite:///{database}"}}}}
+  records: {{sql: {{url: "{url}"}}}}
 flows:
   pay:
     source: {{http: {{method: POST, path: /payments}}}}
@@ -90,6 +93,38 @@ def test_two_engines_on_one_file_run_a_raced_key_once(tmp_path: Path, backend: B
             thread.join()
     assert sorted(statuses) == [201, 409, 409, 409]  # the others find it in progress
     assert [r.path for r in backend.requests] == ["/charge"]
+
+
+def test_two_engines_on_one_postgresql_database_share_records(tmp_path: Path, backend: BackendServer) -> None:
+    backend.set_behaviour(delay=0.5)
+    with PostgresServer() as postgres:
+        postgres.psql("CREATE DATABASE records")
+        url = postgres.url.rsplit("/", 1)[0] + "/records"
+        one = write_flows(tmp_path / "one", _flows(backend, url))
+        two = write_flows(tmp_path / "two", _flows(backend, url))
+        statuses: list[int] = []
+        with run_engine(one) as first, run_engine(two) as second:
+            def post(engine_url: str) -> None:
+                answer = httpx.post(f"{engine_url}/payments", headers={"Idempotency-Key": "raced"},
+                                    content=b'{"amount": 5}', timeout=20)
+                statuses.append(answer.status_code)
+
+            threads = [threading.Thread(target=post, args=(e.url,)) for e in (first, second, first, second)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            retried = httpx.post(f"{second.url}/payments", headers={"Idempotency-Key": "raced"},
+                                 content=b'{"amount": 5}', timeout=20)
+            missed = httpx.get(f"{first.url}/quotes/q1", timeout=20)
+            hit = httpx.get(f"{second.url}/quotes/q1", timeout=20)
+        rows = postgres.psql_in("records", "SELECT count(*) FROM interlace_records")
+    assert sorted(statuses) == [201, 409, 409, 409]  # the others find it in progress
+    assert (retried.status_code, retried.headers["idempotent-replayed"]) == (201, "true")
+    assert (missed.headers["x-cache"], hit.headers["x-cache"]) == ("miss", "hit")
+    assert hit.content == missed.content
+    assert [r.path for r in backend.requests] == ["/charge", "/quote/q1"]  # each ran once, on one engine
+    assert rows == "2"  # the idempotency record and the cached answer, in PostgreSQL's table
 
 
 def test_a_limit_in_a_sql_store_is_a_load_error(tmp_path: Path) -> None:
