@@ -220,6 +220,7 @@ class RedisStore:
         self.freed_channel = prefix + "slots-freed"
         self._watchers: dict[str, set[asyncio.Future[None]]] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._listening = False  # from the listener's start until it stops reading (before it closes)
 
     async def ping(self) -> None:
         await self._client.ping()
@@ -268,7 +269,8 @@ class RedisStore:
         """A future done when any replica next gives back a slot of ``key`` (``unwatch_slots`` it
         after).  Listening starts on first use; if it cannot, the future is simply never done and
         the waiter's own timer asks again."""
-        if self._listener is None or self._listener.done():
+        if not self._listening:
+            self._listening = True
             self._listener = asyncio.ensure_future(self._listen())
         freed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._watchers.setdefault(key, set()).add(freed)
@@ -296,5 +298,6 @@ class RedisStore:
         except Exception as exc:  # the waiters' timers still ask again: slower, never stuck
             log.warning("listening for freed concurrency slots stopped (%s)", type(exc).__name__)
         finally:
+            self._listening = False  # a watcher from now on starts a new listener
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from engine.steps._jwt_verify import BadSignature, QuickVerifier
 
 ISSUER = "https://gateway.test"
-NOW = int(time.time())
 ALGORITHMS = ["RS256", "ES256", "EdDSA"]
 LEEWAY = 30.0
 
@@ -32,7 +31,8 @@ def keys() -> dict[str, Any]:
 
 
 def _tokens(keys: dict[str, Any]) -> dict[str, str]:
-    good = {"iss": ISSUER, "sub": "alice", "aud": "facade", "exp": NOW + 300}
+    now = int(time.time())  # when the test runs, not when its module was collected
+    good = {"iss": ISSUER, "sub": "alice", "aud": "facade", "exp": now + 300}
 
     def sign(claims: dict[str, Any], key: str = "rsa", alg: str = "RS256", **headers: Any) -> str:
         return jwt.encode(claims, keys[key], algorithm=alg, headers={"kid": key, **headers})
@@ -59,15 +59,15 @@ def _tokens(keys: dict[str, Any]) -> dict[str, str]:
         "sub missing": sign({k: v for k, v in good.items() if k != "sub"}),
         "sub number": sign({**good, "sub": 7}),
         "jti number": sign({**good, "jti": 7}),
-        "expired": sign({**good, "exp": NOW - 100}),
-        "expired within leeway": sign({**good, "exp": NOW - 10}),
-        "exp float": sign({**good, "exp": NOW + 300.5}),
+        "expired": sign({**good, "exp": now - 100}),
+        "expired within leeway": sign({**good, "exp": now - 10}),
+        "exp float": sign({**good, "exp": now + 300.5}),
         "exp text": sign({**good, "exp": "soon"}),
         "exp missing": sign({k: v for k, v in good.items() if k != "exp"}),
         "exp null": sign({**good, "exp": None}),
-        "nbf future": sign({**good, "nbf": NOW + 300}),
-        "nbf within leeway": sign({**good, "nbf": NOW + 10}),
-        "iat future": sign({**good, "iat": NOW + 300}),
+        "nbf future": sign({**good, "nbf": now + 300}),
+        "nbf within leeway": sign({**good, "nbf": now + 10}),
+        "iat future": sign({**good, "iat": now + 300}),
         "iat text": sign({**good, "iat": "x"}),
         "kid unknown": jwt.encode(good, keys["rsa"], algorithm="RS256", headers={"kid": "nobody"}),
         "kid number": raw(b'{"alg":"RS256","kid":5}', json.dumps(good).encode()),
