@@ -31,7 +31,8 @@ long as it takes; what was unacknowledged comes again.  Publishing waits for the
 confirm, so a step after it knows the message is the broker's.  An exchange the endpoint lists
 under ``exchanges`` is declared (durable, of its type) before the first publish to it on each
 channel; any other named exchange must exist: publishing to a missing one is backend-rejected,
-saying so.
+saying so.  With tracing on, a published message carries its span's ``traceparent`` and
+``tracestate`` in its headers, and the consumer continues the ones a message carries.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from connectors.base import Connector, Invocation, Invoke, Operation, Reply, Req
 from engine.errors import BackendRejected, BackendTimeout, BackendUnreachable, FlowError
 from engine.expressions import to_text
 from engine.message import Message
+from engine.tracing import PRODUCER
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -106,6 +108,7 @@ SOURCE_SCHEMA: dict[str, Any] = {
 
 class PublishRequest(Request):
     __slots__ = ("body", "content_type", "exchange", "headers", "message_id", "routing_key", "settings")
+    span_kind = PRODUCER  # its attempt's span: the message sent (its traceparent goes in the headers)
 
     def __init__(self, exchange: str, routing_key: str, body: bytes, content_type: str | None,
                  headers: dict[str, str], message_id: str | None, settings: dict[str, Any]) -> None:
@@ -261,8 +264,11 @@ class AmqpConnector(Connector):
         pika = _pika()
         channel = await self._publisher()
         settings = request.settings
+        headers: dict[str, str] = request.headers
+        if request.observation is not None:  # the attempt's trace context, for the consumer to continue
+            headers = dict(request.observation.propagate(list(headers.items())))
         message = pika.Message(
-            request.body, content_type=request.content_type, headers=dict(request.headers) or None,
+            request.body, content_type=request.content_type, headers=dict(headers) or None,
             message_id=request.message_id, priority=settings.get("priority"),
             expiration=settings.get("expiration"),
             delivery_mode=(pika.DeliveryMode.PERSISTENT if settings["persistent"]

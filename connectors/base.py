@@ -42,6 +42,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
+from engine.tracing import CLIENT
+
 if TYPE_CHECKING:
     from engine.compiler import CompileContext
     from engine.message import Message
@@ -105,6 +107,7 @@ class Request:
     """
 
     __slots__ = ("observation", "operation", "transaction")
+    span_kind = CLIENT  # the kind of an attempt's span: a publish is a PRODUCER (OTLP's SpanKind numbers)
 
     def __init__(self, operation: str, transaction: Transaction | None = None) -> None:
         self.operation = operation

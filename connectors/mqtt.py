@@ -20,6 +20,10 @@ A lost connection is retried with backoff; what was unacknowledged comes again. 
 deliveries, so the engine writes each attempt down in its store under the message's packet id
 before it runs: a message whose flow kills the engine comes again (DUP set) with the attempts it
 had, and once they reach ``max_attempts`` it is dead-lettered without running again.
+
+Trace context: with tracing on, a publish over MQTT 5 carries its span's ``traceparent`` and
+``tracestate`` as user properties, and the source continues the ones a message carries.  MQTT
+3.1.1 has no properties (and the payload is the flow's): its messages carry no trace context.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from connectors.base import Connector, Invocation, Invoke, Operation, Reply, Request, register_connector
 from engine.errors import BackendTimeout, BackendUnreachable, FlowError
 from engine.expressions import to_text
+from engine.tracing import PRODUCER
 
 if TYPE_CHECKING:
     from engine.compiler import CompileContext
@@ -67,6 +72,7 @@ SOURCE_SCHEMA: dict[str, Any] = {
 
 class MqttPublish(Request):
     __slots__ = ("body", "qos", "retain", "topic")
+    span_kind = PRODUCER  # its attempt's span: the message sent (MQTT 5: its traceparent in user properties)
 
     def __init__(self, topic: str, body: bytes, qos: int, retain: bool) -> None:
         super().__init__("publish")
@@ -201,9 +207,19 @@ class MqttConnector(Connector):
         import aiomqtt
 
         client = await self._publisher()
+        properties = None
+        # the attempt's trace context as MQTT 5 user properties, for the consumer to continue;
+        # MQTT 3.1.1 has nowhere to carry it (no properties, and the payload is the flow's)
+        carried = request.observation.propagate([]) if request.observation is not None else []
+        if carried and self.version == "5":
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.UserProperty = carried
         try:
             await asyncio.wait_for(client.publish(request.topic, request.body, qos=request.qos,
-                                                  retain=request.retain), self.timeout)
+                                                  retain=request.retain, properties=properties), self.timeout)
         except TimeoutError as exc:
             await self.close()
             raise BackendTimeout(f"endpoint {self.name!r}: the broker did not acknowledge in time") from exc

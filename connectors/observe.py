@@ -53,14 +53,14 @@ class Attempt:
 
     __slots__ = ("endpoint", "span", "started", "url")
 
-    def __init__(self, endpoint: str, url: str, operation: str, target: str | None = None) -> None:
+    def __init__(self, endpoint: str, url: str, operation: str, target: str | None = None,
+                 kind: int = tracing.CLIENT) -> None:
         self.endpoint = endpoint
         self.url = url
         self.span: tracing.Span | None = None
         if tracing.ENABLED:
             full = (target or url).partition("?")[0].partition("#")[0]
-            self.span = tracing.start_span(operation, tracing.CLIENT, _shared(endpoint, url, operation),
-                                           {"url.full": full})
+            self.span = tracing.start_span(operation, kind, _shared(endpoint, url, operation), {"url.full": full})
         self.started = time.perf_counter()
 
     def propagate(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -388,7 +388,7 @@ class Endpoint:
                     metrics.breaker_changed(self.name, target, "half_open")
                 tried = True
                 seen = request.observation = observe.Attempt(self.name, target, request.span_name(),
-                                                             request.location(target))
+                                                             request.location(target), request.span_kind)
                 try:
                     reply = await attempt_of(request, index)
                 except (BackendUnreachable, BackendTimeout) as exc:

@@ -266,7 +266,7 @@ def observe(child: Tally, amount: float, trace_id: str | None = None) -> None:
     if trace_id:
         bucket = child.child._buckets[bisect_left(child.bounds, amount)]
         now = time()
-        held = bucket.get_exemplar()
+        held = bucket._exemplar  # one attribute read (atomic under the GIL), not get_exemplar's lock
         if held is None or now - held.timestamp >= EXEMPLAR_INTERVAL:
             bucket.set_exemplar(Exemplar({"trace_id": trace_id}, amount, now))
 

@@ -35,7 +35,8 @@ one CONSUMER span per message or run a source (schedule, file, queue, MQTT) hand
 continuing a ``traceparent`` the message carries (engine/sources/base.py); under either one
 INTERNAL span per step that does work (engine/instrument.py); under a call step one CLIENT span
 per attempt at the backend, whose context goes to the backend in ``traceparent``
-(connectors/observe.py).
+(connectors/observe.py), or a PRODUCER span for a message published (AMQP headers, MQTT 5 user
+properties), whose consumer continues it.
 """
 
 from __future__ import annotations
@@ -110,10 +111,18 @@ class Span:
 
     def end(self) -> None:
         if self.sampled and not self.end_ns:
-            self.end_ns = _time_ns()
-            _exporter.add((self.name, self.kind, self.trace_id, self.span_id, self.parent_id, self.trace_state,
-                           self.start_ns, self.end_ns, self.shared, self.attributes, self.status,
-                           self.status_message))
+            self.end_ns = end = _time_ns()
+            # _Exporter.add inlined: this runs three times a request
+            exporter = _exporter
+            pending = exporter.pending
+            size = len(pending)
+            if size >= exporter.limit:
+                exporter.dropped += 1
+                return
+            pending.append((self.name, self.kind, self.trace_id, self.span_id, self.parent_id, self.trace_state,
+                            self.start_ns, end, self.shared, self.attributes, self.status, self.status_message))
+            if size + 1 == exporter.batch:  # a full batch goes now, as the SDK's batch processor does
+                exporter.wake.set()
 
     @property
     def traceparent(self) -> str:
@@ -289,10 +298,13 @@ def inject(headers: dict[str, str]) -> None:
         headers.pop("tracestate", None)
 
 
+_TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
+
+
 def propagate(span: Span, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """``headers`` carrying ``span``'s context (``traceparent``, and ``tracestate`` when the
     caller sent one), in place of any given."""
-    out = [(k, v) for k, v in headers if k != "traceparent" and k != "tracestate"]
+    out = [pair for pair in headers if pair[0] not in _TRACE_HEADERS]
     out.append(("traceparent", span.traceparent))
     if span.trace_state:
         out.append(("tracestate", span.trace_state))

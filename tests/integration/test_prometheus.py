@@ -38,6 +38,8 @@ flows:
     steps: [{respond: {text: "%s"}}]
 """
 LOOKUPS, REJECTS, MISSES = 40, 5, 3
+MORE_ROUNDS = 25  # rounds of 8 more lookups at most, until both workers have answered some
+SENT = {"lookups": 0}  # how many lookups the engine fixture sent in all
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +60,22 @@ def engine(tmp_path_factory: pytest.TempPathFactory, backend: BackendServer,
     folder = write_flows(tmp_path_factory.mktemp("flows"), FLOWS % (backend.url, "one"))
     with run_engine(folder, "--workers", "2", "--log-format", "json", env={
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "50"}) as running:
-        with ThreadPoolExecutor(8) as pool:  # new connections, several at once: both workers take some
-            codes = list(pool.map(lambda n: httpx.post(f"{running.url}/items/{n}", json={"n": n}).status_code,
-                                  range(LOOKUPS)))
-        assert codes == [200] * LOOKUPS
+        def lookups(numbers: range) -> None:
+            with ThreadPoolExecutor(8) as pool:  # new connections, several at once
+                codes = list(pool.map(
+                    lambda n: httpx.post(f"{running.url}/items/{n}", json={"n": n}).status_code, numbers))
+            assert codes == [200] * len(numbers)
+
+        lookups(range(LOOKUPS))
+        sent = LOOKUPS
+        # the kernel decides which worker takes a connection: more lookups until both have answered
+        # some (a bounded number), so that the scrape below always has two workers' figures to sum
+        for _ in range(MORE_ROUNDS):
+            if len({line["pid"] for line in request_lines(running) if line["flow"] == "lookup"}) >= 2:
+                break
+            lookups(range(sent, sent + 8))
+            sent += 8
+        SENT["lookups"] = sent
         for _ in range(REJECTS):
             assert httpx.get(f"{running.url}/reject").status_code == 422
         for _ in range(MISSES):
@@ -75,13 +89,13 @@ def request_lines(engine: RunningEngine) -> list[dict[str, object]]:
 
 
 def test_one_scrape_sums_both_workers(engine: RunningEngine, tmp_path: Path, receiver: OtlpHttpReceiver) -> None:
+    lookups = SENT["lookups"]
     served = Counter(line["pid"] for line in request_lines(engine) if line["flow"] == "lookup")
-    assert sum(served.values()) == LOOKUPS
-    if len(served) < 2:
-        pytest.skip(f"the kernel gave every connection to one worker ({served}): nothing to sum")
+    assert sum(served.values()) == lookups
+    assert len(served) == 2, f"after {lookups} lookups one worker still took every connection: {served}"
     with PrometheusServer(tmp_path / "prometheus", [f"127.0.0.1:{engine.management_port}"]) as prometheus:
         prometheus.wait_for('sum(interlace_http_request_duration_seconds_count{flow="lookup",'
-                            'route="/items/{id}",method="POST",status="200"})', LOOKUPS)
+                            'route="/items/{id}",method="POST",status="200"})', lookups)
         assert prometheus.value('sum(interlace_http_request_duration_seconds_count{flow="reject",'
                                 'status="422"})') == REJECTS
         # unmatched paths are one series, never one per path
@@ -89,13 +103,13 @@ def test_one_scrape_sums_both_workers(engine: RunningEngine, tmp_path: Path, rec
                                 'status="404"})') == MISSES
         assert prometheus.value('count(interlace_http_request_duration_seconds_count)') == 3
         assert prometheus.value('sum(interlace_backend_request_duration_seconds_count{endpoint="backend",'
-                                'outcome="2xx"})') == LOOKUPS
+                                'outcome="2xx"})') == lookups
         url = prometheus.query("interlace_backend_request_duration_seconds_count")[0]["metric"]["url"]
         assert url.startswith("http://127.0.0.1:") and "/things" not in url
         assert prometheus.value('sum(interlace_step_duration_seconds_count{flow="lookup",kind="call",'
-                                'outcome="ok"})') == LOOKUPS
+                                'outcome="ok"})') == lookups
         assert prometheus.value('sum(interlace_http_request_body_bytes_sum{flow="lookup"})') == sum(
-            len(json.dumps({"n": n}, separators=(",", ":"))) for n in range(LOOKUPS))
+            len(json.dumps({"n": n}, separators=(",", ":"))) for n in range(lookups))
         assert prometheus.value("interlace_http_requests_in_flight") == 0
         assert prometheus.value('max(interlace_circuit_breaker_state{endpoint="backend"})') == 0
         assert prometheus.value("interlace_flows_loaded") == 3
@@ -106,7 +120,7 @@ def test_one_scrape_sums_both_workers(engine: RunningEngine, tmp_path: Path, rec
         found = prometheus.exemplars('interlace_http_request_duration_seconds_bucket{flow="lookup"}')
         trace_ids = {e["labels"]["trace_id"] for series in found for e in series["exemplars"]}
         assert trace_ids, "no exemplars scraped"
-        exported = {s.trace_id for s in receiver.wait_for(lambda spans: len(spans) >= LOOKUPS)}
+        exported = {s.trace_id for s in receiver.wait_for(lambda spans: len(spans) >= lookups)}
         assert trace_ids <= exported
         # every query of the shipped dashboard and alerts runs on the scraped data
         for expression in dashboard_expressions() + [r["expr"] for g in alert_rules() for r in g["rules"]]:

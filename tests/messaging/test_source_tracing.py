@@ -238,3 +238,110 @@ def test_an_mqtt5_message_continues_the_trace_in_its_user_properties(
             spans = receiver.wait_for(lambda got: any(s.kind == CLIENT for s in got) and
                                       any(s.kind == CONSUMER for s in got), timeout=30)
         _check_continued(spans, f"process {topic}", "mqtt", backend)
+
+
+# -- publishing: a flow's publish carries its trace on to the flow that consumes the message ----------
+
+PUBLISH_FLOWS = """
+endpoints:
+  backend:
+    http: {url: "%s"}
+  broker:
+    %s
+flows:
+  orders-out:
+    source: {http: {method: POST, path: /orders}}
+    steps:
+      - call: {endpoint: broker, operation: publish, %s}
+  orders-in:
+    source:
+      %s
+    steps:
+      - call: {endpoint: backend, method: POST, path: /orders}
+"""
+PRODUCER = 4
+
+
+def _check_published_and_consumed(spans: list[Span], backend: BackendServer) -> None:
+    """The gateway's trace, from the request that published down to the backend the consumer called:
+    server > call > publish [producer] > process [consumer] > call > client."""
+    (server,) = [s for s in spans if s.kind == 2]
+    assert (server.trace_id, server.parent_span_id) == (TRACE_ID, PARENT_ID)
+    (step,) = children(spans, server)
+    (publish,) = children(spans, step)
+    assert (publish.kind, publish.name, publish.attributes["interlace.endpoint"]) == (PRODUCER, "publish", "broker")
+    (run,) = [s for s in spans if s.kind == CONSUMER]
+    # the consuming flow continues the publishing flow's trace, as the child of the publish span
+    assert (run.trace_id, run.parent_span_id) == (TRACE_ID, publish.span_id)
+    assert run.trace_state == "gw=edge1"
+    (call,) = children(spans, run)
+    (client,) = children(spans, call)
+    assert backend.requests[0].headers["traceparent"] == f"00-{TRACE_ID}-{client.span_id}-01"
+
+
+def _publish_and_collect(engine_url: str, receiver: OtlpHttpReceiver) -> list[Span]:
+    reply = httpx.post(f"{engine_url}/orders", json={"order": 1},
+                       headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01", "tracestate": "gw=edge1"})
+    assert reply.status_code == 200, reply.text
+    return receiver.wait_for(lambda got: any(s.kind == CONSUMER for s in got) and
+                             sum(s.kind == CLIENT for s in got) >= 1, timeout=30)
+
+
+@pytest.mark.service("rabbitmq")
+@pytest.mark.slow
+def test_a_published_amqp_message_carries_the_trace_to_the_consuming_flow(tmp_path: Path, rabbit: RabbitServer) -> None:
+    queue = f"published-{time.monotonic_ns()}"
+    with BackendServer() as backend, OtlpHttpReceiver() as receiver:
+        folder = write_flows(tmp_path / "flows", PUBLISH_FLOWS % (
+            backend.url, f'amqp: {{url: "{rabbit.url}"}}', f"routing_key: {queue}",
+            f"amqp: {{endpoint: broker, queue: {queue}, declare: true}}"))
+        env = {**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+               "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+        with run_engine(folder, env=env) as engine:
+            _wait_running(engine.management_url, engine)
+            spans = _publish_and_collect(engine.url, receiver)
+    _check_published_and_consumed(spans, backend)
+    assert backend.requests[0].headers["tracestate"] == "gw=edge1"
+
+
+@pytest.mark.service("mosquitto")
+def test_a_published_mqtt5_message_carries_the_trace_to_the_consuming_flow(
+        tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    topic = f"t{time.monotonic_ns()}/published"
+    with BackendServer() as backend, OtlpHttpReceiver() as receiver:
+        folder = write_flows(tmp_path / "flows", PUBLISH_FLOWS % (
+            backend.url, f'mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, version: "5"}}',
+            f'topic: "{topic}"', f'mqtt: {{endpoint: broker, topic: "{topic}", qos: 1}}'))
+        env = {**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+               "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+        with run_engine(folder, env=env) as engine:
+            _wait_running(engine.management_url, engine)
+            time.sleep(0.3)  # subscribed
+            spans = _publish_and_collect(engine.url, receiver)
+    _check_published_and_consumed(spans, backend)
+
+
+@pytest.mark.service("mosquitto")
+def test_mqtt311_cannot_carry_the_trace_so_the_consumer_starts_its_own(
+        tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    topic = f"t{time.monotonic_ns()}/v311"
+    with BackendServer() as backend, OtlpHttpReceiver() as receiver:
+        folder = write_flows(tmp_path / "flows", PUBLISH_FLOWS % (
+            backend.url, f'mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, version: "3.1.1"}}',
+            f'topic: "{topic}"', f'mqtt: {{endpoint: broker, topic: "{topic}", qos: 1}}'))
+        env = {**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+               "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+        with run_engine(folder, env=env) as engine:
+            _wait_running(engine.management_url, engine)
+            time.sleep(0.3)  # subscribed
+            spans = _publish_and_collect(engine.url, receiver)
+    (run,) = [s for s in spans if s.kind == CONSUMER]
+    assert run.trace_id != TRACE_ID and run.parent_span_id == ""  # MQTT 3.1.1 has no properties to carry it
+    assert json.loads(backend.requests[0].body) == {"order": 1}  # the payload is the flow's, untouched
+
+
+def _wait_running(management_url: str, engine: object) -> None:
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{management_url}/sources").json()["sources"][0]["state"] != "running":
+        assert time.monotonic() < deadline, "the source did not start"
+        time.sleep(0.1)
