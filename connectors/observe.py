@@ -12,7 +12,8 @@ Connector-agnostic: the resilience layer (retries, breaker, failover) wraps each
 
 ``interlace_backend_request_duration_seconds{endpoint, url, outcome}`` counts and times each
 attempt; ``url`` is the endpoint's base URL as configured (bounded), never the request's path.
-With tracing on the attempt runs in a CLIENT span under the step's span, and its context goes
+With tracing on the attempt runs in a CLIENT span under the step's span (a call step has none of
+its own: then under the request's, carrying the step's flow, id and kind), and its context goes
 to the backend, so the backend's own spans join the same trace.
 """
 
@@ -48,6 +49,22 @@ def _shared(endpoint: str, url: str, operation: str) -> dict[str, Any]:
     return found
 
 
+# (id of a step's shared attributes, endpoint, base URL, operation) -> (those attributes, the
+# attempt's shared attributes with the step's under them): a call step has no span of its own
+# (engine/instrument.py ONE_CALL_KINDS), its attempts' spans say which step they are
+_WITH_STEP: dict[tuple[int, str, str, str], tuple[Any, dict[str, Any]]] = {}
+
+
+def _shared_with_step(step: Any, endpoint: str, url: str, operation: str) -> dict[str, Any]:
+    key = (id(step), endpoint, url, operation)
+    found = _WITH_STEP.get(key)
+    if found is None or found[0] is not step:  # the id of a step dropped by a reload, reused
+        if len(_WITH_STEP) > 10_000:
+            _WITH_STEP.clear()
+        found = _WITH_STEP[key] = (step, {**step, **_shared(endpoint, url, operation)})
+    return found[1]
+
+
 class Attempt:
     """One attempt at a backend, being timed (and traced when tracing is on)."""
 
@@ -60,7 +77,10 @@ class Attempt:
         self.span: tracing.Span | None = None
         if tracing.ENABLED:
             full = (target or url).partition("?")[0].partition("#")[0]
-            self.span = tracing.start_span(operation, kind, _shared(endpoint, url, operation), {"url.full": full})
+            step = tracing.step.get()
+            shared = _shared(endpoint, url, operation) if step is None else \
+                _shared_with_step(step, endpoint, url, operation)
+            self.span = tracing.start_span(operation, kind, shared, {"url.full": full})
         self.started = time.perf_counter()
 
     def propagate(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:

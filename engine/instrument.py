@@ -8,7 +8,8 @@ registry's business: ``StepKind.observed`` (by default the kinds of the categori
 
 With tracing off the wrapper only times the step (``interlace_step_duration_seconds``); with it
 on, the step also runs inside an INTERNAL span named after its kind, carrying its flow, id,
-endpoint(s), the message status after it, and the error it raised.
+endpoint(s), the message status after it, and the error it raised; a step whose only work is one
+call (``ONE_CALL_KINDS``) has no span of its own: its attempts' spans carry its attributes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from engine.message import Message
 from engine.registry import StepFn
 
 WORK_CATEGORIES = frozenset({"connect", "transform", "sql", "store", "messaging", "data"})
+# Kinds whose only work is one call of an endpoint: no INTERNAL span of their own, since the
+# attempt's CLIENT (or PRODUCER) span already says which endpoint, with what status or error; it
+# carries the step's attributes (flow, step id and kind) instead.  One span a call less, about a
+# third of what tracing cost a proxied request (benchmarks/tracing_inprocess.py).
+ONE_CALL_KINDS = frozenset({"call"})
 
 
 def observe_step(run: StepFn, *, kind: str, step_id: str, flow: str, endpoints: Sequence[str] = ()) -> StepFn:
@@ -51,6 +57,26 @@ def observe_step(run: StepFn, *, kind: str, step_id: str, flow: str, endpoints: 
     elif endpoints:
         shared["interlace.endpoint"] = list(endpoints)
     start_span, current, internal, observe = tracing.start_span, tracing.current, tracing.INTERNAL, metrics.observe
+
+    if kind in ONE_CALL_KINDS:
+        step = tracing.step
+
+        async def traced_call(msg: Message) -> None:
+            token = step.set(shared)
+            started = clock()
+            try:
+                await run(msg)
+            except BaseException:
+                span = current.get()
+                observe(failed, clock() - started, span.trace_id_hex if span is not None else None)
+                raise
+            else:
+                span = current.get()
+                observe(ok, clock() - started, span.trace_id_hex if span is not None else None)
+            finally:
+                step.reset(token)
+
+        return traced_call
 
     async def traced(msg: Message) -> None:
         span = start_span(kind, internal, shared)

@@ -67,6 +67,9 @@ _getrandbits = random.getrandbits  # reseeded in each forked worker by the rando
 _time_ns = time.time_ns
 
 current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("interlace_span", default=None)
+# the shared attributes of the step being run whose only work is one call (engine/instrument.py):
+# that step has no span of its own, its attempts' CLIENT spans carry them (connectors/observe.py)
+step: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar("interlace_step", default=None)
 
 
 class TracingConfigError(ValueError):

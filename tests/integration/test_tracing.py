@@ -59,7 +59,7 @@ def test_http_protobuf_export_continues_the_gateways_trace_down_to_the_backend(
         reply = httpx.post(f"{engine.url}/items/7", json={"a": 1},
                            headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01", "tracestate": "gw=edge1"})
         assert reply.status_code == 200 and reply.json() == {"echoed": {"a": 1}}
-        spans = receiver.wait_for(lambda got: any(s.kind == SERVER for s in got) and len(got) >= 4)
+        spans = receiver.wait_for(lambda got: any(s.kind == SERVER for s in got) and len(got) >= 3)
 
     server = one(spans, kind=SERVER)
     assert (server.name, server.trace_id, server.parent_span_id) == ("POST /items/{id}", TRACE_ID, PARENT_ID)
@@ -69,13 +69,13 @@ def test_http_protobuf_export_continues_the_gateways_trace_down_to_the_backend(
     assert server.attributes["http.response.status_code"] == 200
     assert server.attributes["interlace.flow"] == "lookup"
     steps = children(spans, server)
-    assert [s.name for s in steps] == ["call", "transform"]  # log does no work: no span
-    call = steps[0]
-    assert call.attributes["interlace.endpoint"] == "backend"
-    assert call.attributes["interlace.step.id"] == "lookup/steps[1]"
-    assert call.attributes["interlace.status"] == 200
-    (client,) = children(spans, call)
-    assert (client.kind, client.name) == (CLIENT, "POST")
+    # log does no work: no span; the call's only work is its request: the CLIENT span is the step's
+    assert [(s.kind, s.name) for s in steps] == [(CLIENT, "POST"), (INTERNAL, "transform")]
+    client = steps[0]
+    assert client.attributes["interlace.endpoint"] == "backend"
+    assert client.attributes["interlace.step.id"] == "lookup/steps[1]"
+    assert client.attributes["interlace.step.kind"] == "call"
+    assert client.attributes["interlace.flow"] == "lookup"
     assert client.attributes["interlace.url"] == backend.url
     assert client.attributes["url.full"] == f"{backend.url}/things/7"
     assert client.attributes["http.response.status_code"] == 200
@@ -96,15 +96,47 @@ def test_grpc_export_and_a_failing_backend_marks_the_spans(tmp_path: Path, backe
             reply = httpx.post(f"{engine.url}/items/9", json={},
                                headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
             assert reply.status_code == 502
-            spans = receiver.wait_for(lambda got: any(s.kind == SERVER for s in got) and len(got) >= 3)
+            spans = receiver.wait_for(lambda got: any(s.kind == SERVER for s in got) and len(got) >= 2)
 
     server = one(spans, kind=SERVER)
     assert server.trace_id == TRACE_ID and server.status_code == 2  # error
     assert server.attributes["error.type"] == "backend-status"
-    (call,) = children(spans, server)
-    assert call.status_code == 2 and call.attributes["error.type"] == "backend-status"
-    (client,) = children(spans, call)
+    (client,) = children(spans, server)
+    assert client.attributes["interlace.step.id"] == "lookup/steps[1]"
     assert client.attributes["http.response.status_code"] == 503 and client.status_code == 2
+    assert client.attributes["error.type"] == "503"
+
+
+RETRYING = """
+endpoints:
+  backend:
+    http: {url: "%s", retry: {attempts: 3, backoff: 10ms, on_status: [503]}}
+flows:
+  lookup:
+    source: {http: {method: POST, path: "/items/{id}"}}
+    steps:
+      - call: {endpoint: backend, method: POST, path: "/things/${path.id}"}
+      - enrich: {call: {endpoint: backend, method: POST, path: /more}, var: more}
+"""
+
+
+def test_each_attempt_of_a_call_is_a_client_span_of_the_step(tmp_path: Path, backend: BackendServer) -> None:
+    folder = write_flows(tmp_path / "flows", RETRYING % backend.url)
+    backend.set_behaviour(statuses=[503])  # the first attempt fails, the retry is answered
+    with OtlpHttpReceiver() as receiver, run_engine(
+            folder, env={**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}) as engine:
+        assert httpx.post(f"{engine.url}/items/3", json={}).status_code == 200
+        spans = receiver.wait_for(lambda got: any(s.kind == SERVER for s in got) and len(got) >= 5)
+    server = one(spans, kind=SERVER)
+    steps = sorted(children(spans, server), key=lambda s: s.start)
+    # the call step: one CLIENT span per attempt, each saying which step it is; the enrich step
+    # does more than its call (the merge): its INTERNAL span, its CLIENT span under it
+    assert [(s.kind, s.name, s.attributes.get("http.response.status_code")) for s in steps] == [
+        (CLIENT, "POST", 503), (CLIENT, "POST", 200), (INTERNAL, "enrich", None)]
+    assert {s.attributes["interlace.step.id"] for s in steps[:2]} == {"lookup/steps[0]"}
+    assert [s.status_code for s in steps[:2]] == [2, 0]
+    (enrich_client,) = children(spans, steps[2])
+    assert enrich_client.kind == CLIENT and "interlace.step.id" not in enrich_client.attributes
 
 
 def test_sampling_follows_the_gateways_decision_and_the_configured_sampler(
@@ -173,9 +205,8 @@ def test_the_orders_example_as_one_trace(tmp_path: Path) -> None:
     (tmp_path / "orders-trace.txt").write_text("\n".join(lines) + "\n")
     assert {s.trace_id for s in spans} == {TRACE_ID}  # the stand-in backends' spans join the same trace
     assert lines[0] == "GET /orders/{id} [server] /orders/{id} 200"
-    assert "  call [internal] orders-api" in lines
-    assert "    GET [client] orders-api 200" in lines
-    assert "      GET /_demo/orders-api/orders/{id} [server] /_demo/orders-api/orders/{id} 200" in lines
+    assert "  GET [client] orders-api 200" in lines  # the call step: its request is its only work
+    assert "    GET /_demo/orders-api/orders/{id} [server] /_demo/orders-api/orders/{id} 200" in lines
     assert "  enrich [internal] inventory" in lines
     assert "    POST [client] inventory 200" in lines
     assert "      POST /_demo/inventory [server] /_demo/inventory 200" in lines

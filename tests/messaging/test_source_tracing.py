@@ -70,10 +70,9 @@ def test_file_and_schedule_runs_are_consumer_spans_with_their_steps_under_them(t
     assert run.attributes["interlace.flow"] == "inbox" and run.attributes["interlace.source"] == "file"
     assert run.attributes["interlace.file.path"] == f"{inbox}/order-7.json"
     assert run.attributes["interlace.attempt"] == 1
-    (call,) = children(spans, run)
-    assert (call.kind, call.name, call.attributes["interlace.step.id"]) == (INTERNAL, "call", "inbox/steps[0]")
-    (client,) = children(spans, call)
-    assert client.kind == CLIENT and client.attributes["http.response.status_code"] == 200
+    (client,) = children(spans, run)  # the call step: its request is its only work, the CLIENT span is its
+    assert (client.kind, client.attributes["interlace.step.id"]) == (CLIENT, "inbox/steps[0]")
+    assert client.attributes["http.response.status_code"] == 200
     # the backend was called in the same trace, as the client span's child
     assert seen.headers["traceparent"] == f"00-{run.trace_id}-{client.span_id}-01"
 
@@ -129,8 +128,7 @@ def test_a_stored_message_is_processed_in_the_trace_of_the_request_that_stored_i
     assert (run.name, run.trace_id, run.parent_span_id) == ("process shipments", TRACE_ID, store.span_id)
     assert run.attributes["messaging.system"] == "interlace"
     assert run.attributes["messaging.message.id"] == reply.json()["id"]
-    (call,) = children(spans, run)
-    assert [s.kind for s in children(spans, call)] == [CLIENT]
+    assert [s.kind for s in children(spans, run)] == [CLIENT]
 
 
 # -- queues: the message's own traceparent continued -----------------------------------------------
@@ -157,8 +155,8 @@ def _check_continued(spans: list[Span], name: str, system: str, backend: Backend
     assert run.attributes["messaging.system"] == system
     assert run.attributes["messaging.operation.type"] == "process"
     assert run.attributes["messaging.destination.name"] == name.removeprefix("process ")
-    (call,) = children(spans, run)
-    (client,) = children(spans, call)
+    (client,) = children(spans, run)
+    assert client.kind == CLIENT
     assert backend.requests[0].headers["traceparent"] == f"00-{TRACE_ID}-{client.span_id}-01"
 
 
@@ -264,18 +262,18 @@ PRODUCER = 4
 
 def _check_published_and_consumed(spans: list[Span], backend: BackendServer) -> None:
     """The gateway's trace, from the request that published down to the backend the consumer called:
-    server > call > publish [producer] > process [consumer] > call > client."""
+    server > publish [producer] > process [consumer] > client (each call's request is its only work)."""
     (server,) = [s for s in spans if s.kind == 2]
     assert (server.trace_id, server.parent_span_id) == (TRACE_ID, PARENT_ID)
-    (step,) = children(spans, server)
-    (publish,) = children(spans, step)
+    (publish,) = children(spans, server)
     assert (publish.kind, publish.name, publish.attributes["interlace.endpoint"]) == (PRODUCER, "publish", "broker")
+    assert publish.attributes["interlace.step.id"] == "orders-out/steps[0]"
     (run,) = [s for s in spans if s.kind == CONSUMER]
     # the consuming flow continues the publishing flow's trace, as the child of the publish span
     assert (run.trace_id, run.parent_span_id) == (TRACE_ID, publish.span_id)
     assert run.trace_state == "gw=edge1"
-    (call,) = children(spans, run)
-    (client,) = children(spans, call)
+    (client,) = children(spans, run)
+    assert client.kind == CLIENT
     assert backend.requests[0].headers["traceparent"] == f"00-{TRACE_ID}-{client.span_id}-01"
 
 
