@@ -8,14 +8,15 @@
 # Engines, all running at once pinned to CPU 0 (an idle one costs nothing), the echo backend, wrk
 # and the span sink on CPU 1; every round drives each engine's cell back to back, in a rotating
 # order:
-#   before      BEFORE's engine (e.g. an older commit), if given
+#   before      BEFORE's engine (e.g. an older commit), if given, tracing off
+#   beforetraced  BEFORE's engine with tracing on as "traced" (its own sink)
 #   nometrics   this tree with the request, step and backend telemetry calls made no-ops
 #               (no metrics, no tracing code at all): what the metrics cost
 #   notracing   this tree with every `tracing.ENABLED` test replaced by False: the tracing code
 #               compiled away, metrics on
 #   off         this tree as it ships, tracing off (OTEL_* unset), metrics on
 #   traced      tracing on at 100 % (OTEL_TRACES_SAMPLER=always_on), OTLP/HTTP to a loopback sink
-#               that decodes every export and counts its spans (3 a request: server, step, client)
+#               that decodes every export and counts its spans (2 a request: server, and the call step's client span)
 #   requestlog  tracing off, one JSON request line per request (--log-level info) into a file
 #
 # CPU per request = utime + stime (/proc/PID/stat) of the engine process AND of every process
@@ -24,7 +25,7 @@
 # req/s moves with everyone else's load, CPU µs per request much less.
 #
 # Prints one table: CPU µs/request and its ratio to "off" (the figures to quote), req/s and its
-# ratio; then the spans the sink received per traced request (3.00 or a little more: none dropped).
+# ratio; then the spans the sink received per traced request (2.00 or a little more: none dropped).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,7 +42,7 @@ source "$ROOT/benchmarks/routing_common.sh"
 
 # the span sink: decodes every OTLP/HTTP export (opentelemetry-proto) and counts the spans;
 # GET answers the count
-taskset -c 1 "$ROOT/.venv/bin/python" - "$SINK_PORT" >"$WORK/sink.log" 2>&1 <<'PY' &
+cat >"$WORK/sink.py" <<'PY'
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -68,7 +69,10 @@ class Sink(BaseHTTPRequestHandler):
 
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
 PY
-pids+=($!)
+for sink_port in "$SINK_PORT" $((SINK_PORT + 1)); do  # the second for BEFORE's traced engine
+    taskset -c 1 "$ROOT/.venv/bin/python" "$WORK/sink.py" "$sink_port" >"$WORK/sink-$sink_port.log" 2>&1 &
+    pids+=($!)
+done
 
 # the patched trees, copies of the working tree (its files, committed or not)
 variant() {  # variant NAME PYTHON-PATCH
@@ -107,7 +111,7 @@ assert count >= 4, count
 
 BEFORE_DIR=${BEFORE:-}
 engines=(nometrics notracing off traced requestlog)
-[ -n "$BEFORE_DIR" ] && engines=(before "${engines[@]}")
+[ -n "$BEFORE_DIR" ] && engines=(before beforetraced "${engines[@]}")
 declare -A port pid served
 next_port=18891
 for e in "${engines[@]}"; do
@@ -117,10 +121,12 @@ for e in "${engines[@]}"; do
     level=warning
     case $e in
         traced) env_words=("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT" "OTEL_TRACES_SAMPLER=always_on") ;;
+        beforetraced) env_words=("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$((SINK_PORT + 1))"
+                                 "OTEL_TRACES_SAMPLER=always_on") ;;
         requestlog) level=info ;;
     esac
     case $e in  # python -m finds the engine package in the working folder first
-        before) dir=$BEFORE_DIR ;;
+        before | beforetraced) dir=$BEFORE_DIR ;;
         nometrics | notracing) dir=$WORK/$e ;;
         *) dir=$ROOT ;;
     esac
@@ -190,10 +196,13 @@ for e in engines:
 print()
 print(f"tracing on at 100 %:  {cpu['traced'] / cpu['off'] - 1:+.1%} CPU per request against off "
       f"({cpu['traced'] - cpu['off']:+.0f} µs, of which the export helper {helper['traced']:.0f} µs)")
+if "beforetraced" in cpu:
+    print(f"before, tracing on:   {cpu['beforetraced'] / cpu['before'] - 1:+.1%} CPU per request against before off "
+          f"({cpu['beforetraced'] - cpu['before']:+.0f} µs, of which the export helper {helper['beforetraced']:.0f} µs)")
 print(f"tracing off:          {cpu['off'] / cpu['notracing'] - 1:+.1%} against the tracing code compiled away")
 print(f"metrics:              {cpu['off'] / cpu['nometrics'] - 1:+.1%} against no telemetry at all")
 print(f"request log (info):   {cpu['requestlog'] / cpu['off'] - 1:+.1%} against off")
 spans, served = int(sys.argv[2]), int(sys.argv[3])
-print(f"spans received per traced request: {spans / served:.2f} ({spans} for {served} requests; 3.00 or a little "
+print(f"spans received per traced request: {spans / served:.2f} ({spans} for {served} requests; 2.00 or a little "
       f"more = none dropped: wrk does not count the requests in flight when it stops)")
 EOF
