@@ -14,6 +14,7 @@ A kind gives ``folder()`` (a connectors._folders.Folder at its base) and declare
 
 from __future__ import annotations
 
+import abc
 import mimetypes
 import posixpath
 import time
@@ -96,8 +97,8 @@ def _safe(name: str, what: str) -> str:
     return clean
 
 
-class FileOperations:
-    """Mixin for connector kinds whose endpoint is a folder."""
+class FileOperations(abc.ABC):
+    """Mixin for connector kinds whose endpoint is a folder: each gives its ``folder``."""
 
     name: str
     MOCK_MATCH: ClassVar[dict[str, Any]] = {
@@ -122,8 +123,9 @@ class FileOperations:
                          content_type=content_type or mimetypes.guess_type(request.name)[0], meta=meta)
         return Reply(status=None, headers=None, body=None, meta=meta)
 
+    @abc.abstractmethod
     def folder(self, sub: str = "") -> Folder:
-        raise NotImplementedError
+        """The endpoint's folder, or ``sub`` inside it (checked to stay inside)."""
 
     def prepare(self, operation: str, config: dict[str, Any], ctx: CompileContext, invoke: Invoke) -> Invocation:
         name = ctx.template(config["name"], "name") if "name" in config else None

@@ -33,6 +33,7 @@ message naming the endpoint and ``internal=`` for what only the logs may see.
 
 from __future__ import annotations
 
+import abc
 import importlib
 import logging
 import pkgutil
@@ -84,14 +85,17 @@ class EndpointContext:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
-class Transaction:
-    """An open transaction on one endpoint (see the ``transaction`` step)."""
+class Transaction(abc.ABC):
+    """An open transaction on one endpoint (see the ``transaction`` step); each kind that has
+    transactions implements both."""
 
+    @abc.abstractmethod
     async def commit(self) -> None:
-        raise NotImplementedError
+        """Make the transaction's statements last."""
 
+    @abc.abstractmethod
     async def rollback(self) -> None:
-        raise NotImplementedError
+        """Undo the transaction's statements."""
 
 
 @dataclass(frozen=True)

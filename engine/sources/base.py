@@ -18,6 +18,7 @@ Adding a source kind touches one module; this one imports nothing that imports i
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import importlib
@@ -40,15 +41,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("interlace.sources")
 
 
-class Source:
+class Source(abc.ABC):
     """A running source: ``run`` loops until cancelled.  ``needs_store`` asks the runtime to open
     the store before it starts."""
 
     kind: str = ""
     needs_store: bool = False
 
+    @abc.abstractmethod
     async def run(self, ctx: SourceContext) -> None:
-        raise NotImplementedError
+        """Deliver what arrives to ``ctx.deliver`` until cancelled (each kind's loop)."""
 
     def describe(self) -> dict[str, Any]:
         """Its settings, for the management API: never a secret."""

@@ -13,6 +13,7 @@ logins allowed with the test key only, and OpenSSH's sftp-server as the subsyste
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import pwd
@@ -23,7 +24,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.support.services import free_port, require_command
 
@@ -71,7 +72,45 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-class FtpServer:
+class _ServerProcess(abc.ABC):
+    """A server run in the foreground in its own session on ``port``, its output in a log in
+    ``folder`` (removed with everything in it when the ``with`` block ends)."""
+
+    folder: Path
+    port: int
+    name = "server"
+    process: subprocess.Popen[bytes] | None = None
+
+    @abc.abstractmethod
+    def command(self) -> tuple[list[str], str]:
+        """The command line that runs the server, and the name of its log file in ``folder``."""
+
+    def start(self) -> Self:
+        argv, log_name = self.command()
+        log = self.folder / log_name
+        self.process = subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        _wait_port(self.port, self.process, log, self.name)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(10)
+            self.process = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class FtpServer(_ServerProcess):
+    name = "vsftpd"
+
     def __init__(self, tls: bool | str = False) -> None:
         """``tls``: False (plain FTP), True or "explicit" (AUTH TLS), "implicit" (TLS from the start)."""
         self.binary = require_command("vsftpd", "vsftpd")
@@ -105,35 +144,18 @@ class FtpServer:
             if self.tls == "implicit":
                 lines.append("implicit_ssl=YES")
         (self.folder / "vsftpd.conf").write_text("\n".join(lines) + "\n")
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def ca_file(self) -> Path:
         return self.cert
 
-    def start(self) -> FtpServer:
-        log = self.folder / "server.out"
-        self.process = subprocess.Popen([self.binary, str(self.folder / "vsftpd.conf")], stdout=log.open("wb"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_port(self.port, self.process, log, "vsftpd")
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(10)
-            self.process = None
-
-    def __enter__(self) -> FtpServer:
-        return self.start()
-
-    def __exit__(self, *_: Any) -> None:
-        self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
+    def command(self) -> tuple[list[str], str]:
+        return [self.binary, str(self.folder / "vsftpd.conf")], "server.out"
 
 
-class SftpServer:
+class SftpServer(_ServerProcess):
+    name = "sshd"
+
     def __init__(self) -> None:
         self.sshd = require_command("sshd", "openssh-server")
         keygen = require_command("ssh-keygen", "openssh-client")
@@ -162,25 +184,6 @@ class SftpServer:
             f"Subsystem sftp {sftp_server}", "LogLevel ERROR", "MaxStartups 50",
         ]) + "\n")
         os.makedirs("/run/sshd", exist_ok=True)  # privilege separation folder sshd insists on
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> SftpServer:
-        log = self.folder / "sshd.log"
-        self.process = subprocess.Popen([self.sshd, "-D", "-e", "-f", str(self.folder / "sshd_config")],
-                                        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_port(self.port, self.process, log, "sshd")
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(10)
-            self.process = None
-
-    def __enter__(self) -> SftpServer:
-        return self.start()
-
-    def __exit__(self, *_: Any) -> None:
-        self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
+    def command(self) -> tuple[list[str], str]:
+        return [self.sshd, "-D", "-e", "-f", str(self.folder / "sshd_config")], "sshd.log"
