@@ -56,6 +56,7 @@ STREAM_CHUNK = 64 * 1024
 _POOL_OWNED = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection",
                          "te", "trailer", "upgrade"})
 _NO_BODY_STATUS = frozenset({204, 304})
+_KEPT_URLS = 512  # distinct request URLs whose parsed form a transport keeps
 
 
 def client_timeout(connect: float | None, read: float | None, total: float | None) -> aiohttp.ClientTimeout:
@@ -185,6 +186,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
         # httpx timeout dicts seen so far -> aiohttp timeouts (one object per distinct setting)
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+        self._urls: dict[str, URL] = {}  # _url()'s
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -217,7 +219,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             # encoded=True: the URL goes out as given (the endpoint has encoded it); without it yarl
             # decodes %2E%2E back to '..' and resolves it, climbing out of the base path
             response = await session.request(
-                method, URL(url, encoded=True), headers=[(k, v) for k, v in headers if k.lower() not in _POOL_OWNED],
+                method, self._url(url), headers=[(k, v) for k, v in headers if k.lower() not in _POOL_OWNED],
                 data=body, timeout=limits or self.default_timeout, allow_redirects=False, compress=None)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise translate(exc) from exc
@@ -231,6 +233,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             response.release()
             return Exchange(response.status, response.raw_headers, data, None)
         return Exchange(response.status, response.raw_headers, None, ReplyStream(response))
+
+    def _url(self, url: str) -> URL:
+        """The yarl URL of ``url`` (encoded: see exchange), kept for the next call to it: an
+        endpoint calls the same few URLs (a SOAP service always its one) over and over."""
+        found = self._urls.get(url)
+        if found is None:
+            if len(self._urls) >= _KEPT_URLS:  # paths with ids in them: start again rather than grow
+                self._urls.clear()
+            found = self._urls[url] = URL(url, encoded=True)
+        return found
 
     def _timeout(self, spec: dict[str, float | None] | None) -> aiohttp.ClientTimeout:
         if not spec:

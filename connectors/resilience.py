@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from connectors import observe
 from connectors.base import Connector, Invocation, Reply, Request, Transaction, TransactionOptions
-from engine import metrics
+from engine import metrics, tracing
 from engine.errors import BackendError, BackendFault, BackendRejected, BackendTimeout, BackendUnreachable, CircuitOpen
 from engine.units import parse_duration
 
@@ -387,8 +387,10 @@ class Endpoint:
                 if ticket == Breaker.PROBE:
                     metrics.breaker_changed(self.name, target, "half_open")
                 tried = True
-                seen = request.observation = observe.Attempt(self.name, target, request.span_name(),
-                                                             request.location(target), request.span_kind)
+                # what the attempt addresses only matters to its span: not built while tracing is off
+                seen = request.observation = observe.Attempt(
+                    self.name, target, request.span_name(), request.location(target) if tracing.ENABLED else None,
+                    request.span_kind)
                 try:
                     reply = await attempt_of(request, index)
                 except (BackendUnreachable, BackendTimeout) as exc:

@@ -60,7 +60,7 @@ class SoapRequest(HttpRequest):
     __slots__ = ("action", "soap_operation")
 
     def __init__(self, operation: str, action: str | None, headers: list[tuple[str, str]], body: bytes) -> None:
-        super().__init__("POST", "", headers, body)
+        super().__init__("POST", "", headers, body, checked=True)  # the endpoint's URL itself: no path to check
         self.operation = operation
         self.soap_operation = operation
         self.action = action

@@ -27,6 +27,8 @@ from engine.errors import BackendFault, FlowError
 from engine.xmlsafe import XmlRefused, parse_document
 
 _XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
+_TRUE = ("true", "1")
+_ELEMENTS = etree.Element  # iterchildren(tag=etree.Element): elements only, filtered by lxml itself
 # Envelope tag -> (Body tag, Fault tag) of each version
 _ENVELOPES = {f"{{{ns}}}Envelope": (f"{{{ns}}}Body", f"{{{ns}}}Fault") for ns in BY_NAMESPACE}
 
@@ -91,14 +93,14 @@ def body_content(body: bytes, endpoint: str, operation: str | None = None,
         raise MalformedSoapReply(f"{where} answered XML that is not a SOAP envelope (its root is "
                                  f"{etree.QName(root).text})")
     body_tag, fault_tag = tags
-    soap_body = next((child for child in root if child.tag == body_tag), None)  # after an optional Header
+    soap_body = next(root.iterchildren(body_tag), None)  # after an optional Header
     if soap_body is None:
         raise MalformedSoapReply(f"{where} answered a SOAP envelope without a Body")
-    content = next((child for child in soap_body if isinstance(child.tag, str)), None)
-    if content is not None and content.tag == fault_tag:
-        fault = read_fault(content, shape)
-        raise SoapFault(fault, endpoint, operation)
-    return content
+    for content in soap_body.iterchildren(_ELEMENTS):  # the first element (comments and texts aside)
+        if content.tag == fault_tag:
+            raise SoapFault(read_fault(content, shape), endpoint, operation)
+        return content
+    return None
 
 
 def read_fault(element: etree._Element, shape: Shape | None = None) -> Fault:
@@ -163,35 +165,38 @@ def to_json(element: etree._Element, shape: Shape | None = None) -> Any:
     """An element's content as JSON: its child elements by local name (repeated ones, and those
     the shape says repeat, as lists), a leaf's text typed by the shape (else a string), an
     ``xsi:nil`` element null.  Attributes are left out."""
-    if element.get(_XSI_NIL) in ("true", "1"):
+    if element.get(_XSI_NIL) in _TRUE:
         return None
-    children = [c for c in element if isinstance(c.tag, str)]
-    if not children:
-        return element.text or ""
     out: dict[str, Any] = {}
-    repeated: set[str] = set()  # names seen twice: their value is a list built here
-    for child in children:
-        tag: str = child.tag  # type: ignore[assignment]  # elements only (filtered above)
+    repeated: set[str] | None = None  # names seen twice: their value is a list built here
+    for child in element.iterchildren(_ELEMENTS):  # one pass, elements only (no comments, PIs)
+        tag: str = child.tag  # type: ignore[assignment]  # an element's tag is a str
         name = tag[tag.rfind("}") + 1:]  # the local name, without making a QName
         member = shape.get(name) if shape else None
+        value: Any
         if member is not None and member.children is None:
-            text = child.text or ""
-            value: Any = None if child.get(_XSI_NIL) in ("true", "1") else \
-                member.convert(text) if member.convert is not None else text
+            if child.get(_XSI_NIL) in _TRUE:
+                value = None
+            else:
+                value = child.text or ""
+                if member.convert is not None:
+                    value = member.convert(value)
         else:
             value = to_json(child, member.children if member is not None else None)
         if member is not None and member.many:
             out.setdefault(name, []).append(value)
-        elif name in repeated:
-            out[name].append(value)
-        elif name in out:
-            out[name] = [out[name], value]
-            repeated.add(name)
-        else:
+        elif name not in out:
             out[name] = value
+        elif repeated is not None and name in repeated:
+            out[name].append(value)
+        else:
+            out[name] = [out[name], value]
+            if repeated is None:
+                repeated = set()
+            repeated.add(name)
+    if not out:  # every element child adds a member: none, a leaf
+        return element.text or ""
     return out
-
-
 
 
 class RaisedSoapFault(FlowError):
