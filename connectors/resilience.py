@@ -28,6 +28,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from connectors import observe
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from engine.compiler import CompileContext
 
 log = logging.getLogger("interlace.endpoints")
+
+AttemptFn = Callable[[Request, int], Awaitable[Reply]]  # one try of a request on target i (Connector.attempt)
 
 DEFAULT_BACKOFF: Final = "100ms"
 DEFAULT_MAX_BACKOFF: Final = "2s"
@@ -332,16 +335,20 @@ class Endpoint:
         self._named(error, "transaction")
         raise error
 
-    async def invoke(self, request: Request) -> Reply:
-        """Send ``request`` with the endpoint's retries, failover and breakers (module docstring)."""
+    async def invoke(self, request: Request, attempt: AttemptFn | None = None) -> Reply:
+        """Send ``request`` with the endpoint's retries, failover and breakers (module docstring).
+
+        ``attempt`` (default: the connector's) makes one try on a target: the engine's own use of
+        an endpoint (engine/sqlstore.py's records) passes the connector's real one, so that a flow
+        test's mocks, which answer ``connector.attempt``, answer the flows' calls only."""
         try:
             if request.transaction is not None:
-                return await self.connector.attempt(request, 0)
+                return await (attempt or self.connector.attempt)(request, 0)
             if self.deadline is None:
-                return await self._invoke(request)
+                return await self._invoke(request, attempt)
             try:
                 async with asyncio.timeout(self.deadline):
-                    return await self._invoke(request)
+                    return await self._invoke(request, attempt)
             except TimeoutError:
                 raise BackendTimeout(f"endpoint {self.name!r} did not answer within its deadline of "
                                      f"{self.deadline:g} s") from None
@@ -361,12 +368,12 @@ class Endpoint:
         self._next = start + 1
         return [*range(start, count), *range(start)]
 
-    async def _invoke(self, request: Request) -> Reply:
+    async def _invoke(self, request: Request, attempt_of: AttemptFn | None = None) -> Reply:
         held: Reply | None = None  # the last reply with a status to retry
         error: BackendError | None = None  # the last failure
         tried = False
         retry = self.retry
-        attempt_of = self.connector.attempt
+        attempt_of = attempt_of or self.connector.attempt
         targets = self.connector.targets
         for attempt in range(retry.attempts):
             if attempt:

@@ -392,10 +392,19 @@ class SqlConnector(Connector):
 
     @property
     def engine(self) -> AsyncEngine | None:
-        """The first database's engine (None until opened), for code that keeps its own tables
-        on the endpoint's database (engine/sqlstore.py: idempotency and cache records); it does
-        not fail over."""
+        """The first database's engine (None until opened).  Code keeping its own tables on the
+        endpoint's databases goes through the endpoint instead (engine/sqlstore.py), which
+        fails over like the flows' calls."""
         return self.databases[0].engine
+
+    def prepare_table(self, statement: str) -> None:
+        """Run ``statement`` (a CREATE TABLE IF NOT EXISTS) on each database before its first use,
+        after the endpoint's own ``init``: the table of the engine's records (engine/sqlstore.py)
+        is then on whichever copy the calls fail over to."""
+        if statement not in self.init:
+            self.init.append(statement)
+            for db in self.databases:
+                db.initialised = False
 
     def _engine(self, db: _Database) -> AsyncEngine:
         if db.engine is None:

@@ -2,11 +2,18 @@
 
 A SQLite file beside the flows (``endpoints: {records: {sql: {url: sqlite:///records.db}}}``)
 keeps idempotency records across a restart of the engine, and several engines on one machine
-(or every replica on PostgreSQL) share them.  One table, ``interlace_records`` (created when the
-store is first used): the key, the value and when it expires, in wall-clock seconds so that an
-entry written before a restart expires on time after it.  ``claim`` is one
-``INSERT ... ON CONFLICT DO UPDATE ... WHERE expired`` statement: of two engines racing, the
-database lets one win.  Expired rows are deleted as later ones are written.
+(or every replica on PostgreSQL) share them.  One table, ``interlace_records`` (created on each
+of the endpoint's databases before its first use, after its ``init``): the key, the value and
+when it expires, in wall-clock seconds so that an entry written before a restart expires on
+time after it.  ``claim`` is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expired``
+statement: of two engines racing, the database lets one win.  Expired rows are deleted as later
+ones are written.
+
+Every statement goes through the endpoint like a flow's call: with ``urls`` (copies of one
+database) a record is read and written on the database the endpoint fails over to, under its
+breakers, retries and deadline, counted in its metrics.  Keeping the copies in step is the
+databases' job (replication): a record written on a standby while the primary was down is on
+the primary only when they replicate.
 
 Rate limits and concurrency slots are not kept here (a database round trip per request is what
 Redis is for): a throttle or concurrency step naming a sql endpoint is a load error.
@@ -14,13 +21,20 @@ Redis is for): a throttle or concurrency step naming a sql endpoint is a load er
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
+from connectors.base import Reply
+from connectors.sql import SqlConnector, SqlRequest
 from engine.kvstore import Decision
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import CursorResult
+
+    from connectors.resilience import Endpoint
 
 TABLE = "interlace_records"
 _SWEEP_EVERY = 500  # writes between deletions of expired rows
@@ -35,48 +49,47 @@ _DELETE = text(f"DELETE FROM {TABLE} WHERE key = :key")
 _SWEEP = text(f"DELETE FROM {TABLE} WHERE expires <= :now")
 
 
+def _value(result: CursorResult[Any], dialect: str, request: SqlRequest) -> Reply:
+    row = result.first()
+    return Reply(payload=None if row is None else bytes(row[0]))
+
+
+def _changed(result: CursorResult[Any], dialect: str, request: SqlRequest) -> Reply:
+    return Reply(payload=int(result.rowcount))
+
+
 class SqlStore:
     """The ``get``/``put``/``claim``/``delete`` of ``engine.kvstore`` on a sql endpoint."""
 
-    def __init__(self, connector: Any) -> None:
-        self._connector = connector
-        self._ready = False
-        self._lock = asyncio.Lock()
+    def __init__(self, endpoint: Endpoint, connector: SqlConnector) -> None:
+        self._endpoint = endpoint
+        blob = "BYTEA" if connector.dialect == "postgresql" else "BLOB"
+        create = (f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT PRIMARY KEY, value {blob} NOT NULL, "
+                  f"expires DOUBLE PRECISION NOT NULL)")
+        if connector.dialect == "postgresql":
+            # two engines starting at once: PostgreSQL's CREATE TABLE IF NOT EXISTS is not safe against
+            # itself (a duplicate pg_type row), so one creates at a time; one statement (the endpoint's
+            # connections autocommit), the lock held to its end
+            create = (f"DO $$ BEGIN PERFORM pg_advisory_xact_lock(hashtext('{TABLE}')); {create}; END $$")
+        connector.prepare_table(create)
+        # the connector's own attempt, not the instance's: a flow test's mocks answer the flows' calls
+        self._attempt = functools.partial(type(connector).attempt, connector)
         self._writes = 0
 
-    async def _engine(self) -> Any:
-        if self._connector.engine is None:
-            await self._connector.open()
-        engine = self._connector.engine
-        if not self._ready:
-            async with self._lock:
-                if not self._ready:
-                    blob = "BYTEA" if self._connector.dialect == "postgresql" else "BLOB"
-                    async with engine.begin() as conn:
-                        if self._connector.dialect == "postgresql":
-                            # two engines starting at once: PostgreSQL's CREATE TABLE IF NOT EXISTS is not
-                            # safe against itself (a duplicate pg_type row), so one creates at a time
-                            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock(hashtext('{TABLE}'))")
-                        await conn.exec_driver_sql(
-                            f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT PRIMARY KEY, value {blob} NOT NULL, "
-                            f"expires DOUBLE PRECISION NOT NULL)")
-                    self._ready = True
-        return engine
+    async def _run(self, operation: str, statement: Any, params: dict[str, Any], shape: Any) -> Any:
+        request = SqlRequest(operation, statement, params, shape, None, writes=operation == "execute")
+        reply = await self._endpoint.invoke(request, self._attempt)
+        return reply.payload
 
     async def get(self, key: str) -> bytes | None:
-        engine = await self._engine()
-        async with engine.connect() as conn:
-            row = (await conn.execute(_GET, {"key": key, "now": time.time()})).first()
-        return None if row is None else bytes(row[0])
+        value: bytes | None = await self._run("query", _GET, {"key": key, "now": time.time()}, _value)
+        return value
 
     async def _write(self, statement: Any, params: dict[str, Any]) -> int:
-        engine = await self._engine()
         self._writes += 1
-        async with engine.begin() as conn:
-            if self._writes % _SWEEP_EVERY == 0:
-                await conn.execute(_SWEEP, {"now": time.time()})
-            result = await conn.execute(statement, params)
-        return int(result.rowcount)
+        if self._writes % _SWEEP_EVERY == 0:
+            await self._run("execute", _SWEEP, {"now": time.time()}, _changed)
+        return int(await self._run("execute", statement, params, _changed))
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
         await self._write(_PUT, {"key": key, "value": value, "expires": time.time() + ttl})

@@ -82,7 +82,7 @@ def store_for(config: Any, ctx: CompileContext, max_entries: int = 10_000, *,
                                   "for this process's memory)", "store")
         from engine.sqlstore import SqlStore
 
-        return SqlStore(connector)
+        return SqlStore(endpoint, connector)
     if not hasattr(connector, "store"):
         raise StepConfigError(f"endpoint {name!r} cannot hold state; declare a redis endpoint "
                               f"(endpoints: {name}: redis: {{url: ...}}), a sql one (cache and idempotent) or "

@@ -1,7 +1,7 @@
 """SQL failover through the shared resilience layer: two real PostgreSQL servers on loopback;
 the first is killed and the flow keeps answering from the second, the health and the metrics
 say which one is in use; a transaction begins on the database that can be reached and never
-continues on another."""
+continues on another; the records of an idempotent step naming the endpoint fail over with it."""
 
 from __future__ import annotations
 
@@ -35,6 +35,14 @@ flows:
     steps:
       - call: {endpoint: db, operation: query, expect: one, params: {sku: "${path.sku}"},
                sql: "SELECT sku, qty, current_setting('port') AS port FROM items WHERE sku = :sku"}
+  pay:
+    source: {http: {method: POST, path: /payments}}
+    steps:
+      - idempotent:
+          key: ${headers."idempotency-key"}
+          store: db
+          steps:
+            - respond: {status: 201, json: {paid: '${headers."idempotency-key"}'}}
   restock:
     source: {http: {method: POST, path: "/items/{sku}/restock"}}
     steps:
@@ -92,11 +100,22 @@ async def test_the_flow_keeps_answering_from_the_standby_when_the_primary_is_kil
             assert health["active"] == shown(primary.url)
             assert [t["target"] for t in health["targets"]] == [shown(primary.url), shown(pg_url)]
             assert postgres.psql("SELECT 1") == "1"  # init ran on the standby too
+            database = pg_url.rsplit("/", 1)[1]
+            records = "SELECT count(*) FROM interlace_records WHERE key LIKE '%{}'"
+            paid = await facade.post("/payments", headers={"Idempotency-Key": "before"})
+            assert paid.status_code == 201, paid.text
+            assert primary.psql(records.format("before")) == "1"  # the idempotency record, on the first
             primary.stop()  # killed: its pooled connections die with it
             for _ in range(3):
                 answer = await facade.get("/items/A-1")
                 assert answer.status_code == 200, answer.text
                 assert answer.json()["port"] == str(postgres.port)
+            # the records of idempotent steps fail over with the endpoint: kept on the standby now
+            paid = await facade.post("/payments", headers={"Idempotency-Key": "after"})
+            assert paid.status_code == 201 and paid.json() == {"paid": "after"}, paid.text
+            replayed = await facade.post("/payments", headers={"Idempotency-Key": "after"})
+            assert replayed.status_code == 201 and replayed.headers["idempotent-replayed"] == "true"
+            assert postgres.psql_in(database, records.format("after")) == "1"
             health = (await management.get("/endpoints")).json()["endpoints"]["db"]
             assert health["active"] == shown(pg_url)
             metrics = (await management.get("/metrics")).text
@@ -108,7 +127,6 @@ async def test_the_flow_keeps_answering_from_the_standby_when_the_primary_is_kil
             # a transaction begins on the database that can be reached, all its statements there
             restocked = await facade.post("/items/A-1/restock")
             assert restocked.status_code == 200 and restocked.json() == {"port": str(postgres.port)}
-            database = pg_url.rsplit("/", 1)[1]
             assert postgres.psql_in(database, "SELECT qty FROM items WHERE sku = 'A-1'") == "14"
 
             # the primary back: calls return to it (failover keeps the order given)
