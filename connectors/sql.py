@@ -254,8 +254,8 @@ class SqlConnector(Connector):
             "timeout": {
                 "type": "object", "additionalProperties": False,
                 "description": "connect (opening a connection, default 5s) and statement (longest run of one "
-                               "statement, default 30s; PostgreSQL cancels it on the server). Past either the "
-                               "call fails with backend-timeout (504).",
+                               "statement, default 30s; PostgreSQL cancels it on the server, SQLite's is "
+                               "interrupted). Past either the call fails with backend-timeout (504).",
                 "properties": {
                     "connect": duration_schema("Opening a connection (default 5s)."),
                     "statement": duration_schema("Longest run of one statement (default 30s)."),
@@ -613,8 +613,30 @@ class SqlConnector(Connector):
     async def _run(self, conn: AsyncConnection, request: SqlRequest) -> CursorResult[Any]:
         if self.dialect != "sqlite":  # PostgreSQL cancels on the server (statement_timeout)
             return await conn.execute(request.statement, request.params)
-        async with asyncio.timeout(self.statement_timeout):
+        # SQLite has no server to stop an over-long statement (as PostgreSQL's statement_timeout
+        # does), and cancelling the await does not stop it either: the driver's thread runs it to
+        # the end, and the rollback that follows waits for it, holding the pooled connection (and
+        # a write lock).  sqlite3's interrupt(), the one call made for another thread, stops it.
+        database = _sqlite_connection(conn)
+        if database is None:  # not the driver we know: bound from here at least
+            async with asyncio.timeout(self.statement_timeout):
+                return await conn.execute(request.statement, request.params)
+        stopped = False
+
+        def interrupt() -> None:
+            nonlocal stopped
+            stopped = True
+            database.interrupt()
+
+        timer = asyncio.get_running_loop().call_later(self.statement_timeout, interrupt)
+        try:
             return await conn.execute(request.statement, request.params)
+        except Exception as exc:
+            if stopped:  # "interrupted": it ran out of time
+                raise TimeoutError(f"interrupted after {self.statement_timeout:g} s") from exc
+            raise
+        finally:
+            timer.cancel()
 
 
 class _Database:
@@ -649,6 +671,17 @@ class _MockResult:
 
     def fetchmany(self, size: int) -> list[tuple[Any, ...]]:
         return self._rows[:size]
+
+
+def _sqlite_connection(conn: AsyncConnection) -> Any:
+    """The sqlite3 connection under ``conn`` (aiosqlite's, in its thread), or None."""
+    try:
+        fairy = conn.sync_connection.connection if conn.sync_connection is not None else None
+        driver = fairy.driver_connection if fairy is not None else None  # aiosqlite's Connection
+    except Exception:
+        return None
+    database = getattr(driver, "_connection", None)
+    return database if callable(getattr(database, "interrupt", None)) else None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

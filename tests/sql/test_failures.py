@@ -99,3 +99,46 @@ async def test_a_statement_over_its_timeout_is_cancelled_and_504(tmp_path: Path,
         await facade.aclose()
         await management.aclose()
         await runtime.stop()
+
+
+SQLITE_FLOWS = """
+endpoints:
+  db:
+    sql:
+      url: sqlite:///slow.db
+      pool: {max_connections: 1, acquire_timeout: 2s}
+      timeout: {statement: 300ms}
+      init: ["CREATE TABLE IF NOT EXISTS items (sku TEXT PRIMARY KEY, qty INTEGER NOT NULL)",
+             "INSERT OR IGNORE INTO items VALUES ('A-1', 3)"]
+flows:
+  one:
+    source: {http: {method: GET, path: /one}}
+    steps:
+      - call: {endpoint: db, operation: query, sql: "SELECT sku, qty FROM items", expect: one}
+  slow:
+    source: {http: {method: GET, path: /slow}}
+    steps:
+      # minutes of work for SQLite: a billion rows counted
+      - call: {endpoint: db, operation: query, expect: one,
+               sql: "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000)
+                     SELECT count(*) AS n FROM c"}
+"""
+
+
+async def test_an_sqlite_statement_over_its_timeout_is_stopped_in_the_database(tmp_path: Path) -> None:
+    """SQLite has no server to cancel a statement: the engine interrupts it, so the endpoint's one
+    pooled connection is free for the next call (without that it would stay busy for minutes)."""
+    runtime = Runtime(write_flows(tmp_path, SQLITE_FLOWS))
+    await runtime.start()
+    assert runtime.facade is not None
+    facade = httpx.AsyncClient(transport=httpx.ASGITransport(app=runtime.facade), base_url="http://f")  # type: ignore[arg-type]
+    try:
+        for _ in range(2):
+            slow = await facade.get("/slow")
+            assert slow.status_code == 504 and slow.json()["type"].endswith("/backend-timeout"), slow.text
+            assert slow.json()["detail"] == "endpoint 'db': the statement did not finish in time"
+            answer = await facade.get("/one")
+            assert answer.status_code == 200 and answer.json() == {"sku": "A-1", "qty": 3}, answer.text
+    finally:
+        await facade.aclose()
+        await runtime.stop()
