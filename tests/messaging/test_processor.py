@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.support.backends import BackendServer
-from tests.support.engine import RunningEngine, run_engine, wait_until_ready, write_flows
+from tests.support.engine import RunningEngine, run_engine, wait_for_workers, wait_until_ready, write_flows
 from tests.support.store_flows import store_flows
 
 FLOWS = store_flows(
@@ -165,6 +165,7 @@ def test_sources_and_pause_cover_every_worker(tmp_path: Path, backend: BackendSe
     folder = write_flows(tmp_path / "flows", FLOWS)
     env = {"BACKEND_URL": backend.url, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
     with run_engine(folder, "--workers", "2", env=env) as engine:
+        wait_for_workers(engine, 2)  # ready means one worker is: the other may still be loading its flows
         management = engine.management_url
         paused = httpx.post(f"{management}/sources/forward/pause").json()
         assert paused["state"] == "paused" and [w["state"] for w in paused["workers"]] == ["paused", "paused"]
