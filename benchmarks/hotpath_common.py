@@ -1,5 +1,6 @@
-"""What benchmarks/hotpath.py and benchmarks/inprocess.py share: the cells of the peer
-benchmark they drive, where that benchmark lives, and its 1 KiB bodies.
+"""What benchmarks/hotpath.py, benchmarks/inprocess.py and benchmarks/patterns/inprocess.py share:
+the cells of the peer benchmark they drive, where that benchmark lives, its 1 KiB bodies, and one
+request driven through an ASGI app with no server.
 
 Both scripts run as ``python benchmarks/NAME.py``, so this module is found next to them.
 """
@@ -10,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,3 +60,37 @@ def start_backend(bench: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(["taskset", "-c", "1", "node", str(bench / "lib" / "echo_backend.js")],
                             env={**os.environ, "PORT": str(port)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+class Connection:
+    """What the engine's HTTP protocol puts in ``scope["extensions"]``: the request's cycle."""
+
+    def __init__(self) -> None:
+        self.response_started = False
+        self.response_complete = False
+        self.disconnected = False
+
+
+async def asgi_request(app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> int:
+    """One request through ``app`` as the engine's server would hand it over; returns the status."""
+    connection = Connection()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"127.0.0.1:8290"), *headers, (b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8290),
+             "extensions": {"interlace.client": connection}}
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            connection.response_started = True
+            status = message["status"]
+        elif not message.get("more_body"):
+            connection.response_complete = True
+
+    await app(scope, receive, send)
+    return status

@@ -27,41 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hotpath_common import CELLS, ROOT, bench_dir, bodies, check_cells, start_backend
-
-
-class Connection:
-    """What the engine's HTTP protocol puts in ``scope["extensions"]``: the request's cycle."""
-
-    def __init__(self) -> None:
-        self.response_started = False
-        self.response_complete = False
-        self.disconnected = False
+from hotpath_common import CELLS, ROOT, asgi_request, bench_dir, bodies, check_cells, start_backend
 
 
 async def one(app: Any, path: str, body: bytes, ctype: str) -> int:
-    connection = Connection()
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(b"host", b"127.0.0.1:8290"), (b"content-type", ctype.encode()),
-                         (b"content-length", str(len(body)).encode()), (b"x-route", b"a")],
-             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8290),
-             "extensions": {"interlace.client": connection}}
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            connection.response_started = True
-            status = message["status"]
-        elif not message.get("more_body"):
-            connection.response_complete = True
-
-    await app(scope, receive, send)
-    return status
+    return await asgi_request(app, "POST", path, [(b"content-type", ctype.encode()), (b"x-route", b"a")], body)
 
 
 async def drive(app: Any, cell: str, bodies: dict[str, bytes], requests: int, concurrency: int) -> float:

@@ -194,15 +194,19 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
     if group is not None:  # what the other workers ask this one
         peer_server = _Server(_config(build_worker_app(runtime), opts, facade=False))
         peer_task = asyncio.create_task(peer_server.serve(sockets=[group.bind()]))
-    try:
-        compiled = await loop.run_in_executor(None, runtime.load)
-    except LoadErrors as exc:
-        print(f"interlace: the flows in {opts.flows_dir} are invalid, nothing served:\n{exc}", file=sys.stderr)
+
+    async def stop_side_servers() -> None:
+        # The management port and the peers' port close on every way out, after the facade.
         management.should_exit = True
         await management_task
         if peer_server is not None:
             peer_server.should_exit = True
             await peer_task
+    try:
+        compiled = await loop.run_in_executor(None, runtime.load)
+    except LoadErrors as exc:
+        print(f"interlace: the flows in {opts.flows_dir} are invalid, nothing served:\n{exc}", file=sys.stderr)
+        await stop_side_servers()
         return 2
     await runtime.start(compiled)
     assert runtime.app is not None
@@ -217,11 +221,7 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
     except TlsConfigError as exc:
         print(f"interlace: {exc}", file=sys.stderr)
         await runtime.stop()
-        management.should_exit = True
-        await management_task
-        if peer_server is not None:
-            peer_server.should_exit = True
-            await peer_task
+        await stop_side_servers()
         return 2
     facade = _Server(_config(guard, opts, facade=True, tls=live_tls))
     stop = asyncio.Event()
@@ -253,11 +253,7 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
     for task in (watcher, tls_watcher):
         if task is not None:
             task.cancel()
-    management.should_exit = True
-    await management_task
-    if peer_server is not None:
-        peer_server.should_exit = True
-        await peer_task
+    await stop_side_servers()
     await runtime.stop()
     await loop.run_in_executor(None, tracing.shutdown)  # export the spans still buffered
     if guard.cut_total:

@@ -30,16 +30,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.hotpath_common import bench_dir  # noqa: E402
-
-
-class Connection:
-    """What the engine's HTTP protocol puts in ``scope["extensions"]``: the request's cycle."""
-
-    def __init__(self) -> None:
-        self.response_started = False
-        self.response_complete = False
-        self.disconnected = False
+from benchmarks.hotpath_common import asgi_request, bench_dir  # noqa: E402
 
 # cell: path, body, token (as run.sh, every cell but jwt-fresh carries the one resent token)
 CELLS = {
@@ -66,30 +57,10 @@ def make_keys(work: Path, fresh: int) -> tuple[str, list[str]]:
 
 
 async def one(app: Any, method: str, path: str, body: bytes, token: str | None) -> int:
-    connection = Connection()
-    headers = [(b"host", b"127.0.0.1:8290"), (b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json")]
     if token is not None:
         headers.append((b"x-jwt-assertion", token.encode()))
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": headers, "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8290),
-             "extensions": {"interlace.client": connection}}
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            connection.response_started = True
-            status = message["status"]
-        elif not message.get("more_body"):
-            connection.response_complete = True
-
-    await app(scope, receive, send)
-    return status
+    return await asgi_request(app, method, path, headers, body)
 
 
 class Tokens:
