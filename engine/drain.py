@@ -124,9 +124,7 @@ class DrainGuard:
                 await self.app(scope, receive, inner_send)
             else:
                 # InFlight.__call__ and Starlette.__call__, inline
-                generation = counter.generation
-                active = counter.active
-                active[generation] = active.get(generation, 0) + 1
+                generation = counter.enter()
                 try:
                     scope["app"] = facade
                     stack = facade.middleware_stack

@@ -28,14 +28,12 @@ class InFlight:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.generation = 0
-        # generation -> requests in flight that arrived under it (engine/drain.py counts there too)
+        # generation -> requests in flight that arrived under it (enter/leave; engine/drain.py too)
         self.active: dict[int, int] = {}
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        generation = self.generation
-        active = self.active
-        active[generation] = active.get(generation, 0) + 1
+        generation = self.enter()
         try:
             await self.app(scope, receive, send)
         finally:
@@ -44,8 +42,7 @@ class InFlight:
     def hold(self) -> Callable[[], None]:
         """Count something other than a request that may use the current flows (a source's task)
         until the function returned is called (once; later calls do nothing)."""
-        generation = self.generation
-        self.active[generation] = self.active.get(generation, 0) + 1
+        generation = self.enter()
         held = [True]
 
         def release() -> None:
@@ -54,6 +51,13 @@ class InFlight:
                 self.leave(generation)
 
         return release
+
+    def enter(self) -> int:
+        """One request (or holder) begins under the current generation, returned for ``leave``."""
+        generation = self.generation
+        active = self.active
+        active[generation] = active.get(generation, 0) + 1
+        return generation
 
     def leave(self, generation: int) -> None:
         """One request (or holder) of ``generation`` has ended."""
