@@ -52,6 +52,23 @@ flows:
 """
 
 
+def _race_one_key(first: str, second: str) -> list[int]:
+    """Four POSTs with one Idempotency-Key at once, alternating between the two engines; their statuses."""
+    statuses: list[int] = []
+
+    def post(engine_url: str) -> None:
+        answer = httpx.post(f"{engine_url}/payments", headers={"Idempotency-Key": "raced"},
+                            content=b'{"amount": 5}', timeout=20)
+        statuses.append(answer.status_code)
+
+    threads = [threading.Thread(target=post, args=(url,)) for url in (first, second, first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
 def test_a_record_survives_a_restart_of_the_engine(tmp_path: Path, backend: BackendServer) -> None:
     database = tmp_path / "state" / "records.db"
     database.parent.mkdir()
@@ -79,18 +96,8 @@ def test_two_engines_on_one_file_run_a_raced_key_once(tmp_path: Path, backend: B
     database = tmp_path / "records.db"
     one = write_flows(tmp_path / "one", _flows(backend, database))
     two = write_flows(tmp_path / "two", _flows(backend, database))
-    statuses: list[int] = []
     with run_engine(one) as first, run_engine(two) as second:
-        def post(engine_url: str) -> None:
-            answer = httpx.post(f"{engine_url}/payments", headers={"Idempotency-Key": "raced"},
-                                content=b'{"amount": 5}', timeout=20)
-            statuses.append(answer.status_code)
-
-        threads = [threading.Thread(target=post, args=(e.url,)) for e in (first, second, first, second)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        statuses = _race_one_key(first.url, second.url)
     assert sorted(statuses) == [201, 409, 409, 409]  # the others find it in progress
     assert [r.path for r in backend.requests] == ["/charge"]
 
@@ -102,18 +109,8 @@ def test_two_engines_on_one_postgresql_database_share_records(tmp_path: Path, ba
         url = postgres.url.rsplit("/", 1)[0] + "/records"
         one = write_flows(tmp_path / "one", _flows(backend, url))
         two = write_flows(tmp_path / "two", _flows(backend, url))
-        statuses: list[int] = []
         with run_engine(one) as first, run_engine(two) as second:
-            def post(engine_url: str) -> None:
-                answer = httpx.post(f"{engine_url}/payments", headers={"Idempotency-Key": "raced"},
-                                    content=b'{"amount": 5}', timeout=20)
-                statuses.append(answer.status_code)
-
-            threads = [threading.Thread(target=post, args=(e.url,)) for e in (first, second, first, second)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            statuses = _race_one_key(first.url, second.url)
             retried = httpx.post(f"{second.url}/payments", headers={"Idempotency-Key": "raced"},
                                  content=b'{"amount": 5}', timeout=20)
             missed = httpx.get(f"{first.url}/quotes/q1", timeout=20)
