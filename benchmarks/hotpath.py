@@ -40,7 +40,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hotpath_common import CELLS, ROOT, bench_dir, bodies, check_cells, start_backend
+from hotpath_common import CELLS, ROOT, bench_dir, bodies, check_cells, generate_routes, start_backend
 
 PY = ROOT / ".venv" / "bin" / "python"
 HZ = os.sysconf("SC_CLK_TCK")
@@ -62,15 +62,6 @@ class Engine:
         assert self.proc is not None
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / HZ
-
-
-def generate_routes(target: Path) -> None:
-    """flows/bench plus 200 generated flows; every other one's path templated."""
-    shutil.copytree(ROOT / "flows" / "bench", target)
-    for test in target.glob("*.test.yaml"):
-        test.unlink()
-    subprocess.run([str(PY), str(ROOT / "benchmarks" / "gen_flows.py"), str(target), "--count", "200",
-                    "--per-file", "10", "--templated"], check=True, stdout=subprocess.DEVNULL)
 
 
 def interlace(name: str, port: int, flows: Path, work: Path, backend: str, log_level: str,

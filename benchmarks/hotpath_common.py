@@ -8,6 +8,7 @@ Both scripts run as ``python benchmarks/NAME.py``, so this module is found next 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,13 @@ async def asgi_request(app: Any, method: str, path: str, headers: list[tuple[byt
 
     await app(scope, receive, send)
     return status
+
+
+def generate_routes(target: Path) -> None:
+    """flows/bench plus 200 generated flows (``gen_flows.py``), every other one's path templated
+    (``/gen/{id}/N``, ``/{tenant}/gen/N``): the 206-route project of issue 10's 10 % goal."""
+    shutil.copytree(ROOT / "flows" / "bench", target)
+    for test in target.glob("*.test.yaml"):
+        test.unlink()
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gen_flows.py"), str(target), "--count", "200",
+                    "--per-file", "10", "--templated"], check=True, stdout=subprocess.DEVNULL)

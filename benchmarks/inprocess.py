@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/inprocess.py                               # this tree
     PYTHONPATH=/tmp/old-tree .venv/bin/python benchmarks/inprocess.py      # another checkout's engine
     .venv/bin/python benchmarks/inprocess.py --cells direct-json --requests 20000 --repeats 7
+    .venv/bin/python benchmarks/inprocess.py --floor                      # the peer bench's floor app, same harness
+    .venv/bin/python benchmarks/inprocess.py --callgrind --requests 1000 --repeats 1   # instructions, not CPU time
+    .venv/bin/python benchmarks/inprocess.py --callgrind --requests 1000 --repeats 1 --routes   # 206 routes
 
 What ``interlace run`` serves (the drain guard around the facade, the flows of flows/bench, the
 request log at INFO written to a file, metrics on) is called as uvicorn would call it, by 50
@@ -27,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hotpath_common import CELLS, ROOT, asgi_request, bench_dir, bodies, check_cells, start_backend
+from hotpath_common import CELLS, ROOT, asgi_request, bench_dir, bodies, check_cells, generate_routes, start_backend
 
 
 async def one(app: Any, path: str, body: bytes, ctype: str) -> int:
@@ -97,7 +100,7 @@ async def serve_engine(args: argparse.Namespace) -> tuple[Any, Any, str]:
     from engine.runtime import Runtime
 
     setup_logging(args.log_level, "text")
-    runtime = Runtime(ROOT / "flows" / "bench")
+    runtime = Runtime(args.flows)
     compiled = runtime.load()
     await runtime.start(compiled)
     import engine
@@ -145,6 +148,8 @@ async def main(args: argparse.Namespace) -> None:
     log.close()
     os.unlink(log.name)
     unit = "instructions/request (callgrind)" if counter.out is not None else "CPU µs/request"
+    if not args.floor:
+        what += f", serving {args.flows}"
     print(f"{what}; {args.requests} requests x {args.repeats}, {args.concurrency} at once, log level "
           f"{args.log_level}")
     print(f"| cell | {unit} (best) | median | all |")
@@ -188,6 +193,10 @@ def run() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--log-level", default="info", help="as `interlace run --log-level` (default info)")
     parser.add_argument("--floor", action="store_true", help="drive the peer benchmark's floor app instead")
+    parser.add_argument("--flows", type=Path, default=ROOT / "flows" / "bench",
+                        help="the flow folder to serve (default flows/bench: its 6 routes)")
+    parser.add_argument("--routes", action="store_true",
+                        help="serve flows/bench plus 200 generated flows (206 routes, half templated)")
     parser.add_argument("--callgrind", action="store_true",
                         help="count instructions per request under valgrind's callgrind instead of CPU time "
                              "(the same whatever the machine's load; ~50x slower: use --requests 1000 --repeats 1)")
@@ -195,6 +204,10 @@ def run() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT_BASE", "18980")))
     args = parser.parse_args()
     check_cells(args.cells)
+    if args.routes:
+        args.flows = Path(tempfile.mkdtemp(prefix="interlace-routes-")) / "flows206"
+        generate_routes(args.flows)
+        sys.argv = [a for a in sys.argv if a != "--routes"] + ["--flows", str(args.flows)]
     if args.callgrind:
         raise SystemExit(under_callgrind(args))
     backend = None if args.callgrind_inner else start_backend(bench_dir(), args.port)

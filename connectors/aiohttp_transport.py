@@ -146,27 +146,31 @@ class _HttpxRequestBody:
 
 
 class _Request(aiohttp.ClientRequest):
-    """aiohttp's request with the session's skipped automatic headers made into a header set
-    once per set instead of once per request: aiohttp's own ``update_auto_headers`` sorts the
-    names into a new ``CIMultiDict`` and copies the request's headers to test against it, for
-    every request of a session that skips any (this one skips all four).  Same headers out."""
+    """aiohttp's request with the session's skipped automatic headers worked out once per set of
+    skipped names instead of once per request: aiohttp's own ``update_auto_headers`` sorts the
+    names into a new ``CIMultiDict`` and tests every automatic header against it, for every
+    request of a session that skips any (this one skips all four, so nothing is left to add).
+    Same headers out."""
 
-    _skipped: ClassVar[dict[frozenset[str], CIMultiDict[None]]] = {}
+    # skipped names -> (them as aiohttp keeps them, the automatic headers still to add)
+    _skipped: ClassVar[dict[frozenset[str], tuple[CIMultiDict[None], tuple[tuple[str, str], ...]]]] = {}
 
     def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
         if not isinstance(skip_auto_headers, frozenset):
             super().update_auto_headers(skip_auto_headers)
             return
-        skipped = self._skipped.get(skip_auto_headers)
-        if skipped is None:
-            skipped = self._skipped[skip_auto_headers] = CIMultiDict((h, None) for h in sorted(skip_auto_headers))
-        self._skip_auto_headers = skipped
-        headers = self.headers
-        for name, value in self.DEFAULT_HEADERS.items():
-            if name not in headers and name not in skipped:
-                headers[name] = value
-        if hdrs.USER_AGENT not in headers and hdrs.USER_AGENT not in skipped:
-            headers[hdrs.USER_AGENT] = SERVER_SOFTWARE
+        known = self._skipped.get(skip_auto_headers)
+        if known is None:
+            skipped = CIMultiDict((h, None) for h in sorted(skip_auto_headers))
+            automatic = [*self.DEFAULT_HEADERS.items(), (hdrs.USER_AGENT, SERVER_SOFTWARE)]
+            known = self._skipped[skip_auto_headers] = (
+                skipped, tuple((name, value) for name, value in automatic if name not in skipped))
+        self._skip_auto_headers, adding = known
+        if adding:
+            headers = self.headers
+            for name, value in adding:
+                if name not in headers:
+                    headers[name] = value
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):

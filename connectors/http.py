@@ -463,12 +463,32 @@ class HttpConnector(Connector):
         return self._reply(answer, base)
 
     def _reply(self, answer: Exchange, target: Target) -> Reply:
-        headers = [(name, value.decode("latin-1")) for key, value in answer.raw_headers
-                   if (name := key.decode("latin-1").lower()) not in HOP_BY_HOP]
+        names = _REPLY_NAMES
+        headers = []
+        for key, value in answer.raw_headers:
+            name = names.get(key, _UNSEEN)
+            if name is _UNSEEN:
+                name = _reply_name(key)
+            if name is not None:
+                headers.append((name, value.decode("latin-1")))
         if answer.stream is None:
             return Reply(answer.status, headers, answer.body)
         chunks = _ReplyChunks(answer.stream, self.name, target.display)
         return Reply(answer.status, headers, None, chunks, closer=chunks)
+
+
+# a reply header's name as sent -> its lower-case text, None for a hop-by-hop one: backends send
+# the same few names over and over (bounded: past 4096 names each is decoded as it comes)
+_REPLY_NAMES: dict[bytes, str | None] = {}
+_UNSEEN = ""
+
+
+def _reply_name(key: bytes) -> str | None:
+    name = key.decode("latin-1").lower()
+    kept = None if name in HOP_BY_HOP else name
+    if len(_REPLY_NAMES) < 4096:
+        _REPLY_NAMES[key] = kept
+    return kept
 
 
 class HttpEndpoint(Endpoint):
