@@ -129,7 +129,7 @@ class Exchange:
     status: int
     raw_headers: tuple[tuple[bytes, bytes], ...]
     body: bytes | None
-    stream: ReplyStream | None
+    stream: httpx.AsyncByteStream | None
 
 
 class _HttpxRequestBody:

@@ -46,13 +46,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
-import aiohttp
 import httpx
 from yarl import URL
 
+from connectors._http1 import Http1Pool, Limits
 from connectors._http_request import REQUEST_OPERATION, compile_request
 from connectors._tls import load_default_authorities
-from connectors.aiohttp_transport import AiohttpTransport, Exchange, ReplyStream, client_timeout
+from connectors.aiohttp_transport import Exchange
 from connectors.base import (
     Connector,
     EndpointContext,
@@ -93,7 +93,7 @@ class _ReplyChunks:
 
     __slots__ = ("_endpoint", "_iterator", "_source", "_where")
 
-    def __init__(self, source: ReplyStream, endpoint: str, where: str) -> None:
+    def __init__(self, source: httpx.AsyncByteStream, endpoint: str, where: str) -> None:
         self._source = source
         self._iterator: AsyncIterator[bytes] | None = None
         self._endpoint = endpoint
@@ -399,21 +399,20 @@ class HttpConnector(Connector):
         self.keepalive = setting_duration(pool, "keepalive", DEFAULT_KEEPALIVE, "pool") or 0.0
         self.tls = _tls_context(config.get("tls"))
 
-        self.transport: AiohttpTransport | None = None
-        self._timeout: aiohttp.ClientTimeout | None = None
+        self.transport: Http1Pool | None = None
+        self._limits = Limits(self.connect_timeout, self.read_timeout, self.total_timeout)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
         self._opened()
 
-    def _opened(self) -> AiohttpTransport:
+    def _opened(self) -> Http1Pool:
         if self.transport is None:
             if self.tls is None and any(t.base.startswith("https:") for t in self.endpoints):
                 load_default_authorities()  # aiohttp's default context, if the server left it empty
-            self._timeout = client_timeout(self.connect_timeout, self.read_timeout, self.total_timeout)
-            self.transport = AiohttpTransport(max_connections=self.max_connections, keepalive_timeout=self.keepalive,
-                                              default_timeout=self._timeout, tls=self.tls)
+            self.transport = Http1Pool(max_connections=self.max_connections, keepalive_timeout=self.keepalive,
+                                       default_limits=self._limits, tls=self.tls)
         return self.transport
 
     async def close(self) -> None:
@@ -450,7 +449,7 @@ class HttpConnector(Connector):
             headers = request.observation.propagate(headers)  # the attempt's trace context, to the backend
         try:
             answer = await transport.exchange(request.method, base.base + request.path, headers, request.body,
-                                              self._timeout)
+                                              self._limits)
         except httpx.TransportError as exc:
             source = request.source
             if source is not None and source.error is not None:
@@ -508,11 +507,17 @@ class HttpEndpoint(Endpoint):
                       query: list[tuple[str, str]] | None = None,
                       forwarded: list[tuple[str, str]] | None = None) -> Reply:
         """Call the backend: ``path`` (and ``query``) joined to a base URL.  ``headers`` replace
-        the endpoint's of the same name; ``forwarded`` ones (copied from a caller) never do."""
+        the endpoint's of the same name whatever their case; ``forwarded`` ones (copied from a caller)
+        never do."""
+        # names in lower case, as a flow's calls give them: the precedence compares names as they are
+        if headers:
+            headers = [(k.lower(), v) for k, v in headers]
+        if forwarded:
+            forwarded = [(k.lower(), v) for k, v in forwarded]
         return await self.invoke(HttpRequest(method, path, headers, body, query, forwarded=forwarded))
 
     @property
-    def transport(self) -> AiohttpTransport | None:
+    def transport(self) -> Http1Pool | None:
         return self.connector.transport
 
 
