@@ -16,6 +16,9 @@ Clients:
   httpx            httpx.AsyncClient on its own pool (httpcore), 100 connections
   httpx-aiohttp    httpx.AsyncClient on connectors.aiohttp_transport.AiohttpTransport
   transport        httpx.Request straight into AiohttpTransport.handle_async_request
+  exchange-aiohttp connectors.aiohttp_transport.AiohttpTransport.exchange (the http endpoint's pool until
+                   the fourth session)
+  exchange-http1   connectors._http1.Http1Pool.exchange (the http endpoint's pool since: httptools' parser)
   endpoint         connectors.http.HttpEndpoint.request (what a flow's call step uses)
   aiohttp          aiohttp.ClientSession alone, 100 connections: the floor
 """
@@ -38,7 +41,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO_BACKEND = Path(os.environ.get("BENCH_DIR", "/work/shared/bench")) / "lib" / "echo_backend.js"
-CLIENTS = ("httpx", "httpx-aiohttp", "transport", "endpoint", "aiohttp")
+CLIENTS = ("httpx", "httpx-aiohttp", "transport", "exchange-aiohttp", "exchange-http1", "endpoint", "aiohttp")
 SIZES = {"1k": 1024, "10k": 10 * 1024, "100k": 100 * 1024}
 POOL = 100
 
@@ -88,6 +91,19 @@ async def make_client(kind: str, url: str, body: bytes) -> tuple[Send, Callable[
             check(reply.status_code, await reply.aread())
 
         return send_transport, raw.aclose
+
+    if kind in ("exchange-aiohttp", "exchange-http1"):
+        from connectors._http1 import Http1Pool
+        from connectors.aiohttp_transport import AiohttpTransport
+
+        pool = AiohttpTransport(max_connections=POOL) if kind == "exchange-aiohttp" else Http1Pool(max_connections=POOL)
+        target = url + "/echo"
+
+        async def send_exchange() -> None:
+            answer = await pool.exchange("POST", target, headers, body)
+            check(answer.status, answer.body or b"")
+
+        return send_exchange, pool.aclose
 
     if kind == "endpoint":
         from connectors.http import HttpEndpoint

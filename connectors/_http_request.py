@@ -16,6 +16,7 @@ from engine.errors import BackendStatusError, FlowError
 from engine.expressions import Template, to_text
 
 if TYPE_CHECKING:
+    from connectors.http import HttpRequest
     from engine.compiler import CompileContext
     from engine.message import Message
 
@@ -73,6 +74,28 @@ REQUEST_OPERATION = Operation(
 
 
 def compile_request(endpoint_name: str, config: dict[str, Any], ctx: CompileContext, invoke: Invoke) -> Invocation:
+    """The step's request, sent through ``invoke`` (the endpoint's retries, failover, breakers)."""
+    render, accept = compile_render(config, ctx)
+
+    async def run(msg: Message) -> Reply:
+        reply = await invoke(render(msg))
+        if accept is not None and not accept(reply.status or 0):
+            await reply.aclose()
+            raise status_error(endpoint_name, reply.status)
+        return reply
+
+    return run
+
+
+def status_error(endpoint_name: str, status: int | None) -> BackendStatusError:
+    """A reply whose status the step does not take (expect_status)."""
+    return BackendStatusError(f"endpoint {endpoint_name!r} answered {status}", extra={"backend_status": status})
+
+
+def compile_render(config: dict[str, Any], ctx: CompileContext
+                   ) -> tuple[Callable[[Message], HttpRequest], Callable[[int], bool] | None]:
+    """At load: (what makes a message's request, what says whether a reply's status is success;
+    None when every status is)."""
     from connectors.http import HttpRequest, checked_path
     from engine.compiler import StepConfigError
     from engine.steps.basic import XmlTemplate
@@ -137,7 +160,7 @@ def compile_request(endpoint_name: str, config: dict[str, Any], ctx: CompileCont
             own.append(("x-request-id", msg.correlation_id))
         return own, forwarded
 
-    async def run(msg: Message) -> Reply:
+    def render(msg: Message) -> HttpRequest:
         verb = to_text(method.render(msg)).upper() if method is not None else msg.method
         headers, forwarded = outbound_headers(msg)
         body: Any
@@ -159,17 +182,10 @@ def compile_request(endpoint_name: str, config: dict[str, Any], ctx: CompileCont
                 forwarded = [(k, v) for k, v in forwarded if k != "content-type"]
         rendered_query = [(k, to_text(v.render(msg))) for k, v in query] or None
         if literal_path is not None:
-            request = HttpRequest(verb, literal_path, headers, body, rendered_query, forwarded=forwarded, checked=True)
-        else:
-            request = HttpRequest(verb, path.render(msg), headers, body, rendered_query, forwarded=forwarded)
-        reply = await invoke(request)
-        if accept is not None and not accept(reply.status or 0):
-            await reply.aclose()
-            raise BackendStatusError(f"endpoint {endpoint_name!r} answered {reply.status}",
-                                     extra={"backend_status": reply.status})
-        return reply
+            return HttpRequest(verb, literal_path, headers, body, rendered_query, forwarded=forwarded, checked=True)
+        return HttpRequest(verb, path.render(msg), headers, body, rendered_query, forwarded=forwarded)
 
-    return run
+    return render, accept
 
 
 def _is_2xx(status: int) -> bool:

@@ -30,9 +30,11 @@ attempt on one URL:
   body's own source fails (the caller went away, the body was over its limit), that error is
   raised, not a backend error.
 
-The pool is ``connectors.aiohttp_transport.AiohttpTransport``, the httpx transport on
-aiohttp's connection pool; the connector calls its lean ``exchange()`` path, which builds no
-httpx objects per request (``benchmarks/http_client.py`` measures what that saves).
+The pool is ``connectors._http1.Http1Pool``, an HTTP/1.1 client on httptools' response parser
+with the ``exchange()`` of ``connectors.aiohttp_transport.AiohttpTransport`` (which the engine
+still uses where the httpx API is wanted): a fifth of aiohttp's CPU per call
+(``benchmarks/http_client.py``).  A call of a plain endpoint (one URL, no retry, breaker or
+deadline) is compiled into one coroutine (``connectors/_http_call.py``).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ import httpx
 from yarl import URL
 
 from connectors._http1 import Http1Pool, Limits
-from connectors._http_request import REQUEST_OPERATION, compile_request
+from connectors._http_request import REQUEST_OPERATION, compile_render, compile_request
 from connectors._tls import load_default_authorities
 from connectors.aiohttp_transport import Exchange
 from connectors.base import (
@@ -451,15 +453,22 @@ class HttpConnector(Connector):
             answer = await transport.exchange(request.method, base.base + request.path, headers, request.body,
                                               self._limits)
         except httpx.TransportError as exc:
+            error = self.failure(exc, base, request)
             source = request.source
-            if source is not None and source.error is not None:
-                raise source.error from None
-            where = f"{base.display}: {exc}"
-            if isinstance(exc, httpx.TimeoutException):
-                raise BackendTimeout(f"endpoint {self.name!r} timed out", internal=where,
-                                     reached=not isinstance(exc, httpx.ConnectTimeout)) from exc
-            raise BackendUnreachable(f"endpoint {self.name!r} is unreachable", internal=where) from exc
+            raise error from (None if source is not None and error is source.error else exc)
         return self._reply(answer, base)
+
+    def failure(self, exc: httpx.TransportError, base: Target, request: HttpRequest) -> BaseException:
+        """What a failed exchange is raised as: the request body's own failure as itself, else
+        BackendTimeout or BackendUnreachable naming the endpoint (the address only internal)."""
+        source = request.source
+        if source is not None and source.error is not None:
+            return source.error
+        where = f"{base.display}: {exc}"
+        if isinstance(exc, httpx.TimeoutException):
+            return BackendTimeout(f"endpoint {self.name!r} timed out", internal=where,
+                                  reached=not isinstance(exc, httpx.ConnectTimeout))
+        return BackendUnreachable(f"endpoint {self.name!r} is unreachable", internal=where)
 
     def _reply(self, answer: Exchange, target: Target) -> Reply:
         names = _REPLY_NAMES
@@ -501,6 +510,21 @@ class HttpEndpoint(Endpoint):
 
     def __init__(self, name: str, config: dict[str, Any], context: EndpointContext | None = None) -> None:
         super().__init__(name, HttpConnector(name, config, context), config, "http")
+
+    def prepare(self, operation: str, config: dict[str, Any], ctx: CompileContext) -> Invocation:
+        """One step's request; on a plain endpoint (one URL, no retry, breaker or deadline) a
+        call compiled into one coroutine (connectors/_http_call.py)."""
+        if not self.plain():
+            return super().prepare(operation, config, ctx)
+        from connectors._http_call import FoldedCall
+
+        render, accept = compile_render(config, ctx)
+        return FoldedCall(self, render, accept)
+
+    def plain(self) -> bool:
+        """Whether a call is one attempt on the one URL, with nothing to retry, break or bound."""
+        return (len(self.breakers) == 1 and self.retry.attempts == 1 and self.deadline is None
+                and self.breakers[0].threshold <= 0)
 
     async def request(self, method: str, path: str, *, headers: list[tuple[str, str]] | None = None,
                       body: bytes | AsyncIterable[bytes] | None = None,

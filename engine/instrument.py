@@ -46,6 +46,11 @@ def observe_step(run: StepFn, *, kind: str, step_id: str, flow: str, endpoints: 
         ok.observe(clock() - started)
 
     if not tracing.ENABLED:
+        # a step that can time itself in its own coroutine (a folded call, connectors/_http_call.py)
+        self_timed = getattr(run, "timed", None)
+        if self_timed is not None:
+            timed_itself: StepFn = self_timed(ok, failed)
+            return timed_itself
         return timed
 
     # the attributes every span of this step shares: made once, here (the export process encodes
