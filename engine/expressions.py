@@ -456,6 +456,17 @@ def _compile_node(node: dict[str, Any], at_root: bool, usage: _Usage) -> Getter:
                 return {key: getter(value) for key, getter in parts}
             return [getter(value) for _, getter in parts]
         return select
+    if kind == "projection" and children[1]["type"] == "field":
+        base = _compile_node(children[0], at_root, usage)
+        name = children[1]["value"]
+
+        def project_field(value: Any) -> Any:  # payload[*].qty: one field of each element, inline
+            items = base(value)
+            if not isinstance(items, list):
+                return None
+            return [current for item in items
+                    if (current := item.get(name) if type(item) is dict else _query_field(item, name)) is not None]
+        return project_field
     if kind == "projection":
         base = _compile_node(children[0], at_root, usage)
         each = _query_node(children[1])  # applied to the elements, never to the root
@@ -474,11 +485,70 @@ def _compile_node(node: dict[str, Any], at_root: bool, usage: _Usage) -> Getter:
     if kind == "function_expression" and all(c["type"] != "expref" for c in children):
         arguments = tuple(_compile_node(c, at_root, usage) for c in children)
         call, name = _INTERPRETER._functions.call_function, node["value"]
+        if len(arguments) == 1 and name in _PLAIN_FUNCTIONS:
+            return _plain_function(name, arguments[0], call)
         # the arguments compiled; the function itself, with its type checks and errors, is jmespath's
         return lambda value: call(name, [argument(value) for argument in arguments])
     # anything else: JMESPath's interpreter over this subtree, with the context as a mapping
     _scan_usage(node, at_root, usage)
     return lambda value: _INTERPRETER.visit(node, value)
+
+
+# --- functions on their plainest arguments ------------------------------------------------------
+#
+# length, sum, avg, max and min over values whose types jmespath's signature check accepts for
+# certain (a list of int/float, a list of str, a str/list/dict to measure) answer with the
+# builtin jmespath's function itself calls, skipping the check's per-element type-name lookups;
+# anything else (other types, bool, None, a subclass) goes to jmespath's function as before, with
+# its type check and its error.
+
+_NUMBERS = frozenset({int, float})
+_SIZED = frozenset({str, list, dict})
+_PLAIN_FUNCTIONS = ("length", "sum", "avg", "max", "min")
+
+
+def _numbers(arg: Any) -> bool:
+    return type(arg) is list and all(map(_NUMBERS.__contains__, map(type, arg)))
+
+
+def _strings(arg: Any) -> bool:
+    return type(arg) is list and all(type(item) is str for item in arg)
+
+
+def _plain_function(name: str, argument: Getter, call: Callable[[str, list[Any]], Any]) -> Getter:
+    if name == "length":
+        def length(value: Any) -> Any:
+            arg = argument(value)
+            return len(arg) if type(arg) in _SIZED else call(name, [arg])
+        return length
+    if name == "sum":
+        def sum_(value: Any) -> Any:
+            arg = argument(value)
+            return sum(arg) if _numbers(arg) else call(name, [arg])
+        return sum_
+    if name == "avg":
+        def avg(value: Any) -> Any:
+            arg = argument(value)
+            if _numbers(arg):
+                return sum(arg) / len(arg) if arg else None
+            return call(name, [arg])
+        return avg
+    pick = max if name == "max" else min
+
+    def extreme(value: Any) -> Any:
+        arg = argument(value)
+        if _numbers(arg) or _strings(arg):
+            return pick(arg) if arg else None
+        return call(name, [arg])
+    return extreme
+
+
+def _query_field(value: Any, name: str) -> Any:
+    """A field of a value that is not a plain dict, as _query_node's field_ reads it."""
+    try:
+        return value.get(name)
+    except AttributeError:
+        return None
 
 
 def _safe_index(value: Any, index: int) -> Any:
@@ -690,7 +760,8 @@ def _copy_tree(node: Any) -> Any:
 class Expr:
     """One compiled ``${...}`` expression."""
 
-    __slots__ = ("_getter", "direct", "env", "env_refs", "secret_refs", "secrets", "source", "uses_payload")
+    __slots__ = ("_getter", "direct", "env", "env_refs", "fields", "secret_refs", "secrets", "source",
+                 "uses_payload")
 
     def __init__(self, source: str, namespaces: Mapping[str, str] | None = None,
                  env: Mapping[str, str] | None = None, secrets: Mapping[str, str] | None = None) -> None:
@@ -720,6 +791,8 @@ class Expr:
         self.secret_refs = frozenset(usage.secret_refs)
         # a path of fields from a message root, read without a Context (it cannot raise)
         self.direct: Callable[[Message], Any] | None = _direct_getter(parsed)
+        # that path, root first (payload, id), for templates that read it inline (engine/template_code.py)
+        self.fields: tuple[str, ...] | None = tuple(_field_path(parsed) or ()) if self.direct is not None else None
 
     def evaluate(self, msg: Message) -> Any:
         if self.direct is not None:
@@ -825,7 +898,7 @@ class Template:
     def __init__(self, value: Any, options: CompileOptions | None = None) -> None:
         self.expressions: list[Expr] = []
         opts = options or CompileOptions()
-        self._render = self._compile(value, opts)
+        self._render = self._generated(value, opts) if _holds_expressions(value) else self._compile(value, opts)
         self.is_constant = not self.expressions
         self.constant = self._render(None) if self.is_constant else None  # type: ignore[arg-type]
 
@@ -836,10 +909,37 @@ class Template:
     def render(self, msg: Message) -> Any:
         return self.constant if self.is_constant else self._render(msg)
 
+    @property
+    def renderer(self) -> Callable[[Message], Any]:
+        """``render`` as one function, for a caller that renders per item (no method in between)."""
+        if self.is_constant:
+            constant = self.constant
+            return lambda msg: constant
+        return self._render
+
     def _expr(self, source: str, opts: CompileOptions) -> Expr:
         expr = Expr(source, opts.namespaces, opts.env, opts.secrets)
         self.expressions.append(expr)
         return expr
+
+    def _generated(self, value: Any, opts: CompileOptions) -> Callable[[Message], Any]:
+        """The template as one generated function (engine/template_code.py); the closures below
+        for a structure nested too deep for it."""
+        from engine import template_code
+
+        def expression(source: str, offset: int | None) -> Expr:
+            if offset is None:  # the whole string
+                return self._expr(source, opts)
+            try:
+                return self._expr(source, opts)
+            except ExpressionSyntaxError as exc:
+                raise ExpressionSyntaxError(str(exc), offset + exc.offset) from exc
+
+        try:
+            return template_code.Generator(expression, _text_parts, to_text).function(value)
+        except template_code.TooDeep:
+            self.expressions.clear()
+            return self._compile(value, opts)
 
     def _compile(self, value: Any, opts: CompileOptions) -> Callable[[Message], Any]:
         if isinstance(value, str):
@@ -881,6 +981,41 @@ class Template:
         def render(msg: Message) -> str:
             return "".join(p if isinstance(p, str) else to_text(p.evaluate(msg)) for p in pieces)
         return render
+
+
+def _holds_expressions(value: Any) -> bool:
+    """Whether a template value has a ``${...}`` anywhere (in a string or a mapping's key)."""
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if _holds_expressions(key) or _holds_expressions(item):
+                return True
+    elif isinstance(value, list):
+        for item in value:
+            if _holds_expressions(item):
+                return True
+    return False
+
+
+def _text_parts(text: str) -> list[Any]:
+    """A template string in order: literal texts (``$${`` unescaped) and (source, offset) for each
+    ``${...}``; offset is None when the expression is the whole string (its value keeps its type)."""
+    spans = find_expressions(text)
+    if not spans:
+        return [text.replace("$${", "${")]
+    if len(spans) == 1 and spans[0][0] == 0 and spans[0][1] == len(text):
+        return [(spans[0][2], None)]
+    parts: list[Any] = []
+    cursor = 0
+    for start, end, source in spans:
+        if start > cursor:
+            parts.append(text[cursor:start].replace("$${", "${"))
+        parts.append((source, start + 2))
+        cursor = end
+    if cursor < len(text):
+        parts.append(text[cursor:].replace("$${", "${"))
+    return parts
 
 
 def compile_condition(text: Any, options: CompileOptions | None = None) -> Expr:

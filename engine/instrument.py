@@ -46,7 +46,8 @@ def observe_step(run: StepFn, *, kind: str, step_id: str, flow: str, endpoints: 
         ok.observe(clock() - started)
 
     if not tracing.ENABLED:
-        # a step that can time itself in its own coroutine (a folded call, connectors/_http_call.py)
+        # a step that can time itself in its own coroutine (a folded call, connectors/_http_call.py),
+        # or a shaper, which stays one (a foreach's value-only path times it per item)
         self_timed = getattr(run, "timed", None)
         if self_timed is not None:
             timed_itself: StepFn = self_timed(ok, failed)

@@ -1,41 +1,75 @@
-"""Steps that only shape the payload: what a foreach can run on plain values.
+"""Steps that only shape the message: what a foreach can run on plain values.
 
-A step kind whose compiled step computes a new payload from the message and does nothing else
-(no await, no call, no header, variable, status or attribute written: ``payload`` with a JSON,
-XML or text body) returns a ``PayloadShaper``.  A foreach whose item steps are all shapers runs
+A step kind whose compiled step is synchronous and touches nothing but the message's payload,
+variables, headers and status (``payload``, ``transform``, ``set``, ``remove``) returns a
+``Shaper`` saying which of those it writes.  A foreach whose item steps are all shapers runs
 them for every item on one scratch message, which takes each item in turn, instead of making a
-message per item (engine/steps/foreach.py).  Wrapped steps (a test's mocks, a debugger) are not
-shapers, so they take the general path and see a message per item as before.
+message per item (engine/steps/foreach.py); what a step wrote for one item is reset before the
+next, so each item sees what it would see on a message of its own.  Wrapped steps (a test's
+mocks, a debugger) are not shapers, so they take the general path and see a message per item.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from engine.compiler import Steps
 from engine.message import Message
+
+if TYPE_CHECKING:
+    from engine.compiler import Steps
+    from engine.metrics import Tally
 
 Shape = Callable[[Message], None]
 
+PAYLOAD, VARS, HEADERS, STATUS = "payload", "vars", "headers", "status"
 
-class PayloadShaper:
-    """A compiled step that sets the message's payload from what it reads, synchronously."""
 
-    __slots__ = ("apply",)
+class Shaper:
+    """A compiled step that only rewrites parts of the message (``writes``), synchronously.
 
-    def __init__(self, apply: Shape) -> None:
+    ``value``, when given, is the new payload alone: ``apply(msg)`` is ``msg.set_payload(value(msg),
+    ...)``, so a foreach can take ``value(msg)`` as an item's result without setting it."""
+
+    __slots__ = ("apply", "value", "writes")
+
+    def __init__(self, apply: Shape, writes: frozenset[str] = frozenset({PAYLOAD}),
+                 value: Callable[[Message], Any] | None = None) -> None:
         self.apply = apply
+        self.writes = writes
+        self.value = value
 
     async def __call__(self, msg: Message) -> None:
         self.apply(msg)
 
+    def timed(self, ok: Tally, failed: Tally) -> Shaper:
+        """This shaper with each run's duration tallied, as engine/instrument.py times a step
+        (its value-only form is dropped: the foreach applies it, so each item is timed)."""
+        apply, clock, ok_observe, failed_observe = self.apply, time.perf_counter, ok.observe, failed.observe
 
-def shapers_of(steps: Steps) -> tuple[tuple[str, Shape], ...] | None:
-    """(step id, apply) for each step when every one is a shaper (and none reads a streaming
-    body of its own), else None."""
-    found: list[tuple[str, Shape]] = []
+        def timed_apply(msg: Message) -> None:
+            started = clock()
+            try:
+                apply(msg)
+            except BaseException:
+                failed_observe(clock() - started)
+                raise
+            ok_observe(clock() - started)
+        return Shaper(timed_apply, self.writes)
+
+
+def shapers_of(steps: Steps) -> tuple[Shaper, ...] | None:
+    """The steps' shapers when every one is a shaper, else None."""
+    found: list[Shaper] = []
+    if not steps.items:
+        return None
     for step in steps.items:
-        if not isinstance(step.run, PayloadShaper):
+        if not isinstance(step.run, Shaper):
             return None
-        found.append((step.id, step.run.apply))
+        found.append(step.run)
     return tuple(found)
+
+
+def step_ids(steps: Steps) -> tuple[str, ...]:
+    return tuple(step.id for step in steps.items)

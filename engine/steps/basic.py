@@ -20,7 +20,7 @@ from engine.errors import ExpressionError, PayloadShapeError, UnencodableValue, 
 from engine.expressions import Template, to_text
 from engine.message import JSON, TEXT, XML, Message
 from engine.registry import StepFn, status_field, step_kind
-from engine.steps._shapers import PayloadShaper
+from engine.steps._shapers import HEADERS, PAYLOAD, STATUS, VARS, Shaper
 
 log = logging.getLogger("interlace.flow")
 
@@ -198,11 +198,17 @@ def compile_set(config: Any, ctx: CompileContext) -> StepFn:
             msg.status = _status(status.render(msg))
         actions.append(set_status)
 
-    async def run(msg: Message) -> None:
+    writes = frozenset(part for part, keys in ((VARS, ("var", "vars")), (HEADERS, ("header", "headers")),
+                                               (PAYLOAD, ("path",)), (STATUS, ("status",)))
+                       if any(k in config for k in keys))
+    if len(actions) == 1:
+        return Shaper(actions[0], writes)  # a foreach may run it on plain items
+
+    def apply(msg: Message) -> None:
         for action in actions:
             action(msg)
 
-    return run
+    return Shaper(apply, writes)
 
 
 def _status(value: Any) -> int:
@@ -252,7 +258,7 @@ def compile_remove(config: Any, ctx: CompileContext) -> StepFn:
     if paths:
         ctx.needs_body()
 
-    async def run(msg: Message) -> None:
+    def apply(msg: Message) -> None:
         for name in var_names:
             msg.vars.pop(name, None)
         for name in header_names:
@@ -271,7 +277,9 @@ def compile_remove(config: Any, ctx: CompileContext) -> StepFn:
                                             internal=repr(exc)) from None
             msg.set_payload(document, JSON, msg.content_type)
 
-    return run
+    writes = frozenset(part for part, names in ((VARS, var_names), (HEADERS, header_names), (PAYLOAD, paths))
+                       if names)
+    return Shaper(apply, writes)  # a foreach may run it on plain items
 
 
 # --- payload ----------------------------------------------------------------------------------
@@ -344,20 +352,27 @@ def _route_to(root: etree._Element, element: etree._Element) -> list[int]:
 
 def compile_body(config: Any, ctx: CompileContext) -> Callable[[Message], None] | None:
     """The json/xml/text body of a payload or respond step, as a setter; None if none given."""
+    found = compile_body_value(config, ctx)
+    if found is None:
+        return None
+    value, kind = found
+    content_type = config.get("content_type")
+    return lambda msg: msg.set_payload(value(msg), kind, content_type)
+
+
+def compile_body_value(config: Any, ctx: CompileContext) -> tuple[Callable[[Message], Any], str] | None:
+    """The json/xml/text body as (the new payload from a message, its kind); None if none given."""
     kinds = [k for k in ("json", "xml", "text") if k in config]
     if len(kinds) > 1:
         raise StepConfigError(f"give one body: json, xml or text, not {' and '.join(kinds)}")
     if not kinds:
         return None
-    content_type = config.get("content_type")
     if "json" in config:
-        template = ctx.template(config["json"], "json")
-        return lambda msg: msg.set_payload(template.render(msg), JSON, content_type)
+        return ctx.template(config["json"], "json").renderer, JSON
     if "xml" in config:
-        xml = XmlTemplate(str(config["xml"]), ctx, "xml")
-        return lambda msg: msg.set_payload(xml.render(msg), XML, content_type)
-    text = ctx.template(str(config["text"]), "text")
-    return lambda msg: msg.set_payload(to_text(text.render(msg)), TEXT, content_type)
+        return XmlTemplate(str(config["xml"]), ctx, "xml").render, XML
+    text = ctx.template(str(config["text"]), "text").renderer
+    return (lambda msg: to_text(text(msg))), TEXT
 
 
 @step_kind(
@@ -369,7 +384,12 @@ def compile_body(config: Any, ctx: CompileContext) -> Callable[[Message], None] 
               {"xml": "<getOrder><id>${path.id}</id></getOrder>"}],
 )
 def compile_payload(config: Any, ctx: CompileContext) -> StepFn:
-    setter = compile_body(config, ctx)
-    if setter is None:
+    found = compile_body_value(config, ctx)
+    if found is None:
         raise StepConfigError("payload needs a body: json, xml or text")
-    return PayloadShaper(setter)  # it only sets the payload: a foreach may run it on plain items
+    value, kind = found
+    content_type = config.get("content_type")
+
+    def apply(msg: Message) -> None:
+        msg.set_payload(value(msg), kind, content_type)
+    return Shaper(apply, value=value)  # it only sets the payload: a foreach may run it on plain items

@@ -24,7 +24,7 @@ from engine.message import JSON, XML, Message
 from engine.registry import STEPS_REF, StepFn, step_kind
 from engine.steps._fork import duration_field, fork, result_of, seconds
 from engine.steps._items import ijson_prefix, json_items, xml_items
-from engine.steps._shapers import Shape, shapers_of
+from engine.steps._shapers import HEADERS, STATUS, VARS, Shaper, shapers_of, step_ids
 from engine.steps.basic import compile_jsonpath, json_payload
 
 AGGREGATES = ("array", "xml", "none")
@@ -128,12 +128,13 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
     # items from an expression, one at a time, through steps that only shape values: no message per item
     shapers = shapers_of(plan.steps) if plan.concurrency == 1 and plan.timeout is None else None
     listed = ctx.template(config["items"], "items") if shapers is not None and "items" in config else None
+    ids = step_ids(plan.steps)
 
     async def run(msg: Message) -> None:
         if into is not None and not msg.is_streaming:
             json_payload(msg, "foreach into a JSONPath")
         if listed is not None and shapers is not None and msg.trace is None:
-            results, failures, stats = _shape_items(msg, _listed_items(listed.render(msg)), plan, shapers)
+            results, failures, stats = _shape_items(msg, _listed_items(listed.render(msg)), plan, shapers, ids)
         else:
             results, failures, stats = await _run_items(msg, source(msg), plan)
         if errors_var is not None:
@@ -223,28 +224,50 @@ def _listed_items(value: Any) -> Iterable[Any]:
     return value
 
 
-def _shape_items(msg: Message, items: Iterable[Any], plan: _Plan,
-                 shapers: tuple[tuple[str, Shape], ...]) -> tuple[list[Any], list[Any], dict[str, Any]]:
-    """What _run_items gives for steps that only shape the payload, run on one scratch message that
-    takes each item in turn: the steps write nothing else, so what one item sees is what it would
-    see on a message of its own."""
+def _shape_items(msg: Message, items: Iterable[Any], plan: _Plan, shapers: tuple[Shaper, ...],
+                 ids: tuple[str, ...]) -> tuple[list[Any], list[Any], dict[str, Any]]:
+    """What _run_items gives for steps that only shape the message, run on one scratch message
+    that takes each item in turn.  What the steps write (the payload always; variables, headers,
+    status for set and remove) is put back as the fork made it before each item, so what one
+    item sees is what it would see on a message of its own."""
     scratch = fork(msg)
     index_var, keep, count, collect = plan.index_var, plan.keep_results, plan.count, plan.on_error != "fail"
+    writes = frozenset().union(*(shaper.writes for shaper in shapers))
+    base_vars = scratch.vars if VARS in writes else None
+    base_headers = (scratch.headers, scratch.headers_explicit) if HEADERS in writes else None
+    base_status = scratch.status
+    reset_status = STATUS in writes
+    first = tuple(zip(ids[:-1], (shaper.apply for shaper in shapers[:-1]), strict=True))
+    last_id, last = ids[-1], shapers[-1]
+    last_apply, last_value = last.apply, last.value  # value: the last step's payload, not set on scratch
     results: list[Any] = []
     failures: list[dict[str, Any]] = []
     succeeded = seen = 0
     cut_by_count = False
+    variables = scratch.vars
     for index, item in enumerate(items):
         if count is not None and succeeded >= count:
             cut_by_count = True
             break
         seen += 1
+        if base_vars is not None:
+            variables = scratch.vars = dict(base_vars)
+        if base_headers is not None:
+            scratch.headers, scratch.headers_explicit = dict(base_headers[0]), set(base_headers[1])
+        if reset_status:
+            scratch.status = base_status
         scratch.set_payload(item, XML if isinstance(item, etree._Element) else JSON)
-        scratch.vars[index_var] = index
-        step_id = ""
+        variables[index_var] = index
+        step_id = last_id
         try:
-            for step_id, apply in shapers:  # noqa: B007 (the except reads which step raised)
+            for step_id, apply in first:  # noqa: B007 (the except reads which step raised)
                 apply(scratch)
+            step_id = last_id
+            if last_value is not None:
+                result = last_value(scratch)
+            else:
+                last_apply(scratch)
+                result = scratch.payload
         except Exception as exc:
             if not hasattr(exc, "step_id"):
                 exc.step_id = step_id  # type: ignore[attr-defined]
@@ -255,7 +278,7 @@ def _shape_items(msg: Message, items: Iterable[Any], plan: _Plan,
             continue
         succeeded += 1
         if keep:
-            results.append(scratch.payload)
+            results.append(result)
     stats = {"items": seen, "succeeded": succeeded, "failed": len(failures), "complete": not cut_by_count}
     return results, failures, stats
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from jmespath import exceptions as jp_exceptions
@@ -12,6 +13,7 @@ from engine.errors import ExpressionError, MalformedBody, UnsupportedMediaType
 from engine.expressions import compile_query, to_text
 from engine.message import JSON, XML, Message
 from engine.registry import StepFn, step_kind
+from engine.steps._shapers import Shaper
 from engine.xslt import XsltCompileError, compile_xslt
 
 MODES = ("xslt", "jmespath", "json_to_xml", "xml_to_json")
@@ -83,21 +85,27 @@ def compile_transform(config: Any, ctx: CompileContext) -> StepFn:
             raise StepConfigError("prefix goes with namespace (the URI it stands for)", ("json_to_xml", "prefix"))
         namespaces = dict(ctx.namespaces)
 
-        async def to_xml(msg: Message) -> None:
+        def to_xml(msg: Message) -> Any:
             document = _require(msg, JSON, "json_to_xml")
-            msg.set_payload(json_to_xml(document, root=root, item=item, namespace=namespace, prefix=prefix,
-                                        namespaces=namespaces), XML, content_type)
-        return to_xml
+            return json_to_xml(document, root=root, item=item, namespace=namespace, prefix=prefix,
+                               namespaces=namespaces)
+        return _shaper(to_xml, XML, content_type)
     options = config["xml_to_json"] or {}
     arrays = frozenset(options.get("arrays", []))
     strip = bool(options.get("strip_namespaces", False))
     infer = bool(options.get("infer_types", False))
 
-    async def to_json(msg: Message) -> None:
+    def to_json(msg: Message) -> Any:
         element = _require(msg, XML, "xml_to_json")
-        msg.set_payload(xml_to_json(element, arrays=arrays, strip_namespaces=strip, infer_types=infer), JSON,
-                        content_type)
-    return to_json
+        return xml_to_json(element, arrays=arrays, strip_namespaces=strip, infer_types=infer)
+    return _shaper(to_json, JSON, content_type)
+
+
+def _shaper(value: Callable[[Message], Any], kind: str, content_type: str | None) -> Shaper:
+    """A transform only sets the payload: a foreach may run it on plain items."""
+    def apply(msg: Message) -> None:
+        msg.set_payload(value(msg), kind, content_type)
+    return Shaper(apply, value=value)
 
 
 def _require(msg: Message, kind: str, what: str) -> Any:
@@ -119,12 +127,12 @@ def _xslt(config: Any, ctx: CompileContext, content_type: str | None) -> StepFn:
                               "xslt") from exc
     params = [(str(k), ctx.template(v, ("params", k))) for k, v in (config.get("params") or {}).items()]
 
-    async def run(msg: Message) -> None:
+    def transformed(msg: Message) -> Any:
         element = _require(msg, XML, "xslt")
         values = {name: to_text(value.render(msg)) for name, value in params} if params else None
-        msg.set_payload(stylesheet.apply(element, values), XML, content_type)
+        return stylesheet.apply(element, values)
 
-    return run
+    return _shaper(transformed, XML, content_type)
 
 
 def _jmespath(source: str, ctx: CompileContext, content_type: str | None) -> StepFn:
@@ -133,12 +141,11 @@ def _jmespath(source: str, ctx: CompileContext, content_type: str | None) -> Ste
     except jp_exceptions.JMESPathError as exc:
         raise StepConfigError(f"invalid JMESPath: {exc}", "jmespath") from exc
 
-    async def run(msg: Message) -> None:
+    def reshaped(msg: Message) -> Any:
         document = _require(msg, JSON, "jmespath")
         try:
-            result = query(document)
+            return query(document)
         except jp_exceptions.JMESPathError as exc:
             raise ExpressionError(f"jmespath transform failed: {exc}") from exc
-        msg.set_payload(result, JSON, content_type)
 
-    return run
+    return _shaper(reshaped, JSON, content_type)

@@ -269,3 +269,75 @@ async def test_items_shaped_by_payload_steps_answer_as_on_a_message_each(tmp_pat
             assert {k: v for k, v in one.json().items() if k not in ignored} == \
                 {k: v for k, v in general.json().items() if k not in ignored}, case
             assert one.status_code == (500 if case == "fail" else 200), case
+
+
+async def test_set_remove_and_transform_items_see_only_their_own_writes_on_either_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # set, remove and transform are shapers too: on the value-only path (concurrency 1) what one
+    # item's steps wrote (variables, headers, status, the payload) is put back before the next,
+    # as the general path's message per item (concurrency 2) starts clean
+    def flow(name: str, concurrency: int, extra: str) -> str:
+        return f"""
+      {name}:
+        source: {{http: {{method: POST, path: /{name}}}}}
+        steps:
+          - set: {{vars: {{tenant: acme, mark: parent}}}}
+          - foreach:
+              items: ${{payload.items}}
+              concurrency: {concurrency}
+              stats: stats
+              steps:
+                - payload: {{json: {{id: "${{payload.id}}", qty: "${{payload.qty}}", before: "${{vars.mark}}",
+                                   hdr: "${{headers.\\"x-mark\\"}}", st: "${{status}}", at: "${{vars.index}}",
+                                   n: "${{length(payload.id)}}"}}}}
+                - set: {{var: mark, value: "${{payload.id}}"}}
+                - set: {{headers: {{X-Mark: "${{payload.id}}"}}, status: 201}}
+                - set: {{path: $.added, value: "${{vars.mark}}"}}
+                - remove: {{var: tenant, header: x-unknown}}
+                - set: {{var: gone, value: "${{vars.tenant || 'removed'}}"}}
+                - transform: {{jmespath: "{{id: id, before: before, hdr: hdr, st: st, at: at, added: added,
+                                           double: qty}}"}}
+                - set: {{path: $.gone, value: "${{vars.gone}}"}}
+{extra}
+          - payload: {{json: {{result: "${{payload}}", stats: "${{vars.stats}}", tenant: "${{vars.tenant}}",
+                             mark: "${{vars.mark}}", errors: "${{vars.failed}}", status: "${{status}}"}}}}
+"""
+    cases = {"plain": "", "collect": "              on_item_error: collect\n              errors: failed",
+             "reduce": "              reduce: \"{n: length(payload), qty: sum(payload[*].double)}\""}
+    flows = "flows:\n" + "".join(flow(f"{case}{c}", c, extra) for case, extra in cases.items() for c in (1, 2))
+    write_flows(tmp_path, flows)
+    from engine.steps import foreach as foreach_step
+
+    value_only = foreach_step._shape_items
+    shaped: list[int] = []  # the requests that took the value-only path
+    monkeypatch.setattr(foreach_step, "_shape_items", lambda *args: shaped.append(1) or value_only(*args))
+    good = {"items": [{"id": "a", "qty": 1}, {"id": "b", "qty": 2.5}, {"id": "c", "qty": 3}]}
+    bad = {"items": [{"id": "a", "qty": 1}, {"id": 5}, {"id": "c", "qty": 3}]}  # length() of a number fails
+    async with facade_client(tmp_path) as client:
+        answers = {}
+        for case in cases:
+            body = bad if case == "collect" else good
+            one, general = [await client.post(f"/{case}{c}", json=body) for c in (1, 2)]
+            assert one.status_code == general.status_code == 200, (case, one.text, general.text)
+            assert one.json() == general.json(), case
+            answers[case] = one.json()
+    assert len(shaped) == len(cases)  # concurrency 1 took it each time, concurrency 2 never
+    from engine import metrics
+
+    metrics.push()
+
+    def transforms_timed(flow: str) -> float:
+        return sum(sample.value for family in metrics.REGISTRY.collect()
+                   if family.name == "interlace_step_duration_seconds" for sample in family.samples
+                   if sample.name.endswith("_count") and sample.labels["flow"] == flow
+                   and sample.labels["kind"] == "transform")
+    assert transforms_timed("plain1") == transforms_timed("plain2") == 3  # each item's transform is timed
+    each = [{"id": i, "before": "parent", "hdr": None, "st": 200, "at": n, "added": i, "double": q, "gone": "removed"}
+            for n, (i, q) in enumerate([("a", 1), ("b", 2.5), ("c", 3)])]
+    assert answers["plain"] == {"result": each, "stats": {"items": 3, "succeeded": 3, "failed": 0, "complete": True},
+                                "tenant": "acme", "mark": "parent", "errors": None, "status": 200}
+    assert answers["reduce"]["result"] == {"n": 3, "qty": 6.5}
+    collected = answers["collect"]
+    assert [r["id"] for r in collected["result"]] == ["a", "c"]
+    assert [e["index"] for e in collected["errors"]] == [1]
+    assert collected["stats"] == {"items": 3, "succeeded": 2, "failed": 1, "complete": True}

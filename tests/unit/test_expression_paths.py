@@ -54,9 +54,17 @@ COMPILED = ["{count: length(payload), qty: sum(payload[*].qty)}", "[length(paylo
             "payload[*].qty", "payload[*].a.b", "payload[*][0]", "max(payload[*].qty)", "join(',', payload[*].id)",
             "{a: payload[*].id, b: {c: vars.customer.name}}", "length(vars.customer.tags)", "to_string(payload)",
             "sort_by(payload, &qty)[*].id", "not_null(payload.missing, vars.index)", "payload[*].{id: id, q: qty}",
-            "contains(vars.customer.tags, 'a')", "[payload[*].qty, headers.\"x-client-id\"]"]
+            "contains(vars.customer.tags, 'a')", "[payload[*].qty, headers.\"x-client-id\"]",
+            # the functions answered by a builtin on their plainest arguments, and projections of one field
+            "length(payload)", "sum(payload)", "avg(payload)", "max(payload)", "min(payload)",
+            "sum(payload[*].qty)", "avg(payload[*].qty)", "min(payload[*].qty)", "max(payload[*].id)",
+            "length(payload[*].id)", "length(payload.id)"]
 SHAPES = [[{"id": "a", "qty": 2, "a": {"b": 1}}, {"id": "b", "qty": 5}, {"id": "c", "qty": None}], [],
-          {"id": 1}, "text", None, [[1, 2], [3]], [{"id": "x", "qty": "2"}]]
+          {"id": 1}, "text", None, [[1, 2], [3]], [{"id": "x", "qty": "2"}],
+          # numbers, mixed int/float, bools (not numbers to jmespath), nulls, strings, mixed kinds
+          [1, 2.5, -3], [True, 1], [1, None], ["b", "a", "c"], ["a", 1], [False], 7, 2.5, True,
+          [{"id": "b", "qty": 1.5}, {"id": "a", "qty": True}], [{"id": 1, "qty": 3}, {"id": None}, "x", 4, None],
+          [{"qty": 0.1}, {"qty": 0.2}, {"qty": 0.3}], {"id": "abc"}, {"id": [1, 2]}, {"id": {"k": 1}}]
 
 
 @pytest.mark.parametrize("source", COMPILED)
@@ -72,9 +80,10 @@ def test_compiled_selections_projections_and_functions_answer_as_jmespath(source
     try:
         expected: Any = _INTERPRETER.visit(tree, Context(msg, {}, {}))
     except jp_exceptions.JMESPathError as exc:
-        expected = type(exc)
+        expected = (type(exc), str(exc))
     try:
         got: Any = Expr(source, env={}, secrets={})._getter(Context(msg, {}, {}))
     except jp_exceptions.JMESPathError as exc:
-        got = type(exc)
+        got = (type(exc), str(exc))
     assert got == expected
+    assert type(got) is type(expected)  # 2 is not 2.0, True is not 1: the same value, of the same type

@@ -1,0 +1,167 @@
+"""A template compiled to one Python function, at load time.
+
+A template (a string, or a structure of strings, lists and mappings holding ``${...}``) becomes
+the source text of one function ``render(msg)``, compiled once: a mapping is a dict display, a
+list a list display, a mixed string a join, a ``${...}`` that is a path of fields from a message
+root (``payload.id``, ``vars.index``, ``headers."x-a"``) reads the message inline, and any other
+``${...}`` calls its compiled ``Expr.evaluate``.  A render is then one call, with no walk over the
+template's structure and no closure per part (a split renders its item template per item).
+
+Nothing of the flow file becomes code: field names, keys and texts enter the source as Python
+literals made by ``repr`` of ``str``/``int`` values, anything else as a bound name.  The answers
+are the closures' (``Template._compile``): the same values, the same fresh lists and dicts per
+render, the same order of evaluation, so the same first error.  A structure nested deeper than
+``MAX_DEPTH`` keeps the closures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from engine.message import Message
+
+MAX_DEPTH = 40  # Python's parser refuses displays nested a few hundred deep; YAML bodies are shallow
+
+# where each message root is read; params, auth and tls are attributes set by steps
+ROOT_SOURCE = {
+    "payload": "msg.payload",
+    "headers": "msg.headers",
+    "vars": "msg.vars",
+    "path": "msg.path_params",
+    "query": "msg.query",
+    "error": "msg.error",
+    "status": "msg.status",
+    "method": "msg.method",
+    "correlation_id": "msg.correlation_id",
+    "params": "msg.attributes.get('params')",
+    "auth": "msg.attributes.get('auth')",
+    "tls": "msg.attributes.get('tls')",
+}
+
+_PAYLOAD = "\x00payload\x00"  # where msg.payload is read, until we know whether it is read once up front
+
+
+def field_of(value: Any, name: str) -> Any:
+    """One step of a field path on a value that is not a plain dict (as ``_direct_getter``)."""
+    return value.get(name) if isinstance(value, Mapping) else None
+
+
+class TooDeep(Exception):
+    """The structure is nested past MAX_DEPTH: the caller keeps its closures."""
+
+
+class Generator:
+    """Builds the source of one render function; ``expression`` is the caller's way of compiling
+    one ``${...}`` (it records the Expr, so the template's list of expressions is unchanged)."""
+
+    def __init__(self, expression: Callable[[str, int | None], Any], text_parts: Callable[[str], list[Any]],
+                 to_text: Callable[[Any], str]) -> None:
+        self._to_text = to_text
+        self._expression = expression  # (source, offset in its string or None for the whole) -> Expr
+        self._text_parts = text_parts  # a string -> [str | (source, offset)] in order
+        self.names: dict[str, Any] = {"_field": field_of, "_to_text": to_text}
+        self._temps = 0
+        self._payload_reads = 0
+        self._first_is_payload: bool | None = None  # is the first thing the render does reading the payload?
+
+    def function(self, value: Any) -> Callable[[Message], Any]:
+        body = self.value(value, 0)
+        if self._first_is_payload and self._payload_reads > 1:
+            # nothing before it can raise or differ: read (and parse) the payload once, first
+            source = f"def render(msg):\n    p_ = msg.payload\n    return {body.replace(_PAYLOAD, 'p_')}\n"
+        else:
+            source = f"def render(msg):\n    return {body.replace(_PAYLOAD, 'msg.payload')}\n"
+        code = _CODE.get(source)
+        if code is None:
+            code = compile(source, "<template>", "exec")
+            if len(_CODE) < 4096:
+                _CODE[source] = code
+        namespace = dict(self.names)
+        exec(code, namespace)  # our generated source: literals made by repr, the rest bound names
+        render: Callable[[Message], Any] = namespace["render"]
+        return render
+
+    # --- the parts ----------------------------------------------------------------------------
+
+    def value(self, value: Any, depth: int) -> str:
+        if depth > MAX_DEPTH:
+            raise TooDeep
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            pairs = [f"{self.key(k)}: {self.value(v, depth + 1)}" for k, v in value.items()]
+            return "{" + ", ".join(pairs) + "}"
+        if isinstance(value, list):
+            return "[" + ", ".join(self.value(v, depth + 1) for v in value) + "]"
+        return self.constant(value)
+
+    def key(self, key: Any) -> str:
+        if not isinstance(key, str):
+            return self.literal(self._to_text(key))
+        parts = self._text_parts(key)
+        if all(isinstance(p, str) for p in parts):
+            return self.literal("".join(parts))
+        return self.joined(parts)
+
+    def text(self, text: str) -> str:
+        parts = self._text_parts(text)
+        if len(parts) == 1 and not isinstance(parts[0], str) and parts[0][1] is None:
+            return self.expression(parts[0][0], parts[0][1])  # one whole ${...}: its value, typed
+        if all(isinstance(p, str) for p in parts):
+            return self.literal("".join(parts))
+        return self.joined(parts)
+
+    def joined(self, parts: list[Any]) -> str:
+        pieces = [self.literal(p) if isinstance(p, str) else f"_to_text({self.expression(p[0], p[1])})"
+                  for p in parts]
+        if len(pieces) == 1:
+            return pieces[0]
+        return "''.join((" + ", ".join(pieces) + ",))"
+
+    def expression(self, source: str, offset: int | None) -> str:
+        expr = self._expression(source, offset)
+        fields = expr.fields
+        if fields is None or fields[0] not in ROOT_SOURCE:
+            self._first(False)
+            return f"{self.bind(expr.evaluate)}(msg)"
+        root, names = fields[0], fields[1:]
+        if root == "payload":
+            self._first(True)
+            self._payload_reads += 1
+            read = _PAYLOAD
+        else:
+            self._first(False)
+            read = ROOT_SOURCE[root]
+        for name in names:  # value.get(name) for a dict, else None unless a mapping: as _direct_getter
+            temp = self._temp()
+            read = f"({temp}.get({name!r}) if type({temp} := {read}) is dict else _field({temp}, {name!r}))"
+        return read
+
+    def _first(self, is_payload: bool) -> None:
+        if self._first_is_payload is None:
+            self._first_is_payload = is_payload
+
+    # --- literals and names -------------------------------------------------------------------
+
+    def constant(self, value: Any) -> str:
+        if value is None or type(value) in (bool, int, str):
+            return self.literal(value)
+        return self.bind(value)  # the same object every render, as the closure returned it
+
+    @staticmethod
+    def literal(value: Any) -> str:
+        assert value is None or type(value) in (bool, int, str)
+        return repr(value)  # a Python literal of exactly this value
+
+    def bind(self, value: Any) -> str:
+        name = f"b{len(self.names)}_"
+        self.names[name] = value
+        return name
+
+    def _temp(self) -> str:
+        self._temps += 1
+        return f"t{self._temps}_"
+
+
+_CODE: dict[str, Any] = {}  # generated source -> its code object: flows repeat their templates' shapes

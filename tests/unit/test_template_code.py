@@ -1,0 +1,126 @@
+"""A template compiled to one generated function (engine/template_code.py) answers as the closures
+it replaces: the same values of the same types, fresh lists and dicts per render, the same first
+error, for every shape of message on the way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from engine.errors import ExpressionError
+from engine.expressions import CompileOptions, ExpressionSyntaxError, Template
+from engine.message import JSON, XML, Message
+
+OPTIONS = CompileOptions(env={"REGION": "eu"}, secrets={})
+
+
+def _message(payload: Any, kind: str = JSON) -> Message:
+    msg = Message(headers={"x-client-id": "c-1"}, path_params={"id": "42"}, query={"page": "2"},
+                  correlation_id="corr-1")
+    msg.set_payload(payload, kind)
+    msg.vars = {"customer": {"name": "Ada", "tags": ["a"]}, "index": 3, "none": None, "ratio": 0.5, "ok": True}
+    msg.attributes["auth"] = {"sub": "u-1"}
+    return msg
+
+
+def _closures(value: Any) -> Any:
+    """The template as the closures render it (what the generated function replaces)."""
+    template = Template.__new__(Template)
+    template.expressions = []
+    return template._compile(value, OPTIONS)
+
+
+TEMPLATES: list[Any] = [
+    {"id": "${payload.id}", "qty": "${payload.qty}", "line": "${vars.index}"},  # the split benchmark's item
+    "${payload}", "${payload.a.b.c}", "${payload.missing.deeper}", "${vars.none.x}", "${vars.index.x}",
+    "order ${payload.id} of ${vars.customer.name}: ${payload.a} ${vars.ok} ${vars.none} ${vars.ratio}",
+    {"${payload.id}": "${payload.qty}", "k-${path.id}": [1, "${query.page}", 2.5, None, True, {"n": "${status}"}]},
+    {3: "${method}", None: "${correlation_id}", True: "${headers.\"x-client-id\"}", 1.5: "x"},
+    {"$${literal}": "$${also} ${payload.id}", "plain": "text", "nested": {"list": [[], {}], "deep": [["${payload}"]]}},
+    ["${vars.customer}", "${auth.sub}", "${tls.subject}", "${params.x}", "${error.code}"],
+    {"env": "${env.REGION}", "fn": "${length(vars.customer.tags)}", "or": "${payload.id || 'none'}"},
+    {"first": "${vars.index}", "then": "${payload.id}", "again": "${payload.qty}"},  # the payload read second
+    "${payload.id}${payload.qty}", "a${payload.id}", "${payload.id}b", "",
+]
+PAYLOADS: list[Any] = [{"id": 7, "qty": 2.5, "a": {"b": {"c": [1, 2]}}}, {"id": None, "a": "text"},
+                       {"id": "x", "qty": {"k": [1]}, "a": {"b": None}}, [1, 2, 3], "plain", 0, None, True]
+
+
+@pytest.mark.parametrize("value", TEMPLATES, ids=range(len(TEMPLATES)))
+@pytest.mark.parametrize("payload", PAYLOADS, ids=range(len(PAYLOADS)))
+def test_the_generated_function_answers_as_the_closures(value: Any, payload: Any) -> None:
+    template = Template(value, OPTIONS)
+    msg = _message(payload)
+    got, expected = template.render(msg), _closures(value)(msg)
+    assert got == expected
+    assert repr(got) == repr(expected)  # the same types inside: 2 not 2.0, "true" not True
+
+
+def test_each_render_gives_fresh_lists_and_dicts() -> None:
+    template = Template({"ids": ["${payload.id}", []], "fixed": {"a": [1]}}, OPTIONS)
+    msg = _message({"id": 1})
+    first, second = template.render(msg), template.render(msg)
+    assert first == second == {"ids": [1, []], "fixed": {"a": [1]}}
+    first["ids"][1].append("changed")
+    first["fixed"]["a"].append(2)
+    assert second == {"ids": [1, []], "fixed": {"a": [1]}}
+    assert template.render(msg) == {"ids": [1, []], "fixed": {"a": [1]}}
+
+
+def test_an_xml_payload_read_by_xpath_and_by_fields() -> None:
+    order = etree.fromstring(b"<order><id>1</id><qty>2</qty></order>")
+    value = {"id": "${xpath('/order/id')}", "field": "${payload.id}", "text": "qty ${xpath('//qty')}"}
+    msg = _message(order, XML)
+    assert Template(value, OPTIONS).render(msg) == _closures(value)(msg) == {"id": "1", "field": None,
+                                                                              "text": "qty 2"}
+
+
+def test_the_first_error_is_the_closures_first_error() -> None:
+    # length() of a number fails; the payload read after it must not be what raises first
+    value = {"n": "${length(vars.index)}", "id": "${payload.id}"}
+    broken = Message(body=b"{not json", content_type="application/json")
+    broken.vars = {"index": 3}
+    for render in (Template(value, OPTIONS).render, _closures(value)):
+        with pytest.raises(ExpressionError, match="length"):
+            render(broken)
+    # a payload read first, and the body does not parse: both raise the parse error
+    value = {"id": "${payload.id}", "n": "${length(vars.index)}", "again": "${payload.qty}"}
+    errors = []
+    for render in (Template(value, OPTIONS).render, _closures(value)):
+        with pytest.raises(Exception) as caught:
+            render(broken)
+        errors.append((type(caught.value), str(caught.value)))
+    assert errors[0] == errors[1]
+
+
+def test_a_syntax_error_points_where_the_closures_pointed() -> None:
+    for text in ("a ${payload.[} b", "${payload.[}", "x ${nosuch.root}"):
+        offsets = []
+        for compile_it in (lambda t: Template(t, OPTIONS), _closures):
+            with pytest.raises(ExpressionSyntaxError) as caught:
+                compile_it(text)
+            offsets.append((str(caught.value), caught.value.offset))
+        assert offsets[0] == offsets[1], text
+
+
+def test_a_structure_nested_too_deep_for_the_generator_keeps_the_closures() -> None:
+    value: Any = "${payload.id}"
+    for _ in range(60):
+        value = {"n": [value]}
+    template = Template(value, OPTIONS)
+    rendered = template.render(_message({"id": 9}))
+    for _ in range(60):
+        rendered = rendered["n"][0]
+    assert rendered == 9
+    assert len(template.expressions) == 1
+
+
+def test_names_and_texts_of_the_file_never_become_code() -> None:
+    # keys, texts and field names that look like Python stay data
+    value = {"__import__('os')": "') + str(1/0) + ('", "k": "${payload.\"a'b\\\"c\"}",
+             "t": "\\n'''\"\"\" ${payload.\"x y\"}"}
+    msg = _message({"a'b\"c": 1, "x y": 2})
+    assert Template(value, OPTIONS).render(msg) == _closures(value)(msg) == \
+        {"__import__('os')": "') + str(1/0) + ('", "k": 1, "t": "\\n'''\"\"\" 2"}
