@@ -15,6 +15,7 @@ import uvloop
 from connectors.http import HttpEndpoint
 from engine.errors import BackendError, BackendTimeout, BackendUnreachable
 from tests.http.conftest import MakeEndpoint
+from tests.http.test_tls import Pem, pems, tls_backend  # noqa: F401  # the TLS backend and its authority
 from tests.support.backends import BackendServer
 
 pytestmark = pytest.mark.anyio
@@ -248,3 +249,21 @@ def test_the_client_under_uvloop(backend: BackendServer) -> None:
         assert runner.run(main()) == list(range(20))
     assert backend.connections <= 2
 
+
+
+# test_tls's backend and authority fixtures
+async def test_tls_streams_and_reuses(tls_backend: BackendServer, pems: dict[str, Pem],  # noqa: F811
+                                      make_endpoint: MakeEndpoint) -> None:
+    """TLS under the same flow control: reading pauses and resumes, the connection is kept alive."""
+    endpoint = make_endpoint({"url": tls_backend.url, "tls": {"ca_file": str(pems["server"].cert)}})
+    reply = await endpoint.request("GET", "/big/3000000")
+    assert reply.stream is not None
+    size = 0
+    async for chunk in reply.stream:
+        if size == 0:
+            await asyncio.sleep(0.3)  # a reader behind: the TLS transport pauses reading meanwhile
+        size += len(chunk)
+    assert size == 3_000_000
+    body = bytes(range(256)) * 8_000  # 2 MB
+    assert await (await endpoint.request("POST", "/echo", body=body)).read() == body
+    assert [r.connection for r in tls_backend.requests] == [1, 1]
