@@ -9,7 +9,7 @@ that arrive while a commit is in progress wait for the next one, which writes th
 transaction; each caller learns its id only after that commit, so a 202 always means "on disk".
 
 Claiming is how two processors never send the same message at once: a claim sets a lease
-(``locked_until``) on the oldest due messages in one statement.  On PostgreSQL the candidate
+(``locked_until``) on the longest due messages in one statement.  On PostgreSQL the candidate
 rows are picked with ``FOR UPDATE SKIP LOCKED``; SQLite has one writer at a time, so its
 ``UPDATE ... RETURNING`` is already atomic across processes.  A lease that runs out (the
 processor crashed) makes the message due again: delivery is at-least-once, and the message id
@@ -346,7 +346,7 @@ class Store:
     # --- processing ----------------------------------------------------------------------
 
     async def claim(self, queue: str, limit: int, lease: float, *, ordered: bool = False) -> list[StoredMessage]:
-        """Lease up to ``limit`` due messages of ``queue``, oldest first.  With ``ordered``, a
+        """Lease up to ``limit`` due messages of ``queue``, the longest due first.  With ``ordered``, a
         message waits while an older one with the same order key is still in the store."""
         return await self.cycle(queue, Settlement(), claim=limit, lease=lease, ordered=ordered)
 
@@ -399,7 +399,13 @@ class Store:
             older = messages.alias("older")
             due = and_(due, ~exists().where(and_(older.c.queue == queue, older.c.order_key == m.c.order_key,
                                                  older.c.seq < m.c.seq)))
-        picked = select(m.c.seq).where(due).order_by(m.c.seq).limit(bindparam("b_limit", type_=Integer))
+        # in the order they fall due (a new message when it was stored, a retry when its backoff
+        # ends), the sequence breaking ties: the (queue, next_at) index hands them out in that
+        # order and the scan stops at the limit.  ORDER BY seq alone made SQLite read and sort
+        # every due row of the queue in each round (17 ms a claim at 30,000 stored: forwarding
+        # fell as the backlog grew); the per-key order of an ordered queue is the clause above.
+        picked = (select(m.c.seq).where(due).order_by(m.c.next_at, m.c.seq)
+                  .limit(bindparam("b_limit", type_=Integer)))
         if not self.is_sqlite:
             picked = picked.with_for_update(skip_locked=True)
         # (bound names differ from the columns': SQLAlchemy reserves those in UPDATE ... SET)

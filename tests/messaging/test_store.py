@@ -163,3 +163,38 @@ async def test_firings_and_file_claims_once(store_url: str) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_claim_takes_the_longest_due_first(store: Store) -> None:
+    """A message whose retry falls due after newer messages were stored waits behind them."""
+    queue = queue_name()
+    await store.enqueue(queue, b"retried")
+    [retried] = await store.claim(queue, 1, lease=30)
+    await store.retry_later(retried.seq, 0.2, {"message": "down"})
+    for body in (b"second", b"third"):
+        await store.enqueue(queue, body)
+    await asyncio.sleep(0.3)  # all three are due now; the retry fell due last
+    assert [m.body for m in await store.claim(queue, 2, lease=30)] == [b"second", b"third"]
+    assert [m.body for m in await store.claim(queue, 2, lease=30)] == [b"retried"]
+
+
+async def test_sqlite_claims_read_only_what_they_take(tmp_path: Path) -> None:
+    """The claim walks the (queue, next_at) index and stops at its limit: no sort of every due
+    row (a claim in order of the sequence alone cost 17 ms at 30,000 stored: each forwarding
+    round slowed as the backlog grew)."""
+    s = Store(default_url(tmp_path / "data"))
+    await s.open()
+    try:
+        await asyncio.gather(*(s.enqueue("q", b"x") for _ in range(200)))
+        for ordered in (False, True):
+            compiled = s._statements("q", ordered).claim.compile(dialect=s._engine.dialect)  # type: ignore[union-attr]
+            values = compiled.construct_params({"b_now": 1e12, "b_until": 1e12, "b_owner": "o", "b_limit": 5})
+            assert compiled.positiontup is not None
+            with s._engine.connect() as conn:  # type: ignore[union-attr]
+                plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled),
+                                            tuple(values[name] for name in compiled.positiontup)).all()
+            details = [row[-1] for row in plan]
+            assert any("interlace_messages_due" in d for d in details), details
+            assert not any("TEMP B-TREE" in d for d in details), details
+    finally:
+        await s.close()
