@@ -262,3 +262,64 @@ def test_publish_declares_the_exchanges_the_endpoint_lists(tmp_path: Path, rabbi
     assert [json.loads(m.body)["country"] for m in arrived] == ["be", "de"]
     assert json.loads(dead.body) == {"sku": "A-1"}
     assert dead.headers["x-error"] == "no stock for A-1" and dead.headers["x-attempts"] == "2"
+
+
+OUT_OF_ORDER_FLOWS = """
+endpoints:
+  broker:
+    amqp: {url: "${env.AMQP_URL}"}
+  slow:
+    http: {url: "${env.BACKEND_URL}", timeout: {connect: 1s, read: 10s}}
+flows:
+  mixed:
+    source:
+      amqp: {endpoint: broker, queue: "${env.QUEUE}", prefetch: 20, concurrency: 8}
+    steps:
+      - choice:
+          when:
+            - if: ${payload.slow == `true`}
+              steps: [{call: {endpoint: slow, method: POST, path: /slow, expect_status: [2xx]}}]
+      - call: {endpoint: broker, operation: publish, routing_key: "${env.QUEUE}.out"}
+"""
+
+
+async def _queue_depth(url: str, queue: str) -> int:
+    import aio_pika
+
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+
+
+def test_messages_ending_out_of_order_are_each_acknowledged_once(tmp_path: Path, rabbit: RabbitServer) -> None:
+    """Acknowledgements go out together (one multiple ack for the settled head of the delivery
+    order, single acks behind a message still running): with slow messages early in the queue,
+    every message is acknowledged exactly once. An ack past a running message would settle it
+    before its flow ended (a crash would lose it); one sent twice closes the channel, and the
+    broker would deliver what was unacknowledged again (duplicates in the output)."""
+    from tests.support.backends import BackendServer
+
+    queue = f"acks-{time.monotonic_ns()}"
+    bodies: list[dict[str, object]] = [{"n": n, "slow": n % 10 == 0} for n in range(60)]
+    with BackendServer() as backend:
+        backend.set_behaviour(delay=1.0)
+        env = {"AMQP_URL": rabbit.url, "QUEUE": queue, "BACKEND_URL": backend.url,
+               "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+        folder = write_flows(tmp_path / "flows", OUT_OF_ORDER_FLOWS)
+        with run_engine(folder, env=env) as engine:
+            asyncio.run(_publish(rabbit.url, queue, bodies))
+            out: list[Any] = []
+            _until(lambda: bool(out.extend(asyncio.run(_drain(rabbit.url, f"{queue}.out")))) or len(out) >= 60,
+                   engine=engine)
+            # while the engine still runs: nothing ready, and nothing held unacknowledged either
+            # (stopping it below returns what it holds to the queue)
+            assert asyncio.run(_queue_depth(rabbit.url, queue)) == 0
+            [source] = httpx.get(f"{engine.management_url}/sources").json()["sources"]
+            assert source["state"] == "running" and source["processed"] == 60
+            log = engine.log()
+        assert asyncio.run(_queue_depth(rabbit.url, queue)) == 0  # each was acknowledged
+        assert len(backend.requests) == 6
+    assert sorted(json.loads(m.body)["n"] for m in out) == list(range(60))  # once each
+    assert "could not acknowledge" not in log and "reconnecting" not in log
