@@ -1,5 +1,5 @@
 """Attempts that survive a crash, for the sources whose broker or server counts nothing: a polled
-folder (local, SFTP) and MQTT.  A message whose flow never ends is taken while the engine is killed
+folder (local, FTP, SFTP) and MQTT.  A message whose flow never ends is taken while the engine is killed
 (SIGKILL) in its flow, twice; the third engine finds the two attempts in its store and, the flow's
 max_attempts being 2, dead-letters it without running it again (AMQP's counterpart, with the
 broker's x-delivery-count, is test_amqp.py::test_attempts_survive_engine_crashes)."""
@@ -19,7 +19,7 @@ import pytest
 from tests.support.backends import BackendServer
 from tests.support.brokers import MosquittoServer, MqttListener
 from tests.support.engine import RunningEngine, run_engine, write_flows
-from tests.support.fileservers import SftpServer
+from tests.support.fileservers import FtpServer, SftpServer
 
 pytestmark = pytest.mark.slow
 
@@ -96,6 +96,25 @@ def test_an_sftp_file_whose_flow_kills_the_engine_is_failed_after_max_attempts(t
         endpoint = (f"  remote:\n    sftp: {{host: 127.0.0.1, port: {sftp.port}, user: {sftp.user}, "
                     f"private_key: {sftp.client_key}, known_hosts: {sftp.known_hosts}, folder: {sftp.root}}}")
         flows = POLLED % {"endpoint": endpoint, "source": 'sftp: {endpoint: remote, folder: in, glob: "*.txt", '
+                                                          'poll: 100ms, settle: 100ms, lease: 1s}'}
+        with BackendServer() as backend:
+            env = {"BACKEND_URL": backend.url, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+            folder = _crash_twice(tmp_path, backend, flows, env)
+            with run_engine(folder, env=env) as engine:
+                _check_failed_file(inbox, engine, backend)
+            backend.set_behaviour()
+
+
+@pytest.mark.service("vsftpd")
+def test_an_ftp_file_whose_flow_kills_the_engine_is_failed_after_max_attempts(tmp_path: Path) -> None:
+    """The same on vsftpd: the claim's attempts are in the engine's store, the file on the server."""
+    with FtpServer() as ftp:
+        inbox = ftp.root / "inbox" / "in"
+        inbox.mkdir()
+        inbox.chmod(0o777)  # the FTP server's own user moves the file into failed/
+        (inbox / "poison.txt").write_text("kills the engine")
+        endpoint = f"  remote:\n    ftp: {{host: 127.0.0.1, port: {ftp.port}, folder: /inbox}}"
+        flows = POLLED % {"endpoint": endpoint, "source": 'ftp: {endpoint: remote, folder: in, glob: "*.txt", '
                                                           'poll: 100ms, settle: 100ms, lease: 1s}'}
         with BackendServer() as backend:
             env = {"BACKEND_URL": backend.url, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
