@@ -8,7 +8,7 @@ directly by 50 tasks, the calls going to the benchmark's echo backend over loopb
 compiled with tracing off, once with tracing on (``OTEL_TRACES_SAMPLER=always_on``, OTLP/HTTP to
 a loopback sink that decodes each export and counts its spans).  The two are driven in turn,
 round after round, so both see the same machine; the figure is CPU time per request of this
-process plus that of the span export process under it (read from /proc), median of the rounds.
+process, its span export thread included, median of the rounds.
 No HTTP server parses the requests: the difference is what tracing adds to the engine's own
 path, which on the shared machine moves much less than wrk's figures (benchmarks/observability_ab.sh
 measures the whole server).  ``--profile`` writes a cProfile of the traced rounds.
@@ -56,14 +56,6 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
 '''
 
 
-def ticks(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])
-
-
 async def main(args: argparse.Namespace, sink_port: int) -> None:
     from engine import tracing
     from engine.drain import DrainGuard
@@ -76,13 +68,13 @@ async def main(args: argparse.Namespace, sink_port: int) -> None:
     plain = Runtime(ROOT / "flows" / "bench")
     compiled = plain.load()
     await plain.start(compiled)
-    tracing.configure({**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+    # the exporter reads its endpoint from the process environment, as the SDK's exporters do
+    os.environ.update({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
                        "OTEL_TRACES_SAMPLER": "always_on"})
+    tracing.configure()
     traced = Runtime(ROOT / "flows" / "bench")
     compiled_traced = traced.load()
     await traced.start(compiled_traced)
-    helper = tracing._exporter.process
-    assert helper is not None
     gc.set_threshold(10_000, 10, 10)  # as the server does
     if args.gc_off:
         gc.disable()
@@ -92,36 +84,37 @@ async def main(args: argparse.Namespace, sink_port: int) -> None:
     import payloads
 
     bodies = {"json": payloads.json_body(1024), "xml": payloads.xml_body(1024)}
-    hz = os.sysconf("SC_CLK_TCK")
     results: dict[str, list[float]] = {"off": [], "traced": []}
-    helper_share: list[float] = []
+    export_share: list[float] = []
     profile = cProfile.Profile() if args.profile else None
     served = 0
 
     async def cell(name: str, requests: int) -> tuple[float, float]:
         tracing.ENABLED = name == "traced"
-        helper_before = ticks(helper.pid)
+        exporting = tracing._exporter.thread
+        assert exporting is not None and exporting.ident is not None
+        export_clock = time.pthread_getcpuclockid(exporting.ident)
+        export_before = time.clock_gettime(export_clock)
         started = time.process_time()
         if profile is not None and name == "traced":
             profile.enable()
         await inprocess.drive(apps[name], args.cell, bodies, requests, args.concurrency)
         if profile is not None:
             profile.disable()
-        own = (time.process_time() - started) / requests * 1e6
-        if name == "traced":
-            tracing._exporter.wake.set()  # hand this round's spans over now, so the helper's work is counted here
+        if name == "traced":  # this round's last spans leave now, so that their export is counted here
+            tracing._exporter.wake.set()
             await asyncio.sleep(0.3)
-        helper_us = (ticks(helper.pid) - helper_before) / hz / requests * 1e6
-        return own + helper_us, helper_us
+        export_us = (time.clock_gettime(export_clock) - export_before) / requests * 1e6
+        return (time.process_time() - started) / requests * 1e6, export_us
 
     for name in ("off", "traced"):
         await cell(name, max(args.requests // 5, 500))  # warm-up
     for round_ in range(args.repeats):
         for name in (("off", "traced") if round_ % 2 == 0 else ("traced", "off")):
-            total, helper_us = await cell(name, args.requests)
+            total, export_us = await cell(name, args.requests)
             results[name].append(total)
             if name == "traced":
-                helper_share.append(helper_us)
+                export_share.append(export_us)
                 served += args.requests
     tracing.ENABLED = True
     await traced.stop()
@@ -134,11 +127,11 @@ async def main(args: argparse.Namespace, sink_port: int) -> None:
         profile.dump_stats(args.profile)
     off, on = statistics.median(results["off"]), statistics.median(results["traced"])
     print(f"{args.cell}, {args.requests} requests x {args.repeats} rounds, {args.concurrency} at once, "
-          f"log level {args.log_level}; CPU µs per request (this process + the span export process)")
+          f"log level {args.log_level}; CPU µs per request (this process, its export thread included)")
     for name, values in results.items():
         print(f"  {name:7} median {statistics.median(values):6.1f}   all {', '.join(f'{v:.0f}' for v in values)}")
-    print(f"tracing on at 100 %: {on / off - 1:+.1%} CPU per request ({on - off:+.1f} µs, of which the export "
-          f"process {statistics.median(helper_share):.1f} µs)")
+    print(f"tracing on at 100 %: {on / off - 1:+.1%} CPU per request ({on - off:+.1f} µs; the export thread "
+          f"alone {statistics.median(export_share):.1f} µs)")
     # the warm-up's spans count too; the last batch left at shutdown
     spans = int(await asyncio.to_thread(lambda: urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/").read()))
     total = served + max(args.requests // 5, 500)

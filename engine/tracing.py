@@ -22,13 +22,16 @@ the worker and its export process, back to back on the shared machine):
 
 - The SDK's own span objects and in-process batch export took the worker's CPU per request
   from 477 to 1,019 µs.  So a worker records each finished span as a tuple (a few µs) and a
-  thread hands batches (pickled) to ``engine/span_export.py``, a process of its own.
-- There the SDK's ``ReadableSpan`` and its OTLP encoder cost ~70 µs a span, ~210 µs a proxied
-  request: the export process now writes the protobuf itself (engine/otlp_wire.py, ~7 µs a span,
+  thread encodes and sends them in batches (engine/span_export.py).
+- The SDK's ``ReadableSpan`` and its OTLP encoder cost ~70 µs a span, ~210 µs a proxied
+  request: the export thread writes the protobuf itself (engine/otlp_wire.py, ~5 µs a span,
   checked against the SDK's encoder) and hands the bytes to the SDK's exporter client.
-- Attributes a route, step or endpoint shares are one dict made once (``Span.shared``): pickled
-  once per batch, encoded once per batch; a span carries only its own few.  Trace ids stay the
-  hex text they are read and shown as; exemplars skip the client library's per-call check.
+- That thread once handed its batches to a process of its own (pickled): the pickle and unpickle
+  were ~13,000 of the ~35,000 instructions a span cost to export, and the process's CPU is the
+  pod's all the same (a one-CPU pod runs both).
+- Attributes a route, step or endpoint shares are one dict made once (``Span.shared``), encoded
+  once per batch; a span carries only its own few.  Trace ids stay the hex text they are read
+  and shown as; exemplars skip the client library's per-call check.
 
 The spans: one SERVER span per request, continuing the caller's ``traceparent``/``tracestate``;
 one CONSUMER span per message or run a source (schedule, file, queue, MQTT) hands to a flow,
@@ -44,12 +47,8 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-import pickle
 import random
 import re
-import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -80,9 +79,9 @@ class Span:
     """One span being recorded.  ``sampled`` False: it only carries the context to backends.
 
     ``shared`` holds the attributes its step or route has in common with every other span of it
-    (one dict made at load or on the first request, never changed: pickled once per batch and
-    encoded once); ``attributes`` those of this span alone.  ``trace_id`` is kept as the 32 hex
-    digits it is shown as (traceparent, logs, exemplars), never formatted per use."""
+    (one dict made at load or on the first request, never changed: encoded once per batch);
+    ``attributes`` those of this span alone.  ``trace_id`` is kept as the 32 hex digits it is
+    shown as (traceparent, logs, exemplars), never formatted per use."""
 
     __slots__ = ("attributes", "end_ns", "kind", "name", "parent_id", "sampled", "shared", "span_id", "start_ns",
                  "status", "status_message", "trace_id", "trace_state")
@@ -193,7 +192,9 @@ def _fast_sampler(env: Mapping[str, str]) -> tuple[bool, Any] | None:
 def configure(env: Mapping[str, str] | None = None) -> bool:
     """Set up tracing in this process as the environment says; True when it is on.
 
-    Call it in each worker (after a fork): it starts the export thread and process."""
+    Call it in each worker (after a fork): it starts the export thread.  ``env`` decides whether
+    tracing is on, the sampler and the batching; the exporters read their ``OTEL_EXPORTER_OTLP_*``
+    settings from the process environment, as the SDK's do."""
     global ENABLED, _sampler
     env = os.environ if env is None else env
     shutdown()
@@ -208,7 +209,7 @@ def configure(env: Mapping[str, str] | None = None) -> bool:
     _fast = _fast_sampler(env)
     delay = float(env.get("OTEL_BSP_SCHEDULE_DELAY") or 5000) / 1000
     _exporter.start(delay, int(env.get("OTEL_BSP_MAX_QUEUE_SIZE") or 2048),
-                    int(env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512), dict(env))
+                    int(env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512))
     ENABLED = True
     log.info("tracing on: %s spans%s, sampler %s", ",".join(names),
              f" over OTLP {chosen}" if "otlp" in names else "", type(_sampler).__name__)
@@ -317,8 +318,8 @@ def propagate(span: Span, headers: list[tuple[str, str]]) -> list[tuple[str, str
 # -- handing spans to the export process ----------------------------------------------------------
 
 class _Exporter:
-    """Finished spans, batched by a thread and written to ``engine/span_export.py``'s standard
-    input (length-prefixed pickles); spans beyond the queue's size are dropped and counted."""
+    """Finished spans, batched and sent by a thread (engine/span_export.py ``Sender``); spans
+    beyond the queue's size are dropped and counted."""
 
     def __init__(self) -> None:
         self.pending: list[tuple[Any, ...]] = []
@@ -326,7 +327,7 @@ class _Exporter:
         self.batch = 512
         self.dropped = 0
         self.delay = 5.0
-        self.process: subprocess.Popen[bytes] | None = None
+        self.sender: Any = None
         self.thread: threading.Thread | None = None
         self.wake = threading.Event()
         self.stopping = False
@@ -341,10 +342,11 @@ class _Exporter:
         if size + 1 == self.batch:  # a full batch goes now, as the SDK's batch processor does
             self.wake.set()
 
-    def start(self, delay: float, limit: int, batch: int, env: dict[str, str]) -> None:
+    def start(self, delay: float, limit: int, batch: int) -> None:
+        from engine.span_export import Sender
+
         self.delay, self.limit, self.batch, self.stopping, self.dropped = delay, limit, min(batch, limit), False, 0
-        self.process = subprocess.Popen([sys.executable, "-m", "engine.span_export"], stdin=subprocess.PIPE,
-                                        env=env, close_fds=True)
+        self.sender = Sender()
         self.thread = threading.Thread(target=self._run, name="interlace-span-export", daemon=True)
         self.thread.start()
 
@@ -356,37 +358,32 @@ class _Exporter:
         self._flush()
 
     def _flush(self) -> None:
-        batch, self.pending = self.pending, []
-        process = self.process
-        if not batch or process is None or process.stdin is None:
+        # the list is swapped, never sliced: a span the request path appends meanwhile goes to
+        # one list or the other, never lost
+        spans, self.pending = self.pending, []
+        sender = self.sender
+        if not spans or sender is None:
             return
-        data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            process.stdin.write(struct.pack(">I", len(data)) + data)
-            process.stdin.flush()
-        except (BrokenPipeError, OSError):
-            self.dropped += len(batch)
+        size = self.batch
+        for first in range(0, len(spans), size):  # at most a batch an export, as the SDK's processor
+            batch = spans[first:first + size]
+            try:
+                sender.send(batch)
+            except Exception as exc:  # the thread goes on: the next batch may leave
+                self.dropped += len(batch)
+                log.warning("span export failed: %s: %s", type(exc).__name__, exc)
 
     def stop(self) -> None:
-        thread, process = self.thread, self.process
-        if thread is None or process is None:
+        thread, sender = self.thread, self.sender
+        if thread is None or sender is None:
             return
         self.stopping = True
         self.wake.set()
-        thread.join(10)
-        if process.stdin is not None:
-            try:
-                process.stdin.close()
-            except OSError:
-                pass
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        thread.join(30)
+        sender.shutdown()
         if self.dropped:
-            log.warning("tracing: %d spans dropped (export queue full or exporter gone)", self.dropped)
-        self.thread = self.process = None
+            log.warning("tracing: %d spans dropped (export queue full or exporter failing)", self.dropped)
+        self.thread = self.sender = None
 
 
 _exporter = _Exporter()
