@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -67,16 +68,29 @@ class _TrackedSend:
 
 
 def _task_finder() -> Callable[[], asyncio.Task[Any] | None]:
-    """``asyncio.current_task`` without its Python frame (Python 3.11 has it in Python; the
-    table it reads is the C one); as it is where it is C already."""
+    """``asyncio.current_task`` without its Python frame and without a system call (Python
+    3.11 has it in Python; the table it reads is the C one); as it is where it is C already.
+
+    3.11's ``get_running_loop`` asks the kernel for the process id on every call (``getpid``,
+    to notice a fork), so the loop is looked up once per thread and kept: a task found under
+    it is the running one (one loop runs per thread); when none is, the loop is asked again."""
     table = getattr(asyncio.tasks, "_current_tasks", None)
     if sys.version_info >= (3, 12) or not isinstance(table, dict):
         return asyncio.current_task
     running_loop = asyncio.get_running_loop
     find = table.get
+    thread = threading.get_ident
+    loops: dict[int, asyncio.AbstractEventLoop] = {}
 
     def current() -> asyncio.Task[Any] | None:
-        return find(running_loop())
+        loop = loops.get(thread())
+        task = find(loop) if loop is not None else None
+        if task is None:
+            if len(loops) > 64:  # threads come and go (test clients): keep no old loop alive
+                loops.clear()
+            loop = loops[thread()] = running_loop()
+            task = find(loop)
+        return task
 
     return current
 
@@ -139,6 +153,11 @@ class DrainGuard:
             await self._answer_cut(scope, state, send)
         finally:
             del self.in_flight[task]
+            if inner_send is send:
+                # uvicorn's cycle holds the scope and the scope held the cycle: a reference cycle
+                # per request, ~11 objects only the collector frees (a young collection every
+                # ~900 requests, 2-4 % of the CPU).  Nothing reads it once the app has returned.
+                del scope["extensions"][CLIENT_KEY]
 
     async def _answer_cut(self, scope: Scope, state: Any, send: Any) -> None:
         if not state.response_started:

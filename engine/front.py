@@ -43,7 +43,7 @@ from engine.errors import (
     UnencodableValue,
     UnsupportedMediaType,
 )
-from engine.httpguard import abort, client_gone, response_started
+from engine.httpguard import abort, client_gone, cycle_of, response_started, write_answer
 from engine.message import Message, kind_of
 from engine.observability import correlation, correlation_id, escape_controls
 from engine.tls import flow_view
@@ -470,7 +470,7 @@ class Facade(Starlette):
                 self.traces.append(RequestTrace(flow_name, msg.trace))
             await route.flow.handle(msg)
             status = msg.status
-            response_bytes = await respond(send, msg, cid)
+            response_bytes = await respond(send, msg, cid, cycle_of(scope, send))
             if client_gone(scope):
                 status = _client_left()
         except FlowError as exc:
@@ -637,7 +637,7 @@ def _header(name: str, value: str) -> tuple[bytes, bytes]:
         what = "name" if not _HEADER_NAME.fullmatch(name) else "value"
         raise UnencodableValue(f"the response header {escape_controls(name)!r} would have a control character "
                                f"or a separator in its {what}; a header cannot carry it")
-    encoded = name.encode("latin-1")
+    encoded = name.lower().encode("latin-1")  # as uvicorn sends every name (engine/httpguard.py writes them too)
     if len(_NAMES) < 4096:
         _NAMES[name] = encoded
     try:
@@ -646,9 +646,10 @@ def _header(name: str, value: str) -> tuple[bytes, bytes]:
         return encoded, value.encode("utf-8")
 
 
-async def respond(send: Send, msg: Message, cid: str) -> int:
+async def respond(send: Send, msg: Message, cid: str, cycle: Any = None) -> int:
     """Send the message as the HTTP answer: whole when its bytes are known, streamed otherwise;
-    returns the size of the body sent."""
+    returns the size of the body sent.  With ``cycle`` (the engine's own server, nothing wrapping
+    ``send``: httpguard.cycle_of) a whole answer is written to the connection at once."""
     out: list[tuple[bytes, bytes]] = []
     if msg.headers_are_request:
         names = msg.headers_explicit
@@ -659,9 +660,14 @@ async def respond(send: Send, msg: Message, cid: str) -> int:
     stream = msg.take_stream()
     if stream is None:
         body = msg.body
-        if msg.content_type and body:
-            out.append((b"content-type", msg.content_type.encode("latin-1")))
+        content_type = msg.content_type
+        if content_type and body:
+            out.append((b"content-type", content_type.encode("latin-1")))
         out.append((b"content-length", str(len(body)).encode()))
+        # the headers are checked (_header, a safe correlation id); the content type only here
+        if cycle is not None and (not content_type or not body or content_type.isprintable()) \
+                and write_answer(cycle, msg.status, out, body):
+            return len(body)
         await send({"type": "http.response.start", "status": msg.status, "headers": out})
         await send({"type": "http.response.body", "body": body})
         return len(body)

@@ -88,6 +88,57 @@ def abort(scope: MutableMapping[str, Any]) -> bool:
     return True
 
 
+def cycle_of(scope: MutableMapping[str, Any], send: Any) -> Any:
+    """The request's uvicorn cycle when ``send`` is the cycle's own (nothing between the app and
+    this protocol wraps it, such as a middleware watching the answer); else None."""
+    cycle = scope.get("extensions", _NO_EXTENSIONS).get(CLIENT_KEY)
+    return cycle if cycle is not None and getattr(send, "__self__", None) is cycle else None
+
+
+_NO_EXTENSIONS: dict[str, Any] = {}
+_BIG_BODY = 64 * 1024  # from this size the body goes out beside the head, not copied into one buffer
+
+
+def write_answer(cycle: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+    """Write a whole answer (head and body) in one write to the client, as uvicorn's
+    ``RequestResponseCycle.send`` would in two ASGI messages: its default headers (``date``)
+    first, ``connection: close`` when the connection is not kept alive, no body for HEAD, then
+    the cycle marked complete and uvicorn told (``on_response``: keep-alive, the next pipelined
+    request).  ``headers`` must be lowercase names and values already checked for what cannot
+    be sent (engine/front.py ``_header``), with a ``content-length`` of ``len(body)`` and no
+    ``connection`` or ``transfer-encoding``.  False when the answer must go through ``send``
+    (the client is gone, the transport asks the writer to wait, an access log is on, the
+    answer has started): then nothing was written."""
+    if cycle.response_started or cycle.disconnected or cycle.flow.write_paused or cycle.access_log:
+        return False
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    cycle.chunked_encoding = False
+    cycle.expected_content_length = 0
+    content = [STATUS_LINE[status]]
+    for name, value in cycle.default_headers:
+        content += (name, b": ", value, b"\r\n")
+    for name, value in headers:
+        content += (name, b": ", value, b"\r\n")
+    if not cycle.keep_alive:
+        content.append(b"connection: close\r\n")
+    content.append(b"\r\n")
+    transport = cycle.transport
+    if cycle.scope["method"] == "HEAD" or not body:
+        transport.write(b"".join(content))
+    elif len(body) < _BIG_BODY:
+        content.append(body)
+        transport.write(b"".join(content))
+    else:
+        transport.writelines([b"".join(content), body])
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        transport.close()
+    cycle.on_response()
+    return True
+
+
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing a head that broke a limit."""
 

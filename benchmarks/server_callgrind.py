@@ -1,0 +1,231 @@
+"""Instructions per request of the whole server, socket to socket: the engine against the floor.
+
+    .venv/bin/python benchmarks/server_callgrind.py                         # this tree and the aiohttp floor
+    .venv/bin/python benchmarks/server_callgrind.py --before /tmp/old-tree  # ... and an older checkout
+    .venv/bin/python benchmarks/server_callgrind.py --routes                # this tree, 206 routes against 6
+    .venv/bin/python benchmarks/server_callgrind.py --cells direct-json --requests 2000
+
+``benchmarks/inprocess.py --callgrind`` drives the ASGI app with no HTTP server, so it cannot see
+what the server's side of a request costs: uvicorn's protocol and cycle, the engine's guard
+(engine/httpguard.py), the socket writes, and the collector's work on what they leave behind
+(a reference cycle per request cost the engine 2-4 % of its CPU, invisible in process).  Here
+each server runs as `interlace run` (or uvicorn for the floor) runs it, under valgrind's
+callgrind with counting off; a client in this process sends the benchmark's 1 KiB requests on
+50 keep-alive connections, exactly ``--requests`` of them per cell, with counting on from the
+first to the last answer.  Instructions do not move with the machine's load (the same work
+counts the same), so two trees or the engine and the floor compare in one run, on a busy
+machine.  The client and the benchmark's echo backend run outside valgrind, on CPU 1.
+
+Each server runs with its defaults (the engine: metrics on, the request log at INFO, written to
+a file; the floor: uvicorn, uvloop, httptools, no access log), as the peer benchmark runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hotpath_common import CELLS, ROOT, bench_dir, bodies, check_cells, start_backend
+
+PY = ROOT / ".venv" / "bin" / "python"
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    port: int
+    cwd: Path = ROOT
+    out: Path = Path()
+    proc: subprocess.Popen[bytes] | None = None
+    dumps: int = 0
+    counts: dict[str, float] = field(default_factory=dict)
+
+    def control(self, *options: str) -> None:
+        assert self.proc is not None
+        subprocess.run(["callgrind_control", *options, str(self.proc.pid)], check=True, stdout=subprocess.DEVNULL)
+
+    def dumped(self) -> float:
+        """The instructions (Ir) of the last dump (``OUT.N``, or ``OUT.N-01``... with threads)."""
+        total = 0.0
+        for candidate in sorted(self.out.parent.glob(f"{self.out.name}.{self.dumps}*")):
+            for line in candidate.read_text(errors="replace").splitlines():
+                if line.startswith("totals:"):
+                    total += float(line.split()[1])
+        if not total:
+            raise SystemExit(f"{self.name}: no callgrind dump {self.dumps} next to {self.out}")
+        return total
+
+
+def interlace(name: str, port: int, flows: Path, backend: str, pythonpath: str | None = None) -> Server:
+    env = {"BACKEND_URL": backend}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    # the interlace script, not `python -m` (which would put this tree first on the path, before PYTHONPATH)
+    return Server(name, [str(PY), str(ROOT / ".venv" / "bin" / "interlace"), "run", str(flows), "--host", "127.0.0.1",
+                         "--port", str(port), "--management-port", str(port + 1)], env, port)
+
+
+def floor(port: int, backend: str, bench: Path) -> Server:
+    env = {"BACKEND_URL": backend, "BENCH_CLIENT": "aiohttp", "BENCH_POOL": "100", "PYTHONDONTWRITEBYTECODE": "1"}
+    return Server("floor", [str(PY), "-m", "uvicorn", "floor_app:app", "--host", "127.0.0.1", "--port", str(port),
+                            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+                            "--lifespan", "on"], env, port, cwd=bench / "lib")
+
+
+def wait_ready(server: Server, body: bytes, deadline_s: float = 600) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        assert server.proc is not None
+        if server.proc.poll() is not None:
+            raise SystemExit(f"{server.name} exited with {server.proc.returncode}; see its log")
+        try:
+            request = urllib.request.Request(f"http://127.0.0.1:{server.port}/direct", data=body,
+                                             headers={"content-type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{server.name} did not answer /direct within {deadline_s:g} s")
+
+
+async def _connection(port: int, request: bytes, left: list[int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while left[0] > 0:
+            left[0] -= 1
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            if status != 200:
+                raise SystemExit(f"answered {status}: {head!r}")
+    finally:
+        writer.close()
+
+
+async def drive(port: int, cell: str, payloads: dict[str, bytes], requests: int, connections: int) -> None:
+    """Exactly ``requests`` requests of ``cell`` on ``connections`` keep-alive connections, as wrk
+    sends them with the benchmark's post.lua."""
+    path, kind, ctype = CELLS[cell]
+    body = payloads[kind]
+    request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {ctype}\r\nx-route: a\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    left = [requests]
+    await asyncio.gather(*(_connection(port, request, left) for _ in range(connections)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", default="direct-json,cbr-json,cbr-xml", help=f"of {', '.join(CELLS)}")
+    parser.add_argument("--requests", type=int, default=1000, help="requests per cell (default 1000)")
+    parser.add_argument("--connections", type=int, default=50, help="keep-alive connections (default 50)")
+    parser.add_argument("--before", type=Path, help="an older checkout, run as the engine 'before'")
+    parser.add_argument("--routes", action="store_true", help="this tree on 206 routes against 6 (no floor)")
+    parser.add_argument("--no-floor", action="store_true", help="leave the aiohttp floor out")
+    parser.add_argument("--port-base", type=int, default=int(os.environ.get("PORT_BASE", "18960")))
+    args = parser.parse_args()
+    cells = check_cells(args.cells)
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})  # the client beside the backend, off the servers' CPU
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("needs valgrind (apt-get install valgrind)")
+    bench = bench_dir()
+    payloads = bodies(bench)
+    work = Path(tempfile.mkdtemp(prefix="interlace-server-callgrind-"))
+    base = args.port_base
+    backend = f"http://127.0.0.1:{base}"
+    servers: list[Server] = []
+    if args.routes:
+        from hotpath import generate_routes
+
+        generate_routes(work / "flows206")
+        servers.append(interlace("routes6", base + 2, ROOT / "flows" / "bench", backend))
+        servers.append(interlace("routes206", base + 4, work / "flows206", backend))
+    else:
+        if not args.no_floor:
+            servers.append(floor(base + 2, backend, bench))
+        if args.before:
+            servers.append(interlace("before", base + 4, ROOT / "flows" / "bench", backend, str(args.before.resolve())))
+        servers.append(interlace("this", base + 6, ROOT / "flows" / "bench", backend))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(start_backend(bench, base))
+        for server in servers:
+            server.out = work / f"{server.name}.callgrind"
+            log = (work / f"{server.name}.log").open("wb")
+            command = ["taskset", "-c", "0", "valgrind", "--tool=callgrind", "--instr-atstart=no",
+                       f"--callgrind-out-file={server.out}", *server.command]
+            server.proc = subprocess.Popen(command, env={**os.environ, "PYTHONHASHSEED": "0", **server.env},
+                                           cwd=server.cwd, stdout=log, stderr=log, start_new_session=True)
+            procs.append(server.proc)
+        for server in servers:
+            wait_ready(server, payloads["json"])
+        for server in servers:
+            # warm-up (imports, caches, valgrind's translations, the backend pool), concurrency
+            # rising step by step: 50 connects to the backend at once would outlast a 2 s connect
+            # timeout under valgrind
+            for connections in sorted({1, 5, 10, 20, 35, args.connections}):
+                if connections <= args.connections:
+                    for cell in cells:
+                        asyncio.run(drive(server.port, cell, payloads, 2 * connections, connections))
+            for cell in cells:
+                asyncio.run(drive(server.port, cell, payloads, max(args.requests // 5, 100), args.connections))
+            for cell in cells:
+                server.control("--zero")
+                server.control("--instr=on")
+                asyncio.run(drive(server.port, cell, payloads, args.requests, args.connections))
+                server.control("--instr=off")
+                server.dumps += 1
+                server.control(f"--dump={cell}")
+                server.counts[cell] = server.dumped() / args.requests
+                print(f"{server.name:<10} {cell:<12} {server.counts[cell]:12,.0f} instructions/request", flush=True)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    reference = servers[0]
+    print(f"\ninstructions per request, whole server (callgrind), {args.requests} requests a cell on "
+          f"{args.connections} connections, 1 KiB bodies; ratio to {reference.name} (lower is better)\n")
+    print("| server | cell | instructions/request | ratio |")
+    print("|---|---|---:|---:|")
+    for server in servers:
+        for cell in cells:
+            print(f"| {server.name} | {cell} | {server.counts[cell]:,.0f} | "
+                  f"{server.counts[cell] / reference.counts[cell]:.3f}x |")
+    if args.routes:
+        print()
+        for cell in cells:
+            ratio = servers[1].counts[cell] / servers[0].counts[cell]
+            print(f"{cell}: 206 routes / 6 routes: instructions per request {ratio:.3f} (goal <= 1.10)")
+    if not os.environ.get("SERVER_CALLGRIND_KEEP"):
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"\nkept: {work}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
