@@ -19,9 +19,9 @@
 #               that decodes every export and counts its spans (2 a request: server, and the call step's client span)
 #   requestlog  tracing off, one JSON request line per request (--log-level info) into a file
 #
-# CPU per request = utime + stime (/proc/PID/stat) of the engine process AND of every process
-# under it (the span export helper, engine/span_export.py, that tracing starts), over the
-# requests wrk counted.  The machine is shared: read the ratios of one run, back to back; wall
+# CPU per request = utime + stime (/proc/PID/stat) of the engine process (its span export
+# thread included: engine/span_export.py) and of any process under it, over the requests wrk
+# counted.  The machine is shared: read the ratios of one run, back to back; wall
 # req/s moves with everyone else's load, CPU µs per request much less.
 #
 # Prints one table: CPU µs/request and its ratio to "off" (the figures to quote), req/s and its
@@ -173,7 +173,7 @@ for round in $(seq "$ROUNDS"); do
         cpu=$(awk -v t="$((after - before))" -v hz="$hz" -v r="$requests" 'BEGIN { printf "%.1f", t / hz * 1e6 / r }')
         helper=$(awk -v t="$((after - before - own_after + own_before))" -v hz="$hz" -v r="$requests" \
             'BEGIN { printf "%.1f", t / hz * 1e6 / r }')
-        echo "round $round  $e  $rate req/s  $cpu µs/req (of which processes under the worker: $helper)"
+        echo "round $round  $e  $rate req/s  $cpu µs/req (of which processes under the engine: $helper)"
         echo "$e $rate $cpu $helper" >>"$WORK/results"
     done
 done
@@ -195,10 +195,10 @@ for e in engines:
     print(f"| {e} | {cpu[e]:.0f} | {cpu[e] / cpu['off']:.3f} | {rate[e]:,.0f} | {rate[e] / rate['off']:.2f} |")
 print()
 print(f"tracing on at 100 %:  {cpu['traced'] / cpu['off'] - 1:+.1%} CPU per request against off "
-      f"({cpu['traced'] - cpu['off']:+.0f} µs, of which the export helper {helper['traced']:.0f} µs)")
+      f"({cpu['traced'] - cpu['off']:+.0f} µs, export thread included)")
 if "beforetraced" in cpu:
     print(f"before, tracing on:   {cpu['beforetraced'] / cpu['before'] - 1:+.1%} CPU per request against before off "
-          f"({cpu['beforetraced'] - cpu['before']:+.0f} µs, of which the export helper {helper['beforetraced']:.0f} µs)")
+          f"({cpu['beforetraced'] - cpu['before']:+.0f} µs, of which processes under it {helper['beforetraced']:.0f} µs)")
 print(f"tracing off:          {cpu['off'] / cpu['notracing'] - 1:+.1%} against the tracing code compiled away")
 print(f"metrics:              {cpu['off'] / cpu['nometrics'] - 1:+.1%} against no telemetry at all")
 print(f"request log (info):   {cpu['requestlog'] / cpu['off'] - 1:+.1%} against off")

@@ -54,7 +54,7 @@ def observe_step(run: StepFn, *, kind: str, step_id: str, flow: str, endpoints: 
             return timed_itself
         return timed
 
-    # the attributes every span of this step shares: made once, here (the export process encodes
+    # the attributes every span of this step shares: made once, here (the export thread encodes
     # them once per batch); a span's own (status, error) go in its own dict
     shared: dict[str, str | list[str]] = {"interlace.flow": flow, "interlace.step.id": step_id,
                                           "interlace.step.kind": kind}

@@ -1,7 +1,7 @@
 """OTLP's trace request (``ExportTraceServiceRequest``) written straight from the worker's span
 tuples, in protobuf's wire format: what engine/span_export.py sends.
 
-Why by hand: measured in the export process, the SDK's way (a ``ReadableSpan`` per span, then
+Why by hand: measured in the export path, the SDK's way (a ``ReadableSpan`` per span, then
 its encoder) took ~70 µs a span on the shared benchmark machine, more than the whole request it
 describes; these few functions take ~5 µs (~22,000 instructions, callgrind), and the attributes a
 step or route shares (one dict object) are encoded once per batch.  The output is what the SDK's

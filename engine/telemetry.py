@@ -81,7 +81,7 @@ def begin(method: str, path: str, headers: dict[str, str], cid: str) -> Seen:
 
 
 # (method, flow, route) -> the server span's name and the attributes every request of it shares
-# (one dict per route: the export process encodes it once per batch).  Bounded: the flows'
+# (one dict per route: the export thread encodes it once per batch).  Bounded: the flows'
 # routes times the methods metrics.request_method keeps.
 _ROUTES: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
 

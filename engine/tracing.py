@@ -18,7 +18,7 @@ spans under it share its decision.  ``OTEL_SERVICE_NAME`` (default ``interlace``
 ``OTEL_RESOURCE_ATTRIBUTES`` name the service.
 
 What it costs, and why it is built this way (benchmarks/observability_ab.sh, CPU per request of
-the worker and its export process, back to back on the shared machine):
+the worker, its export thread included, back to back on the shared machine):
 
 - The SDK's own span objects and in-process batch export took the worker's CPU per request
   from 477 to 1,019 µs.  So a worker records each finished span as a tuple (a few µs) and a
@@ -315,7 +315,7 @@ def propagate(span: Span, headers: list[tuple[str, str]]) -> list[tuple[str, str
     return out
 
 
-# -- handing spans to the export process ----------------------------------------------------------
+# -- handing spans to the export thread -----------------------------------------------------------
 
 class _Exporter:
     """Finished spans, batched and sent by a thread (engine/span_export.py ``Sender``); spans
