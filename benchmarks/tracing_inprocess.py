@@ -91,6 +91,10 @@ async def main(args: argparse.Namespace, sink_port: int) -> None:
 
     async def cell(name: str, requests: int) -> tuple[float, float]:
         tracing.ENABLED = name == "traced"
+        # each cell starts with nothing to collect: otherwise one cell pays for the garbage the
+        # other left (measured: the "off" cells ran 220 young and 2 full collections, 187 ms, the
+        # traced ones 4 and 4 ms, ~20 µs a request taken from tracing's figure)
+        gc.collect()
         exporting = tracing._exporter.thread
         assert exporting is not None and exporting.ident is not None
         export_clock = time.pthread_getcpuclockid(exporting.ident)
