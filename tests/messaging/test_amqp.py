@@ -323,3 +323,42 @@ def test_messages_ending_out_of_order_are_each_acknowledged_once(tmp_path: Path,
         assert len(backend.requests) == 6
     assert sorted(json.loads(m.body)["n"] for m in out) == list(range(60))  # once each
     assert "could not acknowledge" not in log and "reconnecting" not in log
+
+
+PROPERTIES_FLOWS = """
+endpoints:
+  broker:
+    amqp: {url: "${env.AMQP_URL}"}
+flows:
+  notify:
+    source: {http: {method: POST, path: /notify}}
+    steps:
+      - call: {endpoint: broker, operation: publish, routing_key: "${env.QUEUE}", message_id: "n-${payload.n}",
+               priority: 5, expiration: 90s, persistent: false, content_type: text/plain,
+               headers: {x-n: "${payload.n}"}}
+      - respond: {status: 202}
+  unroutable:
+    source: {http: {method: POST, path: /unroutable}}
+    steps:
+      - call: {endpoint: broker, operation: publish, routing_key: "${env.QUEUE}.nobody", mandatory: true}
+"""
+
+
+def test_publish_sets_the_message_properties_and_mandatory_refuses_the_unroutable(
+        tmp_path: Path, rabbit: RabbitServer) -> None:
+    """What the publish settings put on the wire, read back from the queue by another client."""
+    queue = f"props-{time.monotonic_ns()}"
+    env = {"AMQP_URL": rabbit.url, "QUEUE": queue, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+    folder = write_flows(tmp_path / "flows", PROPERTIES_FLOWS)
+    asyncio.run(_drain(rabbit.url, queue))  # declares it
+    with run_engine(folder, env=env) as engine:
+        assert httpx.post(f"{engine.url}/notify", json={"n": 7}).status_code == 202
+        refused = httpx.post(f"{engine.url}/unroutable", json={})
+        assert refused.status_code == 502 and refused.headers["content-type"] == "application/problem+json"
+        assert "did not take the message" in refused.json()["detail"]
+        assert httpx.post(f"{engine.url}/notify", json={"n": 8}).status_code == 202  # the channel still works
+        [first, second] = asyncio.run(_drain(rabbit.url, queue))
+    assert (first.message_id, second.message_id) == ("n-7", "n-8")
+    assert first.priority == 5 and first.delivery_mode == 1 and first.content_type == "text/plain"
+    assert first.expiration == 90.0  # aio-pika reads the broker's milliseconds back as seconds
+    assert first.headers["x-n"] == "7" and json.loads(first.body) == {"n": 7}
