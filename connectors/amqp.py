@@ -270,24 +270,18 @@ class AmqpConnector(Connector):
         headers: dict[str, str] = request.headers
         if request.observation is not None:  # the attempt's trace context, for the consumer to continue
             headers = dict(request.observation.propagate(list(headers.items())))
-        # the frame properties made here, as aio-pika's Message would make them (its Message
-        # checks a lock on every attribute set, and its publish adds nothing we need)
-        expiration = settings.get("expiration")
-        properties = _properties()(
-            content_type=request.content_type, headers=dict(headers),
-            delivery_mode=2 if settings["persistent"] else 1, priority=int(settings.get("priority") or 0),
-            message_id=request.message_id,
-            expiration=str(int(expiration * 1000)) if expiration is not None else None)
+        message = pika.Message(
+            request.body, content_type=request.content_type, headers=dict(headers) or None,
+            message_id=request.message_id, priority=settings.get("priority"),
+            expiration=settings.get("expiration"),
+            delivery_mode=(pika.DeliveryMode.PERSISTENT if settings["persistent"]
+                           else pika.DeliveryMode.NOT_PERSISTENT))
         try:
             exchange = await self._exchange(channel, request.exchange)
-            # aiormq's channel, with its own timeout (a deadline in this task; wait_for ran the
-            # publish in a task of its own) and wait=False: the confirm is still awaited, but not
-            # the writer's drain of the frame, which aiormq awaits holding the channel's lock, so
-            # that each publish of the 50 in flight waited for a turn of the writer task before
-            # the next could start
-            await channel.channel.basic_publish(
-                request.body, exchange=exchange.name, routing_key=request.routing_key, properties=properties,
-                mandatory=settings["mandatory"], timeout=self.confirm_timeout, wait=False)
+            # aiormq's own timeout (a deadline in this task), not wait_for: that one runs the
+            # publish in a task of its own, which cost more than the rest of the publish
+            await exchange.publish(message, routing_key=request.routing_key, mandatory=settings["mandatory"],
+                                   timeout=self.confirm_timeout)
         except TimeoutError as exc:
             raise BackendTimeout(f"endpoint {self.name!r}: the broker did not confirm the message in time") from exc
         except (pika.exceptions.DeliveryError, pika.exceptions.PublishError) as exc:
@@ -299,8 +293,8 @@ class AmqpConnector(Connector):
             raise BackendRejected(f"endpoint {self.name!r}: the exchange {request.exchange!r} does not exist; "
                                   f"list it under the endpoint's exchanges to have it declared",
                                   internal=str(exc)) from exc
-        except (OSError, pika.exceptions.AMQPError, pika.exceptions.ChannelInvalidStateError) as exc:
-            await self.close()  # (the last: the channel closed between the check above and the publish)
+        except (OSError, pika.exceptions.AMQPError) as exc:
+            await self.close()
             raise _unreachable(self.name, exc) from exc
         self.published += 1
         return Reply(status=None, headers=None, body=None,
@@ -532,19 +526,6 @@ def _pika() -> ModuleType:
 
         _aio_pika = aio_pika
     return _aio_pika
-
-
-_basic_properties: Any = None
-
-
-def _properties() -> Any:
-    """aiormq's Basic.Properties (the frame's), looked up once."""
-    global _basic_properties
-    if _basic_properties is None:
-        import aiormq
-
-        _basic_properties = aiormq.spec.Basic.Properties
-    return _basic_properties
 
 
 def _earlier_attempts(incoming: Any) -> int:

@@ -508,7 +508,7 @@ _PLAIN_FUNCTIONS = ("length", "sum", "avg", "max", "min")
 
 
 def _numbers(arg: Any) -> bool:
-    return type(arg) is list and all(map(_NUMBERS.__contains__, map(type, arg)))
+    return type(arg) is list and _NUMBERS.issuperset(map(type, arg))
 
 
 def _strings(arg: Any) -> bool:
@@ -893,11 +893,12 @@ class Template:
     and expressions renders to text; lists and mappings render item by item.
     """
 
-    __slots__ = ("_render", "constant", "expressions", "is_constant")
+    __slots__ = ("_options", "_render", "_value", "constant", "expressions", "is_constant")
 
     def __init__(self, value: Any, options: CompileOptions | None = None) -> None:
         self.expressions: list[Expr] = []
-        opts = options or CompileOptions()
+        self._value: Any = _NO_VALUE
+        opts = self._options = options or CompileOptions()
         self._render = self._generated(value, opts) if _holds_expressions(value) else self._compile(value, opts)
         self.is_constant = not self.expressions
         self.constant = self._render(None) if self.is_constant else None  # type: ignore[arg-type]
@@ -922,6 +923,24 @@ class Template:
         self.expressions.append(expr)
         return expr
 
+    def for_items(self, index_var: str) -> tuple[Callable[[Message, list[Any]], list[Any]], bool] | None:
+        """This template rendered for a list of items at once, as a foreach's value-only path
+        would render it per item (engine/template_code.py ``Generator.items``), and whether each
+        result is a new dict or list (never an XML element); None when the template reads more
+        than fields of the item and of the message."""
+        if self.is_constant or self._value is _NO_VALUE:
+            return None
+        from engine import template_code
+
+        def expression(source: str, offset: int | None) -> Expr:
+            return Expr(source, self._options.namespaces, self._options.env, self._options.secrets)
+
+        try:
+            render_items = template_code.Generator(expression, _text_parts, to_text).items(self._value, index_var)
+        except (template_code.TooDeep, template_code.NotPlain, ExpressionSyntaxError):
+            return None
+        return render_items, isinstance(self._value, (Mapping, list))
+
     def _generated(self, value: Any, opts: CompileOptions) -> Callable[[Message], Any]:
         """The template as one generated function (engine/template_code.py); the closures below
         for a structure nested too deep for it."""
@@ -936,10 +955,12 @@ class Template:
                 raise ExpressionSyntaxError(str(exc), offset + exc.offset) from exc
 
         try:
-            return template_code.Generator(expression, _text_parts, to_text).function(value)
+            render = template_code.Generator(expression, _text_parts, to_text).function(value)
         except template_code.TooDeep:
             self.expressions.clear()
             return self._compile(value, opts)
+        self._value = value  # for for_items()
+        return render
 
     def _compile(self, value: Any, opts: CompileOptions) -> Callable[[Message], Any]:
         if isinstance(value, str):
@@ -981,6 +1002,9 @@ class Template:
         def render(msg: Message) -> str:
             return "".join(p if isinstance(p, str) else to_text(p.evaluate(msg)) for p in pieces)
         return render
+
+
+_NO_VALUE = object()  # a Template whose render is not a generated function: no for_items()
 
 
 def _holds_expressions(value: Any) -> bool:

@@ -51,6 +51,10 @@ class TooDeep(Exception):
     """The structure is nested past MAX_DEPTH: the caller keeps its closures."""
 
 
+class NotPlain(Exception):
+    """A ``${...}`` that items() cannot read from the item or the parent message."""
+
+
 class Generator:
     """Builds the source of one render function; ``expression`` is the caller's way of compiling
     one ``${...}`` (it records the Expr, so the template's list of expressions is unchanged)."""
@@ -64,6 +68,7 @@ class Generator:
         self._temps = 0
         self._payload_reads = 0
         self._first_is_payload: bool | None = None  # is the first thing the render does reading the payload?
+        self._index_var: str | None = None  # set by items(): the loop's own names replace some reads
 
     def function(self, value: Any) -> Callable[[Message], Any]:
         body = self.value(value, 0)
@@ -72,6 +77,22 @@ class Generator:
             source = f"def render(msg):\n    p_ = msg.payload\n    return {body.replace(_PAYLOAD, 'p_')}\n"
         else:
             source = f"def render(msg):\n    return {body.replace(_PAYLOAD, 'msg.payload')}\n"
+        render: Callable[[Message], Any] = self._define(source)
+        return render
+
+    def items(self, value: Any, index_var: str) -> Callable[[Message, list[Any]], list[Any]]:
+        """The template rendered for every item of a list at once, as a foreach would render it
+        on a message per item whose payload is the item and whose ``vars.<index_var>`` is its
+        position: ``render_items(msg, items)`` is one list comprehension.  Only for templates
+        whose every ``${...}`` is a path of fields (``NotPlain`` otherwise), and no whole copy
+        the fork makes (``${headers}``, ``${vars}``...), so reading the parent message is the same."""
+        self._index_var = index_var
+        body = self.value(value, 0)
+        source = f"def render_items(msg, items):\n    return [{body} for index_, item_ in enumerate(items)]\n"
+        render_items: Callable[[Message, list[Any]], list[Any]] = self._define(source)
+        return render_items
+
+    def _define(self, source: str) -> Any:
         code = _CODE.get(source)
         if code is None:
             code = compile(source, "<template>", "exec")
@@ -79,8 +100,7 @@ class Generator:
                 _CODE[source] = code
         namespace = dict(self.names)
         exec(code, namespace)  # our generated source: literals made by repr, the rest bound names
-        render: Callable[[Message], Any] = namespace["render"]
-        return render
+        return namespace["render_items" if "render_items" in namespace else "render"]
 
     # --- the parts ----------------------------------------------------------------------------
 
@@ -122,6 +142,8 @@ class Generator:
     def expression(self, source: str, offset: int | None) -> str:
         expr = self._expression(source, offset)
         fields = expr.fields
+        if self._index_var is not None:
+            return self._item_read(fields)
         if fields is None or fields[0] not in ROOT_SOURCE:
             self._first(False)
             return f"{self.bind(expr.evaluate)}(msg)"
@@ -133,6 +155,25 @@ class Generator:
         else:
             self._first(False)
             read = ROOT_SOURCE[root]
+        return self._fields(read, names)
+
+    def _item_read(self, fields: tuple[str, ...] | None) -> str:
+        """A read in items(): the payload is the item, vars.<index_var> the position, the rest
+        is read from the parent message (the fork would hold the same values)."""
+        if fields is None or fields[0] not in ROOT_SOURCE:
+            raise NotPlain
+        root, names = fields[0], fields[1:]
+        if root == "payload":
+            read = "item_"
+        elif root == "vars" and names and names[0] == self._index_var:
+            read, names = "index_", names[1:]
+        elif names or root in ("status", "method", "correlation_id"):
+            read = ROOT_SOURCE[root]
+        else:
+            raise NotPlain  # ${headers}, ${vars}, ${path}...: the fork's own copy, not the parent's
+        return self._fields(read, names)
+
+    def _fields(self, read: str, names: tuple[str, ...]) -> str:
         for name in names:  # value.get(name) for a dict, else None unless a mapping: as _direct_getter
             temp = self._temp()
             read = f"({temp}.get({name!r}) if type({temp} := {read}) is dict else _field({temp}, {name!r}))"

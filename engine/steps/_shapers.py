@@ -30,15 +30,21 @@ class Shaper:
     """A compiled step that only rewrites parts of the message (``writes``), synchronously.
 
     ``value``, when given, is the new payload alone: ``apply(msg)`` is ``msg.set_payload(value(msg),
-    ...)``, so a foreach can take ``value(msg)`` as an item's result without setting it."""
+    ...)``, so a foreach can take ``value(msg)`` as an item's result without setting it.  ``each``,
+    when given, makes (for an index variable) a function giving ``value`` for every item of a
+    list at once and whether its results are all new dicts or lists, or None when the step cannot
+    (engine/expressions.py ``Template.for_items``)."""
 
-    __slots__ = ("apply", "value", "writes")
+    __slots__ = ("apply", "each", "value", "writes")
 
     def __init__(self, apply: Shape, writes: frozenset[str] = frozenset({PAYLOAD}),
-                 value: Callable[[Message], Any] | None = None) -> None:
+                 value: Callable[[Message], Any] | None = None,
+                 each: Callable[[str], tuple[Callable[[Message, list[Any]], list[Any]], bool] | None] | None = None
+                 ) -> None:
         self.apply = apply
         self.writes = writes
         self.value = value
+        self.each = each
 
     async def __call__(self, msg: Message) -> None:
         self.apply(msg)

@@ -355,24 +355,30 @@ def compile_body(config: Any, ctx: CompileContext) -> Callable[[Message], None] 
     found = compile_body_value(config, ctx)
     if found is None:
         return None
-    value, kind = found
+    value, kind, _ = found
     content_type = config.get("content_type")
     return lambda msg: msg.set_payload(value(msg), kind, content_type)
 
 
-def compile_body_value(config: Any, ctx: CompileContext) -> tuple[Callable[[Message], Any], str] | None:
-    """The json/xml/text body as (the new payload from a message, its kind); None if none given."""
+ForItems = Callable[[str], tuple[Callable[[Message, list[Any]], list[Any]], bool] | None]
+
+
+def compile_body_value(config: Any, ctx: CompileContext
+                       ) -> tuple[Callable[[Message], Any], str, ForItems | None] | None:
+    """The json/xml/text body as (the new payload from a message, its kind, for a JSON body its
+    template's for_items); None if none given."""
     kinds = [k for k in ("json", "xml", "text") if k in config]
     if len(kinds) > 1:
         raise StepConfigError(f"give one body: json, xml or text, not {' and '.join(kinds)}")
     if not kinds:
         return None
     if "json" in config:
-        return ctx.template(config["json"], "json").renderer, JSON
+        template = ctx.template(config["json"], "json")
+        return template.renderer, JSON, template.for_items
     if "xml" in config:
-        return XmlTemplate(str(config["xml"]), ctx, "xml").render, XML
+        return XmlTemplate(str(config["xml"]), ctx, "xml").render, XML, None
     text = ctx.template(str(config["text"]), "text").renderer
-    return (lambda msg: to_text(text(msg))), TEXT
+    return (lambda msg: to_text(text(msg))), TEXT, None
 
 
 @step_kind(
@@ -387,9 +393,9 @@ def compile_payload(config: Any, ctx: CompileContext) -> StepFn:
     found = compile_body_value(config, ctx)
     if found is None:
         raise StepConfigError("payload needs a body: json, xml or text")
-    value, kind = found
+    value, kind, each = found  # each: a JSON body, which a foreach may render for all its items at once
     content_type = config.get("content_type")
 
     def apply(msg: Message) -> None:
         msg.set_payload(value(msg), kind, content_type)
-    return Shaper(apply, value=value)  # it only sets the payload: a foreach may run it on plain items
+    return Shaper(apply, value=value, each=each)  # it only sets the payload: a foreach may run it on plain items

@@ -129,13 +129,26 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
     shapers = shapers_of(plan.steps) if plan.concurrency == 1 and plan.timeout is None else None
     listed = ctx.template(config["items"], "items") if shapers is not None and "items" in config else None
     ids = step_ids(plan.steps)
+    # one payload step whose template only reads fields: every item rendered by one comprehension
+    made = shapers[0].each(plan.index_var) if shapers is not None and len(shapers) == 1 \
+        and shapers[0].each is not None and plan.count is None else None
+    at_once, containers = made if made is not None else (None, False)  # containers: no result is XML
 
     async def run(msg: Message) -> None:
         if into is not None and not msg.is_streaming:
             json_payload(msg, "foreach into a JSONPath")
         if listed is not None and shapers is not None and msg.trace is None:
-            results, failures, stats = _shape_items(msg, _listed_items(listed.render(msg)), plan, shapers, ids)
+            items = _listed_items(listed.render(msg))
+            rendered = _all_at_once(at_once, msg, items) if at_once is not None else None
+            plain = rendered is not None and containers
+            if rendered is not None:
+                results = rendered if plan.keep_results else []
+                failures: list[Any] = []
+                stats = {"items": len(rendered), "succeeded": len(rendered), "failed": 0, "complete": True}
+            else:
+                results, failures, stats = _shape_items(msg, items, plan, shapers, ids)
         else:
+            plain = False
             results, failures, stats = await _run_items(msg, source(msg), plan)
         if errors_var is not None:
             msg.vars[errors_var] = failures
@@ -147,8 +160,10 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
         if aggregate == "xml":
             value = _as_xml(results, root, item_name)
         else:
-            # an XML result gathered as JSON is its text (inline: one call fewer per item)
-            value = [("".join(r.itertext()) if isinstance(r, etree._Element) else r) for r in results]
+            # an XML result gathered as JSON is its text (inline: one call fewer per item); results
+            # that are all dicts or lists just made are the array as they are
+            value = results if plain else [("".join(r.itertext()) if isinstance(r, etree._Element) else r)
+                                           for r in results]
             if reduce is not None:
                 probe = Message(body=b"", correlation_id=msg.correlation_id)
                 probe.set_payload(value, JSON)
@@ -222,6 +237,19 @@ def _listed_items(value: Any) -> Iterable[Any]:
         raise ExpressionError(f"foreach items gave {type(value).__name__}, not a list; point items at a "
                               f"list, e.g. ${{payload.orders}}")
     return value
+
+
+def _all_at_once(render_items: Any, msg: Message, items: Iterable[Any]) -> list[Any] | None:
+    """Every item's result from one comprehension (a payload step reading only fields), or None
+    to take _shape_items: items that are not a list, or a render that raised (it only reads, so
+    _shape_items then renders again item by item and fails or collects as it would)."""
+    if type(items) is not list:
+        return None
+    try:
+        rendered: list[Any] = render_items(msg, items)
+    except Exception:
+        return None
+    return rendered
 
 
 def _shape_items(msg: Message, items: Iterable[Any], plan: _Plan, shapers: tuple[Shaper, ...],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -341,3 +342,50 @@ async def test_set_remove_and_transform_items_see_only_their_own_writes_on_eithe
     assert [r["id"] for r in collected["result"]] == ["a", "c"]
     assert [e["index"] for e in collected["errors"]] == [1]
     assert collected["stats"] == {"items": 3, "succeeded": 2, "failed": 1, "complete": True}
+
+
+async def test_one_payload_step_reading_fields_renders_every_item_as_a_message_each(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # concurrency 1: every item from one comprehension (the payload step only reads fields);
+    # concurrency 2: a message per item. The same answers, stats and reduce.
+    def flow(name: str, concurrency: int, extra: str) -> str:
+        return f"""
+      {name}:
+        source: {{http: {{method: POST, path: /{name}}}}}
+        steps:
+          - set: {{var: tenant, value: acme}}
+          - foreach:
+              items: ${{payload.items}}
+              concurrency: {concurrency}
+              stats: stats
+              steps:
+                - payload: {{json: {{id: "${{payload.id}}", qty: "${{payload.qty}}", line: "${{vars.index}}",
+                                   tenant: "${{vars.tenant}}", ct: "${{headers.\\"content-type\\"}}",
+                                   text: "${{payload.id}}-${{vars.index}}: ${{payload.qty}}", all: "${{payload}}",
+                                   deep: "${{payload.a.b}}", list: ["${{payload.id}}", 1, {{n: null}}]}}}}
+{extra}
+          - payload: {{json: {{result: "${{payload}}", stats: "${{vars.stats}}"}}}}
+"""
+    cases = {"plain": "", "reduce": "              reduce: \"{n: length(payload), qty: sum(payload[*].qty)}\"",
+             "none": "              aggregate: none"}
+    flows = "flows:\n" + "".join(flow(f"{case}{c}", c, extra) for case, extra in cases.items() for c in (1, 2))
+    write_flows(tmp_path, flows)
+    body = {"items": [{"id": "a", "qty": 1, "a": {"b": [1]}}, {"id": None, "qty": 2.5}, {"qty": 3}, 7, None,
+                      "text", [1, 2], {"id": {"x": True}, "qty": 0}]}
+    from engine.steps import foreach as foreach_step
+
+    at_once = foreach_step._all_at_once
+    rendered: list[Any] = []  # what the one-comprehension path gave
+    monkeypatch.setattr(foreach_step, "_all_at_once", lambda *args: rendered.append(at_once(*args)) or rendered[-1])
+    async with facade_client(tmp_path) as client:
+        for case in cases:
+            one, general = [await client.post(f"/{case}{c}", json=body) for c in (1, 2)]
+            assert one.status_code == general.status_code == 200, (case, one.text)
+            assert one.json() == general.json(), case
+            if case == "plain":
+                first = one.json()["result"][0]
+                assert first == {"id": "a", "qty": 1, "line": 0, "tenant": "acme", "ct": "application/json",
+                                 "text": "a-0: 1", "all": body["items"][0], "deep": [1], "list": ["a", 1, {"n": None}]}
+            if case == "reduce":  # 7, None, "text" and [1, 2] have no qty; the sum is of the others
+                assert one.json()["result"] == {"n": 8, "qty": 6.5}
+    assert len(rendered) == len(cases) and all(r is not None and len(r) == 8 for r in rendered)

@@ -124,3 +124,42 @@ def test_names_and_texts_of_the_file_never_become_code() -> None:
     msg = _message({"a'b\"c": 1, "x y": 2})
     assert Template(value, OPTIONS).render(msg) == _closures(value)(msg) == \
         {"__import__('os')": "') + str(1/0) + ('", "k": 1, "t": "\\n'''\"\"\" 2"}
+
+
+ITEMS: list[Any] = [{"id": 7, "qty": 2.5, "a": {"b": {"c": [1, 2]}}}, {"id": None}, [1, 2], "plain", 0, None, True,
+                    {"id": "x", "a": "text"}, etree.fromstring(b"<item><id>1</id></item>")]
+
+
+@pytest.mark.parametrize("value", TEMPLATES, ids=range(len(TEMPLATES)))
+def test_all_items_at_once_answer_as_one_message_per_item(value: Any) -> None:
+    # what a foreach's one-payload-step path renders (Template.for_items) against the template
+    # rendered on a fork of the message per item (payload: the item, vars.index: its position)
+    from engine.steps._fork import fork
+
+    template = Template(value, OPTIONS)
+    made = template.for_items("index")
+    msg = _message({"items": "the parent's payload"})
+    reads_more = any(e.fields is None or (len(e.fields) == 1 and e.fields[0] not in ("payload", "status", "method",
+                                                                                     "correlation_id"))
+                     for e in template.expressions)
+    if reads_more or template.is_constant:  # not only paths of fields, or a whole root the fork copies
+        assert made is None
+        return
+    assert made is not None
+    render_items, containers = made
+    expected = []
+    for index, item in enumerate(ITEMS):
+        branch = fork(msg, item, with_payload=True)
+        branch.vars["index"] = index
+        expected.append(template.render(branch))
+    got = render_items(msg, ITEMS)
+    assert repr(got) == repr(expected)
+    assert containers == all(isinstance(result, (dict, list)) for result in got)
+
+
+def test_all_items_at_once_read_the_index_variable_they_are_given() -> None:
+    template = Template({"at": "${vars.line}", "outer": "${vars.index}", "deeper": "${vars.line.x}"}, OPTIONS)
+    made = template.for_items("line")
+    assert made is not None
+    assert made[0](_message(None), ["a", "b"]) == [{"at": 0, "outer": 3, "deeper": None},
+                                                        {"at": 1, "outer": 3, "deeper": None}]
