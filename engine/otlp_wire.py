@@ -93,6 +93,10 @@ def attributes(values: Mapping[str, Any], tag: bytes = b"\x4a") -> bytes:
 
 # a span's own attributes that are numbers (status codes, attempts) repeat: each pair encoded once
 _NUMBERS: dict[tuple[str, int], bytes] = {}
+# so do these strings (a call's URL, a route's path): each pair encoded once; others (a
+# correlation id) are new on every span
+_REPEATING = frozenset({"url.full", "url.path"})
+_PAIRS: dict[tuple[str, str], bytes] = {}
 
 
 def _own(values: Mapping[str, Any]) -> bytes:
@@ -102,6 +106,14 @@ def _own(values: Mapping[str, Any]) -> bytes:
     short = _SHORT
     for key, value in values.items():
         if type(value) is str:
+            if key in _REPEATING:
+                pair = _PAIRS.get((key, value))
+                if pair is None:
+                    if len(_PAIRS) > 4096:
+                        _PAIRS.clear()
+                    pair = _PAIRS[(key, value)] = attributes({key: value})
+                out.append(pair)
+                continue
             text = value.encode("utf-8", "replace")
             n = len(text)
             if n < 16000:

@@ -308,8 +308,13 @@ _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 def propagate(span: Span, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """``headers`` carrying ``span``'s context (``traceparent``, and ``tracestate`` when the
     caller sent one), in place of any given."""
-    out = [pair for pair in headers if pair[0] not in _TRACE_HEADERS]
-    out.append(("traceparent", span.traceparent))
+    for pair in headers:  # a loop, not a comprehension's frame: the usual list has no trace header
+        if pair[0] in _TRACE_HEADERS:
+            out = [pair for pair in headers if pair[0] not in _TRACE_HEADERS]
+            break
+    else:
+        out = headers.copy()
+    out.append(("traceparent", f"00-{span.trace_id}-{span.span_id:016x}-{'01' if span.sampled else '00'}"))
     if span.trace_state:
         out.append(("tracestate", span.trace_state))
     return out
