@@ -43,7 +43,7 @@ from engine.errors import (
     UnencodableValue,
     UnsupportedMediaType,
 )
-from engine.httpguard import abort, client_gone, cycle_of, response_started, write_answer
+from engine.httpguard import abort, client_gone, cycle_of, response_started, take_body, write_answer
 from engine.message import Message, kind_of
 from engine.observability import correlation, correlation_id, escape_controls
 from engine.tls import flow_view
@@ -111,6 +111,7 @@ class FlowRoute(Route):
         else:
             self.path_format, self.param_convertors = self.path, {}
         self.endpoint = self.app = FlowEndpoint(facade, self)
+        self.tallies = telemetry.RouteTallies(self.name, self.path)  # its request metrics, found once
 
     @property
     def path_regex(self) -> re.Pattern[str]:
@@ -463,7 +464,7 @@ class Facade(Starlette):
             if not table.project.opened:
                 await self.open()  # no lifespan reached this app (mounted in another): open on first use
             flow_name = route.flow.name
-            telemetry.routed(seen, flow_name, route.path)
+            telemetry.routed(seen, flow_name, route.path, route.tallies)
             msg = await self._message(scope, receive, headers, route, params, cid, seen)
             if self.traces is not None:
                 msg.trace = []
@@ -541,7 +542,10 @@ class Facade(Starlette):
                 raise MissingBody(f"this route takes a {route.accepts} body; the request has none")
             return msg
         if length is not None and length <= STREAM_THRESHOLD:
-            msg.set_body(await _read_all(receive, route.max_body), content_type)
+            # a body that has all arrived is taken from the engine's server as it is, without
+            # the receive() round trip
+            whole = take_body(receive)
+            msg.set_body(whole if whole is not None else await _read_all(receive, route.max_body), content_type)
             return msg
         first: Any = None
         if length is None and method in route.needs_body:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from engine import metrics
 from engine.errors import PROBLEM_BASE
@@ -97,6 +97,22 @@ def cycle_of(scope: MutableMapping[str, Any], send: Any) -> Any:
 
 _NO_EXTENSIONS: dict[str, Any] = {}
 _BIG_BODY = 64 * 1024  # from this size the body goes out beside the head, not copied into one buffer
+
+
+def take_body(receive: Any) -> bytes | None:
+    """The request's body when ``receive`` is the engine's server's own (a uvicorn cycle's) and
+    the whole body has arrived: what ``receive()`` would answer, taken without its coroutine
+    and its event; None otherwise (then call ``receive()``)."""
+    cycle = getattr(receive, "__self__", None)
+    if type(cycle) is not RequestResponseCycle or cycle.more_body or cycle.disconnected \
+            or cycle.response_complete or cycle.waiting_for_100_continue:
+        return None
+    body = bytes(cycle.body)
+    cycle.body = bytearray()
+    cycle.message_event.clear()
+    if cycle.flow.read_paused:  # a body above uvicorn's high-water mark paused reading
+        cycle.flow.resume_reading()
+    return body
 
 
 def write_answer(cycle: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:

@@ -138,15 +138,19 @@ class TextFormatter(logging.Formatter):
         return super().formatMessage(record)
 
     def request_line(self, name: str, created: float, cid: str, args: tuple[Any, ...],
-                     fields: Callable[[], dict[str, Any]]) -> str | None:
+                     fields: Callable[..., dict[str, Any]], fields_args: tuple[Any, ...] = ()) -> str | None:
         """The request line as ``format`` would write its record, made without one; None when
-        this formatter is not the engine's default text format (then the record is made)."""
+        this formatter is not the engine's default text format (then the record is made).
+        ``fields(*fields_args)`` are the structured fields, which this format does not write."""
         if self._fmt != TEXT_FORMAT or self.datefmt is not None or type(self) is not TextFormatter \
                 or self.default_msec_format != "%s,%03d" or self.converter is not time.localtime:
             return None
-        second = self._seconds.get(created, lambda s: time.strftime(self.default_time_format, time.localtime(s)))
+        second = self._seconds.get(created, self._local_second)
         msecs = int((created - int(created)) * 1000)
         return f"{second},{msecs:03d} INFO    {name} [{cid}] {escape_controls(REQUEST_MESSAGE % args)}"
+
+    def _local_second(self, second: int) -> str:
+        return time.strftime(self.default_time_format, time.localtime(second))
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)  # message, then "\n" + traceback, then "\n" + stack
@@ -154,6 +158,14 @@ class TextFormatter(logging.Formatter):
             return line
         head = self.formatMessage(record)  # already escaped; what follows it is not
         return head + escape_controls(line[len(head):]) if line.startswith(head) else escape_controls(line)
+
+
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+_PID = [os.getpid()]  # this process's id for the JSON request line, again in a forked worker
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
 class JsonFormatter(logging.Formatter):
@@ -170,7 +182,7 @@ class JsonFormatter(logging.Formatter):
         self._seconds = _SecondCache()
 
     def format(self, record: logging.LogRecord) -> str:
-        second = self._seconds.get(record.created, lambda s: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)))
+        second = self._seconds.get(record.created, _utc_second)
         entry: dict[str, Any] = {
             "time": f"{second}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
@@ -194,16 +206,17 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()  # a third of json.dumps' cost per line
 
     def request_line(self, name: str, created: float, cid: str, args: tuple[Any, ...],
-                     fields: Callable[[], dict[str, Any]]) -> str | None:
-        """The request line as ``format`` would write its record, made without one."""
+                     fields: Callable[..., dict[str, Any]], fields_args: tuple[Any, ...] = ()) -> str | None:
+        """The request line as ``format`` would write its record (``fields(*fields_args)``: its
+        structured fields), made without one."""
         if type(self) is not JsonFormatter:
             return None
-        second = self._seconds.get(created, lambda s: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)))
+        second = self._seconds.get(created, _utc_second)
         entry: dict[str, Any] = {
             "time": f"{second}.{int((created - int(created)) * 1000):03d}Z",
             "level": "info",
             "logger": name,
-            "pid": os.getpid() if logging.logProcesses else None,
+            "pid": _PID[0] if logging.logProcesses else None,  # os.getpid() is a system call
             "correlation_id": cid,
             "message": REQUEST_MESSAGE % args,
         }
@@ -211,7 +224,7 @@ class JsonFormatter(logging.Formatter):
             trace_id = tracing.current_trace_id()
             if trace_id:
                 entry["trace_id"] = trace_id
-        for key, value in fields().items():
+        for key, value in fields(*fields_args).items():
             entry.setdefault(key, value)
         return orjson.dumps(entry, default=str).decode()
 
@@ -234,12 +247,12 @@ class EngineHandler(logging.StreamHandler):
         self._waiting: list[str] = []
 
     def request_line(self, name: str, created: float, cid: str, args: tuple[Any, ...],
-                     fields: Callable[[], dict[str, Any]]) -> bool:
+                     fields: Callable[..., dict[str, Any]], fields_args: tuple[Any, ...] = ()) -> bool:
         """Write the request line (made by the formatter's ``request_line``); False when the
         formatter cannot make it (the caller then logs a record)."""
         formatter = self.formatter
         make = getattr(formatter, "request_line", None)
-        line = make(name, created, cid, args, fields) if make is not None else None
+        line = make(name, created, cid, args, fields, fields_args) if make is not None else None
         if line is None:
             return False
         waiting = self._waiting

@@ -33,7 +33,8 @@ request_log = logging.getLogger("interlace.request")
 class Seen:
     """One request being observed."""
 
-    __slots__ = ("backends", "cid", "flow", "method", "path", "received", "route", "span", "started", "token")
+    __slots__ = ("backends", "cid", "flow", "method", "path", "received", "route", "span", "started", "tallies",
+                 "token")
 
     def __init__(self, method: str, path: str, cid: str) -> None:
         self.started = time.perf_counter()
@@ -47,6 +48,36 @@ class Seen:
         self.backends: list[tuple[str, str, str, float]] | None = None
         # a request body without Content-Length: -1 while it arrives, then its size (engine/front.py)
         self.received: int | None = None
+        self.tallies: RouteTallies | None = None
+
+
+class RouteTallies:
+    """One route's request metrics (flow, route template), made with the route when the flows
+    load: a request finds its three histograms' tallies here, not by its labels in the
+    metrics' tables.  The children are made on first use, so a route no request has reached
+    shows no series."""
+
+    __slots__ = ("flow", "received", "route", "seconds", "sent")
+
+    def __init__(self, flow: str, route: str) -> None:
+        self.flow = flow
+        self.route = route
+        self.seconds: dict[tuple[str, int], metrics.Tally] = {}  # (method, status) ->
+        self.received: metrics.Tally | None = None
+        self.sent: metrics.Tally | None = None
+
+    def received_tally(self) -> metrics.Tally:
+        tally = self.received = metrics.request_bytes(self.flow, self.route)
+        return tally
+
+    def sent_tally(self) -> metrics.Tally:
+        tally = self.sent = metrics.response_bytes(self.flow, self.route)
+        return tally
+
+    def seconds_of(self, method: str, status: int) -> metrics.Tally:
+        tally = self.seconds[method, status] = metrics.request_seconds(self.flow, self.route, method,
+                                                                       _STATUS.get(status) or str(status))
+        return tally
 
 
 _STATUS = {status: str(status) for status in range(100, 600)}
@@ -99,9 +130,10 @@ def _route_attributes(method: str, flow: str, route: str) -> tuple[str, dict[str
     return found
 
 
-def routed(seen: Seen, flow: str, route: str) -> None:
+def routed(seen: Seen, flow: str, route: str, tallies: RouteTallies | None = None) -> None:
     seen.flow = flow
     seen.route = route
+    seen.tallies = tallies
     span = seen.span
     if span is not None:
         span.name, span.shared = _route_attributes(seen.method, flow, route)
@@ -122,20 +154,35 @@ def end(seen: Seen, status: int, request_bytes: int | None = None, response_byte
             span.status = tracing.ERROR
         span.end()
         tracing.current.reset(seen.token)
-    flow, route = seen.flow, seen.route
-    metrics.observe(metrics.request_seconds(flow, route, seen.method, _STATUS.get(status) or str(status)), elapsed,
-                    trace_id)
-    if request_bytes is not None:
-        metrics.request_bytes(flow, route).observe(request_bytes)
-    if response_bytes is not None:
-        metrics.response_bytes(flow, route).observe(response_bytes)
+    tallies = seen.tallies
+    if tallies is not None:  # a route's: its tallies at hand
+        seconds = tallies.seconds.get((seen.method, status)) or tallies.seconds_of(seen.method, status)
+        if trace_id:
+            metrics.observe(seconds, elapsed, trace_id)
+        else:
+            seconds.observe(elapsed)
+        if request_bytes is not None:
+            (tallies.received or tallies.received_tally()).observe(request_bytes)
+        if response_bytes is not None:
+            (tallies.sent or tallies.sent_tally()).observe(response_bytes)
+    else:
+        flow, route = seen.flow, seen.route
+        metrics.observe(metrics.request_seconds(flow, route, seen.method, _STATUS.get(status) or str(status)),
+                        elapsed, trace_id)
+        if request_bytes is not None:
+            metrics.request_bytes(flow, route).observe(request_bytes)
+        if response_bytes is not None:
+            metrics.response_bytes(flow, route).observe(response_bytes)
     if seen.backends is not None:
         metrics.request_backends.set(None)
+        # the structured fields' values, made into fields only if a format reads them (JSON does):
+        # a tuple, not a closure (a closure over them put every local of this function in a cell)
+        request = (seen, status, elapsed, request_bytes, response_bytes, error, trace_id)
         handler = direct_handler(request_log)
         if handler is None or not handler.request_line(
                 request_log.name, time.time(), seen.cid, (seen.method, seen.path, status, elapsed * 1000),
-                lambda: request_fields(seen, status, elapsed, request_bytes, response_bytes, error, trace_id)):
-            request_log.handle(RequestRecord(seen, status, elapsed, request_bytes, response_bytes, error, trace_id))
+                request_fields, request):
+            request_log.handle(RequestRecord(*request))
 
 
 def request_fields(seen: Seen, status: int, elapsed: float, request_bytes: int | None, response_bytes: int | None,
