@@ -51,6 +51,7 @@ class Answer:
     content_type: str | None
     body: bytes
     vars: bytes | None  # the kept variables as JSON (a fresh copy on every hit), None when none were kept
+    reply_headers: dict[str, str] | None = None  # a reply's headers as a dict: a hit copies it (dict.copy)
 
     @classmethod
     def of(cls, msg: Message, body: bytes, kept_vars: tuple[str, ...] = ()) -> Answer:
@@ -59,13 +60,14 @@ class Answer:
         else:
             headers = tuple(msg.headers.items())
         kept = {name: msg.vars[name] for name in kept_vars if name in msg.vars}
-        return cls(msg.status, headers, not msg.headers_are_request, msg.content_type, body,
-                   jsonfast.dumps(kept) if kept else None)
+        reply = not msg.headers_are_request
+        return cls(msg.status, headers, reply, msg.content_type, body, jsonfast.dumps(kept) if kept else None,
+                   dict(headers) if reply else None)
 
     def restore(self, msg: Message) -> None:
         msg.status = self.status
-        if self.reply:
-            msg.replace_headers(dict(self.headers))
+        if self.reply_headers is not None:
+            msg.replace_headers(self.reply_headers.copy())
         else:
             for name, value in self.headers:
                 msg.set_header(name, value)
