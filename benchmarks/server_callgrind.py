@@ -11,7 +11,7 @@ what the server's side of a request costs: uvicorn's protocol and cycle, the eng
 (a reference cycle per request cost the engine 2-4 % of its CPU, invisible in process).  Here
 each server runs as `interlace run` (or uvicorn for the floor) runs it, under valgrind's
 callgrind with counting off; a client in this process sends the benchmark's 1 KiB requests on
-50 keep-alive connections, exactly ``--requests`` of them per cell, with counting on from the
+20 keep-alive connections, exactly ``--requests`` of them per cell, with counting on from the
 first to the last answer.  Instructions do not move with the machine's load (the same work
 counts the same), so two trees or the engine and the floor compare in one run, on a busy
 machine.  The client and the benchmark's echo backend run outside valgrind, on CPU 1.
@@ -51,10 +51,23 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     dumps: int = 0
     counts: dict[str, float] = field(default_factory=dict)
+    collected: dict[str, float] = field(default_factory=dict)  # of which the cyclic collector's
 
     def control(self, *options: str) -> None:
         assert self.proc is not None
         subprocess.run(["callgrind_control", *options, str(self.proc.pid)], check=True, stdout=subprocess.DEVNULL)
+
+    def collector(self) -> float:
+        """The instructions of the last dump spent in Python's cyclic collector (inclusive)."""
+        total = 0.0
+        for candidate in sorted(self.out.parent.glob(f"{self.out.name}.{self.dumps}*")):
+            out = subprocess.run(["callgrind_annotate", "--inclusive=yes", str(candidate)], capture_output=True,
+                                 text=True).stdout
+            for line in out.splitlines():
+                if "gcmodule.c:gc_collect_main " in line:
+                    total += float(line.split()[0].replace(",", ""))
+                    break
+        return total
 
     def dumped(self) -> float:
         """The instructions (Ir) of the last dump (``OUT.N``, or ``OUT.N-01``... with threads)."""
@@ -137,7 +150,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", default="direct-json,cbr-json,cbr-xml", help=f"of {', '.join(CELLS)}")
     parser.add_argument("--requests", type=int, default=1000, help="requests per cell (default 1000)")
-    parser.add_argument("--connections", type=int, default=50, help="keep-alive connections (default 50)")
+    # 20, not the peer bench's 50: under valgrind a server is ~40x slower, and 50 requests in flight
+    # made the flows' 2 s backend connect timeout fire (504) whenever the machine was loaded
+    parser.add_argument("--connections", type=int, default=20, help="keep-alive connections (default 20)")
     parser.add_argument("--before", type=Path, help="an older checkout, run as the engine 'before'")
     parser.add_argument("--routes", action="store_true", help="this tree on 206 routes against 6 (no floor)")
     parser.add_argument("--no-floor", action="store_true", help="leave the aiohttp floor out")
@@ -197,7 +212,9 @@ def main() -> None:
                 server.dumps += 1
                 server.control(f"--dump={cell}")
                 server.counts[cell] = server.dumped() / args.requests
-                print(f"{server.name:<10} {cell:<12} {server.counts[cell]:12,.0f} instructions/request", flush=True)
+                server.collected[cell] = server.collector() / args.requests
+                print(f"{server.name:<10} {cell:<12} {server.counts[cell]:12,.0f} instructions/request "
+                      f"({server.collected[cell]:,.0f} in the cyclic collector)", flush=True)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -210,11 +227,11 @@ def main() -> None:
     reference = servers[0]
     print(f"\ninstructions per request, whole server (callgrind), {args.requests} requests a cell on "
           f"{args.connections} connections, 1 KiB bodies; ratio to {reference.name} (lower is better)\n")
-    print("| server | cell | instructions/request | ratio |")
-    print("|---|---|---:|---:|")
+    print("| server | cell | instructions/request | of which the cyclic collector | ratio |")
+    print("|---|---|---:|---:|---:|")
     for server in servers:
         for cell in cells:
-            print(f"| {server.name} | {cell} | {server.counts[cell]:,.0f} | "
+            print(f"| {server.name} | {cell} | {server.counts[cell]:,.0f} | {server.collected[cell]:,.0f} | "
                   f"{server.counts[cell] / reference.counts[cell]:.3f}x |")
     if args.routes:
         print()
