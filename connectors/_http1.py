@@ -391,6 +391,12 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def close(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            # every caller that still awaits the answer has been given its error already: this one
+            # is unawaited (the request body's source failed while it was sent), and an exception
+            # set on it by connection_lost would be reported as never retrieved
+            waiter.cancel()
         if self.transport is not None and not self.lost:
             self.transport.close()
             self.lost = True

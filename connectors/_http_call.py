@@ -1,21 +1,24 @@
 """A call of a plain http endpoint compiled into one coroutine.
 
-An http endpoint with one URL, no ``retry``, no ``breaker`` and no ``deadline`` (the common
-case) has nothing for the resilience layer's loop to do: its call is one attempt on its one
-URL.  Going through it anyway costs a coroutine frame per layer on every call and on every
-resumption (the operation's ``run``, ``Endpoint.invoke``, ``Endpoint._invoke``,
-``HttpConnector.attempt``, and around them the call step and its step timer).  For such an
-endpoint ``HttpEndpoint.prepare`` gives a ``FoldedCall``: what those layers do for this
-configuration, written out in one coroutine (the attempt observed as ``observe.Attempt``
-observes it, its failure typed as ``HttpConnector.attempt`` types it, named as
-``Endpoint.invoke`` names it, the breaker's count of consecutive failures kept), and the call
-step asks it for its step form: the reply made the message, the step timed, in the same
-coroutine.  Anything else (retries, several URLs, a breaker, a deadline, a transaction, tracing
-on for the step timer) goes through the layers as before.
+An http endpoint with one URL and no ``retry`` (the common case) has nothing for the resilience
+layer's loop to do: its call is one attempt on its one URL, let through by its breaker if it has
+one, within its deadline if it has one.  Going through the loop anyway costs a coroutine frame
+per layer on every call and on every resumption (the operation's ``run``, ``Endpoint.invoke``,
+``Endpoint._invoke``, ``HttpConnector.attempt``, and around them the call step and its step
+timer).  For such an endpoint ``HttpEndpoint.prepare`` gives a ``FoldedCall``: what those
+layers do for this configuration, written out in one coroutine (the breaker asked and told, its
+changes logged and counted, as ``Endpoint._invoke`` does; the attempt observed as
+``observe.Attempt`` observes it; its failure typed as ``HttpConnector.attempt`` types it and
+named as ``Endpoint.invoke`` names it; a deadline bounds the exchange in a helper frame that
+only an endpoint with a deadline pays), and the call step asks it for its step form: the reply
+made the message, the step timed, in the same coroutine.  Retries and several URLs go through
+the layers as before; with tracing on, the step timer stays the traced wrapper.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -26,8 +29,15 @@ from connectors import observe
 from connectors._http_request import status_error
 from connectors.base import Reply
 from connectors.resilience import Breaker
-from engine import tracing
-from engine.errors import BackendError, BackendFault, BackendRejected, BackendTimeout, BackendUnreachable
+from engine import metrics, tracing
+from engine.errors import (
+    BackendError,
+    BackendFault,
+    BackendRejected,
+    BackendTimeout,
+    BackendUnreachable,
+    CircuitOpen,
+)
 
 if TYPE_CHECKING:
     from connectors.http import HttpEndpoint, HttpRequest
@@ -37,7 +47,8 @@ if TYPE_CHECKING:
 Render = Callable[["Message"], "HttpRequest"]
 Accept = Callable[[int], bool] | None
 After = Callable[["Message", Reply], None]
-PASS = Breaker.PASS  # the ticket of a target without a breaker: every call passes
+REJECT, PROBE = Breaker.REJECT, Breaker.PROBE
+log = logging.getLogger("interlace.endpoints")  # the resilience layer's: breaker changes logged alike
 
 
 class FoldedCall:
@@ -92,13 +103,31 @@ def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After 
     limits = connector._limits
     reply_of = connector._reply
     failure_of = connector.failure
+    deadline = endpoint.deadline
     clock = time.perf_counter
     ok, failed = timer if timer is not None else (None, None)
+
+    async def bounded(transport: Any, method: str, url: str, headers: Any, body: Any) -> Any:
+        """The exchange within the endpoint's deadline (a frame only endpoints with one pay)."""
+        try:
+            async with asyncio.timeout(deadline):
+                return await transport.exchange(method, url, headers, body, limits)
+        except TimeoutError:
+            raise BackendTimeout(f"endpoint {name!r} did not answer within its deadline of {deadline:g} s") \
+                from None
 
     async def run(msg: Message) -> Any:
         started = clock() if timer is not None else 0.0
         try:
             request = render(msg)
+            ticket = breaker.admit()
+            if ticket == REJECT:
+                refusal = CircuitOpen(f"endpoint {name!r} is not being called for now: its circuit breaker is "
+                                      f"open", internal=f"{target}: {breaker.state}")
+                endpoint._named(refusal, "request")
+                raise refusal
+            if ticket == PROBE:
+                metrics.breaker_changed(name, target, "half_open")
             method = request.method
             seen = request.observation = observe.Attempt(
                 name, target, method, request.location(target) if tracing.ENABLED else None)
@@ -107,37 +136,46 @@ def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After 
                 headers = seen.propagate(headers)
             transport = connector.transport or connector._opened()
             try:
-                answer = await transport.exchange(method, base.base + request.path, headers, request.body, limits)
+                if deadline is None:
+                    answer = await transport.exchange(method, base.base + request.path, headers, request.body,
+                                                      limits)
+                else:
+                    answer = await bounded(transport, method, base.base + request.path, headers, request.body)
             except httpx.TransportError as exc:
                 # as Endpoint._invoke sorts what HttpConnector.attempt raises (the body's own
                 # failure included: a streamed reply of another backend can be a BackendError)
                 error = failure_of(exc, base, request)
                 if isinstance(error, (BackendUnreachable, BackendTimeout)):
                     seen.failed("timeout" if isinstance(error, BackendTimeout) else "unreachable", error)
-                    endpoint._failed(0, PASS)
+                    endpoint._failed(0, ticket)
                 elif isinstance(error, (BackendRejected, BackendFault)):
                     seen.failed(error.category or "error", error)
-                    breaker.succeeded(PASS)
+                    breaker.succeeded(ticket)
                 elif isinstance(error, BackendError):
                     seen.failed("error", error)
-                    endpoint._failed(0, PASS)
+                    endpoint._failed(0, ticket)
                 else:
                     seen.abandoned()  # the request's own body failed: no verdict on the backend
+                    breaker.abandon(ticket)
                 if isinstance(error, BackendError):
                     endpoint._named(error, "request")
                 source = request.source
                 raise error from (None if source is not None and error is source.error else exc)
-            except BaseException:
-                seen.abandoned()  # cancelled
+            except BaseException as exc:
+                seen.abandoned()  # cancelled, or past the deadline: no verdict on the backend
+                breaker.abandon(ticket)
+                if isinstance(exc, BackendError):
+                    endpoint._named(exc, "request")
                 raise
             reply = reply_of(answer, base)
             status = reply.status or 0
             seen.answered(status)
             endpoint.active = 0
             if status in breaker_statuses:
-                endpoint._failed(0, PASS)
-            else:
-                breaker.succeeded(PASS)
+                endpoint._failed(0, ticket)
+            elif breaker.succeeded(ticket):
+                log.warning("endpoint %r: circuit closed for %s", name, target)
+                metrics.breaker_changed(name, target, "closed")
             if accept is not None and not accept(status):
                 await reply.aclose()
                 raise status_error(name, status)

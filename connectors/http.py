@@ -33,8 +33,8 @@ attempt on one URL:
 The pool is ``connectors._http1.Http1Pool``, an HTTP/1.1 client on httptools' response parser
 with the ``exchange()`` of ``connectors.aiohttp_transport.AiohttpTransport`` (which the engine
 still uses where the httpx API is wanted): a fifth of aiohttp's CPU per call
-(``benchmarks/http_client.py``).  A call of a plain endpoint (one URL, no retry, breaker or
-deadline) is compiled into one coroutine (``connectors/_http_call.py``).
+(``benchmarks/http_client.py``).  A call of a plain endpoint (one URL, no retry) is compiled
+into one coroutine (``connectors/_http_call.py``).
 """
 
 from __future__ import annotations
@@ -512,8 +512,8 @@ class HttpEndpoint(Endpoint):
         super().__init__(name, HttpConnector(name, config, context), config, "http")
 
     def prepare(self, operation: str, config: dict[str, Any], ctx: CompileContext) -> Invocation:
-        """One step's request; on a plain endpoint (one URL, no retry, breaker or deadline) a
-        call compiled into one coroutine (connectors/_http_call.py)."""
+        """One step's request; on a plain endpoint (one URL, no retry) a call compiled into one
+        coroutine (connectors/_http_call.py)."""
         if not self.plain():
             return super().prepare(operation, config, ctx)
         from connectors._http_call import FoldedCall
@@ -522,9 +522,8 @@ class HttpEndpoint(Endpoint):
         return FoldedCall(self, render, accept)
 
     def plain(self) -> bool:
-        """Whether a call is one attempt on the one URL, with nothing to retry, break or bound."""
-        return (len(self.breakers) == 1 and self.retry.attempts == 1 and self.deadline is None
-                and self.breakers[0].threshold <= 0)
+        """Whether a call is one attempt on the one URL (whatever its breaker and deadline)."""
+        return len(self.breakers) == 1 and self.retry.attempts == 1
 
     async def request(self, method: str, path: str, *, headers: list[tuple[str, str]] | None = None,
                       body: bytes | AsyncIterable[bytes] | None = None,

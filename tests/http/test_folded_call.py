@@ -1,7 +1,7 @@
-"""A call of a plain http endpoint (one URL, no retry, breaker or deadline) runs as one coroutine
+"""A call of a plain http endpoint (one URL, no retry) runs as one coroutine
 (connectors/_http_call.py): what a flow sees of it must be what the resilience layer gives. Each
-case runs the same flows on a plain endpoint and on one with ``retry: {attempts: 1}`` and a
-breaker that never opens (which go through ``Endpoint.invoke``), against real backends."""
+case runs the same flows on a plain endpoint and on one with ``retry: {attempts: 2}`` (which goes
+through ``Endpoint.invoke``), in failures a retry does not change, against real backends."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ pytestmark = pytest.mark.anyio
 FLOWS = """
 endpoints:
   plain: {{http: {{url: "{url}"}}}}
-  layered: {{http: {{url: "{url}", retry: {{attempts: 1}}, breaker: {{failures: 1000}}}}}}
+  layered: {{http: {{url: "{url}", retry: {{attempts: 2, backoff: 1ms}}}}}}
   plain-dead: {{http: {{url: "{dead}"}}}}
-  layered-dead: {{http: {{url: "{dead}", breaker: {{failures: 1000}}}}}}
+  layered-dead: {{http: {{url: "{dead}", retry: {{attempts: 2, backoff: 1ms}}}}}}
 flows:
   call:
     source: {{http: {{method: POST, path: "/call/{{endpoint}}"}}}}
@@ -109,3 +109,44 @@ async def test_a_folded_call_is_measured_as_the_layered_one(tmp_path: Path, back
             - before[(flow, "error")] == 1
     for endpoint in ("plain", "layered"):
         assert counted(calls, endpoint=endpoint, url=backend.url, outcome="2xx") - backend_before[endpoint] == 3
+
+
+SLOW = """
+endpoints:
+  plain-slow: {{http: {{url: "{url}", timeout: {{read: 100ms}}, breaker: {{failures: 2, reset: 1h}}}}}}
+  layered-slow: {{http: {{url: "{url}", timeout: {{read: 100ms}}, breaker: {{failures: 2, reset: 1h}},
+                         retry: {{attempts: 2, backoff: 1ms}}}}}}
+  plain-deadline: {{http: {{url: "{url}", deadline: 150ms}}}}
+  layered-deadline: {{http: {{url: "{url}", deadline: 150ms, retry: {{attempts: 2, backoff: 1ms}}}}}}
+flows:
+"""
+SLOW_FLOW = """
+  {name}:
+    source: {{http: {{method: GET, path: /{name}}}}}
+    steps:
+      - call: {{endpoint: {name}, path: /slow}}
+    on_error:
+      - respond: {{status: 599, json: {{code: "${{error.code}}", status: "${{error.status}}",
+                                        endpoint: "${{error.endpoint}}", message: "${{error.message}}"}}}}
+"""
+
+
+async def test_a_folded_call_keeps_the_breaker_and_the_deadline(tmp_path: Path, backend: BackendServer) -> None:
+    """A read timeout (after the request went: never retried) counts for the breaker, which opens
+    after two; a deadline is a backend-timeout with its own message: the same on both endpoints."""
+    backend.set_behaviour(delay=0.6)
+    names = ("plain-slow", "layered-slow", "plain-deadline", "layered-deadline")
+    write_flows(tmp_path, SLOW.format(url=backend.url) + "".join(SLOW_FLOW.format(name=n) for n in names))
+    seen: dict[str, list[Any]] = {}
+    async with facade_client(tmp_path) as client:
+        for name in names:
+            count = 3 if name.endswith("slow") else 1
+            answers = [(await client.get(f"/{name}")) for _ in range(count)]
+            seen[name] = [(a.status_code, {k: v.replace(name, "E") if isinstance(v, str) else v
+                                           for k, v in a.json().items()}) for a in answers]
+    assert seen["plain-slow"] == seen["layered-slow"]
+    assert [(status, answer["code"], answer["status"]) for status, answer in seen["plain-slow"]] == [
+        (599, "backend-timeout", 504), (599, "backend-timeout", 504), (599, "circuit-open", 503)]
+    assert seen["plain-deadline"] == seen["layered-deadline"] == [
+        (599, {"code": "backend-timeout", "status": 504, "endpoint": "E",
+               "message": "endpoint 'E' did not answer within its deadline of 0.15 s"})]
