@@ -31,8 +31,8 @@ attempt on one URL:
   raised, not a backend error.
 
 The pool is ``connectors._http1.Http1Pool``, an HTTP/1.1 client on httptools' response parser
-with the ``exchange()`` of ``connectors.aiohttp_transport.AiohttpTransport`` (which the engine
-still uses where the httpx API is wanted): a fifth of aiohttp's CPU per call
+with the ``exchange()`` of ``connectors.aiohttp_transport.AiohttpTransport`` (kept as an httpx
+transport on aiohttp's pool for ``httpx.AsyncClient`` users): a fifth of aiohttp's CPU per call
 (``benchmarks/http_client.py``).  A call of a plain endpoint (one URL, no retry) is compiled
 into one coroutine (``connectors/_http_call.py``).
 """
