@@ -231,6 +231,8 @@ def _source(config: Any, ctx: CompileContext) -> ItemSource:
 
 
 def _listed_items(value: Any) -> Iterable[Any]:
+    if type(value) is list:  # a JSON array, by far the most common: no ABC check
+        return value
     if value is None:
         return ()
     if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
