@@ -91,7 +91,8 @@ def patch(name, after, line):
     path.write_text(text.replace(after, after + line, 1))
 patch("engine/telemetry.py", "def begin(method: str, path: str, headers: dict[str, str], cid: str) -> Seen:\n",
       "    return None  # type: ignore\n")
-patch("engine/telemetry.py", "def routed(seen: Seen, flow: str, route: str) -> None:\n", "    return\n")
+patch("engine/telemetry.py", "def routed(seen: Seen, flow: str, route: str, tallies: RouteTallies | None = None) -> None:\n",
+      "    return\n")
 patch("engine/telemetry.py", "        error: BaseException | None = None) -> None:\n", "    return\n")
 patch("engine/instrument.py", "    \"\"\"``run`` timed (and traced when tracing is on), as a step of the same shape.\"\"\"\n",
       "    return run\n")
