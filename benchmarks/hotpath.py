@@ -35,12 +35,10 @@ import signal
 import statistics
 import subprocess
 import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hotpath_common import CELLS, ROOT, bench_dir, bodies, check_cells, generate_routes, start_backend
+from hotpath_common import CELLS, ROOT, bench_dir, bodies, check_cells, generate_routes, start_backend, wait_answering
 
 PY = ROOT / ".venv" / "bin" / "python"
 HZ = os.sysconf("SC_CLK_TCK")
@@ -76,21 +74,7 @@ def interlace(name: str, port: int, flows: Path, work: Path, backend: str, log_l
 
 
 def wait_ready(engine: Engine, body: bytes) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert engine.proc is not None
-        if engine.proc.poll() is not None:
-            raise SystemExit(f"{engine.name} exited with {engine.proc.returncode}; see its log")
-        try:
-            request = urllib.request.Request(f"http://127.0.0.1:{engine.port}/direct", data=body,
-                                             headers={"content-type": "application/json"})
-            with urllib.request.urlopen(request, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{engine.name} did not answer /direct within 60 s")
+    wait_answering(engine.name, engine.proc, engine.port, body)
 
 
 def drive(engine: Engine, cell: str, bodies: Path, bench: Path, secs: float, connections: int = 50,

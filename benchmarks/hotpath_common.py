@@ -11,6 +11,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,26 @@ def start_backend(bench: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(["taskset", "-c", "1", "node", str(bench / "lib" / "echo_backend.js")],
                             env={**os.environ, "PORT": str(port)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def wait_answering(name: str, proc: subprocess.Popen[bytes] | None, port: int, body: bytes,
+                   deadline_s: float = 60, poll_s: float = 0.1, timeout_s: float = 2) -> None:
+    """Until the server on ``port`` answers a POST /direct with 200 (or exits, or the deadline passes)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        assert proc is not None
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited with {proc.returncode}; see its log")
+        try:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/direct", data=body,
+                                             headers={"content-type": "application/json"})
+            with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(poll_s)
+    raise SystemExit(f"{name} did not answer /direct within {deadline_s:g} s")
 
 
 class Connection:

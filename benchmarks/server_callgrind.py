@@ -30,12 +30,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hotpath_common import CELLS, ROOT, bench_dir, bodies, check_cells, start_backend
+from hotpath_common import CELLS, ROOT, bench_dir, bodies, check_cells, start_backend, wait_answering
 
 PY = ROOT / ".venv" / "bin" / "python"
 
@@ -98,21 +96,8 @@ def floor(port: int, backend: str, bench: Path) -> Server:
 
 
 def wait_ready(server: Server, body: bytes, deadline_s: float = 600) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        assert server.proc is not None
-        if server.proc.poll() is not None:
-            raise SystemExit(f"{server.name} exited with {server.proc.returncode}; see its log")
-        try:
-            request = urllib.request.Request(f"http://127.0.0.1:{server.port}/direct", data=body,
-                                             headers={"content-type": "application/json"})
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{server.name} did not answer /direct within {deadline_s:g} s")
+    # under callgrind a server starts 50-100x slower: a long deadline, a slow poll
+    wait_answering(server.name, server.proc, server.port, body, deadline_s, poll_s=0.5, timeout_s=30)
 
 
 async def _connection(port: int, request: bytes, left: list[int]) -> None:

@@ -72,19 +72,26 @@ def _check_failed_file(inbox: Path, engine: RunningEngine, backend: BackendServe
     assert source["processed"] == 0 and source["failures"] == 1
 
 
+def _poison_is_failed_after_two_crashes(tmp_path: Path, inbox: Path, endpoint: str, source: str,
+                                        env: dict[str, str] | None = None) -> None:
+    """Two engines die in the poison file's flow; the third fails the file without running it."""
+    flows = POLLED % {"endpoint": endpoint, "source": source}
+    with BackendServer() as backend:
+        env = {**(env or {}), "BACKEND_URL": backend.url, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
+        folder = _crash_twice(tmp_path, backend, flows, env)
+        with run_engine(folder, env=env) as engine:
+            _check_failed_file(inbox, engine, backend)
+        backend.set_behaviour()
+
+
 def test_a_file_whose_flow_kills_the_engine_is_failed_after_max_attempts(tmp_path: Path) -> None:
     inbox = tmp_path / "in"
     inbox.mkdir()
     (inbox / "poison.txt").write_text("kills the engine")
     # lease 1s: a restarted engine takes the dead one's claim again a second later
-    flows = POLLED % {"endpoint": "", "source": 'file: {folder: "${env.INBOX_DIR}", glob: "*.txt", poll: 100ms, '
-                                                  'settle: 100ms, lease: 1s}'}
-    with BackendServer() as backend:
-        env = {"BACKEND_URL": backend.url, "INBOX_DIR": str(inbox), "INTERLACE_DATA_DIR": str(tmp_path / "data")}
-        folder = _crash_twice(tmp_path, backend, flows, env)
-        with run_engine(folder, env=env) as engine:
-            _check_failed_file(inbox, engine, backend)
-        backend.set_behaviour()
+    _poison_is_failed_after_two_crashes(
+        tmp_path, inbox, "", 'file: {folder: "${env.INBOX_DIR}", glob: "*.txt", poll: 100ms, settle: 100ms, lease: 1s}',
+        {"INBOX_DIR": str(inbox)})
 
 
 @pytest.mark.service("sshd")
@@ -95,14 +102,9 @@ def test_an_sftp_file_whose_flow_kills_the_engine_is_failed_after_max_attempts(t
         (inbox / "poison.txt").write_text("kills the engine")
         endpoint = (f"  remote:\n    sftp: {{host: 127.0.0.1, port: {sftp.port}, user: {sftp.user}, "
                     f"private_key: {sftp.client_key}, known_hosts: {sftp.known_hosts}, folder: {sftp.root}}}")
-        flows = POLLED % {"endpoint": endpoint, "source": 'sftp: {endpoint: remote, folder: in, glob: "*.txt", '
-                                                          'poll: 100ms, settle: 100ms, lease: 1s}'}
-        with BackendServer() as backend:
-            env = {"BACKEND_URL": backend.url, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
-            folder = _crash_twice(tmp_path, backend, flows, env)
-            with run_engine(folder, env=env) as engine:
-                _check_failed_file(inbox, engine, backend)
-            backend.set_behaviour()
+        _poison_is_failed_after_two_crashes(
+            tmp_path, inbox, endpoint,
+            'sftp: {endpoint: remote, folder: in, glob: "*.txt", poll: 100ms, settle: 100ms, lease: 1s}')
 
 
 @pytest.mark.service("vsftpd")
@@ -114,14 +116,9 @@ def test_an_ftp_file_whose_flow_kills_the_engine_is_failed_after_max_attempts(tm
         inbox.chmod(0o777)  # the FTP server's own user moves the file into failed/
         (inbox / "poison.txt").write_text("kills the engine")
         endpoint = f"  remote:\n    ftp: {{host: 127.0.0.1, port: {ftp.port}, folder: /inbox}}"
-        flows = POLLED % {"endpoint": endpoint, "source": 'ftp: {endpoint: remote, folder: in, glob: "*.txt", '
-                                                          'poll: 100ms, settle: 100ms, lease: 1s}'}
-        with BackendServer() as backend:
-            env = {"BACKEND_URL": backend.url, "INTERLACE_DATA_DIR": str(tmp_path / "data")}
-            folder = _crash_twice(tmp_path, backend, flows, env)
-            with run_engine(folder, env=env) as engine:
-                _check_failed_file(inbox, engine, backend)
-            backend.set_behaviour()
+        _poison_is_failed_after_two_crashes(
+            tmp_path, inbox, endpoint,
+            'ftp: {endpoint: remote, folder: in, glob: "*.txt", poll: 100ms, settle: 100ms, lease: 1s}')
 
 
 MQTT_FLOWS = """
