@@ -31,14 +31,23 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hotpath_common import CELLS, ROOT, bench_dir, bodies, check_cells, generate_routes, start_backend, wait_answering
+from hotpath_common import (
+    CELLS,
+    ROOT,
+    bench_dir,
+    bodies,
+    check_cells,
+    generate_routes,
+    start_backend,
+    stop_groups,
+    wait_answering,
+)
 
 PY = ROOT / ".venv" / "bin" / "python"
 HZ = os.sysconf("SC_CLK_TCK")
@@ -163,14 +172,7 @@ def main() -> None:
                     print(f"round {round_ + 1}  {engine.name:<10} {cell:<12} {rate:8,.0f} req/s  {cpu:7.1f} µs/req",
                           flush=True)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_groups(procs, 10)
     reference = engines[0]
     print(f"\nmedians of {args.rounds} rounds, {args.secs:g} s a cell, 1 KiB bodies; ratios to {reference.name} "
           "(req/s: higher is better; CPU: lower is better)\n")

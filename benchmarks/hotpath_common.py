@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -83,6 +84,18 @@ def wait_answering(name: str, proc: subprocess.Popen[bytes] | None, port: int, b
             pass
         time.sleep(poll_s)
     raise SystemExit(f"{name} did not answer /direct within {deadline_s:g} s")
+
+
+def stop_groups(procs: list[subprocess.Popen[bytes]], wait_s: float) -> None:
+    """TERM every started server's process group, then KILL those not gone within ``wait_s``."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 class Connection:

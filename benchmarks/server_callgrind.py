@@ -26,14 +26,13 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hotpath_common import CELLS, ROOT, bench_dir, bodies, check_cells, start_backend, wait_answering
+from hotpath_common import CELLS, ROOT, bench_dir, bodies, check_cells, start_backend, stop_groups, wait_answering
 
 PY = ROOT / ".venv" / "bin" / "python"
 
@@ -201,14 +200,7 @@ def main() -> None:
                 print(f"{server.name:<10} {cell:<12} {server.counts[cell]:12,.0f} instructions/request "
                       f"({server.collected[cell]:,.0f} in the cyclic collector)", flush=True)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_groups(procs, 60)
     reference = servers[0]
     print(f"\ninstructions per request, whole server (callgrind), {args.requests} requests a cell on "
           f"{args.connections} connections, 1 KiB bodies; ratio to {reference.name} (lower is better)\n")

@@ -302,37 +302,32 @@ def test_a_published_amqp_message_carries_the_trace_to_the_consuming_flow(tmp_pa
     assert backend.requests[0].headers["tracestate"] == "gw=edge1"
 
 
-@pytest.mark.service("mosquitto")
-def test_a_published_mqtt5_message_carries_the_trace_to_the_consuming_flow(
-        tmp_path: Path, mosquitto: MosquittoServer) -> None:
-    topic = f"t{time.monotonic_ns()}/published"
+def _published_over_mqtt(tmp_path: Path, mosquitto: MosquittoServer, version: str) -> tuple[list[Span], BackendServer]:
+    """A flow publishes over MQTT ``version`` and another consumes it: the spans and the backend."""
+    topic = f"t{time.monotonic_ns()}/v{version}"
     with BackendServer() as backend, OtlpHttpReceiver() as receiver:
         folder = write_flows(tmp_path / "flows", PUBLISH_FLOWS % (
-            backend.url, f'mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, version: "5"}}',
+            backend.url, f'mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, version: "{version}"}}',
             f'topic: "{topic}"', f'mqtt: {{endpoint: broker, topic: "{topic}", qos: 1}}'))
         env = {**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
                "INTERLACE_DATA_DIR": str(tmp_path / "data")}
         with run_engine(folder, env=env) as engine:
             _wait_running(engine.management_url, engine)
             time.sleep(0.3)  # subscribed
-            spans = _publish_and_collect(engine.url, receiver)
+            return _publish_and_collect(engine.url, receiver), backend
+
+
+@pytest.mark.service("mosquitto")
+def test_a_published_mqtt5_message_carries_the_trace_to_the_consuming_flow(
+        tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    spans, backend = _published_over_mqtt(tmp_path, mosquitto, "5")
     _check_published_and_consumed(spans, backend)
 
 
 @pytest.mark.service("mosquitto")
 def test_mqtt311_cannot_carry_the_trace_so_the_consumer_starts_its_own(
         tmp_path: Path, mosquitto: MosquittoServer) -> None:
-    topic = f"t{time.monotonic_ns()}/v311"
-    with BackendServer() as backend, OtlpHttpReceiver() as receiver:
-        folder = write_flows(tmp_path / "flows", PUBLISH_FLOWS % (
-            backend.url, f'mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, version: "3.1.1"}}',
-            f'topic: "{topic}"', f'mqtt: {{endpoint: broker, topic: "{topic}", qos: 1}}'))
-        env = {**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
-               "INTERLACE_DATA_DIR": str(tmp_path / "data")}
-        with run_engine(folder, env=env) as engine:
-            _wait_running(engine.management_url, engine)
-            time.sleep(0.3)  # subscribed
-            spans = _publish_and_collect(engine.url, receiver)
+    spans, backend = _published_over_mqtt(tmp_path, mosquitto, "3.1.1")
     (run,) = [s for s in spans if s.kind == CONSUMER]
     assert run.trace_id != TRACE_ID and run.parent_span_id == ""  # MQTT 3.1.1 has no properties to carry it
     assert json.loads(backend.requests[0].body) == {"order": 1}  # the payload is the flow's, untouched
