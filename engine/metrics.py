@@ -50,7 +50,7 @@ multiprocess mode (an mmap write per observation, and no exemplars).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from time import monotonic, time
 from typing import Any
@@ -202,6 +202,9 @@ SOURCE_LAG = Gauge("interlace_source_lag_seconds", "How far behind a source is: 
                    "it has not yet taken, or of its last poll (the source says).", ("source",), registry=REGISTRY)
 STORE_DEPTH = Gauge("interlace_store_depth", "Messages waiting in a store (message store, dead letters).",
                     ("store",), registry=REGISTRY)
+WIRE_TAPS = Counter("interlace_wire_taps", "Copies sent by wire_tap steps, by flow, step and outcome (sent, "
+                    "failed: the tap failed or timed out, dropped: max_in_flight was reached).",
+                    ("flow", "step", "outcome"), registry=REGISTRY)
 
 
 
@@ -323,6 +326,12 @@ def source_lag(source: str, seconds: float) -> None:
 
 def store_depth(store: str, depth: int) -> None:
     STORE_DEPTH.labels(store).set(depth)
+
+
+def wire_tap_counter(flow: str, step: str) -> Callable[[str], None]:
+    """Counting one wire_tap step's copies by outcome; the label sets are made once, at load."""
+    children = {outcome: WIRE_TAPS.labels(flow, step, outcome) for outcome in ("sent", "failed", "dropped")}
+    return lambda outcome: children[outcome].inc()
 
 
 def reloaded(ok: bool, flows: int) -> None:

@@ -1,5 +1,5 @@
 """The flow-test suite of the pattern steps (tests/patterns/suites): every case passes through
-`interlace test` with its mocks inside foreach items and recipient-list calls, and it runs every
+`interlace test` with its mocks inside foreach items, recipient-list calls and wire taps, and it runs every
 step of its flows."""
 
 from __future__ import annotations
@@ -15,5 +15,5 @@ def test_the_pattern_suite_passes_and_covers_every_step() -> None:
     done = subprocess.run([sys.executable, "-m", "engine.cli", "test", "tests/patterns/suites", "--coverage"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "7 passed, 0 failed" in done.stdout
-    assert "all flows                         12/12  100.0%" in done.stdout
+    assert "9 passed, 0 failed" in done.stdout
+    assert "all flows                         15/15  100.0%" in done.stdout
