@@ -137,6 +137,18 @@ def setting_duration(config: dict[str, Any], key: str, default: str | None, sect
         raise ValueError(f"{section}.{key}: {exc}" if section else f"{key}: {exc}") from None
 
 
+def never_reached(exc: BackendError) -> bool:
+    """Whether a failure happened before the backend saw the request (refused, reset, DNS, a
+    connect timeout, an open breaker): safe to send it elsewhere.  Failover over an endpoint's
+    targets and the load_balance step's failover over endpoints both key off it."""
+    return isinstance(exc, BackendUnreachable) or (isinstance(exc, BackendTimeout) and not exc.reached)
+
+
+def rotation(start: int, count: int) -> list[int]:
+    """The order ``start, start+1, ..., count-1, 0, ..., start-1``: round robin, then failover."""
+    return [*range(start, count), *range(start)]
+
+
 class Breaker:
     """A circuit breaker for one target.
 
@@ -316,7 +328,7 @@ class Endpoint:
             except (BackendUnreachable, BackendTimeout) as exc:
                 self._failed(index, ticket)
                 error = exc
-                if isinstance(exc, BackendUnreachable) or not exc.reached:
+                if never_reached(exc):
                     continue
                 self._named(exc, "transaction")
                 raise
@@ -366,7 +378,7 @@ class Endpoint:
             return range(count)
         start = self._next % count
         self._next = start + 1
-        return [*range(start, count), *range(start)]
+        return rotation(start, count)
 
     async def _invoke(self, request: Request, attempt_of: AttemptFn | None = None) -> Reply:
         held: Reply | None = None  # the last reply with a status to retry
@@ -407,8 +419,7 @@ class Endpoint:
                         await held.aclose()
                         held = None
                     error = exc
-                    if request.replayable() and (isinstance(exc, BackendUnreachable) or not exc.reached
-                                                 or retry.on_timeout):
+                    if request.replayable() and (never_reached(exc) or retry.on_timeout):
                         continue
                     raise
                 except (BackendRejected, BackendFault) as exc:

@@ -164,6 +164,9 @@ def dashboard() -> dict[str, Any]:
         ("Wire taps per second by step and outcome",
          [(f'sum by (flow, step, outcome) (rate(interlace_wire_taps_total{{namespace=~"$namespace"}}[{rate}]))',
            "{{flow}} {{step}} {{outcome}}")], "reqps"),
+        ("Load-balanced calls per second by endpoint and outcome",
+         [(f'sum by (step, endpoint, outcome) (rate(interlace_load_balanced_calls_total{{namespace=~"$namespace"}}'
+           f"[{rate}]))", "{{step}} {{endpoint}} {{outcome}}")], "reqps"),
         ("Store depth",
          [(f'max by (store) ({STORE_DEPTH}{{namespace=~"$namespace"}})', "{{store}}")], "short"),
         ("Refused before a flow, and clients gone mid-request",

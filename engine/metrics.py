@@ -205,6 +205,9 @@ STORE_DEPTH = Gauge("interlace_store_depth", "Messages waiting in a store (messa
 WIRE_TAPS = Counter("interlace_wire_taps", "Copies sent by wire_tap steps, by flow, step and outcome (sent, "
                     "failed: the tap failed or timed out, dropped: max_in_flight was reached).",
                     ("flow", "step", "outcome"), registry=REGISTRY)
+LOAD_BALANCED = Counter("interlace_load_balanced_calls", "Calls made by load_balance steps, by flow, step, the "
+                        "endpoint called and outcome (answered, failed_over: the next endpoint was tried, failed).",
+                        ("flow", "step", "endpoint", "outcome"), registry=REGISTRY)
 
 
 
@@ -332,6 +335,13 @@ def wire_tap_counter(flow: str, step: str) -> Callable[[str], None]:
     """Counting one wire_tap step's copies by outcome; the label sets are made once, at load."""
     children = {outcome: WIRE_TAPS.labels(flow, step, outcome) for outcome in ("sent", "failed", "dropped")}
     return lambda outcome: children[outcome].inc()
+
+
+def load_balance_counter(flow: str, step: str, endpoints: list[str]) -> Callable[[int, str], None]:
+    """Counting one load_balance step's calls by endpoint (its index) and outcome, label sets made at load."""
+    children = [{outcome: LOAD_BALANCED.labels(flow, step, endpoint, outcome)
+                 for outcome in ("answered", "failed_over", "failed")} for endpoint in endpoints]
+    return lambda index, outcome: children[index][outcome].inc()
 
 
 def reloaded(ok: bool, flows: int) -> None:
