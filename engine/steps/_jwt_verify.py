@@ -3,9 +3,11 @@ options, with the work that depends only on the token's header done once per hea
 
 A gateway signs every assertion with the same few keys, so the header segment (alg, kid, typ)
 repeats from token to token: its decoding, the algorithm's lookup, the key's preparation and
-checks (PyJWT's own ``prepare_key`` and ``check_key_length``) are kept per header segment.
-What is left per token is three base64 decodings, the signature check (PyJWT's algorithm object
-on cryptography) and the claim checks, compiled from the step's options.
+checks (PyJWT's own ``prepare_key`` and ``check_key_length``) are kept per header segment,
+together with a signature check made for that key (the padding, hash and scheme objects PyJWT's
+algorithm makes on every call, made once).  What is left per token is two base64 decodings (as
+PyJWT's, byte for byte), the signature primitive, one JSON parse and the claim checks, which are
+compiled from the step's options into one generated function.
 
 It only ever accepts what ``jwt.decode`` accepts: anything it is not sure of (an unusual header,
 a float or a missing claim, a claim that fails) answers ``None``, and the step then asks PyJWT,
@@ -15,111 +17,220 @@ would refuse it (the header and segments having passed the same decoding).
 
 from __future__ import annotations
 
+import binascii
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import jwt
+import jwt.algorithms
 import orjson
-from jwt.utils import base64url_decode
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 _HEADER_FIELDS = frozenset({"alg", "kid", "typ", "cty"})  # no crit, no b64: those go to PyJWT
 _HEADERS_KEPT = 256
-_UNSEEN: tuple[int, Any, Any] = (-1, None, None)
 _ALGORITHMS = jwt.PyJWS()  # for get_algorithm_by_name: the algorithm objects PyJWT verifies with
+# base64.urlsafe_b64decode as PyJWT's base64url_decode calls it: the same translation, the same
+# padding, the same non-strict a2b_base64 (which skips characters outside the alphabet)
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_PADDING = (b"", b"===", b"==", b"=")  # by length % 4
+_a2b = binascii.a2b_base64
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+
+# (signing input, signature) -> whether the signature verifies
+SignatureCheck = Callable[[bytes, bytes], bool]
+ClaimsCheck = Callable[[dict[str, Any], float], bool]
 
 
 class BadSignature(Exception):
     """The token's signature does not verify against the key its header names."""
 
 
+class Learn:
+    """``QuickVerifier.check``'s answer for a header it knows nothing of yet (or of an old key set)."""
+
+
+LEARN: Final = Learn()
+
+
+class _Header:
+    """What one header segment comes to: the key set generation it was learnt from, its check."""
+
+    __slots__ = ("check", "generation")
+
+    def __init__(self, generation: int, check: SignatureCheck | None) -> None:
+        self.generation = generation
+        self.check = check  # None: not for this path (PyJWT decides)
+
+
 class QuickVerifier:
-    """``verify(token)``: the claims when the token verifies, ``None`` to ask PyJWT."""
+    """``check(token)``: the claims when the token verifies, ``None`` to ask PyJWT, ``LEARN`` when
+    its header must first be learnt (``await verify(token)`` does both)."""
 
     def __init__(self, *, algorithms: list[str], issuer: str | None, audience: str | list[str] | None,
                  leeway: float, required: list[str], key_for: Callable[[str | None], Awaitable[Any]],
                  generation: Callable[[], int]) -> None:
         self._algorithms = frozenset(algorithms)
-        self._issuer = issuer
-        self._audience = None if audience is None else frozenset([audience] if isinstance(audience, str)
-                                                                 else audience)
-        self._leeway = leeway
-        self._required = tuple(required)
         self._key_for = key_for
         self._generation = generation
-        # header segment -> (key set generation, algorithm object, prepared key), or None: not for this path
-        self._headers: dict[str, tuple[int, Any, Any] | None] = {}
+        self._claims_hold = compile_claims_check(issuer=issuer, audience=audience, leeway=leeway,
+                                                 required=required)
+        # header segment (bytes, as in the token) -> what it comes to
+        self._headers: dict[bytes, _Header] = {}
 
-    async def verify(self, token: str) -> dict[str, Any] | None:
-        if token.count(".") != 2:
+    def check(self, token: str) -> dict[str, Any] | Learn | None:
+        data = token.encode()  # as PyJWT: the token's UTF-8, split on its dots
+        signing_input, _, signature_segment = data.rpartition(b".")
+        header_segment, dot, payload_segment = signing_input.partition(b".")
+        if not dot or b"." in payload_segment:  # not three segments: PyJWT's refusal
             return None
-        header_segment, payload_segment, signature_segment = token.split(".")
-        known = self._headers.get(header_segment, _UNSEEN)
-        if known is _UNSEEN or (known is not None and known[0] != self._generation()):
-            known = await self._learn(header_segment)
-        if known is None:
+        known = self._headers.get(header_segment)
+        if known is None or known.generation != self._generation():
+            return LEARN
+        check = known.check
+        if check is None:
             return None
-        _, algorithm, key = known
         try:
-            payload_bytes = base64url_decode(payload_segment)
-            signature = base64url_decode(signature_segment)
-        except ValueError:  # binascii.Error: PyJWT says "invalid padding" / "invalid crypto padding"
+            payload = _a2b(payload_segment.translate(_URLSAFE) + _PADDING[len(payload_segment) & 3])
+            signature = _a2b(signature_segment.translate(_URLSAFE) + _PADDING[len(signature_segment) & 3])
+        except binascii.Error:  # PyJWT says "invalid padding" / "invalid crypto padding"
             return None
-        if not algorithm.verify(token[:len(header_segment) + 1 + len(payload_segment)].encode(), key, signature):
+        if not check(signing_input, signature):
             raise BadSignature
         try:
-            claims = orjson.loads(payload_bytes)
-        except orjson.JSONDecodeError:
+            claims = _loads(payload)
+        except _JSONDecodeError:
             return None
-        if type(claims) is not dict or not self._claims_hold(claims):
+        if type(claims) is not dict or not self._claims_hold(claims, time.time()):
             return None
         return claims
 
-    async def _learn(self, header_segment: str) -> tuple[int, Any, Any] | None:
+    async def verify(self, token: str) -> dict[str, Any] | None:
+        claims = self.check(token)
+        if claims is LEARN:
+            await self.learn(token.partition(".")[0])
+            claims = self.check(token)
+        return None if isinstance(claims, Learn) else claims
+
+    async def learn(self, header_text: str) -> None:
+        """Learn what a header segment comes to (its key looked up, fetched when need be)."""
         if len(self._headers) >= _HEADERS_KEPT:
             self._headers.clear()  # a flood of odd headers: start again rather than grow
         generation = self._generation()
+        header_segment = header_text.encode()
         try:
-            header = orjson.loads(base64url_decode(header_segment))
+            header = orjson.loads(_a2b(header_segment.translate(_URLSAFE) + _PADDING[len(header_segment) & 3]))
         except ValueError:
             header = None
-        entry: tuple[int, Any, Any] | None = None
+        check: SignatureCheck | None = None
         if type(header) is dict and header.keys() <= _HEADER_FIELDS and header.get("alg") in self._algorithms \
                 and isinstance(header.get("kid", ""), str):
             key = await self._key_for(header.get("kid"))
             if key is None:
-                return None  # not kept: the key set may learn the kid (a URL's early refresh)
+                return  # not kept: the key set may learn the kid (a URL's early refresh)
             algorithm = _ALGORITHMS.get_algorithm_by_name(header["alg"])
             try:
                 prepared = algorithm.prepare_key(key)
             except (jwt.InvalidKeyError, ValueError, TypeError):
                 prepared = None
             if prepared is not None and not algorithm.check_key_length(prepared):
-                entry = (generation, algorithm, prepared)
-        self._headers[header_segment] = entry
-        return entry
+                check = signature_check(algorithm, prepared)
+        self._headers[header_segment] = _Header(generation, check)
 
-    def _claims_hold(self, claims: dict[str, Any]) -> bool:
-        for name in self._required:
-            if claims.get(name) is None:
+
+def signature_check(algorithm: Any, key: Any) -> SignatureCheck:
+    """``algorithm.verify(message, key, signature)`` for PyJWT's algorithm objects, with what they
+    make on every call (padding, hash, scheme, the public half of a private key) made once."""
+    kind = type(algorithm)
+    if kind is jwt.algorithms.RSAAlgorithm and isinstance(key, RSAPublicKey):
+        rsa_verify = key.verify
+        pkcs1, rsa_hash = padding.PKCS1v15(), algorithm.hash_alg()
+
+        def rsa_check(message: bytes, signature: bytes) -> bool:
+            try:
+                rsa_verify(signature, message, pkcs1, rsa_hash)
+            except InvalidSignature:
                 return False
-        now = time.time()
-        leeway = self._leeway
-        for name in ("iat", "nbf"):
-            if name in claims:
-                value = claims[name]
-                if type(value) is not int or value > now + leeway:
-                    return False
-        if "exp" in claims:
-            exp = claims["exp"]
-            if type(exp) is not int or exp <= now - leeway:
+            return True
+
+        return rsa_check
+    if kind is jwt.algorithms.ECAlgorithm and isinstance(key, (ec.EllipticCurvePublicKey,
+                                                               ec.EllipticCurvePrivateKey)):
+        public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
+        ec_verify = public.verify
+        size = (key.curve.key_size + 7) // 8  # jwt.utils.raw_to_der_signature: r || s, each this long
+        scheme = ec.ECDSA(algorithm.hash_alg())
+        from_bytes = int.from_bytes
+
+        def ec_check(message: bytes, signature: bytes) -> bool:
+            if len(signature) != 2 * size:
                 return False
-        if self._issuer is not None and claims.get("iss") != self._issuer:
-            return False
-        if self._audience is not None:
-            aud = claims.get("aud")
-            given = [aud] if type(aud) is str else aud
-            if type(given) is not list or not given or any(type(a) is not str for a in given) \
-                    or self._audience.isdisjoint(given):
+            der = encode_dss_signature(from_bytes(signature[:size], "big"), from_bytes(signature[size:], "big"))
+            try:
+                ec_verify(der, message, scheme)
+            except InvalidSignature:
                 return False
-        return all(type(claims.get(name, "")) is str for name in ("sub", "jti"))
+            return True
+
+        return ec_check
+    if kind is jwt.algorithms.OKPAlgorithm and isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey,
+                                                                ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
+        okp_public = key.public_key() if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) \
+            else key
+        okp_verify = okp_public.verify
+
+        def okp_check(message: bytes, signature: bytes) -> bool:
+            try:
+                okp_verify(signature, message)
+            except InvalidSignature:
+                return False
+            return True
+
+        return okp_check
+
+    def pyjwt_check(message: bytes, signature: bytes) -> bool:  # PS256 and the rest: PyJWT's own
+        return bool(algorithm.verify(message, key, signature))
+
+    return pyjwt_check
+
+
+_ABSENT = object()
+
+
+def compile_claims_check(*, issuer: str | None, audience: str | list[str] | None, leeway: float,
+                         required: list[str]) -> ClaimsCheck:
+    """``holds(claims, now)``: whether ``jwt.decode`` with these options accepts the claims, as
+    one generated function of straight-line checks (False also where it is merely unsure: an exp
+    that is a float, a missing claim; PyJWT then gives the refusal).
+
+    Only names are bound into the code; the claim names are string literals (``repr``)."""
+    lines = ["def holds(claims, now):", "    get = claims.get"]
+    for name in required:  # PyJWT's _validate_required_claims: present and not null
+        lines.append(f"    if get({name!r}) is None: return False")
+    for name in ("iat", "nbf"):  # an int no later than now + leeway
+        lines += [f"    value = get({name!r}, ABSENT)",
+                  "    if value is not ABSENT and (type(value) is not int or value > now + LEEWAY): return False"]
+    lines += ["    value = get('exp', ABSENT)",  # an int after now - leeway
+              "    if value is not ABSENT and (type(value) is not int or value <= now - LEEWAY): return False"]
+    if issuer is not None:
+        lines.append("    if get('iss') != ISSUER: return False")
+    if audience is not None:  # a text or a non-empty list of texts, one of them ours
+        lines += ["    value = get('aud')",
+                  "    if type(value) is str:",
+                  "        if value not in AUDIENCE: return False",
+                  "    elif type(value) is not list or not value or any(type(a) is not str for a in value) "
+                  "or AUDIENCE.isdisjoint(value): return False"]
+    for name in ("sub", "jti"):  # texts when present (PyJWT's _validate_sub and _validate_jti)
+        lines.append(f"    if type(get({name!r}, '')) is not str: return False")
+    lines.append("    return True")
+    names: dict[str, Any] = {
+        "ABSENT": _ABSENT, "LEEWAY": float(leeway), "ISSUER": issuer,
+        "AUDIENCE": frozenset([audience] if isinstance(audience, str) else audience or ()),
+    }
+    exec(compile("\n".join(lines), "<jwt claims check>", "exec"), names)
+    holds: ClaimsCheck = names["holds"]
+    return holds

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from engine.registry import StepFn, step_kind
 from engine.steps._client_cert import CLIENT_CERT_SCHEMA, client_cert_step
 from engine.steps._fork import duration_field
 from engine.steps._jwks import JwksError, KeySet
-from engine.steps._jwt_verify import BadSignature, QuickVerifier
+from engine.steps._jwt_verify import LEARN, BadSignature, Learn, QuickVerifier
 from engine.units import parse_duration
 
 log = logging.getLogger("interlace.auth")
@@ -149,27 +148,27 @@ def _jwt_step(config: dict[str, Any], ctx: CompileContext) -> StepFn:
     leeway = _seconds(config.get("leeway", "30s"), ("jwt", "leeway"))
     required = sorted({"exp", *config.get("required_claims", [])})
     wanted = {str(k): v if isinstance(v, list) else [v] for k, v in (config.get("claims") or {}).items()}
-    remembered: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+    remembered = _Remembered(_REMEMBERED)
     realm = f'Bearer realm="{ctx.owner}"'
     quick = QuickVerifier(algorithms=algorithms, issuer=issuer, audience=audience, leeway=leeway, required=required,
                           key_for=keys.key_for, generation=lambda: keys.generation)
+    quick_check = quick.check
 
     def refuse(reason: str) -> Unauthorized:
         return Unauthorized(f"the request's token was refused: {reason}",
                             headers={"WWW-Authenticate": f'{realm}, error="invalid_token"'})
 
-    async def verify(token: str) -> dict[str, Any]:
-        known = remembered.get(token)
-        now = time.time()
-        if known is not None and known[0] + leeway > now:
-            remembered.move_to_end(token)
-            return known[1]
-        try:
-            quick_claims = await quick.verify(token)
-        except BadSignature:
-            raise refuse("its signature does not verify") from None
-        if quick_claims is not None:
-            return remember(token, quick_claims)
+    async def verify(token: str, quick_claims: dict[str, Any] | Learn | None) -> dict[str, Any]:
+        """A token the quick path did not accept at once: its header learnt (then the quick path
+        again), else PyJWT, which accepts it or gives the precise refusal."""
+        if quick_claims is LEARN:
+            await quick.learn(token.partition(".")[0])
+            try:
+                quick_claims = quick_check(token)
+            except BadSignature:
+                raise refuse("its signature does not verify") from None
+            if type(quick_claims) is dict:
+                return quick_claims
         try:
             head = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -199,12 +198,6 @@ def _jwt_step(config: dict[str, Any], ctx: CompileContext) -> StepFn:
             raise refuse(f"it is malformed ({type(exc).__name__})") from None
         except (TypeError, ValueError):  # PyJWT's answer to an alg that does not fit the key (ES256 on RSA)
             raise refuse("its algorithm does not fit the key it names") from None
-        return remember(token, claims)
-
-    def remember(token: str, claims: dict[str, Any]) -> dict[str, Any]:
-        remembered[token] = (float(claims["exp"]), claims)
-        while len(remembered) > _REMEMBERED:
-            remembered.popitem(last=False)
         return claims
 
     async def run(msg: Message) -> None:
@@ -216,13 +209,55 @@ def _jwt_step(config: dict[str, Any], ctx: CompileContext) -> StepFn:
             if token[:len(prefix)].lower() != prefix:
                 raise refuse(f"the {header} header does not start with {scheme}")
             token = token[len(prefix):].strip()
-        claims = await verify(token)
+        known = remembered.get(token)
+        if known is not None and known[0] + leeway > time.time():
+            claims = known[1]
+        else:
+            try:
+                quick_claims = quick_check(token)  # a token of a known header: no await, no exception
+            except BadSignature:
+                raise refuse("its signature does not verify") from None
+            claims = quick_claims if type(quick_claims) is dict else await verify(token, quick_claims)
+            remembered.put(token, (float(claims["exp"]), claims))
         for name, values in wanted.items():
             if not _claim_matches(claims.get(name), values):
                 raise Forbidden(f"the token's {name} claim does not allow this request")
         msg.attributes["auth"] = {**claims, "method": "jwt"}
 
     return run
+
+
+class _Remembered:
+    """Verified tokens by their exact text, at most ``bound``: two plain dicts, the newer taking
+    every new token and a hit from the older, the older dropped whole when the newer is half the
+    bound.  A recently used token stays, as with a least-recently-used list, for a dict lookup and
+    a dict store: no per-token list upkeep nor eviction (a stream of new tokens, each seen once,
+    costs one store each and a bulk drop every ``bound / 2``)."""
+
+    __slots__ = ("_half", "_newer", "_older")
+
+    def __init__(self, bound: int) -> None:
+        self._half = max(bound // 2, 1)
+        self._newer: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._older: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def get(self, token: str) -> tuple[float, dict[str, Any]] | None:
+        known = self._newer.get(token)
+        if known is None:
+            known = self._older.pop(token, None)
+            if known is not None:
+                self.put(token, known)
+        return known
+
+    def put(self, token: str, entry: tuple[float, dict[str, Any]]) -> None:
+        newer = self._newer
+        if len(newer) >= self._half:
+            self._older = newer
+            newer = self._newer = {}
+        newer[token] = entry
+
+    def __len__(self) -> int:
+        return len(self._newer) + len(self._older)
 
 
 def _existing(path: Path, key: Any) -> Path:

@@ -1,0 +1,197 @@
+"""The authenticate step of the jwt cell alone (no front, no call): what a new token costs beside
+the signature primitive it cannot avoid, per algorithm, CPU µs or instructions per token.
+
+    .venv/bin/python benchmarks/patterns/jwt_alone.py                       # CPU µs per token
+    .venv/bin/python benchmarks/patterns/jwt_alone.py --algs RS256 --callgrind
+    .venv/bin/python benchmarks/patterns/jwt_alone.py --callgrind --before /tmp/main-tree
+
+For each algorithm (RS256 on a 2048-bit key, ES256, EdDSA; one JWKS file holding the three keys,
+as benchmarks/patterns/flows.yaml's jwt flow reads it) three figures:
+- primitive: cryptography's ``public_key.verify`` on the already decoded signature and signing
+  input, the floor under any verifier;
+- fresh: the step on a token it has never seen (every token signed for this run, distinct);
+- resent: the step on one token again and again (the gateway's usual assertion).
+``fresh - primitive`` is what the engine adds around the signature check.  The budget the issue
+sets (15 % of the direct proxy) is read against ``inprocess.py --cells direct``.  Under callgrind
+only the measured loops are counted, so the figure does not move with the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ISSUER = "https://gateway.bench"
+ALGS = ("RS256", "ES256", "EdDSA")
+
+
+def _control(*options: str) -> None:
+    subprocess.run(["callgrind_control", *options, str(os.getpid())], check=True, stdout=subprocess.DEVNULL)
+
+
+def _keys(work: Path) -> dict[str, Any]:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    private = {"RS256": rsa.generate_private_key(65537, 2048), "ES256": ec.generate_private_key(ec.SECP256R1()),
+               "EdDSA": ed25519.Ed25519PrivateKey.generate()}
+    exported = {"RS256": jwt.algorithms.RSAAlgorithm.to_jwk(private["RS256"].public_key()),
+                "ES256": jwt.algorithms.ECAlgorithm.to_jwk(private["ES256"].public_key()),
+                "EdDSA": jwt.algorithms.OKPAlgorithm.to_jwk(private["EdDSA"].public_key())}
+    (work / "jwks.json").write_text(json.dumps({"keys": [{**json.loads(jwk), "kid": f"k-{alg}", "use": "sig"}
+                                                         for alg, jwk in exported.items()]}))
+    return private
+
+
+def _primitive(alg: str, private: Any, tokens: list[str]) -> Any:
+    """A loop over ``public_key.verify`` with the inputs decoded beforehand."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
+
+    public = private.public_key()
+    inputs = []
+    for token in tokens:
+        signing_input, _, signature = token.rpartition(".")
+        raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+        if alg == "ES256":  # JWS carries r||s; cryptography takes DER
+            raw = utils.encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+        inputs.append((signing_input.encode(), raw))
+    if alg == "RS256":
+        pad, digest = padding.PKCS1v15(), hashes.SHA256()
+
+        def loop() -> None:
+            for message, signature in inputs:
+                public.verify(signature, message, pad, digest)
+    elif alg == "ES256":
+        scheme = ec.ECDSA(hashes.SHA256())
+
+        def loop() -> None:
+            for message, signature in inputs:
+                public.verify(signature, message, scheme)
+    else:
+        def loop() -> None:
+            for message, signature in inputs:
+                public.verify(signature, message)
+    return loop
+
+
+async def _measure(args: argparse.Namespace, counted: bool) -> None:
+    import jwt
+
+    from engine.message import Message
+    from engine.runtime import Runtime
+
+    work = Path(tempfile.mkdtemp(prefix="interlace-jwt-"))
+    private = _keys(work)
+    os.environ["BENCH_JWKS"] = str(work / "jwks.json")
+    os.environ.setdefault("BACKEND_URL", "http://127.0.0.1:9")  # the flow's call is never run here
+    runtime = Runtime(HERE)
+    flow = next(f for f in runtime.load().flows if f.name == "jwt")
+    step = flow.steps.items[0].run
+    exp = int(time.time()) + 3600
+    rounds = 1 if counted else 3
+    results: list[tuple[str, float, float, float]] = []
+    for alg in args.algs.split(","):
+        tokens = [jwt.encode({"iss": ISSUER, "sub": f"user-{n}", "exp": exp}, private[alg], algorithm=alg,
+                             headers={"kid": f"k-{alg}"}) for n in range(args.tokens * rounds + 50)]
+        primitive = _primitive(alg, private[alg], tokens[:args.tokens])
+
+        async def steps(batch: list[str]) -> None:
+            for token in batch:
+                msg = Message(headers={"x-jwt-assertion": token})
+                await step(msg)
+            assert msg.attributes["auth"]["iss"] == ISSUER
+
+        await steps(tokens[-50:])  # warm: the header learnt, the key prepared
+        resent = [tokens[-1]] * args.tokens
+        if counted:
+            for what, batch in (("primitive", None), ("fresh", tokens[:args.tokens]), ("resent", resent)):
+                _control("--zero")
+                _control("--instr=on")
+                if batch is None:
+                    primitive()
+                else:
+                    await steps(batch)
+                _control("--instr=off")
+                _control(f"--dump={alg}-{what}")
+            continue
+        best = [float("inf")] * 3
+        for round_ in range(rounds):
+            batch = tokens[round_ * args.tokens:(round_ + 1) * args.tokens]
+            started = time.process_time()
+            primitive()
+            best[0] = min(best[0], (time.process_time() - started) / args.tokens * 1e6)
+            started = time.process_time()
+            await steps(batch)
+            best[1] = min(best[1], (time.process_time() - started) / args.tokens * 1e6)
+            started = time.process_time()
+            await steps(resent)
+            best[2] = min(best[2], (time.process_time() - started) / args.tokens * 1e6)
+        results.append((alg, best[0], best[1], best[2]))
+    if not counted:
+        print(f"{args.tokens} tokens x {rounds}, CPU µs per token, best of the rounds")
+        _table(results, "µs")
+
+
+def _table(rows: list[tuple[str, float, float, float]], unit: str) -> None:
+    print(f"| alg | primitive {unit} | fresh token {unit} | fresh - primitive | resent token {unit} |")
+    print("|---|---:|---:|---:|---:|")
+    for alg, primitive, fresh, resent in rows:
+        print(f"| {alg} | {primitive:,.1f} | {fresh:,.1f} | {fresh - primitive:,.1f} | {resent:,.1f} |")
+
+
+def _instructions(tree: Path, args: argparse.Namespace) -> list[tuple[str, float, float, float]]:
+    out = Path(tempfile.mkdtemp(prefix="interlace-jwt-")) / "callgrind.out"
+    subprocess.run(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+                    sys.executable, __file__, "--algs", args.algs, "--tokens", str(args.tokens), "--counted"],
+                   cwd=tree, env={**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}, check=True,
+                   stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    totals: dict[str, float] = {}
+    for dump in out.parent.glob(f"{out.name}.*"):
+        trigger = ""
+        for line in dump.read_text(errors="replace").splitlines():
+            if line.startswith("desc: Trigger:"):
+                trigger = line.split()[-1]
+            elif line.startswith("totals:"):
+                totals[trigger] = float(line.split()[1]) / args.tokens
+    return [(alg, totals.get(f"{alg}-primitive", 0.0), totals.get(f"{alg}-fresh", 0.0),
+             totals.get(f"{alg}-resent", 0.0)) for alg in args.algs.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algs", default=",".join(ALGS), help=f"of {', '.join(ALGS)}")
+    parser.add_argument("--tokens", type=int, default=2000, help="tokens per measurement (default 2000)")
+    parser.add_argument("--callgrind", action="store_true", help="instructions per token under valgrind's callgrind")
+    parser.add_argument("--before", type=Path, help="with --callgrind: also count this tree (a checkout), first")
+    parser.add_argument("--counted", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    for alg in args.algs.split(","):
+        if alg not in ALGS:
+            raise SystemExit(f"unknown algorithm {alg!r}; of {', '.join(ALGS)}")
+    if args.counted:
+        sys.path.insert(0, os.getcwd())
+        asyncio.run(_measure(args, True))
+    elif args.callgrind:
+        trees = ([("before", args.before.resolve())] if args.before else []) + [("this tree", HERE.parent.parent)]
+        for name, tree in trees:
+            print(f"{name} ({tree}): instructions per token, {args.tokens} tokens")
+            _table(_instructions(tree, args), "instr")
+    else:
+        sys.path.insert(0, str(HERE.parent.parent))
+        asyncio.run(_measure(args, False))
+
+
+if __name__ == "__main__":
+    main()
