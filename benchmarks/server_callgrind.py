@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/server_callgrind.py --before /tmp/old-tree  # ... and an older checkout
     .venv/bin/python benchmarks/server_callgrind.py --routes                # this tree, 206 routes against 6
     .venv/bin/python benchmarks/server_callgrind.py --cells direct-json --requests 2000
+    .venv/bin/python benchmarks/server_callgrind.py --patterns --cells cached,direct  # issue 15's cells
 
 ``benchmarks/inprocess.py --callgrind`` drives the ASGI app with no HTTP server, so it cannot see
 what the server's side of a request costs: uvicorn's protocol and cycle, the engine's guard
@@ -16,6 +17,9 @@ first to the last answer.  Instructions do not move with the machine's load (the
 counts the same), so two trees or the engine and the floor compare in one run, on a busy
 machine.  The client and the benchmark's echo backend run outside valgrind, on CPU 1.
 
+``--patterns`` serves issue 15's pattern flows (benchmarks/patterns/flows.yaml) beside their
+own floor (benchmarks/patterns/floor_app.py, Starlette on uvicorn), with run.sh's small body.
+
 Each server runs with its defaults (the engine: metrics on, the request log at INFO, written to
 a file; the floor: uvicorn, uvloop, httptools, no access log), as the peer benchmark runs them.
 """
@@ -24,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
 import os
 import shutil
 import subprocess
@@ -35,6 +41,13 @@ from pathlib import Path
 from hotpath_common import CELLS, ROOT, bench_dir, bodies, check_cells, start_backend, stop_groups, wait_answering
 
 PY = ROOT / ".venv" / "bin" / "python"
+PATTERNS = ROOT / "benchmarks" / "patterns"
+# issue 15's cells (--patterns): path, body kind, Content-Type, as benchmarks/patterns/run.sh sends them
+PATTERN_CELLS: dict[str, tuple[str, str, str]] = {
+    "cached": ("/cached", "small", "application/json"),
+    "direct": ("/direct", "small", "application/json"),
+    "split": ("/split", "split", "application/json"),
+}
 
 
 @dataclass
@@ -94,6 +107,27 @@ def floor(port: int, backend: str, bench: Path) -> Server:
                             "--lifespan", "on"], env, port, cwd=bench / "lib")
 
 
+def pattern_floor(port: int, backend: str) -> Server:
+    env = {"BACKEND_URL": backend, "PYTHONDONTWRITEBYTECODE": "1"}
+    return Server("floor", [str(PY), "-m", "uvicorn", "benchmarks.patterns.floor_app:app", "--host", "127.0.0.1",
+                            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                            "--log-level", "warning"], env, port)
+
+
+def pattern_bodies(work: Path) -> dict[str, bytes]:
+    """run.sh's bodies, and a JWKS for the floor to load (its jwt route is not driven here)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    numbers = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
+    def b64(n: int) -> str:
+        return base64.urlsafe_b64encode(n.to_bytes(32, "big")).rstrip(b"=").decode()
+    jwk = {"kty": "EC", "crv": "P-256", "x": b64(numbers.x), "y": b64(numbers.y), "kid": "k1", "use": "sig"}
+    (work / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    items = [{"id": f"i{n}", "qty": n % 7 + 1, "price": 2.5} for n in range(100)]
+    return {"small": json.dumps({"order": {"id": "1001", "lines": [1, 2, 3]}}).encode(),
+            "split": json.dumps({"items": items}).encode(), "json": b'{"order": {"id": "1001"}}'}
+
+
 def wait_ready(server: Server, body: bytes, deadline_s: float = 600) -> None:
     # under callgrind a server starts 50-100x slower: a long deadline, a slow poll
     wait_answering(server.name, server.proc, server.port, body, deadline_s, poll_s=0.5, timeout_s=30)
@@ -122,7 +156,7 @@ async def _connection(port: int, request: bytes, left: list[int]) -> None:
 async def drive(port: int, cell: str, payloads: dict[str, bytes], requests: int, connections: int) -> None:
     """Exactly ``requests`` requests of ``cell`` on ``connections`` keep-alive connections, as wrk
     sends them with the benchmark's post.lua."""
-    path, kind, ctype = CELLS[cell]
+    path, kind, ctype = CELLS[cell] if cell in CELLS else PATTERN_CELLS[cell]
     body = payloads[kind]
     request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {ctype}\r\nx-route: a\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
@@ -139,17 +173,27 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=20, help="keep-alive connections (default 20)")
     parser.add_argument("--before", type=Path, help="an older checkout, run as the engine 'before'")
     parser.add_argument("--routes", action="store_true", help="this tree on 206 routes against 6 (no floor)")
+    parser.add_argument("--patterns", action="store_true",
+                        help=f"issue 15's flows and floor, cells of {', '.join(PATTERN_CELLS)}")
     parser.add_argument("--no-floor", action="store_true", help="leave the aiohttp floor out")
     parser.add_argument("--port-base", type=int, default=int(os.environ.get("PORT_BASE", "18960")))
     args = parser.parse_args()
-    cells = check_cells(args.cells)
+    if args.patterns:
+        cells = args.cells.split(",") if args.cells != parser.get_default("cells") else ["cached", "direct"]
+        if unknown := [c for c in cells if c not in PATTERN_CELLS]:
+            raise SystemExit(f"unknown cells {unknown}; with --patterns: {', '.join(PATTERN_CELLS)}")
+    else:
+        cells = check_cells(args.cells)
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})  # the client beside the backend, off the servers' CPU
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("needs valgrind (apt-get install valgrind)")
     bench = bench_dir()
-    payloads = bodies(bench)
     work = Path(tempfile.mkdtemp(prefix="interlace-server-callgrind-"))
+    payloads = pattern_bodies(work) if args.patterns else bodies(bench)
+    if args.patterns:
+        os.environ["BENCH_JWKS"] = str(work / "jwks.json")  # the flows' jwt route loads it (every server's env)
+    flows = PATTERNS if args.patterns else ROOT / "flows" / "bench"
     base = args.port_base
     backend = f"http://127.0.0.1:{base}"
     servers: list[Server] = []
@@ -161,10 +205,11 @@ def main() -> None:
         servers.append(interlace("routes206", base + 4, work / "flows206", backend))
     else:
         if not args.no_floor:
-            servers.append(floor(base + 2, backend, bench))
+            servers.append(pattern_floor(base + 2, backend) if args.patterns
+                           else floor(base + 2, backend, bench))
         if args.before:
-            servers.append(interlace("before", base + 4, ROOT / "flows" / "bench", backend, str(args.before.resolve())))
-        servers.append(interlace("this", base + 6, ROOT / "flows" / "bench", backend))
+            servers.append(interlace("before", base + 4, flows, backend, str(args.before.resolve())))
+        servers.append(interlace("this", base + 6, flows, backend))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(start_backend(bench, base))

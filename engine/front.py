@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route, Router, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from engine import jsonfast, metrics, telemetry
+from engine import jsonfast, metrics, telemetry, tracing
 from engine.compiler import CompiledFlow, CompiledProject
 from engine.errors import (
     BadPathParameter,
@@ -112,6 +112,8 @@ class FlowRoute(Route):
             self.path_format, self.param_convertors = self.path, {}
         self.endpoint = self.app = FlowEndpoint(facade, self)
         self.tallies = telemetry.RouteTallies(self.name, self.path)  # its request metrics, found once
+        # the flow's answer when it needs no await (Facade.answer_now): its one step's, if that has one
+        self.answer_now: Callable[[Message], bool] | None = _answer_now(flow)
 
     @property
     def path_regex(self) -> re.Pattern[str]:
@@ -122,6 +124,16 @@ class FlowRoute(Route):
     @path_regex.setter
     def path_regex(self, value: re.Pattern[str]) -> None:
         self._regex = value
+
+
+def _answer_now(flow: CompiledFlow | SoapService) -> Callable[[Message], bool] | None:
+    """A flow's answer without an await, when the flow is one step that can give one (the cache
+    step on a hit in memory) and nothing else runs around it: no schema check, no redelivery."""
+    if not isinstance(flow, CompiledFlow) or flow.request_validator is not None or flow.redelivers:
+        return None
+    steps = flow.steps.items
+    answer: Callable[[Message], bool] | None = getattr(steps[0].run, "answer_now", None) if len(steps) == 1 else None
+    return answer
 
 
 _BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
@@ -156,6 +168,8 @@ class RoutingTable:
     by_segment: dict[str, list[FlowRoute]] = field(default_factory=dict)
     # templates whose first segment holds a parameter: tried for every path
     open_ended: list[FlowRoute] = field(default_factory=list)
+    # paths served by one route whose flow may answer without an await (FlowRoute.answer_now)
+    quick: dict[str, FlowRoute] = field(default_factory=dict)
 
     @classmethod
     def build(cls, project: CompiledProject, facade: Facade, max_body: int = DEFAULT_MAX_BODY) -> RoutingTable:
@@ -173,6 +187,8 @@ class RoutingTable:
             route = FlowRoute(service, facade, service.max_body or max_body, service.path)
             table.routes.append(route)
             table.static.setdefault(route.path, []).append(route)
+        table.quick = {path: routes[0] for path, routes in table.static.items()
+                       if len(routes) == 1 and routes[0].answer_now is not None}
         firsts = [(_first_segment(r.path), r) for r in table.templated]
         table.open_ended = [r for first, r in firsts if "{" in first]
         for segment in {first for first, _ in firsts if "{" not in first}:
@@ -350,6 +366,9 @@ class Facade(Starlette):
         self._project_middleware = settings_middleware(project) if settings_middleware else []
         self._open_lock: asyncio.Lock | None = None
         self.router: FlowRouter = FlowRouter(self, RoutingTable.build(project, self, max_body))
+        # RoutingTable.quick by raw path, for the engine's protocol: one dict, refilled on a swap
+        self.quick_paths: dict[bytes, FlowRoute] = {}
+        self._refill_quick()
 
     @property
     def table(self) -> RoutingTable:
@@ -371,9 +390,15 @@ class Facade(Starlette):
             stack = self.build_middleware_stack()
         self._project_middleware = project_middleware
         self.router.swap(table)
+        self._refill_quick()
         if stack is not None:
             self.middleware_stack = stack
         return old
+
+    def _refill_quick(self) -> None:
+        quick = {path.encode("ascii"): route for path, route in self.router.table.quick.items() if path.isascii()}
+        self.quick_paths.clear()  # in place: the protocols hold this dict
+        self.quick_paths.update(quick)
 
     def build_middleware_stack(self) -> ASGIApp:
         """Starlette's stack: the 500 boundary outermost, then the project's middleware, then
@@ -502,6 +527,55 @@ class Facade(Starlette):
         finally:
             telemetry.end(seen, status, telemetry.request_size(seen, headers), response_bytes, error)
 
+    def quick(self, method: str, route: FlowRoute) -> bool:
+        """Whether a request of a route of ``quick_paths`` (a flow that may answer without an
+        await: a cache hit in memory) may be answered by the engine's server in its protocol
+        once its body has come (``answer_now``); False sends it the general way: HEAD, another
+        method, middleware around the flows, tracing, recorded traces, endpoints not open yet."""
+        if method not in route.methods or method == "HEAD" or self.traces is not None or tracing.ENABLED \
+                or not self.router.table.project.opened:
+            return False
+        stack = self.middleware_stack
+        return isinstance(stack, ErrorBoundary) and stack.flows is self
+
+    def answer_now(self, route: FlowRoute, method: str, path: str, query: bytes,
+                   raw_headers: list[tuple[bytes, bytes]], body: bytes, extensions: dict[str, Any],
+                   write: Callable[[int, list[tuple[bytes, bytes]], bytes], None]) -> bool:
+        """Serve a request of ``quick_route`` whose body has all come, as ``handle`` would, without
+        an await: the same message, checks, answer, metrics and request line; ``write(status,
+        headers, body)`` sends the answer.  False, with nothing sent or counted, when the flow
+        cannot answer so (a miss) or ``handle`` would answer otherwise (an error, a stream):
+        then the request goes to ``handle``, which does all of it again."""
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
+        cid = correlation_id(headers)
+        answer_now = route.answer_now
+        try:
+            msg, length = _request_message(headers, route, {}, cid, method, query, extensions)
+            if length is None and "transfer-encoding" in headers:
+                return False
+            if not length:
+                if method in route.needs_body:
+                    return False  # handle's 400
+            elif length <= STREAM_THRESHOLD:
+                msg.set_body(body, msg.content_type)
+            else:
+                return False
+            if answer_now is None or not answer_now(msg):
+                return False
+            out = _answer_headers(msg, cid)
+            answer = msg.body
+            content_type = _whole_headers(out, msg.content_type, answer)
+        except Exception:  # handle meets the same failure and answers it as it should
+            return False
+        if content_type and answer and not content_type.isprintable():
+            return False  # handle sends it through uvicorn, which refuses it
+        seen = telemetry.begin(method, path, headers, cid)
+        telemetry.routed(seen, route.flow.name, route.path, route.tallies)
+        status = msg.status
+        write(status, out, answer)
+        telemetry.end(seen, status, telemetry.request_size(seen, headers), len(answer), None)
+        return True
+
     async def _fail(self, send: Send, exc: FlowError, path: str, cid: str, flow: str) -> tuple[int, int]:
         if exc.status >= 500:
             log.warning("flow %s: %s %s (step %s)%s", flow, exc.status, exc.detail, getattr(exc, "step_id", "-"),
@@ -520,23 +594,10 @@ class Facade(Starlette):
 
     async def _message(self, scope: Scope, receive: Receive, headers: dict[str, str], route: FlowRoute,
                        params: dict[str, str], cid: str, seen: telemetry.Seen | None = None) -> Message:
-        content_type = headers.get("content-type")
-        if route.accepts and content_type and kind_of(content_type) != kind_of(route.accepts):
-            raise UnsupportedMediaType(f"this route accepts {route.accepts}, not {content_type}")
-        length_header = headers.get("content-length")
-        length = int(length_header) if length_header and length_header.isdigit() else None
-        if length is not None and length > route.max_body:
-            raise PayloadTooLarge(f"request body of {length} bytes is larger than the limit of {route.max_body}")
-        query_string = scope.get("query_string", b"").decode("latin-1")
-        method = scope["method"]
-        if method == "HEAD" and "HEAD" not in route.methods:
-            method = "GET"  # a GET route answering HEAD: the flow runs as GET, the server drops the body
-        msg = Message(body=b"", content_type=content_type, headers=headers, method=method,
-                      path_params=params, query=_query(query_string), query_string=query_string,
-                      correlation_id=cid, max_body=route.max_body)
-        tls = scope.get("extensions", _NO_EXTENSIONS).get("tls")
-        if tls is not None:  # the connection's TLS and client certificate: ${tls.*}
-            msg.attributes["tls"] = flow_view(tls)
+        msg, length = _request_message(headers, route, params, cid, scope["method"],
+                                       scope.get("query_string", b""), scope.get("extensions", _NO_EXTENSIONS))
+        content_type = msg.content_type
+        method = msg.method
         if length == 0 or (length is None and "transfer-encoding" not in headers):
             if method in route.needs_body:
                 raise MissingBody(f"this route takes a {route.accepts} body; the request has none")
@@ -555,6 +616,29 @@ class Facade(Starlette):
                 raise MissingBody(f"this route takes a {route.accepts} body; the request has none")
         msg.set_stream(_stream(receive, route.max_body, seen if length is None else None, first), content_type)
         return msg
+
+
+def _request_message(headers: dict[str, str], route: FlowRoute, params: dict[str, str], cid: str, method: str,
+                     query: bytes, extensions: dict[str, Any]) -> tuple[Message, int | None]:
+    """The request's message before its body, and the body's declared length; raises what the
+    route refuses before reading a body (415, 413)."""
+    content_type = headers.get("content-type")
+    if route.accepts and content_type and kind_of(content_type) != kind_of(route.accepts):
+        raise UnsupportedMediaType(f"this route accepts {route.accepts}, not {content_type}")
+    length_header = headers.get("content-length")
+    length = int(length_header) if length_header and length_header.isdigit() else None
+    if length is not None and length > route.max_body:
+        raise PayloadTooLarge(f"request body of {length} bytes is larger than the limit of {route.max_body}")
+    query_string = query.decode("latin-1")
+    if method == "HEAD" and "HEAD" not in route.methods:
+        method = "GET"  # a GET route answering HEAD: the flow runs as GET, the server drops the body
+    msg = Message(body=b"", content_type=content_type, headers=headers, method=method,
+                  path_params=params, query=_query(query_string), query_string=query_string,
+                  correlation_id=cid, max_body=route.max_body)
+    tls = extensions.get("tls")
+    if tls is not None:  # the connection's TLS and client certificate: ${tls.*}
+        msg.attributes["tls"] = flow_view(tls)
+    return msg, length
 
 
 def _slashed_path(raw: bytes, root_path: str) -> str:
@@ -650,24 +734,34 @@ def _header(name: str, value: str) -> tuple[bytes, bytes]:
         return encoded, value.encode("utf-8")
 
 
-async def respond(send: Send, msg: Message, cid: str, cycle: Any = None) -> int:
-    """Send the message as the HTTP answer: whole when its bytes are known, streamed otherwise;
-    returns the size of the body sent.  With ``cycle`` (the engine's own server, nothing wrapping
-    ``send``: httpguard.cycle_of) a whole answer is written to the connection at once."""
-    out: list[tuple[bytes, bytes]] = []
+def _answer_headers(msg: Message, cid: str) -> list[tuple[bytes, bytes]]:
+    """The answer's headers from the message, checked (``_header``), then its request id."""
     if msg.headers_are_request:
         names = msg.headers_explicit
         out = [_header(k, msg.headers[k]) for k in names if k not in RESPONSE_SKIP and k in msg.headers]
     else:
         out = [_header(k, v) for k, v in msg.headers.items() if k not in RESPONSE_SKIP]
     out.append((b"x-request-id", cid.encode()))
+    return out
+
+
+def _whole_headers(out: list[tuple[bytes, bytes]], content_type: str | None, body: bytes) -> str | None:
+    """A whole body's content type and length added to ``out``; returns the content type."""
+    if content_type and body:
+        out.append((b"content-type", content_type.encode("latin-1")))
+    out.append((b"content-length", str(len(body)).encode()))
+    return content_type
+
+
+async def respond(send: Send, msg: Message, cid: str, cycle: Any = None) -> int:
+    """Send the message as the HTTP answer: whole when its bytes are known, streamed otherwise;
+    returns the size of the body sent.  With ``cycle`` (the engine's own server, nothing wrapping
+    ``send``: httpguard.cycle_of) a whole answer is written to the connection at once."""
+    out = _answer_headers(msg, cid)
     stream = msg.take_stream()
     if stream is None:
         body = msg.body
-        content_type = msg.content_type
-        if content_type and body:
-            out.append((b"content-type", content_type.encode("latin-1")))
-        out.append((b"content-length", str(len(body)).encode()))
+        content_type = _whole_headers(out, msg.content_type, body)
         # the headers are checked (_header, a safe correlation id); the content type only here
         if cycle is not None and (not content_type or not body or content_type.isprintable()) \
                 and write_answer(cycle, msg.status, out, body):

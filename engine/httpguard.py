@@ -33,11 +33,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import urllib.parse
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import httptools
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from engine import metrics
@@ -131,28 +133,40 @@ def write_answer(cycle: Any, status: int, headers: list[tuple[bytes, bytes]], bo
     cycle.waiting_for_100_continue = False
     cycle.chunked_encoding = False
     cycle.expected_content_length = 0
-    content = [STATUS_LINE[status]]
-    for name, value in cycle.default_headers:
-        content += (name, b": ", value, b"\r\n")
-    for name, value in headers:
-        content += (name, b": ", value, b"\r\n")
-    if not cycle.keep_alive:
-        content.append(b"connection: close\r\n")
-    content.append(b"\r\n")
     transport = cycle.transport
-    if cycle.scope["method"] == "HEAD" or not body:
-        transport.write(b"".join(content))
-    elif len(body) < _BIG_BODY:
-        content.append(body)
-        transport.write(b"".join(content))
-    else:
-        transport.writelines([b"".join(content), body])
+    _write_whole(transport, status, cycle.default_headers, headers, cycle.keep_alive,
+                 b"" if cycle.scope["method"] == "HEAD" else body)
     cycle.response_complete = True
     cycle.message_event.set()
     if not cycle.keep_alive:
         transport.close()
     cycle.on_response()
     return True
+
+
+def _write_whole(transport: asyncio.Transport, status: int, default_headers: list[tuple[bytes, bytes]],
+                 headers: list[tuple[bytes, bytes]], keep_alive: bool, body: bytes) -> None:
+    """Head and body in one write, as uvicorn's send would write them in two."""
+    content = [STATUS_LINE[status]]
+    for name, value in default_headers:
+        content += (name, b": ", value, b"\r\n")
+    for name, value in headers:
+        content += (name, b": ", value, b"\r\n")
+    if not keep_alive:
+        content.append(b"connection: close\r\n")
+    content.append(b"\r\n")
+    if not body:
+        transport.write(b"".join(content))
+    elif len(body) < _BIG_BODY:
+        content.append(body)
+        transport.write(b"".join(content))
+    else:
+        transport.writelines([b"".join(content), body])
+
+
+# the largest body a request answered in the protocol (below) waits for: above it the app reads the
+# body as it comes (engine/front.py STREAM_THRESHOLD)
+_QUICK_BODY = 256 * 1024
 
 
 class _Refused(Exception):
@@ -188,6 +202,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._got_bytes = False
         self._running: Any = None  # the cycle whose request the app is serving
+        # the facade's answers without a task (engine/drain.py DrainGuard.quick_paths): a request whose
+        # flow may answer it so waits here for its body, with no cycle, no task, no ASGI scope
+        self._quick_paths: dict[bytes, Any] | None = getattr(self.app, "quick_paths", None)
+        self._pending: tuple[Any, str, str, bytes] | None = None  # route, method, path, query
+        self._pending_body: list[bytes] = []
 
     def _count(self, reason: str) -> None:
         metrics.HTTP_REFUSED.labels(self.listener, reason).inc()
@@ -226,7 +245,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         self._running = cycle
-        super()._start_asgi_task(cycle, app)
+        if self.config.reset_contextvars:
+            super()._start_asgi_task(cycle, app)
+            return
+        task = self.loop.create_task(cycle.run_asgi(app))  # uvicorn's, one frame less
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
 
     def _arm(self, delay: float, callback: Any) -> None:
         self._disarm()
@@ -338,13 +362,133 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refusal = (431, "header-too-large", "Request header fields too large",
                              f"the request line and headers exceed {self.limits.max_header_bytes} bytes")
             raise _Refused
-        super().on_headers_complete()
-        # the request's own connection state, for the app (client_gone, abort below)
-        if self.cycle is not None and self.cycle.scope is self.scope:
-            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
-            extensions[CLIENT_KEY] = self.cycle
-            if self._tls_extension is not None:
-                extensions[TLS_KEY] = self._tls_extension
+        paths = self._quick_paths
+        if paths is not None:
+            route = paths.get(self.url.partition(b"?")[0])
+            if route is not None and self._quick_request(route):
+                return
+        self._start_cycle()
+
+    def _start_cycle(self) -> None:
+        """uvicorn's ``HttpToolsProtocol.on_headers_complete``, done here (one frame less), with the
+        request's own connection state in its scope for the app (client_gone, abort above)."""
+        parser = self.parser
+        scope = self.scope
+        http_version = parser.get_http_version()
+        scope["method"] = parser.get_method().decode("ascii")
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        if parser.should_upgrade() and self._should_upgrade():
+            return
+        parsed_url = httptools.parse_url(self.url)
+        raw_path = parsed_url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        root_path = self.root_path
+        scope["path"] = root_path + path
+        scope["raw_path"] = root_path.encode("ascii") + raw_path
+        scope["query_string"] = parsed_url.query or b""
+        app = self.app
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            app = service_unavailable
+            self.logger.warning("Exceeded concurrency limit.")
+        existing = self.cycle
+        cycle = self.cycle = RequestResponseCycle(
+            scope=scope, transport=self.transport, flow=self.flow, logger=self.logger,
+            access_logger=self.access_logger, access_log=self.access_log,
+            default_headers=self.server_state.default_headers, message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=http_version != "1.0" and parser.should_keep_alive(), on_response=self.on_response_complete)
+        extensions: dict[str, Any] = {CLIENT_KEY: cycle}
+        if self._tls_extension is not None:
+            extensions[TLS_KEY] = self._tls_extension
+        scope["extensions"] = extensions
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(cycle, app)
+        else:  # pipelined behind a request still answering: queued
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, app))
+
+    # --- answers without a task -----------------------------------------------------------------
+    # A request whose flow can answer it at once (a cache hit in memory: engine/front.py
+    # Facade.quick) is answered here when its body has come, with what the app would write,
+    # count and log; one it cannot answer so (a miss) gets its cycle and task then, as it would
+    # have at the end of its head, with its body already there.
+
+    def _quick_request(self, route: Any) -> bool:
+        """Whether the request whose head just ended, on a path of ``route``, waits for its body here."""
+        cycle = self.cycle
+        if (cycle is not None and not cycle.response_complete) or self.pipeline or self.expect_100_continue \
+                or self.access_log or self.flow.write_paused or self.root_path or self.parser.should_upgrade():
+            return False  # pipelined behind an answer not yet written, or what uvicorn alone handles
+        for name, value in self.headers:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > _QUICK_BODY:
+                    return False
+            elif name == b"transfer-encoding":
+                return False
+        raw_path, _, query = self.url.partition(b"?")
+        method = self.parser.get_method().decode("ascii")
+        if b"#" in query or not self.app.quick(method, route):
+            return False
+        self._pending = (route, method, raw_path.decode("ascii"), query)
+        return True
+
+    # on_body and on_message_complete: uvicorn's (HttpToolsProtocol's) done here, one frame less
+    def on_body(self, body: bytes) -> None:
+        if self._pending is not None:
+            self._pending_body.append(body)
+            return
+        cycle = self.cycle
+        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+            return
+        cycle.body += body
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
+
+    def on_message_complete(self) -> None:
+        pending = self._pending
+        if pending is None:
+            cycle = self.cycle
+            if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+                return
+            cycle.more_body = False
+            cycle.message_event.set()
+            return
+        self._pending = None
+        body = b"".join(self._pending_body)
+        self._pending_body = []
+        extensions = {TLS_KEY: self._tls_extension} if self._tls_extension is not None else _NO_EXTENSIONS
+        if self.transport.is_closing() or not self.app.answer_now(*pending, self.headers, body, extensions,
+                                                                  self._write_quick):
+            self._to_cycle(body, complete=True)
+
+    def _to_cycle(self, body: bytes, complete: bool) -> None:
+        """The waiting request goes to the app after all: its cycle and task, and the body so far."""
+        self._start_cycle()
+        if body:
+            self.on_body(body)
+        if complete:
+            self.on_message_complete()
+
+    def _write_quick(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """The answer of a request answered here, as write_answer writes one (keep-alive as uvicorn decides)."""
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        _write_whole(self.transport, status, self.server_state.default_headers, headers, keep_alive, body)
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+
+    def shutdown(self) -> None:
+        if self._pending is not None:  # its body still coming: it finishes as a request in flight does
+            self._pending = None
+            body = b"".join(self._pending_body)
+            self._pending_body = []
+            self._to_cycle(body, complete=False)
+        super().shutdown()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes that are not HTTP, as problem+json."""

@@ -126,6 +126,24 @@ def compile_cache(config: Any, ctx: CompileContext) -> StepFn:
         else:
             await _safe(store.put(entry_key, record_answer(msg, body, kept_vars), lifetime), None)
 
+    if memory is not None:
+        def answer_now(msg: Message) -> bool:
+            """A hit in memory, given as ``run`` gives it but without an await (the engine's server
+            answers such a request in its protocol, engine/front.py ``Facade.answer_now``); False,
+            with nothing done, when ``run`` would do anything else."""
+            if respect_request:
+                asked = msg.headers.get("cache-control", "").lower()
+                if "no-store" in asked or "no-cache" in asked:
+                    return False
+            answer = memory.recall(fixed_key or namespace + to_text(key.render(msg)))
+            if answer is None:
+                return False
+            answer.restore(msg)
+            if header is not None:
+                msg.set_header(header, "hit")
+            return True
+
+        run.answer_now = answer_now  # type: ignore[attr-defined]
     return run
 
 

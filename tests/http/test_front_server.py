@@ -1,20 +1,27 @@
 """The facade as `interlace run` serves it (the drain guard, the engine's HTTP protocol, uvicorn),
-in this process: keep-alive and pipelined answers written whole, each in order and complete, and
-a request that leaves nothing behind for the cyclic collector."""
+in this process: keep-alive and pipelined answers written whole, each in order and complete, a
+request that leaves nothing behind for the cyclic collector, and cache hits answered in the
+protocol exactly as the flow's task would answer them."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
+from engine import metrics
 from engine.drain import DrainGuard
+from engine.front import Facade
 from engine.runtime import Runtime
 from engine.server import ServeOptions, _config, _Server
 from tests.support import rawhttp
+from tests.support.backends import BackendServer
 from tests.support.engine import write_flows
 
 FLOWS = """
@@ -32,9 +39,9 @@ flows:
 
 
 @asynccontextmanager
-async def serving(tmp_path: Path) -> AsyncIterator[int]:
+async def serving(tmp_path: Path, flows: str = FLOWS) -> AsyncIterator[int]:
     """The facade on a free loopback port, served as serve_worker serves it."""
-    runtime = Runtime(write_flows(tmp_path, FLOWS))
+    runtime = Runtime(write_flows(tmp_path, flows))
     await runtime.start(runtime.load())
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -108,3 +115,139 @@ def test_a_served_request_leaves_no_reference_cycle(tmp_path: Path) -> None:
     garbage = asyncio.run(run())
     kinds = {type(thing).__name__ for thing in garbage}
     assert "RequestResponseCycle" not in kinds, kinds
+
+
+CACHED = """
+endpoints:
+  crm: {http: {url: "BACKEND"}}
+flows:
+  cached:
+    source: {http: {method: POST, path: /cached, request: {content_type: application/json}}}
+    steps:
+      - cache:
+          key: "item:${query.id || 'none'}:${payload.k}"
+          ttl: 1h
+          header: X-Cache
+          steps:
+            - call: {endpoint: crm, path: /echo}
+"""
+
+# one keep-alive connection, one request after the other: misses (the backend's answer), hits,
+# refusals on the cached route (415, 405, a body its key cannot read), an unsafe request id, a hit
+# over HTTP/1.0 (which closes the connection)
+CACHED_REQUESTS = [
+    b"POST /cached?id=1 HTTP/1.1\r\nHost: x\r\nX-Request-ID: r1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 10\r\n\r\n{\"k\": \"a\"}",
+    b"POST /cached?id=1 HTTP/1.1\r\nHost: x\r\nX-Request-ID: r2\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 10\r\n\r\n{\"k\": \"a\"}",
+    b"POST /cached?id=1 HTTP/1.1\r\nHost: x\r\nX-Request-ID: r3\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 10\r\n\r\n{\"k\": \"b\"}",
+    b"POST /cached?id=1 HTTP/1.1\r\nHost: x\r\nX-Request-ID: r4\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 10\r\n\r\n{\"k\": \"a\"}",
+    b"GET /cached?id=1 HTTP/1.1\r\nHost: x\r\nX-Request-ID: r5\r\n\r\n",
+    b"POST /cached?id=1 HTTP/1.1\r\nHost: x\r\nX-Request-ID: r6\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 7\r\n\r\n{\"k\": 1",
+    b"POST /cached?id=1 HTTP/1.1\r\nHost: x\r\nX-Request-ID: bad id\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 10\r\n\r\n{\"k\": \"b\"}",
+    b"POST /cached HTTP/1.1\r\nHost: x\r\nX-Request-ID: r8\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 10\r\n\r\n{\"k\": \"a\"}",
+    b"POST /cached?id=1 HTTP/1.0\r\nHost: x\r\nX-Request-ID: r9\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 10\r\nConnection: keep-alive\r\n\r\n{\"k\": \"a\"}",
+]
+
+
+async def _one_by_one(port: int, requests: list[bytes]) -> list[rawhttp.RawResponse]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answers = []
+    for request in requests:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        answers.extend(rawhttp.parse_responses(head + await reader.readexactly(length)))
+    assert await reader.read() == b""  # the last one closed the connection
+    writer.close()
+    return answers
+
+
+def _cached_metrics() -> list[float]:
+    labels = {"flow": "cached", "route": "/cached"}
+    return [metrics.REGISTRY.get_sample_value(name, labels) or 0.0 for name in (
+        "interlace_http_request_body_bytes_count", "interlace_http_request_body_bytes_sum",
+        "interlace_http_response_body_bytes_count", "interlace_http_response_body_bytes_sum")] + [
+        metrics.REGISTRY.get_sample_value("interlace_http_request_duration_seconds_count",
+                                          {**labels, "method": method, "status": status}) or 0.0
+        for method, status in (("POST", "200"), ("POST", "415"), ("GET", "405"))]
+
+
+def test_cache_hits_answered_in_the_protocol_are_the_flows_own_answers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A hit in memory on a route whose flow is one cache step is answered in the engine's
+    protocol, with no task; its answer, metrics and request line are the ones the flow's task
+    gives, request for request (the same requests served with that path switched off)."""
+    answered_now: list[bool] = []
+    answer_now = Facade.answer_now
+
+    def counted(self: Facade, *request: object) -> bool:
+        answered_now.append(answer_now(self, *request))  # type: ignore[arg-type]
+        return answered_now[-1]
+
+    def serve(folder: Path) -> tuple[list[rawhttp.RawResponse], list[float], list[str]]:
+        async def run() -> list[rawhttp.RawResponse]:
+            async with serving(folder, CACHED.replace("BACKEND", backend.url)) as port:
+                return await _one_by_one(port, CACHED_REQUESTS)
+
+        before = _cached_metrics()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, "interlace.request"):
+            answers = asyncio.run(run())
+        lines = [r.getMessage().rsplit(" ", 2)[0] for r in caplog.records if r.name == "interlace.request"]
+        return answers, [b - a for a, b in zip(before, _cached_metrics(), strict=True)], lines
+
+    with BackendServer() as backend:
+        monkeypatch.setattr(Facade, "answer_now", counted)
+        quick = serve(tmp_path / "quick")
+        # asked for every POST but the first (the facade builds its middleware stack on its first
+        # request); it answered the hits, the misses and refusals went on to the flow's task
+        assert answered_now == [True, False, False, False, True, False, True]
+        monkeypatch.setattr(Facade, "quick", lambda *_: False)
+        general = serve(tmp_path / "general")
+        assert len(answered_now) == 7
+        assert len(backend.requests) == 6  # (1, a), (1, b) and (none, a), each time
+
+    for answers in (quick[0], general[0]):
+        statuses = [(a.status, a.header("x-cache")) for a in answers]
+        assert statuses == [(200, "miss"), (200, "hit"), (200, "miss"), (415, None), (405, None),
+                            (400, None), (200, "hit"), (200, "miss"), (200, "hit")], statuses
+    for one, other in zip(quick[0], general[0], strict=True):
+        assert (one.status, one.body) == (other.status, other.body)
+        assert [(k, v) for k, v in one.headers if k not in ("date", "x-request-id")] == \
+            [(k, v) for k, v in other.headers if k not in ("date", "x-request-id")]
+    ids = [a.header("x-request-id") for a in quick[0]]
+    assert ids[:6] + ids[7:] == ["r1", "r2", "r3", "r4", "r5", "r6", "r8", "r9"]
+    assert ids[6] not in ("bad id", None) and ids[6] != general[0][6].header("x-request-id")  # a new one each
+    assert [a.header("x-request-id") for a in general[0]][:6] == ids[:6]
+    assert quick[0][7].header("connection") is None and quick[0][8].header("connection") == "close"
+    assert quick[1] == general[1] and quick[1][4] == 6  # the same metrics; six answered 200
+    assert quick[2] == general[2] and len(quick[2]) == 9  # the same request lines, one each
+
+
+def test_pipelined_hits_and_misses_are_answered_in_order(tmp_path: Path) -> None:
+    """A hit answered in the protocol never overtakes the request before it on its connection."""
+    def request(rid: str, key: str, last: bool = False) -> bytes:
+        body = b'{"k": "%s"}' % key.encode()
+        return (b"POST /cached?id=1 HTTP/1.1\r\nHost: x\r\nX-Request-ID: %s\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n%s\r\n%s" % (rid.encode(), len(body), b"Connection: close\r\n" if last
+                                                      else b"", body))
+
+    async def run() -> list[rawhttp.RawResponse]:
+        async with serving(tmp_path, CACHED.replace("BACKEND", backend.url)) as port:
+            await _one_by_one(port, [request("w1", "a"), request("w2", "a", last=True)])  # (1, a) kept
+            return rawhttp.parse_responses(await exchange(port, b"".join([
+                request("p1", "a"), request("p2", "b"), request("p3", "a"), request("p4", "b"),
+                request("p5", "a", last=True)])))
+
+    with BackendServer() as backend:
+        answers = asyncio.run(run())
+    assert [(a.header("x-request-id"), a.header("x-cache")) for a in answers] == [
+        ("p1", "hit"), ("p2", "miss"), ("p3", "hit"), ("p4", "hit"), ("p5", "hit")]
+    assert [a.json() for a in answers] == [{"k": "a"}, {"k": "b"}, {"k": "a"}, {"k": "b"}, {"k": "a"}]
