@@ -73,14 +73,14 @@ async def test_the_copy_is_reshaped_by_its_own_steps_and_the_flow_keeps_its_mess
 async def test_the_flow_answers_while_the_tap_is_still_on_its_way(tmp_path: Path, audit: BackendServer) -> None:
     audit.set_behaviour(delay=30)
     write_flows(tmp_path, _flows(audit))
-    failed = _count("failed")
+    failed, sent = _count("failed"), _count("sent")
     async with facade_client(tmp_path) as client:
         answer = await client.post("/orders", json={"id": "o-2"})
-        assert answer.status_code == 201
-        # the backend holds the tap's request unanswered, and the caller has its answer already
-        await arrived(audit, 1)
+        # the caller has its answer and the tap has no outcome yet: the flow did not wait for it
+        assert answer.status_code == 201 and _count("failed") == failed and _count("sent") == sent
+        await arrived(audit, 1)  # the backend holds the tap's request, unanswered
         audit.stop()  # the backend dies mid-request: the tap fails, the flow never knew
-    assert _count("failed") == failed + 1
+    assert _count("failed") == failed + 1 and _count("sent") == sent
 
 
 async def test_a_failing_tap_is_logged_and_counted_never_the_callers_problem(
