@@ -760,7 +760,7 @@ def _copy_tree(node: Any) -> Any:
 class Expr:
     """One compiled ``${...}`` expression."""
 
-    __slots__ = ("_getter", "direct", "env", "env_refs", "fields", "secret_refs", "secrets", "source",
+    __slots__ = ("_getter", "_run", "direct", "env", "env_refs", "fields", "secret_refs", "secrets", "source",
                  "uses_payload")
 
     def __init__(self, source: str, namespaces: Mapping[str, str] | None = None,
@@ -793,12 +793,32 @@ class Expr:
         self.direct: Callable[[Message], Any] | None = _direct_getter(parsed)
         # that path, root first (payload, id), for templates that read it inline (engine/template_code.py)
         self.fields: tuple[str, ...] | None = tuple(_field_path(parsed) or ()) if self.direct is not None else None
+        # the tree as one generated function (engine/expression_code.py), else the closures on a Context
+        self._run: Callable[[Message], Any] = (self._generated(parsed) if self.direct is None else None) \
+            or self._on_context
+
+    def _on_context(self, msg: Message) -> Any:
+        return self._getter(Context(msg, self.env, self.secrets))
+
+    def _generated(self, tree: dict[str, Any]) -> Callable[[Message], Any] | None:
+        from engine import expression_code
+
+        env, secrets = self.env, self.secrets
+
+        def closure(node: dict[str, Any], at_root: bool) -> Getter:
+            return _compile_node(node, at_root, _Usage())
+
+        try:
+            return expression_code.Generator(_code_helpers(), closure, lambda msg: Context(msg, env, secrets), env,
+                                             secrets).function(tree)
+        except expression_code.TooDeep:
+            return None
 
     def evaluate(self, msg: Message) -> Any:
         if self.direct is not None:
             return self.direct(msg)
         try:
-            return self._getter(Context(msg, self.env, self.secrets))
+            return self._run(msg)
         except ExpressionError:
             raise
         except jp_exceptions.JMESPathError as exc:
@@ -811,6 +831,21 @@ class Expr:
 
     def __repr__(self) -> str:
         return f"Expr(${{{self.source}}})"
+
+
+_HELPERS: list[Any] = []
+
+
+def _code_helpers() -> Any:
+    """What generated expressions call (engine/expression_code.py): the closures' own helpers."""
+    if not _HELPERS:
+        from engine import expression_code
+
+        _HELPERS.append(expression_code.Helpers(
+            call=_INTERPRETER._functions.call_function, comparators=_COMPARATORS, query_field=_query_field,
+            safe_index=_safe_index, numbers=_numbers, strings=_strings, apply_xpath=apply_xpath,
+            is_xpath=lambda value: isinstance(value, etree.XPath)))
+    return _HELPERS[0]
 
 
 def _check_functions(node: dict[str, Any]) -> None:

@@ -69,6 +69,7 @@ class Generator:
         self._payload_reads = 0
         self._first_is_payload: bool | None = None  # is the first thing the render does reading the payload?
         self._index_var: str | None = None  # set by items(): the loop's own names replace some reads
+        self._subscripts = False  # items(), its fast variant: the item is a plain dict holding each field read
 
     def function(self, value: Any) -> Callable[[Message], Any]:
         body = self.value(value, 0)
@@ -87,8 +88,25 @@ class Generator:
         whose every ``${...}`` is a path of fields (``NotPlain`` otherwise), and no whole copy
         the fork makes (``${headers}``, ``${vars}``...), so reading the parent message is the same."""
         self._index_var = index_var
-        body = self.value(value, 0)
-        source = f"def render_items(msg, items):\n    return [{body} for index_, item_ in enumerate(items)]\n"
+        exact = self.value(value, 0)
+        self._subscripts = True
+        fast = self.value(value, 0)
+        if fast == exact:  # nothing read from the item itself
+            source = f"def render_items(msg, items):\n    return [{exact} for index_, item_ in enumerate(items)]\n"
+        else:
+            # An item that is a plain dict has its fields read by subscript (one type test per
+            # item, no .get call per field) while no item has missed one; the first KeyError
+            # (a field an item lacks) renders again, and from then on, with .get: a render only
+            # reads, so rendering again answers as rendering once
+            self.names["fast_"] = [True]
+            source = ("def render_items(msg, items):\n"
+                      "    if fast_[0]:\n"
+                      "        try:\n"
+                      f"            return [({fast} if type(item_) is dict else {exact}) "
+                      "for index_, item_ in enumerate(items)]\n"
+                      "        except KeyError:\n"
+                      "            fast_[0] = False\n"
+                      f"    return [{exact} for index_, item_ in enumerate(items)]\n")
         render_items: Callable[[Message, list[Any]], list[Any]] = self._define(source)
         return render_items
 
@@ -163,7 +181,9 @@ class Generator:
         if fields is None or fields[0] not in ROOT_SOURCE:
             raise NotPlain
         root, names = fields[0], fields[1:]
-        if root == "payload":
+        if root == "payload" and names and self._subscripts:
+            read, names = f"item_[{self.literal(names[0])}]", names[1:]  # a plain dict's field that is there
+        elif root == "payload":
             read = "item_"
         elif root == "vars" and names and names[0] == self._index_var:
             read, names = "index_", names[1:]

@@ -163,3 +163,29 @@ def test_all_items_at_once_read_the_index_variable_they_are_given() -> None:
     assert made is not None
     assert made[0](_message(None), ["a", "b"]) == [{"at": 0, "outer": 3, "deeper": None},
                                                         {"at": 1, "outer": 3, "deeper": None}]
+
+
+def test_all_items_at_once_by_subscript_until_an_item_lacks_a_field() -> None:
+    # plain dict items are read by subscript; an item lacking a field (or not a dict) answers as
+    # the .get reads would, and so do all renders after it
+    from engine.steps._fork import fork
+
+    template = Template({"id": "${payload.id}", "qty": "${payload.qty}", "deep": "${payload.a.b}",
+                         "line": "${vars.index}"}, OPTIONS)
+    made = template.for_items("index")
+    assert made is not None
+    render_items = made[0]
+    msg = _message({"items": "the parent's payload"})
+
+    def one_message_each(items: list[Any]) -> list[Any]:
+        expected = []
+        for index, item in enumerate(items):
+            branch = fork(msg, item, with_payload=True)
+            branch.vars["index"] = index
+            expected.append(template.render(branch))
+        return expected
+
+    full = [{"id": n, "qty": n * 1.5, "a": {"b": [n]}} for n in range(3)] + [{"id": 9, "qty": 0, "a": "text"}]
+    lacking = [{"id": 1, "qty": 2, "a": {}}, {"id": 2, "a": {"b": 1}}, [3], None]
+    for items in (full, full, lacking, full, lacking):
+        assert repr(render_items(msg, items)) == repr(one_message_each(items))

@@ -1,0 +1,165 @@
+"""An expression compiled to one generated function (engine/expression_code.py) answers as the
+closures it replaces, and as jmespath's own interpreter where those do: the same values of the
+same types, fresh lists and dicts per evaluation, the same first error and its text, for every
+shape of message on the way."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jmespath
+import pytest
+from lxml import etree
+
+from engine.errors import ExpressionError
+from engine.expressions import _INTERPRETER, Context, Expr
+from engine.message import JSON, XML, Message
+
+ENV = {"REGION": "eu", "EMPTY": ""}
+SECRETS = {"token": "s3cret"}
+
+
+def _message(payload: Any, kind: str = JSON) -> Message:
+    msg = Message(headers={"x-client-id": "c-1"}, path_params={"id": "42"}, query={"page": "2"},
+                  correlation_id="corr-1")
+    msg.set_payload(payload, kind)
+    msg.vars = {"customer": {"name": "Ada", "tags": ["a", "b"]}, "index": 3, "none": None, "ratio": 0.5,
+                "ok": True, "list": [1, 2, 3], "empty": [], "text": ""}
+    msg.attributes["auth"] = {"sub": "u-1"}
+    return msg
+
+
+def _outcome(run: Any, msg: Message) -> Any:
+    try:
+        value = run(msg)
+    except Exception as exc:  # jmespath's errors, and the TypeError its filters raise on mixed types
+        return (type(exc), re.sub(r" at 0x[0-9a-f]+", "", str(exc)))  # length(@): the message view's address
+    if isinstance(value, Context):  # @ at the root: the view of the message, one per evaluation
+        return (Context, value.msg)
+    if isinstance(value, list):
+        return [(Context, v.msg) if isinstance(v, Context) else v for v in value]
+    return value
+
+
+SOURCES = [
+    # the split benchmark's reduce, and the aggregates of one field (fused when every element holds it)
+    "{count: length(payload), qty: sum(payload[*].qty)}", "sum(payload[*].qty)", "avg(payload[*].qty)",
+    "max(payload[*].qty)", "min(payload[*].qty)", "max(payload[*].id)", "min(payload[*].id)",
+    "sum(payload.items[*].qty)",
+    "sum(vars.list)", "avg(vars.empty)", "max(vars.customer.tags)", "length(payload)", "length(payload.id)",
+    "length(vars.none)", "sum(payload)", "avg(payload)", "max(payload)", "min(payload)",
+    # fields, chains, indexes
+    "payload.id", "payload.a.b.c", "payload.a[0]", "payload.a[0].b", "payload.items[-1]", "payload[0]", "payload[-2]",
+    "payload[5]", "payload[0].qty", "vars.list[1]", "vars.list[-4]", "payload.missing.deeper[0]",
+    'headers."x-client-id"', "path.id", "query.page", "auth.sub", "tls.subject", "params.x", "status", "method",
+    "error.code", "correlation_id", "env.REGION", "env.MISSING", "secret.token", "secret.none",
+    # selections, projections, comparisons, logic, literals, the current value
+    "[payload.id, vars.index]", "{a: payload.id, b: {c: vars.customer.name, d: [vars.index, `1`]}}",
+    "payload[*].qty", "payload[*].a.b", "payload[*][0]", "payload[*].{id: id, q: qty}", "payload.a.{x: b}",
+    "payload.id == 'x'", "payload.id != `7`", "payload.qty > `2`", "vars.index >= `3`", "vars.index < payload.qty",
+    "vars.ratio <= `0.5`", "payload.id == `null`", "vars.ok == `true`", "vars.index == `3.0`",
+    "payload.id || 'none'", "payload.id && vars.index", "vars.text || vars.empty || `0`", "!payload.ok",
+    "!(payload.id)", "!vars.empty", "`[1, 2]`", "`{\"k\": 1}`", "'text'", "`2.5`", "`true`", "`null`", "@",
+    "[@, payload.id]", "length(@)",
+    # functions in general, and what stays with the closures or jmespath's interpreter
+    "join(',', payload[*].id)", "to_string(payload)", "contains(vars.customer.tags, 'a')",
+    "not_null(payload.missing, vars.index)", "sort_by(payload, &qty)[*].id", "payload[?qty > `1`].id",
+    "payload[0:2]", "payload[].a", "payload.* | [0]", "payload | length(@)", "lower(payload.id)",
+    "upper(vars.customer.name)", "default(payload.id, 'd')", "keys(payload)", "type(payload)",
+]
+SHAPES: list[Any] = [
+    [{"id": "a", "qty": 2, "a": {"b": 1}}, {"id": "b", "qty": 5}, {"id": "c", "qty": None}], [],
+    [{"id": "a", "qty": 2}, {"id": "b", "qty": 5.5}], [{"id": "a", "qty": 2}, {"id": "b"}],
+    [{"id": "a", "qty": True}], [{"id": "x", "qty": "2"}, {"id": "y", "qty": "10"}], [{"qty": [1]}],
+    {"id": 1, "qty": 3, "a": [{"b": 2}], "items": [{"qty": 1}, {"qty": 2}, {"qty": 3}]}, {"id": "x", "a": "text"},
+    {"id": None, "a": {"b": {"c": [1, 2]}}}, "text", None, 7, 2.5, True, False, 0, "",
+    [[1, 2], [3]], [1, 2.5, -3], [True, 1], [1, None], ["b", "a", "c"], ["a", 1], [False],
+    [{"id": 1, "qty": 3}, {"id": None}, "x", 4, None], [{"qty": 0.1}, {"qty": 0.2}, {"qty": 0.3}],
+    {"id": "abc"}, {"id": [1, 2]}, {"id": {"k": 1}}, {"ok": False}, {"ok": []},
+]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("payload", SHAPES, ids=range(len(SHAPES)))
+def test_the_generated_function_answers_as_the_closures(source: str, payload: Any) -> None:
+    expr = Expr(source, env=ENV, secrets=SECRETS)
+    msg = _message(payload)
+    got, expected = _outcome(expr._run, msg), _outcome(expr._on_context, msg)
+    assert got == expected
+    assert repr(got) == repr(expected)  # the same types inside: 2 not 2.0, True not 1
+
+
+@pytest.mark.parametrize("source", [s for s in SOURCES if "@" not in s])  # @ at the root is the message view
+@pytest.mark.parametrize("payload", SHAPES, ids=range(len(SHAPES)))
+def test_the_generated_function_answers_as_jmespath(source: str, payload: Any) -> None:
+    msg = _message(payload)
+    expr = Expr(source, env=ENV, secrets=SECRETS)
+    try:
+        expected: Any = _INTERPRETER.visit(jmespath.compile(source).parsed, Context(msg, ENV, SECRETS))
+    except Exception as exc:
+        expected = (type(exc), str(exc))
+    try:
+        got: Any = expr._run(msg)
+    except Exception as exc:
+        got = (type(exc), str(exc))
+    assert got == expected
+    assert repr(got) == repr(expected)
+
+
+def test_the_reduce_of_the_split_benchmark_is_generated_and_builds_fresh_values() -> None:
+    expr = Expr("{count: length(payload), qty: sum(payload[*].qty), ids: payload[*].id}", env={}, secrets={})
+    assert expr._run.__name__ == "evaluate"  # the generated function, not the closures on a Context
+    msg = _message([{"id": "a", "qty": 2}, {"id": "b", "qty": 3}])
+    first, second = expr.evaluate(msg), expr.evaluate(msg)
+    assert first == second == {"count": 2, "qty": 5, "ids": ["a", "b"]}
+    assert first is not second and first["ids"] is not second["ids"]
+
+
+def test_an_aggregate_of_a_field_reads_each_element_once_and_keeps_jmespaths_errors() -> None:
+    expr = Expr("sum(payload[*].qty)", env={}, secrets={})
+    assert expr.evaluate(_message([{"qty": 1}, {"qty": 2.5}])) == 3.5
+    assert expr.evaluate(_message([{"qty": 1}, {"other": 2}, {"qty": None}])) == 1  # nulls and missing: left out
+    with pytest.raises(ExpressionError) as raised:
+        expr.evaluate(_message([{"qty": 1}, {"qty": True}]))
+    assert "invalid type for value: True" in str(raised.value) and "array-number" in str(raised.value)
+    with pytest.raises(ExpressionError):
+        expr.evaluate(_message({"qty": 1}))  # not a list: null, which sum() refuses as jmespath does
+
+
+def test_the_payload_is_read_once_and_a_bad_body_fails_first() -> None:
+    expr = Expr("{a: payload.id, b: payload.qty, c: length(payload)}", env={}, secrets={})
+    msg = Message(body=b'{"id": 1, "qty": 2}', content_type="application/json")
+    assert expr.evaluate(msg) == {"a": 1, "b": 2, "c": 2}
+    bad = Message(body=b'{"id": ', content_type="application/json")
+    with pytest.raises(Exception) as raised:
+        expr.evaluate(bad)
+    assert "malformed JSON" in str(raised.value)
+
+
+def test_xpath_env_and_secret_reads_are_generated_too() -> None:
+    expr = Expr("{symbol: xpath('//symbol'), region: env.REGION, token: secret.token}", env=ENV, secrets=SECRETS)
+    assert expr._run.__name__ == "evaluate"
+    msg = _message(etree.fromstring(b"<order><symbol>ACME</symbol></order>"), XML)
+    assert expr.evaluate(msg) == {"symbol": "ACME", "region": "eu", "token": "s3cret"}
+    with pytest.raises(ExpressionError, match="needs an XML payload"):
+        expr.evaluate(_message({"symbol": "x"}))
+
+
+def test_nothing_of_the_expression_becomes_code() -> None:
+    # names, keys and literals that look like Python stay data
+    for source in ["{\"__import__('os')\": payload.\"x') or __import__('os') or ('\"}",
+                   "payload.\"a\\\"b\" || '); import os; ('", "[`\"});print(1);({\"`, payload.\"\\n\"]"]:
+        expr = Expr(source, env={}, secrets={})
+        msg = _message({"x') or __import__('os') or ('": 1, "a\"b": None, "\n": 2})
+        assert _outcome(expr._run, msg) == _outcome(expr._on_context, msg)
+
+
+def test_a_tree_nested_deeper_than_the_generator_takes_keeps_the_closures() -> None:
+    source = "[" * 60 + "payload.id" + "]" * 60
+    expr = Expr(source, env={}, secrets={})
+    assert expr._run == expr._on_context
+    value: Any = expr.evaluate(_message({"id": 5}))
+    for _ in range(60):
+        value = value[0]
+    assert value == 5
