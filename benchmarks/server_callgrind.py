@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/server_callgrind.py --routes                # this tree, 206 routes against 6
     .venv/bin/python benchmarks/server_callgrind.py --cells direct-json --requests 2000
     .venv/bin/python benchmarks/server_callgrind.py --patterns --cells cached,direct  # issue 15's cells
+    .venv/bin/python benchmarks/server_callgrind.py --traced --cells direct-json --requests 1024  # tracing's cost
 
 ``benchmarks/inprocess.py --callgrind`` drives the ASGI app with no HTTP server, so it cannot see
 what the server's side of a request costs: uvicorn's protocol and cycle, the engine's guard
@@ -22,6 +23,14 @@ own floor (benchmarks/patterns/floor_app.py, Starlette on uvicorn), with run.sh'
 
 Each server runs with its defaults (the engine: metrics on, the request log at INFO, written to
 a file; the floor: uvicorn, uvloop, httptools, no access log), as the peer benchmark runs them.
+
+``--traced``: each engine also runs with tracing on at 100 % (``OTEL_TRACES_SAMPLER=always_on``),
+exporting OTLP/HTTP to a loopback sink that decodes every export (benchmarks/span_sink.py); the
+export thread is in the server's process, so its encoding and posts are counted.  Only full
+batches leave (``OTEL_BSP_SCHEDULE_DELAY`` long), as they do at full speed, where a 512-span
+batch fills in a fraction of the 5 s default delay; under valgrind, ~40x slower, the timer would
+send many small batches instead.  With ``--requests`` a multiple of 256, each cell's window
+exports whole batches (2 spans a request); the sink's count over the window is printed.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,8 +102,12 @@ class Server:
         return total
 
 
-def interlace(name: str, port: int, flows: Path, backend: str, pythonpath: str | None = None) -> Server:
+def interlace(name: str, port: int, flows: Path, backend: str, pythonpath: str | None = None,
+              sink: int | None = None) -> Server:
     env = {"BACKEND_URL": backend}
+    if sink is not None:  # tracing on at 100 %, full batches only (see --traced above)
+        env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink}", "OTEL_TRACES_SAMPLER": "always_on",
+                    "OTEL_BSP_SCHEDULE_DELAY": "3600000"})
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     # the interlace script, not `python -m` (which would put this tree first on the path, before PYTHONPATH)
@@ -131,6 +146,23 @@ def pattern_bodies(work: Path) -> dict[str, bytes]:
 def wait_ready(server: Server, body: bytes, deadline_s: float = 600) -> None:
     # under callgrind a server starts 50-100x slower: a long deadline, a slow poll
     wait_answering(server.name, server.proc, server.port, body, deadline_s, poll_s=0.5, timeout_s=30)
+
+
+def sink_count(port: int) -> int:
+    """The spans the sink has received so far."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as answer:
+        return int(answer.read())
+
+
+def settled(port: int) -> int:
+    """The sink's count once no export has arrived for 2 s (an export under valgrind is slow)."""
+    count = sink_count(port)
+    while True:
+        time.sleep(2)
+        now = sink_count(port)
+        if now == count:
+            return count
+        count = now
 
 
 async def _connection(port: int, request: bytes, left: list[int]) -> None:
@@ -176,6 +208,8 @@ def main() -> None:
     parser.add_argument("--patterns", action="store_true",
                         help=f"issue 15's flows and floor, cells of {', '.join(PATTERN_CELLS)}")
     parser.add_argument("--no-floor", action="store_true", help="leave the aiohttp floor out")
+    parser.add_argument("--traced", action="store_true",
+                        help="each engine also with tracing on at 100 %% (no floor): tracing's cost as a ratio")
     parser.add_argument("--port-base", type=int, default=int(os.environ.get("PORT_BASE", "18960")))
     args = parser.parse_args()
     if args.patterns:
@@ -204,15 +238,23 @@ def main() -> None:
         servers.append(interlace("routes6", base + 2, ROOT / "flows" / "bench", backend))
         servers.append(interlace("routes206", base + 4, work / "flows206", backend))
     else:
-        if not args.no_floor:
+        if not args.no_floor and not args.traced:
             servers.append(pattern_floor(base + 2, backend) if args.patterns
                            else floor(base + 2, backend, bench))
         if args.before:
             servers.append(interlace("before", base + 4, flows, backend, str(args.before.resolve())))
+            if args.traced:
+                servers.append(interlace("before-traced", base + 8, flows, backend, str(args.before.resolve()),
+                                         sink=base + 12))
         servers.append(interlace("this", base + 6, flows, backend))
+        if args.traced:
+            servers.append(interlace("this-traced", base + 10, flows, backend, sink=base + 12))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(start_backend(bench, base))
+        if args.traced:
+            procs.append(subprocess.Popen(["taskset", "-c", "1", str(PY), str(ROOT / "benchmarks" / "span_sink.py"),
+                                           str(base + 12)], start_new_session=True))
         for server in servers:
             server.out = work / f"{server.name}.callgrind"
             log = (work / f"{server.name}.log").open("wb")
@@ -234,10 +276,16 @@ def main() -> None:
             for cell in cells:
                 asyncio.run(drive(server.port, cell, payloads, max(args.requests // 5, 100), args.connections))
             for cell in cells:
+                spans = settled(base + 12) if args.traced else 0
                 server.control("--zero")
                 server.control("--instr=on")
                 asyncio.run(drive(server.port, cell, payloads, args.requests, args.connections))
+                if args.traced:  # the batches this window filled, sent within it (all servers wait alike)
+                    after = settled(base + 12)
                 server.control("--instr=off")
+                if "traced" in server.name:
+                    print(f"{server.name:<10} {cell:<12} spans received in the window: "
+                          f"{(after - spans) / args.requests:.2f} a request", flush=True)
                 server.dumps += 1
                 server.control(f"--dump={cell}")
                 server.counts[cell] = server.dumped() / args.requests
@@ -255,6 +303,13 @@ def main() -> None:
         for cell in cells:
             print(f"| {server.name} | {cell} | {server.counts[cell]:,.0f} | {server.collected[cell]:,.0f} | "
                   f"{server.counts[cell] / reference.counts[cell]:.3f}x |")
+    if args.traced:
+        print()
+        for untraced, traced in zip(servers[::2], servers[1::2], strict=True):
+            for cell in cells:
+                ratio = traced.counts[cell] / untraced.counts[cell]
+                print(f"{untraced.name} {cell}: tracing on at 100 % / off: instructions per request {ratio:.3f} "
+                      f"({traced.counts[cell] - untraced.counts[cell]:+,.0f}; goal <= 1.10)")
     if args.routes:
         print()
         for cell in cells:
