@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -89,11 +89,20 @@ class FoldedStep:
     def timed(self, ok: Tally, failed: Tally) -> Callable[[Message], Awaitable[Any]]:
         return folded(self._endpoint, self._render, self._accept, self._after, (ok, failed))
 
+    def traced(self, ok: Tally, failed: Tally, step: Mapping[str, Any]) -> Callable[[Message], Awaitable[Any]]:
+        """The step timed and traced (what engine/instrument.py's traced wrapper does for a step
+        whose only work is one call): its attempt's CLIENT span carries the step's attributes
+        ``step``, its durations the trace id as exemplar."""
+        return folded(self._endpoint, self._render, self._accept, self._after, (ok, failed), step)
+
 
 def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After | None = None,
-           timer: tuple[Tally, Tally] | None = None) -> Callable[[Message], Awaitable[Any]]:
+           timer: tuple[Tally, Tally] | None = None,
+           step: Mapping[str, Any] | None = None) -> Callable[[Message], Awaitable[Any]]:
     """The one coroutine: render, attempt, observe, type the failure, check the status, then
-    (as a step) make the reply the message and time the step."""
+    (as a step) make the reply the message and time the step.  ``step``: the step's span
+    attributes, when tracing is on (the attempt's span made here, with its head and URL encoded
+    once per method and path: connectors/observe.py)."""
     connector = endpoint.connector
     base = connector.endpoints[0]
     target = connector.targets[0]
@@ -106,6 +115,22 @@ def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After 
     deadline = endpoint.deadline
     clock = time.perf_counter
     ok, failed = timer if timer is not None else (None, None)
+    current_span = tracing.current.get
+    span_of = tracing.Span
+    propagate = tracing.propagate
+    client = tracing.CLIENT
+    heads: dict[str, tuple[dict[str, Any], bytes]] = {}  # method -> the attempt span's shared attributes, head
+    urls: dict[str, bytes] = {}  # request path -> its url.full, encoded
+
+    def head_of(method: str) -> tuple[dict[str, Any], bytes]:
+        found = heads[method] = observe.head(step, name, target, method, client)
+        return found
+
+    def url_of(request: HttpRequest) -> bytes:
+        if len(urls) > 1024:
+            urls.clear()
+        found = urls[request.path] = observe.url_attribute(request.location(target))
+        return found
 
     async def bounded(transport: Any, method: str, url: str, headers: Any, body: Any) -> Any:
         """The exchange within the endpoint's deadline (a frame only endpoints with one pay)."""
@@ -118,6 +143,7 @@ def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After 
 
     async def run(msg: Message) -> Any:
         started = clock() if timer is not None else 0.0
+        trace_id = None
         try:
             request = render(msg)
             ticket = breaker.admit()
@@ -129,11 +155,24 @@ def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After 
             if ticket == PROBE:
                 metrics.breaker_changed(name, target, "half_open")
             method = request.method
-            seen = request.observation = observe.Attempt(
-                name, target, method, request.location(target) if tracing.ENABLED else None)
-            headers = base.headers_with(request.headers, request.forwarded)
-            if seen.span is not None:
-                headers = seen.propagate(headers)
+            parent = current_span() if step is not None else None
+            if parent is None:
+                seen = request.observation = observe.Attempt(
+                    name, target, method, request.location(target) if tracing.ENABLED else None)
+                headers = base.headers_with(request.headers, request.forwarded)
+                if seen.span is not None:
+                    headers = seen.propagate(headers)
+            else:  # the traced step: its attempt's span under the request's
+                shared, head = heads.get(method) or head_of(method)
+                if parent.sampled:
+                    trace_id = parent.trace_id
+                    span = span_of(method, client, trace_id, parent.span_id, True, shared, parent.trace_state,
+                                   None, parent.trace_field, head, urls.get(request.path) or url_of(request))
+                else:
+                    span = span_of(method, client, parent.trace_id, parent.span_id, False, shared,
+                                   parent.trace_state, None, parent.trace_field, head)
+                seen = request.observation = observe.Attempt(name, target, method, None, client, span)
+                headers = propagate(span, base.headers_with(request.headers, request.forwarded))
             transport = connector.transport or connector._opened()
             try:
                 if deadline is None:
@@ -184,10 +223,16 @@ def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After 
             after(msg, reply)
         except BaseException:
             if failed is not None:
-                failed.observe(clock() - started)
+                if trace_id is None:
+                    failed.observe(clock() - started)
+                else:
+                    failed.observe_traced(clock() - started, trace_id)
             raise
         if ok is not None:
-            ok.observe(clock() - started)
+            if trace_id is None:
+                ok.observe(clock() - started)
+            else:
+                ok.observe_traced(clock() - started, trace_id)
         return None
 
     return run

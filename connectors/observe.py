@@ -23,7 +23,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine import metrics, tracing
+from engine import metrics, otlp_wire, tracing
 
 # (endpoint, base URL, operation) -> the attributes every attempt of it shares, parsed once
 # (bounded by the endpoints of the flows; the export process encodes each once per batch)
@@ -49,20 +49,38 @@ def _shared(endpoint: str, url: str, operation: str) -> dict[str, Any]:
     return found
 
 
-# (id of a step's shared attributes, endpoint, base URL, operation) -> (those attributes, the
-# attempt's shared attributes with the step's under them): a call step has no span of its own
+# (id of a step's shared attributes or 0, endpoint, base URL, operation, span kind) -> (those
+# attributes, the attempt's shared attributes with the step's under them, their encoding with the
+# span's name and kind: engine/otlp_wire.py ``head``): a call step has no span of its own
 # (engine/instrument.py ONE_CALL_KINDS), its attempts' spans say which step they are
-_WITH_STEP: dict[tuple[int, str, str, str], tuple[Any, dict[str, Any]]] = {}
+_HEADS: dict[tuple[int, str, str, str, int], tuple[Any, dict[str, Any], bytes]] = {}
 
 
-def _shared_with_step(step: Any, endpoint: str, url: str, operation: str) -> dict[str, Any]:
-    key = (id(step), endpoint, url, operation)
-    found = _WITH_STEP.get(key)
+def head(step: Any, endpoint: str, url: str, operation: str, kind: int) -> tuple[dict[str, Any], bytes]:
+    """The shared attributes of an attempt's span (under ``step``'s, when not None) and its head."""
+    key = (id(step) if step is not None else 0, endpoint, url, operation, kind)
+    found = _HEADS.get(key)
     if found is None or found[0] is not step:  # the id of a step dropped by a reload, reused
-        if len(_WITH_STEP) > 10_000:
-            _WITH_STEP.clear()
-        found = _WITH_STEP[key] = (step, {**step, **_shared(endpoint, url, operation)})
-    return found[1]
+        if len(_HEADS) > 10_000:
+            _HEADS.clear()
+        shared = _shared(endpoint, url, operation) if step is None else {**step, **_shared(endpoint, url, operation)}
+        found = _HEADS[key] = (step, shared, otlp_wire.head(operation, kind, shared))
+    return found[1], found[2]
+
+
+# url.full -> its attribute, encoded: an endpoint's calls go to few URLs (bounded)
+_URLS: dict[str, bytes] = {}
+
+
+def url_attribute(location: str) -> bytes:
+    """``url.full`` of an attempt at ``location``, without its query and fragment (they may
+    carry secrets), encoded."""
+    found = _URLS.get(location)
+    if found is None:
+        if len(_URLS) > 4096:
+            _URLS.clear()
+        found = _URLS[location] = otlp_wire.pair("url.full", location.partition("?")[0].partition("#")[0])
+    return found
 
 
 class Attempt:
@@ -71,16 +89,16 @@ class Attempt:
     __slots__ = ("endpoint", "span", "started", "url")
 
     def __init__(self, endpoint: str, url: str, operation: str, target: str | None = None,
-                 kind: int = tracing.CLIENT) -> None:
+                 kind: int = tracing.CLIENT, span: tracing.Span | None = None) -> None:
+        """``span``: the attempt's span, made by the caller (connectors/_http_call.py)."""
         self.endpoint = endpoint
         self.url = url
-        self.span: tracing.Span | None = None
-        if tracing.ENABLED:
-            full = (target or url).partition("?")[0].partition("#")[0]
-            step = tracing.step.get()
-            shared = _shared(endpoint, url, operation) if step is None else \
-                _shared_with_step(step, endpoint, url, operation)
-            self.span = tracing.start_span(operation, kind, shared, {"url.full": full})
+        self.span = span
+        if span is None and tracing.ENABLED:
+            shared, encoded = head(tracing.step.get(), endpoint, url, operation, kind)
+            span = self.span = tracing.start_span(operation, kind, shared, None, encoded)
+            if span is not None and span.sampled:
+                span.own = url_attribute(target or url)
         self.started = time.perf_counter()
 
     def propagate(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -90,7 +108,7 @@ class Attempt:
     def answered(self, status: int) -> None:
         span = self.span
         if span is not None:
-            span.attributes["http.response.status_code"] = status
+            span.code = status  # http.response.status_code
             if status >= 500:
                 span.fail(str(status))
         self._done(metrics.outcome_of_status(status))

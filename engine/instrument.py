@@ -65,6 +65,11 @@ def observe_step(run: StepFn, *, kind: str, step_id: str, flow: str, endpoints: 
     start_span, current, internal, observe = tracing.start_span, tracing.current, tracing.INTERNAL, metrics.observe
 
     if kind in ONE_CALL_KINDS:
+        # a step that traces itself in its own coroutine (a folded call, connectors/_http_call.py)
+        self_traced = getattr(run, "traced", None)
+        if self_traced is not None:
+            traced_itself: StepFn = self_traced(ok, failed, shared)
+            return traced_itself
         step = tracing.step
 
         async def traced_call(msg: Message) -> None:

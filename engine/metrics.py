@@ -73,7 +73,7 @@ class Tally:
     observes (no lock); ``push()`` runs on that loop too (before a collection, see ``_Pusher``,
     or from ``observe`` once a second)."""
 
-    __slots__ = ("bounds", "child", "counts", "pending", "total")
+    __slots__ = ("bounds", "child", "counts", "due", "pending", "total")
 
     def __init__(self, child: Histogram) -> None:
         self.child = child
@@ -81,6 +81,7 @@ class Tally:
         self.counts = [0] * len(self.bounds)
         self.total = 0.0
         self.pending = False
+        self.due: list[float] | None = None  # per bucket: when its exemplar may next be replaced (monotonic)
 
     def observe(self, amount: float) -> None:
         self.counts[bisect_left(self.bounds, amount)] += 1
@@ -90,6 +91,27 @@ class Tally:
             _PENDING.append(self)
         if monotonic() >= _next_push:
             push()
+
+    def observe_traced(self, amount: float, trace_id: str) -> None:
+        """``observe``, and the trace id as its bucket's exemplar, at most once a second per
+        bucket (a scrape keeps only the last one anyway).  The library's ``observe(amount,
+        exemplar)`` checks the exemplar's labels on every call; ours are always the one valid
+        label ``trace_id`` with 32 hex digits."""
+        index = bisect_left(self.bounds, amount)
+        self.counts[index] += 1
+        self.total += amount
+        if not self.pending:
+            self.pending = True
+            _PENDING.append(self)
+        now = monotonic()
+        if now >= _next_push:
+            push()
+        due = self.due
+        if due is None:
+            due = self.due = [0.0] * len(self.bounds)
+        if now >= due[index]:
+            due[index] = now + EXEMPLAR_INTERVAL
+            self.child._buckets[index].set_exemplar(Exemplar({"trace_id": trace_id}, amount, time()))
 
     def push(self) -> None:
         counts, total = self.counts, self.total
@@ -264,17 +286,11 @@ def outcome_of_status(status: int) -> str:
 
 def observe(child: Tally, amount: float, trace_id: str | None = None) -> None:
     """``child.observe(amount)``, with the trace id as its bucket's exemplar when the request is
-    traced.  The library's ``observe(amount, exemplar)`` checks the exemplar's labels on every
-    call (a third of what tracing added to a request's metrics, measured); ours are always the
-    one valid label ``trace_id`` with 32 hex digits, so the bucket is found and given it here,
-    at most once a second per bucket (a scrape keeps only the last one anyway)."""
-    child.observe(amount)
+    traced (``Tally.observe_traced``)."""
     if trace_id:
-        bucket = child.child._buckets[bisect_left(child.bounds, amount)]
-        now = time()
-        held = bucket._exemplar  # one attribute read (atomic under the GIL), not get_exemplar's lock
-        if held is None or now - held.timestamp >= EXEMPLAR_INTERVAL:
-            bucket.set_exemplar(Exemplar({"trace_id": trace_id}, amount, now))
+        child.observe_traced(amount, trace_id)
+    else:
+        child.observe(amount)
 
 
 EXEMPLAR_INTERVAL = 1.0  # seconds

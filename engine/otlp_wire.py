@@ -156,8 +156,10 @@ def _name_kind(name: str, kind: int) -> bytes:
 
 
 def span(record: tuple[Any, ...], shared: bytes) -> bytes:
-    """One ``Span`` from the worker's tuple (engine/tracing.py ``Span.end``); ``shared``: its shared
-    attributes, already encoded.  Fields in the order of their numbers, as the SDK writes them."""
+    """One ``Span`` from a span tuple (name, kind, trace id, span id, parent id, trace state, start,
+    end, shared attributes, own attributes, status, status message); ``shared``: its shared
+    attributes, already encoded.  Fields in the order of their numbers, as the SDK writes them.
+    (The request path encodes its spans itself, engine/tracing.py ``Span.end``: the same fields.)"""
     name, kind, trace_id, span_id, parent_id, trace_state, start, end, _, own, status, message = record
     if trace_state:
         ids = _SPAN_ID(0x1208, span_id) + _text(b"\x1a", trace_state)
@@ -168,7 +170,7 @@ def span(record: tuple[Any, ...], shared: bytes) -> bytes:
     else:
         ids = _SPAN_ID(0x1208, span_id)
     if status == 2 and message:
-        tail = (_delimited(b"\x7a", _text(b"\x12", message) + b"\x18\x02")
+        tail = (status_with(message)
                 + (_REMOTE_PARENT if parent_id and kind in _REMOTE_KINDS else _LOCAL_PARENT))
     else:
         tail = _TAILS[(status, bool(parent_id) and kind in _REMOTE_KINDS)]
@@ -176,23 +178,114 @@ def span(record: tuple[Any, ...], shared: bytes) -> bytes:
                      _TIMES(0x39, start, 0x41, end), shared, _own(own) if own else b"", tail))
 
 
+# -- what engine/tracing.py's spans encode themselves with ------------------------------------------
+# A span's fields may come in any order (protobuf merges them; repeated ones keep their order):
+# a request's span is written as [trace id and state][span and parent ids][name, kind and shared
+# attributes][times][own attributes][status][flags], the first and third made once per trace and
+# per route or endpoint, so that ending a span is one join of a few ready byte strings.
+
+STATUS_FIELDS = (b"\x7a\x00", b"\x7a\x02\x18\x01", b"\x7a\x02\x18\x02")  # UNSET, OK, ERROR without a message
+SPAN_ID = _SPAN_ID
+IDS = _IDS
+TIMES = _TIMES
+LOCAL_PARENT = _LOCAL_PARENT
+REMOTE_PARENT = _REMOTE_PARENT
+REMOTE_KINDS = _REMOTE_KINDS
+
+
+def trace_field(trace: bytes, trace_state: str) -> bytes:
+    """trace_id 1 (16 bytes) and, when there is one, trace_state 3: what every span of a trace shares."""
+    return b"\x0a\x10" + trace + (_text(b"\x1a", trace_state) if trace_state else b"")
+
+
+def status_with(message: str) -> bytes:
+    """status 15: ERROR with its message."""
+    return _delimited(b"\x7a", _text(b"\x12", message) + b"\x18\x02")
+
+
+def head(name: str, kind: int, shared: Mapping[str, Any]) -> bytes:
+    """name 5, kind 6 and the shared attributes 9: what every span of a route or endpoint has alike."""
+    return _text(b"\x2a", name) + b"\x30" + _SHORT[kind] + attributes(shared)
+
+
+# (name, kind, id of the shared attributes) -> (those attributes, their head): the head of a span
+# whose maker did not give it one
+_HEADS: dict[tuple[str, int, int], tuple[Mapping[str, Any], bytes]] = {}
+
+
+def head_of(name: str, kind: int, shared: Mapping[str, Any]) -> bytes:
+    key = (name, kind, id(shared))
+    found = _HEADS.get(key)
+    if found is None or found[0] is not shared:  # the id of attributes gone (a reload), reused
+        if len(_HEADS) > 4096:
+            _HEADS.clear()
+        found = _HEADS[key] = (shared, head(name, kind, shared))
+    return found[1]
+
+
+def own(values: Mapping[str, Any]) -> bytes:
+    """Attributes 9 of one span alone."""
+    return _own(values)
+
+
+def pair(key: str, value: Any) -> bytes:
+    """One attribute (``KeyValue``, Span.attributes 9), encoded."""
+    return attributes({key: value})
+
+
+CODES: dict[int, bytes] = {}  # http.response.status_code -> its attribute, encoded
+
+
+def status_code(code: int) -> bytes:
+    """``http.response.status_code``, encoded once per status."""
+    found = CODES.get(code)
+    if found is None:
+        if len(CODES) > 1024:
+            CODES.clear()
+        found = CODES[code] = attributes({"http.response.status_code": code})
+    return found
+
+
+# the key part of a string attribute of each length: tag 9, the pair's length, the key, value 2's
+# tag and length, AnyValue's string 1 tag and length; the text follows
+_STRING_PREFIXES: dict[tuple[str, int], bytes] = {}
+
+
+def string_prefix(key: str, n: int) -> bytes:
+    """What comes before an ``n``-byte string value of attribute ``key`` (n < 16000)."""
+    found = _STRING_PREFIXES.get((key, n))
+    if found is None:
+        if len(_STRING_PREFIXES) > 4096:
+            _STRING_PREFIXES.clear()
+        k = _KEYS.get(key) or _remembered(_KEYS, b"\x0a", key)
+        any_length = n + 1 + len(_SHORT[n])
+        pair_length = len(k) + any_length + 1 + len(_SHORT[any_length])
+        found = _STRING_PREFIXES[(key, n)] = b"".join((b"\x4a", varint(pair_length), k, b"\x12", _SHORT[any_length],
+                                                       b"\x0a", _SHORT[n]))
+    return found
+
+
 def resource_and_scope(resource: Mapping[str, Any], scope: str) -> tuple[bytes, bytes]:
     """The encoded ``Resource`` (ResourceSpans field 1) and ``InstrumentationScope`` (ScopeSpans field 1)."""
     return _delimited(b"\x0a", attributes(resource, b"\x0a")), _delimited(b"\x0a", _text(b"\x0a", scope))
 
 
-def request(head: tuple[bytes, bytes], records: Iterable[tuple[Any, ...]]) -> bytes:
-    """The ``ExportTraceServiceRequest`` of one batch: one resource, one scope, every span."""
+def request(head: tuple[bytes, bytes], records: Iterable[bytes | tuple[Any, ...]]) -> bytes:
+    """The ``ExportTraceServiceRequest`` of one batch: one resource, one scope, every span (each
+    an encoded ``Span``, or a span tuple as ``span`` takes it)."""
     resource, scope = head
     memo: dict[int, bytes] = {}  # id of a shared attribute dict -> its encoding, for this batch
     spans = [scope]
     short = _SHORT
     for record in records:
-        shared = record[8]
-        encoded = memo.get(id(shared))
-        if encoded is None:
-            encoded = memo[id(shared)] = attributes(shared)
-        one = span(record, encoded)
+        if isinstance(record, bytes):  # a span the request path encoded (engine/tracing.py)
+            one = record
+        else:
+            shared = record[8]
+            encoded = memo.get(id(shared))
+            if encoded is None:
+                encoded = memo[id(shared)] = attributes(shared)
+            one = span(record, encoded)
         n = len(one)
         spans += (b"\x12", short[n] if n < 16384 else _varint(n), one)  # ScopeSpans.spans 2
     scope_spans = _delimited(b"\x12", b"".join(spans))

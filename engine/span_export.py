@@ -34,7 +34,7 @@ SCOPE = InstrumentationScope("interlace")
 KINDS = {1: SpanKind.INTERNAL, 2: SpanKind.SERVER, 3: SpanKind.CLIENT, 4: SpanKind.PRODUCER, 5: SpanKind.CONSUMER}
 STATUS = {0: StatusCode.UNSET, 1: StatusCode.OK, 2: StatusCode.ERROR}
 
-Send = Callable[[bytes, Sequence[tuple[Any, ...]]], None]
+Send = Callable[[bytes, Sequence[bytes | tuple[Any, ...]]], None]
 
 
 class _GrpcExporter:
@@ -55,7 +55,7 @@ class _GrpcExporter:
 
         self.exporter = Exporter()
 
-    def send(self, data: bytes, batch: Sequence[tuple[Any, ...]]) -> None:
+    def send(self, data: bytes, batch: Sequence[bytes | tuple[Any, ...]]) -> None:
         self.exporter._export((data, len(batch)))  # type: ignore[arg-type]
 
 
@@ -100,14 +100,37 @@ def _environment_once(http: Any) -> None:
     session.trust_env = False
 
 
-def _post(http: Any, data: bytes, _batch: Sequence[tuple[Any, ...]]) -> None:
+def _post(http: Any, data: bytes, _batch: Sequence[bytes | tuple[Any, ...]]) -> None:
     result = http._client.export(data)
     if not result.success:
         log.warning("span export failed: %s", result.error)
 
 
-def _console(console: ConsoleSpanExporter, resource: Resource, _data: bytes, batch: Sequence[tuple[Any, ...]]) -> None:
-    console.export([readable(record, resource) for record in batch])
+def _console(console: ConsoleSpanExporter, resource: Resource, _data: bytes,
+             batch: Sequence[bytes | tuple[Any, ...]]) -> None:
+    console.export([readable(record, resource) if isinstance(record, tuple) else readable_encoded(record, resource)
+                    for record in batch])
+
+
+def _value(value: Any) -> Any:
+    """An ``AnyValue``'s Python value."""
+    which = value.WhichOneof("value")
+    if which == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    return getattr(value, which) if which else None
+
+
+def readable_encoded(encoded: bytes, resource: Resource) -> ReadableSpan:
+    """The SDK's span object of a span the request path encoded (for the console exporter)."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
+
+    message = SpanMessage.FromString(encoded)
+    record: tuple[Any, ...] = (
+        message.name, message.kind, message.trace_id.hex(), int.from_bytes(message.span_id, "big"),
+        int.from_bytes(message.parent_span_id, "big"), message.trace_state, message.start_time_unix_nano,
+        message.end_time_unix_nano, {}, {a.key: _value(a.value) for a in message.attributes}, message.status.code,
+        message.status.message)
+    return readable(record, resource)
 
 
 def readable(span: tuple[Any, ...], resource: Resource) -> ReadableSpan:
@@ -134,7 +157,7 @@ class Sender:
         self.head = otlp_wire.resource_and_scope(resource.attributes, SCOPE.name)
         self.senders = build_senders(resource)
 
-    def send(self, batch: Sequence[tuple[Any, ...]]) -> None:
+    def send(self, batch: Sequence[bytes | tuple[Any, ...]]) -> None:
         data = otlp_wire.request(self.head, batch)
         for send, _ in self.senders:
             try:

@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-from engine import metrics, tracing
+from engine import metrics, otlp_wire, tracing
 from engine.observability import direct_handler
 
 request_log = logging.getLogger("interlace.request")
@@ -103,21 +103,18 @@ def begin(method: str, path: str, headers: dict[str, str], cid: str) -> Seen:
         seen.backends = []
         metrics.request_backends.set(seen.backends)
     if tracing.ENABLED:
-        method = seen.method
-        span = tracing.start_server_span(method, headers, _route_attributes(method, "", "")[1],
-                                         {"url.path": path, "interlace.correlation_id": cid})
-        seen.span = span
+        span = seen.span = tracing.server_span(seen.method, headers, path, cid)
         seen.token = tracing.current.set(span)
     return seen
 
 
-# (method, flow, route) -> the server span's name and the attributes every request of it shares
-# (one dict per route: the export thread encodes it once per batch).  Bounded: the flows'
-# routes times the methods metrics.request_method keeps.
-_ROUTES: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
+# (method, flow, route) -> the server span's name, the attributes every request of it shares and
+# their encoding with the name (engine/otlp_wire.py ``head``), made once per route.  Bounded: the
+# flows' routes times the methods metrics.request_method keeps.
+_ROUTES: dict[tuple[str, str, str], tuple[str, dict[str, str], bytes]] = {}
 
 
-def _route_attributes(method: str, flow: str, route: str) -> tuple[str, dict[str, str]]:
+def _route_attributes(method: str, flow: str, route: str) -> tuple[str, dict[str, str], bytes]:
     key = (method, flow, route)
     found = _ROUTES.get(key)
     if found is None:
@@ -126,7 +123,8 @@ def _route_attributes(method: str, flow: str, route: str) -> tuple[str, dict[str
             shared.update({"http.route": route, "interlace.flow": flow})
         if len(_ROUTES) > 10_000:  # flows reloaded many times over: start again
             _ROUTES.clear()
-        found = _ROUTES[key] = (f"{method} {route}" if route else method, shared)
+        name = f"{method} {route}" if route else method
+        found = _ROUTES[key] = (name, shared, otlp_wire.head(name, tracing.SERVER, shared))
     return found
 
 
@@ -136,7 +134,7 @@ def routed(seen: Seen, flow: str, route: str, tallies: RouteTallies | None = Non
     seen.tallies = tallies
     span = seen.span
     if span is not None:
-        span.name, span.shared = _route_attributes(seen.method, flow, route)
+        span.name, span.shared, span.head = _route_attributes(seen.method, flow, route)
 
 
 def end(seen: Seen, status: int, request_bytes: int | None = None, response_bytes: int | None = None,
@@ -147,11 +145,13 @@ def end(seen: Seen, status: int, request_bytes: int | None = None, response_byte
     span = seen.span
     if span is not None:
         trace_id = span.trace_id_hex
-        span.attributes["http.response.status_code"] = status
+        span.code = status  # http.response.status_code
         if error is not None:
             span.attributes["error.type"] = getattr(error, "code", type(error).__name__)
         if status >= 500:
             span.status = tracing.ERROR
+        if span.head is None:  # no route: the method's name and attributes
+            span.name, span.shared, span.head = _route_attributes(seen.method, "", "")
         span.end()
         tracing.current.reset(seen.token)
     tallies = seen.tallies

@@ -54,6 +54,22 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from engine.otlp_wire import CODES as _CODES
+from engine.otlp_wire import IDS as _IDS
+from engine.otlp_wire import LOCAL_PARENT as _LOCAL_PARENT
+from engine.otlp_wire import REMOTE_KINDS as _REMOTE_KINDS
+from engine.otlp_wire import REMOTE_PARENT as _REMOTE_PARENT
+from engine.otlp_wire import SPAN_ID as _SPAN_ID
+from engine.otlp_wire import STATUS_FIELDS as _STATUS_FIELDS
+from engine.otlp_wire import TIMES as _TIMES
+from engine.otlp_wire import head_of as _head_of
+from engine.otlp_wire import own as _own
+from engine.otlp_wire import pair as _pair
+from engine.otlp_wire import status_code as _status_code
+from engine.otlp_wire import status_with as _status_with
+from engine.otlp_wire import string_prefix as _string_prefix
+from engine.otlp_wire import trace_field as _trace_field
+
 log = logging.getLogger("interlace.tracing")
 
 ENABLED = False
@@ -79,15 +95,23 @@ class Span:
     """One span being recorded.  ``sampled`` False: it only carries the context to backends.
 
     ``shared`` holds the attributes its step or route has in common with every other span of it
-    (one dict made at load or on the first request, never changed: encoded once per batch);
-    ``attributes`` those of this span alone.  ``trace_id`` is kept as the 32 hex digits it is
-    shown as (traceparent, logs, exemplars), never formatted per use."""
+    (one dict made at load or on the first request, never changed); ``attributes`` those of this
+    span alone.  ``trace_id`` is kept as the 32 hex digits it is shown as (traceparent, logs,
+    exemplars), never formatted per use.
 
-    __slots__ = ("attributes", "end_ns", "kind", "name", "parent_id", "sampled", "shared", "span_id", "start_ns",
-                 "status", "status_message", "trace_id", "trace_state")
+    A span is encoded when it ends, by one join of byte strings most of which were made before:
+    ``trace_field`` (its trace id and state, made once per trace), ``head`` (its name, kind and
+    shared attributes, made once per route or endpoint: engine/otlp_wire.py ``head``), ``own``
+    (own attributes its maker encoded, e.g. the request's path), ``code`` (the HTTP status, one
+    encoding per status).  What ``attributes`` holds is encoded at the end."""
+
+    __slots__ = ("attributes", "code", "end_ns", "flags", "head", "kind", "name", "own", "parent_id", "sampled",
+                 "shared", "span_id", "start_ns", "status", "status_message", "trace_field", "trace_id",
+                 "trace_state")
 
     def __init__(self, name: str, kind: int, trace_id: str, parent_id: int, sampled: bool,
-                 shared: Mapping[str, Any], trace_state: str = "", attributes: dict[str, Any] | None = None) -> None:
+                 shared: Mapping[str, Any] | None, trace_state: str = "", attributes: dict[str, Any] | None = None,
+                 trace_field: bytes | None = None, head: bytes | None = None, own: bytes = b"") -> None:
         self.name = name
         self.kind = kind
         self.trace_id = trace_id
@@ -97,6 +121,11 @@ class Span:
         self.shared = shared
         self.attributes = {} if attributes is None else attributes
         self.trace_state = trace_state
+        self.trace_field = _trace_field(bytes.fromhex(trace_id), trace_state) if trace_field is None else trace_field
+        self.head = head
+        self.own = own
+        self.code = 0
+        self.flags = _REMOTE_PARENT if parent_id and kind in _REMOTE_KINDS else _LOCAL_PARENT
         self.status = UNSET
         self.status_message = ""
         self.start_ns = _time_ns()
@@ -114,15 +143,30 @@ class Span:
     def end(self) -> None:
         if self.sampled and not self.end_ns:
             self.end_ns = end = _time_ns()
-            # _Exporter.add inlined: this runs three times a request
             exporter = _exporter
             pending = exporter.pending
             size = len(pending)
             if size >= exporter.limit:
                 exporter.dropped += 1
                 return
-            pending.append((self.name, self.kind, self.trace_id, self.span_id, self.parent_id, self.trace_state,
-                            self.start_ns, end, self.shared, self.attributes, self.status, self.status_message))
+            # the span's OTLP encoding (engine/otlp_wire.py has the field numbers), written here
+            # in one join: this runs twice a proxied request
+            parent = self.parent_id
+            head = self.head
+            if head is None:
+                head = self.head = _head_of(self.name, self.kind, self.shared or {})
+            code = self.code
+            attributes = self.attributes
+            status = self.status
+            pending.append(b"".join((
+                self.trace_field,
+                _IDS(0x1208, self.span_id, 0x2208, parent) if parent else _SPAN_ID(0x1208, self.span_id),
+                head, _TIMES(0x39, self.start_ns, 0x41, end), self.own,
+                (_CODES.get(code) or _status_code(code)) if code else b"",
+                _own(attributes) if attributes else b"",
+                _status_with(self.status_message) if status == ERROR and self.status_message
+                else _STATUS_FIELDS[status],
+                self.flags)))
             if size + 1 == exporter.batch:  # a full batch goes now, as the SDK's batch processor does
                 exporter.wake.set()
 
@@ -205,8 +249,9 @@ def configure(env: Mapping[str, str] | None = None) -> bool:
     from opentelemetry.sdk.trace import TracerProvider
 
     _sampler = TracerProvider().sampler  # the SDK's, from OTEL_TRACES_SAMPLER(_ARG)
-    global _fast
+    global _fast, _root_always
     _fast = _fast_sampler(env)
+    _root_always = _fast[1] if _fast is not None and isinstance(_fast[1], bool) else None
     delay = float(env.get("OTEL_BSP_SCHEDULE_DELAY") or 5000) / 1000
     _exporter.start(delay, int(env.get("OTEL_BSP_MAX_QUEUE_SIZE") or 2048),
                     int(env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512))
@@ -246,41 +291,80 @@ def _should_sample(trace_id: int, parent: tuple[int, bool] | None, name: str, at
     return bool(result.decision.is_sampled())
 
 
+def _parent_of(headers: Mapping[str, str]) -> tuple[str, int, bool, str] | None:
+    """(trace id, parent span id, sampled, trace state) of a valid ``traceparent`` in ``headers``."""
+    given = headers.get("traceparent")
+    found = _TRACEPARENT.match(given.strip().lower()) if given else None
+    if found and found[1] != "ff" and found[2] != "0" * 32 and found[3] != "0" * 16:
+        return found[2], int(found[3], 16), bool(int(found[4], 16) & 1), headers.get("tracestate", "")[:512]
+    return None
+
+
 def start_root_span(name: str, kind: int, headers: Mapping[str, str], shared: Mapping[str, Any],
                     attributes: dict[str, Any] | None = None) -> Span:
     """The first span of a request (SERVER) or of a message from a source (CONSUMER), continuing
     the ``traceparent``/``tracestate`` in ``headers`` when it is valid, else starting a trace."""
-    parent = None
-    trace_state = ""
-    given = headers.get("traceparent")
-    found = _TRACEPARENT.match(given.strip().lower()) if given else None
-    if found and found[1] != "ff" and found[2] != "0" * 32 and found[3] != "0" * 16:
-        trace_id = found[2]
-        parent = (int(found[3], 16), bool(int(found[4], 16) & 1))
-        trace_state = headers.get("tracestate", "")[:512]
+    parent = _parent_of(headers)
+    if parent is None:
+        number = _getrandbits(128) or 1
+        trace = number.to_bytes(16, "big")
+        trace_id, parent_id, trace_state = trace.hex(), 0, ""
     else:
-        trace_id = f"{_getrandbits(128) or 1:032x}"
+        trace_id, parent_id, _, trace_state = parent
+        trace = bytes.fromhex(trace_id)
     fast = _fast
     if fast is not None and isinstance(fast[1], bool) and (parent is None or not fast[0]):
         sampled = fast[1]  # always_on / always_off at the root: no need for the id as a number
     else:
-        sampled = _should_sample(int(trace_id, 16), parent, name, {**shared, **(attributes or {})}, kind)
-    return Span(name, kind, trace_id, parent[0] if parent else 0, sampled, shared, trace_state, attributes)
+        sampled = _should_sample(int(trace_id, 16), None if parent is None else (parent_id, parent[2]), name,
+                                 {**shared, **(attributes or {})}, kind)
+    return Span(name, kind, trace_id, parent_id, sampled, shared, trace_state, attributes,
+                _trace_field(trace, trace_state))
 
 
-def start_server_span(name: str, headers: Mapping[str, str], shared: Mapping[str, Any],
-                      attributes: dict[str, Any] | None = None) -> Span:
-    """The span of a request, continuing the caller's ``traceparent``/``tracestate`` when valid."""
-    return start_root_span(name, SERVER, headers, shared, attributes)
+# the decision for a request without a traceparent when it needs no trace id (always_on or
+# always_off at the root, parent-based or not): the request span's fast path; None: ask _should_sample
+_root_always: bool | None = None
+
+
+def server_span(method: str, headers: Mapping[str, str], path: str, cid: str) -> Span:
+    """The SERVER span of a request, continuing the caller's ``traceparent``/``tracestate`` when
+    valid; named ``method`` until its route is known (engine/telemetry.py ``routed`` gives it its
+    name, shared attributes and head).  Its ``url.path`` and correlation id are encoded now."""
+    if "traceparent" not in headers and _root_always is not None:
+        number = _getrandbits(128) or 1
+        trace = number.to_bytes(16, "big")
+        span = Span(method, SERVER, trace.hex(), 0, _root_always, None, "", {}, b"\x0a\x10" + trace)
+    else:
+        span = start_root_span(method, SERVER, headers, {"http.request.method": method},
+                               {"url.path": path, "interlace.correlation_id": cid})
+        span.shared = None
+        span.attributes = {}
+    if span.sampled:
+        path_pair = _PATHS.get(path)
+        if path_pair is None:
+            if len(_PATHS) > 4096:
+                _PATHS.clear()
+            path_pair = _PATHS[path] = _pair("url.path", path)
+        text = cid.encode("utf-8", "replace")
+        n = len(text)
+        span.own = b"".join((path_pair, _string_prefix(_CID, n), text)) if n < 16000 else \
+            path_pair + _pair(_CID, cid)
+    return span
+
+
+_CID = "interlace.correlation_id"
+_PATHS: dict[str, bytes] = {}  # url.path -> its attribute, encoded (a route's paths repeat)
 
 
 def start_span(name: str, kind: int, shared: Mapping[str, Any],
-               attributes: dict[str, Any] | None = None) -> Span | None:
+               attributes: dict[str, Any] | None = None, head: bytes | None = None) -> Span | None:
     """A child of the current span (None when there is none: nothing to attach it to)."""
     parent = current.get()
     if parent is None:
         return None
-    return Span(name, kind, parent.trace_id, parent.span_id, parent.sampled, shared, parent.trace_state, attributes)
+    return Span(name, kind, parent.trace_id, parent.span_id, parent.sampled, shared, parent.trace_state, attributes,
+                parent.trace_field, head)
 
 
 def current_trace_id() -> str | None:
@@ -327,7 +411,7 @@ class _Exporter:
     beyond the queue's size are dropped and counted."""
 
     def __init__(self) -> None:
-        self.pending: list[tuple[Any, ...]] = []
+        self.pending: list[bytes] = []  # encoded spans (engine/otlp_wire.py)
         self.limit = 2048
         self.batch = 512
         self.dropped = 0
@@ -337,7 +421,7 @@ class _Exporter:
         self.wake = threading.Event()
         self.stopping = False
 
-    def add(self, span: tuple[Any, ...]) -> None:
+    def add(self, span: bytes) -> None:
         pending = self.pending
         size = len(pending)
         if size >= self.limit:

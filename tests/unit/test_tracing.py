@@ -68,3 +68,63 @@ def test_the_export_process_encodes_spans_as_the_sdk_does() -> None:
     sdk = encode_spans([span_export.readable(record, resource) for record in records])
     ours = otlp_wire.request(otlp_wire.resource_and_scope(resource.attributes, span_export.SCOPE.name), records)
     assert ExportTraceServiceRequest.FromString(ours) == sdk
+
+
+def test_spans_encoded_as_they_end_are_what_the_sdk_encodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request path's spans (engine/tracing.py ``Span.end``: a server span continuing a
+    caller's context, its call's client span with the head and URL made once, a failing step's
+    span, a source's root span) decode as the SDK's encoding of the same spans."""
+    from connectors import observe
+    from engine import telemetry
+
+    monkeypatch.setattr(tracing._exporter, "pending", [])
+    monkeypatch.setattr(tracing, "_root_always", True)
+    monkeypatch.setattr(tracing, "_fast", (True, True))
+    caller = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "gw=edge1"}
+    server = tracing.server_span("GET", caller, "/orders/7", "cid-7")
+    server.name, server.shared, server.head = telemetry._route_attributes("GET", "orders", "/orders/{id}")
+    token = tracing.current.set(server)
+    try:
+        step = {"interlace.flow": "orders", "interlace.step.id": "orders/steps[0]", "interlace.step.kind": "call"}
+        shared, head = observe.head(step, "backend", "http://127.0.0.1:9/api", "GET", tracing.CLIENT)
+        client = tracing.Span("GET", tracing.CLIENT, server.trace_id, server.span_id, True, shared, server.trace_state,
+                              None, server.trace_field, head, observe.url_attribute("http://127.0.0.1:9/api/o/7?k=s"))
+        client.code = 503
+        client.fail("503")
+        client.end()
+        transform = tracing.start_span("transform", tracing.INTERNAL, {"interlace.step.kind": "transform"})
+        assert transform is not None
+        transform.fail("bad-input", "the body is not JSON")
+        transform.set_attribute("interlace.error.status", 400)
+        transform.end()
+    finally:
+        tracing.current.reset(token)
+    server.code = 502
+    server.attributes["error.type"] = "backend-status"
+    server.status = tracing.ERROR
+    server.end()
+    fresh = tracing.server_span("POST", {}, "/new", "é" * 3)
+    fresh.end()  # no route: named by its method alone, as engine/telemetry.py ``end`` does it
+    consumer = tracing.start_root_span("process orders", tracing.CONSUMER, {}, {"messaging.system": "rabbitmq"},
+                                       {"messaging.message.id": "m-1", "interlace.attempt": 2})
+    consumer.end()
+
+    def record(span: tracing.Span, own: dict[str, object]) -> tuple[object, ...]:
+        return (span.name, span.kind, span.trace_id, span.span_id, span.parent_id, span.trace_state, span.start_ns,
+                span.end_ns, span.shared or {}, own, span.status, span.status_message)
+
+    expected = [
+        record(client, {"url.full": "http://127.0.0.1:9/api/o/7", "http.response.status_code": 503,
+                        "error.type": "503"}),
+        record(transform, {"error.type": "bad-input", "interlace.error.status": 400}),
+        record(server, {"url.path": "/orders/7", "interlace.correlation_id": "cid-7", "http.response.status_code": 502,
+                        "error.type": "backend-status"}),
+        record(fresh, {"url.path": "/new", "interlace.correlation_id": "é" * 3}),
+        record(consumer, {"messaging.message.id": "m-1", "interlace.attempt": 2}),
+    ]
+    assert server.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736" and server.parent_id == 0x00F067AA0BA902B7
+    resource = Resource.create({"service.name": "orders-facade"})
+    sdk = encode_spans([span_export.readable(one, resource) for one in expected])
+    head_and_scope = otlp_wire.resource_and_scope(resource.attributes, span_export.SCOPE.name)
+    ours = ExportTraceServiceRequest.FromString(otlp_wire.request(head_and_scope, tracing._exporter.pending))
+    assert ours == sdk
