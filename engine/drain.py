@@ -111,23 +111,15 @@ class DrainGuard:
             self._counter, self._facade = app, app.app
         self._current_task = _task_finder()
         # the facade's routes that may answer without an await, by raw path (engine/front.py
-        # Facade.quick_paths), for the engine's protocol (engine/httpguard.py); None around another app
+        # Facade.quick_paths), for the engine's protocol (engine/httpguard.py), which asks the
+        # facade itself (Facade.quick, answer_now) while not cutting; None around another app
         self.quick_paths: dict[bytes, Any] | None = getattr(self._facade, "quick_paths", None)
+        self.facade = self._facade
         # each request's task -> what knows whether its answer started (uvicorn's cycle, or an _InFlight)
         self.in_flight: dict[asyncio.Task[Any], Any] = {}
         self.cutting = False
         self.cut_answered = 0  # cut before their answer started: got the 503
         self.cut_streaming = 0  # cut mid-answer: connection closed
-
-    def quick(self, method: str, route: Any) -> bool:
-        """Whether the facade may answer this request of a route of ``quick_paths`` without an
-        await (engine/front.py ``Facade.quick``); never while cutting."""
-        return not self.cutting and self._facade.quick(method, route)  # type: ignore[union-attr]
-
-    def answer_now(self, *request: Any) -> bool:
-        """``Facade.answer_now`` (a request of ``quick``, answered without a task)."""
-        answered: bool = self._facade.answer_now(*request)  # type: ignore[union-attr]
-        return answered
 
     @property
     def cut_total(self) -> int:

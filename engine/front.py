@@ -633,8 +633,8 @@ def _request_message(headers: dict[str, str], route: FlowRoute, params: dict[str
     if method == "HEAD" and "HEAD" not in route.methods:
         method = "GET"  # a GET route answering HEAD: the flow runs as GET, the server drops the body
     msg = Message(body=b"", content_type=content_type, headers=headers, method=method,
-                  path_params=params, query=_query(query_string), query_string=query_string,
-                  correlation_id=cid, max_body=route.max_body)
+                  path_params=params, query=_query(query_string) if query_string else {},
+                  query_string=query_string, correlation_id=cid, max_body=route.max_body)
     tls = extensions.get("tls")
     if tls is not None:  # the connection's TLS and client certificate: ${tls.*}
         msg.attributes["tls"] = flow_view(tls)

@@ -164,7 +164,7 @@ def _write_whole(transport: asyncio.Transport, status: int, default_headers: lis
         transport.writelines([b"".join(content), body])
 
 
-# the largest body a request answered in the protocol (below) waits for: above it the app reads the
+# the largest body a request answered in the protocol (below) waits for: past it the app reads the
 # body as it comes (engine/front.py STREAM_THRESHOLD)
 _QUICK_BODY = 256 * 1024
 
@@ -207,6 +207,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._quick_paths: dict[bytes, Any] | None = getattr(self.app, "quick_paths", None)
         self._pending: tuple[Any, str, str, bytes] | None = None  # route, method, path, query
         self._pending_body: list[bytes] = []
+        self._pending_size = 0
 
     def _count(self, reason: str) -> None:
         metrics.HTTP_REFUSED.labels(self.listener, reason).inc()
@@ -289,7 +290,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not self._got_bytes:
             self._got_bytes = True
             self._disarm()
-        self._unset_keepalive_if_required()
+        self._idle_since = None  # busy: the keep-alive timer, if it fires now, closes nothing
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -322,12 +323,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                      f"the request line and headers exceed {self.limits.max_header_bytes} bytes")
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        # uvicorn's (HttpToolsProtocol.on_message_begin) but the ASGI scope, made in _start_cycle
+        # only for a request that goes to the app: one answered here (below) needs none
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
         self._head_size = 20  # "METHOD target HTTP/1.1\r\n" beside the target, approximately
-        self._disarm()  # the header timeout is armed after the read, only if this head is still incomplete
+        if self._head_timer is not None:  # the header timeout is armed after the read, only if this
+            self._disarm()                # head is still incomplete
 
     # on_url and on_header run for every piece of every request head: each does uvicorn's work
     # itself (HttpToolsProtocol.on_url, .on_header) rather than through super(), one frame less
@@ -373,7 +379,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's ``HttpToolsProtocol.on_headers_complete``, done here (one frame less), with the
         request's own connection state in its scope for the app (client_gone, abort above)."""
         parser = self.parser
-        scope = self.scope
+        scope = self.scope = {  # as uvicorn's on_message_begin makes it
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
         http_version = parser.get_http_version()
         scope["method"] = parser.get_method().decode("ascii")
         if http_version != "1.1":
@@ -423,23 +439,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if (cycle is not None and not cycle.response_complete) or self.pipeline or self.expect_100_continue \
                 or self.access_log or self.flow.write_paused or self.root_path or self.parser.should_upgrade():
             return False  # pipelined behind an answer not yet written, or what uvicorn alone handles
-        for name, value in self.headers:
-            if name == b"content-length":
-                if not value.isdigit() or int(value) > _QUICK_BODY:
-                    return False
-            elif name == b"transfer-encoding":
-                return False
         raw_path, _, query = self.url.partition(b"?")
         method = self.parser.get_method().decode("ascii")
-        if b"#" in query or not self.app.quick(method, route):
+        guard = self.app
+        # (bytes.find, not `in`: `b"#" in query` raises and catches a TypeError inside CPython first)
+        if query.find(b"#") >= 0 or guard.cutting or not guard.facade.quick(method, route):
             return False
         self._pending = (route, method, raw_path.decode("ascii"), query)
+        self._pending_size = 0
         return True
 
     # on_body and on_message_complete: uvicorn's (HttpToolsProtocol's) done here, one frame less
     def on_body(self, body: bytes) -> None:
         if self._pending is not None:
             self._pending_body.append(body)
+            self._pending_size += len(body)
+            if self._pending_size > _QUICK_BODY:  # a large body streams to the app as it comes
+                self._to_pending_cycle(complete=False)
             return
         cycle = self.cycle
         if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
@@ -459,15 +475,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.message_event.set()
             return
         self._pending = None
-        body = b"".join(self._pending_body)
+        parts = self._pending_body
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
         self._pending_body = []
         extensions = {TLS_KEY: self._tls_extension} if self._tls_extension is not None else _NO_EXTENSIONS
-        if self.transport.is_closing() or not self.app.answer_now(*pending, self.headers, body, extensions,
-                                                                  self._write_quick):
+        if self.transport.is_closing() or not self.app.facade.answer_now(
+                *pending, self.headers, body, extensions, self._write_quick):
             self._to_cycle(body, complete=True)
 
+    def _to_pending_cycle(self, complete: bool) -> None:
+        """The waiting request goes to the app after all, with the body that has come so far."""
+        self._pending = None
+        body = b"".join(self._pending_body)
+        self._pending_body = []
+        self._to_cycle(body, complete)
+
     def _to_cycle(self, body: bytes, complete: bool) -> None:
-        """The waiting request goes to the app after all: its cycle and task, and the body so far."""
         self._start_cycle()
         if body:
             self.on_body(body)
@@ -475,8 +498,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.on_message_complete()
 
     def _write_quick(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """The answer of a request answered here, as write_answer writes one (keep-alive as uvicorn decides)."""
-        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        """The answer of a request answered here, as write_answer writes one (keep-alive as uvicorn
+        decides: never over HTTP/1.0, whose version is asked only when llhttp would keep it alive)."""
+        parser = self.parser
+        keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0"
         _write_whole(self.transport, status, self.server_state.default_headers, headers, keep_alive, body)
         if not keep_alive:
             self.transport.close()
@@ -484,11 +509,43 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         if self._pending is not None:  # its body still coming: it finishes as a request in flight does
-            self._pending = None
-            body = b"".join(self._pending_body)
-            self._pending_body = []
-            self._to_cycle(body, complete=False)
+            self._to_pending_cycle(complete=False)
         super().shutdown()
+
+    # --- keep-alive, without a timer per request ------------------------------------------------
+    # uvicorn arms a timer when an answer is complete and cancels it on the next read: a timer
+    # made and cancelled per request.  Here one timer per connection runs while it is open: when
+    # it fires it closes a connection idle for the keep-alive timeout, else it is set again for
+    # what is left of it (or, busy, not until the next answer is complete).
+
+    _idle_since: float | None = None  # when the last answer was complete and nothing came since
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1  # uvicorn's, with the timer above
+        if self.transport.is_closing():
+            return
+        flow = self.flow
+        if flow.read_paused:
+            flow.resume_reading()
+        if self.pipeline:  # the next pipelined request
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        loop = self.loop
+        self._idle_since = loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        idle = self._idle_since
+        if idle is None:
+            return  # busy: set again when its answer is complete
+        left = idle + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes that are not HTTP, as problem+json."""

@@ -39,14 +39,14 @@ flows:
 
 
 @asynccontextmanager
-async def serving(tmp_path: Path, flows: str = FLOWS) -> AsyncIterator[int]:
+async def serving(tmp_path: Path, flows: str = FLOWS, keep_alive: float = 75.0) -> AsyncIterator[int]:
     """The facade on a free loopback port, served as serve_worker serves it."""
     runtime = Runtime(write_flows(tmp_path, flows))
     await runtime.start(runtime.load())
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
-    server = _Server(_config(DrainGuard(runtime.app), ServeOptions(tmp_path), facade=True))
+    server = _Server(_config(DrainGuard(runtime.app), ServeOptions(tmp_path, keep_alive=keep_alive), facade=True))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     for _ in range(500):  # uvicorn says it has started only through this flag
         if server.started:
@@ -251,3 +251,28 @@ def test_pipelined_hits_and_misses_are_answered_in_order(tmp_path: Path) -> None
     assert [(a.header("x-request-id"), a.header("x-cache")) for a in answers] == [
         ("p1", "hit"), ("p2", "miss"), ("p3", "hit"), ("p4", "hit"), ("p5", "hit")]
     assert [a.json() for a in answers] == [{"k": "a"}, {"k": "b"}, {"k": "a"}, {"k": "b"}, {"k": "a"}]
+
+
+def test_a_connection_is_closed_once_idle_for_the_keep_alive_timeout_and_not_before(tmp_path: Path) -> None:
+    """One keep-alive timer per connection, not one per request: a connection whose requests
+    come closer together than the timeout stays open however long it lasts; once idle for the
+    timeout it is closed."""
+    async def run() -> tuple[float, float]:
+        async with serving(tmp_path, keep_alive=1.0) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            for _ in range(5):  # 2.4 s in all, never idle 1 s
+                writer.write(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0]))
+                await asyncio.sleep(0.6)
+            served = loop.time() - began
+            idle_from = loop.time() - 0.6
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the engine
+            writer.close()
+            return served, loop.time() - idle_from
+
+    served, idle = asyncio.run(run())
+    assert served > 2.0  # open well past one timeout
+    assert 0.9 < idle < 2.5, idle  # closed about one timeout after the last answer
