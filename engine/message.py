@@ -24,14 +24,12 @@ BINARY = "binary"
 def kind_of(content_type: str | None, body: bytes | None = None) -> str:
     """Which parser a content type calls for; sniffs the first byte when there is none."""
     if content_type:
-        ct = content_type.split(";", 1)[0].strip().lower()
-        if ct.endswith("json"):
-            return JSON
-        if ct.endswith("xml"):
-            return XML
-        if ct.startswith("text/") or ct == "application/x-www-form-urlencoded":
-            return TEXT
-        return BINARY
+        kind = _KINDS.get(content_type)
+        if kind is None:
+            kind = _kind_of_type(content_type)
+            if len(_KINDS) < 256:  # a client may send any text: the first few hundred are kept
+                _KINDS[content_type] = kind
+        return kind
     if body:
         first = body.lstrip()[:1]
         if first in (b"{", b"["):
@@ -41,6 +39,19 @@ def kind_of(content_type: str | None, body: bytes | None = None) -> str:
     return BINARY
 
 
+def _kind_of_type(content_type: str) -> str:
+    ct = content_type.split(";", 1)[0].strip().lower()
+    if ct.endswith("json"):
+        return JSON
+    if ct.endswith("xml"):
+        return XML
+    if ct.startswith("text/") or ct == "application/x-www-form-urlencoded":
+        return TEXT
+    return BINARY
+
+
+# content type -> kind: a message's kind is asked at its parse and again at its serialisation
+_KINDS: dict[str, str] = {}
 _DEFAULT_CONTENT_TYPE = {JSON: "application/json", XML: "application/xml", TEXT: "text/plain; charset=utf-8"}
 
 
