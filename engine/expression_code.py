@@ -56,7 +56,9 @@ def aggregate_of_field(function: str, name: str, helpers: Helpers) -> Callable[[
     projection (the non-null values of ``f``) given to the builtin when its values are all numbers
     (or, for max/min, all strings), else to jmespath's function.  When every element is a plain
     dict holding ``f`` the values are read in C (``map(itemgetter)``): they are the projection
-    itself, since a null is no number and no string and so takes the general way."""
+    itself, since a null is no number and no string and so takes the general way.  ``rows``, when
+    given, says that ``x`` is a list of plain dicts each holding the keys ``rows`` (a foreach's
+    results rendered from a mapping template): then the elements need no checking."""
     pick = itemgetter(name)
     query_field, numbers, strings, call = helpers.query_field, helpers.numbers, helpers.strings, helpers.call
 
@@ -66,8 +68,10 @@ def aggregate_of_field(function: str, name: str, helpers: Helpers) -> Callable[[
         return [current for item in items
                 if (current := item.get(name) if type(item) is dict else query_field(item, name)) is not None]
 
-    def values(items: Any) -> list[Any] | None:
+    def values(items: Any, rows: frozenset[str] | None) -> list[Any] | None:
         """The field of every element, when each is a plain dict that has it (else None)."""
+        if rows is not None and name in rows:
+            return list(map(pick, items))
         if type(items) is not list or not _DICTS.issuperset(map(type, items)):
             return None
         try:
@@ -76,16 +80,16 @@ def aggregate_of_field(function: str, name: str, helpers: Helpers) -> Callable[[
             return None
 
     if function == "sum":
-        def sum_of(items: Any) -> Any:
-            found = values(items)
+        def sum_of(items: Any, rows: frozenset[str] | None = None) -> Any:
+            found = values(items, rows)
             if found is not None and _NUMBERS.issuperset(map(type, found)):
                 return sum(found)
             arg = projection(items)
             return sum(arg) if numbers(arg) else call("sum", [arg])
         return sum_of
     if function == "avg":
-        def avg_of(items: Any) -> Any:
-            found = values(items)
+        def avg_of(items: Any, rows: frozenset[str] | None = None) -> Any:
+            found = values(items, rows)
             arg = found if found is not None and _NUMBERS.issuperset(map(type, found)) else projection(items)
             if numbers(arg):
                 return sum(arg) / len(arg) if arg else None
@@ -93,8 +97,8 @@ def aggregate_of_field(function: str, name: str, helpers: Helpers) -> Callable[[
         return avg_of
     pick_one = max if function == "max" else min
 
-    def extreme_of(items: Any) -> Any:
-        found = values(items)
+    def extreme_of(items: Any, rows: frozenset[str] | None = None) -> Any:
+        found = values(items, rows)
         plain = found is not None and (_NUMBERS.issuperset(map(type, found)) or all(type(v) is str for v in found))
         arg = found if plain else projection(items)
         if plain or numbers(arg) or strings(arg):
@@ -120,16 +124,17 @@ class Generator:
         }
         self._temps = 0
         self._fallbacks: set[str] = set()
+        self.uses_rows = False  # an aggregate of a field of the payload's elements, told of them by rows_
         self._uses_context = False
         self._payload_reads = 0
         self._first_is_payload: bool | None = None  # is the first thing evaluated the payload read?
 
-    def function(self, tree: dict[str, Any]) -> Callable[[Message], Any] | None:
+    def function(self, tree: dict[str, Any]) -> Callable[..., Any] | None:
         """The generated ``evaluate(msg)``; None when the whole tree is one closure's (nothing to gain)."""
         body = self.node(tree, "ctx_", True, 0)
         if body in self._fallbacks:
             return None
-        lines = ["def evaluate(msg):"]
+        lines = ["def evaluate(msg, rows_=None):"]
         if self._uses_context:
             lines.append("    ctx_ = _context(msg)")  # the closures' root value: nothing to evaluate
         if self._first_is_payload and self._payload_reads > 1:
@@ -146,7 +151,7 @@ class Generator:
                 _CODE[source] = code
         namespace = dict(self.names)
         exec(code, namespace)  # our generated source: literals made by repr, the rest bound names
-        evaluate: Callable[[Message], Any] = namespace["evaluate"]
+        evaluate: Callable[..., Any] = namespace["evaluate"]  # (msg, rows_=None)
         return evaluate
 
     # --- the nodes, as expressions._compile_node compiles them --------------------------------
@@ -228,6 +233,9 @@ class Generator:
             base = self.node(projected[0], value, at_root, depth)
             self._first(False)
             aggregate = aggregate_of_field(name, projected[1]["value"], self._helpers)
+            if at_root and projected[0] == {"type": "field", "children": [], "value": "payload"}:
+                self.uses_rows = True  # x is the payload: what evaluate(msg, rows_) may know of its elements
+                return f"{self.bind(aggregate)}({base}, rows_)"
             return f"{self.bind(aggregate)}({base})"
         arguments = [self.node(c, value, at_root, depth) for c in children]
         self._first(False)

@@ -760,7 +760,7 @@ def _copy_tree(node: Any) -> Any:
 class Expr:
     """One compiled ``${...}`` expression."""
 
-    __slots__ = ("_getter", "_run", "direct", "env", "env_refs", "fields", "secret_refs", "secrets", "source",
+    __slots__ = ("_getter", "_rows", "_run", "direct", "env", "env_refs", "fields", "secret_refs", "secrets", "source",
                  "uses_payload")
 
     def __init__(self, source: str, namespaces: Mapping[str, str] | None = None,
@@ -794,6 +794,7 @@ class Expr:
         # that path, root first (payload, id), for templates that read it inline (engine/template_code.py)
         self.fields: tuple[str, ...] | None = tuple(_field_path(parsed) or ()) if self.direct is not None else None
         # the tree as one generated function (engine/expression_code.py), else the closures on a Context
+        self._rows: Callable[[Message, frozenset[str]], Any] | None = None  # set by _generated
         self._run: Callable[[Message], Any] = (self._generated(parsed) if self.direct is None else None) \
             or self._on_context
 
@@ -808,11 +809,29 @@ class Expr:
         def closure(node: dict[str, Any], at_root: bool) -> Getter:
             return _compile_node(node, at_root, _Usage())
 
+        generator = expression_code.Generator(_code_helpers(), closure, lambda msg: Context(msg, env, secrets), env,
+                                              secrets)
         try:
-            return expression_code.Generator(_code_helpers(), closure, lambda msg: Context(msg, env, secrets), env,
-                                             secrets).function(tree)
+            evaluate = generator.function(tree)
         except expression_code.TooDeep:
             return None
+        if evaluate is not None and generator.uses_rows:
+            self._rows = evaluate
+        return evaluate
+
+    def evaluate_rows(self, msg: Message, rows: frozenset[str]) -> Any:
+        """``evaluate(msg)`` for a payload known to be a list of plain dicts each holding the keys
+        ``rows`` (a foreach's results rendered from a mapping template, before any step saw them):
+        an aggregate of one of those fields (``sum(payload[*].qty)``) reads them unchecked."""
+        if self._rows is None:
+            return self.evaluate(msg)
+        try:
+            return self._rows(msg, rows)
+        except ExpressionError:
+            raise
+        except jp_exceptions.JMESPathError as exc:
+            raise ExpressionError(f"a flow expression could not be evaluated on this message: {exc}",
+                                  internal=f"${{{self.source}}}") from exc
 
     def evaluate(self, msg: Message) -> Any:
         if self.direct is not None:

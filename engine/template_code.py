@@ -108,7 +108,25 @@ class Generator:
                       "            fast_[0] = False\n"
                       f"    return [{exact} for index_, item_ in enumerate(items)]\n")
         render_items: Callable[[Message, list[Any]], list[Any]] = self._define(source)
+        keys = self._constant_keys(value)
+        if keys is not None:  # every result is a new plain dict holding these keys (read by foreach's reduce)
+            vars(render_items)["row_keys"] = keys
         return render_items
+
+    def _constant_keys(self, value: Any) -> frozenset[str] | None:
+        """The keys of a mapping template whose keys hold no ``${...}``, as its renders have them."""
+        if not isinstance(value, Mapping):
+            return None
+        keys = set()
+        for key in value:
+            if not isinstance(key, str):
+                keys.add(self._to_text(key))
+                continue
+            parts = self._text_parts(key)
+            if not all(isinstance(p, str) for p in parts):
+                return None
+            keys.add("".join(parts))
+        return frozenset(keys)
 
     def _define(self, source: str) -> Any:
         code = _CODE.get(source)

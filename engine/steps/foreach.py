@@ -133,10 +133,13 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
     made = shapers[0].each(plan.index_var) if shapers is not None and len(shapers) == 1 \
         and shapers[0].each is not None and plan.count is None else None
     at_once, containers = made if made is not None else (None, False)  # containers: no result is XML
+    # what the reduce may know of the results rendered at once: plain dicts, each with these keys
+    rows: frozenset[str] | None = getattr(at_once, "row_keys", None) if reduce is not None else None
 
     async def run(msg: Message) -> None:
         if into is not None and not msg.is_streaming:
             json_payload(msg, "foreach into a JSONPath")
+        rendered = None
         if listed is not None and shapers is not None and msg.trace is None:
             items = _listed_items(listed.render(msg))
             rendered = _all_at_once(at_once, msg, items) if at_once is not None else None
@@ -168,7 +171,8 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
                 probe = Message(body=b"", correlation_id=msg.correlation_id)
                 probe.set_payload(value, JSON)
                 probe.vars = msg.vars
-                value = reduce.evaluate(probe)
+                value = reduce.evaluate_rows(probe, rows) if rows is not None and rendered is not None \
+                    else reduce.evaluate(probe)
         if var is not None:
             msg.vars[var] = value
         elif into is not None:

@@ -163,3 +163,33 @@ def test_a_tree_nested_deeper_than_the_generator_takes_keeps_the_closures() -> N
     for _ in range(60):
         value = value[0]
     assert value == 5
+
+
+ROWS = frozenset({"id", "qty", "line"})
+ROW_LISTS: list[Any] = [
+    [], [{"id": "a", "qty": 2, "line": 0}, {"id": "b", "qty": 5.5, "line": 1}],
+    [{"id": "a", "qty": None, "line": 0}, {"id": None, "qty": 3, "line": 1}],
+    [{"id": "a", "qty": True, "line": 0}], [{"id": "x", "qty": "2", "line": 0}, {"id": "y", "qty": "10", "line": 1}],
+    [{"id": 1, "qty": [1], "line": 0}], [{"id": 2, "qty": {"k": 1}, "line": 0}, {"id": 3, "qty": 1, "line": 1}],
+]
+
+
+@pytest.mark.parametrize("source", ["{count: length(payload), qty: sum(payload[*].qty)}", "avg(payload[*].qty)",
+                                    "max(payload[*].qty)", "min(payload[*].id)", "sum(payload[*].line)",
+                                    "sum(payload[*].missing)", "[sum(payload[*].qty), payload[*].id]"])
+@pytest.mark.parametrize("rows", ROW_LISTS, ids=range(len(ROW_LISTS)))
+def test_an_aggregate_told_its_rows_answers_as_one_that_checks_them(source: str, rows: list[Any]) -> None:
+    # a foreach's results rendered from a mapping template are plain dicts holding its keys
+    expr = Expr(source, env={}, secrets={})
+    msg = _message(rows)
+    assert repr(_outcome(lambda m: expr.evaluate_rows(m, ROWS), msg)) == repr(_outcome(expr.evaluate, msg))
+
+
+def test_a_split_rendered_from_a_mapping_tells_its_keys_to_the_reduce() -> None:
+    from engine.expressions import Template
+
+    made = Template({"id": "${payload.id}", 3: "${payload.qty}", "$${x}": "${vars.index}"}).for_items("index")
+    assert made is not None and getattr(made[0], "row_keys", None) == frozenset({"id", "3", "${x}"})
+    for value in ({"${payload.id}": 1, "qty": "${payload.qty}"}, ["${payload.id}"], "${payload.id}"):
+        made = Template(value).for_items("index")
+        assert made is None or getattr(made[0], "row_keys", None) is None
