@@ -167,6 +167,13 @@ def dashboard() -> dict[str, Any]:
         ("Load-balanced calls per second by endpoint and outcome",
          [(f'sum by (step, endpoint, outcome) (rate(interlace_load_balanced_calls_total{{namespace=~"$namespace"}}'
            f"[{rate}]))", "{{step}} {{endpoint}} {{outcome}}")], "reqps"),
+        ("Aggregated groups completed per second by step and reason",
+         [(f'sum by (step, completed_by) (rate(interlace_aggregated_groups_total{{namespace=~"$namespace"}}'
+           f"[{rate}]))", "{{step}} {{completed_by}}"),
+          (f'sum by (step, outcome) (rate(interlace_aggregated_messages_total{{outcome="refused",'
+           f'namespace=~"$namespace"}}[{rate}]))', "{{step}} refused"),
+          (f'sum by (step, outcome) (rate(interlace_aggregate_deliveries_total{{outcome!="sent",'
+           f'namespace=~"$namespace"}}[{rate}]))', "{{step}} delivery {{outcome}}")], "reqps"),
         ("Store depth",
          [(f'max by (store) ({STORE_DEPTH}{{namespace=~"$namespace"}})', "{{store}}")], "short"),
         ("Refused before a flow, and clients gone mid-request",

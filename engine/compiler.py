@@ -200,6 +200,8 @@ class CompiledProject:
     coverage_points: dict[str, list[str]] = field(default_factory=dict)
     # what steps asked to run when these flows close (CompileContext.on_close)
     closers: list[Callable[[], object]] = field(default_factory=list)
+    # what steps asked to run once the endpoints are open (CompileContext.on_open)
+    openers: list[Callable[[], object]] = field(default_factory=list)
     # the flows with a soap source, one service per path (connectors/soap/service.py)
     soap_services: list[Any] = field(default_factory=list)
     # what the steps need the runtime to provide (e.g. "store": the message store)
@@ -214,6 +216,10 @@ class CompiledProject:
         for endpoint in self.endpoints.values():
             await endpoint.open()
         self.opened = True
+        for opener in self.openers:
+            result = opener()
+            if inspect.isawaitable(result):
+                await result
 
     async def unready(self) -> dict[str, str]:
         """The required endpoints that cannot be used now, with why (empty: ready)."""
@@ -356,6 +362,11 @@ class CompileContext:
         """Run ``callback`` when these flows are replaced or the server stops (a step's own
         background task, for one): reloads must not leave anything running."""
         self._compiler.compiled.closers.append(callback)
+
+    def on_open(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` once these flows' endpoints are open, inside the serving loop (a step's
+        background task that must run before any message comes, for one)."""
+        self._compiler.compiled.openers.append(callback)
 
     def sequence_params(self, name: Any) -> dict[str, dict[str, Any]]:
         """The parameters a sequence declares (empty for a plain step list)."""

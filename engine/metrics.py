@@ -230,7 +230,15 @@ WIRE_TAPS = Counter("interlace_wire_taps", "Copies sent by wire_tap steps, by fl
 LOAD_BALANCED = Counter("interlace_load_balanced_calls", "Calls made by load_balance steps, by flow, step, the "
                         "endpoint called and outcome (answered, failed_over: the next endpoint was tried, failed).",
                         ("flow", "step", "endpoint", "outcome"), registry=REGISTRY)
-
+AGGREGATED_GROUPS = Counter("interlace_aggregated_groups", "Groups completed by aggregate steps, by flow, step and "
+                            "what completed them (size, timeout, idle, predicate, max_size, max_groups, stopped).",
+                            ("flow", "step", "completed_by"), registry=REGISTRY)
+AGGREGATED_MESSAGES = Counter("interlace_aggregated_messages", "Messages reaching aggregate steps, by flow, step and "
+                              "outcome (gathered, refused: max_groups reached with on_full: refuse, or too many "
+                              "groups on their way).", ("flow", "step", "outcome"), registry=REGISTRY)
+AGGREGATE_DELIVERIES = Counter("interlace_aggregate_deliveries", "Completed groups sent by aggregate steps, by flow, "
+                               "step and outcome (sent, failed: the target failed or timed out, dropped).",
+                               ("flow", "step", "outcome"), registry=REGISTRY)
 
 
 class Children:
@@ -351,6 +359,18 @@ def wire_tap_counter(flow: str, step: str) -> Callable[[str], None]:
     """Counting one wire_tap step's copies by outcome; the label sets are made once, at load."""
     children = {outcome: WIRE_TAPS.labels(flow, step, outcome) for outcome in ("sent", "failed", "dropped")}
     return lambda outcome: children[outcome].inc()
+
+
+def aggregate_counters(flow: str, step: str) -> tuple[Callable[[str], None], Callable[[str], None],
+                                                     Callable[[str], None]]:
+    """Counting one aggregate step's groups (by completed_by), messages and deliveries (by outcome)."""
+    groups = {reason: AGGREGATED_GROUPS.labels(flow, step, reason) for reason in
+              ("size", "timeout", "idle", "predicate", "max_size", "max_groups", "stopped")}
+    messages = {outcome: AGGREGATED_MESSAGES.labels(flow, step, outcome) for outcome in ("gathered", "refused")}
+    deliveries = {outcome: AGGREGATE_DELIVERIES.labels(flow, step, outcome)
+                  for outcome in ("sent", "failed", "dropped")}
+    return (lambda reason: groups[reason].inc(), lambda outcome: messages[outcome].inc(),
+            lambda outcome: deliveries[outcome].inc())
 
 
 def load_balance_counter(flow: str, step: str, endpoints: list[str]) -> Callable[[int, str], None]:

@@ -114,13 +114,17 @@ def _target(config: Any, ctx: CompileContext) -> Callable[[Message], Awaitable[A
 
 
 class Taps:
-    """The copies of one wire_tap step on their way: started, bounded, drained."""
+    """The copies of one wire_tap step on their way: started, bounded, drained.
 
-    def __init__(self, flow: str, step: str, bound: int, timeout: float) -> None:
-        self.flow, self.step, self.bound, self.timeout = flow, step, bound, timeout
+    The aggregator sends its completed groups the same way; ``count`` (by outcome: sent, failed,
+    dropped) and ``what`` (the name in its log lines) are then its own."""
+
+    def __init__(self, flow: str, step: str, bound: int, timeout: float,
+                 count: Callable[[str], None] | None = None, what: str = "wire tap") -> None:
+        self.flow, self.step, self.bound, self.timeout, self.what = flow, step, bound, timeout, what
         self.running: set[asyncio.Task[None]] = set()
         self._dropped_said = 0.0
-        self._count = metrics.wire_tap_counter(flow, step)
+        self._count = count or metrics.wire_tap_counter(flow, step)
 
     def send(self, copy: Message, tap: Callable[[Message], Awaitable[None]]) -> None:
         if len(self.running) >= self.bound:
@@ -128,8 +132,8 @@ class Taps:
             now = time.monotonic()
             if now - self._dropped_said >= 1.0:
                 self._dropped_said = now
-                log.warning("wire tap %s: %d copies already on their way (max_in_flight); this message is not "
-                            "tapped", self.step, self.bound, extra={"correlation_id": copy.correlation_id})
+                log.warning("%s %s: %d copies already on their way (max_in_flight); this one is not sent",
+                            self.what, self.step, self.bound, extra={"correlation_id": copy.correlation_id})
             return
         task = asyncio.get_running_loop().create_task(self._run(copy, tap))
         self.running.add(task)
@@ -147,13 +151,13 @@ class Taps:
             self._failed(copy, "cancelled")
             raise
         except Exception:
-            log.exception("wire tap %s failed", self.step, extra={"correlation_id": copy.correlation_id})
+            log.exception("%s %s failed", self.what, self.step, extra={"correlation_id": copy.correlation_id})
             self._count("failed")
         else:
             self._count("sent")
 
     def _failed(self, copy: Message, why: str) -> None:
-        log.warning("wire tap %s failed: %s", self.step, why, extra={"correlation_id": copy.correlation_id})
+        log.warning("%s %s failed: %s", self.what, self.step, why, extra={"correlation_id": copy.correlation_id})
         self._count("failed")
 
     async def drain(self) -> None:

@@ -1,0 +1,266 @@
+"""aggregate: values of separate requests gathered by correlation key and sent as one group,
+against real backends on 127.0.0.1 (and real engine processes for the SQL repository)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engine import metrics
+from engine.loader import LoadErrors, load_project
+from tests.patterns.test_wire_tap import arrived
+from tests.support.backends import BackendServer
+from tests.support.engine import facade_client, run_engine, wait_for, write_flows
+from tests.support.postgres import PostgresServer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def orders() -> Iterator[BackendServer]:
+    with BackendServer() as server:
+        yield server
+
+
+def _flows(backend: BackendServer, complete: str, extra: str = "", store: str = "",
+           value: str = "${payload.line}") -> str:
+    settings = "".join(f"\n              {line}" for line in extra.splitlines() if line)
+    return f"""
+    endpoints:
+      orders: {{http: {{url: "{backend.url}"}}}}{store}
+    flows:
+      lines:
+        source: {{http: {{method: POST, path: /lines}}}}
+        steps:
+          - aggregate:
+              correlation: "${{payload.order}}"
+              value: "{value}"
+              complete: {complete}
+              call:
+                endpoint: orders
+                method: POST
+                path: "/orders/${{vars.group.key}}/${{vars.group.completed_by}}"{settings}
+          - respond: {{status: 202, json: {{group: "${{vars.group}}"}}}}
+    """
+
+
+def _completed(reason: str, flow: str = "lines") -> float:
+    return metrics.REGISTRY.get_sample_value("interlace_aggregated_groups_total",
+                                             {"flow": flow, "step": f"{flow}/steps[0]", "completed_by": reason}) or 0.0
+
+
+def _sent(backend: BackendServer) -> list[tuple[str, object]]:
+    return [(r.path, json.loads(r.body)) for r in backend.requests]
+
+
+async def test_a_group_completes_by_size_and_every_caller_is_answered_at_once(tmp_path: Path,
+                                                                           orders: BackendServer) -> None:
+    write_flows(tmp_path, _flows(orders, "{size: 3}"))
+    by_size, stopped = _completed("size"), _completed("stopped")
+    async with facade_client(tmp_path) as client:
+        answers = [await client.post("/lines", json={"order": order, "line": n})
+                   for n, order in enumerate(["o-1", "o-2", "o-1", "o-1"])]
+        await arrived(orders, 1)
+        assert _sent(orders) == [("/orders/o-1/size", [0, 2, 3])]
+    assert [a.status_code for a in answers] == [202] * 4
+    assert answers[0].json() == {"group": {"key": "o-1", "size": 1, "completed_by": None}}
+    assert answers[3].json() == {"group": {"key": "o-1", "size": 3, "completed_by": "size"}}
+    # o-2 was still open when the flows stopped: memory would lose it, so it was sent as it stood
+    assert _sent(orders)[1:] == [("/orders/o-2/stopped", [1])]
+    assert _completed("size") == by_size + 1 and _completed("stopped") == stopped + 1
+
+
+async def test_a_group_completes_by_timeout_since_its_first_message(tmp_path: Path, orders: BackendServer) -> None:
+    write_flows(tmp_path, _flows(orders, "{timeout: 300ms}"))
+    async with facade_client(tmp_path) as client:
+        await client.post("/lines", json={"order": "o-1", "line": "a"})
+        await client.post("/lines", json={"order": "o-1", "line": "b"})
+        assert orders.requests == []
+        await arrived(orders, 1)
+    assert _sent(orders) == [("/orders/o-1/timeout", ["a", "b"])]
+
+
+async def test_idle_completes_a_group_once_no_message_came_for_a_while(tmp_path: Path,
+                                                                     orders: BackendServer) -> None:
+    write_flows(tmp_path, _flows(orders, "{idle: 400ms}"))
+    async with facade_client(tmp_path) as client:
+        for line in range(4):  # every 200 ms: never idle for 400 ms while they come
+            await client.post("/lines", json={"order": "o-1", "line": line})
+            await asyncio.sleep(0.2)
+        assert orders.requests == []
+        await arrived(orders, 1)
+    assert _sent(orders) == [("/orders/o-1/idle", [0, 1, 2, 3])]
+
+
+async def test_a_predicate_completes_a_group_and_reduce_shapes_what_is_sent(tmp_path: Path,
+                                                                         orders: BackendServer) -> None:
+    write_flows(tmp_path, _flows(orders, '{when: "${payload[-1].last}"}', value="${payload}", extra=
+                                 "reduce: \"{lines: length(payload), total: sum(payload[*].amount)}\""))
+    async with facade_client(tmp_path) as client:
+        await client.post("/lines", json={"order": "o-7", "amount": 5, "last": False})
+        await client.post("/lines", json={"order": "o-7", "amount": 7, "last": True})
+        await arrived(orders, 1)
+    assert _sent(orders) == [("/orders/o-7/predicate", {"lines": 2, "total": 12})]
+
+
+async def test_max_size_completes_a_group_early(tmp_path: Path, orders: BackendServer) -> None:
+    write_flows(tmp_path, _flows(orders, "{timeout: 1h}", "max_size: 2"))
+    async with facade_client(tmp_path) as client:
+        for line in range(3):
+            await client.post("/lines", json={"order": "o-1", "line": line})
+        await arrived(orders, 1)
+        assert _sent(orders) == [("/orders/o-1/max_size", [0, 1])]
+    assert _sent(orders)[1:] == [("/orders/o-1/stopped", [2])]
+
+
+async def test_past_max_groups_the_oldest_group_is_completed_first(tmp_path: Path, orders: BackendServer) -> None:
+    write_flows(tmp_path, _flows(orders, "{size: 10}", "max_groups: 2"))
+    async with facade_client(tmp_path) as client:
+        for order in ("o-1", "o-2", "o-1", "o-3"):
+            assert (await client.post("/lines", json={"order": order, "line": order})).status_code == 202
+        await arrived(orders, 1)
+        assert _sent(orders) == [("/orders/o-1/max_groups", ["o-1", "o-1"])]
+
+
+async def test_past_max_groups_with_on_full_refuse_a_new_group_gets_503_problem_json(
+        tmp_path: Path, orders: BackendServer) -> None:
+    write_flows(tmp_path, _flows(orders, "{size: 10}", "max_groups: 1\non_full: refuse"))
+    refused = metrics.REGISTRY.get_sample_value("interlace_aggregated_messages_total", {
+        "flow": "lines", "step": "lines/steps[0]", "outcome": "refused"}) or 0.0
+    async with facade_client(tmp_path) as client:
+        first = await client.post("/lines", json={"order": "o-1", "line": 1})
+        second = await client.post("/lines", json={"order": "o-2", "line": 2})
+        same = await client.post("/lines", json={"order": "o-1", "line": 3})
+    assert first.status_code == 202 and same.status_code == 202
+    assert second.status_code == 503 and second.headers["retry-after"] == "1"
+    assert second.headers["content-type"].startswith("application/problem+json")
+    assert second.json()["type"].endswith("/aggregator-full") and "max_groups of 1" in second.json()["detail"]
+    assert _sent(orders) == [("/orders/o-1/stopped", [1, 3])]
+    assert metrics.REGISTRY.get_sample_value("interlace_aggregated_messages_total", {
+        "flow": "lines", "step": "lines/steps[0]", "outcome": "refused"}) == refused + 1
+
+
+async def test_a_completed_group_goes_to_a_sequence(tmp_path: Path, orders: BackendServer) -> None:
+    write_flows(tmp_path, f"""
+    endpoints:
+      orders: {{http: {{url: "{orders.url}"}}}}
+    sequences:
+      settle:
+        - set: {{header: x-group-size, value: "${{vars.group.size}}"}}
+        - call: {{endpoint: orders, method: PUT, path: "/settle/${{vars.group.key}}"}}
+    flows:
+      lines:
+        source: {{http: {{method: POST, path: /lines}}}}
+        steps:
+          - aggregate: {{correlation: '${{headers."x-batch"}}', complete: {{size: 2}}, sequence: settle}}
+          - respond: {{status: 202}}
+    """)
+    async with facade_client(tmp_path) as client:
+        for n in range(2):
+            await client.post("/lines", json={"n": n}, headers={"x-batch": "b-1"})
+        await arrived(orders, 1)
+    assert _sent(orders) == [("/settle/b-1", [{"n": 0}, {"n": 1}])]
+    assert orders.requests[0].headers["x-group-size"] == "2"
+
+
+def _durable_flows(orders: BackendServer, url: str) -> str:
+    return f"""
+    endpoints:
+      orders: {{http: {{url: "{orders.url}"}}}}
+      groups: {{sql: {{url: "{url}"}}}}
+    flows:
+      by-size:
+        source: {{http: {{method: POST, path: /lines}}}}
+        steps:
+          - aggregate:
+              correlation: "${{payload.order}}"
+              value: "${{payload.line}}"
+              complete: {{size: 3}}
+              store: groups
+              call: {{endpoint: orders, method: POST, path: "/orders/${{vars.group.key}}/${{vars.group.completed_by}}"}}
+          - respond: {{status: 202}}
+      by-time:
+        source: {{http: {{method: POST, path: /late}}}}
+        steps:
+          - aggregate:
+              correlation: "${{payload.order}}"
+              value: "${{payload.line}}"
+              complete: {{timeout: 1s}}
+              store: groups
+              call: {{endpoint: orders, method: POST, path: "/late/${{vars.group.key}}/${{vars.group.completed_by}}"}}
+          - respond: {{status: 202}}
+    """
+
+
+def test_groups_in_sqlite_survive_the_engine_being_killed(tmp_path: Path, orders: BackendServer) -> None:
+    write_flows(tmp_path, _durable_flows(orders, f"sqlite:///{tmp_path}/groups.db"))
+    with run_engine(tmp_path) as engine:
+        assert httpx.post(f"{engine.url}/late", json={"order": "o-2", "line": "x"}, timeout=10).status_code == 202
+        for n in range(2):
+            assert httpx.post(f"{engine.url}/lines", json={"order": "o-1", "line": n}, timeout=10).status_code == 202
+        os.killpg(engine.process.pid, signal.SIGKILL)  # no drain, no completion on stop: only the table has them
+        engine.process.wait(10)
+    assert orders.requests == []
+    with run_engine(tmp_path) as engine:
+        # o-2, older than its timeout, is completed by the new engine without any new message
+        wait_for(lambda: len(orders.requests) == 1, "the timed-out group sent by the new engine")
+        assert httpx.post(f"{engine.url}/lines", json={"order": "o-1", "line": 2}, timeout=10).status_code == 202
+        wait_for(lambda: len(orders.requests) == 2, "the group completed by its third message")
+        assert engine.terminate() == 0
+    assert _sent(orders) == [("/late/o-2/timeout", ["x"]), ("/orders/o-1/size", [0, 1, 2])]
+
+
+def test_two_engines_on_one_postgresql_gather_into_the_same_groups(tmp_path: Path, orders: BackendServer) -> None:
+    with PostgresServer() as postgres:
+        postgres.psql("CREATE DATABASE groups")
+        url = postgres.url.rsplit("/", 1)[0] + "/groups"
+        one = write_flows(tmp_path / "one", _durable_flows(orders, url))
+        two = write_flows(tmp_path / "two", _durable_flows(orders, url))
+        with run_engine(one) as first, run_engine(two) as second:
+            for n, engine in enumerate([first, second, first]):
+                assert httpx.post(f"{engine.url}/lines", json={"order": "o-1", "line": n},
+                                  timeout=10).status_code == 202
+            wait_for(lambda: len(orders.requests) == 1, "the group completed on the second engine")
+        rows = postgres.psql_in("groups", "SELECT count(*) FROM interlace_aggregation")
+    assert _sent(orders) == [("/orders/o-1/size", [0, 1, 2])]
+    assert rows == "0"  # taken out of the table when it completed
+
+
+@pytest.mark.parametrize(("step", "message", "where"), [
+    ('{correlation: "${payload.id}", complete: {}, call: {endpoint: orders}}', "a group needs a way to complete",
+     "5:61"),
+    ('{correlation: "${payload.id}", complete: {size: 2}}', "give call (an endpoint) or sequence", "5:20"),
+    ('{correlation: "${payload.id}", complete: {size: 2}, call: {endpoint: nowhere}}', "unknown endpoint 'nowhere'",
+     "5:89"),
+    ('{correlation: "${payload.id}", complete: {timeout: 0s}, call: {endpoint: orders}}',
+     "a duration greater than zero", "5:71"),
+    ('{correlation: "${payload.id", complete: {size: 2}, call: {endpoint: orders}}', "unclosed ${", "5:34"),
+    ('{correlation: "${payload.id}", complete: {size: 2}, call: {endpoint: orders}, store: orders}',
+     "cannot keep aggregation groups; declare a sql endpoint", "5:105"),
+    ('{correlation: "${payload.id}", complete: {size: 0}, call: {endpoint: orders}}',
+     "less than the minimum of 1 in complete.size", "5:68"),
+    ('{correlation: "${payload.id}", complete: {size: 2}, call: {endpoint: orders}, on_full: drop}',
+     "expected one of complete_oldest, refuse in on_full", "5:107"),
+])
+def test_a_wrong_aggregate_is_a_load_error_at_its_place(tmp_path: Path, step: str, message: str, where: str) -> None:
+    write_flows(tmp_path, f"""
+    flows:
+      f:
+        source: {{http: {{path: /f}}}}
+        steps:
+          - aggregate: {step}
+    endpoints:
+      orders: {{http: {{url: "http://127.0.0.1:9"}}}}
+    """)
+    with pytest.raises(LoadErrors) as caught:
+        load_project(tmp_path)
+    text = str(caught.value)
+    assert message in text and f"flows.yaml:{where}:" in text, text
+
