@@ -4,11 +4,17 @@
     .venv/bin/python benchmarks/patterns/inprocess.py                      # every cell
     .venv/bin/python benchmarks/patterns/inprocess.py --cells split,cached --requests 5000 --repeats 5
     .venv/bin/python benchmarks/patterns/inprocess.py --only engine        # to profile the engine alone
+    .venv/bin/python benchmarks/patterns/inprocess.py --cells direct,jwt,jwt-fresh --callgrind --requests 400
 
 No HTTP server parses the requests, so what is measured is each app's own path and the aiohttp
 client below it; the calls go to the shared benchmark's echo backend (CPU 1).  Both apps run in
 this process on one event loop, alternating cell by cell, so the others' load on a shared machine
 moves both alike: the ratio floor/engine is the figure to read (best of the repeats).
+
+With ``--callgrind`` the engine alone runs under valgrind's callgrind and each cell's measured
+requests are counted (instructions per request, the whole request: front, steps, the call, the
+log line), which the machine's load does not move; the tokens are signed outside valgrind.  What
+it cannot show is the cost of cold caches, which a new token's signature check pays in a server.
 """
 
 from __future__ import annotations
@@ -131,7 +137,14 @@ async def main(args: argparse.Namespace, work: Path, tokens: Tokens) -> None:
     for cell in cells:
         for app in apps.values():
             await drive(app, cell, bodies, tokens, max(args.requests // 5, 200), args.concurrency)  # warm-up
-    for _ in range(args.repeats):
+    if args.counted:
+        for cell in cells:
+            _control("--zero")
+            _control("--instr=on")
+            await drive(apps["engine"], cell, bodies, tokens, args.requests, args.concurrency)
+            _control("--instr=off")
+            _control(f"--dump={cell}")
+    for _ in range(0 if args.counted else args.repeats):
         for cell in cells:
             for side, app in apps.items():
                 results.setdefault((side, cell), []).append(
@@ -143,6 +156,8 @@ async def main(args: argparse.Namespace, work: Path, tokens: Tokens) -> None:
     sys.stderr = sys.__stderr__
     log.close()
     os.unlink(log.name)
+    if args.counted:
+        return
     print(f"{args.requests} requests x {args.repeats}, {args.concurrency} at once, log level {args.log_level}; "
           "CPU µs per request of this process, best of the repeats")
     print("| cell | engine | floor | floor/engine |")
@@ -162,6 +177,37 @@ async def main(args: argparse.Namespace, work: Path, tokens: Tokens) -> None:
                   "direct proxy (engine)")
 
 
+def _control(*options: str) -> None:
+    subprocess.run(["callgrind_control", *options, str(os.getpid())], check=True, stdout=subprocess.DEVNULL)
+
+
+def _counted(args: argparse.Namespace, work: Path) -> None:
+    """This script again under callgrind (the engine only, the tokens of ``work``): instructions
+    per request, cell by cell."""
+    out = work / "callgrind.out"
+    command = [sys.executable, __file__, "--cells", args.cells, "--requests", str(args.requests),
+               "--concurrency", str(args.concurrency), "--log-level", args.log_level, "--only", "engine",
+               "--counted", str(work)]
+    subprocess.run(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *command],
+                   env={**os.environ, "PYTHONHASHSEED": "0"}, check=True, stderr=subprocess.DEVNULL)
+    totals: dict[str, float] = {}
+    for dump in out.parent.glob(f"{out.name}.*"):
+        trigger = ""
+        for line in dump.read_text(errors="replace").splitlines():
+            if line.startswith("desc: Trigger:"):
+                trigger = line.split()[-1]
+            elif line.startswith("totals:"):
+                totals[trigger] = float(line.split()[1]) / args.requests
+    print(f"{args.requests} requests a cell, {args.concurrency} at once, log level {args.log_level}; "
+          "instructions per request of the engine (callgrind)")
+    print("| cell | instructions | against direct |")
+    print("|---|---:|---:|")
+    for cell in args.cells.split(","):
+        known = "direct" in totals and cell in totals
+        against = f"{(totals[cell] / totals['direct'] - 1) * 100:+.1f} %" if known else "-"
+        print(f"| {cell} | {totals.get(cell, 0):,.0f} | {against} |")
+
+
 def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", default=",".join(CELLS), help=f"of {', '.join(CELLS)}")
@@ -171,14 +217,27 @@ def run() -> None:
     parser.add_argument("--only", choices=["", "engine", "floor"], default="")
     parser.add_argument("--log-level", default="info", help="as `interlace run --log-level` (default info)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT_BASE", "18985")))
+    parser.add_argument("--callgrind", action="store_true",
+                        help="the engine's instructions per request under valgrind's callgrind, cell by cell")
+    parser.add_argument("--counted", type=Path, help=argparse.SUPPRESS)  # the run under callgrind: its tokens' folder
     args = parser.parse_args()
     for cell in args.cells.split(","):
         if cell not in CELLS:
             raise SystemExit(f"unknown cell {cell!r}; cells: {', '.join(CELLS)}")
+    if args.counted is not None:  # under callgrind: the keys and tokens the run outside made
+        work = args.counted
+        one_token, *fresh_tokens = json.loads((work / "tokens.json").read_text())
+        import uvloop
+
+        uvloop.run(main(args, work, Tokens(one_token, fresh_tokens)))
+        return
     work = Path(tempfile.mkdtemp(prefix="interlace-patterns-"))
-    # cycled: each token comes back after 10,500 requests, when the engine's 10,000 remembered are others
-    fresh = 10_500 if "jwt-fresh" in args.cells else 1
+    # cycled: each token comes back after 10,500 requests, when the engine's 10,000 remembered are others;
+    # under callgrind every request of the warm-up and the measure has its own
+    fresh = (args.requests + max(args.requests // 5, 200) + 10 if args.callgrind else 10_500) \
+        if "jwt-fresh" in args.cells else 1
     one_token, fresh_tokens = make_keys(work, fresh)
+    (work / "tokens.json").write_text(json.dumps([one_token, *fresh_tokens]))
     os.environ["BENCH_JWKS"] = str(work / "jwks.json")
     backend = subprocess.Popen(["taskset", "-c", "1", "node", str(bench_dir() / "lib" / "echo_backend.js")],
                                env={**os.environ, "PORT": str(args.port)}, stdout=subprocess.DEVNULL,
@@ -186,6 +245,9 @@ def run() -> None:
     os.environ["BACKEND_URL"] = f"http://127.0.0.1:{args.port}"
     try:
         time.sleep(0.5)
+        if args.callgrind:
+            _counted(args, work)
+            return
         import uvloop
 
         uvloop.run(main(args, work, Tokens(one_token, fresh_tokens)))
