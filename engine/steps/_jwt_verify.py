@@ -17,6 +17,7 @@ would refuse it (the header and segments having passed the same decoding).
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import time
 from collections.abc import Awaitable, Callable
@@ -51,7 +52,7 @@ class BadSignature(Exception):
 
 
 class Learn:
-    """``QuickVerifier.check``'s answer for a header it knows nothing of yet (or of an old key set)."""
+    """``QuickVerifier.prepare``'s answer for a header it knows nothing of yet (or of an old key set)."""
 
 
 LEARN: Final = Learn()
@@ -67,9 +68,31 @@ class _Header:
         self.check = check  # None: not for this path (PyJWT decides)
 
 
+Prepared = tuple[SignatureCheck, bytes, bytes, bytes]  # check, signing input, signature, payload
+
+
+class _Batch:
+    """The signature checks asked for in one turn of an event loop after its first, made together
+    at the start of the next.
+
+    A server's request runs a great deal of other code between two tokens; made in the request,
+    a signature check finds the primitive's code and the key's tables gone from the CPU's caches
+    and costs about twice what it costs made right after another (RS256 in the patterns
+    benchmark: 83-89 µs against 46-47 µs under the same load).  The requests that reach the check
+    in the same turn (a busy server's usual case) wait for the batch, which checks them one after
+    another and wakes each with its own answer.  The first of a turn is checked at once, so a lone
+    request neither waits a turn nor pays for a future."""
+
+    __slots__ = ("items", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: list[tuple[SignatureCheck, bytes, bytes, asyncio.Future[bool]]] = []
+
+
 class QuickVerifier:
-    """``check(token)``: the claims when the token verifies, ``None`` to ask PyJWT, ``LEARN`` when
-    its header must first be learnt (``await verify(token)`` does both)."""
+    """``await verify(token)``: the claims when the token verifies, ``None`` to ask PyJWT; a bad
+    signature raises ``BadSignature``."""
 
     def __init__(self, *, algorithms: list[str], issuer: str | None, audience: str | list[str] | None,
                  leeway: float, required: list[str], key_for: Callable[[str | None], Awaitable[Any]],
@@ -81,8 +104,11 @@ class QuickVerifier:
                                                  required=required)
         # header segment (bytes, as in the token) -> what it comes to
         self._headers: dict[bytes, _Header] = {}
+        self._batch: _Batch | None = None
 
-    def check(self, token: str) -> dict[str, Any] | Learn | None:
+    def prepare(self, token: str) -> Prepared | Learn | None:
+        """The token's segments decoded and the check its header comes to, ``LEARN`` for a header
+        to learn first, ``None`` for PyJWT to decide."""
         data = token.encode()  # as PyJWT: the token's UTF-8, split on its dots
         signing_input, _, signature_segment = data.rpartition(b".")
         header_segment, dot, payload_segment = signing_input.partition(b".")
@@ -99,8 +125,10 @@ class QuickVerifier:
             signature = _a2b(signature_segment.translate(_URLSAFE) + _PADDING[len(signature_segment) & 3])
         except binascii.Error:  # PyJWT says "invalid padding" / "invalid crypto padding"
             return None
-        if not check(signing_input, signature):
-            raise BadSignature
+        return check, signing_input, signature, payload
+
+    def claims(self, payload: bytes) -> dict[str, Any] | None:
+        """The claims of a payload whose signature verified, ``None`` for PyJWT to decide."""
         try:
             claims = _loads(payload)
         except _JSONDecodeError:
@@ -110,11 +138,40 @@ class QuickVerifier:
         return claims
 
     async def verify(self, token: str) -> dict[str, Any] | None:
-        claims = self.check(token)
-        if claims is LEARN:
+        """The claims when the token verifies, ``None`` to ask PyJWT; a bad signature raises.  The
+        first token of a turn of the event loop is checked at once, those after it in the same turn
+        together at the start of the next (see ``_Batch``)."""
+        prepared = self.prepare(token)
+        if prepared is LEARN:
             await self.learn(token.partition(".")[0])
-            claims = self.check(token)
-        return None if isinstance(claims, Learn) else claims
+            prepared = self.prepare(token)
+        if type(prepared) is not tuple:
+            return None
+        check, signing_input, signature, payload = prepared
+        loop = asyncio.get_running_loop()
+        batch = self._batch
+        if batch is None or batch.loop is not loop:  # the first of this turn: checked at once
+            self._batch = batch = _Batch(loop)
+            loop.call_soon(self._flush, batch)
+            verified = check(signing_input, signature)
+        else:  # a later one: checked with the others of this turn, at the start of the next
+            answer: asyncio.Future[bool] = loop.create_future()
+            batch.items.append((check, signing_input, signature, answer))
+            verified = await answer
+        if not verified:
+            raise BadSignature
+        return self.claims(payload)
+
+    def _flush(self, batch: _Batch) -> None:
+        if self._batch is batch:
+            self._batch = None
+        for check, signing_input, signature, answer in batch.items:
+            if answer.done():  # its request went away (cancelled)
+                continue
+            try:
+                answer.set_result(check(signing_input, signature))
+            except Exception as exc:  # handed to the request it belongs to, as if checked there
+                answer.set_exception(exc)
 
     async def learn(self, header_text: str) -> None:
         """Learn what a header segment comes to (its key looked up, fetched when need be)."""

@@ -36,7 +36,7 @@ from engine.registry import StepFn, step_kind
 from engine.steps._client_cert import CLIENT_CERT_SCHEMA, client_cert_step
 from engine.steps._fork import duration_field
 from engine.steps._jwks import JwksError, KeySet
-from engine.steps._jwt_verify import LEARN, BadSignature, Learn, QuickVerifier
+from engine.steps._jwt_verify import BadSignature, QuickVerifier
 from engine.units import parse_duration
 
 log = logging.getLogger("interlace.auth")
@@ -152,23 +152,14 @@ def _jwt_step(config: dict[str, Any], ctx: CompileContext) -> StepFn:
     realm = f'Bearer realm="{ctx.owner}"'
     quick = QuickVerifier(algorithms=algorithms, issuer=issuer, audience=audience, leeway=leeway, required=required,
                           key_for=keys.key_for, generation=lambda: keys.generation)
-    quick_check = quick.check
+    quick_verify = quick.verify
 
     def refuse(reason: str) -> Unauthorized:
         return Unauthorized(f"the request's token was refused: {reason}",
                             headers={"WWW-Authenticate": f'{realm}, error="invalid_token"'})
 
-    async def verify(token: str, quick_claims: dict[str, Any] | Learn | None) -> dict[str, Any]:
-        """A token the quick path did not accept at once: its header learnt (then the quick path
-        again), else PyJWT, which accepts it or gives the precise refusal."""
-        if quick_claims is LEARN:
-            await quick.learn(token.partition(".")[0])
-            try:
-                quick_claims = quick_check(token)
-            except BadSignature:
-                raise refuse("its signature does not verify") from None
-            if type(quick_claims) is dict:
-                return quick_claims
+    async def verify(token: str) -> dict[str, Any]:
+        """A token the quick path leaves to PyJWT, which accepts it or gives the precise refusal."""
         try:
             head = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -214,10 +205,10 @@ def _jwt_step(config: dict[str, Any], ctx: CompileContext) -> StepFn:
             claims = known[1]
         else:
             try:
-                quick_claims = quick_check(token)  # a token of a known header: no await, no exception
+                quick_claims = await quick_verify(token)
             except BadSignature:
                 raise refuse("its signature does not verify") from None
-            claims = quick_claims if type(quick_claims) is dict else await verify(token, quick_claims)
+            claims = quick_claims if quick_claims is not None else await verify(token)
             remembered.put(token, (float(claims["exp"]), claims))
         for name, values in wanted.items():
             if not _claim_matches(claims.get(name), values):

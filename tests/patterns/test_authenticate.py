@@ -3,6 +3,7 @@ JWKS URL served on loopback; API keys from secrets."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -112,6 +113,27 @@ async def test_bad_tokens_are_401_problems(tmp_path: Path, keys: dict[str, Any],
     assert reason in reply.json()["detail"]
     if case != "missing":
         assert tokens[case] not in reply.text
+
+
+async def test_requests_at_once_each_get_their_own_token_s_answer(tmp_path: Path, keys: dict[str, Any]) -> None:
+    """Tokens that reach the check together are checked together: every request still gets its own
+    caller, and a bad signature among them its own 401."""
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [_jwk(keys["rsa"], "r1"), _jwk(keys["ec"], "e1")]}))
+    write_flows(tmp_path, _flows("jwks.json"))
+    tokens = [_token(keys["stranger"], "r1", "RS256", sub=f"user-{n}") if n % 5 == 3 else
+              _token(keys["ec"], "e1", "ES256", sub=f"user-{n}") if n % 5 == 4 else
+              _token(keys["rsa"], "r1", "RS256", sub=f"user-{n}") for n in range(30)]
+    async with facade_client(tmp_path) as client:
+        await client.get("/me", headers={"X-JWT-Assertion": _token(keys["rsa"], "r1", "RS256")})  # keys learnt
+        await client.get("/me", headers={"X-JWT-Assertion": _token(keys["ec"], "e1", "ES256")})
+        answers = await asyncio.gather(*(client.get("/me", headers={"X-JWT-Assertion": token}) for token in tokens))
+    for n, reply in enumerate(answers):
+        if n % 5 == 3:
+            assert reply.status_code == 401
+            assert "its signature does not verify" in reply.json()["detail"]
+        else:
+            assert reply.status_code == 200
+            assert reply.json() == {"caller": f"user-{n}", "method": "jwt"}
 
 
 async def test_required_claim_values_are_403(tmp_path: Path, keys: dict[str, Any]) -> None:

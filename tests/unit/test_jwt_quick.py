@@ -135,3 +135,44 @@ def test_the_quick_path_accepts_only_what_pyjwt_accepts(keys: dict[str, Any], au
     valid = _tokens(keys)["valid"]
     with pytest.raises(BadSignature):
         asyncio.run(quick.verify(valid))
+
+
+def test_tokens_reaching_the_check_in_one_turn_each_get_their_own_answer(keys: dict[str, Any]) -> None:
+    """A busy server's tokens are checked together (the first of a turn at once, the others at the
+    start of the next): each request still gets the answer it gets alone, a cancelled one none."""
+    key_set = {name: key.public_key() for name, key in keys.items() if name != "other"}
+
+    async def key_for(kid: str | None) -> Any:
+        return key_set.get(kid)
+
+    quick = QuickVerifier(algorithms=ALGORITHMS, issuer=ISSUER, audience="facade", leeway=LEEWAY,
+                          required=["exp", "sub"], key_for=key_for, generation=lambda: 1)
+    tokens = _tokens(keys)
+    names = ["valid", "signed by another key", "valid ES256", "payload swapped", "valid EdDSA", "aud list",
+             "expired", "signature cut", "aud wrong"] * 3
+
+    async def answer(token: str) -> Any:
+        try:
+            return await quick.verify(token)
+        except BadSignature:
+            return "bad signature"
+
+    async def one_by_one() -> list[Any]:
+        return [await answer(tokens[name]) for name in names]
+
+    async def all_at_once() -> tuple[list[Any], bool]:
+        answers = [asyncio.ensure_future(answer(tokens[name])) for name in names]
+        cancelled = asyncio.ensure_future(answer(tokens["valid"]))  # one waiting for the batch
+        await asyncio.sleep(0)  # every task has reached the check: the later ones wait for the batch
+        cancelled.cancel()
+        results = await asyncio.gather(*answers)
+        return results, cancelled.cancelled()
+
+    alone = asyncio.run(one_by_one())  # each the first of its turn: checked at once
+    together, was_cancelled = asyncio.run(all_at_once())
+    assert together == alone
+    assert was_cancelled
+    assert [a for a in alone if isinstance(a, dict)] and "bad signature" in alone and None in alone
+    for name, got in zip(names, alone, strict=True):
+        if got != "bad signature":
+            assert got == _pyjwt(tokens[name], key_set, "facade"), name
