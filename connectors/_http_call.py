@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -116,8 +117,10 @@ def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After 
     clock = time.perf_counter
     ok, failed = timer if timer is not None else (None, None)
     current_span = tracing.current.get
-    span_of = tracing.Span
-    propagate = tracing.propagate
+    with_context = tracing.with_context
+    record_call = tracing.record_call
+    getrandbits = random.getrandbits
+    time_ns = time.time_ns
     client = tracing.CLIENT
     heads: dict[str, tuple[dict[str, Any], bytes]] = {}  # method -> the attempt span's shared attributes, head
     urls: dict[str, bytes] = {}  # request path -> its url.full, encoded
@@ -162,17 +165,17 @@ def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After 
                 headers = base.headers_with(request.headers, request.forwarded)
                 if seen.span is not None:
                     headers = seen.propagate(headers)
-            else:  # the traced step: its attempt's span under the request's
-                shared, head = heads.get(method) or head_of(method)
+            else:  # the traced step: its attempt's span under the request's, recorded here (record_call)
+                wire_id = getrandbits(64) or 1
+                headers = with_context(base.headers_with(request.headers, request.forwarded),
+                                       f"00-{parent.trace_id}-{wire_id.to_bytes(8, 'little').hex()}-"
+                                       f"{'01' if parent.sampled else '00'}", parent.trace_state)
                 if parent.sampled:
                     trace_id = parent.trace_id
-                    span = span_of(method, client, trace_id, parent.span_id, True, shared, parent.trace_state,
-                                   None, parent.trace_field, head, urls.get(request.path) or url_of(request))
-                else:
-                    span = span_of(method, client, parent.trace_id, parent.span_id, False, shared,
-                                   parent.trace_state, None, parent.trace_field, head)
-                seen = request.observation = observe.Attempt(name, target, method, None, client, span)
-                headers = propagate(span, base.headers_with(request.headers, request.forwarded))
+                    head = (heads.get(method) or head_of(method))[1]
+                    url = urls.get(request.path) or url_of(request)
+                    begun = time_ns()
+                seen = request.observation = observe.Attempt(name, target, method, None, client, trace_id or "")
             transport = connector.transport or connector._opened()
             try:
                 if deadline is None:
@@ -185,17 +188,25 @@ def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After 
                 # failure included: a streamed reply of another backend can be a BackendError)
                 error = failure_of(exc, base, request)
                 if isinstance(error, (BackendUnreachable, BackendTimeout)):
-                    seen.failed("timeout" if isinstance(error, BackendTimeout) else "unreachable", error)
+                    outcome = "timeout" if isinstance(error, BackendTimeout) else "unreachable"
+                    seen.failed(outcome, error)
                     endpoint._failed(0, ticket)
                 elif isinstance(error, (BackendRejected, BackendFault)):
-                    seen.failed(error.category or "error", error)
+                    outcome = error.category or "error"
+                    seen.failed(outcome, error)
                     breaker.succeeded(ticket)
                 elif isinstance(error, BackendError):
-                    seen.failed("error", error)
+                    outcome = "error"
+                    seen.failed(outcome, error)
                     endpoint._failed(0, ticket)
                 else:
+                    outcome = None
                     seen.abandoned()  # the request's own body failed: no verdict on the backend
                     breaker.abandon(ticket)
+                if trace_id is not None and parent is not None:
+                    record_call(parent, wire_id, head, url, begun, 0,
+                                "cancelled" if outcome is None else getattr(error, "code", type(error).__name__),
+                                outcome)
                 if isinstance(error, BackendError):
                     endpoint._named(error, "request")
                 source = request.source
@@ -203,12 +214,16 @@ def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After 
             except BaseException as exc:
                 seen.abandoned()  # cancelled, or past the deadline: no verdict on the backend
                 breaker.abandon(ticket)
+                if trace_id is not None and parent is not None:
+                    record_call(parent, wire_id, head, url, begun, 0, "cancelled", None)
                 if isinstance(exc, BackendError):
                     endpoint._named(exc, "request")
                 raise
             reply = reply_of(answer, base)
             status = reply.status or 0
             seen.answered(status)
+            if trace_id is not None and parent is not None:
+                record_call(parent, wire_id, head, url, begun, status)
             endpoint.active = 0
             if status in breaker_statuses:
                 endpoint._failed(0, ticket)

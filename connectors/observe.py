@@ -86,15 +86,17 @@ def url_attribute(location: str) -> bytes:
 class Attempt:
     """One attempt at a backend, being timed (and traced when tracing is on)."""
 
-    __slots__ = ("endpoint", "span", "started", "url")
+    __slots__ = ("endpoint", "span", "started", "trace_id", "url")
 
     def __init__(self, endpoint: str, url: str, operation: str, target: str | None = None,
-                 kind: int = tracing.CLIENT, span: tracing.Span | None = None) -> None:
-        """``span``: the attempt's span, made by the caller (connectors/_http_call.py)."""
+                 kind: int = tracing.CLIENT, trace_id: str | None = None) -> None:
+        """``trace_id``: the caller records the attempt's span itself (connectors/_http_call.py):
+        none is made here, the durations carry this trace id as exemplar."""
         self.endpoint = endpoint
         self.url = url
-        self.span = span
-        if span is None and tracing.ENABLED:
+        self.span: tracing.Span | None = None
+        self.trace_id = trace_id
+        if trace_id is None and tracing.ENABLED:
             shared, encoded = head(tracing.step.get(), endpoint, url, operation, kind)
             span = self.span = tracing.start_span(operation, kind, shared, None, encoded)
             if span is not None and span.sampled:
@@ -131,8 +133,10 @@ class Attempt:
 
     def _done(self, outcome: str) -> None:
         elapsed = time.perf_counter() - self.started
-        trace_id = None
-        if self.span is not None:
-            trace_id = self.span.trace_id_hex
-            self.span.end()
+        trace_id = self.trace_id
+        span = self.span
+        if span is not None:
+            if span.sampled:
+                trace_id = span.trace_id
+            span.end()
         metrics.backend_call(self.endpoint, self.url, outcome, elapsed, trace_id)

@@ -14,7 +14,7 @@ Field numbers are opentelemetry-proto's (trace/v1/trace.proto, common/v1/common.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 _FIXED64 = struct.Struct("<Q").pack
@@ -270,22 +270,26 @@ def resource_and_scope(resource: Mapping[str, Any], scope: str) -> tuple[bytes, 
     return _delimited(b"\x0a", attributes(resource, b"\x0a")), _delimited(b"\x0a", _text(b"\x0a", scope))
 
 
-def request(head: tuple[bytes, bytes], records: Iterable[bytes | tuple[Any, ...]]) -> bytes:
-    """The ``ExportTraceServiceRequest`` of one batch: one resource, one scope, every span (each
-    an encoded ``Span``, or a span tuple as ``span`` takes it)."""
+SHORT = _SHORT
+
+
+def request(head: tuple[bytes, bytes], records: Sequence[bytes | tuple[Any, ...]]) -> bytes:
+    """The ``ExportTraceServiceRequest`` of one batch: one resource, one scope, every span: the
+    pieces engine/tracing.py ``Span.end`` leaves (each span framed as ScopeSpans.spans already),
+    or span tuples as ``span`` takes them."""
     resource, scope = head
+    if records and not isinstance(records[0], tuple):
+        return _delimited(b"\x0a", resource + _delimited(b"\x12", scope + b"".join(records)))  # type: ignore[arg-type]
     memo: dict[int, bytes] = {}  # id of a shared attribute dict -> its encoding, for this batch
     spans = [scope]
     short = _SHORT
     for record in records:
-        if isinstance(record, bytes):  # a span the request path encoded (engine/tracing.py)
-            one = record
-        else:
-            shared = record[8]
-            encoded = memo.get(id(shared))
-            if encoded is None:
-                encoded = memo[id(shared)] = attributes(shared)
-            one = span(record, encoded)
+        assert isinstance(record, tuple)
+        shared = record[8]
+        encoded = memo.get(id(shared))
+        if encoded is None:
+            encoded = memo[id(shared)] = attributes(shared)
+        one = span(record, encoded)
         n = len(one)
         spans += (b"\x12", short[n] if n < 16384 else _varint(n), one)  # ScopeSpans.spans 2
     scope_spans = _delimited(b"\x12", b"".join(spans))

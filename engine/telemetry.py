@@ -144,7 +144,8 @@ def end(seen: Seen, status: int, request_bytes: int | None = None, response_byte
     trace_id = None
     span = seen.span
     if span is not None:
-        trace_id = span.trace_id_hex
+        if span.sampled:
+            trace_id = span.trace_id
         span.code = status  # http.response.status_code
         if error is not None:
             span.attributes["error.type"] = getattr(error, "code", type(error).__name__)
@@ -158,7 +159,7 @@ def end(seen: Seen, status: int, request_bytes: int | None = None, response_byte
     if tallies is not None:  # a route's: its tallies at hand
         seconds = tallies.seconds.get((seen.method, status)) or tallies.seconds_of(seen.method, status)
         if trace_id:
-            metrics.observe(seconds, elapsed, trace_id)
+            seconds.observe_traced(elapsed, trace_id)
         else:
             seconds.observe(elapsed)
         if request_bytes is not None:

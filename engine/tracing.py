@@ -49,19 +49,18 @@ import logging
 import os
 import random
 import re
+import struct
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from engine.otlp_wire import CODES as _CODES
-from engine.otlp_wire import IDS as _IDS
 from engine.otlp_wire import LOCAL_PARENT as _LOCAL_PARENT
 from engine.otlp_wire import REMOTE_KINDS as _REMOTE_KINDS
 from engine.otlp_wire import REMOTE_PARENT as _REMOTE_PARENT
-from engine.otlp_wire import SPAN_ID as _SPAN_ID
+from engine.otlp_wire import SHORT as _SHORT
 from engine.otlp_wire import STATUS_FIELDS as _STATUS_FIELDS
-from engine.otlp_wire import TIMES as _TIMES
 from engine.otlp_wire import head_of as _head_of
 from engine.otlp_wire import own as _own
 from engine.otlp_wire import pair as _pair
@@ -69,6 +68,7 @@ from engine.otlp_wire import status_code as _status_code
 from engine.otlp_wire import status_with as _status_with
 from engine.otlp_wire import string_prefix as _string_prefix
 from engine.otlp_wire import trace_field as _trace_field
+from engine.otlp_wire import varint as _varint
 
 log = logging.getLogger("interlace.tracing")
 
@@ -91,6 +91,11 @@ class TracingConfigError(ValueError):
     """An OTEL_* variable this engine cannot follow."""
 
 
+def _wire(span_id: int) -> int:
+    """A span id as ``Span`` keeps it: the little-endian reading of its 8 bytes (see there)."""
+    return int.from_bytes(span_id.to_bytes(8, "big"), "little")
+
+
 class Span:
     """One span being recorded.  ``sampled`` False: it only carries the context to backends.
 
@@ -103,11 +108,14 @@ class Span:
     ``trace_field`` (its trace id and state, made once per trace), ``head`` (its name, kind and
     shared attributes, made once per route or endpoint: engine/otlp_wire.py ``head``), ``own``
     (own attributes its maker encoded, e.g. the request's path), ``code`` (the HTTP status, one
-    encoding per status).  What ``attributes`` holds is encoded at the end."""
+    encoding per status).  What ``attributes`` holds is encoded at the end.  The span's and its
+    parent's ids are kept as ``wire_id``/``wire_parent``, the little-endian reading of their
+    8 bytes, so that one little-endian struct packs both ids and both times (OTLP's times are
+    little-endian fixed64, its ids bytes); ``span_id``/``parent_id`` give them as numbers."""
 
-    __slots__ = ("attributes", "code", "end_ns", "flags", "head", "kind", "name", "own", "parent_id", "sampled",
-                 "shared", "span_id", "start_ns", "status", "status_message", "trace_field", "trace_id",
-                 "trace_state")
+    __slots__ = ("attributes", "code", "end_ns", "flags", "head", "kind", "name", "own", "sampled", "shared",
+                 "start_ns", "status", "status_message", "trace_field", "trace_id", "trace_state", "wire_id",
+                 "wire_parent")
 
     def __init__(self, name: str, kind: int, trace_id: str, parent_id: int, sampled: bool,
                  shared: Mapping[str, Any] | None, trace_state: str = "", attributes: dict[str, Any] | None = None,
@@ -115,8 +123,8 @@ class Span:
         self.name = name
         self.kind = kind
         self.trace_id = trace_id
-        self.span_id = _getrandbits(64) or 1
-        self.parent_id = parent_id
+        self.wire_id = _getrandbits(64) or 1
+        self.wire_parent = _wire(parent_id) if parent_id else 0
         self.sampled = sampled
         self.shared = shared
         self.attributes = {} if attributes is None else attributes
@@ -130,6 +138,14 @@ class Span:
         self.status_message = ""
         self.start_ns = _time_ns()
         self.end_ns = 0
+
+    @property
+    def span_id(self) -> int:
+        return int.from_bytes(self.wire_id.to_bytes(8, "little"), "big")
+
+    @property
+    def parent_id(self) -> int:
+        return int.from_bytes(self.wire_parent.to_bytes(8, "little"), "big")
 
     def set_attribute(self, key: str, value: Any) -> None:
         self.attributes[key] = value
@@ -150,34 +166,103 @@ class Span:
                 exporter.dropped += 1
                 return
             # the span's OTLP encoding (engine/otlp_wire.py has the field numbers), written here
-            # in one join: this runs twice a proxied request
-            parent = self.parent_id
+            # in one join: this runs twice a proxied request.  It goes to the list framed as
+            # ScopeSpans.spans 2 (tag, length, span): the export joins a batch as it is
+            parent = self.wire_parent
             head = self.head
             if head is None:
                 head = self.head = _head_of(self.name, self.kind, self.shared or {})
             code = self.code
             attributes = self.attributes
             status = self.status
-            pending.append(b"".join((
+            data = b"".join((
                 self.trace_field,
-                _IDS(0x1208, self.span_id, 0x2208, parent) if parent else _SPAN_ID(0x1208, self.span_id),
-                head, _TIMES(0x39, self.start_ns, 0x41, end), self.own,
+                _IDS_TIMES(0x0812, self.wire_id, 0x0822, parent, 0x39, self.start_ns, 0x41, end) if parent
+                else _ID_TIMES(0x0812, self.wire_id, 0x39, self.start_ns, 0x41, end),
+                head, self.own,
                 (_CODES.get(code) or _status_code(code)) if code else b"",
                 _own(attributes) if attributes else b"",
                 _status_with(self.status_message) if status == ERROR and self.status_message
                 else _STATUS_FIELDS[status],
-                self.flags)))
-            if size + 1 == exporter.batch:  # a full batch goes now, as the SDK's batch processor does
+                self.flags))
+            n = len(data)
+            pending += (b"\x12", _SHORT[n] if n < 16384 else _varint(n), data)
+            if size + 3 == exporter.batch:  # a full batch goes now, as the SDK's batch processor does
                 exporter.wake.set()
 
     @property
     def traceparent(self) -> str:
-        return f"00-{self.trace_id}-{self.span_id:016x}-{'01' if self.sampled else '00'}"
+        return f"00-{self.trace_id}-{self.wire_id.to_bytes(8, 'little').hex()}-{'01' if self.sampled else '00'}"
 
     @property
     def trace_id_hex(self) -> str | None:
         """The trace id for logs and exemplars, when the span is sampled."""
         return self.trace_id if self.sampled else None
+
+
+# span_id 2 and parent_span_id 4 (their tags as little-endian shorts: 0x12 0x08, 0x22 0x08), then
+# start_time_unix_nano 7 and end_time_unix_nano 8, in one pack (see Span)
+_IDS_TIMES = struct.Struct("<HQHQBQBQ").pack
+_ID_TIMES = struct.Struct("<HQBQBQ").pack
+_new_span = object.__new__
+
+
+def record_call(parent: Span, wire_id: int, head: bytes, own: bytes, begun: int, code: int,
+                error_type: str = "", message: str | None = "") -> None:
+    """The CLIENT span of a call a folded step made (connectors/_http_call.py), written and queued
+    as ``Span.end`` writes a span, from what that coroutine kept instead of a span object (once
+    a backend call: the object and its end were a tenth of what tracing cost a request).
+
+    ``wire_id``: its id (as ``Span.wire_id``), ``own``: its url.full encoded, ``begun``: its
+    start; ``code``: the HTTP status (0: none; 500 and above fail it, as ``observe.Attempt``
+    does), ``error_type`` with ``message`` the outcome of a call that failed without one
+    (``message`` None: cancelled, error.type only)."""
+    exporter = _exporter
+    pending = exporter.pending
+    size = len(pending)
+    if size >= exporter.limit:
+        exporter.dropped += 1
+        return
+    if code >= 500:
+        error_type, status = str(code), _STATUS_FIELDS[ERROR]
+    elif not error_type or message is None:
+        status = _STATUS_FIELDS[UNSET]
+    else:
+        status = _status_with(message[:200]) if message else _STATUS_FIELDS[ERROR]
+    data = b"".join((
+        parent.trace_field, _IDS_TIMES(0x0812, wire_id, 0x0822, parent.wire_id, 0x39, begun, 0x41, _time_ns()),
+        head, own, (_CODES.get(code) or _status_code(code)) if code else b"",
+        _pair("error.type", error_type) if error_type else b"", status, _LOCAL_PARENT))
+    n = len(data)
+    pending += (b"\x12", _SHORT[n] if n < 16384 else _varint(n), data)
+    if size + 3 == exporter.batch:
+        exporter.wake.set()
+
+
+def child_span(parent: Span, name: str, kind: int, shared: Mapping[str, Any] | None, head: bytes | None,
+               own: bytes = b"") -> Span:
+    """A span under ``parent``, made without ``Span.__init__``'s call (this runs once per backend
+    call): the same fields."""
+    span: Span = _new_span(Span)
+    span.name = name
+    span.kind = kind
+    span.trace_id = parent.trace_id
+    span.wire_id = _getrandbits(64) or 1
+    span.wire_parent = parent.wire_id
+    span.sampled = parent.sampled
+    span.shared = shared
+    span.attributes = {}
+    span.trace_state = parent.trace_state
+    span.trace_field = parent.trace_field
+    span.head = head
+    span.own = own
+    span.code = 0
+    span.flags = _LOCAL_PARENT
+    span.status = UNSET
+    span.status_message = ""
+    span.start_ns = _time_ns()
+    span.end_ns = 0
+    return span
 
 
 def wanted(env: Mapping[str, str]) -> bool:
@@ -332,9 +417,26 @@ def server_span(method: str, headers: Mapping[str, str], path: str, cid: str) ->
     valid; named ``method`` until its route is known (engine/telemetry.py ``routed`` gives it its
     name, shared attributes and head).  Its ``url.path`` and correlation id are encoded now."""
     if "traceparent" not in headers and _root_always is not None:
-        number = _getrandbits(128) or 1
-        trace = number.to_bytes(16, "big")
-        span = Span(method, SERVER, trace.hex(), 0, _root_always, None, "", {}, b"\x0a\x10" + trace)
+        trace = (_getrandbits(128) or 1).to_bytes(16, "big")
+        span = _new_span(Span)  # Span.__init__'s fields, without its call (once a request)
+        span.name = method
+        span.kind = SERVER
+        span.trace_id = trace.hex()
+        span.wire_id = _getrandbits(64) or 1
+        span.wire_parent = 0
+        span.sampled = _root_always
+        span.shared = None
+        span.attributes = {}
+        span.trace_state = ""
+        span.trace_field = b"\x0a\x10" + trace
+        span.head = None
+        span.own = b""
+        span.code = 0
+        span.flags = _LOCAL_PARENT
+        span.status = UNSET
+        span.status_message = ""
+        span.start_ns = _time_ns()
+        span.end_ns = 0
     else:
         span = start_root_span(method, SERVER, headers, {"http.request.method": method},
                                {"url.path": path, "interlace.correlation_id": cid})
@@ -347,13 +449,20 @@ def server_span(method: str, headers: Mapping[str, str], path: str, cid: str) ->
                 _PATHS.clear()
             path_pair = _PATHS[path] = _pair("url.path", path)
         text = cid.encode("utf-8", "replace")
-        n = len(text)
-        span.own = b"".join((path_pair, _string_prefix(_CID, n), text)) if n < 16000 else \
-            path_pair + _pair(_CID, cid)
+        prefix = _CID_PREFIXES.get(len(text))
+        if prefix is None:
+            prefix = _cid_prefix(len(text))
+        span.own = b"".join((path_pair, prefix, text))
     return span
 
 
 _CID = "interlace.correlation_id"
+_CID_PREFIXES: dict[int, bytes] = {}  # a correlation id's length -> what its attribute's encoding starts with
+
+
+def _cid_prefix(n: int) -> bytes:
+    found = _CID_PREFIXES[n] = _string_prefix(_CID, n)
+    return found
 _PATHS: dict[str, bytes] = {}  # url.path -> its attribute, encoded (a route's paths repeat)
 
 
@@ -363,8 +472,10 @@ def start_span(name: str, kind: int, shared: Mapping[str, Any],
     parent = current.get()
     if parent is None:
         return None
-    return Span(name, kind, parent.trace_id, parent.span_id, parent.sampled, shared, parent.trace_state, attributes,
-                parent.trace_field, head)
+    span = child_span(parent, name, kind, shared, head)
+    if attributes:
+        span.attributes = attributes
+    return span
 
 
 def current_trace_id() -> str | None:
@@ -392,15 +503,22 @@ _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 def propagate(span: Span, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """``headers`` carrying ``span``'s context (``traceparent``, and ``tracestate`` when the
     caller sent one), in place of any given."""
+    return with_context(headers, f"00-{span.trace_id}-{span.wire_id.to_bytes(8, 'little').hex()}-"
+                                 f"{'01' if span.sampled else '00'}", span.trace_state)
+
+
+def with_context(headers: list[tuple[str, str]], traceparent: str, trace_state: str) -> list[tuple[str, str]]:
+    """``headers`` (not changed) with this ``traceparent`` and ``tracestate`` (when not empty),
+    in place of any given."""
     for pair in headers:  # a loop, not a comprehension's frame: the usual list has no trace header
         if pair[0] in _TRACE_HEADERS:
             out = [pair for pair in headers if pair[0] not in _TRACE_HEADERS]
             break
     else:
         out = headers.copy()
-    out.append(("traceparent", f"00-{span.trace_id}-{span.span_id:016x}-{'01' if span.sampled else '00'}"))
-    if span.trace_state:
-        out.append(("tracestate", span.trace_state))
+    out.append(("traceparent", traceparent))
+    if trace_state:
+        out.append(("tracestate", trace_state))
     return out
 
 
@@ -411,9 +529,12 @@ class _Exporter:
     beyond the queue's size are dropped and counted."""
 
     def __init__(self) -> None:
-        self.pending: list[bytes] = []  # encoded spans (engine/otlp_wire.py)
-        self.limit = 2048
-        self.batch = 512
+        # encoded spans, each as three pieces (ScopeSpans.spans tag, length, span): never replaced,
+        # only appended to (the request path) and cut from the front (the thread), so that no span
+        # is lost between the two
+        self.pending: list[bytes] = []
+        self.limit = 3 * 2048  # in pieces
+        self.batch = 3 * 512
         self.dropped = 0
         self.delay = 5.0
         self.sender: Any = None
@@ -421,45 +542,33 @@ class _Exporter:
         self.wake = threading.Event()
         self.stopping = False
 
-    def add(self, span: bytes) -> None:
-        pending = self.pending
-        size = len(pending)
-        if size >= self.limit:
-            self.dropped += 1
-            return
-        pending.append(span)
-        if size + 1 == self.batch:  # a full batch goes now, as the SDK's batch processor does
-            self.wake.set()
-
     def start(self, delay: float, limit: int, batch: int) -> None:
         from engine.span_export import Sender
 
-        self.delay, self.limit, self.batch, self.stopping, self.dropped = delay, limit, min(batch, limit), False, 0
+        self.delay, self.limit, self.batch = delay, 3 * limit, 3 * min(batch, limit)
+        self.stopping, self.dropped = False, 0
         self.sender = Sender()
         self.thread = threading.Thread(target=self._run, name="interlace-span-export", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         while not self.stopping:
-            self.wake.wait(self.delay)
+            full = self.wake.wait(self.delay)
             self.wake.clear()
-            self._flush()
-        self._flush()
+            self._flush(full)  # woken by a full batch: full batches; the delay passed: every span
+        self._flush(False)
 
-    def _flush(self) -> None:
-        # the list is swapped, never sliced: a span the request path appends meanwhile goes to
-        # one list or the other, never lost
-        spans, self.pending = self.pending, []
-        sender = self.sender
-        if not spans or sender is None:
-            return
-        size = self.batch
-        for first in range(0, len(spans), size):  # at most a batch an export, as the SDK's processor
-            batch = spans[first:first + size]
+    def _flush(self, full_only: bool) -> None:
+        """Send what is pending, a batch at most an export as the SDK's processor does (only
+        full batches when ``full_only``: the rest waits for the next to fill, or the delay)."""
+        pending, size, sender = self.pending, self.batch, self.sender
+        while pending and sender is not None and (len(pending) >= size or not full_only):
+            batch = pending[:size]
+            del pending[:len(batch)]  # from the front: what the request path appends meanwhile stays
             try:
                 sender.send(batch)
             except Exception as exc:  # the thread goes on: the next batch may leave
-                self.dropped += len(batch)
+                self.dropped += len(batch) // 3
                 log.warning("span export failed: %s: %s", type(exc).__name__, exc)
 
     def stop(self) -> None:
