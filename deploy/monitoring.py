@@ -174,6 +174,11 @@ def dashboard() -> dict[str, Any]:
            f'namespace=~"$namespace"}}[{rate}]))', "{{step}} refused"),
           (f'sum by (step, outcome) (rate(interlace_aggregate_deliveries_total{{outcome!="sent",'
            f'namespace=~"$namespace"}}[{rate}]))', "{{step}} delivery {{outcome}}")], "reqps"),
+        ("Resequenced messages per second by step and outcome",
+         [(f'sum by (step, outcome) (rate(interlace_resequenced_messages_total{{namespace=~"$namespace"}}'
+           f"[{rate}]))", "{{step}} {{outcome}}"),
+          (f'sum by (step, outcome) (rate(interlace_resequence_deliveries_total{{outcome="failed",'
+           f'namespace=~"$namespace"}}[{rate}]))', "{{step}} send failed")], "reqps"),
         ("Store depth",
          [(f'max by (store) ({STORE_DEPTH}{{namespace=~"$namespace"}})', "{{store}}")], "short"),
         ("Refused before a flow, and clients gone mid-request",

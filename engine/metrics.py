@@ -239,6 +239,13 @@ AGGREGATED_MESSAGES = Counter("interlace_aggregated_messages", "Messages reachin
 AGGREGATE_DELIVERIES = Counter("interlace_aggregate_deliveries", "Completed groups sent by aggregate steps, by flow, "
                                "step and outcome (sent, failed: the target failed or timed out, dropped).",
                                ("flow", "step", "outcome"), registry=REGISTRY)
+RESEQUENCED = Counter("interlace_resequenced_messages", "Messages reaching resequence steps, by flow, step and "
+                      "outcome: released in_order, after_gap_timeout (a gap was skipped), after_capacity (the buffer "
+                      "was full), batch_size, batch_timeout, stopped (the flows stopped); or late, duplicate, refused.",
+                      ("flow", "step", "outcome"), registry=REGISTRY)
+RESEQUENCE_DELIVERIES = Counter("interlace_resequence_deliveries", "Messages sent in order by resequence steps, by "
+                                "flow, step and outcome (sent, failed).", ("flow", "step", "outcome"),
+                                registry=REGISTRY)
 
 
 class Children:
@@ -371,6 +378,15 @@ def aggregate_counters(flow: str, step: str) -> tuple[Callable[[str], None], Cal
                   for outcome in ("sent", "failed", "dropped")}
     return (lambda reason: groups[reason].inc(), lambda outcome: messages[outcome].inc(),
             lambda outcome: deliveries[outcome].inc())
+
+
+def resequence_counter(flow: str, step: str) -> Callable[[str], None]:
+    """Counting one resequence step's messages (by outcome) and sends (sent, failed), label sets made at load."""
+    children = {outcome: RESEQUENCED.labels(flow, step, outcome) for outcome in (
+        "in_order", "after_gap_timeout", "after_capacity", "batch_size", "batch_timeout", "stopped", "late",
+        "duplicate", "refused")}
+    children.update({outcome: RESEQUENCE_DELIVERIES.labels(flow, step, outcome) for outcome in ("sent", "failed")})
+    return lambda outcome: children[outcome].inc()
 
 
 def load_balance_counter(flow: str, step: str, endpoints: list[str]) -> Callable[[int, str], None]:

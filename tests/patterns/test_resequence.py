@@ -1,0 +1,182 @@
+"""resequence: messages sent on in the order of their sequence numbers, against a real backend
+on 127.0.0.1 (and a real engine stopped with SIGTERM)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engine import metrics
+from engine.loader import LoadErrors, load_project
+from tests.patterns.test_wire_tap import arrived
+from tests.support.backends import BackendServer
+from tests.support.engine import facade_client, run_engine, wait_for, write_flows
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def ledger() -> Iterator[BackendServer]:
+    with BackendServer() as server:
+        yield server
+
+
+def _flows(backend: BackendServer, settings: str = "") -> str:
+    extra = "".join(f"\n              {line}" for line in settings.splitlines() if line)
+    return f"""
+    endpoints:
+      ledger: {{http: {{url: "{backend.url}"}}}}
+    flows:
+      entries:
+        source: {{http: {{method: POST, path: /entries}}}}
+        steps:
+          - resequence:
+              number: "${{payload.seq}}"
+              call: {{endpoint: ledger, method: POST, path: /entries}}{extra}
+          - respond: {{status: 202}}
+    """
+
+
+def _seen(backend: BackendServer) -> list[int]:
+    return [json.loads(r.body)["seq"] for r in backend.requests]
+
+
+def _count(outcome: str) -> float:
+    return metrics.REGISTRY.get_sample_value("interlace_resequenced_messages_total", {
+        "flow": "entries", "step": "entries/steps[0]", "outcome": outcome}) or 0.0
+
+
+async def _post(client: httpx.AsyncClient, *numbers: int) -> None:
+    for number in numbers:
+        answer = await client.post("/entries", json={"seq": number})
+        assert answer.status_code == 202, answer.text
+
+
+async def test_stream_mode_releases_each_message_once_all_before_it_came(tmp_path: Path,
+                                                                       ledger: BackendServer) -> None:
+    write_flows(tmp_path, _flows(ledger, "timeout: 1h\nstart: 1"))
+    async with facade_client(tmp_path) as client:
+        await _post(client, 3, 2)
+        await asyncio.sleep(0.2)
+        assert ledger.requests == []  # 1 has not come: 2 and 3 wait, and their callers were answered
+        await _post(client, 1)
+        await arrived(ledger, 3)
+        await _post(client, 5, 4)
+        await arrived(ledger, 5)
+    assert _seen(ledger) == [1, 2, 3, 4, 5]
+
+
+async def test_a_gap_is_skipped_after_the_timeout(tmp_path: Path, ledger: BackendServer) -> None:
+    write_flows(tmp_path, _flows(ledger, "timeout: 300ms"))
+    skipped = _count("after_gap_timeout")
+    async with facade_client(tmp_path) as client:
+        await _post(client, 10, 12, 13)  # 11 never comes
+        await arrived(ledger, 1)
+        await asyncio.sleep(0.1)
+        assert _seen(ledger) == [10]
+        await arrived(ledger, 3)
+        await _post(client, 14)
+        await arrived(ledger, 4)
+    assert _seen(ledger) == [10, 12, 13, 14]
+    assert _count("after_gap_timeout") == skipped + 1
+
+
+async def test_late_and_duplicate_numbers(tmp_path: Path, ledger: BackendServer) -> None:
+    write_flows(tmp_path, _flows(ledger, "timeout: 1h\nlate: drop"))
+    late, duplicate = _count("late"), _count("duplicate")
+    async with facade_client(tmp_path) as client:
+        await _post(client, 5, 7, 7, 4, 6)  # 4 is before the first number seen: its turn is past
+        await arrived(ledger, 3)
+    assert _seen(ledger) == [5, 6, 7]
+    assert _count("late") == late + 1 and _count("duplicate") == duplicate + 1
+
+
+async def test_a_full_buffer_releases_the_lowest_held_skipping_its_gap(tmp_path: Path,
+                                                                      ledger: BackendServer) -> None:
+    write_flows(tmp_path, _flows(ledger, "timeout: 1h\nstart: 1\ncapacity: 2"))
+    async with facade_client(tmp_path) as client:
+        await _post(client, 3, 5, 4)  # three held past a capacity of two: 1 and 2 are given up on
+        await arrived(ledger, 3)
+        await _post(client, 2)  # late now: sent at once (late: send, the default)
+        await arrived(ledger, 4)
+    assert _seen(ledger) == [3, 4, 5, 2]
+
+
+async def test_batch_mode_sorts_a_batch_by_size_then_by_timeout(tmp_path: Path, ledger: BackendServer) -> None:
+    write_flows(tmp_path, _flows(ledger, "mode: batch\nsize: 3\ntimeout: 300ms"))
+    by_size, by_timeout = _count("batch_size"), _count("batch_timeout")
+    async with facade_client(tmp_path) as client:
+        await _post(client, 30, 10, 20)
+        await arrived(ledger, 3)
+        await _post(client, 50, 40)
+        await arrived(ledger, 5)
+    assert _seen(ledger) == [10, 20, 30, 40, 50]
+    assert _count("batch_size") == by_size + 3 and _count("batch_timeout") == by_timeout + 2
+
+
+async def test_a_sequence_number_that_is_no_integer_is_a_422_problem(tmp_path: Path, ledger: BackendServer) -> None:
+    write_flows(tmp_path, _flows(ledger))
+    async with facade_client(tmp_path) as client:
+        answer = await client.post("/entries", json={"seq": "first"})
+    assert answer.status_code == 422 and answer.headers["content-type"].startswith("application/problem+json")
+    assert "must be an integer, got 'first'" in answer.json()["detail"]
+
+
+async def test_past_max_pending_new_messages_are_refused_with_503(tmp_path: Path, ledger: BackendServer) -> None:
+    ledger.set_behaviour(delay=30)
+    write_flows(tmp_path, _flows(ledger, "max_pending: 2\nsend_timeout: 1s"))
+    async with facade_client(tmp_path) as client:
+        await _post(client, 1)
+        await arrived(ledger, 1)  # 1 is being sent (the backend holds it)
+        await _post(client, 2, 3)  # these two wait for it
+        refused = await client.post("/entries", json={"seq": 4})
+        ledger.stop()  # the rest fail fast: the flows can close
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["type"].endswith("/resequencer-full")
+
+
+def test_stopping_the_engine_releases_what_it_holds_in_order(tmp_path: Path, ledger: BackendServer) -> None:
+    write_flows(tmp_path, _flows(ledger, "timeout: 1h\nstart: 1"))
+    with run_engine(tmp_path) as engine:
+        for number in (4, 2, 3):
+            assert httpx.post(f"{engine.url}/entries", json={"seq": number}, timeout=10).status_code == 202
+        assert ledger.requests == []
+        assert engine.terminate() == 0
+    wait_for(lambda: len(ledger.requests) == 3, "the held messages")
+    assert _seen(ledger) == [2, 3, 4]
+
+
+@pytest.mark.parametrize(("step", "message", "where"), [
+    ('{number: "${payload.seq}"}', "give call (an endpoint) or sequence", "5:21"),
+    ('{number: "${payload.seq}", call: {endpoint: ledger}, sequence: s}', "give call or sequence, not both",
+     "5:84"),
+    ('{number: "${payload.seq}", mode: batch, start: 1, call: {endpoint: ledger}}', "start belongs to mode: stream",
+     "5:68"),
+    ('{number: "${payload.seq}", size: 5, call: {endpoint: ledger}}', "size belongs to mode: batch", "5:54"),
+    ('{number: "${payload.seq}", timeout: 0s, call: {endpoint: ledger}}', "a duration greater than zero", "5:57"),
+    ('{number: "${payload.seq}", call: {endpoint: nowhere}}', "unknown endpoint 'nowhere'", "5:65"),
+    ('{number: "${payload.", call: {endpoint: ledger}}', "unclosed ${", "5:30"),
+    ('{number: "${payload.seq}", mode: sorted, call: {endpoint: ledger}}', "expected one of stream, batch", "5:54"),
+])
+def test_a_wrong_resequence_is_a_load_error_at_its_place(tmp_path: Path, step: str, message: str,
+                                                         where: str) -> None:
+    write_flows(tmp_path, f"""
+    flows:
+      f:
+        source: {{http: {{path: /f}}}}
+        steps:
+          - resequence: {step}
+    sequences:
+      s: [{{log: sent}}]
+    endpoints:
+      ledger: {{http: {{url: "http://127.0.0.1:9"}}}}
+    """)
+    with pytest.raises(LoadErrors) as caught:
+        load_project(tmp_path)
+    text = str(caught.value)
+    assert message in text and f"flows.yaml:{where}:" in text, text
