@@ -632,9 +632,10 @@ def _request_message(headers: dict[str, str], route: FlowRoute, params: dict[str
     query_string = query.decode("latin-1")
     if method == "HEAD" and "HEAD" not in route.methods:
         method = "GET"  # a GET route answering HEAD: the flow runs as GET, the server drops the body
-    msg = Message(body=b"", content_type=content_type, headers=headers, method=method,
-                  path_params=params, query=_query(query_string) if query_string else {},
-                  query_string=query_string, correlation_id=cid, max_body=route.max_body)
+    # Message(body, stream, content_type, headers, method, path_params, query, query_string,
+    # correlation_id, max_body), positional
+    msg = Message(b"", None, content_type, headers, method, params, _query(query_string) if query_string else {},
+                  query_string, cid, route.max_body)
     tls = extensions.get("tls")
     if tls is not None:  # the connection's TLS and client certificate: ${tls.*}
         msg.attributes["tls"] = flow_view(tls)

@@ -208,6 +208,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._pending: tuple[Any, str, str, bytes] | None = None  # route, method, path, query
         self._pending_body: list[bytes] = []
         self._pending_size = 0
+        self._connection_header = False  # the request's head has a Connection header
 
     def _count(self, reason: str) -> None:
         metrics.HTTP_REFUSED.labels(self.listener, reason).inc()
@@ -328,6 +329,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
+        self._connection_header = False
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
@@ -355,8 +357,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             raise _Refused
         self._head_size += len(name) + len(value) + 4  # "name: value\r\n"
         name = name.lower()  # HttpToolsProtocol.on_header
-        if name == b"expect" and value.lower() == b"100-continue":
-            self.expect_100_continue = True
+        if name == b"expect":
+            if value.lower() == b"100-continue":
+                self.expect_100_continue = True
+        elif name == b"connection":
+            self._connection_header = True
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -411,12 +416,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             app = service_unavailable
             self.logger.warning("Exceeded concurrency limit.")
         existing = self.cycle
+        # positional, in RequestResponseCycle.__init__'s order: keywords cost a dict per call
         cycle = self.cycle = RequestResponseCycle(
-            scope=scope, transport=self.transport, flow=self.flow, logger=self.logger,
-            access_logger=self.access_logger, access_log=self.access_log,
-            default_headers=self.server_state.default_headers, message_event=asyncio.Event(),
-            expect_100_continue=self.expect_100_continue,
-            keep_alive=http_version != "1.0" and parser.should_keep_alive(), on_response=self.on_response_complete)
+            scope, self.transport, self.flow, self.logger, self.access_logger, self.access_log,
+            self.server_state.default_headers, asyncio.Event(), self.expect_100_continue,
+            http_version != "1.0" and parser.should_keep_alive(), self.on_response_complete)
         extensions: dict[str, Any] = {CLIENT_KEY: cycle}
         if self._tls_extension is not None:
             extensions[TLS_KEY] = self._tls_extension
@@ -499,9 +503,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _write_quick(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """The answer of a request answered here, as write_answer writes one (keep-alive as uvicorn
-        decides: never over HTTP/1.0, whose version is asked only when llhttp would keep it alive)."""
+        decides: never over HTTP/1.0).  llhttp keeps an HTTP/1.0 connection alive only when asked
+        to in a Connection header, so without one the version need not be asked (the parser
+        makes a string of it each time)."""
         parser = self.parser
-        keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0"
+        keep_alive = parser.should_keep_alive() and (not self._connection_header or parser.get_http_version() != "1.0")
         _write_whole(self.transport, status, self.server_state.default_headers, headers, keep_alive, body)
         if not keep_alive:
             self.transport.close()

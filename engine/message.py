@@ -69,9 +69,8 @@ class Message:
         "path_params", "query", "query_string", "status", "trace", "vars",
     )
 
-    def __init__(
+    def __init__(  # positional too: the front makes one per request, and keywords cost a dict per call
         self,
-        *,
         body: bytes | None = b"",
         stream: AsyncIterator[bytes] | None = None,
         content_type: str | None = None,

@@ -317,7 +317,10 @@ def direct_handler(logger: logging.Logger) -> EngineHandler | None:
         if not current.propagate:
             break
         current = current.parent
-    if found is None or found.level > logging.INFO or found.filters != [found.correlation]:
+    if found is None or found.level > logging.INFO:
+        return None
+    filters = found.filters
+    if len(filters) != 1 or filters[0] is not found.correlation:  # != [found.correlation], without a list
         return None
     return found
 
