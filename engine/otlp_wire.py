@@ -278,8 +278,11 @@ def request(head: tuple[bytes, bytes], records: Sequence[bytes | tuple[Any, ...]
     pieces engine/tracing.py ``Span.end`` leaves (each span framed as ScopeSpans.spans already),
     or span tuples as ``span`` takes them."""
     resource, scope = head
-    if records and not isinstance(records[0], tuple):
-        return _delimited(b"\x0a", resource + _delimited(b"\x12", scope + b"".join(records)))  # type: ignore[arg-type]
+    if records and not isinstance(records[0], tuple):  # one join: a batch's bytes are copied once
+        scope_length = len(scope) + sum(map(len, records))
+        resource_length = len(resource) + 1 + len(varint(scope_length)) + scope_length
+        return b"".join((b"\x0a", varint(resource_length), resource, b"\x12", varint(scope_length), scope,
+                         *records))  # type: ignore[arg-type]
     memo: dict[int, bytes] = {}  # id of a shared attribute dict -> its encoding, for this batch
     spans = [scope]
     short = _SHORT

@@ -233,6 +233,9 @@ class RequestRecord(logging.LogRecord):
             self.thread, self.threadName = ident, threading.current_thread().name
         self.args = (seen.method, seen.path, status, elapsed * 1000)
         self.correlation_id = seen.cid
+        # the request's trace id, as CorrelationFilter would look it up (the request's span is no
+        # longer current when its line is written)
+        self.trace_id = trace_id
         self._request = (seen, status, elapsed, request_bytes, response_bytes, error, trace_id)
         self._fields: dict[str, Any] | None = None
 
