@@ -24,7 +24,7 @@ from operator import itemgetter
 from typing import Any
 
 from engine.message import Message
-from engine.template_code import ROOT_SOURCE, field_of
+from engine.template_code import ROOT_SOURCE, CodeWriter, field_of
 
 MAX_DEPTH = 40  # deeper trees keep their closures (Python's parser has its own limit on nesting)
 
@@ -107,7 +107,7 @@ def aggregate_of_field(function: str, name: str, helpers: Helpers) -> Callable[[
     return extreme_of
 
 
-class Generator:
+class Generator(CodeWriter):
     """Builds the source of one ``evaluate(msg)`` for a JMESPath tree whose XPath literals are
     compiled (``expressions._prepare_xpath``); ``closure(node, at_root)`` is expressions.py's
     compiled closure for a subtree, called for the nodes generated code does not cover."""
@@ -294,31 +294,6 @@ class Generator:
     def _falsy(temp: str, source: str) -> str:
         # expressions._is_false's test, inline
         return f"(({temp} := {source}) is None or {temp} is False or {temp} == '' or {temp} == [] or {temp} == {{}})"
-
-    def _first(self, is_payload: bool) -> None:
-        if self._first_is_payload is None:
-            self._first_is_payload = is_payload
-
-    # --- literals and names -------------------------------------------------------------------
-
-    def constant(self, value: Any) -> str:
-        if value is None or type(value) in (bool, int, str):
-            return self.literal(value)
-        return self.bind(value)  # the same object every evaluation, as the closure returned it
-
-    @staticmethod
-    def literal(value: Any) -> str:
-        assert value is None or type(value) in (bool, int, str)
-        return repr(value)  # a Python literal of exactly this value
-
-    def bind(self, value: Any) -> str:
-        name = f"b{len(self.names)}_"
-        self.names[name] = value
-        return name
-
-    def _temp(self) -> str:
-        self._temps += 1
-        return f"t{self._temps}_"
 
 
 _PAYLOAD = "\x00payload\x00"  # where msg.payload is read, until we know whether it is read once up front

@@ -55,7 +55,42 @@ class NotPlain(Exception):
     """A ``${...}`` that items() cannot read from the item or the parent message."""
 
 
-class Generator:
+class CodeWriter:
+    """What a generator writes a function's source with: the names its code reads (bound values
+    and helpers), numbered temporaries, and whether its first read is the payload. The template
+    and expression generators share it."""
+
+    names: dict[str, Any]
+    _temps: int
+    _first_is_payload: bool | None
+
+    def _first(self, is_payload: bool) -> None:
+        if self._first_is_payload is None:
+            self._first_is_payload = is_payload
+
+    # --- literals and names -------------------------------------------------------------------
+
+    def constant(self, value: Any) -> str:
+        if value is None or type(value) in (bool, int, str):
+            return self.literal(value)
+        return self.bind(value)  # the same object every call, as the closure returned it
+
+    @staticmethod
+    def literal(value: Any) -> str:
+        assert value is None or type(value) in (bool, int, str)
+        return repr(value)  # a Python literal of exactly this value
+
+    def bind(self, value: Any) -> str:
+        name = f"b{len(self.names)}_"
+        self.names[name] = value
+        return name
+
+    def _temp(self) -> str:
+        self._temps += 1
+        return f"t{self._temps}_"
+
+
+class Generator(CodeWriter):
     """Builds the source of one render function; ``expression`` is the caller's way of compiling
     one ``${...}`` (it records the Expr, so the template's list of expressions is unchanged)."""
 
@@ -217,30 +252,6 @@ class Generator:
             read = f"({temp}.get({name!r}) if type({temp} := {read}) is dict else _field({temp}, {name!r}))"
         return read
 
-    def _first(self, is_payload: bool) -> None:
-        if self._first_is_payload is None:
-            self._first_is_payload = is_payload
-
-    # --- literals and names -------------------------------------------------------------------
-
-    def constant(self, value: Any) -> str:
-        if value is None or type(value) in (bool, int, str):
-            return self.literal(value)
-        return self.bind(value)  # the same object every render, as the closure returned it
-
-    @staticmethod
-    def literal(value: Any) -> str:
-        assert value is None or type(value) in (bool, int, str)
-        return repr(value)  # a Python literal of exactly this value
-
-    def bind(self, value: Any) -> str:
-        name = f"b{len(self.names)}_"
-        self.names[name] = value
-        return name
-
-    def _temp(self) -> str:
-        self._temps += 1
-        return f"t{self._temps}_"
 
 
 _CODE: dict[str, Any] = {}  # generated source -> its code object: flows repeat their templates' shapes
