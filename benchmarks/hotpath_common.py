@@ -49,6 +49,21 @@ def bodies(bench: Path, size: int = 1024) -> dict[str, bytes]:
     return {"json": payloads.json_body(size), "xml": payloads.xml_body(size)}
 
 
+def callgrind_totals(out: Path, per: float) -> dict[str, float]:
+    """Instructions in each dump callgrind wrote beside ``out`` (``out.1``, ``out.2``, ...: one per
+    toggled window, keyed by its trigger's last word, as CALLGRIND_DUMP_STATS_AT names it),
+    divided by ``per`` (the requests or tokens the window ran)."""
+    totals: dict[str, float] = {}
+    for dump in out.parent.glob(f"{out.name}.*"):
+        trigger = ""
+        for line in dump.read_text(errors="replace").splitlines():
+            if line.startswith("desc: Trigger:"):
+                trigger = line.split()[-1]
+            elif line.startswith("totals:"):
+                totals[trigger] = float(line.split()[1]) / per
+    return totals
+
+
 def check_cells(text: str) -> list[str]:
     """The cells of a ``--cells`` argument, each one known."""
     cells = text.split(",")

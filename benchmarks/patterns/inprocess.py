@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.hotpath_common import asgi_request, bench_dir  # noqa: E402
+from benchmarks.hotpath_common import asgi_request, bench_dir, callgrind_totals  # noqa: E402
 
 # cell: path, body, token (as run.sh, every cell but jwt-fresh carries the one resent token)
 CELLS = {
@@ -190,14 +190,7 @@ def _counted(args: argparse.Namespace, work: Path) -> None:
                "--counted", str(work)]
     subprocess.run(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *command],
                    env={**os.environ, "PYTHONHASHSEED": "0"}, check=True, stderr=subprocess.DEVNULL)
-    totals: dict[str, float] = {}
-    for dump in out.parent.glob(f"{out.name}.*"):
-        trigger = ""
-        for line in dump.read_text(errors="replace").splitlines():
-            if line.startswith("desc: Trigger:"):
-                trigger = line.split()[-1]
-            elif line.startswith("totals:"):
-                totals[trigger] = float(line.split()[1]) / args.requests
+    totals = callgrind_totals(out, args.requests)
     print(f"{args.requests} requests a cell, {args.concurrency} at once, log level {args.log_level}; "
           "instructions per request of the engine (callgrind)")
     print("| cell | instructions | against direct |")

@@ -174,14 +174,9 @@ def _instructions(tree: Path, args: argparse.Namespace) -> list[tuple[str, float
                     "--at-once", str(args.at_once), "--counted"],
                    cwd=tree, env={**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}, check=True,
                    stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    totals: dict[str, float] = {}
-    for dump in out.parent.glob(f"{out.name}.*"):
-        trigger = ""
-        for line in dump.read_text(errors="replace").splitlines():
-            if line.startswith("desc: Trigger:"):
-                trigger = line.split()[-1]
-            elif line.startswith("totals:"):
-                totals[trigger] = float(line.split()[1]) / args.tokens
+    from benchmarks.hotpath_common import callgrind_totals  # this tree's (main put it on the path)
+
+    totals = callgrind_totals(out, args.tokens)
     return [(alg, totals.get(f"{alg}-primitive", 0.0), totals.get(f"{alg}-fresh", 0.0),
              totals.get(f"{alg}-resent", 0.0)) for alg in args.algs.split(",")]
 
@@ -203,6 +198,7 @@ def main() -> None:
         sys.path.insert(0, os.getcwd())
         asyncio.run(_measure(args, True))
     elif args.callgrind:
+        sys.path.insert(0, str(HERE.parent.parent))
         trees = ([("before", args.before.resolve())] if args.before else []) + [("this tree", HERE.parent.parent)]
         for name, tree in trees:
             print(f"{name} ({tree}): instructions per token, {args.tokens} tokens")
