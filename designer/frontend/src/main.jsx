@@ -81,14 +81,19 @@ function App() {
   }, [files, name]);
   useEffect(() => {
     if (!name) return;
+    // a file chosen while another was still opening: the older answer may come last, and must
+    // not replace the chosen file on the canvas (the first file opens by itself at start)
+    let chosen = true;
     api.open(name).then((state) => {
+      if (!chosen) return;
       commit(opened(state)); setRun(null); setSelected(null); setConflict(null);
       const wanted = pendingView.current;
       pendingView.current = null;
       const subjects = subjectsOf(state.outline);
       setView(wanted && subjects.some((s) => s.type === wanted.type && s.name === wanted.name) ? wanted
         : subjects[0] ? { type: subjects[0].type, name: subjects[0].name } : null);
-    }).catch((e) => setMessage(e.message));
+    }).catch((e) => { if (chosen) setMessage(e.message); });
+    return () => { chosen = false; };
   }, [name]);
 
   const doc = hist ? hist.entries[hist.at].state : null;
