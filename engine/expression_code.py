@@ -144,14 +144,7 @@ class Generator(CodeWriter):
             body = body.replace(_PAYLOAD, "msg.payload")
         lines.append(f"    return {body}")
         source = "\n".join(lines) + "\n"
-        code = _CODE.get(source)
-        if code is None:
-            code = compile(source, "<expression>", "exec")
-            if len(_CODE) < 4096:
-                _CODE[source] = code
-        namespace = dict(self.names)
-        exec(code, namespace)  # our generated source: literals made by repr, the rest bound names
-        evaluate: Callable[..., Any] = namespace["evaluate"]  # (msg, rows_=None)
+        evaluate: Callable[..., Any] = self.run_source(source, _CODE, "<expression>")["evaluate"]  # (msg, rows_=None)
         return evaluate
 
     # --- the nodes, as expressions._compile_node compiles them --------------------------------

@@ -64,6 +64,18 @@ class CodeWriter:
     _temps: int
     _first_is_payload: bool | None
 
+    def run_source(self, source: str, codes: dict[str, Any], filename: str) -> dict[str, Any]:
+        """The namespace ``source`` defines with ``names`` bound; its code object kept in ``codes``
+        (flows repeat their shapes; at most 4096 sources)."""
+        code = codes.get(source)
+        if code is None:
+            code = compile(source, filename, "exec")
+            if len(codes) < 4096:
+                codes[source] = code
+        namespace = dict(self.names)
+        exec(code, namespace)  # our generated source: literals made by repr, the rest bound names
+        return namespace
+
     def _first(self, is_payload: bool) -> None:
         if self._first_is_payload is None:
             self._first_is_payload = is_payload
@@ -164,13 +176,7 @@ class Generator(CodeWriter):
         return frozenset(keys)
 
     def _define(self, source: str) -> Any:
-        code = _CODE.get(source)
-        if code is None:
-            code = compile(source, "<template>", "exec")
-            if len(_CODE) < 4096:
-                _CODE[source] = code
-        namespace = dict(self.names)
-        exec(code, namespace)  # our generated source: literals made by repr, the rest bound names
+        namespace = self.run_source(source, _CODE, "<template>")
         return namespace["render_items" if "render_items" in namespace else "render"]
 
     # --- the parts ----------------------------------------------------------------------------
