@@ -42,35 +42,8 @@ source "$ROOT/benchmarks/routing_common.sh"
 
 # the span sink: decodes every OTLP/HTTP export (opentelemetry-proto) and counts the spans;
 # GET answers the count
-cat >"$WORK/sink.py" <<'PY'
-import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-spans = 0
-
-class Sink(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_POST(self):
-        global spans
-        request = ExportTraceServiceRequest.FromString(self.rfile.read(int(self.headers.get("content-length", "0"))))
-        spans += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
-        self.send_response(200)
-        self.send_header("content-length", "0")
-        self.end_headers()
-    def do_GET(self):
-        body = str(spans).encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
-PY
 for sink_port in "$SINK_PORT" $((SINK_PORT + 1)); do  # the second for BEFORE's traced engine
-    taskset -c 1 "$ROOT/.venv/bin/python" "$WORK/sink.py" "$sink_port" >"$WORK/sink-$sink_port.log" 2>&1 &
+    taskset -c 1 "$ROOT/.venv/bin/python" "$ROOT/benchmarks/span_sink.py" "$sink_port" >"$WORK/sink-$sink_port.log" 2>&1 &
     pids+=($!)
 done
 
