@@ -4,7 +4,10 @@ declared set of endpoints is called per message, and another one when it cannot 
 Which one: ``round_robin`` (each in turn, the default), ``weighted`` (in turn, each ``weight``
 times as often, spread out: weights 3 and 1 give a, b, a, a, ...), ``random`` (by weight) or
 ``sticky`` (the ``key`` template, e.g. a session or tenant, always picks the same endpoint while
-it answers; rendezvous hashing, so removing an endpoint moves only its own keys).
+it answers; rendezvous hashing, so removing an endpoint moves only its own keys) or
+``least_connections`` (the endpoint with the fewest of this step's calls still waiting for an
+answer, per weight, in this process; ties in turn: nginx's least_conn, WSO2's weighted
+round-robin least-connection), which keeps a slow endpoint from collecting a queue.
 
 Failover: when the chosen endpoint's call fails before reaching it (refused, reset, a connect
 timeout, its circuit breaker open; ``connectors/resilience.py:never_reached``, the same test an
@@ -37,7 +40,7 @@ from engine.message import Message
 from engine.registry import StepFn, step_kind
 from engine.steps._operations import OperationCall, apply_reply
 
-STRATEGIES = ("round_robin", "weighted", "random", "sticky")
+STRATEGIES = ("round_robin", "weighted", "random", "sticky", "least_connections")
 DEFAULT_VAR = "load_balanced"
 
 _ENDPOINT_ITEM = {"oneOf": [
@@ -46,7 +49,7 @@ _ENDPOINT_ITEM = {"oneOf": [
      "properties": {"name": {"type": "string", "description": "An endpoint's name (declared under endpoints:)."},
                     "weight": {"type": "integer", "minimum": 1, "maximum": 1000,
                                "description": "How often it is picked against the others (default 1); "
-                                              "weighted, random and sticky use it."}}}]}
+                                              "weighted, random, sticky and least_connections use it."}}}]}
 
 
 @step_kind(
@@ -62,8 +65,9 @@ _ENDPOINT_ITEM = {"oneOf": [
                           "description": "The endpoints it spreads the calls over, in failover order."},
             "strategy": {"enum": list(STRATEGIES),
                          "description": "round_robin (default), weighted (in turn by weight, spread out), random "
-                                        "(by weight) or sticky (by key: the same key, the same endpoint while it "
-                                        "answers)."},
+                                        "(by weight), sticky (by key: the same key, the same endpoint while it "
+                                        "answers) or least_connections (the fewest calls in flight per weight, "
+                                        "ties in turn)."},
             "key": {"type": "string",
                     "description": "With sticky: what picks the endpoint, e.g. ${headers.\"x-session-id\"}."},
             "failover_on": statuses_schema("Reply statuses that move on to the next endpoint, e.g. [502, 503] "
@@ -80,7 +84,9 @@ _ENDPOINT_ITEM = {"oneOf": [
     examples=[{"endpoints": ["orders-a", "orders-b", "orders-c"], "failover_on": [502, 503],
                "call": {"method": "GET", "path": "/orders/${path.id}"}},
               {"strategy": "sticky", "key": "${headers.\"x-session-id\"}",
-               "endpoints": [{"name": "carts-1", "weight": 2}, "carts-2"], "call": {"method": "GET", "path": "/cart"}}],
+               "endpoints": [{"name": "carts-1", "weight": 2}, "carts-2"], "call": {"method": "GET", "path": "/cart"}},
+              {"strategy": "least_connections", "endpoints": ["search-1", "search-2"],
+               "call": {"method": "GET", "path": "/search/${path.term}"}}],
 )
 def compile_load_balance(config: Any, ctx: CompileContext) -> StepFn:
     strategy = config.get("strategy", "round_robin")
@@ -108,9 +114,12 @@ def compile_load_balance(config: Any, ctx: CompileContext) -> StepFn:
         names.append(name)
         weights.append(1 if isinstance(item, str) else int(item.get("weight", 1)))
     if len(set(weights)) > 1 and strategy == "round_robin":
-        raise StepConfigError("weights count with strategy weighted, random or sticky; round_robin takes each "
+        raise StepConfigError("weights count with strategy weighted, random, sticky or least_connections; "
+                              "round_robin takes each "
                               "in turn: set strategy: weighted", "strategy")
-    first = _chooser(strategy, names, weights, ctx.template(config["key"], "key") if "key" in config else None)
+    in_flight = [0] * len(names)  # this step's calls waiting for an answer, per endpoint
+    first = _chooser(strategy, names, weights, ctx.template(config["key"], "key") if "key" in config else None,
+                     in_flight)
     failover_on = frozenset(int(s) for s in config.get("failover_on", ()))
     var = str(config.get("var", DEFAULT_VAR))
     count = len(names)
@@ -125,6 +134,7 @@ def compile_load_balance(config: Any, ctx: CompileContext) -> StepFn:
             if held is not None:
                 await held.aclose()
                 held = None
+            in_flight[index] += 1
             try:
                 reply = await calls[index](msg)
             except BackendError as exc:
@@ -134,6 +144,8 @@ def compile_load_balance(config: Any, ctx: CompileContext) -> StepFn:
                 counted(index, "failed_over")
                 error = exc
                 continue
+            finally:
+                in_flight[index] -= 1
             if reply.status in failover_on:
                 counted(index, "failed_over")
                 held, held_by, error = reply, index, None
@@ -152,9 +164,12 @@ def compile_load_balance(config: Any, ctx: CompileContext) -> StepFn:
     return run
 
 
-def _chooser(strategy: str, names: list[str], weights: list[int], key: Any) -> Callable[[Message], int]:
+def _chooser(strategy: str, names: list[str], weights: list[int], key: Any,
+             in_flight: list[int]) -> Callable[[Message], int]:
     """At load: what picks the first endpoint to try for a message (its index)."""
     count = len(names)
+    if strategy == "least_connections":
+        return _least_connections(weights, in_flight)
     if strategy == "random":
         population = range(count)
         return lambda msg: random.choices(population, weights)[0]  # spreading load: no secret depends on it
@@ -203,6 +218,26 @@ def _rendezvous(names: list[str], weights: list[int], key: Any) -> Callable[[Mes
             score = -weight / math.log(unit)
             if score > best_score:
                 best, best_score = index, score
+        return best
+
+    return pick
+
+
+def _least_connections(weights: list[int], in_flight: list[int]) -> Callable[[Message], int]:
+    """The endpoint with the fewest calls in flight for its weight; among equals the search
+    starts after the last one picked, so idle endpoints still take turns."""
+    count = len(weights)
+    turn = 0
+
+    def pick(msg: Message) -> int:
+        nonlocal turn
+        best, best_load = turn, math.inf
+        for step in range(count):
+            index = (turn + step) % count
+            load = in_flight[index] / weights[index]
+            if load < best_load:
+                best, best_load = index, load
+        turn = (best + 1) % count
         return best
 
     return pick

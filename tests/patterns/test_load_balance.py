@@ -3,6 +3,7 @@ backends on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,3 +190,31 @@ def test_a_wrong_load_balance_is_a_load_error_at_its_place(tmp_path: Path, step:
         load_project(tmp_path)
     text = str(caught.value)
     assert message in text and f"flows.yaml:{where}:" in text, text
+
+
+async def test_least_connections_passes_over_an_endpoint_still_busy_and_takes_idle_ones_in_turn(
+        tmp_path: Path, backends: dict[str, BackendServer]) -> None:
+    write_flows(tmp_path, _flows(backends, "strategy: least_connections", "endpoints: [a, b, c]"))
+    backends["a"].set_behaviour(delay=1.5)
+    async with facade_client(tmp_path) as client:
+        slow = asyncio.ensure_future(client.get("/items/slow"))
+        await asyncio.to_thread(backends["a"].wait_for_requests, 1)  # a holds one call until it answers
+        while_busy = [await client.get(f"/items/{n}") for n in range(4)]
+        answered_slow = await slow
+        backends["a"].set_behaviour()
+        after = [await client.get(f"/items/{n}") for n in range(3)]
+    assert answered_slow.headers["x-served-by"] == "a"
+    assert _served(while_busy) == ["b", "c", "b", "c"]
+    assert sorted(_served(after)) == ["a", "b", "c"]  # all idle again: each in turn
+
+
+async def test_least_connections_counts_calls_per_weight(
+        tmp_path: Path, backends: dict[str, BackendServer]) -> None:
+    write_flows(tmp_path, _flows(backends, "strategy: least_connections",
+                                 "endpoints: [{name: a, weight: 2}, b]"))
+    for server in backends.values():
+        server.set_behaviour(delay=1.0)
+    async with facade_client(tmp_path) as client:
+        answers = await asyncio.gather(*(client.get(f"/items/{n}") for n in range(6)))
+    # two calls on a weigh as one on b: of six at once, a takes four and b two
+    assert Counter(_served(list(answers))) == {"a": 4, "b": 2}
