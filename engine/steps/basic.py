@@ -20,6 +20,7 @@ from engine.errors import ExpressionError, PayloadShapeError, UnencodableValue, 
 from engine.expressions import Template, to_text
 from engine.message import JSON, TEXT, XML, Message
 from engine.registry import StepFn, status_field, step_kind
+from engine.steps._placement import ACTION_FIELD, nodes_of, place_json, place_xml
 from engine.steps._shapers import HEADERS, PAYLOAD, STATUS, VARS, Shaper
 
 log = logging.getLogger("interlace.flow")
@@ -151,7 +152,8 @@ SET_TARGETS = ("var", "header", "path", "vars", "headers", "status")
 
 @step_kind(
     "set",
-    summary="Set a variable, a header, a location in the JSON payload, or the status.",
+    summary="Set a variable, a header, a location in the JSON or XML payload (replacing it, or added as a child "
+            "or a sibling), or the status.",
     category="message",
     schema={
         "type": "object", "additionalProperties": False, "minProperties": 1,
@@ -159,6 +161,10 @@ SET_TARGETS = ("var", "header", "path", "vars", "headers", "status")
             "var": {"type": "string", "description": "Variable to set (read back as ${vars.NAME})."},
             "header": {"type": "string", "description": "Header to set on the current message."},
             "path": JSONPATH,
+            "xpath": {"type": "string",
+                      "description": "An XPath into the XML payload (the flow's namespaces in scope), e.g. "
+                                     "/order/items: the value (markup or text) goes there, as action says."},
+            "action": ACTION_FIELD,
             "value": TEMPLATE,
             "vars": {"type": "object", "description": "Several variables at once: name: value."},
             "headers": {"type": "object", "description": "Several headers at once: name: value."},
@@ -167,16 +173,21 @@ SET_TARGETS = ("var", "header", "path", "vars", "headers", "status")
     },
     examples=[{"var": "customer", "value": "${payload.customerId}"},
               {"header": "X-Source", "value": "interlace"},
-              {"path": "$.order.status", "value": "accepted"}],
+              {"path": "$.order.status", "value": "accepted"},
+              {"path": "$.order.lines", "action": "child", "value": {"sku": "${vars.sku}", "qty": 1}},
+              {"xpath": "/order/lines", "action": "child", "value": "<line sku=\"${vars.sku}\">1</line>"}],
 )
 def compile_set(config: Any, ctx: CompileContext) -> StepFn:
-    targets = [k for k in ("var", "header", "path") if k in config]
+    targets = [k for k in ("var", "header", "path", "xpath") if k in config]
     if len(targets) > 1:
-        raise StepConfigError(f"set one of var, header or path per step, not {' and '.join(targets)}")
+        raise StepConfigError(f"set one of var, header, path or xpath per step, not {' and '.join(targets)}")
     if targets and "value" not in config:
         raise StepConfigError(f"{targets[0]} needs a value", targets[0])
     if "value" in config and not targets:
-        raise StepConfigError("value needs a target: var, header or path", "value")
+        raise StepConfigError("value needs a target: var, header, path or xpath", "value")
+    action = str(config.get("action", "replace"))
+    if "action" in config and not {"path", "xpath"} & set(targets):
+        raise StepConfigError("action places a value in the payload: it goes with path or xpath", "action")
     actions: list[Callable[[Message], None]] = []
     if "var" in config:
         actions.append(_set_var(str(config["var"]), ctx.template(config["value"], "value")))
@@ -186,7 +197,10 @@ def compile_set(config: Any, ctx: CompileContext) -> StepFn:
         path = compile_jsonpath(str(config["path"]), ctx, "path")
         value = ctx.template(config["value"], "value")
         ctx.needs_body()
-        actions.append(lambda msg: write_at(msg, path, value.render(msg)))
+        actions.append(_placed_json(path, value, action) if action != "replace"
+                       else lambda msg: write_at(msg, path, value.render(msg)))
+    if "xpath" in config:
+        actions.append(_placed_xml(config, ctx, action))
     for name, value in (config.get("vars") or {}).items():
         actions.append(_set_var(str(name), ctx.template(value, ("vars", name))))
     for name, value in (config.get("headers") or {}).items():
@@ -199,7 +213,7 @@ def compile_set(config: Any, ctx: CompileContext) -> StepFn:
         actions.append(set_status)
 
     writes = frozenset(part for part, keys in ((VARS, ("var", "vars")), (HEADERS, ("header", "headers")),
-                                               (PAYLOAD, ("path",)), (STATUS, ("status",)))
+                                               (PAYLOAD, ("path", "xpath")), (STATUS, ("status",)))
                        if any(k in config for k in keys))
     if len(actions) == 1:
         return Shaper(actions[0], writes)  # a foreach may run it on plain items
@@ -209,6 +223,31 @@ def compile_set(config: Any, ctx: CompileContext) -> StepFn:
             action(msg)
 
     return Shaper(apply, writes)
+
+
+def _placed_json(path: JSONPath, value: Template, action: str) -> Callable[[Message], None]:
+    def place(msg: Message) -> None:
+        document = json_payload(msg, f"set {action} at")
+        msg.set_payload(place_json(msg, document, path, value.render(msg), action, "set at"), JSON, msg.content_type)
+    return place
+
+
+def _placed_xml(config: Any, ctx: CompileContext, action: str) -> Callable[[Message], None]:
+    """``set: {xpath, value, action}``: the XPath and the value's markup parsed at load."""
+    try:
+        xpath = etree.XPath(str(config["xpath"]), namespaces=ctx.namespaces, smart_strings=False)
+    except etree.XPathError as exc:
+        raise StepConfigError(f"invalid XPath {config['xpath']!r}: {exc}", "xpath") from exc
+    ctx.needs_body()
+    value = config["value"]
+    if isinstance(value, str) and value.lstrip().startswith("<"):
+        declared = "".join(f' xmlns:{prefix}="{uri}"' for prefix, uri in ctx.namespaces.items())
+        fragment = XmlTemplate(f"<interlace-fragment{declared}>{value}</interlace-fragment>", ctx, "value")
+        if (fragment.root.text or "").strip() or any((child.tail or "").strip() for child in fragment.root):
+            raise StepConfigError("the value mixes markup and text: give elements, or text alone", "value")
+        return lambda msg: place_xml(msg, xpath, list(fragment.render(msg)), action, "set at")
+    template = ctx.template(value, "value")
+    return lambda msg: place_xml(msg, xpath, nodes_of(template.render(msg)), action, "set at")
 
 
 def _status(value: Any) -> int:
@@ -300,7 +339,10 @@ class XmlTemplate:
         try:
             self.root = etree.fromstring(text.encode(), parser)
         except etree.XMLSyntaxError as exc:
-            raise StepConfigError(f"the XML template is not well-formed: {exc}", key) from exc
+            reason = str(exc)
+            if text.startswith("<interlace-fragment"):  # set: {xpath}'s markup, parsed inside this wrapper
+                reason = re.sub(r", line \d+, column \d+.*", "", reason).replace("interlace-fragment", "value")
+            raise StepConfigError(f"the XML template is not well-formed: {reason}", key) from exc
         self.holes: list[tuple[list[int], str, Template]] = []
         for element in self.root.iter():
             route = _route_to(self.root, element)

@@ -7,7 +7,7 @@ from typing import Any
 from connectors.base import NO_PAYLOAD
 from engine.compiler import CompileContext, StepConfigError
 from engine.errors import ExpressionError
-from engine.message import XML, Message, kind_of
+from engine.message import JSON, XML, Message, kind_of
 from engine.registry import StepFn, step_kind
 from engine.steps._operations import (
     ENDPOINT_PROPERTY,
@@ -17,6 +17,7 @@ from engine.steps._operations import (
     parsed,
     payload_kind,
 )
+from engine.steps._placement import ACTION_FIELD, place_json
 from engine.steps.basic import compile_jsonpath, json_payload, write_into
 
 
@@ -33,6 +34,7 @@ def enrich_schema() -> dict[str, Any]:
                                       "what to merge; default the whole reply."},
             "into": {"type": "string", "pattern": r"^\$",
                      "description": "JSONPath in the current payload where the value goes, e.g. $.customer."},
+            "action": ACTION_FIELD,
             "var": {"type": "string", "description": "Put the value in this variable instead."},
         },
     }
@@ -46,7 +48,9 @@ def enrich_schema() -> dict[str, Any]:
     category="connect",
     schema=enrich_schema,
     examples=[{"call": {"endpoint": "crm", "method": "GET", "path": "/customers/${payload.customerId}"},
-               "select": "payload.{name: name, tier: tier}", "into": "$.customer"}],
+               "select": "payload.{name: name, tier: tier}", "into": "$.customer"},
+              {"call": {"endpoint": "pricing", "method": "GET", "path": "/discounts/${payload.customerId}"},
+               "select": "payload.{code: code, percent: percent}", "into": "$.adjustments", "action": "child"}],
 )
 def compile_enrich(config: Any, ctx: CompileContext) -> StepFn:
     if ("into" in config) == ("var" in config):
@@ -55,6 +59,9 @@ def compile_enrich(config: Any, ctx: CompileContext) -> StepFn:
     select = ctx.expression(config["select"], "select") if "select" in config else None
     into = compile_jsonpath(config["into"], ctx, "into") if "into" in config else None
     var = config.get("var")
+    action = str(config.get("action", "replace"))
+    if "action" in config and into is None:
+        raise StepConfigError("action places the value in the payload: it goes with into", "action")
     if into is not None:
         ctx.needs_body()
 
@@ -79,6 +86,10 @@ def compile_enrich(config: Any, ctx: CompileContext) -> StepFn:
             msg.vars[var] = value
         else:
             assert into is not None
-            write_into(msg, into, value, "enrich into")
+            if action == "replace":
+                write_into(msg, into, value, "enrich into")
+            else:
+                document = json_payload(msg, "enrich into a JSONPath")
+                msg.set_payload(place_json(msg, document, into, value, action, "enrich into"), JSON, msg.content_type)
 
     return run

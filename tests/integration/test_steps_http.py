@@ -107,6 +107,30 @@ async def test_enrich_merges_a_reply_into_the_payload(tmp_path: Path) -> None:
     assert reply.json() == {"id": 1, "customer": {"tier": "gold"}}
 
 
+async def test_enrich_adds_a_reply_as_a_child_or_a_sibling(tmp_path: Path) -> None:
+    with BackendServer() as backend:
+        write_flows(tmp_path, f"""
+        endpoints:
+          pricing: {{http: {{url: "{backend.url}"}}}}
+        flows:
+          order:
+            source: {{http: {{method: POST, path: /order}}}}
+            steps:
+              - enrich:
+                  call: {{endpoint: pricing, method: POST, path: /echo, body: {{code: SPRING, percent: 10}}}}
+                  into: $.adjustments
+                  action: child
+              - enrich:
+                  call: {{endpoint: pricing, method: POST, path: /echo, body: {{code: LOYAL, percent: 5}}}}
+                  into: $.adjustments[0]
+                  action: sibling
+        """)
+        async with facade_client(tmp_path) as client:
+            reply = await client.post("/order", json={"id": 1, "adjustments": [{"code": "STAFF", "percent": 20}]})
+    assert reply.json() == {"id": 1, "adjustments": [{"code": "STAFF", "percent": 20}, {"code": "LOYAL", "percent": 5},
+                                                     {"code": "SPRING", "percent": 10}]}
+
+
 async def test_fail_and_error_handler_see_error_fields(tmp_path: Path) -> None:
     write_flows(tmp_path, """
     flows:
