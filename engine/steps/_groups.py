@@ -8,8 +8,14 @@ per gathered message (the step, the correlation key, the value as JSON, when it 
 message is kept once its row is inserted, so a group survives the engine being killed; the
 next engine (or any replica on the same PostgreSQL) completes it.  Taking a group is one
 ``DELETE ... RETURNING``: the database hands each row to one taker only, so no message is
-sent in two groups.  With several replicas a group whose completion two of them see at the
-same instant may be sent in two parts (each part once); see docs/patterns.md.
+sent in two groups.  On PostgreSQL, adding a message (insert, then read its group) and taking a
+group run in two functions of the database that first take a lock of that group
+(``pg_advisory_xact_lock``), so replicas see a group's messages in one order: a take gets every
+message added before it, and one added after starts a new group.  A completion names the group
+it saw complete by its first message's id, and takes nothing when that group is gone (another
+replica, the sweeper or another message took it): so a group opened after it under the same key
+is never taken as a part of it, too small or too early.  SQLite runs one write at a time; the
+same check keeps its takes to the group seen.
 
 Every statement goes through the endpoint as a flow's call does (its breaker, retries,
 deadline and metrics), as ``engine/sqlstore.py`` does for the records of cache steps.
@@ -43,6 +49,9 @@ class Group:
     first: float  # wall-clock second of its first message
     last: float  # and of its latest
     new: bool = False  # this message opened it
+    # which group this is: the database id of its first message (None in memory), so that a
+    # completion takes this group and not one opened under the same key after it was taken
+    opened_by: int | None = None
 
 
 class Groups(Protocol):
@@ -54,11 +63,14 @@ class Groups(Protocol):
 
     async def oldest(self) -> str | None: ...
 
-    async def due(self, first_before: float, last_before: float) -> list[tuple[str, str]]:
+    async def due(self, first_before: float, last_before: float) -> list[tuple[str, str, int | None]]:
         """The groups to complete by time, each with why: ``timeout`` (its first message is as old
-        as ``first_before``) or ``idle`` (its latest is as old as ``last_before``)."""
+        as ``first_before``) or ``idle`` (its latest is as old as ``last_before``), and which
+        group it is (``Group.opened_by``)."""
 
-    async def take(self, key: str) -> list[Any]: ...
+    async def take(self, key: str, opened_by: int | None = None) -> list[Any]:
+        """The group's messages, taken out; with ``opened_by``, only while that group is the open
+        one (else nothing: another taker had it)."""
 
     async def keys(self) -> list[str]: ...
 
@@ -94,11 +106,12 @@ class MemoryGroups:
     async def oldest(self) -> str | None:
         return next(iter(self._groups), None)
 
-    async def due(self, first_before: float, last_before: float) -> list[tuple[str, str]]:
-        return [(key, "timeout" if group.first <= first_before else "idle") for key, group in self._groups.items()
-                if group.first <= first_before or group.last <= last_before]
+    async def due(self, first_before: float, last_before: float) -> list[tuple[str, str, int | None]]:
+        return [(key, "timeout" if group.first <= first_before else "idle", None)
+                for key, group in self._groups.items() if group.first <= first_before or group.last <= last_before]
 
-    async def take(self, key: str) -> list[Any]:
+    async def take(self, key: str, opened_by: int | None = None) -> list[Any]:
+        # one process, and nothing awaits between a message's add and its take: no other taker
         group = self._groups.pop(key, None)
         return group.values if group is not None else []
 
@@ -115,14 +128,33 @@ def _changed(result: CursorResult[Any], dialect: str, request: SqlRequest) -> Re
 
 
 _INSERT = text(f"INSERT INTO {TABLE} (step, key, value, arrived) VALUES (:step, :key, :value, :arrived)")
-_GROUP = text(f"SELECT value, arrived FROM {TABLE} WHERE step = :step AND key = :key ORDER BY id")
+_GROUP = text(f"SELECT value, arrived, id FROM {TABLE} WHERE step = :step AND key = :key ORDER BY id")
 _HAS = text(f"SELECT 1 FROM {TABLE} WHERE step = :step AND key = :key LIMIT 1")
 _COUNT = text(f"SELECT COUNT(DISTINCT key) FROM {TABLE} WHERE step = :step")
 _OLDEST = text(f"SELECT key FROM {TABLE} WHERE step = :step ORDER BY id LIMIT 1")
-_DUE = text(f"SELECT key, MIN(arrived) FROM {TABLE} WHERE step = :step GROUP BY key "
+_DUE = text(f"SELECT key, MIN(arrived), MIN(id) FROM {TABLE} WHERE step = :step GROUP BY key "
             f"HAVING MIN(arrived) <= :first_before OR MAX(arrived) <= :last_before")
 _KEYS = text(f"SELECT DISTINCT key FROM {TABLE} WHERE step = :step")
-_TAKE = text(f"DELETE FROM {TABLE} WHERE step = :step AND key = :key RETURNING id, value")
+# PostgreSQL: a group's add and take under its lock (the lock held until the call's transaction
+# ends).  In a function each statement reads what was committed when it starts, so the read
+# after the lock sees every message added before it.
+_GROUP_LOCK = f"PERFORM pg_advisory_xact_lock(hashtext('{TABLE}'), hashtext(p_step || chr(1) || p_key));"
+_PG_FUNCTIONS = (
+    f"CREATE OR REPLACE FUNCTION {TABLE}_add(p_step TEXT, p_key TEXT, p_value BYTEA, p_arrived DOUBLE PRECISION) "
+    f"RETURNS TABLE (out_value BYTEA, out_arrived DOUBLE PRECISION, out_id BIGINT) LANGUAGE plpgsql AS $f$ "
+    f"BEGIN {_GROUP_LOCK} "
+    f"INSERT INTO {TABLE} (step, key, value, arrived) VALUES (p_step, p_key, p_value, p_arrived); "
+    f"RETURN QUERY SELECT a.value, a.arrived, a.id FROM {TABLE} a WHERE a.step = p_step AND a.key = p_key "
+    f"ORDER BY a.id; END $f$; "
+    f"CREATE OR REPLACE FUNCTION {TABLE}_take(p_step TEXT, p_key TEXT, p_opened_by BIGINT) "
+    f"RETURNS TABLE (out_id BIGINT, out_value BYTEA) LANGUAGE plpgsql AS $f$ BEGIN {_GROUP_LOCK} "
+    f"RETURN QUERY DELETE FROM {TABLE} a WHERE a.step = p_step AND a.key = p_key AND (p_opened_by IS NULL OR "
+    f"EXISTS (SELECT 1 FROM {TABLE} b WHERE b.id = p_opened_by)) RETURNING a.id, a.value; END $f$;")
+_PG_ADD = text(f"SELECT out_value, out_arrived, out_id FROM {TABLE}_add(:step, :key, :value, :arrived)")
+_PG_TAKE = text(f"SELECT out_id, out_value FROM {TABLE}_take(:step, :key, :opened_by)")
+# the group still open is the one its first message opened (groups are only ever taken whole)
+_TAKE = text(f"DELETE FROM {TABLE} WHERE step = :step AND key = :key AND (:opened_by IS NULL OR "
+             f"EXISTS (SELECT 1 FROM {TABLE} b WHERE b.id = :opened_by)) RETURNING id, value")
 
 
 class SqlGroups:
@@ -130,11 +162,12 @@ class SqlGroups:
 
     def __init__(self, endpoint: Endpoint, connector: SqlConnector, step: str) -> None:
         self._endpoint, self._step = endpoint, step
+        self._locked = connector.dialect == "postgresql"
         if connector.dialect == "postgresql":
             create = (f"CREATE TABLE IF NOT EXISTS {TABLE} (id BIGSERIAL PRIMARY KEY, step TEXT NOT NULL, "
                       f"key TEXT NOT NULL, value BYTEA NOT NULL, arrived DOUBLE PRECISION NOT NULL)")
             # two engines starting at once: one creates at a time (as engine/sqlstore.py does)
-            create = f"DO $$ BEGIN PERFORM pg_advisory_xact_lock(hashtext('{TABLE}')); {create}; END $$"
+            create = f"DO $$ BEGIN PERFORM pg_advisory_xact_lock(hashtext('{TABLE}')); {create}; {_PG_FUNCTIONS} END $$"
         else:
             create = (f"CREATE TABLE IF NOT EXISTS {TABLE} (id INTEGER PRIMARY KEY AUTOINCREMENT, "
                       f"step TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, arrived REAL NOT NULL)")
@@ -150,12 +183,15 @@ class SqlGroups:
         return reply.payload
 
     async def add(self, key: str, value: Any, now: float) -> Group:
-        await self._run(_INSERT, {"key": key, "value": jsonfast.dumps(value), "arrived": now}, _changed,
-                        writes=True)
-        rows = await self._run(_GROUP, {"key": key}, _rows, writes=False)
+        params = {"key": key, "value": jsonfast.dumps(value), "arrived": now}
+        if self._locked:  # insert and read under the group's lock, as one call
+            rows = await self._run(_PG_ADD, params, _rows, writes=True)
+        else:
+            await self._run(_INSERT, params, _changed, writes=True)
+            rows = await self._run(_GROUP, {"key": key}, _rows, writes=False)
         values = [jsonfast.loads(bytes(row[0])) for row in rows]
         arrived = [float(row[1]) for row in rows] or [now]
-        return Group(values, min(arrived), max(arrived), len(rows) <= 1)
+        return Group(values, min(arrived), max(arrived), len(rows) <= 1, int(rows[0][2]) if rows else None)
 
     async def has(self, key: str) -> bool:
         return bool(await self._run(_HAS, {"key": key}, _rows, writes=False))
@@ -168,13 +204,14 @@ class SqlGroups:
         rows = await self._run(_OLDEST, {}, _rows, writes=False)
         return str(rows[0][0]) if rows else None
 
-    async def due(self, first_before: float, last_before: float) -> list[tuple[str, str]]:
+    async def due(self, first_before: float, last_before: float) -> list[tuple[str, str, int | None]]:
         rows = await self._run(_DUE, {"first_before": first_before, "last_before": last_before}, _rows,
                                writes=False)
-        return [(str(row[0]), "timeout" if float(row[1]) <= first_before else "idle") for row in rows]
+        return [(str(row[0]), "timeout" if float(row[1]) <= first_before else "idle", int(row[2])) for row in rows]
 
-    async def take(self, key: str) -> list[Any]:
-        rows = await self._run(_TAKE, {"key": key}, _rows, writes=True)
+    async def take(self, key: str, opened_by: int | None = None) -> list[Any]:
+        rows = await self._run(_PG_TAKE if self._locked else _TAKE, {"key": key, "opened_by": opened_by}, _rows,
+                               writes=True)
         return [jsonfast.loads(bytes(value)) for _id, value in sorted(rows)]
 
     async def keys(self) -> list[str]:

@@ -211,7 +211,7 @@ class Aggregator:
         reason = self._reason(group.values, msg)
         msg.vars["group"] = {"key": key, "size": len(group.values), "completed_by": reason}
         if reason is not None:
-            await self._complete(key, reason, msg.correlation_id)
+            await self._complete(key, reason, msg.correlation_id, group.opened_by)
 
     def _value_of(self, msg: Message) -> Any:
         value = self.value.render(msg) if self.value is not None else json_payload(msg, "aggregate")
@@ -240,8 +240,8 @@ class Aggregator:
 
     # -- a group completes --
 
-    async def _complete(self, key: str, reason: str, correlation_id: str) -> None:
-        values = await self.groups.take(key)
+    async def _complete(self, key: str, reason: str, correlation_id: str, opened_by: int | None = None) -> None:
+        values = await self.groups.take(key, opened_by)
         if not values:
             return  # another message, the sweeper or another replica took it first
         self._completed(reason)
@@ -267,10 +267,10 @@ class Aggregator:
             try:
                 due = await self.groups.due(now - self.timeout if self.timeout is not None else -math.inf,
                                             now - self.idle if self.idle is not None else -math.inf)
-                for key, reason in due:
+                for key, reason, opened_by in due:
                     if len(self.taps.running) >= self.taps.bound:  # no completed group is dropped: wait for a slot
                         await asyncio.wait(set(self.taps.running), return_when=asyncio.FIRST_COMPLETED)
-                    await self._complete(key, reason, "")
+                    await self._complete(key, reason, "", opened_by)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # an unreachable store: try again on the next tick
