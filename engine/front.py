@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,9 +44,10 @@ from engine.errors import (
     UnencodableValue,
     UnsupportedMediaType,
 )
-from engine.httpguard import abort, client_gone, cycle_of, response_started, take_body, write_answer
+from engine.httpguard import abort, client_gone, cycle_of, header_lines, response_started, take_body, write_answer
 from engine.message import Message, kind_of
 from engine.observability import correlation, correlation_id, escape_controls
+from engine.steps._answers import Answer, AnswerNow
 from engine.tls import flow_view
 
 if TYPE_CHECKING:
@@ -113,7 +115,10 @@ class FlowRoute(Route):
         self.endpoint = self.app = FlowEndpoint(facade, self)
         self.tallies = telemetry.RouteTallies(self.name, self.path)  # its request metrics, found once
         # the flow's answer when it needs no await (Facade.answer_now): its one step's, if that has one
-        self.answer_now: Callable[[Message], bool] | None = _answer_now(flow)
+        self.answer_now: AnswerNow | None = _answer_now(flow)
+        # (the answer's id, the request's content type) -> the answer, its status, its header lines
+        # before and after the request id, and its body, as respond would send them (Facade.answer_now)
+        self.wires: dict[tuple[int, str | None], tuple[Answer, int, bytes, bytes, bytes]] = {}
 
     @property
     def path_regex(self) -> re.Pattern[str]:
@@ -126,14 +131,14 @@ class FlowRoute(Route):
         self._regex = value
 
 
-def _answer_now(flow: CompiledFlow | SoapService) -> Callable[[Message], bool] | None:
+def _answer_now(flow: CompiledFlow | SoapService) -> AnswerNow | None:
     """A flow's answer without an await, when the flow is one step that can give one (the cache
     step on a hit in memory) and nothing else runs around it: no schema check, no redelivery."""
     if not isinstance(flow, CompiledFlow) or flow.request_validator is not None or flow.redelivers:
         return None
     steps = flow.steps.items
-    answer: Callable[[Message], bool] | None = getattr(steps[0].run, "answer_now", None) if len(steps) == 1 else None
-    return answer
+    answer = getattr(steps[0].run, "answer_now", None) if len(steps) == 1 else None
+    return answer if isinstance(answer, AnswerNow) else None
 
 
 _BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
@@ -540,40 +545,55 @@ class Facade(Starlette):
 
     def answer_now(self, route: FlowRoute, method: str, path: str, query: bytes,
                    raw_headers: list[tuple[bytes, bytes]], body: bytes, extensions: dict[str, Any],
-                   write: Callable[[int, list[tuple[bytes, bytes]], bytes], None]) -> bool:
-        """Serve a request of ``quick_route`` whose body has all come, as ``handle`` would, without
-        an await: the same message, checks, answer, metrics and request line; ``write(status,
-        headers, body)`` sends the answer.  False, with nothing sent or counted, when the flow
-        cannot answer so (a miss) or ``handle`` would answer otherwise (an error, a stream):
-        then the request goes to ``handle``, which does all of it again."""
+                   write: Callable[[int, bytes, str, bytes, bytes], None]) -> bool:
+        """Serve a request of ``quick_paths`` whose body has all come, as ``handle`` would, without
+        an await: the same checks, answer, metrics and request line.  ``write(status, lines, cid,
+        more_lines, body)`` sends the answer: its header lines before the request id, the id, the
+        lines after it.  False, with nothing sent or counted, when the flow cannot answer so (a
+        miss) or ``handle`` would answer otherwise (an error, a stream): then the request goes to
+        ``handle``, which does all of it again."""
+        now = route.answer_now
+        if now is None:
+            return False
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
         cid = correlation_id(headers)
-        answer_now = route.answer_now
         try:
-            msg, length = _request_message(headers, route, {}, cid, method, query, extensions)
+            length = _declared_length(headers, route)
             if length is None and "transfer-encoding" in headers:
                 return False
             if not length:
                 if method in route.needs_body:
                     return False  # handle's 400
-            elif length <= STREAM_THRESHOLD:
-                msg.set_body(body, msg.content_type)
-            else:
+            elif length > STREAM_THRESHOLD:
                 return False
-            if answer_now is None or not answer_now(msg):
+            msg: Message | None = None
+            if now.reads_request:
+                msg = _request_message(headers, route, {}, cid, method, query, extensions)
+                if length:
+                    msg.set_body(body, msg.content_type)
+            answer = now.recall(msg)
+            if answer is None:
                 return False
-            out = _answer_headers(msg, cid)
-            answer = msg.body
-            content_type = _whole_headers(out, msg.content_type, answer)
+            content_type = headers.get("content-type")
+            wire = route.wires.get((id(answer), content_type))
+            if wire is None:
+                if msg is None:
+                    msg = _request_message(headers, route, {}, cid, method, query, extensions)
+                now.give(msg, answer)
+                found = _wire(msg)
+                if found is None:
+                    return False  # handle sends it through uvicorn, which refuses it
+                wire = (answer, *found)
+                if len(route.wires) >= _WIRES:
+                    route.wires.clear()
+                route.wires[id(answer), content_type] = wire  # it holds the answer: its id stays its own
         except Exception:  # handle meets the same failure and answers it as it should
             return False
-        if content_type and answer and not content_type.isprintable():
-            return False  # handle sends it through uvicorn, which refuses it
-        seen = telemetry.begin(method, path, headers, cid)
-        telemetry.routed(seen, route.flow.name, route.path, route.tallies)
-        status = msg.status
-        write(status, out, answer)
-        telemetry.end(seen, status, telemetry.request_size(seen, headers), len(answer), None)
+        _, status, lines, more_lines, answer_body = wire
+        started = time.perf_counter()
+        write(status, lines, cid, more_lines, answer_body)
+        telemetry.answered(method, path, cid, route.tallies, status, started,
+                           length if length is not None or "content-length" in headers else 0, len(answer_body))
         return True
 
     async def _fail(self, send: Send, exc: FlowError, path: str, cid: str, flow: str) -> tuple[int, int]:
@@ -594,8 +614,9 @@ class Facade(Starlette):
 
     async def _message(self, scope: Scope, receive: Receive, headers: dict[str, str], route: FlowRoute,
                        params: dict[str, str], cid: str, seen: telemetry.Seen | None = None) -> Message:
-        msg, length = _request_message(headers, route, params, cid, scope["method"],
-                                       scope.get("query_string", b""), scope.get("extensions", _NO_EXTENSIONS))
+        length = _declared_length(headers, route)
+        msg = _request_message(headers, route, params, cid, scope["method"], scope.get("query_string", b""),
+                               scope.get("extensions", _NO_EXTENSIONS))
         content_type = msg.content_type
         method = msg.method
         if length == 0 or (length is None and "transfer-encoding" not in headers):
@@ -618,10 +639,9 @@ class Facade(Starlette):
         return msg
 
 
-def _request_message(headers: dict[str, str], route: FlowRoute, params: dict[str, str], cid: str, method: str,
-                     query: bytes, extensions: dict[str, Any]) -> tuple[Message, int | None]:
-    """The request's message before its body, and the body's declared length; raises what the
-    route refuses before reading a body (415, 413)."""
+def _declared_length(headers: dict[str, str], route: FlowRoute) -> int | None:
+    """The request body's declared length; raises what the route refuses before reading a body
+    (415, 413)."""
     content_type = headers.get("content-type")
     if route.accepts and content_type and kind_of(content_type) != kind_of(route.accepts):
         raise UnsupportedMediaType(f"this route accepts {route.accepts}, not {content_type}")
@@ -629,6 +649,13 @@ def _request_message(headers: dict[str, str], route: FlowRoute, params: dict[str
     length = int(length_header) if length_header and length_header.isdigit() else None
     if length is not None and length > route.max_body:
         raise PayloadTooLarge(f"request body of {length} bytes is larger than the limit of {route.max_body}")
+    return length
+
+
+def _request_message(headers: dict[str, str], route: FlowRoute, params: dict[str, str], cid: str, method: str,
+                     query: bytes, extensions: dict[str, Any]) -> Message:
+    """The request's message before its body (its checks done: ``_declared_length``)."""
+    content_type = headers.get("content-type")
     query_string = query.decode("latin-1")
     if method == "HEAD" and "HEAD" not in route.methods:
         method = "GET"  # a GET route answering HEAD: the flow runs as GET, the server drops the body
@@ -639,7 +666,7 @@ def _request_message(headers: dict[str, str], route: FlowRoute, params: dict[str
     tls = extensions.get("tls")
     if tls is not None:  # the connection's TLS and client certificate: ${tls.*}
         msg.attributes["tls"] = flow_view(tls)
-    return msg, length
+    return msg
 
 
 def _slashed_path(raw: bytes, root_path: str) -> str:
@@ -744,6 +771,22 @@ def _answer_headers(msg: Message, cid: str) -> list[tuple[bytes, bytes]]:
         out = [_header(k, v) for k, v in msg.headers.items() if k not in RESPONSE_SKIP]
     out.append((b"x-request-id", cid.encode()))
     return out
+
+
+_WIRES = 256  # answers whose encoding a route keeps (FlowRoute.wires): past it, it starts again
+
+
+def _wire(msg: Message) -> tuple[int, bytes, bytes, bytes] | None:
+    """The answer ``respond`` sends for ``msg``, whole: its status, its header lines before the
+    request id and after it, and its body; None when respond would not write it whole at once
+    (a content type that cannot be sent)."""
+    out = _answer_headers(msg, "")
+    before = len(out) - 1  # _answer_headers puts the request id last
+    body = msg.body
+    content_type = _whole_headers(out, msg.content_type, body)
+    if content_type and body and not content_type.isprintable():
+        return None
+    return msg.status, header_lines(out[:before]), header_lines(out[before + 1:]), body
 
 
 def _whole_headers(out: list[tuple[bytes, bytes]], content_type: str | None, body: bytes) -> str | None:

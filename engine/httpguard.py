@@ -134,7 +134,7 @@ def write_answer(cycle: Any, status: int, headers: list[tuple[bytes, bytes]], bo
     cycle.chunked_encoding = False
     cycle.expected_content_length = 0
     transport = cycle.transport
-    _write_whole(transport, status, cycle.default_headers, headers, cycle.keep_alive,
+    _write_whole(transport, status, cycle.default_headers, [header_lines(headers)], cycle.keep_alive,
                  b"" if cycle.scope["method"] == "HEAD" else body)
     cycle.response_complete = True
     cycle.message_event.set()
@@ -144,17 +144,27 @@ def write_answer(cycle: Any, status: int, headers: list[tuple[bytes, bytes]], bo
     return True
 
 
-def _write_whole(transport: asyncio.Transport, status: int, default_headers: list[tuple[bytes, bytes]],
-                 headers: list[tuple[bytes, bytes]], keep_alive: bool, body: bytes) -> None:
-    """Head and body in one write, as uvicorn's send would write them in two."""
-    content = [STATUS_LINE[status]]
-    for name, value in default_headers:
-        content += (name, b": ", value, b"\r\n")
+def header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """Header fields as uvicorn writes them: ``name: value`` and CRLF each."""
+    content: list[bytes] = []
     for name, value in headers:
         content += (name, b": ", value, b"\r\n")
-    if not keep_alive:
-        content.append(b"connection: close\r\n")
-    content.append(b"\r\n")
+    return b"".join(content)
+
+
+# the server's default headers (the date, refreshed by uvicorn each tick in a new list) and their lines
+_DEFAULT_LINES: list[Any] = [None, b""]
+
+
+def _write_whole(transport: asyncio.Transport, status: int, default_headers: list[tuple[bytes, bytes]],
+                 lines: list[bytes], keep_alive: bool, body: bytes) -> None:
+    """Head and body in one write, as uvicorn's send would write them in two: the status line, the
+    default headers, ``lines`` (the answer's header lines, ``header_lines``), ``connection: close``
+    when the connection is not kept alive."""
+    defaults = _DEFAULT_LINES
+    if defaults[0] is not default_headers:
+        defaults[0], defaults[1] = default_headers, header_lines(default_headers)
+    content = [STATUS_LINE[status], defaults[1], *lines, b"\r\n" if keep_alive else b"connection: close\r\n\r\n"]
     if not body:
         transport.write(b"".join(content))
     elif len(body) < _BIG_BODY:
@@ -501,14 +511,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if complete:
             self.on_message_complete()
 
-    def _write_quick(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """The answer of a request answered here, as write_answer writes one (keep-alive as uvicorn
-        decides: never over HTTP/1.0).  llhttp keeps an HTTP/1.0 connection alive only when asked
-        to in a Connection header, so without one the version need not be asked (the parser
-        makes a string of it each time)."""
+    def _write_quick(self, status: int, lines: bytes, cid: str, more_lines: bytes, body: bytes) -> None:
+        """The answer of a request answered here (engine/front.py Facade.answer_now: its header
+        lines before the request id, the id, the lines after it), as write_answer writes one
+        (keep-alive as uvicorn decides: never over HTTP/1.0).  llhttp keeps an HTTP/1.0
+        connection alive only when asked to in a Connection header, so without one the version
+        need not be asked (the parser makes a string of it each time)."""
         parser = self.parser
         keep_alive = parser.should_keep_alive() and (not self._connection_header or parser.get_http_version() != "1.0")
-        _write_whole(self.transport, status, self.server_state.default_headers, headers, keep_alive, body)
+        _write_whole(self.transport, status, self.server_state.default_headers,
+                     [lines, b"x-request-id: ", cid.encode(), b"\r\n", more_lines], keep_alive, body)
         if not keep_alive:
             self.transport.close()
         self.on_response_complete()

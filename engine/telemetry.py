@@ -186,6 +186,41 @@ def end(seen: Seen, status: int, request_bytes: int | None = None, response_byte
             request_log.handle(RequestRecord(*request))
 
 
+def answered(method: str, path: str, cid: str, tallies: RouteTallies, status: int, started: float,
+             request_bytes: int | None, response_bytes: int) -> None:
+    """What ``begin``, ``routed`` and ``end`` record for a request answered at once (engine/front.py
+    ``Facade.answer_now``: untraced, no backend called, no await between ``started`` and the
+    answer written), without a ``Seen``: the same histograms and request line.  The in-flight
+    gauge is left as it is: it would go up and down again with nothing able to read it between."""
+    elapsed = time.perf_counter() - started
+    method = metrics.request_method(method)
+    seconds = tallies.seconds.get((method, status)) or tallies.seconds_of(method, status)
+    seconds.observe(elapsed)
+    if request_bytes is not None:
+        (tallies.received or tallies.received_tally()).observe(request_bytes)
+    (tallies.sent or tallies.sent_tally()).observe(response_bytes)
+    if request_log.isEnabledFor(logging.INFO):
+        handler = direct_handler(request_log)
+        if handler is None or not handler.request_line(
+                request_log.name, time.time(), cid, (method, path, status, elapsed * 1000), _answered_fields,
+                (tallies, method, path, cid, status, elapsed, request_bytes, response_bytes)):
+            request_log.handle(RequestRecord(_answered_seen(tallies, method, path, cid), status, elapsed,
+                                             request_bytes, response_bytes, None, None))
+
+
+def _answered_seen(tallies: RouteTallies, method: str, path: str, cid: str) -> Seen:
+    """The ``Seen`` that ``begin`` and ``routed`` would have made for a request ``answered`` at once."""
+    seen = Seen(method, path, cid)
+    seen.flow, seen.route, seen.tallies, seen.backends = tallies.flow, tallies.route, tallies, []
+    return seen
+
+
+def _answered_fields(tallies: RouteTallies, method: str, path: str, cid: str, status: int, elapsed: float,
+                     request_bytes: int | None, response_bytes: int) -> dict[str, Any]:
+    return request_fields(_answered_seen(tallies, method, path, cid), status, elapsed, request_bytes, response_bytes,
+                          None, None)
+
+
 def request_fields(seen: Seen, status: int, elapsed: float, request_bytes: int | None, response_bytes: int | None,
                    error: BaseException | None, trace_id: str | None) -> dict[str, Any]:
     """The request line's structured fields: flow, route, method, path, status, duration_ms,

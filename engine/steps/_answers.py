@@ -4,6 +4,7 @@ for a store in this process's memory: a hit then costs no parsing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,3 +75,20 @@ class Answer:
         msg.set_body(self.body, self.content_type)
         if self.vars is not None:
             msg.vars.update(jsonfast.loads(self.vars))
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerNow:
+    """What a step that keeps answers in memory gives the engine's server, to answer a request in
+    its protocol without an await (engine/front.py ``Facade.answer_now``).
+
+    ``recall(msg)`` is the kept answer the step's run would give, or None when the run would do
+    anything else (a miss, the caller's Cache-Control honoured); it changes nothing.  ``give(msg,
+    answer)`` makes ``msg`` that answer, as the run does.  The same answer given to requests with
+    the same content type makes the same status, headers, content type and body: the server
+    keeps their encoding per answer.  ``reads_request`` is False when ``recall`` reads nothing of
+    the request (a fixed key): it is then called with None."""
+
+    recall: Callable[[Message | None], Answer | None]
+    give: Callable[[Message, Answer], None]
+    reads_request: bool

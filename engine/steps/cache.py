@@ -20,7 +20,7 @@ from engine.expressions import to_text
 from engine.kvstore import MemoryStore
 from engine.message import Message
 from engine.registry import STEPS_REF, StepFn, step_kind
-from engine.steps._answers import Answer, record_answer, restore_answer
+from engine.steps._answers import Answer, AnswerNow, record_answer, restore_answer
 from engine.steps._fork import duration_field, seconds
 from engine.steps._stores import RECORDS_STORE_FIELD, store_for
 from engine.units import parse_size
@@ -81,6 +81,12 @@ def compile_cache(config: Any, ctx: CompileContext) -> StepFn:
     # in memory the answers are kept decoded (Answer): a hit parses nothing
     memory = store if isinstance(store, MemoryStore) else None
 
+    def give(msg: Message, answer: Answer) -> None:
+        """A hit in memory: the kept answer becomes the message's."""
+        answer.restore(msg)
+        if header is not None:
+            msg.set_header(header, "hit")
+
     async def run(msg: Message) -> None:
         entry_key = fixed_key or namespace + to_text(key.render(msg))
         asked = msg.headers.get("cache-control", "").lower() if respect_request else ""
@@ -93,9 +99,7 @@ def compile_cache(config: Any, ctx: CompileContext) -> StepFn:
                 if answer is not None:
                     if msg.trace is not None:
                         msg.trace.append(hit_id)
-                    answer.restore(msg)
-                    if header is not None:
-                        msg.set_header(header, "hit")
+                    give(msg, answer)
                     return
             else:
                 record = await _safe(store.get(entry_key), None)
@@ -127,23 +131,19 @@ def compile_cache(config: Any, ctx: CompileContext) -> StepFn:
             await _safe(store.put(entry_key, record_answer(msg, body, kept_vars), lifetime), None)
 
     if memory is not None:
-        def answer_now(msg: Message) -> bool:
-            """A hit in memory, given as ``run`` gives it but without an await (the engine's server
-            answers such a request in its protocol, engine/front.py ``Facade.answer_now``); False,
-            with nothing done, when ``run`` would do anything else."""
+        def recall_now(msg: Message | None) -> Answer | None:
+            """The hit in memory ``run`` would give, found without an await (engine/steps/_answers.py
+            ``AnswerNow``); None, with nothing done, when ``run`` would do anything else."""
+            if fixed_key is not None and not respect_request:
+                return memory.recall(fixed_key)  # type: ignore[no-any-return]
+            assert msg is not None
             if respect_request:
                 asked = msg.headers.get("cache-control", "").lower()
                 if "no-store" in asked or "no-cache" in asked:
-                    return False
-            answer = memory.recall(fixed_key or namespace + to_text(key.render(msg)))
-            if answer is None:
-                return False
-            answer.restore(msg)
-            if header is not None:
-                msg.set_header(header, "hit")
-            return True
+                    return None
+            return memory.recall(fixed_key or namespace + to_text(key.render(msg)))  # type: ignore[no-any-return]
 
-        run.answer_now = answer_now  # type: ignore[attr-defined]
+        run.answer_now = AnswerNow(recall_now, give, fixed_key is None or respect_request)  # type: ignore[attr-defined]
     return run
 
 

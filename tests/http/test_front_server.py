@@ -276,3 +276,69 @@ def test_a_connection_is_closed_once_idle_for_the_keep_alive_timeout_and_not_bef
     served, idle = asyncio.run(run())
     assert served > 2.0  # open well past one timeout
     assert 0.9 < idle < 2.5, idle  # closed about one timeout after the last answer
+
+
+KEPT = """
+flows:
+  kept:
+    source: {http: {method: POST, path: /kept}}
+    steps:
+      - cache:
+          key: the-one
+          ttl: 1h
+          steps:
+            - set: {headers: {X-Kept: one}}
+"""
+
+
+def _kept(rid: str, body: bytes, content_type: bytes | None = None, version: bytes = b"1.1") -> bytes:
+    return (b"POST /kept HTTP/%s\r\nHost: x\r\nX-Request-ID: %s\r\n%sContent-Length: %d\r\n%s\r\n%s" % (
+        version, rid.encode(), b"Content-Type: %s\r\n" % content_type if content_type else b"", len(body),
+        b"Connection: keep-alive\r\n" if version == b"1.0" else b"", body))
+
+
+def test_a_kept_answer_replayed_in_the_protocol_is_the_flows_own_for_every_request(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The protocol keeps each answer's encoding: the answer of a fixed key (no message made to
+    find it) whose steps only set a header keeps the request's body and no content type, so each
+    hit sends the content type its own request came with, as the flow's task does."""
+    requests = [_kept("k1", b"abc"), _kept("k2", b"abc"), _kept("k3", b"zzz", b"text/plain"), _kept("k4", b"q"),
+                _kept("k5", b"{}", b"application/json"), _kept("k6", b"zzz", b"text/plain"),
+                _kept("k7", b"", version=b"1.0")]
+    answered_now: list[bool] = []
+    answer_now = Facade.answer_now
+
+    def counted(self: Facade, *request: object) -> bool:
+        answered_now.append(answer_now(self, *request))  # type: ignore[arg-type]
+        return answered_now[-1]
+
+    def serve(folder: Path) -> tuple[list[rawhttp.RawResponse], list[float], list[str]]:
+        async def run() -> list[rawhttp.RawResponse]:
+            async with serving(folder, KEPT) as port:
+                return await _one_by_one(port, requests)
+
+        labels = {"flow": "kept", "route": "/kept"}
+        names = ("interlace_http_request_body_bytes_sum", "interlace_http_response_body_bytes_sum")
+        before = [metrics.REGISTRY.get_sample_value(name, labels) or 0.0 for name in names]
+        caplog.clear()
+        with caplog.at_level(logging.INFO, "interlace.request"):
+            answers = asyncio.run(run())
+        after = [metrics.REGISTRY.get_sample_value(name, labels) or 0.0 for name in names]
+        lines = [r.getMessage().rsplit(" ", 2)[0] for r in caplog.records if r.name == "interlace.request"]
+        return answers, [b - a for a, b in zip(before, after, strict=True)], lines
+
+    monkeypatch.setattr(Facade, "answer_now", counted)
+    quick = serve(tmp_path / "quick")
+    assert answered_now == [True] * 6  # every request but the first (a miss: the flow's task) was a hit
+    monkeypatch.setattr(Facade, "quick", lambda *_: False)
+    general = serve(tmp_path / "general")
+    for answers in (quick[0], general[0]):
+        assert [(a.body, a.header("content-type"), a.header("x-kept")) for a in answers] == [
+            (b"abc", None, "one"), (b"abc", None, "one"), (b"abc", "text/plain", "one"), (b"abc", None, "one"),
+            (b"abc", "application/json", "one"), (b"abc", "text/plain", "one"), (b"abc", None, "one")]
+    for one, other in zip(quick[0], general[0], strict=True):
+        assert (one.status, one.body) == (other.status, other.body)
+        assert [(k, v) for k, v in one.headers if k != "date"] == [(k, v) for k, v in other.headers if k != "date"]
+    assert [a.header("x-request-id") for a in quick[0]] == [f"k{n}" for n in range(1, 8)]
+    assert quick[1] == general[1] == [3.0 * 2 + 3 + 1 + 2 + 3, 3.0 * 7]
+    assert quick[2] == general[2] and len(quick[2]) == 7

@@ -112,3 +112,19 @@ def test_lines_of_one_turn_are_written_at_its_end_before_any_later_record(stream
     assert len(turn) == 2 and turn[0].startswith("POST /orders/1 200") and turn[1].startswith("POST /orders/2 200")
     messages = [line.split("] ")[1] for line in last.splitlines()]
     assert messages[2].startswith("POST /orders/3 200") and messages[3] == "something else"
+
+
+def test_the_text_line_written_directly_has_the_records_time_to_the_millisecond(stream: io.StringIO) -> None:
+    handler = setup("text", stream)
+    formatter = handler.formatter
+    assert isinstance(formatter, observability.TextFormatter)
+    seen = telemetry.begin("GET", "/orders/\u2028x", {}, "cid-8")
+    telemetry.routed(seen, "orders", "/orders/{id}")
+    for created in (1764633650.0, 1764633650.0049, 1764633650.5, 1764633650.9996, 1764633651.25, 1764640000.123):
+        for status, elapsed in ((200, 0.00004999), (404, 0.01234), (503, 2.25)):
+            record = telemetry.RequestRecord(seen, status, elapsed, None, None, None, None)
+            record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+            line = formatter.request_line(telemetry.request_log.name, created, "cid-8",
+                                          ("GET", "/orders/\u2028x", status, elapsed * 1000), telemetry.request_fields)
+            assert line == handler.format(record)
+    telemetry.end(seen, 200)
