@@ -15,10 +15,9 @@ import httpx
 import pytest
 
 from engine import metrics
-from engine.loader import LoadErrors, load_project
 from tests.patterns.test_wire_tap import arrived
 from tests.support.backends import BackendServer
-from tests.support.engine import facade_client, run_engine, wait_for, write_flows
+from tests.support.engine import assert_step_load_error, facade_client, run_engine, wait_for, write_flows
 from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.anyio
@@ -282,17 +281,8 @@ def test_two_engines_racing_on_one_postgresql_never_send_a_group_in_parts(tmp_pa
      "expected one of complete_oldest, refuse in on_full", "5:107"),
 ])
 def test_a_wrong_aggregate_is_a_load_error_at_its_place(tmp_path: Path, step: str, message: str, where: str) -> None:
-    write_flows(tmp_path, f"""
-    flows:
-      f:
-        source: {{http: {{path: /f}}}}
-        steps:
-          - aggregate: {step}
+    assert_step_load_error(tmp_path, "aggregate", step, message, where, """
     endpoints:
-      orders: {{http: {{url: "http://127.0.0.1:9"}}}}
+      orders: {http: {url: "http://127.0.0.1:9"}}
     """)
-    with pytest.raises(LoadErrors) as caught:
-        load_project(tmp_path)
-    text = str(caught.value)
-    assert message in text and f"flows.yaml:{where}:" in text, text
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine import metrics
-from engine.loader import LoadErrors, load_project
 from tests.support.backends import BackendServer
-from tests.support.engine import facade_client, write_flows
+from tests.support.engine import assert_step_load_error, facade_client, write_flows
 
 pytestmark = pytest.mark.anyio
 
@@ -176,20 +175,11 @@ async def test_sticky_keeps_a_key_on_its_endpoint_and_fails_over_while_it_is_dow
 ])
 def test_a_wrong_load_balance_is_a_load_error_at_its_place(tmp_path: Path, step: str, message: str,
                                                            where: str) -> None:
-    write_flows(tmp_path, f"""
-    flows:
-      f:
-        source: {{http: {{path: /f}}}}
-        steps:
-          - load_balance: {step}
+    assert_step_load_error(tmp_path, "load_balance", step, message, where, """
     endpoints:
-      a: {{http: {{url: "http://127.0.0.1:9"}}}}
-      b: {{http: {{url: "http://127.0.0.1:9"}}}}
+      a: {http: {url: "http://127.0.0.1:9"}}
+      b: {http: {url: "http://127.0.0.1:9"}}
     """)
-    with pytest.raises(LoadErrors) as caught:
-        load_project(tmp_path)
-    text = str(caught.value)
-    assert message in text and f"flows.yaml:{where}:" in text, text
 
 
 async def test_least_connections_passes_over_an_endpoint_still_busy_and_takes_idle_ones_in_turn(

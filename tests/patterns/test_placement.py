@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from engine.loader import LoadErrors, load_project
-from tests.support.engine import facade_client, write_flows
+from tests.support.engine import assert_step_load_error, facade_client, write_flows
 
 pytestmark = pytest.mark.anyio
 
@@ -194,14 +193,4 @@ async def test_an_xpath_over_json_is_refused_as_the_wrong_media_type(tmp_path: P
 ])
 def test_a_wrong_placement_is_a_load_error_at_its_place(tmp_path: Path, step: str, message: str,
                                                          where: str) -> None:
-    write_flows(tmp_path, f"""
-    flows:
-      f:
-        source: {{http: {{path: /f}}}}
-        steps:
-          - set: {step}
-    """)
-    with pytest.raises(LoadErrors) as caught:
-        load_project(tmp_path)
-    text = str(caught.value)
-    assert message in text and f"flows.yaml:{where}:" in text, text
+    assert_step_load_error(tmp_path, "set", step, message, where)

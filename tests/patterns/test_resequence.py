@@ -12,10 +12,9 @@ import httpx
 import pytest
 
 from engine import metrics
-from engine.loader import LoadErrors, load_project
 from tests.patterns.test_wire_tap import arrived
 from tests.support.backends import BackendServer
-from tests.support.engine import facade_client, run_engine, wait_for, write_flows
+from tests.support.engine import assert_step_load_error, facade_client, run_engine, wait_for, write_flows
 
 pytestmark = pytest.mark.anyio
 
@@ -165,18 +164,9 @@ def test_stopping_the_engine_releases_what_it_holds_in_order(tmp_path: Path, led
 ])
 def test_a_wrong_resequence_is_a_load_error_at_its_place(tmp_path: Path, step: str, message: str,
                                                          where: str) -> None:
-    write_flows(tmp_path, f"""
-    flows:
-      f:
-        source: {{http: {{path: /f}}}}
-        steps:
-          - resequence: {step}
+    assert_step_load_error(tmp_path, "resequence", step, message, where, """
     sequences:
-      s: [{{log: sent}}]
+      s: [{log: sent}]
     endpoints:
-      ledger: {{http: {{url: "http://127.0.0.1:9"}}}}
+      ledger: {http: {url: "http://127.0.0.1:9"}}
     """)
-    with pytest.raises(LoadErrors) as caught:
-        load_project(tmp_path)
-    text = str(caught.value)
-    assert message in text and f"flows.yaml:{where}:" in text, text

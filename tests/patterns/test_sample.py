@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.loader import LoadErrors, load_project
 from tests.support.backends import BackendServer, closed_port
-from tests.support.engine import facade_client, write_flows
+from tests.support.engine import assert_step_load_error, facade_client, write_flows
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -91,14 +90,4 @@ async def test_a_store_that_cannot_be_reached_samples_nothing_and_fails_nothing(
     ("{per: 0s, steps: [{log: x}]}", "greater than zero", "5:23"),
 ])
 def test_a_wrong_sample_is_a_load_error_at_its_place(tmp_path: Path, step: str, message: str, where: str) -> None:
-    write_flows(tmp_path, f"""
-    flows:
-      f:
-        source: {{http: {{path: /f}}}}
-        steps:
-          - sample: {step}
-    """)
-    with pytest.raises(LoadErrors) as caught:
-        load_project(tmp_path)
-    text = str(caught.value)
-    assert message in text and f"flows.yaml:{where}:" in text, text
+    assert_step_load_error(tmp_path, "sample", step, message, where)

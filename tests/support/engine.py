@@ -16,7 +16,7 @@ from textwrap import dedent
 import httpx
 
 from engine.front import Facade
-from engine.loader import load_project
+from engine.loader import LoadErrors, load_project
 from tests.support.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +34,20 @@ def write_flows(folder: Path, text: str, name: str = "flows.yaml") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(dedent(text).lstrip("\n"), encoding="utf-8")
     return folder
+
+
+def assert_step_load_error(folder: Path, kind: str, step: str, message: str, where: str, more: str = "") -> None:
+    """A flow of one ``kind: step`` (on line 5 of flows.yaml; ``more``: other top-level YAML, e.g.
+    its endpoints) fails to load with ``message`` at ``where`` (line:column)."""
+    flow = f"flows:\n  f:\n    source: {{http: {{path: /f}}}}\n    steps:\n      - {kind}: {step}\n"
+    write_flows(folder, flow + dedent(more).lstrip("\n"))
+    try:
+        load_project(folder)
+    except LoadErrors as exc:
+        text = str(exc)
+        assert message in text and f"flows.yaml:{where}:" in text, text
+        return
+    raise AssertionError(f"the flow loaded: {kind}: {step}")
 
 
 @contextlib.asynccontextmanager
