@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
+import orjson
+
 from engine.message import Message
 from engine.template_code import ROOT_SOURCE, CodeWriter, field_of
 
@@ -31,6 +33,17 @@ MAX_DEPTH = 40  # deeper trees keep their closures (Python's parser has its own 
 _NUMBERS = frozenset({int, float})
 _DICTS = frozenset({dict})
 _SIZED = frozenset({str, list, dict})
+_NOT_SUMMED = object()
+
+
+def _no_bools(values: list[Any]) -> bool:
+    """For values of the JSON parser that ``sum`` added (so each an int, a float or a bool): True
+    when none is a bool.  Their JSON text, written in C, has an ``e`` only in ``true``, ``false``
+    and a float's exponent (a float so written answers False: the caller then tests each type)."""
+    try:
+        return 101 not in orjson.dumps(values)  # 101: "e"
+    except orjson.JSONEncodeError:
+        return False
 
 
 class TooDeep(Exception):
@@ -58,7 +71,10 @@ def aggregate_of_field(function: str, name: str, helpers: Helpers) -> Callable[[
     dict holding ``f`` the values are read in C (``map(itemgetter)``): they are the projection
     itself, since a null is no number and no string and so takes the general way.  ``rows``, when
     given, says that ``x`` is a list of plain dicts each holding the keys ``rows`` (a foreach's
-    results rendered from a mapping template): then the elements need no checking."""
+    results rendered from a mapping template): then the elements need no checking.  ``typed``,
+    when given, names those of the keys whose values are the JSON parser's own (a foreach's items
+    read straight from a JSON body): each is then a dict, list, str, int, float, bool or None, so a
+    sum that works is of numbers unless one is a bool, and only that is checked."""
     pick = itemgetter(name)
     query_field, numbers, strings, call = helpers.query_field, helpers.numbers, helpers.strings, helpers.call
 
@@ -79,25 +95,39 @@ def aggregate_of_field(function: str, name: str, helpers: Helpers) -> Callable[[
         except KeyError:
             return None
 
+    def summed(found: list[Any], typed: frozenset[str] | None) -> Any:
+        """The sum of the field's values when they are all numbers, else _NOT_SUMMED."""
+        if typed is not None and name in typed:
+            try:
+                total = sum(found)  # in C; fails on text, null, a list or an object
+            except TypeError:
+                return _NOT_SUMMED
+            if _no_bools(found) or _NUMBERS.issuperset(map(type, found)):
+                return total
+            return _NOT_SUMMED
+        return sum(found) if _NUMBERS.issuperset(map(type, found)) else _NOT_SUMMED
+
     if function == "sum":
-        def sum_of(items: Any, rows: frozenset[str] | None = None) -> Any:
+        def sum_of(items: Any, rows: frozenset[str] | None = None, typed: frozenset[str] | None = None) -> Any:
             found = values(items, rows)
-            if found is not None and _NUMBERS.issuperset(map(type, found)):
-                return sum(found)
+            if found is not None and (total := summed(found, typed)) is not _NOT_SUMMED:
+                return total
             arg = projection(items)
             return sum(arg) if numbers(arg) else call("sum", [arg])
         return sum_of
     if function == "avg":
-        def avg_of(items: Any, rows: frozenset[str] | None = None) -> Any:
+        def avg_of(items: Any, rows: frozenset[str] | None = None, typed: frozenset[str] | None = None) -> Any:
             found = values(items, rows)
-            arg = found if found is not None and _NUMBERS.issuperset(map(type, found)) else projection(items)
+            if found is not None and (total := summed(found, typed)) is not _NOT_SUMMED:
+                return total / len(found) if found else None
+            arg = projection(items)
             if numbers(arg):
                 return sum(arg) / len(arg) if arg else None
             return call("avg", [arg])
         return avg_of
     pick_one = max if function == "max" else min
 
-    def extreme_of(items: Any, rows: frozenset[str] | None = None) -> Any:
+    def extreme_of(items: Any, rows: frozenset[str] | None = None, typed: frozenset[str] | None = None) -> Any:
         found = values(items, rows)
         plain = found is not None and (_NUMBERS.issuperset(map(type, found)) or all(type(v) is str for v in found))
         arg = found if plain else projection(items)
@@ -125,16 +155,25 @@ class Generator(CodeWriter):
         self._temps = 0
         self._fallbacks: set[str] = set()
         self.uses_rows = False  # an aggregate of a field of the payload's elements, told of them by rows_
+        self.on_payload: Callable[..., Any] | None = None  # evaluate_payload(p_, rows_, typed_), see function()
+        self._roots: set[str] = set()  # the message roots read
         self._uses_context = False
         self._payload_reads = 0
         self._first_is_payload: bool | None = None  # is the first thing evaluated the payload read?
 
     def function(self, tree: dict[str, Any]) -> Callable[..., Any] | None:
-        """The generated ``evaluate(msg)``; None when the whole tree is one closure's (nothing to gain)."""
+        """The generated ``evaluate(msg, rows_=None, typed_=None)``; None when the whole tree is one
+        closure's (nothing to gain).  An expression that reads nothing of the message but its
+        payload also gets ``on_payload``: ``evaluate_payload(p_, rows_=None, typed_=None)``, the
+        same on that payload given as a value (a foreach's reduce, with no message to make)."""
         body = self.node(tree, "ctx_", True, 0)
         if body in self._fallbacks:
             return None
-        lines = ["def evaluate(msg, rows_=None):"]
+        on_payload = None
+        if not self._uses_context and self._roots <= {"payload", "env", "secret"}:
+            on_payload = ("def evaluate_payload(p_, rows_=None, typed_=None):\n"
+                          f"    return {body.replace(_PAYLOAD, 'p_')}\n")
+        lines = ["def evaluate(msg, rows_=None, typed_=None):"]
         if self._uses_context:
             lines.append("    ctx_ = _context(msg)")  # the closures' root value: nothing to evaluate
         if self._first_is_payload and self._payload_reads > 1:
@@ -143,8 +182,10 @@ class Generator(CodeWriter):
         else:
             body = body.replace(_PAYLOAD, "msg.payload")
         lines.append(f"    return {body}")
-        source = "\n".join(lines) + "\n"
-        evaluate: Callable[..., Any] = self.run_source(source, _CODE, "<expression>")["evaluate"]  # (msg, rows_=None)
+        source = "\n".join(lines) + "\n" + (on_payload or "")
+        namespace = self.run_source(source, _CODE, "<expression>")
+        self.on_payload = namespace.get("evaluate_payload")
+        evaluate: Callable[..., Any] = namespace["evaluate"]
         return evaluate
 
     # --- the nodes, as expressions._compile_node compiles them --------------------------------
@@ -227,8 +268,8 @@ class Generator(CodeWriter):
             self._first(False)
             aggregate = aggregate_of_field(name, projected[1]["value"], self._helpers)
             if at_root and projected[0] == {"type": "field", "children": [], "value": "payload"}:
-                self.uses_rows = True  # x is the payload: what evaluate(msg, rows_) may know of its elements
-                return f"{self.bind(aggregate)}({base}, rows_)"
+                self.uses_rows = True  # x is the payload: what evaluate(msg, rows_, typed_) may know of its elements
+                return f"{self.bind(aggregate)}({base}, rows_, typed_)"
             return f"{self.bind(aggregate)}({base})"
         arguments = [self.node(c, value, at_root, depth) for c in children]
         self._first(False)
@@ -255,6 +296,7 @@ class Generator(CodeWriter):
     # --- reads ----------------------------------------------------------------------------------
 
     def _root(self, name: str) -> str:
+        self._roots.add(name)
         if name == "payload":
             self._first(True)
             self._payload_reads += 1

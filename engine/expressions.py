@@ -760,8 +760,8 @@ def _copy_tree(node: Any) -> Any:
 class Expr:
     """One compiled ``${...}`` expression."""
 
-    __slots__ = ("_getter", "_rows", "_run", "direct", "env", "env_refs", "fields", "secret_refs", "secrets", "source",
-                 "uses_payload")
+    __slots__ = ("_getter", "_on_payload", "_rows", "_run", "direct", "env", "env_refs", "fields", "secret_refs",
+                 "secrets", "source", "uses_payload")
 
     def __init__(self, source: str, namespaces: Mapping[str, str] | None = None,
                  env: Mapping[str, str] | None = None, secrets: Mapping[str, str] | None = None) -> None:
@@ -794,7 +794,8 @@ class Expr:
         # that path, root first (payload, id), for templates that read it inline (engine/template_code.py)
         self.fields: tuple[str, ...] | None = tuple(_field_path(parsed) or ()) if self.direct is not None else None
         # the tree as one generated function (engine/expression_code.py), else the closures on a Context
-        self._rows: Callable[[Message, frozenset[str]], Any] | None = None  # set by _generated
+        self._rows: Callable[..., Any] | None = None  # set by _generated: (msg, rows_, typed_)
+        self._on_payload: Callable[..., Any] | None = None  # set by _generated: (payload, rows_, typed_)
         self._run: Callable[[Message], Any] = (self._generated(parsed) if self.direct is None else None) \
             or self._on_context
 
@@ -817,16 +818,38 @@ class Expr:
             return None
         if evaluate is not None and generator.uses_rows:
             self._rows = evaluate
+        self._on_payload = generator.on_payload
         return evaluate
 
-    def evaluate_rows(self, msg: Message, rows: frozenset[str]) -> Any:
+    def evaluate_rows(self, msg: Message, rows: frozenset[str], typed: frozenset[str] | None = None) -> Any:
         """``evaluate(msg)`` for a payload known to be a list of plain dicts each holding the keys
         ``rows`` (a foreach's results rendered from a mapping template, before any step saw them):
-        an aggregate of one of those fields (``sum(payload[*].qty)``) reads them unchecked."""
+        an aggregate of one of those fields (``sum(payload[*].qty)``) reads them unchecked.
+        ``typed``: those of the keys whose values are the JSON parser's own (see
+        expression_code.aggregate_of_field)."""
         if self._rows is None:
             return self.evaluate(msg)
         try:
-            return self._rows(msg, rows)
+            return self._rows(msg, rows, typed)
+        except ExpressionError:
+            raise
+        except jp_exceptions.JMESPathError as exc:
+            raise ExpressionError(f"a flow expression could not be evaluated on this message: {exc}",
+                                  internal=f"${{{self.source}}}") from exc
+
+    @property
+    def reads_payload_only(self) -> bool:
+        """Whether the expression reads nothing of a message but its payload (and env, secrets):
+        ``evaluate_payload`` then answers as ``evaluate`` on any message holding that payload."""
+        return self._on_payload is not None
+
+    def evaluate_payload(self, payload: Any, rows: frozenset[str] | None = None,
+                         typed: frozenset[str] | None = None) -> Any:
+        """``evaluate_rows`` (or, without ``rows``, ``evaluate``) on a message whose payload is
+        ``payload``, with no message made; only when ``reads_payload_only``."""
+        assert self._on_payload is not None
+        try:
+            return self._on_payload(payload, rows, typed)
         except ExpressionError:
             raise
         except jp_exceptions.JMESPathError as exc:
@@ -977,7 +1000,7 @@ class Template:
         self.expressions.append(expr)
         return expr
 
-    def for_items(self, index_var: str) -> tuple[Callable[[Message, list[Any]], list[Any]], bool] | None:
+    def for_items(self, index_var: str) -> tuple[Callable[..., list[Any]], bool] | None:
         """This template rendered for a list of items at once, as a foreach's value-only path
         would render it per item (engine/template_code.py ``Generator.items``), and whether each
         result is a new dict or list (never an XML element); None when the template reads more

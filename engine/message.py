@@ -168,6 +168,13 @@ class Message:
             self._payload = self._parse(self.body)
         return self._payload
 
+    @property
+    def json_unread(self) -> bool:
+        """True while the payload is a JSON body not yet parsed: the next read of ``payload``
+        gives the JSON parser's own values (dict, list, str, int, float, bool and None, nothing
+        else and no subclass), which no step has seen."""
+        return self._payload is _UNSET and self._stream is None and self.kind == JSON
+
     def set_payload(self, value: Any, kind: str, content_type: str | None = None) -> None:
         """Replace the payload; the bytes are produced when next needed."""
         self._payload = value

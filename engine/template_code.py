@@ -128,37 +128,65 @@ class Generator(CodeWriter):
         render: Callable[[Message], Any] = self._define(source)
         return render
 
-    def items(self, value: Any, index_var: str) -> Callable[[Message, list[Any]], list[Any]]:
+    def items(self, value: Any, index_var: str) -> Callable[..., list[Any]]:
         """The template rendered for every item of a list at once, as a foreach would render it
         on a message per item whose payload is the item and whose ``vars.<index_var>`` is its
-        position: ``render_items(msg, items)`` is one list comprehension.  Only for templates
-        whose every ``${...}`` is a path of fields (``NotPlain`` otherwise), and no whole copy
-        the fork makes (``${headers}``, ``${vars}``...), so reading the parent message is the same."""
+        position: ``render_items(msg, items, plain_=False)`` is one list comprehension.  Only for
+        templates whose every ``${...}`` is a path of fields (``NotPlain`` otherwise), and no whole
+        copy the fork makes (``${headers}``, ``${vars}``...), so reading the parent message is the
+        same.  ``plain_`` says that the items are the JSON parser's own values (a dict among them
+        is a plain dict): then no item's type is tested before its fields are read."""
         self._index_var = index_var
         exact = self.value(value, 0)
         self._subscripts = True
         fast = self.value(value, 0)
         if fast == exact:  # nothing read from the item itself
-            source = f"def render_items(msg, items):\n    return [{exact} for index_, item_ in enumerate(items)]\n"
+            source = ("def render_items(msg, items, plain_=False):\n"
+                      f"    return [{exact} for index_, item_ in enumerate(items)]\n")
         else:
             # An item that is a plain dict has its fields read by subscript (one type test per
             # item, no .get call per field) while no item has missed one; the first KeyError
             # (a field an item lacks) renders again, and from then on, with .get: a render only
-            # reads, so rendering again answers as rendering once
+            # reads, so rendering again answers as rendering once.  Items from the JSON parser
+            # are subscripted untested: any of them that is no dict (a list, text, a number,
+            # true, false or null) raises TypeError at its first field, and all render again
+            # with the test
             self.names["fast_"] = [True]
-            source = ("def render_items(msg, items):\n"
+            source = ("def render_items(msg, items, plain_=False):\n"
                       "    if fast_[0]:\n"
                       "        try:\n"
+                      "            if plain_:\n"
+                      "                try:\n"
+                      f"                    return [{fast} for index_, item_ in enumerate(items)]\n"
+                      "                except TypeError:\n"
+                      "                    pass\n"
                       f"            return [({fast} if type(item_) is dict else {exact}) "
                       "for index_, item_ in enumerate(items)]\n"
                       "        except KeyError:\n"
                       "            fast_[0] = False\n"
                       f"    return [{exact} for index_, item_ in enumerate(items)]\n")
-        render_items: Callable[[Message, list[Any]], list[Any]] = self._define(source)
+        render_items: Callable[..., list[Any]] = self._define(source)
         keys = self._constant_keys(value)
         if keys is not None:  # every result is a new plain dict holding these keys (read by foreach's reduce)
             vars(render_items)["row_keys"] = keys
+            # of those, the keys whose value is a value found in the item (the JSON parser's, when it is)
+            vars(render_items)["item_keys"] = self._item_keys(value)
         return render_items
+
+    def _item_keys(self, value: Mapping[Any, Any]) -> frozenset[str]:
+        """The keys of a mapping template (with constant keys) whose value is one whole ``${...}``
+        reading a path of fields of the item: what it renders is the item or a value inside it."""
+        keys = set()
+        for key, part in value.items():
+            if not isinstance(part, str):
+                continue
+            parts = self._text_parts(part)
+            if len(parts) != 1 or isinstance(parts[0], str) or parts[0][1] is not None:
+                continue
+            fields = self._expression(parts[0][0], None).fields
+            if fields is not None and fields[0] == "payload":
+                keys.add(self._to_text(key) if not isinstance(key, str) else "".join(self._text_parts(key)))
+        return frozenset(keys)
 
     def _constant_keys(self, value: Any) -> frozenset[str] | None:
         """The keys of a mapping template whose keys hold no ``${...}``, as its renders have them."""

@@ -39,7 +39,7 @@ class Shaper:
 
     def __init__(self, apply: Shape, writes: frozenset[str] = frozenset({PAYLOAD}),
                  value: Callable[[Message], Any] | None = None,
-                 each: Callable[[str], tuple[Callable[[Message, list[Any]], list[Any]], bool] | None] | None = None
+                 each: Callable[[str], tuple[Callable[..., list[Any]], bool] | None] | None = None
                  ) -> None:
         self.apply = apply
         self.writes = writes

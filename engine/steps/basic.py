@@ -402,7 +402,7 @@ def compile_body(config: Any, ctx: CompileContext) -> Callable[[Message], None] 
     return lambda msg: msg.set_payload(value(msg), kind, content_type)
 
 
-ForItems = Callable[[str], tuple[Callable[[Message, list[Any]], list[Any]], bool] | None]
+ForItems = Callable[[str], tuple[Callable[..., list[Any]], bool] | None]
 
 
 def compile_body_value(config: Any, ctx: CompileContext

@@ -133,16 +133,26 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
     made = shapers[0].each(plan.index_var) if shapers is not None and len(shapers) == 1 \
         and shapers[0].each is not None and plan.count is None else None
     at_once, containers = made if made is not None else (None, False)  # containers: no result is XML
-    # what the reduce may know of the results rendered at once: plain dicts, each with these keys
+    # what the reduce may know of the results rendered at once: plain dicts, each with these keys,
+    # and of those the keys holding a value of the item (the JSON parser's when the items are)
     rows: frozenset[str] | None = getattr(at_once, "row_keys", None) if reduce is not None else None
+    item_keys: frozenset[str] | None = getattr(at_once, "item_keys", None) if rows is not None else None
+    # items read by a path of fields of the payload: when the body is still unparsed JSON, they
+    # are the parser's own values, seen by no step
+    parsed_items = listed is not None and bool(listed.expressions) and all(
+        e.fields is not None and e.fields[0] == "payload" for e in listed.expressions)
+    # a reduce reading only the payload is given the results as a value: no message to make
+    on_results = reduce is not None and reduce.reads_payload_only
 
     async def run(msg: Message) -> None:
         if into is not None and not msg.is_streaming:
             json_payload(msg, "foreach into a JSONPath")
         rendered = None
+        parsed = False
         if listed is not None and shapers is not None and msg.trace is None:
+            parsed = parsed_items and msg.json_unread
             items = _listed_items(listed.render(msg))
-            rendered = _all_at_once(at_once, msg, items) if at_once is not None else None
+            rendered = _all_at_once(at_once, msg, items, parsed) if at_once is not None else None
             plain = rendered is not None and containers
             if rendered is not None:
                 results = rendered if plan.keep_results else []
@@ -168,11 +178,15 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
             value = results if plain else [("".join(r.itertext()) if isinstance(r, etree._Element) else r)
                                            for r in results]
             if reduce is not None:
-                probe = Message(body=b"", correlation_id=msg.correlation_id)
-                probe.set_payload(value, JSON)
-                probe.vars = msg.vars
-                value = reduce.evaluate_rows(probe, rows) if rows is not None and rendered is not None \
-                    else reduce.evaluate(probe)
+                known = rows if rendered is not None else None
+                typed = item_keys if known is not None and parsed else None
+                if on_results:
+                    value = reduce.evaluate_payload(value, known, typed)
+                else:
+                    probe = Message(body=b"", correlation_id=msg.correlation_id)
+                    probe.set_payload(value, JSON)
+                    probe.vars = msg.vars
+                    value = reduce.evaluate_rows(probe, known, typed) if known is not None else reduce.evaluate(probe)
         if var is not None:
             msg.vars[var] = value
         elif into is not None:
@@ -245,14 +259,15 @@ def _listed_items(value: Any) -> Iterable[Any]:
     return value
 
 
-def _all_at_once(render_items: Any, msg: Message, items: Iterable[Any]) -> list[Any] | None:
+def _all_at_once(render_items: Any, msg: Message, items: Iterable[Any], parsed: bool = False) -> list[Any] | None:
     """Every item's result from one comprehension (a payload step reading only fields), or None
     to take _shape_items: items that are not a list, or a render that raised (it only reads, so
-    _shape_items then renders again item by item and fails or collects as it would)."""
+    _shape_items then renders again item by item and fails or collects as it would).  ``parsed``:
+    the items are the JSON parser's own values."""
     if type(items) is not list:
         return None
     try:
-        rendered: list[Any] = render_items(msg, items)
+        rendered: list[Any] = render_items(msg, items, parsed)
     except Exception:
         return None
     return rendered

@@ -389,3 +389,57 @@ async def test_one_payload_step_reading_fields_renders_every_item_as_a_message_e
             if case == "reduce":  # 7, None, "text" and [1, 2] have no qty; the sum is of the others
                 assert one.json()["result"] == {"n": 8, "qty": 6.5}
     assert len(rendered) == len(cases) and all(r is not None and len(r) == 8 for r in rendered)
+
+
+async def test_a_split_of_a_json_body_reduces_as_a_message_per_item_for_every_kind_of_value(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # concurrency 1 takes the split of the unparsed JSON body (items subscripted untested, the
+    # reduce told that the qty values are the parser's, so only bools are checked for); the same
+    # flow after a step that read the payload first takes the checked way; concurrency 2 a
+    # message per item. Statuses and bodies are the same for numbers, bools, text, nulls,
+    # floats written with an exponent, items that are no object, and items lacking a field.
+    def flow(name: str, concurrency: int, first: str) -> str:
+        return f"""
+      {name}:
+        source: {{http: {{method: POST, path: /{name}}}}}
+        steps:
+{first}
+          - foreach:
+              items: ${{payload.items}}
+              concurrency: {concurrency}
+              steps:
+                - payload: {{json: {{id: "${{payload.id}}", qty: "${{payload.qty}}", line: "${{vars.index}}"}}}}
+              reduce: "{{count: length(payload), qty: sum(payload[*].qty), mean: avg(payload[*].qty)}}"
+"""
+    read_first = "          - set: {var: seen, value: \"${payload.items}\"}"
+    flows = "flows:\n" + flow("fresh", 1, "          - set: {var: tenant, value: acme}") + flow("read", 1, read_first) \
+        + flow("general", 2, "          - set: {var: tenant, value: acme}")
+    write_flows(tmp_path, flows)
+    from engine.steps import foreach as foreach_step
+
+    at_once = foreach_step._all_at_once
+    told: list[bool] = []  # whether each render was told that its items are the parser's
+
+    def spy(render: Any, msg: Any, items: Any, parsed: bool = False) -> Any:
+        told.append(parsed)
+        return at_once(render, msg, items, parsed)
+
+    monkeypatch.setattr(foreach_step, "_all_at_once", spy)
+    qtys: list[list[Any]] = [[1, 2, 3], [1, 2.5, -4], [1e300, 2], [True, 1], [False], [1, "2"], [3, None, 4], [None],
+                             [[1], 2], [{"k": 1}], [], [0, 1, 1.5e-10]]
+    bodies: list[Any] = [{"items": [{"id": f"i{n}", "qty": q} for n, q in enumerate(qty)]} for qty in qtys]
+    bodies += [{"items": [{"id": "a", "qty": 1}, 7, None, "text", [1, 2], {"id": "b", "qty": 2}]},
+               {"items": [{"id": "a", "qty": 1}, {"id": "b"}, {"qty": 3}]}, {"items": "not a list"}, {"other": 1}]
+    async with facade_client(tmp_path) as client:
+        for body in bodies:
+            answers = [await client.post(f"/{name}", json=body) for name in ("fresh", "read", "general")]
+            assert len({a.status_code for a in answers}) == 1, (body, [a.text for a in answers])
+            seen = [{k: v for k, v in a.json().items() if k not in ("instance", "correlation_id")}
+                    if a.status_code != 200 else a.json() for a in answers]  # a problem names its request
+            assert seen[0] == seen[1] == seen[2], body
+            assert answers[0].status_code in (200, 500), body
+        good = await client.post("/fresh", json=bodies[0])
+        assert good.json() == {"count": 3, "qty": 6, "mean": 2.0}
+        boolean = await client.post("/fresh", json=bodies[3])
+        assert boolean.status_code == 500 and "invalid type for value: True" in boolean.text
+    assert True in told and False in told

@@ -193,3 +193,73 @@ def test_a_split_rendered_from_a_mapping_tells_its_keys_to_the_reduce() -> None:
     for value in ({"${payload.id}": 1, "qty": "${payload.qty}"}, ["${payload.id}"], "${payload.id}"):
         made = Template(value).for_items("index")
         assert made is None or getattr(made[0], "row_keys", None) is None
+
+
+# rows as a split of a JSON body gives them: the JSON parser's own values (orjson), odd ones too
+PARSED_ROW_LISTS: list[str] = [
+    "[]", '[{"id": "a", "qty": 2, "line": 0}, {"id": "b", "qty": 5, "line": 1}]',
+    '[{"id": "a", "qty": 2, "line": 0}, {"id": "b", "qty": 5.5, "line": 1}, {"id": "c", "qty": -0.25, "line": 2}]',
+    '[{"id": "a", "qty": 1e300, "line": 0}, {"id": "b", "qty": 1.5e-10, "line": 1}]',  # a float written with e
+    '[{"id": "a", "qty": 1, "line": 0}, {"id": "b", "qty": true, "line": 1}]', '[{"id": "a", "qty": false, "line": 0}]',
+    '[{"id": "a", "qty": true, "line": 0}, {"id": "b", "qty": 2.5, "line": 1}]',
+    '[{"id": "a", "qty": 0, "line": 0}, {"id": "b", "qty": 1, "line": 1}, {"id": "c", "qty": false, "line": 2}]',
+    '[{"id": "a", "qty": "2", "line": 0}, {"id": "b", "qty": "10", "line": 1}]',
+    '[{"id": "a", "qty": 3, "line": 0}, {"id": "b", "qty": null, "line": 1}, {"id": "c", "qty": 4, "line": 2}]',
+    '[{"id": "a", "qty": null, "line": 0}]', '[{"id": "a", "qty": [1], "line": 0}, {"id": "b", "qty": 1, "line": 1}]',
+    '[{"id": "a", "qty": {"k": 1}, "line": 0}]', '[{"id": "a", "qty": 9223372036854775807, "line": 0}, '
+    '{"id": "b", "qty": 9223372036854775807, "line": 1}]', '[{"id": "a", "qty": 18446744073709551615, "line": 0}]',
+    '[{"id": "a", "qty": 2, "line": 0}, {"id": "b", "qty": "e", "line": 1}]',
+]
+REDUCES = ["{count: length(payload), qty: sum(payload[*].qty)}", "sum(payload[*].qty)", "avg(payload[*].qty)",
+           "max(payload[*].qty)", "min(payload[*].qty)", "sum(payload[*].line)",
+           "[sum(payload[*].qty), avg(payload[*].id)]"]
+
+
+@pytest.mark.parametrize("source", REDUCES)
+@pytest.mark.parametrize("text", PARSED_ROW_LISTS, ids=range(len(PARSED_ROW_LISTS)))
+def test_an_aggregate_told_its_rows_are_the_parsers_answers_as_one_that_checks_them(source: str, text: str) -> None:
+    # a foreach told that the rows' values are the JSON parser's checks only for bools: the
+    # answer, its type and jmespath's error text stay those of the checked way
+    from engine import jsonfast
+
+    expr = Expr(source, env={}, secrets={})
+    assert expr.reads_payload_only
+    expected = repr(_outcome(expr.evaluate, _message(jsonfast.loads(text))))
+    for typed in (ROWS, frozenset({"qty"}), frozenset()):
+        msg = _message(jsonfast.loads(text))
+        assert repr(_outcome(lambda m, t=typed: expr.evaluate_rows(m, ROWS, t), msg)) == expected, typed
+        assert repr(_outcome(lambda m, t=typed: expr.evaluate_payload(m.payload, ROWS, t), msg)) == expected, typed
+    assert repr(_outcome(lambda m: expr.evaluate_payload(m.payload), _message(jsonfast.loads(text)))) == expected
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("payload", SHAPES, ids=range(len(SHAPES)))
+def test_an_expression_reading_only_the_payload_answers_on_the_payload_alone(source: str, payload: Any) -> None:
+    expr = Expr(source, env=ENV, secrets=SECRETS)
+    if not expr.reads_payload_only:
+        return
+    msg = _message(payload)
+    got, expected = _outcome(lambda m: expr.evaluate_payload(m.payload), msg), _outcome(expr.evaluate, msg)
+    assert got == expected
+    assert repr(got) == repr(expected)
+
+
+def test_only_an_expression_reading_nothing_but_the_payload_is_evaluated_on_it_alone() -> None:
+    payload_only = ["{count: length(payload), qty: sum(payload[*].qty)}", "payload[*].qty", "payload.id == 'x'",
+                    "join(',', payload[*].id)", "[payload.id, env.REGION, secret.token]", "`1`"]
+    for source in payload_only:
+        assert Expr(source, env=ENV, secrets=SECRETS).reads_payload_only, source
+    more = ["[payload.id, vars.index]", "sum(vars.list)", "@", "length(@)", 'headers."x-client-id"', "status",
+            "payload[?qty > `1`].id", "payload[*].{id: id, q: qty}", "payload | length(@)", "correlation_id",
+            "payload.id", "payload"]
+    for source in more:  # other roots, the message view, one closure on a Context, or a plain path
+        assert not Expr(source, env=ENV, secrets=SECRETS).reads_payload_only, source
+
+
+def test_the_parsers_numbers_are_told_from_its_bools_by_their_json_text() -> None:
+    from engine.expression_code import _no_bools
+
+    assert _no_bools([1, 2, -3, 2.5, 0, 0.0, 9223372036854775807])
+    for values in ([1, True], [False], [0, False], [1e300], [1.5e-10, 1]):  # a float with e: tested type by type
+        assert not _no_bools(values), values
+    assert not _no_bools([2**70])  # beyond orjson's integers: tested type by type

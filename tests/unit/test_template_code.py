@@ -189,3 +189,43 @@ def test_all_items_at_once_by_subscript_until_an_item_lacks_a_field() -> None:
     lacking = [{"id": 1, "qty": 2, "a": {}}, {"id": 2, "a": {"b": 1}}, [3], None]
     for items in (full, full, lacking, full, lacking):
         assert repr(render_items(msg, items)) == repr(one_message_each(items))
+
+
+PARSED_ITEMS = [  # each as the JSON parser gives it: full dicts; with items that are no dict; lacking fields
+    '[{"id": 1, "qty": 2, "a": {"b": 3}}, {"id": "x", "qty": null, "a": "text"}]',
+    '[{"id": 7, "qty": 2.5, "a": {"b": {"c": [1, 2]}}}, [1, 2], "plain", 0, null, true, false, 1.5e300, '
+    '{"id": 1, "qty": 2, "a": {"b": 3}}]',
+    '[{"id": 7, "qty": 2.5, "a": {"b": 1}}, {"id": null}, {}, [1], {"id": 1, "qty": 2, "a": {"b": 3}}]', "[]"]
+
+
+@pytest.mark.parametrize("value", TEMPLATES, ids=range(len(TEMPLATES)))
+@pytest.mark.parametrize("text", PARSED_ITEMS, ids=range(len(PARSED_ITEMS)))
+def test_items_of_the_json_parser_at_once_answer_as_one_message_per_item(value: Any, text: str) -> None:
+    # told that the items are the JSON parser's (plain_), the render subscripts them untested;
+    # the answers stay those of a message per item, for items that are no dict or lack a field
+    import orjson
+
+    from engine.steps._fork import fork
+
+    template = Template(value, OPTIONS)
+    made = template.for_items("index")
+    if made is None:
+        return
+    render_items = made[0]
+    msg = _message({"items": "the parent's payload"})
+    items = orjson.loads(text)
+    expected = []
+    for index, item in enumerate(items):
+        branch = fork(msg, item, with_payload=True)
+        branch.vars["index"] = index
+        expected.append(template.render(branch))
+    for plain in (True, True, False, True):
+        assert repr(render_items(msg, items, plain)) == repr(expected)
+
+
+def test_a_split_rendered_from_a_mapping_tells_which_keys_hold_values_of_the_item() -> None:
+    made = Template({"id": "${payload.id}", "all": "${payload}", "deep": "${payload.a.b}", "line": "${vars.index}",
+                     "text": "n ${payload.id}", "c": 1, "tenant": "${vars.tenant}", "s": "${status}"},
+                    OPTIONS).for_items("index")
+    assert made is not None
+    assert getattr(made[0], "item_keys", None) == frozenset({"id", "all", "deep"})
