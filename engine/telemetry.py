@@ -30,11 +30,11 @@ from engine.observability import direct_handler
 request_log = logging.getLogger("interlace.request")
 
 
-class Seen:
-    """One request being observed."""
+class Seen(tracing.ServerSpan):
+    """One request being observed; with tracing on, also its SERVER span (``tracing.start_server``
+    sets the span's fields on it; ``token`` is then not None)."""
 
-    __slots__ = ("backends", "cid", "flow", "method", "path", "received", "route", "span", "started", "tallies",
-                 "token")
+    __slots__ = ("backends", "cid", "flow", "method", "path", "received", "route", "started", "tallies", "token")
 
     def __init__(self, method: str, path: str, cid: str) -> None:
         self.started = time.perf_counter()
@@ -43,8 +43,7 @@ class Seen:
         self.cid = cid
         self.flow = ""
         self.route = ""
-        self.span: Any = None
-        self.token: Any = None
+        self.token: Any = None  # with tracing on: the current span's before this one (tracing.start_server)
         self.backends: list[tuple[str, str, str, float]] | None = None
         # a request body without Content-Length: -1 while it arrives, then its size (engine/front.py)
         self.received: int | None = None
@@ -57,11 +56,12 @@ class RouteTallies:
     metrics' tables.  The children are made on first use, so a route no request has reached
     shows no series."""
 
-    __slots__ = ("flow", "received", "route", "seconds", "sent")
+    __slots__ = ("flow", "heads", "received", "route", "seconds", "sent")
 
     def __init__(self, flow: str, route: str) -> None:
         self.flow = flow
         self.route = route
+        self.heads: dict[str, bytes] = {}  # method -> the route's server span head (tracing on)
         self.seconds: dict[tuple[str, int], metrics.Tally] = {}  # (method, status) ->
         self.received: metrics.Tally | None = None
         self.sent: metrics.Tally | None = None
@@ -73,6 +73,10 @@ class RouteTallies:
     def sent_tally(self) -> metrics.Tally:
         tally = self.sent = metrics.response_bytes(self.flow, self.route)
         return tally
+
+    def head_of(self, method: str) -> bytes:
+        head = self.heads[method] = _route_attributes(method, self.flow, self.route)[2]
+        return head
 
     def seconds_of(self, method: str, status: int) -> metrics.Tally:
         tally = self.seconds[method, status] = metrics.request_seconds(self.flow, self.route, method,
@@ -103,8 +107,7 @@ def begin(method: str, path: str, headers: dict[str, str], cid: str) -> Seen:
         seen.backends = []
         metrics.request_backends.set(seen.backends)
     if tracing.ENABLED:
-        span = seen.span = tracing.server_span(seen.method, headers, path, cid)
-        seen.token = tracing.current.set(span)
+        seen.token = tracing.start_server(seen, seen.method, headers, path, cid)
     return seen
 
 
@@ -132,9 +135,12 @@ def routed(seen: Seen, flow: str, route: str, tallies: RouteTallies | None = Non
     seen.flow = flow
     seen.route = route
     seen.tallies = tallies
-    span = seen.span
-    if span is not None:
-        span.name, span.shared, span.head = _route_attributes(seen.method, flow, route)
+    if seen.token is not None:  # traced: the server span's name and shared attributes, encoded
+        method = seen.method
+        if tallies is not None:
+            seen.head = tallies.heads.get(method) or tallies.head_of(method)
+        else:
+            seen.head = _route_attributes(method, flow, route)[2]
 
 
 def end(seen: Seen, status: int, request_bytes: int | None = None, response_bytes: int | None = None,
@@ -142,19 +148,14 @@ def end(seen: Seen, status: int, request_bytes: int | None = None, response_byte
     elapsed = time.perf_counter() - seen.started
     metrics.IN_FLIGHT.dec()
     trace_id = None
-    span = seen.span
-    if span is not None:
-        if span.sampled:
-            trace_id = span.trace_id
-        span.code = status  # http.response.status_code
-        if error is not None:
-            span.attributes["error.type"] = getattr(error, "code", type(error).__name__)
-        if status >= 500:
-            span.status = tracing.ERROR
-        if span.head is None:  # no route: the method's name and attributes
-            span.name, span.shared, span.head = _route_attributes(seen.method, "", "")
-        span.end()
-        tracing.current.reset(seen.token)
+    token = seen.token
+    if token is not None:
+        if seen.sampled:
+            trace_id = seen.trace_id
+            tracing.end_server(seen, seen.head or _route_attributes(seen.method, "", "")[2],  # no route: the method's
+                               seen.path, seen.cid, status,
+                               None if error is None else getattr(error, "code", type(error).__name__))
+        tracing.current.reset(token)
     tallies = seen.tallies
     if tallies is not None:  # a route's: its tallies at hand
         seconds = tallies.seconds.get((seen.method, status)) or tallies.seconds_of(seen.method, status)

@@ -81,7 +81,7 @@ _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-
 _getrandbits = random.getrandbits  # reseeded in each forked worker by the random module itself
 _time_ns = time.time_ns
 
-current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("interlace_span", default=None)
+current: contextvars.ContextVar[Parent | None] = contextvars.ContextVar("interlace_span", default=None)
 # the shared attributes of the step being run whose only work is one call (engine/instrument.py):
 # that step has no span of its own, its attempts' CLIENT spans carry them (connectors/observe.py)
 step: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar("interlace_step", default=None)
@@ -96,7 +96,34 @@ def _wire(span_id: int) -> int:
     return int.from_bytes(span_id.to_bytes(8, "big"), "little")
 
 
-class Span:
+class Parent:
+    """What a span's children, ``inject`` and the logs read of it: its trace id (the 32 hex
+    digits it is shown as), ``trace_field`` (the trace id and state encoded, engine/otlp_wire.py),
+    ``trace_state``, ``sampled`` and its id (``wire_id``, see ``Span``)."""
+
+    __slots__ = ("sampled", "trace_field", "trace_id", "trace_state", "wire_id")
+
+    sampled: bool
+    trace_field: bytes
+    trace_id: str
+    trace_state: str
+    wire_id: int
+
+    @property
+    def span_id(self) -> int:
+        return int.from_bytes(self.wire_id.to_bytes(8, "little"), "big")
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id}-{self.wire_id.to_bytes(8, 'little').hex()}-{'01' if self.sampled else '00'}"
+
+    @property
+    def trace_id_hex(self) -> str | None:
+        """The trace id for logs and exemplars, when the span is sampled."""
+        return self.trace_id if self.sampled else None
+
+
+class Span(Parent):
     """One span being recorded.  ``sampled`` False: it only carries the context to backends.
 
     ``shared`` holds the attributes its step or route has in common with every other span of it
@@ -113,9 +140,8 @@ class Span:
     8 bytes, so that one little-endian struct packs both ids and both times (OTLP's times are
     little-endian fixed64, its ids bytes); ``span_id``/``parent_id`` give them as numbers."""
 
-    __slots__ = ("attributes", "code", "end_ns", "flags", "head", "kind", "name", "own", "sampled", "shared",
-                 "start_ns", "status", "status_message", "trace_field", "trace_id", "trace_state", "wire_id",
-                 "wire_parent")
+    __slots__ = ("attributes", "code", "end_ns", "flags", "head", "kind", "name", "own", "shared", "start_ns",
+                 "status", "status_message", "wire_parent")
 
     def __init__(self, name: str, kind: int, trace_id: str, parent_id: int, sampled: bool,
                  shared: Mapping[str, Any] | None, trace_state: str = "", attributes: dict[str, Any] | None = None,
@@ -138,10 +164,6 @@ class Span:
         self.status_message = ""
         self.start_ns = _time_ns()
         self.end_ns = 0
-
-    @property
-    def span_id(self) -> int:
-        return int.from_bytes(self.wire_id.to_bytes(8, "little"), "big")
 
     @property
     def parent_id(self) -> int:
@@ -190,14 +212,19 @@ class Span:
             if size + 3 == exporter.batch:  # a full batch goes now, as the SDK's batch processor does
                 exporter.wake.set()
 
-    @property
-    def traceparent(self) -> str:
-        return f"00-{self.trace_id}-{self.wire_id.to_bytes(8, 'little').hex()}-{'01' if self.sampled else '00'}"
 
-    @property
-    def trace_id_hex(self) -> str | None:
-        """The trace id for logs and exemplars, when the span is sampled."""
-        return self.trace_id if self.sampled else None
+
+class ServerSpan(Parent):
+    """A request's SERVER span as ``start_server`` begins it and ``end_server`` ends it: its
+    route's ``head`` (engine/otlp_wire.py ``head``), its start, its remote parent's id (0: none).
+    engine/telemetry.py's object for a request is one, so that a traced request makes one
+    object, not two, and sets only these fields."""
+
+    __slots__ = ("head", "start_ns", "wire_parent")
+
+    head: bytes | None
+    start_ns: int
+    wire_parent: int
 
 
 # span_id 2 and parent_span_id 4 (their tags as little-endian shorts: 0x12 0x08, 0x22 0x08), then
@@ -207,7 +234,7 @@ _ID_TIMES = struct.Struct("<HQBQBQ").pack
 _new_span = object.__new__
 
 
-def record_call(parent: Span, wire_id: int, head: bytes, own: bytes, begun: int, code: int,
+def record_call(parent: Parent, wire_id: int, head: bytes, own: bytes, begun: int, code: int,
                 error_type: str = "", message: str | None = "") -> None:
     """The CLIENT span of a call a folded step made (connectors/_http_call.py), written and queued
     as ``Span.end`` writes a span, from what that coroutine kept instead of a span object (once
@@ -239,7 +266,7 @@ def record_call(parent: Span, wire_id: int, head: bytes, own: bytes, begun: int,
         exporter.wake.set()
 
 
-def child_span(parent: Span, name: str, kind: int, shared: Mapping[str, Any] | None, head: bytes | None,
+def child_span(parent: Parent, name: str, kind: int, shared: Mapping[str, Any] | None, head: bytes | None,
                own: bytes = b"") -> Span:
     """A span under ``parent``, made without ``Span.__init__``'s call (this runs once per backend
     call): the same fields."""
@@ -454,6 +481,81 @@ def server_span(method: str, headers: Mapping[str, str], path: str, cid: str) ->
             prefix = _cid_prefix(len(text))
         span.own = b"".join((path_pair, prefix, text))
     return span
+
+
+def start_server(span: ServerSpan, method: str, headers: Mapping[str, str], path: str,
+                 cid: str) -> contextvars.Token[Parent | None]:
+    """Make ``span`` the SERVER span of a request and the current span, as ``server_span`` makes
+    one (continuing a valid ``traceparent``/``tracestate``); ``end_server`` ends it.
+
+    ``span`` is engine/telemetry.py's object for the request; its route's ``head`` is given once
+    the route is known."""
+    if _root_always is not None and "traceparent" not in headers:
+        trace = (_getrandbits(128) or 1).to_bytes(16, "big")
+        span.trace_id = trace.hex()
+        span.trace_field = b"\x0a\x10" + trace
+        span.trace_state = ""
+        span.sampled = _root_always
+        span.wire_parent = 0
+    else:
+        root = start_root_span(method, SERVER, headers, {"http.request.method": method},
+                               {"url.path": path, "interlace.correlation_id": cid})
+        span.trace_id = root.trace_id
+        span.trace_field = root.trace_field
+        span.trace_state = root.trace_state
+        span.sampled = root.sampled
+        span.wire_parent = root.wire_parent
+    span.wire_id = _getrandbits(64) or 1
+    span.head = None
+    span.start_ns = _time_ns()
+    return current.set(span)
+
+
+def end_server(span: ServerSpan, head: bytes, path: str, cid: str, code: int, error_type: str | None) -> None:
+    """Write and queue the SERVER span ``start_server`` began, sampled: ``head`` its route's
+    (name, kind, shared attributes), then url.path, the correlation id, ``code`` as
+    http.response.status_code (500 and above: status ERROR) and ``error_type`` when there was
+    an error: the fields, attributes in their order, of ``server_span``'s span ended."""
+    exporter = _exporter
+    pending = exporter.pending
+    size = len(pending)
+    if size >= exporter.limit:
+        exporter.dropped += 1
+        return
+    text = cid.encode("utf-8", "replace")
+    parent = span.wire_parent
+    data = b"".join((
+        span.trace_field,
+        _IDS_TIMES(0x0812, span.wire_id, 0x0822, parent, 0x39, span.start_ns, 0x41, _time_ns()) if parent
+        else _ID_TIMES(0x0812, span.wire_id, 0x39, span.start_ns, 0x41, _time_ns()),
+        head, _PATHS.get(path) or _path_pair(path), _CID_PREFIXES.get(len(text)) or _cid_prefix(len(text)), text,
+        _SERVER_TAILS.get(code) or _server_tail(code),
+        _pair("error.type", error_type) if error_type else b"",
+        _REMOTE_PARENT if parent else _LOCAL_PARENT))
+    n = len(data)
+    pending += (b"\x12", _SHORT[n] if n < 16384 else _varint(n), data)
+    if size + 3 == exporter.batch:
+        exporter.wake.set()
+
+
+# http.response.status_code -> its attribute and the SERVER span's status (ERROR from 500): the
+# status code's fields of a server span, once per code
+_SERVER_TAILS: dict[int, bytes] = {}
+
+
+def _server_tail(code: int) -> bytes:
+    if len(_SERVER_TAILS) > 1024:
+        _SERVER_TAILS.clear()
+    attribute = (_CODES.get(code) or _status_code(code)) if code else b""
+    found = _SERVER_TAILS[code] = attribute + _STATUS_FIELDS[ERROR if code >= 500 else UNSET]
+    return found
+
+
+def _path_pair(path: str) -> bytes:
+    if len(_PATHS) > 4096:
+        _PATHS.clear()
+    found = _PATHS[path] = _pair("url.path", path)
+    return found
 
 
 _CID = "interlace.correlation_id"

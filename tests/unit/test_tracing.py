@@ -128,3 +128,70 @@ def test_spans_encoded_as_they_end_are_what_the_sdk_encodes(monkeypatch: pytest.
     head_and_scope = otlp_wire.resource_and_scope(resource.attributes, span_export.SCOPE.name)
     ours = ExportTraceServiceRequest.FromString(otlp_wire.request(head_and_scope, tracing._exporter.pending))
     assert ours == sdk
+
+
+def test_a_requests_server_span_from_the_front_is_what_the_sdk_encodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """engine/telemetry.py's request object is its SERVER span (``tracing.start_server`` and
+    ``end_server``): continuing a caller's context and failing with a 502, with a call's CLIENT
+    span under it (``record_call``); a fresh request that found no route; one routed without
+    its route's tallies, failing with a 404.  They decode as the SDK's encoding of the same spans."""
+    import itertools
+
+    from connectors import observe
+    from engine import telemetry
+
+    clock = itertools.count(1_700_000_000_000_000_000, 1_000)
+    monkeypatch.setattr(tracing._exporter, "pending", [])
+    monkeypatch.setattr(tracing, "_root_always", True)
+    monkeypatch.setattr(tracing, "_fast", (True, True))
+    monkeypatch.setattr(tracing, "_time_ns", lambda: next(clock))
+    monkeypatch.setattr(tracing, "ENABLED", True)
+
+    class Failed(Exception):
+        code = "backend-status"
+
+    caller = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "gw=edge1"}
+    seen = telemetry.begin("GET", "/orders/7", caller, "cid-7")
+    assert tracing.current.get() is seen
+    telemetry.routed(seen, "orders", "/orders/{id}", telemetry.RouteTallies("orders", "/orders/{id}"))
+    step = {"interlace.flow": "orders", "interlace.step.id": "orders/steps[0]", "interlace.step.kind": "call"}
+    shared, head = observe.head(step, "backend", "http://127.0.0.1:9/api", "GET", tracing.CLIENT)
+    client_id = 0x0102030405060708
+    begun = next(clock)
+    tracing.record_call(seen, client_id, head, observe.url_attribute("http://127.0.0.1:9/api/o/7?k=s"), begun, 503)
+    client_end = next(clock) - 1_000  # the reading record_call took
+    telemetry.end(seen, 502, None, None, Failed("the backend answered 502"))
+    assert tracing.current.get() is None
+    fresh = telemetry.begin("POST", "/new", {}, "é" * 3)
+    telemetry.end(fresh, 200)
+    missing = telemetry.begin("DELETE", "/gone/1", {}, "cid-9")
+    telemetry.routed(missing, "gone", "/gone/{n}")
+    telemetry.end(missing, 404, None, None, Failed("no such thing"))
+
+    def ended(span: telemetry.Seen) -> int:  # the clock's reading after the one its start took
+        return span.start_ns + 1_000 if span is not seen else client_end + 2_000
+
+    route = {"http.request.method": "GET", "http.route": "/orders/{id}", "interlace.flow": "orders"}
+    expected = [
+        ("GET", tracing.CLIENT, seen.trace_id, int.from_bytes(client_id.to_bytes(8, "little"), "big"), seen.span_id,
+         "gw=edge1", begun, client_end, shared,
+         {"url.full": "http://127.0.0.1:9/api/o/7", "http.response.status_code": 503, "error.type": "503"},
+         tracing.ERROR, ""),
+        ("GET /orders/{id}", tracing.SERVER, "4bf92f3577b34da6a3ce929d0e0e4736", seen.span_id, 0x00F067AA0BA902B7,
+         "gw=edge1", seen.start_ns, ended(seen), route,
+         {"url.path": "/orders/7", "interlace.correlation_id": "cid-7", "http.response.status_code": 502,
+          "error.type": "backend-status"}, tracing.ERROR, ""),
+        ("POST", tracing.SERVER, fresh.trace_id, fresh.span_id, 0, "", fresh.start_ns, ended(fresh),
+         {"http.request.method": "POST"},
+         {"url.path": "/new", "interlace.correlation_id": "é" * 3, "http.response.status_code": 200},
+         tracing.UNSET, ""),
+        ("DELETE /gone/{n}", tracing.SERVER, missing.trace_id, missing.span_id, 0, "", missing.start_ns,
+         ended(missing), {"http.request.method": "DELETE", "http.route": "/gone/{n}", "interlace.flow": "gone"},
+         {"url.path": "/gone/1", "interlace.correlation_id": "cid-9", "http.response.status_code": 404,
+          "error.type": "backend-status"}, tracing.UNSET, ""),
+    ]
+    resource = Resource.create({"service.name": "orders-facade"})
+    sdk = encode_spans([span_export.readable(one, resource) for one in expected])
+    head_and_scope = otlp_wire.resource_and_scope(resource.attributes, span_export.SCOPE.name)
+    ours = ExportTraceServiceRequest.FromString(otlp_wire.request(head_and_scope, tracing._exporter.pending))
+    assert ours == sdk
