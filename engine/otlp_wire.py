@@ -278,11 +278,13 @@ def request(head: tuple[bytes, bytes], records: Sequence[bytes | tuple[Any, ...]
     pieces engine/tracing.py ``Span.end`` leaves (each span framed as ScopeSpans.spans already),
     or span tuples as ``span`` takes them."""
     resource, scope = head
-    if records and not isinstance(records[0], tuple):  # one join: a batch's bytes are copied once
-        scope_length = len(scope) + sum(map(len, records))
+    if records and not isinstance(records[0], tuple):
+        # the spans joined first, their length read once: summing the pieces' lengths one by one
+        # took 2.5 times what the second copy of the batch's bytes takes (callgrind)
+        joined = b"".join(records)  # type: ignore[arg-type]
+        scope_length = len(scope) + len(joined)
         resource_length = len(resource) + 1 + len(varint(scope_length)) + scope_length
-        return b"".join((b"\x0a", varint(resource_length), resource, b"\x12", varint(scope_length), scope,
-                         *records))  # type: ignore[arg-type]
+        return b"".join((b"\x0a", varint(resource_length), resource, b"\x12", varint(scope_length), scope, joined))
     memo: dict[int, bytes] = {}  # id of a shared attribute dict -> its encoding, for this batch
     spans = [scope]
     short = _SHORT

@@ -13,15 +13,16 @@ took, callgrind), and the export's CPU is the pod's CPU wherever it runs.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
+from httptools import HttpParserError, HttpResponseParser
 from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -90,15 +91,15 @@ def build_senders(resource: Resource) -> list[tuple[Send, Callable[[], None]]]:
 
 def _urllib3_transport(endpoint: str) -> Any:
     """A lighter transport for the SDK's HTTP exporter (its client still compresses, adds the
-    headers, times out and retries): for an ``http://`` endpoint one kept-alive connection of the
-    standard library (``PlainTransport``), for ``https://`` the SDK's urllib3 transport with the
-    certificates its default (requests) transport would use, from the same variables; None where
-    only requests does what the environment asks: a proxy for the endpoint, a netrc entry, a
-    credential provider.
+    headers, times out and retries): for an ``http://`` endpoint one kept-alive connection
+    (``PlainTransport``: a socket, httptools' parser), for ``https://`` the SDK's urllib3 transport
+    with the certificates its default (requests) transport would use, from the same variables;
+    None where only requests does what the environment asks: a proxy for the endpoint, a netrc
+    entry, a credential provider.
 
     Why: a post of a 512-span batch took ~2,300,000 instructions through requests (its session's
-    hooks, cookies and adapters), ~990,000 through urllib3 and ~380,000 through http.client
-    (callgrind): ~9,000, ~3,900 and ~1,500 a proxied request at two spans each."""
+    hooks, cookies and adapters), ~990,000 through urllib3, ~480,000 through http.client and
+    ~100,000 through ``PlainTransport`` (callgrind)."""
     from urllib.request import getproxies, proxy_bypass
 
     from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport
@@ -143,42 +144,106 @@ def _environment_once(http: Any) -> None:
 
 
 class PlainTransport(BaseHTTPTransport):
-    """Posts over one kept-alive plain HTTP/1.1 connection (http.client), opened again after a
-    failure or a ``Connection: close``: the export thread is its only user."""
+    """Posts over one kept-alive plain HTTP/1.1 connection: the request written in one send, the
+    answer read by httptools' parser (llhttp, as the http connector reads its backends' answers:
+    connectors/_http1.py); the connection opened again after a failure or an answer that does not
+    keep it alive.  The export thread is its only user.
+
+    Why not http.client: a post of a 512-span batch cost ~480,000 instructions through it, most
+    of it its header handling and the email parser it reads an answer's headers with (callgrind),
+    ~1,900 a proxied request at two spans each."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
-        self.connection: http.client.HTTPConnection | None = None
+        self.host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.connection: socket.socket | None = None
 
     def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
                 timeout: float | None = None, data: bytes | None = None) -> BaseHTTPResult:
         parts = urlsplit(url)
         target = f"{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
+        body = data or b""
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
+        for name, value in (headers or {}).items():
+            if name.lower() not in _OWN_HEADERS:
+                lines.append(f"{name}: {value}")
+        lines.append(f"Content-Length: {len(body)}")
+        head = "\r\n".join(lines) + "\r\n\r\n"
+        # one line break per line and no other: a CR or LF in a header would split the head
+        if head.count("\n") != len(lines) + 1 or head.count("\r") != len(lines) + 1:
+            return PlainResult(error=ValueError("an OTLP header's name or value has a line break"))
+        answer = _Answer()
         try:
             connection = self.connection
             if connection is None:
-                connection = self.connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-            elif connection.sock is not None:
-                connection.sock.settimeout(timeout)
-            connection.request(method, target, body=data, headers=headers or {})
-            response = connection.getresponse()
-            body = response.read()
+                connection = self.connection = socket.create_connection((self.host, self.port), timeout)
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            else:
+                connection.settimeout(timeout)
+            connection.sendall(head.encode("latin-1"))
+            connection.sendall(body)  # not joined to the head: a copy of the whole batch
+            parser = answer.parser = HttpResponseParser(answer)
+            while not answer.complete:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    raise ConnectionResetError("the collector closed the connection before it answered")
+                parser.feed_data(chunk)
         except Exception as error:  # the SDK's client decides: a connection error is retried once
             self.close()
             return PlainResult(error=error)
-        if response.will_close:
+        if not answer.keep_alive:
             self.close()
-        return PlainResult(status_code=response.status, reason=response.reason, body=body,
-                           fields={key.lower(): value for key, value in response.getheaders()})
+        return PlainResult(status_code=answer.status, reason=answer.reason, body=b"".join(answer.body),
+                           fields=answer.fields)
 
     def is_connection_error(self, exception: Exception | None) -> bool:
-        return isinstance(exception, (OSError, http.client.HTTPException))
+        return isinstance(exception, (OSError, HttpParserError))
 
     def close(self) -> None:
         connection, self.connection = self.connection, None
         if connection is not None:
             connection.close()
+
+
+# headers the transport writes itself (framing, the host it connects to)
+_OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
+class _Answer:
+    """One answer as httptools' parser reads it (its callbacks); interim answers (1xx) skipped."""
+
+    def __init__(self) -> None:
+        self.parser: Any = None
+        self.status = 0
+        self.reason = ""
+        self.fields: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.headed = False
+        self.complete = False
+        self.keep_alive = False
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason = reason.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:  # an interim answer: the real one follows
+            self.fields = {}
+            return
+        self.status = status
+        self.headed = True
+
+    def on_body(self, chunk: bytes) -> None:
+        self.body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        if self.headed:
+            self.complete = True
+            self.keep_alive = self.parser.should_keep_alive()
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,8 +284,8 @@ def _console(console: ConsoleSpanExporter, resource: Resource, _data: bytes,
 
 
 def encoded_spans(batch: Sequence[bytes | tuple[Any, ...]]) -> Sequence[bytes | tuple[Any, ...]]:
-    """The spans of a batch: engine/tracing.py's pieces (tag, length, span) or span tuples."""
-    return batch if batch and isinstance(batch[0], tuple) else batch[2::3]
+    """The spans of a batch: engine/tracing.py's pieces (framing, span) or span tuples."""
+    return batch if batch and isinstance(batch[0], tuple) else batch[1::2]
 
 
 def _value(value: Any) -> Any:

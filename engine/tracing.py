@@ -189,7 +189,7 @@ class Span(Parent):
                 return
             # the span's OTLP encoding (engine/otlp_wire.py has the field numbers), written here
             # in one join: this runs twice a proxied request.  It goes to the list framed as
-            # ScopeSpans.spans 2 (tag, length, span): the export joins a batch as it is
+            # ScopeSpans.spans 2 (_FRAMES): the export joins a batch as it is
             parent = self.wire_parent
             head = self.head
             if head is None:
@@ -208,8 +208,8 @@ class Span(Parent):
                 else _STATUS_FIELDS[status],
                 self.flags))
             n = len(data)
-            pending += (b"\x12", _SHORT[n] if n < 16384 else _varint(n), data)
-            if size + 3 == exporter.batch:  # a full batch goes now, as the SDK's batch processor does
+            pending += (_FRAMES[n] if n < 4096 else _frame(n), data)
+            if size + 2 == exporter.batch:  # a full batch goes now, as the SDK's batch processor does
                 exporter.wake.set()
 
 
@@ -232,6 +232,14 @@ class ServerSpan(Parent):
 _IDS_TIMES = struct.Struct("<HQHQBQBQ").pack
 _ID_TIMES = struct.Struct("<HQBQBQ").pack
 _new_span = object.__new__
+# a span's framing as ScopeSpans.spans 2 (its tag and length), by its length: each span goes to the
+# export as two pieces, this and the span (the export joins a batch as it is)
+_FRAMES = tuple(b"\x12" + short for short in _SHORT[:4096])
+
+
+def _frame(n: int) -> bytes:
+    return b"\x12" + _varint(n)
+
 
 
 def record_call(parent: Parent, wire_id: int, head: bytes, own: bytes, begun: int, code: int,
@@ -261,8 +269,8 @@ def record_call(parent: Parent, wire_id: int, head: bytes, own: bytes, begun: in
         head, own, (_CODES.get(code) or _status_code(code)) if code else b"",
         _pair("error.type", error_type) if error_type else b"", status, _LOCAL_PARENT))
     n = len(data)
-    pending += (b"\x12", _SHORT[n] if n < 16384 else _varint(n), data)
-    if size + 3 == exporter.batch:
+    pending += (_FRAMES[n] if n < 4096 else _frame(n), data)
+    if size + 2 == exporter.batch:
         exporter.wake.set()
 
 
@@ -533,8 +541,8 @@ def end_server(span: ServerSpan, head: bytes, path: str, cid: str, code: int, er
         _pair("error.type", error_type) if error_type else b"",
         _REMOTE_PARENT if parent else _LOCAL_PARENT))
     n = len(data)
-    pending += (b"\x12", _SHORT[n] if n < 16384 else _varint(n), data)
-    if size + 3 == exporter.batch:
+    pending += (_FRAMES[n] if n < 4096 else _frame(n), data)
+    if size + 2 == exporter.batch:
         exporter.wake.set()
 
 
@@ -631,12 +639,12 @@ class _Exporter:
     beyond the queue's size are dropped and counted."""
 
     def __init__(self) -> None:
-        # encoded spans, each as three pieces (ScopeSpans.spans tag, length, span): never replaced,
+        # encoded spans, each as two pieces (ScopeSpans.spans tag and length, span): never replaced,
         # only appended to (the request path) and cut from the front (the thread), so that no span
         # is lost between the two
         self.pending: list[bytes] = []
-        self.limit = 3 * 2048  # in pieces
-        self.batch = 3 * 512
+        self.limit = 2 * 2048  # in pieces
+        self.batch = 2 * 512
         self.dropped = 0
         self.delay = 5.0
         self.sender: Any = None
@@ -647,7 +655,7 @@ class _Exporter:
     def start(self, delay: float, limit: int, batch: int) -> None:
         from engine.span_export import Sender
 
-        self.delay, self.limit, self.batch = delay, 3 * limit, 3 * min(batch, limit)
+        self.delay, self.limit, self.batch = delay, 2 * limit, 2 * min(batch, limit)
         self.stopping, self.dropped = False, 0
         self.sender = Sender()
         self.thread = threading.Thread(target=self._run, name="interlace-span-export", daemon=True)
@@ -670,7 +678,7 @@ class _Exporter:
             try:
                 sender.send(batch)
             except Exception as exc:  # the thread goes on: the next batch may leave
-                self.dropped += len(batch) // 3
+                self.dropped += len(batch) // 2
                 log.warning("span export failed: %s: %s", type(exc).__name__, exc)
 
     def stop(self) -> None:
