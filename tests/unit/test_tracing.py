@@ -195,3 +195,70 @@ def test_a_requests_server_span_from_the_front_is_what_the_sdk_encodes(monkeypat
     head_and_scope = otlp_wire.resource_and_scope(resource.attributes, span_export.SCOPE.name)
     ours = ExportTraceServiceRequest.FromString(otlp_wire.request(head_and_scope, tracing._exporter.pending))
     assert ours == sdk
+
+
+def test_the_plain_transport_posts_and_reads_every_shape_of_answer() -> None:
+    """``span_export.PlainTransport`` (the OTLP/HTTP post to an http:// collector) against a real
+    server on 127.0.0.1: a Content-Length answer on a kept-alive connection, an interim 100
+    before the answer, a chunked answer, an answer that closes the connection (the next post
+    opens another), an error status with its reason, and a collector that is gone."""
+    import socket
+    import threading
+
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx",
+        b"HTTP/1.1 503 Busy Now\r\nRetry-After: 2\r\nContent-Length: 4\r\n\r\nbusy",
+    ]
+    received: list[bytes] = []
+    connections: list[int] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while answers:
+            connection, _ = listener.accept()
+            connections.append(1)
+            with connection:
+                while answers:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += connection.recv(65536)
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                    while len(body) < length:
+                        body += connection.recv(65536)
+                    received.append(head + b"\r\n\r\n" + body)
+                    answer = answers.pop(0)
+                    connection.sendall(answer)
+                    if b"Connection: close" in answer:
+                        break
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    transport = span_export.PlainTransport("127.0.0.1", port)
+    url = f"http://127.0.0.1:{port}/v1/traces"
+    headers = {"Content-Type": "application/x-protobuf", "Authorization": "Bearer t"}
+    first = transport.request("POST", url, headers=headers, timeout=5, data=b"\x0a\x00" * 40_000)
+    assert (first.status_code, first.reason, first.content()) == (200, "OK", b"ok")
+    assert first.headers().get("CONTENT-TYPE") == "application/x-protobuf"
+    assert transport.request("POST", url, headers=headers, timeout=5, data=b"b").status_code == 200
+    chunked = transport.request("POST", url, headers=headers, timeout=5, data=b"c")
+    assert (chunked.status_code, chunked.content()) == (200, b"abcde")
+    assert transport.request("POST", url, headers=headers, timeout=5, data=b"d").content() == b"x"
+    busy = transport.request("POST", url, headers=headers, timeout=5, data=b"e")
+    assert (busy.status_code, busy.reason, busy.content(), busy.headers()["retry-after"]) == (503, "Busy Now", b"busy",
+                                                                                            "2")
+    server.join(5)
+    assert len(connections) == 2  # kept alive until the collector closed it
+    assert received[0].startswith(b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"\r\nAuthorization: Bearer t\r\n" in received[0] and b"\r\nContent-Length: 80000\r\n" in received[0]
+    assert received[0].endswith(b"\x0a\x00" * 40_000) and received[4].endswith(b"\r\n\r\ne")
+    listener.close()
+    gone = transport.request("POST", url, headers=headers, timeout=5, data=b"f")
+    assert gone.status_code is None and transport.is_connection_error(gone.error)
+    split = transport.request("POST", url, headers={"X-Bad": "a\r\nInjected: 1"}, timeout=5, data=b"g")
+    assert isinstance(split.error, ValueError) and not transport.is_connection_error(split.error)
+    transport.close()
