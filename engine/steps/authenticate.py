@@ -43,6 +43,7 @@ log = logging.getLogger("interlace.auth")
 
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 _REMEMBERED = 10_000
+_NUMBERS = (int, float)
 
 _JWT_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False, "required": ["jwks"],
@@ -200,16 +201,15 @@ def _jwt_step(config: dict[str, Any], ctx: CompileContext) -> StepFn:
             if token[:len(prefix)].lower() != prefix:
                 raise refuse(f"the {header} header does not start with {scheme}")
             token = token[len(prefix):].strip()
-        known = remembered.get(token)
-        if known is not None and known[0] + leeway > time.time():
-            claims = known[1]
-        else:
+        claims = remembered.get(token)
+        if claims is None or claims["exp"] + leeway <= time.time():
             try:
                 quick_claims = await quick_verify(token)
             except BadSignature:
                 raise refuse("its signature does not verify") from None
             claims = quick_claims if quick_claims is not None else await verify(token)
-            remembered.put(token, (float(claims["exp"]), claims))
+            if type(claims["exp"]) in _NUMBERS:  # kept, its exp read as a number (PyJWT also takes "123")
+                remembered.put(token, claims)
         for name, values in wanted.items():
             if not _claim_matches(claims.get(name), values):
                 raise Forbidden(f"the token's {name} claim does not allow this request")
@@ -219,20 +219,22 @@ def _jwt_step(config: dict[str, Any], ctx: CompileContext) -> StepFn:
 
 
 class _Remembered:
-    """Verified tokens by their exact text, at most ``bound``: two plain dicts, the newer taking
-    every new token and a hit from the older, the older dropped whole when the newer is half the
-    bound.  A recently used token stays, as with a least-recently-used list, for a dict lookup and
-    a dict store: no per-token list upkeep nor eviction (a stream of new tokens, each seen once,
-    costs one store each and a bulk drop every ``bound / 2``)."""
+    """Verified tokens' claims by the token's exact text, at most ``bound``: two plain dicts, the
+    newer taking every new token and a hit from the older, the older dropped whole when the newer
+    is half the bound.  A recently used token stays, as with a least-recently-used list, for a
+    dict lookup and a dict store: no per-token list upkeep nor eviction (a stream of new tokens,
+    each seen once, costs one store each and a bulk drop every ``bound / 2``).  The claims dict is
+    kept as it is (no tuple beside it): orjson's dict of texts and numbers is not tracked by the
+    cycle collector, so a stream of new tokens adds nothing for it to count or walk."""
 
     __slots__ = ("_half", "_newer", "_older")
 
     def __init__(self, bound: int) -> None:
         self._half = max(bound // 2, 1)
-        self._newer: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._older: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._newer: dict[str, dict[str, Any]] = {}
+        self._older: dict[str, dict[str, Any]] = {}
 
-    def get(self, token: str) -> tuple[float, dict[str, Any]] | None:
+    def get(self, token: str) -> dict[str, Any] | None:
         known = self._newer.get(token)
         if known is None:
             known = self._older.pop(token, None)
@@ -240,12 +242,12 @@ class _Remembered:
                 self.put(token, known)
         return known
 
-    def put(self, token: str, entry: tuple[float, dict[str, Any]]) -> None:
+    def put(self, token: str, claims: dict[str, Any]) -> None:
         newer = self._newer
         if len(newer) >= self._half:
             self._older = newer
             newer = self._newer = {}
-        newer[token] = entry
+        newer[token] = claims
 
     def __len__(self) -> int:
         return len(self._newer) + len(self._older)

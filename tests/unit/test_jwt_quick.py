@@ -138,8 +138,8 @@ def test_the_quick_path_accepts_only_what_pyjwt_accepts(keys: dict[str, Any], au
 
 
 def test_tokens_reaching_the_check_in_one_turn_each_get_their_own_answer(keys: dict[str, Any]) -> None:
-    """A busy server's tokens are checked together (the first of a turn at once, the others at the
-    start of the next): each request still gets the answer it gets alone, a cancelled one none."""
+    """A busy server's tokens are checked together (those of one turn at the start of the next):
+    each request still gets the answer it gets alone, a cancelled one none."""
     key_set = {name: key.public_key() for name, key in keys.items() if name != "other"}
 
     async def key_for(kid: str | None) -> Any:
@@ -168,7 +168,7 @@ def test_tokens_reaching_the_check_in_one_turn_each_get_their_own_answer(keys: d
         results = await asyncio.gather(*answers)
         return results, cancelled.cancelled()
 
-    alone = asyncio.run(one_by_one())  # each the first of its turn: checked at once
+    alone = asyncio.run(one_by_one())  # each alone in its turn: a batch of one
     together, was_cancelled = asyncio.run(all_at_once())
     assert together == alone
     assert was_cancelled
