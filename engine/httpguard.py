@@ -174,6 +174,21 @@ def _write_whole(transport: asyncio.Transport, status: int, default_headers: lis
         transport.writelines([b"".join(content), body])
 
 
+_READ_AT_HEAD_END = frozenset({b"expect", b"connection"})  # the fields the protocol itself reads
+
+
+def _head_size(url: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    """A request head's size as sent: "METHOD target HTTP/1.1\\r\\n" (the method about as long as
+    the version), "name: value\\r\\n" each."""
+    size = 20 + len(url)
+    for name, value in headers:
+        size += len(name) + len(value) + 4
+    return size
+
+
+# the methods' names as the parser gives them, decoded once
+_METHOD_NAMES = {name.encode("ascii"): name for name in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
+
 # the largest body a request answered in the protocol (below) waits for: past it the app reads the
 # body as it comes (engine/front.py STREAM_THRESHOLD)
 _QUICK_BODY = 256 * 1024
@@ -206,8 +221,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = False
         self._head_bytes = 0
-        self._header_count = 0
-        self._head_size = 0  # the request line and headers as sent, from the parser's callbacks
+        self._header_count = 0  # a trailer's fields count on from the head's
+        self._reading = 0  # the size of the read being parsed
+        limits = self.limits  # a class attribute: read once here, not for every piece of every head
+        self._max_headers = limits.max_headers
+        self._max_header_bytes = limits.max_header_bytes
         self._refusal: tuple[int, str, str, str] | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._got_bytes = False
@@ -302,6 +320,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._got_bytes = True
             self._disarm()
         self._idle_since = None  # busy: the keep-alive timer, if it fires now, closes nothing
+        self._reading = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -343,52 +362,77 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
-        self._head_size = 20  # "METHOD target HTTP/1.1\r\n" beside the target, approximately
         if self._head_timer is not None:  # the header timeout is armed after the read, only if this
             self._disarm()                # head is still incomplete
 
     # on_url and on_header run for every piece of every request head: each does uvicorn's work
     # itself (HttpToolsProtocol.on_url, .on_header) rather than through super(), one frame less
     def on_url(self, url: bytes) -> None:
-        self._head_size += len(url)
-        if len(self.url) + len(url) > self.limits.max_header_bytes:
+        url = self.url + url  # HttpToolsProtocol.on_url
+        if len(url) > self._max_header_bytes:
             self._count("header-too-large")
             self._refusal = (414, "uri-too-long", "URI too long",
                              f"the request target exceeds {self.limits.max_header_bytes} bytes")
             raise _Refused
-        self.url += url  # HttpToolsProtocol.on_url
+        self.url = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self.headers
+        if self._in_head:  # as sent: lower-cased, sized and read at the head's end (on_headers_complete)
+            headers.append((name, value))
+            if len(headers) > self._max_headers:
+                self._too_many_headers()
+            return
+        # a trailer field (after a chunked body): as uvicorn takes it, counted on from the head's
         self._header_count += 1
-        if self._header_count > self.limits.max_headers:
-            self._count("too-many-headers")
-            self._refusal = (431, "too-many-headers", "Request header fields too large",
-                             f"the request has more than {self.limits.max_headers} header fields")
-            raise _Refused
-        self._head_size += len(name) + len(value) + 4  # "name: value\r\n"
-        name = name.lower()  # HttpToolsProtocol.on_header
-        if name == b"expect":
-            if value.lower() == b"100-continue":
-                self.expect_100_continue = True
-        elif name == b"connection":
-            self._connection_header = True
-        self.headers.append((name, value))
+        if self._header_count > self._max_headers:
+            self._too_many_headers()
+        headers.append((name.lower(), value))
+
+    def _too_many_headers(self) -> None:
+        self._count("too-many-headers")
+        self._refusal = (431, "too-many-headers", "Request header fields too large",
+                         f"the request has more than {self.limits.max_headers} header fields")
+        raise _Refused
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._disarm()
-        # exact, for a head that came whole in one read: "METHOD target HTTP/1.1\r\n", "name: value\r\n"...
-        if self._head_size > self.limits.max_header_bytes:
+        if self._head_timer is not None:
+            self._disarm()
+        # the head's fields lower-cased, as uvicorn's on_header makes them, in one loop rather than
+        # in one call each
+        url = self.url
+        headers: list[tuple[bytes, bytes]] = []
+        append = headers.append
+        for name, value in self.headers:
+            name = name.lower()
+            if name in _READ_AT_HEAD_END:
+                self._read_header(name, value)
+            append((name, value))
+        self.headers = headers
+        self._header_count = len(headers)
+        # the head is no larger than the reads it came in (the one that began it counted whole):
+        # only past the limit is its own size needed, exact for a head that came whole in one read
+        if self._head_bytes + self._reading > self._max_header_bytes and _head_size(url, headers) > \
+                self._max_header_bytes:
             self._count("header-too-large")
             self._refusal = (431, "header-too-large", "Request header fields too large",
                              f"the request line and headers exceed {self.limits.max_header_bytes} bytes")
             raise _Refused
         paths = self._quick_paths
         if paths is not None:
-            route = paths.get(self.url.partition(b"?")[0])
-            if route is not None and self._quick_request(route):
+            raw_path, _, query = url.partition(b"?")
+            route = paths.get(raw_path)
+            if route is not None and self._quick_request(route, query):
                 return
         self._start_cycle()
+
+    def _read_header(self, name: bytes, value: bytes) -> None:
+        if name == b"expect":
+            if value.lower() == b"100-continue":
+                self.expect_100_continue = True
+        else:
+            self._connection_header = True
 
     def _start_cycle(self) -> None:
         """uvicorn's ``HttpToolsProtocol.on_headers_complete``, done here (one frame less), with the
@@ -447,19 +491,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # count and log; one it cannot answer so (a miss) gets its cycle and task then, as it would
     # have at the end of its head, with its body already there.
 
-    def _quick_request(self, route: Any) -> bool:
-        """Whether the request whose head just ended, on a path of ``route``, waits for its body here."""
+    def _quick_request(self, route: Any, query: bytes) -> bool:
+        """Whether the request whose head just ended, on ``route``'s path (the raw path, as the
+        route's: a static ASCII one), waits for its body here."""
         cycle = self.cycle
         if (cycle is not None and not cycle.response_complete) or self.pipeline or self.expect_100_continue \
                 or self.access_log or self.flow.write_paused or self.root_path or self.parser.should_upgrade():
             return False  # pipelined behind an answer not yet written, or what uvicorn alone handles
-        raw_path, _, query = self.url.partition(b"?")
-        method = self.parser.get_method().decode("ascii")
+        method = self.parser.get_method()
+        method_name = _METHOD_NAMES.get(method) or method.decode("ascii")
         guard = self.app
         # (bytes.find, not `in`: `b"#" in query` raises and catches a TypeError inside CPython first)
-        if query.find(b"#") >= 0 or guard.cutting or not guard.facade.quick(method, route):
+        if query.find(b"#") >= 0 or guard.cutting or not guard.facade.quick(method_name, route):
             return False
-        self._pending = (route, method, raw_path.decode("ascii"), query)
+        self._pending = (route, method_name, route.path, query)
         self._pending_size = 0
         return True
 

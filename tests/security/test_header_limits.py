@@ -47,6 +47,18 @@ def test_a_head_under_the_limit_is_served(engine: RunningEngine) -> None:
     assert rawhttp.request(engine.port, "/hello", headers={"X-Big": "a" * 15_000}).status == 200
 
 
+def test_a_head_under_the_limit_is_served_when_its_read_is_over_it(engine: RunningEngine) -> None:
+    """The limit is the head's own size, not the read's: a body or a second request in the
+    same read does not count."""
+    answer = rawhttp.request(engine.port, "/hello", headers={"X-Big": "a" * 15_000}, body=b"x" * 6_000)
+    assert answer.status == 200
+    head = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: %s\r\n\r\n" % (b"a" * 9_000)
+    with rawhttp.connect(engine.port) as sock:
+        sock.sendall(head + head.replace(b"Host:", b"Connection: close\r\nHost:"))
+        answers = rawhttp.parse_responses(rawhttp.read_all(sock))
+    assert [a.status for a in answers] == [200, 200]
+
+
 def test_too_many_header_fields_get_431(engine: RunningEngine) -> None:
     answer = rawhttp.request(engine.port, "/hello", headers={f"X-H{i}": "1" for i in range(60)})
     assert_problem(answer, 431, "too-many-headers")
