@@ -72,13 +72,6 @@ class _Header:
 Prepared = tuple[SignatureCheck, bytes, bytes, bytes]  # check, signing input, signature, payload
 
 
-class Refused:
-    """A batch's answer for a signature that does not verify."""
-
-
-REFUSED: Final = Refused()
-
-
 class _Batch:
     """The signature checks asked for in one turn of an event loop, made together at the start of
     the next.
@@ -97,7 +90,7 @@ class _Batch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.items: list[tuple[Prepared, asyncio.Future[dict[str, Any] | Refused | None]]] = []
+        self.items: list[tuple[Prepared, asyncio.Future[dict[str, Any] | None]]] = []
 
 
 class QuickVerifier:
@@ -162,12 +155,9 @@ class QuickVerifier:
         if batch is None or batch.loop is not loop:  # the first of this turn: a new batch
             self._batch = batch = _Batch(loop)
             loop.call_soon(self._flush, batch)
-        answer: asyncio.Future[dict[str, Any] | Refused | None] = loop.create_future()
+        answer: asyncio.Future[dict[str, Any] | None] = loop.create_future()
         batch.items.append((prepared, answer))
-        claims = await answer
-        if isinstance(claims, Refused):
-            raise BadSignature
-        return claims
+        return await answer  # BadSignature raised here for a signature that does not verify
 
     def _flush(self, batch: _Batch) -> None:
         """The batch's signatures checked back to back (nothing else run between two, so that the
@@ -175,7 +165,7 @@ class QuickVerifier:
         read and its request woken."""
         if self._batch is batch:
             self._batch = None
-        checked: list[tuple[bool, bytes, asyncio.Future[dict[str, Any] | Refused | None]]] = []
+        checked: list[tuple[bool, bytes, asyncio.Future[dict[str, Any] | None]]] = []
         for (check, signing_input, signature, payload), answer in batch.items:
             if answer.done():  # its request went away (cancelled)
                 continue
@@ -185,8 +175,11 @@ class QuickVerifier:
                 answer.set_exception(exc)
         claims_of = self.claims
         for verified, payload, answer in checked:
+            if not verified:
+                answer.set_exception(BadSignature())
+                continue
             try:
-                answer.set_result(claims_of(payload) if verified else REFUSED)
+                answer.set_result(claims_of(payload))
             except Exception as exc:  # (none expected: orjson's errors are caught) its request's, not the batch's
                 answer.set_exception(exc)
 
@@ -272,8 +265,6 @@ def signature_check(algorithm: Any, key: Any) -> SignatureCheck:
     return pyjwt_check
 
 
-_ABSENT = object()
-
 
 def compile_claims_check(*, issuer: str | None, audience: str | list[str] | None, leeway: float,
                          required: list[str]) -> ClaimsCheck:
@@ -283,13 +274,21 @@ def compile_claims_check(*, issuer: str | None, audience: str | list[str] | None
 
     Only names are bound into the code; the claim names are string literals (``repr``)."""
     lines = ["def holds(claims, now):", "    get = claims.get"]
+    # exp: an int after now - leeway (when required, its presence is part of the same test)
+    if "exp" in required:
+        lines += ["    value = get('exp')",
+                  "    if type(value) is not int or value <= now - LEEWAY: return False"]
+    else:
+        lines += ["    if 'exp' in claims:",
+                  "        value = claims['exp']",
+                  "        if type(value) is not int or value <= now - LEEWAY: return False"]
     for name in required:  # PyJWT's _validate_required_claims: present and not null
-        lines.append(f"    if get({name!r}) is None: return False")
+        if name != "exp":
+            lines.append(f"    if get({name!r}) is None: return False")
     for name in ("iat", "nbf"):  # an int no later than now + leeway
-        lines += [f"    value = get({name!r}, ABSENT)",
-                  "    if value is not ABSENT and (type(value) is not int or value > now + LEEWAY): return False"]
-    lines += ["    value = get('exp', ABSENT)",  # an int after now - leeway
-              "    if value is not ABSENT and (type(value) is not int or value <= now - LEEWAY): return False"]
+        lines += [f"    if {name!r} in claims:",
+                  f"        value = claims[{name!r}]",
+                  "        if type(value) is not int or value > now + LEEWAY: return False"]
     if issuer is not None:
         lines.append("    if get('iss') != ISSUER: return False")
     if audience is not None:  # a text or a non-empty list of texts, one of them ours
@@ -299,10 +298,10 @@ def compile_claims_check(*, issuer: str | None, audience: str | list[str] | None
                   "    elif type(value) is not list or not value or any(type(a) is not str for a in value) "
                   "or AUDIENCE.isdisjoint(value): return False"]
     for name in ("sub", "jti"):  # texts when present (PyJWT's _validate_sub and _validate_jti)
-        lines.append(f"    if type(get({name!r}, '')) is not str: return False")
+        lines.append(f"    if {name!r} in claims and type(claims[{name!r}]) is not str: return False")
     lines.append("    return True")
     names: dict[str, Any] = {
-        "ABSENT": _ABSENT, "LEEWAY": float(leeway), "ISSUER": issuer,
+        "LEEWAY": float(leeway), "ISSUER": issuer,
         "AUDIENCE": frozenset([audience] if isinstance(audience, str) else audience or ()),
     }
     exec(compile("\n".join(lines), "<jwt claims check>", "exec"), names)
