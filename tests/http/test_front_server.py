@@ -342,3 +342,64 @@ def test_a_kept_answer_replayed_in_the_protocol_is_the_flows_own_for_every_reque
     assert [a.header("x-request-id") for a in quick[0]] == [f"k{n}" for n in range(1, 8)]
     assert quick[1] == general[1] == [3.0 * 2 + 3 + 1 + 2 + 3, 3.0 * 7]
     assert quick[2] == general[2] and len(quick[2]) == 7
+
+
+FRESH = """
+endpoints:
+  crm: {http: {url: "BACKEND"}}
+flows:
+  fresh:
+    source: {http: {method: POST, path: /fresh}}
+    steps:
+      - cache:
+          key: the-one
+          ttl: 1h
+          respect_request: true
+          header: X-Cache
+          steps:
+            - call: {endpoint: crm, path: /echo}
+"""
+
+
+def _fresh(rid: str, body: bytes, control: bytes = b"") -> bytes:
+    return (b"POST /fresh HTTP/1.1\r\nHost: x\r\nX-Request-ID: %s\r\nContent-Type: text/plain\r\n%s"
+            b"Content-Length: %d\r\n\r\n%s" % (rid.encode(), b"Cache-Control: %s\r\n" % control if control else b"",
+                                               len(body), body))
+
+
+def test_a_callers_cache_control_sends_a_hit_the_flows_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With respect_request, a request asking no-cache or no-store is never answered from the
+    protocol's kept answer: the flow's task refreshes (or bypasses) the cache as it would."""
+    requests = [_fresh("f1", b"one"), _fresh("f2", b"two"), _fresh("f3", b"three", b"no-cache"),
+                _fresh("f4", b"four"), _fresh("f5", b"five", b"no-store"), _fresh("f6", b"six", b"max-age=0"),
+                _fresh("f7", b"seven").replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n")]
+    answered_now: list[bool] = []
+    answer_now = Facade.answer_now
+
+    def counted(self: Facade, *request: object) -> bool:
+        answered_now.append(answer_now(self, *request))  # type: ignore[arg-type]
+        return answered_now[-1]
+
+    def serve(folder: Path, backend: BackendServer) -> list[rawhttp.RawResponse]:
+        async def run() -> list[rawhttp.RawResponse]:
+            async with serving(folder, FRESH.replace("BACKEND", backend.url)) as port:
+                return await _one_by_one(port, requests)
+
+        return asyncio.run(run())
+
+    monkeypatch.setattr(Facade, "answer_now", counted)
+    with BackendServer() as backend:
+        quick = serve(tmp_path / "quick", backend)
+        quick_calls = len(backend.requests)
+    assert answered_now == [True, False, True, False, True, True]
+    monkeypatch.setattr(Facade, "quick", lambda *_: False)
+    with BackendServer() as backend:
+        general = serve(tmp_path / "general", backend)
+        assert len(backend.requests) == quick_calls == 3  # the miss, the refresh, the bypass
+    for answers in (quick, general):
+        assert [(a.body, a.header("x-cache")) for a in answers] == [
+            (b"one", "miss"), (b"one", "hit"), (b"three", "miss"), (b"three", "hit"), (b"five", None),
+            (b"three", "hit"), (b"three", "hit")]
+    for one, other in zip(quick, general, strict=True):
+        assert (one.status, one.body) == (other.status, other.body)
+        assert [(k, v) for k, v in one.headers if k != "date"] == [(k, v) for k, v in other.headers if k != "date"]
