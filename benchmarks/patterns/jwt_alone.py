@@ -4,6 +4,7 @@ the signature primitive it cannot avoid, per algorithm, CPU µs or instructions 
     .venv/bin/python benchmarks/patterns/jwt_alone.py                       # CPU µs per token
     .venv/bin/python benchmarks/patterns/jwt_alone.py --algs RS256 --callgrind
     .venv/bin/python benchmarks/patterns/jwt_alone.py --callgrind --before /tmp/main-tree
+    .venv/bin/python benchmarks/patterns/jwt_alone.py --cold                # + the primitive made cold
 
 For each algorithm (RS256 on a 2048-bit key, ES256, EdDSA; one JWKS file holding the three keys,
 as benchmarks/patterns/flows.yaml's jwt flow reads it) three figures:
@@ -18,6 +19,10 @@ first of a turn together: engine/steps/_jwt_verify.py); CPU µs then show what c
 the primitive's code and the key kept in the CPU's caches from one check to the next.  The budget the issue
 sets (15 % of the direct proxy) is read against ``inprocess.py --cells direct``.  Under callgrind
 only the measured loops are counted, so the figure does not move with the machine's load.
+
+``--cold`` adds the primitive's median CPU µs when each check follows 0, 250, 1000 or 4000 µs of
+other Python work: a server's turn of the event loop runs a few ms of other requests' code between
+two batches of checks, so the first check of each batch pays this, not the back-to-back cost.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ISSUER = "https://gateway.bench"
 ALGS = ("RS256", "ES256", "EdDSA")
+COLD_GAPS_US = (0, 250, 1000, 4000)  # --cold: other work before each check (a busy server's turn: ~1-4 ms)
 
 
 def _control(*options: str) -> None:
@@ -91,6 +97,36 @@ def _primitive(alg: str, private: Any, tokens: list[str]) -> Any:
     return loop
 
 
+def _cold(alg: str, private: Any, tokens: list[str], gaps_us: tuple[int, ...]) -> list[float]:
+    """The primitive's median CPU µs when each check follows about ``gap`` µs of other Python
+    work (JSON in and out, as a request's code between two checks): what a check costs made
+    inside a server's request, where the primitive's code and the key are out of the CPU's
+    caches, against the same check made right after another (gap 0)."""
+    import json as json_module
+
+    one = _primitive(alg, private, tokens[:1])  # a loop over one token: one check
+    filler = [{f"k{n}": [n, str(n), {"x": n}] for n in range(40)} for _ in range(8)]
+
+    def other_work(rounds: int) -> None:
+        for n in range(rounds):
+            json_module.loads(json_module.dumps(filler[n % 8]))
+
+    started = time.thread_time()
+    other_work(200)
+    round_us = (time.thread_time() - started) / 200 * 1e6
+    medians = []
+    for gap in gaps_us:
+        rounds = round(gap / round_us)
+        took = []
+        for _ in range(min(len(tokens), 300)):
+            other_work(rounds)
+            started_ns = time.thread_time_ns()
+            one()
+            took.append((time.thread_time_ns() - started_ns) / 1000)
+        medians.append(sorted(took)[len(took) // 2])
+    return medians
+
+
 async def _measure(args: argparse.Namespace, counted: bool) -> None:
     import jwt
 
@@ -108,6 +144,7 @@ async def _measure(args: argparse.Namespace, counted: bool) -> None:
     exp = int(time.time()) + 3600
     rounds = 1 if counted else 3
     results: list[tuple[str, float, float, float]] = []
+    cold: list[tuple[str, list[float]]] = []
     for alg in args.algs.split(","):
         tokens = [jwt.encode({"iss": ISSUER, "sub": f"user-{n}", "exp": exp}, private[alg], algorithm=alg,
                              headers={"kid": f"k-{alg}"}) for n in range(args.tokens * rounds + 50)]
@@ -155,9 +192,18 @@ async def _measure(args: argparse.Namespace, counted: bool) -> None:
             await steps(resent)
             best[2] = min(best[2], (time.process_time() - started) / args.tokens * 1e6)
         results.append((alg, best[0], best[1], best[2]))
+        if args.cold:
+            cold.append((alg, _cold(alg, private[alg], tokens, COLD_GAPS_US)))
     if not counted:
         print(f"{args.tokens} tokens x {rounds}, CPU µs per token, best of the rounds")
         _table(results, "µs")
+    if cold:
+        print("\nthe primitive after other work (--cold): median CPU µs of one check, by the µs of other "
+              "Python work made before it")
+        print("| alg | " + " | ".join(f"after {gap} µs" for gap in COLD_GAPS_US) + " |")
+        print("|---|" + "---:|" * len(COLD_GAPS_US))
+        for alg, medians in cold:
+            print(f"| {alg} | " + " | ".join(f"{median:,.1f}" for median in medians) + " |")
 
 
 def _table(rows: list[tuple[str, float, float, float]], unit: str) -> None:
@@ -190,6 +236,9 @@ def main() -> None:
     parser.add_argument("--at-once", type=int, default=1,
                         help="tokens reaching the step in one turn of the event loop (default 1)")
     parser.add_argument("--callgrind", action="store_true", help="instructions per token under valgrind's callgrind")
+    parser.add_argument("--cold", action="store_true",
+                        help="also the primitive's CPU µs after 0, 250, 1000 and 4000 µs of other work "
+                             "(not with --callgrind)")
     parser.add_argument("--before", type=Path, help="with --callgrind: also count this tree (a checkout), first")
     parser.add_argument("--counted", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
