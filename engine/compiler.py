@@ -83,7 +83,7 @@ class Steps:
 
     async def run(self, msg: Message) -> None:
         for step in self.items:
-            if step.needs_body and msg.is_streaming:
+            if step.needs_body and msg._stream is not None:  # msg.is_streaming (a property costs a call from C)
                 await msg.load_body()
             if msg.trace is not None:
                 msg.trace.append(step.id)

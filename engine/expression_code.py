@@ -18,6 +18,7 @@ jmespath's interpreter, on many shapes of message.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
@@ -75,6 +76,7 @@ def aggregate_of_field(function: str, name: str, helpers: Helpers) -> Callable[[
     when given, names those of the keys whose values are the JSON parser's own (a foreach's items
     read straight from a JSON body): each is then a dict, list, str, int, float, bool or None, so a
     sum that works is of numbers unless one is a bool, and only that is checked."""
+    name = sys.intern(name)  # as the rows' keys are (literals of generated code): lookups find it by identity
     pick = itemgetter(name)
     query_field, numbers, strings, call = helpers.query_field, helpers.numbers, helpers.strings, helpers.call
 

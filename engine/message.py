@@ -164,16 +164,17 @@ class Message:
     @property
     def payload(self) -> Any:
         """The parsed body: JSON values, an lxml element for XML, str for text, None if empty."""
-        if self._payload is _UNSET:
-            self._payload = self._parse(self.body)
-        return self._payload
+        payload = self._payload
+        if payload is _UNSET:  # the body's bytes read without the body property (a property costs a call from C)
+            body = self._body
+            payload = self._payload = self._parse(body if body is not None else self.body)
+        return payload
 
-    @property
     def json_unread(self) -> bool:
         """True while the payload is a JSON body not yet parsed: the next read of ``payload``
         gives the JSON parser's own values (dict, list, str, int, float, bool and None, nothing
         else and no subclass), which no step has seen."""
-        return self._payload is _UNSET and self._stream is None and self.kind == JSON
+        return self._payload is _UNSET and self._stream is None and kind_of(self.content_type, self._body) == JSON
 
     def set_payload(self, value: Any, kind: str, content_type: str | None = None) -> None:
         """Replace the payload; the bytes are produced when next needed."""
@@ -185,7 +186,7 @@ class Message:
     def _parse(self, body: bytes) -> Any:
         if not body.strip():
             return None
-        kind = self.kind
+        kind = kind_of(self.content_type, body)  # self.kind: body is self._body here
         if kind == JSON:
             return jsonfast.loads(body)
         if kind == XML:
@@ -201,7 +202,7 @@ class Message:
             return value
         if isinstance(value, str):
             return value.encode()
-        if self.kind == XML:
+        if kind_of(self.content_type, self._body) == XML:  # self.kind
             return xmlsafe.serialize_xml(value)
         return jsonfast.dumps(value)
 

@@ -143,21 +143,25 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
         e.fields is not None and e.fields[0] == "payload" for e in listed.expressions)
     # a reduce reading only the payload is given the results as a value: no message to make
     on_results = reduce is not None and reduce.reads_payload_only
+    render_listed = listed.renderer if listed is not None else None
 
     async def run(msg: Message) -> None:
         if into is not None and not msg.is_streaming:
             json_payload(msg, "foreach into a JSONPath")
         rendered = None
         parsed = False
-        if listed is not None and shapers is not None and msg.trace is None:
-            parsed = parsed_items and msg.json_unread
-            items = _listed_items(listed.render(msg))
+        if render_listed is not None and shapers is not None and msg.trace is None:
+            parsed = parsed_items and msg.json_unread()
+            items = render_listed(msg)
+            if type(items) is not list:
+                items = _listed_items(items)
             rendered = _all_at_once(at_once, msg, items, parsed) if at_once is not None else None
             plain = rendered is not None and containers
             if rendered is not None:
                 results = rendered if plan.keep_results else []
                 failures: list[Any] = []
-                stats = {"items": len(rendered), "succeeded": len(rendered), "failed": 0, "complete": True}
+                stats = {"items": len(rendered), "succeeded": len(rendered), "failed": 0, "complete": True} \
+                    if stats_var is not None else {}
             else:
                 results, failures, stats = _shape_items(msg, items, plan, shapers, ids)
         else:
