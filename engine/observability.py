@@ -234,10 +234,7 @@ class JsonFormatter(logging.Formatter):
             "correlation_id": cid,
             "message": REQUEST_MESSAGE % args,
         }
-        if tracing.ENABLED:  # as CorrelationFilter puts it on a record
-            trace_id = tracing.current_trace_id()
-            if trace_id:
-                entry["trace_id"] = trace_id
+        # the request's trace id comes with its fields (its span is no longer current here)
         for key, value in fields(*fields_args).items():
             entry.setdefault(key, value)
         return orjson.dumps(entry, default=str).decode()

@@ -258,20 +258,37 @@ def record_call(parent: Parent, wire_id: int, head: bytes, own: bytes, begun: in
     if size >= exporter.limit:
         exporter.dropped += 1
         return
-    if code >= 500:
-        error_type, status = str(code), _STATUS_FIELDS[ERROR]
-    elif not error_type or message is None:
-        status = _STATUS_FIELDS[UNSET]
+    if not error_type or code >= 500:  # an answer: its status code's fields, made once per code
+        tail = _CLIENT_TAILS.get(code) or _client_tail(code)
     else:
-        status = _status_with(message[:200]) if message else _STATUS_FIELDS[ERROR]
+        if message is None:
+            status = _STATUS_FIELDS[UNSET]
+        else:
+            status = _status_with(message[:200]) if message else _STATUS_FIELDS[ERROR]
+        tail = b"".join(((_CODES.get(code) or _status_code(code)) if code else b"", _pair("error.type", error_type),
+                         status, _LOCAL_PARENT))
     data = b"".join((
         parent.trace_field, _IDS_TIMES(0x0812, wire_id, 0x0822, parent.wire_id, 0x39, begun, 0x41, _time_ns()),
-        head, own, (_CODES.get(code) or _status_code(code)) if code else b"",
-        _pair("error.type", error_type) if error_type else b"", status, _LOCAL_PARENT))
+        head, own, tail))
     n = len(data)
     pending += (_FRAMES[n] if n < 4096 else _frame(n), data)
     if size + 2 == exporter.batch:
         exporter.wake.set()
+
+
+# a CLIENT span's last fields by its HTTP status: http.response.status_code, and from 500
+# error.type (the status) with status ERROR, else status UNSET; then its flags (a local parent)
+_CLIENT_TAILS: dict[int, bytes] = {}
+
+
+def _client_tail(code: int) -> bytes:
+    if len(_CLIENT_TAILS) > 1024:
+        _CLIENT_TAILS.clear()
+    failed = code >= 500
+    found = _CLIENT_TAILS[code] = b"".join((
+        (_CODES.get(code) or _status_code(code)) if code else b"", _pair("error.type", str(code)) if failed else b"",
+        _STATUS_FIELDS[ERROR if failed else UNSET], _LOCAL_PARENT))
+    return found
 
 
 def child_span(parent: Parent, name: str, kind: int, shared: Mapping[str, Any] | None, head: bytes | None,
@@ -622,14 +639,11 @@ def with_context(headers: list[tuple[str, str]], traceparent: str, trace_state: 
     in place of any given."""
     for pair in headers:  # a loop, not a comprehension's frame: the usual list has no trace header
         if pair[0] in _TRACE_HEADERS:
-            out = [pair for pair in headers if pair[0] not in _TRACE_HEADERS]
+            headers = [pair for pair in headers if pair[0] not in _TRACE_HEADERS]
             break
-    else:
-        out = headers.copy()
-    out.append(("traceparent", traceparent))
     if trace_state:
-        out.append(("tracestate", trace_state))
-    return out
+        return [*headers, ("traceparent", traceparent), ("tracestate", trace_state)]
+    return [*headers, ("traceparent", traceparent)]
 
 
 # -- handing spans to the export thread -----------------------------------------------------------
