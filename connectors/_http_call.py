@@ -166,10 +166,10 @@ def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After 
                 if seen.span is not None:
                     headers = seen.propagate(headers)
             else:  # the traced step: its attempt's span under the request's, recorded here (record_call)
-                wire_id = getrandbits(64) or 1
+                span_id = (getrandbits(64) or 1).to_bytes(8, "little")
                 headers = with_context(base.headers_with(request.headers, request.forwarded),
-                                       f"00-{parent.trace_id}-{wire_id.to_bytes(8, 'little').hex()}-"
-                                       f"{'01' if parent.sampled else '00'}", parent.trace_state)
+                                       f"00-{parent.trace_id}-{span_id.hex()}-{'01' if parent.sampled else '00'}",
+                                       parent.trace_state)
                 if parent.sampled:
                     trace_id = parent.trace_id
                     head = (heads.get(method) or head_of(method))[1]
@@ -204,7 +204,7 @@ def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After 
                     seen.abandoned()  # the request's own body failed: no verdict on the backend
                     breaker.abandon(ticket)
                 if trace_id is not None and parent is not None:
-                    record_call(parent, wire_id, head, url, begun, 0,
+                    record_call(parent, span_id, head, url, begun, 0,
                                 "cancelled" if outcome is None else getattr(error, "code", type(error).__name__),
                                 outcome)
                 if isinstance(error, BackendError):
@@ -215,7 +215,7 @@ def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After 
                 seen.abandoned()  # cancelled, or past the deadline: no verdict on the backend
                 breaker.abandon(ticket)
                 if trace_id is not None and parent is not None:
-                    record_call(parent, wire_id, head, url, begun, 0, "cancelled", None)
+                    record_call(parent, span_id, head, url, begun, 0, "cancelled", None)
                 if isinstance(exc, BackendError):
                     endpoint._named(exc, "request")
                 raise
@@ -223,7 +223,7 @@ def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After 
             status = reply.status or 0
             seen.answered(status)
             if trace_id is not None and parent is not None:
-                record_call(parent, wire_id, head, url, begun, status)
+                record_call(parent, span_id, head, url, begun, status)
             endpoint.active = 0
             if status in breaker_statuses:
                 endpoint._failed(0, ticket)

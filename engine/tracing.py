@@ -208,7 +208,8 @@ class Span(Parent):
                 else _STATUS_FIELDS[status],
                 self.flags))
             n = len(data)
-            pending += (_FRAMES[n] if n < 4096 else _frame(n), data)
+            pending.append(_FRAMES[n] if n < 4096 else _frame(n))
+            pending.append(data)
             if size + 2 == exporter.batch:  # a full batch goes now, as the SDK's batch processor does
                 exporter.wake.set()
 
@@ -231,6 +232,7 @@ class ServerSpan(Parent):
 # start_time_unix_nano 7 and end_time_unix_nano 8, in one pack (see Span)
 _IDS_TIMES = struct.Struct("<HQHQBQBQ").pack
 _ID_TIMES = struct.Struct("<HQBQBQ").pack
+_CALL_IDS_TIMES = struct.Struct("<H8sHQBQBQ").pack  # the span's id as its bytes (record_call)
 _new_span = object.__new__
 # a span's framing as ScopeSpans.spans 2 (its tag and length), by its length: each span goes to the
 # export as two pieces, this and the span (the export joins a batch as it is)
@@ -242,13 +244,13 @@ def _frame(n: int) -> bytes:
 
 
 
-def record_call(parent: Parent, wire_id: int, head: bytes, own: bytes, begun: int, code: int,
+def record_call(parent: Parent, span_id: bytes, head: bytes, own: bytes, begun: int, code: int,
                 error_type: str = "", message: str | None = "") -> None:
     """The CLIENT span of a call a folded step made (connectors/_http_call.py), written and queued
     as ``Span.end`` writes a span, from what that coroutine kept instead of a span object (once
     a backend call: the object and its end were a tenth of what tracing cost a request).
 
-    ``wire_id``: its id (as ``Span.wire_id``), ``own``: its url.full encoded, ``begun``: its
+    ``span_id``: its id's 8 bytes, ``own``: its url.full encoded, ``begun``: its
     start; ``code``: the HTTP status (0: none; 500 and above fail it, as ``observe.Attempt``
     does), ``error_type`` with ``message`` the outcome of a call that failed without one
     (``message`` None: cancelled, error.type only)."""
@@ -268,10 +270,11 @@ def record_call(parent: Parent, wire_id: int, head: bytes, own: bytes, begun: in
         tail = b"".join(((_CODES.get(code) or _status_code(code)) if code else b"", _pair("error.type", error_type),
                          status, _LOCAL_PARENT))
     data = b"".join((
-        parent.trace_field, _IDS_TIMES(0x0812, wire_id, 0x0822, parent.wire_id, 0x39, begun, 0x41, _time_ns()),
+        parent.trace_field, _CALL_IDS_TIMES(0x0812, span_id, 0x0822, parent.wire_id, 0x39, begun, 0x41, _time_ns()),
         head, own, tail))
     n = len(data)
-    pending += (_FRAMES[n] if n < 4096 else _frame(n), data)
+    pending.append(_FRAMES[n] if n < 4096 else _frame(n))  # two appends, cheaper than one += (see _flush)
+    pending.append(data)
     if size + 2 == exporter.batch:
         exporter.wake.set()
 
@@ -553,12 +556,14 @@ def end_server(span: ServerSpan, head: bytes, path: str, cid: str, code: int, er
         span.trace_field,
         _IDS_TIMES(0x0812, span.wire_id, 0x0822, parent, 0x39, span.start_ns, 0x41, _time_ns()) if parent
         else _ID_TIMES(0x0812, span.wire_id, 0x39, span.start_ns, 0x41, _time_ns()),
-        head, _PATHS.get(path) or _path_pair(path), _CID_PREFIXES.get(len(text)) or _cid_prefix(len(text)), text,
+        head, _PATHS.get(path) or _path_pair(path),
+        _CID32 if len(text) == 32 else _CID_PREFIXES.get(len(text)) or _cid_prefix(len(text)), text,
         _SERVER_TAILS.get(code) or _server_tail(code),
         _pair("error.type", error_type) if error_type else b"",
         _REMOTE_PARENT if parent else _LOCAL_PARENT))
     n = len(data)
-    pending += (_FRAMES[n] if n < 4096 else _frame(n), data)
+    pending.append(_FRAMES[n] if n < 4096 else _frame(n))
+    pending.append(data)
     if size + 2 == exporter.batch:
         exporter.wake.set()
 
@@ -591,6 +596,7 @@ def _cid_prefix(n: int) -> bytes:
     found = _CID_PREFIXES[n] = _string_prefix(_CID, n)
     return found
 _PATHS: dict[str, bytes] = {}  # url.path -> its attribute, encoded (a route's paths repeat)
+_CID32 = _cid_prefix(32)  # the engine's own correlation ids have 32 characters
 
 
 def start_span(name: str, kind: int, shared: Mapping[str, Any],
@@ -686,9 +692,14 @@ class _Exporter:
         """Send what is pending, a batch at most an export as the SDK's processor does (only
         full batches when ``full_only``: the rest waits for the next to fill, or the delay)."""
         pending, size, sender = self.pending, self.batch, self.sender
-        while pending and sender is not None and (len(pending) >= size or not full_only):
-            batch = pending[:size]
-            del pending[:len(batch)]  # from the front: what the request path appends meanwhile stays
+        while sender is not None and (len(pending) >= size or not full_only):
+            # whole spans only: the request path appends a span's two pieces one after the other,
+            # so the thread may come between them; it takes an even count, from the front (what
+            # the request path appends meanwhile stays)
+            batch = pending[:min(size, len(pending) & ~1)]
+            if not batch:
+                break
+            del pending[:len(batch)]
             try:
                 sender.send(batch)
             except Exception as exc:  # the thread goes on: the next batch may leave

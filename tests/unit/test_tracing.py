@@ -156,7 +156,7 @@ def test_a_requests_server_span_from_the_front_is_what_the_sdk_encodes(monkeypat
     telemetry.routed(seen, "orders", "/orders/{id}", telemetry.RouteTallies("orders", "/orders/{id}"))
     step = {"interlace.flow": "orders", "interlace.step.id": "orders/steps[0]", "interlace.step.kind": "call"}
     shared, head = observe.head(step, "backend", "http://127.0.0.1:9/api", "GET", tracing.CLIENT)
-    client_id = 0x0102030405060708
+    client_id = bytes.fromhex("0102030405060708")
     begun = next(clock)
     tracing.record_call(seen, client_id, head, observe.url_attribute("http://127.0.0.1:9/api/o/7?k=s"), begun, 503)
     client_end = next(clock) - 1_000  # the reading record_call took
@@ -173,7 +173,7 @@ def test_a_requests_server_span_from_the_front_is_what_the_sdk_encodes(monkeypat
 
     route = {"http.request.method": "GET", "http.route": "/orders/{id}", "interlace.flow": "orders"}
     expected = [
-        ("GET", tracing.CLIENT, seen.trace_id, int.from_bytes(client_id.to_bytes(8, "little"), "big"), seen.span_id,
+        ("GET", tracing.CLIENT, seen.trace_id, 0x0102030405060708, seen.span_id,
          "gw=edge1", begun, client_end, shared,
          {"url.full": "http://127.0.0.1:9/api/o/7", "http.response.status_code": 503, "error.type": "503"},
          tracing.ERROR, ""),
