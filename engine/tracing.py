@@ -551,13 +551,17 @@ def end_server(span: ServerSpan, head: bytes, path: str, cid: str, code: int, er
         exporter.dropped += 1
         return
     text = cid.encode("utf-8", "replace")
+    n = len(text)
+    if n == 32:  # the engine's own correlation ids: the path's attribute and the id's prefix in one piece
+        path_and_prefix = _PATH_CIDS.get(path) or _path_cid(path)
+    else:
+        path_and_prefix = (_PATHS.get(path) or _path_pair(path)) + (_CID_PREFIXES.get(n) or _cid_prefix(n))
     parent = span.wire_parent
     data = b"".join((
         span.trace_field,
         _IDS_TIMES(0x0812, span.wire_id, 0x0822, parent, 0x39, span.start_ns, 0x41, _time_ns()) if parent
         else _ID_TIMES(0x0812, span.wire_id, 0x39, span.start_ns, 0x41, _time_ns()),
-        head, _PATHS.get(path) or _path_pair(path),
-        _CID32 if len(text) == 32 else _CID_PREFIXES.get(len(text)) or _cid_prefix(len(text)), text,
+        head, path_and_prefix, text,
         _SERVER_TAILS.get(code) or _server_tail(code),
         _pair("error.type", error_type) if error_type else b"",
         _REMOTE_PARENT if parent else _LOCAL_PARENT))
@@ -585,6 +589,16 @@ def _path_pair(path: str) -> bytes:
     if len(_PATHS) > 4096:
         _PATHS.clear()
     found = _PATHS[path] = _pair("url.path", path)
+    return found
+
+
+_PATH_CIDS: dict[str, bytes] = {}  # url.path -> its attribute and the prefix of a 32-character correlation id
+
+
+def _path_cid(path: str) -> bytes:
+    if len(_PATH_CIDS) > 4096:
+        _PATH_CIDS.clear()
+    found = _PATH_CIDS[path] = (_PATHS.get(path) or _path_pair(path)) + _CID32
     return found
 
 

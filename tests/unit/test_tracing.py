@@ -164,7 +164,8 @@ def test_a_requests_server_span_from_the_front_is_what_the_sdk_encodes(monkeypat
     assert tracing.current.get() is None
     fresh = telemetry.begin("POST", "/new", {}, "é" * 3)
     telemetry.end(fresh, 200)
-    missing = telemetry.begin("DELETE", "/gone/1", {}, "cid-9")
+    new_id = "4bf92f3577b34da6a3ce929d0e0e4736"  # 32 characters, as the engine's own ids have
+    missing = telemetry.begin("DELETE", "/gone/1", {}, new_id)
     telemetry.routed(missing, "gone", "/gone/{n}")
     telemetry.end(missing, 404, None, None, Failed("no such thing"))
 
@@ -187,7 +188,7 @@ def test_a_requests_server_span_from_the_front_is_what_the_sdk_encodes(monkeypat
          tracing.UNSET, ""),
         ("DELETE /gone/{n}", tracing.SERVER, missing.trace_id, missing.span_id, 0, "", missing.start_ns,
          ended(missing), {"http.request.method": "DELETE", "http.route": "/gone/{n}", "interlace.flow": "gone"},
-         {"url.path": "/gone/1", "interlace.correlation_id": "cid-9", "http.response.status_code": 404,
+         {"url.path": "/gone/1", "interlace.correlation_id": new_id, "http.response.status_code": 404,
           "error.type": "backend-status"}, tracing.UNSET, ""),
     ]
     resource = Resource.create({"service.name": "orders-facade"})
