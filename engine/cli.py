@@ -145,8 +145,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                      help="required (the default with --tls-client-ca): no handshake without a client "
                           "certificate; optional: flows decide (authenticate: {client_cert: ...})")
     run.add_argument("--tls-crl", default=os.environ.get("INTERLACE_TLS_CRL") or None,
-                     help="mutual TLS: PEM CRL(s) of the client CAs; a revoked client certificate fails the "
-                          "handshake (every client CA needs its CRL)")
+                     help="mutual TLS: PEM CRL(s) of the client CAs; a revoked client certificate, or one "
+                          "below a revoked intermediate CA, fails the handshake (every client CA needs its CRL)")
     run.add_argument("--tls-reload-interval", type=float,
                      default=float(os.environ.get("INTERLACE_TLS_RELOAD_INTERVAL", "10")),
                      help="seconds between checks of the TLS files; changed files serve new connections "

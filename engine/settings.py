@@ -104,8 +104,8 @@ TLS_SETTINGS: dict[str, Any] = {
         "client_cert": {"enum": ["none", "optional", "required"],
                         "description": "required (the default with client_ca): no handshake without a client "
                                        "certificate; optional: flows decide (--tls-client-cert)."},
-        "crl": {**_FILE, "description": "PEM CRL(s) of the client CAs, one for each; a revoked client certificate "
-                                        "fails the handshake (--tls-crl)."},
+        "crl": {**_FILE, "description": "PEM CRL(s) of the client CAs, one for each; a revoked client certificate, "
+                                        "or one below a revoked intermediate CA, fails the handshake (--tls-crl)."},
         "reload_interval": {"type": "number", "minimum": 0,
                             "description": "Seconds between checks of the files (default 10; 0: only on a "
                                            "reload) (--tls-reload-interval)."},

@@ -48,7 +48,10 @@ def build_context(tls: FacadeTls) -> ssl.SSLContext:
         context.num_tickets = 0
     if tls.crl is not None:
         context.load_verify_locations(tls.crl)  # PEM CRLs join the trust store
-        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        # every certificate of the chain, not the client's alone: an intermediate CA its root's
+        # CRL revokes takes the certificates it issued with it (tls.check_crl has made sure
+        # that every client CA has its CRL, which the chain's checks then read)
+        context.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
     return context
 
 

@@ -150,6 +150,42 @@ def test_a_revoked_client_certificate_fails_the_handshake(rotation: Rotation, tm
             assert client.get("/whoami").json()["cn"] == "partner-new"
 
 
+def test_a_revoked_intermediate_ca_refuses_the_certificates_it_issued(tmp_path: Path) -> None:
+    """Partners' certificates come from an intermediate CA below the root: the root's CRL revoking
+    the intermediate refuses all of them, though the intermediate's own CRL revokes none."""
+    root = Authority(tmp_path, "Root CA", path_length=1)
+    issuing, other = root.intermediate("Issuing CA"), root.intermediate("Other Issuing CA")
+    server, partner, colleague = root.issue("facade", server=True), issuing.issue("partner"), other.issue("colleague")
+    client_ca = tmp_path / "client-ca.pem"
+    client_ca.write_bytes(b"".join(ca.ca.cert.read_bytes() for ca in (root, issuing, other)))
+    crls = tmp_path / "crls.pem"
+
+    def serve_with_crls(*revoked_by_root: Authority) -> list[str]:
+        root.crl(tmp_path / "root.crl", revoked_by_root)
+        issuing.crl(tmp_path / "issuing.crl")
+        other.crl(tmp_path / "other.crl")
+        crls.write_bytes(b"".join((tmp_path / f"{n}.crl").read_bytes() for n in ("root", "issuing", "other")))
+        return ["--tls-cert", str(server.cert), "--tls-key", str(server.key), "--tls-client-ca", str(client_ca),
+                "--tls-crl", str(crls), "--tls-client-cert", "optional"]
+
+    def answer(engine: RunningEngine, who: Issued) -> object:
+        context = ssl.create_default_context(cafile=str(root.ca.cert))
+        context.load_cert_chain(who.cert, who.key)
+        with httpx.Client(base_url=f"https://127.0.0.1:{engine.port}", verify=context, timeout=10) as client:
+            try:
+                return client.get("/whoami").json()
+            except httpx.TransportError:
+                return "refused"
+
+    flows = write_flows(tmp_path / "flows", FLOWS)
+    with run_engine(flows, *serve_with_crls()) as engine:
+        assert answer(engine, partner) == {"cn": "partner", "issuer": "Issuing CA"}
+        assert answer(engine, colleague) == {"cn": "colleague", "issuer": "Other Issuing CA"}
+    with run_engine(flows, *serve_with_crls(issuing)) as engine:
+        assert answer(engine, partner) == "refused"
+        assert answer(engine, colleague) == {"cn": "colleague", "issuer": "Other Issuing CA"}
+
+
 @pytest.mark.parametrize(("case", "message"), [
     ("garbage", "no PEM CRL in the file"),
     ("other-ca", "no CRL signed by the client CA CN=New CA"),

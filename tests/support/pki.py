@@ -48,17 +48,28 @@ def _write(folder: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurv
 class Authority:
     """A CA that issues server and client certificates into ``folder``."""
 
-    def __init__(self, folder: Path, name: str = "Test CA", organisation: str = "Example Partners") -> None:
+    def __init__(self, folder: Path, name: str = "Test CA", organisation: str = "Example Partners",
+                 parent: Authority | None = None, path_length: int | None = 0) -> None:
+        """A root CA, or with ``parent`` an intermediate CA it signs; ``path_length``: how many
+        CAs may sit below this one (0: it issues end certificates only)."""
         self.folder = folder
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.name = _name(name, organisation)
         now = datetime.datetime.now(datetime.UTC)
-        cert = (x509.CertificateBuilder().subject_name(self.name).issuer_name(self.name)
+        cert = (x509.CertificateBuilder().subject_name(self.name)
+                .issuer_name(parent.name if parent is not None else self.name)
                 .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .sign(self.key, hashes.SHA256()))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                             data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                             crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+                .sign(parent.key if parent is not None else self.key, hashes.SHA256()))
         self.ca = _write(folder, name.replace(" ", "-").lower(), cert, self.key)
+
+    def intermediate(self, name: str) -> Authority:
+        """A CA below this one (this one must allow it: ``path_length`` 1 or None)."""
+        return Authority(self.folder, name, parent=self)
 
     def issue(self, common_name: str, *, organisation: str | None = "Example Partners",
               sans: list[x509.GeneralName] | None = None, server: bool = False) -> Issued:
@@ -78,15 +89,16 @@ class Authority:
         cert = builder.sign(self.key, hashes.SHA256())
         return _write(self.folder, common_name, cert, key)
 
-    def crl(self, path: Path, revoked: tuple[Issued, ...] = (),
+    def crl(self, path: Path, revoked: tuple[Issued | Authority, ...] = (),
             valid_for: datetime.timedelta = datetime.timedelta(days=1)) -> Path:
         """A PEM CRL of this CA revoking ``revoked`` (an empty one by default), written to ``path``."""
         now = datetime.datetime.now(datetime.UTC)
         builder = (x509.CertificateRevocationListBuilder().issuer_name(self.name)
                    .last_update(now - datetime.timedelta(minutes=5)).next_update(now + valid_for))
         for issued in revoked:
+            certificate = issued.ca.certificate if isinstance(issued, Authority) else issued.certificate
             builder = builder.add_revoked_certificate(
-                x509.RevokedCertificateBuilder().serial_number(issued.certificate.serial_number)
+                x509.RevokedCertificateBuilder().serial_number(certificate.serial_number)
                 .revocation_date(now - datetime.timedelta(minutes=1)).build())
         path.write_bytes(builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
         return path
