@@ -229,3 +229,21 @@ def test_a_split_rendered_from_a_mapping_tells_which_keys_hold_values_of_the_ite
                     OPTIONS).for_items("index")
     assert made is not None
     assert getattr(made[0], "item_keys", None) == frozenset({"id", "all", "deep"})
+
+
+def test_a_message_says_when_its_payload_is_a_json_body_no_one_has_read() -> None:
+    # what a foreach asks before its items are read: are they about to be the JSON parser's own?
+    async def chunks() -> Any:
+        yield b"{}"
+
+    fresh = Message(b'{"items": [1]}', content_type="application/json")
+    assert fresh.json_unread()
+    assert fresh.payload == {"items": [1]}
+    assert not fresh.json_unread()  # read once: a step may have changed it since
+    assert Message(b'{"a": 1}', content_type="application/problem+json").json_unread()
+    assert not Message(b"<a/>", content_type="application/xml").json_unread()
+    assert not Message(b"a", content_type="text/plain").json_unread()
+    set_one = Message(b'{"a": 1}', content_type="application/json")
+    set_one.set_payload({"a": 1}, JSON)
+    assert not set_one.json_unread()
+    assert not Message(None, chunks(), "application/json").json_unread()  # still streaming
