@@ -459,7 +459,7 @@ class Facade(Starlette):
                      found: tuple[FlowRoute, dict[str, str]] | None = None) -> None:
         """Serve one HTTP request: the flow of ``found`` (route, path parameters), else the one
         the routing table matches; every failure answers problem+json."""
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = text_headers(scope["headers"])
         cid = correlation_id(headers)
         correlation.set(cid)
         path: str = scope["path"] if not scope.get("root_path") else get_route_path(scope)
@@ -555,7 +555,7 @@ class Facade(Starlette):
         now = route.answer_now
         if now is None:
             return False
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
+        headers = text_headers(raw_headers)
         cid = correlation_id(headers)
         try:
             length = _declared_length(headers, route)
@@ -637,6 +637,25 @@ class Facade(Starlette):
                 raise MissingBody(f"this route takes a {route.accepts} body; the request has none")
         msg.set_stream(_stream(receive, route.max_body, seen if length is None else None, first), content_type)
         return msg
+
+
+# header names as the server gives them (lower-cased bytes) and as text: a bounded vocabulary, decoded once
+_NAME_TEXT: dict[bytes, str] = {}
+
+
+def text_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """A request's headers as the message holds them: names and values decoded from Latin-1, a
+    repeated name's last value."""
+    names = _NAME_TEXT
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        text = names.get(name)
+        if text is None:
+            text = name.decode("latin-1")
+            if len(names) < 1024 and len(name) <= 64:  # a client may send any name: a few short ones kept
+                names[name] = text
+        headers[text] = value.decode("latin-1")
+    return headers
 
 
 def _declared_length(headers: dict[str, str], route: FlowRoute) -> int | None:
