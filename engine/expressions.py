@@ -834,8 +834,7 @@ class Expr:
         except ExpressionError:
             raise
         except jp_exceptions.JMESPathError as exc:
-            raise ExpressionError(f"a flow expression could not be evaluated on this message: {exc}",
-                                  internal=f"${{{self.source}}}") from exc
+            raise self._failed(exc) from exc
 
     @property
     def reads_payload_only(self) -> bool:
@@ -853,8 +852,7 @@ class Expr:
         except ExpressionError:
             raise
         except jp_exceptions.JMESPathError as exc:
-            raise ExpressionError(f"a flow expression could not be evaluated on this message: {exc}",
-                                  internal=f"${{{self.source}}}") from exc
+            raise self._failed(exc) from exc
 
     def evaluate(self, msg: Message) -> Any:
         if self.direct is not None:
@@ -864,9 +862,12 @@ class Expr:
         except ExpressionError:
             raise
         except jp_exceptions.JMESPathError as exc:
-            # the caller sees what went wrong, the log also sees which expression
-            raise ExpressionError(f"a flow expression could not be evaluated on this message: {exc}",
-                                  internal=f"${{{self.source}}}") from exc
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: jp_exceptions.JMESPathError) -> ExpressionError:
+        # the caller sees what went wrong, the log also sees which expression
+        return ExpressionError(f"a flow expression could not be evaluated on this message: {exc}",
+                               internal=f"${{{self.source}}}")
 
     def is_true(self, msg: Message) -> bool:
         return not _is_false(self.evaluate(msg))

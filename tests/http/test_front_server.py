@@ -9,7 +9,7 @@ import asyncio
 import gc
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -169,6 +169,38 @@ async def _one_by_one(port: int, requests: list[bytes]) -> list[rawhttp.RawRespo
     return answers
 
 
+Served = tuple[list[rawhttp.RawResponse], list[float], list[str]]
+
+
+def _count_quick_answers(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Facade.answer_now noting each of its verdicts (True: answered in the protocol)."""
+    answered_now: list[bool] = []
+    answer_now = Facade.answer_now
+
+    def counted(self: Facade, *request: object) -> bool:
+        answered_now.append(answer_now(self, *request))  # type: ignore[arg-type]
+        return answered_now[-1]
+
+    monkeypatch.setattr(Facade, "answer_now", counted)
+    return answered_now
+
+
+def _serve_logged(folder: Path, flows: str, requests: list[bytes], caplog: pytest.LogCaptureFixture,
+                  measure: Callable[[], list[float]]) -> Served:
+    """``requests`` one by one on one connection to ``flows`` served from ``folder``: the
+    answers, how much each of ``measure``'s metrics moved, and the request lines logged."""
+    async def run() -> list[rawhttp.RawResponse]:
+        async with serving(folder, flows) as port:
+            return await _one_by_one(port, requests)
+
+    before = measure()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, "interlace.request"):
+        answers = asyncio.run(run())
+    lines = [r.getMessage().rsplit(" ", 2)[0] for r in caplog.records if r.name == "interlace.request"]
+    return answers, [b - a for a, b in zip(before, measure(), strict=True)], lines
+
+
 def _cached_metrics() -> list[float]:
     labels = {"flow": "cached", "route": "/cached"}
     return [metrics.REGISTRY.get_sample_value(name, labels) or 0.0 for name in (
@@ -184,27 +216,11 @@ def test_cache_hits_answered_in_the_protocol_are_the_flows_own_answers(
     """A hit in memory on a route whose flow is one cache step is answered in the engine's
     protocol, with no task; its answer, metrics and request line are the ones the flow's task
     gives, request for request (the same requests served with that path switched off)."""
-    answered_now: list[bool] = []
-    answer_now = Facade.answer_now
-
-    def counted(self: Facade, *request: object) -> bool:
-        answered_now.append(answer_now(self, *request))  # type: ignore[arg-type]
-        return answered_now[-1]
-
-    def serve(folder: Path) -> tuple[list[rawhttp.RawResponse], list[float], list[str]]:
-        async def run() -> list[rawhttp.RawResponse]:
-            async with serving(folder, CACHED.replace("BACKEND", backend.url)) as port:
-                return await _one_by_one(port, CACHED_REQUESTS)
-
-        before = _cached_metrics()
-        caplog.clear()
-        with caplog.at_level(logging.INFO, "interlace.request"):
-            answers = asyncio.run(run())
-        lines = [r.getMessage().rsplit(" ", 2)[0] for r in caplog.records if r.name == "interlace.request"]
-        return answers, [b - a for a, b in zip(before, _cached_metrics(), strict=True)], lines
+    def serve(folder: Path) -> Served:
+        return _serve_logged(folder, CACHED.replace("BACKEND", backend.url), CACHED_REQUESTS, caplog, _cached_metrics)
 
     with BackendServer() as backend:
-        monkeypatch.setattr(Facade, "answer_now", counted)
+        answered_now = _count_quick_answers(monkeypatch)
         quick = serve(tmp_path / "quick")
         # asked for every POST but the first (the facade builds its middleware stack on its first
         # request); it answered the hits, the misses and refusals went on to the flow's task
@@ -305,29 +321,15 @@ def test_a_kept_answer_replayed_in_the_protocol_is_the_flows_own_for_every_reque
     requests = [_kept("k1", b"abc"), _kept("k2", b"abc"), _kept("k3", b"zzz", b"text/plain"), _kept("k4", b"q"),
                 _kept("k5", b"{}", b"application/json"), _kept("k6", b"zzz", b"text/plain"),
                 _kept("k7", b"", version=b"1.0")]
-    answered_now: list[bool] = []
-    answer_now = Facade.answer_now
-
-    def counted(self: Facade, *request: object) -> bool:
-        answered_now.append(answer_now(self, *request))  # type: ignore[arg-type]
-        return answered_now[-1]
-
-    def serve(folder: Path) -> tuple[list[rawhttp.RawResponse], list[float], list[str]]:
-        async def run() -> list[rawhttp.RawResponse]:
-            async with serving(folder, KEPT) as port:
-                return await _one_by_one(port, requests)
-
+    def body_bytes() -> list[float]:
         labels = {"flow": "kept", "route": "/kept"}
-        names = ("interlace_http_request_body_bytes_sum", "interlace_http_response_body_bytes_sum")
-        before = [metrics.REGISTRY.get_sample_value(name, labels) or 0.0 for name in names]
-        caplog.clear()
-        with caplog.at_level(logging.INFO, "interlace.request"):
-            answers = asyncio.run(run())
-        after = [metrics.REGISTRY.get_sample_value(name, labels) or 0.0 for name in names]
-        lines = [r.getMessage().rsplit(" ", 2)[0] for r in caplog.records if r.name == "interlace.request"]
-        return answers, [b - a for a, b in zip(before, after, strict=True)], lines
+        return [metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+                for name in ("interlace_http_request_body_bytes_sum", "interlace_http_response_body_bytes_sum")]
 
-    monkeypatch.setattr(Facade, "answer_now", counted)
+    def serve(folder: Path) -> Served:
+        return _serve_logged(folder, KEPT, requests, caplog, body_bytes)
+
+    answered_now = _count_quick_answers(monkeypatch)
     quick = serve(tmp_path / "quick")
     assert answered_now == [True] * 6  # every request but the first (a miss: the flow's task) was a hit
     monkeypatch.setattr(Facade, "quick", lambda *_: False)
@@ -373,13 +375,6 @@ def test_a_callers_cache_control_sends_a_hit_the_flows_way(tmp_path: Path, monke
     requests = [_fresh("f1", b"one"), _fresh("f2", b"two"), _fresh("f3", b"three", b"no-cache"),
                 _fresh("f4", b"four"), _fresh("f5", b"five", b"no-store"), _fresh("f6", b"six", b"max-age=0"),
                 _fresh("f7", b"seven").replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n")]
-    answered_now: list[bool] = []
-    answer_now = Facade.answer_now
-
-    def counted(self: Facade, *request: object) -> bool:
-        answered_now.append(answer_now(self, *request))  # type: ignore[arg-type]
-        return answered_now[-1]
-
     def serve(folder: Path, backend: BackendServer) -> list[rawhttp.RawResponse]:
         async def run() -> list[rawhttp.RawResponse]:
             async with serving(folder, FRESH.replace("BACKEND", backend.url)) as port:
@@ -387,7 +382,7 @@ def test_a_callers_cache_control_sends_a_hit_the_flows_way(tmp_path: Path, monke
 
         return asyncio.run(run())
 
-    monkeypatch.setattr(Facade, "answer_now", counted)
+    answered_now = _count_quick_answers(monkeypatch)
     with BackendServer() as backend:
         quick = serve(tmp_path / "quick", backend)
         quick_calls = len(backend.requests)
