@@ -196,6 +196,9 @@ def shot(page: Any, name: str, *, fit_view: bool = True) -> None:
 
 
 def open_file(page: Any, name: str) -> None:
+    # the page opens a file by itself once it has the list; choosing before that one is on the
+    # canvas races it (the open it starts may land after the choice)
+    page.wait_for_selector("[data-file] [data-testid^=step-]")
     page.select_option("[data-testid=file]", name)
     page.wait_for_selector(f"[data-file='{name}'] [data-testid^=step-]")
 
