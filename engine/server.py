@@ -202,6 +202,7 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
         if peer_server is not None:
             peer_server.should_exit = True
             await peer_task
+    watched = snapshot(opts.flows_dir) if opts.watch else None
     try:
         compiled = await loop.run_in_executor(None, runtime.load)
     except LoadErrors as exc:
@@ -242,7 +243,7 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
     if opts.tls is None:  # the TLS settings of the flow folder, as a reload finds them
         runtime.reloaded_hooks.append(lambda new: _reconfigure_tls(live_tls, new))
     facade_task = asyncio.create_task(facade.serve(sockets=[facade_sock]))
-    watcher = asyncio.create_task(watch(opts.flows_dir, runtime.reload)) if opts.watch else None
+    watcher = asyncio.create_task(watch(opts.flows_dir, runtime.reload, seen=watched)) if opts.watch else None
     await stop.wait()
     facade.should_exit = True
     # past the drain timeout the requests still in flight are cut (a 503 problem+json each);
@@ -311,9 +312,13 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return state
 
 
-async def watch(folder: Path, reload: Callable[[], object], interval: float = 0.5) -> None:
-    """Poll the folder; reload when a file changes, once it has been quiet for one interval."""
-    seen = snapshot(folder)
+async def watch(folder: Path, reload: Callable[[], object], interval: float = 0.5,
+                seen: dict[str, tuple[int, int]] | None = None) -> None:
+    """Poll the folder; reload when a file changes, once it has been quiet for one interval.
+    ``seen`` is the snapshot taken before the flows were read: a file saved between the load and
+    this task's first turn (the engine already answering ready) is a change, not the baseline."""
+    if seen is None:
+        seen = snapshot(folder)
     while True:
         await asyncio.sleep(interval)
         now = snapshot(folder)
@@ -427,6 +432,7 @@ def _supervise(opts: ServeOptions, facade_sock: socket.socket, management_sock: 
         slot.pid, slot.started = pid, time.monotonic()
         by_pid[pid] = slot
 
+    watched = snapshot(opts.flows_dir) if opts.watch else None  # before a worker reads the flows
     for place in slots:
         spawn(place)
 
@@ -444,7 +450,7 @@ def _supervise(opts: ServeOptions, facade_sock: socket.socket, management_sock: 
         import threading
 
         def watch_thread() -> None:
-            asyncio.run(watch(opts.flows_dir, lambda: relay(signal.SIGHUP)))
+            asyncio.run(watch(opts.flows_dir, lambda: relay(signal.SIGHUP), seen=watched))
 
         threading.Thread(target=watch_thread, daemon=True).start()
     worst = 0
