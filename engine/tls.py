@@ -14,8 +14,10 @@ A connection's peer certificate is read once, when the handshake ends
 connection carries it in ``scope["extensions"]["tls"]`` (the ASGI TLS extension's keys, plus
 ``"view"``) and flows read it as ``${tls.subject}``, ``${tls.common_name}``, ``${tls.issuer}``,
 ``${tls.serial}``, ``${tls.sans}``, ``${tls.fingerprint}`` (SHA-256, lowercase hex),
-``${tls.not_after}``, ``${tls.version}`` and ``${tls.cipher}``.  ``${tls}`` is null on a
-plain-HTTP request; its certificate fields are null on a TLS connection without a client
+``${tls.not_after}``, ``${tls.version}`` and ``${tls.cipher}``, and ``${tls.chain}``: the
+subjects of the client's certificate and of the client CAs above it, rebuilt over the client CA
+file (engine/tls_chain.py; ``${tls.chain_fields}`` the same as objects).  ``${tls}`` is null on
+a plain-HTTP request; its certificate fields are null on a TLS connection without a client
 certificate.
 """
 
@@ -26,11 +28,22 @@ import hashlib
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from engine.tls_chain import CA, ClientCAs
 
 CLIENT_CERT_MODES = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 TLS_KEY = "tls"  # scope["extensions"] key, as the ASGI TLS extension names it
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+
+
+class FacadeContext(ssl.SSLContext):
+    """The facade's server context, with the client CA file it verifies against compiled
+    (engine/tls_live.py builds it; a connection's ``ssl_object.context`` is the one its handshake
+    used, so a rotated CA file and the chains rebuilt over it go together)."""
+
+    client_cas: ClientCAs | None = None
 
 
 class TlsConfigError(Exception):
@@ -168,25 +181,35 @@ def check_crl(crl_path: str, ca_path: str, name: str = "--tls-crl") -> None:
 
 def peer_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str, Any] | None:
     """The ASGI TLS extension of one connection (read once, when its handshake is done)."""
+    return connection_peer(ssl_object)[0]
+
+
+def connection_peer(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> tuple[dict[str, Any] | None, Peer | None]:
+    """The ASGI TLS extension of one connection, and its client certificate parsed with the
+    client CAs above it (None without one: engine/ocsp.py asks about the certificate and its issuer)."""
     if ssl_object is None:
-        return None
+        return None, None
     der = ssl_object.getpeercert(binary_form=True)
     cipher = ssl_object.cipher()
     version = ssl_object.version()
-    view = peer_view(der)
+    context = ssl_object.context
+    peer = Peer.of(der, context.client_cas if isinstance(context, FacadeContext) else None) if der else None
+    view = peer_view(None) if peer is None else peer.view()
     view["version"] = version
     view["cipher"] = cipher[0] if cipher else None
     view["source"] = "connection"  # engine/forwarded_cert.py makes "forwarded" ones
     view["forwarded_by"] = None
+    # the ASGI extension's chain, leaf first, as far as the client CA file holds it
+    chain = [ssl.DER_cert_to_PEM_cert(der), *(ca.pem for ca in peer.chain)] if der and peer is not None else []
     return {
         "server_cert": None,
-        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+        "client_cert_chain": chain,
         "client_cert_name": view["subject"],
         "client_cert_error": None,
         "tls_version": _TLS_VERSIONS.get(version or ""),
         "cipher_suite": None,
         "view": view,
-    }
+    }, peer
 
 
 def flow_view(extension: dict[str, Any]) -> dict[str, Any]:
@@ -196,6 +219,12 @@ def flow_view(extension: dict[str, Any]) -> dict[str, Any]:
     if view is None:
         chain = extension.get("client_cert_chain") or []
         view = peer_view(ssl.PEM_cert_to_DER_cert(chain[0]) if chain else None)
+        if len(chain) > 1:  # that server's chain, as it gave it
+            from cryptography import x509
+
+            above = [x509.load_pem_x509_certificate(pem.encode()).subject for pem in chain[1:]]
+            view["chain"] = [*view["chain"], *(name.rfc4514_string() for name in above)]
+            view["chain_fields"] = [*view["chain_fields"], *(_fields(name) for name in above)]
         view["version"] = next((name for name, code in _TLS_VERSIONS.items()
                                 if code == extension.get("tls_version")), None)
         view["cipher"] = None
@@ -203,28 +232,58 @@ def flow_view(extension: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def peer_view(der: bytes | None) -> dict[str, Any]:
-    """What a flow reads as ``${tls.*}`` of a client certificate (DER), all None without one."""
-    if not der:
-        return dict.fromkeys(("subject", "subject_fields", "common_name", "issuer", "issuer_fields", "serial",
-                              "sans", "fingerprint", "not_before", "not_after"))
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
+_VIEW_KEYS = ("subject", "subject_fields", "common_name", "issuer", "issuer_fields", "serial", "sans", "fingerprint",
+              "not_before", "not_after", "chain", "chain_fields")
 
-    cert = x509.load_der_x509_certificate(der)
-    common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return {
-        "subject": cert.subject.rfc4514_string(),
-        "subject_fields": _fields(cert.subject),
-        "common_name": str(common[0].value) if common else None,
-        "issuer": cert.issuer.rfc4514_string(),
-        "issuer_fields": _fields(cert.issuer),
-        "serial": format(cert.serial_number, "X"),
-        "sans": _sans(cert),
-        "fingerprint": hashlib.sha256(der).hexdigest(),
-        "not_before": cert.not_valid_before_utc.isoformat(),
-        "not_after": cert.not_valid_after_utc.isoformat(),
-    }
+
+@dataclass(frozen=True)
+class Peer:
+    """A client certificate as the handshake received it, and the client CAs above it."""
+
+    certificate: Any  # cryptography's x509.Certificate (imported when first needed)
+    der: bytes
+    chain: tuple[CA, ...]  # its issuer first, up to the root: what the client CA file holds of it
+
+    @classmethod
+    def of(cls, der: bytes, cas: ClientCAs | None = None) -> Peer:
+        from cryptography import x509
+
+        certificate = x509.load_der_x509_certificate(der)
+        return cls(certificate, der, cas.chain_of(certificate) if cas is not None else ())
+
+    @property
+    def issuer(self) -> CA | None:
+        return self.chain[0] if self.chain else None
+
+    def view(self) -> dict[str, Any]:
+        """What a flow reads as ``${tls.*}`` of this certificate."""
+        from cryptography.x509.oid import NameOID
+
+        cert = self.certificate
+        common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        subject, subject_fields = cert.subject.rfc4514_string(), _fields(cert.subject)
+        return {
+            "subject": subject,
+            "subject_fields": subject_fields,
+            "common_name": str(common[0].value) if common else None,
+            "issuer": cert.issuer.rfc4514_string(),
+            "issuer_fields": _fields(cert.issuer),
+            "serial": format(cert.serial_number, "X"),
+            "sans": _sans(cert),
+            "fingerprint": hashlib.sha256(self.der).hexdigest(),
+            "not_before": cert.not_valid_before_utc.isoformat(),
+            "not_after": cert.not_valid_after_utc.isoformat(),
+            "chain": [subject, *(ca.subject for ca in self.chain)],
+            "chain_fields": [subject_fields, *(ca.fields for ca in self.chain)],
+        }
+
+
+def peer_view(der: bytes | None, cas: ClientCAs | None = None) -> dict[str, Any]:
+    """What a flow reads as ``${tls.*}`` of a client certificate (DER), all None without one;
+    ``${tls.chain}`` goes up through ``cas`` (without them it holds the certificate alone)."""
+    if not der:
+        return dict.fromkeys(_VIEW_KEYS)
+    return Peer.of(der, cas).view()
 
 
 def _fields(name: Any) -> dict[str, str]:

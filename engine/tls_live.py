@@ -28,19 +28,22 @@ import ssl
 from pathlib import Path
 
 from engine import metrics
-from engine.tls import CLIENT_CERT_MODES, FacadeTls, TlsConfigError
+from engine.tls import CLIENT_CERT_MODES, FacadeContext, FacadeTls, TlsConfigError
+from engine.tls_chain import ClientCAs
 
 log = logging.getLogger("interlace.tls")
 
 
-def build_context(tls: FacadeTls) -> ssl.SSLContext:
+def build_context(tls: FacadeTls) -> FacadeContext:
     """A server context from the files as they are now; a file that cannot serve raises TlsConfigError."""
     tls.check()
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context = FacadeContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tls.certfile, tls.keyfile)
     context.verify_mode = CLIENT_CERT_MODES[tls.client_cert]
     if tls.client_ca is not None:
         context.load_verify_locations(tls.client_ca)
+        # the same file compiled for ${tls.chain}: each connection's chain is one lookup away
+        context.client_cas = ClientCAs(Path(tls.client_ca).read_bytes())
         # a resumed session is not verified again: without resumption a rotated CA or CRL applies
         # to every new connection (the cost: a full handshake per connection, which a gateway's
         # kept-alive connections pay once)

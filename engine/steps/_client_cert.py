@@ -42,7 +42,7 @@ CLIENT_CERT_SCHEMA: dict[str, Any] = {
 }
 
 _VIEW_FIELDS = ("subject", "common_name", "issuer", "serial", "sans", "fingerprint", "subject_fields",
-                "issuer_fields", "not_before", "not_after", "source", "forwarded_by")
+                "issuer_fields", "not_before", "not_after", "chain", "chain_fields", "source", "forwarded_by")
 
 
 def _constant(value: Any, ctx: CompileContext, key: Any) -> str:

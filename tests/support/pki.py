@@ -12,7 +12,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 
 @dataclass(frozen=True)
@@ -49,39 +49,59 @@ class Authority:
     """A CA that issues server and client certificates into ``folder``."""
 
     def __init__(self, folder: Path, name: str = "Test CA", organisation: str = "Example Partners",
-                 parent: Authority | None = None, path_length: int | None = 0) -> None:
+                 parent: Authority | None = None, path_length: int | None = 0, key_ids: bool = False) -> None:
         """A root CA, or with ``parent`` an intermediate CA it signs; ``path_length``: how many
-        CAs may sit below this one (0: it issues end certificates only)."""
+        CAs may sit below this one (0: it issues end certificates only); ``key_ids``: its
+        certificate and those it issues carry subject and authority key identifiers."""
         self.folder = folder
+        self.key_ids = key_ids
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.name = _name(name, organisation)
         now = datetime.datetime.now(datetime.UTC)
-        cert = (x509.CertificateBuilder().subject_name(self.name)
-                .issuer_name(parent.name if parent is not None else self.name)
-                .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                             data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                             crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-                .sign(parent.key if parent is not None else self.key, hashes.SHA256()))
+        builder = (x509.CertificateBuilder().subject_name(self.name)
+                   .issuer_name(parent.name if parent is not None else self.name)
+                   .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+                   .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                                key_cert_sign=True, crl_sign=True, encipher_only=False,
+                                                decipher_only=False), critical=True))
+        signer = parent if parent is not None else self
+        if key_ids:
+            builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()),
+                                            critical=False)
+        if signer.key_ids:
+            builder = builder.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.key.public_key()), critical=False)
+        cert = builder.sign(signer.key, hashes.SHA256())
         self.ca = _write(folder, name.replace(" ", "-").lower(), cert, self.key)
 
-    def intermediate(self, name: str) -> Authority:
+    def intermediate(self, name: str, key_ids: bool | None = None) -> Authority:
         """A CA below this one (this one must allow it: ``path_length`` 1 or None)."""
-        return Authority(self.folder, name, parent=self)
+        return Authority(self.folder, name, parent=self, key_ids=self.key_ids if key_ids is None else key_ids)
 
     def issue(self, common_name: str, *, organisation: str | None = "Example Partners",
-              sans: list[x509.GeneralName] | None = None, server: bool = False) -> Issued:
+              sans: list[x509.GeneralName] | None = None, server: bool = False, ocsp_url: str | None = None,
+              usage: x509.ObjectIdentifier | None = None) -> Issued:
+        """A certificate this CA signs: a client's (or with ``server`` a server's; ``usage``: another
+        extended key usage, such as OCSP signing), with ``ocsp_url`` in its Authority Information Access."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        usage = usage or (ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH)
         builder = (x509.CertificateBuilder().subject_name(_name(common_name, organisation)).issuer_name(self.name)
                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
                    .not_valid_before(now - datetime.timedelta(minutes=5))
                    .not_valid_after(now + datetime.timedelta(days=1))
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                    .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        if self.key_ids:
+            builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                                            critical=False)
+        if ocsp_url is not None:
+            builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]), critical=False)
         if server:
             sans = [*(sans or []), x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
         if sans:
