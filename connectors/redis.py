@@ -1,5 +1,6 @@
 """Redis as an endpoint kind: the shared store of the cache, throttle and idempotency steps
-when several replicas must see the same entries and the same counters.
+when several replicas must see the same entries and the same counters, and of the aggregate
+step's open groups (engine/steps/_groups_redis.py).
 
 ```yaml
 endpoints:
@@ -34,10 +35,12 @@ def display_url(url: str) -> str:
 
 @register_connector("redis")
 class RedisEndpoint(Connector):
-    SUMMARY: ClassVar[str] = "A Redis server: the shared store of the cache, throttle and idempotent steps."
+    SUMMARY: ClassVar[str] = ("A Redis server: the shared store of the cache, throttle, idempotent and aggregate "
+                               "steps.")
     SCHEMA: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False, "required": ["url"],
-        "description": "A Redis server shared by replicas: the store of cache, throttle and idempotent steps.",
+        "description": "A Redis server shared by replicas: the store of cache, throttle, idempotent and aggregate "
+                       "steps.",
         "properties": {
             "url": {"type": "string", "description": "redis://[:password@]host:port/db or rediss:// for TLS; "
                                                      "put a password in a secret: ${secret.redis-url}."},

@@ -222,6 +222,15 @@ class RedisStore:
         self._listener: asyncio.Task[None] | None = None
         self._listening = False  # from the listener's start until it stops reading (before it closes)
 
+    @property
+    def client(self) -> Any:
+        """The redis.asyncio client, for a step's own scripts (the aggregate's groups)."""
+        return self._client
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
     async def ping(self) -> None:
         await self._client.ping()
 

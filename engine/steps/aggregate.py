@@ -13,8 +13,9 @@ Bounds: ``max_size`` values in a group (reaching it completes the group, ``max_s
 ``max_groups`` open groups; a message opening one more either completes the oldest group first
 (``on_full: complete_oldest``, ``max_groups``) or is refused with 503 problem+json
 ``aggregator-full`` and Retry-After (``on_full: refuse``).  Every completion is counted in
-``interlace_aggregated_groups_total{completed_by}``.  The groups are kept in memory or in a
-sql endpoint's table (``engine/steps/_groups.py``), where they survive a restart.
+``interlace_aggregated_groups_total{completed_by}``.  The groups are kept in memory, in a
+sql endpoint's table (``engine/steps/_groups.py``) or in a redis endpoint
+(``engine/steps/_groups_redis.py``); in the last two they survive a restart.
 """
 
 from __future__ import annotations
@@ -77,9 +78,10 @@ def _schema() -> dict[str, Any]:
             "sequence": {**_KINDS["sequence"].schema,
                          "description": "Where a completed group goes: a sequence (its name, or {name, with})."},
             "store": {"type": "string",
-                      "description": "A sql endpoint (SQLite or PostgreSQL, table interlace_aggregation) keeping "
-                                     "the open groups, so that they survive a restart; default: this process's "
-                                     "memory (open groups are completed when the flows stop)."},
+                      "description": "An endpoint keeping the open groups, so that they survive a restart and "
+                                     "replicas share them: sql (SQLite or PostgreSQL, table "
+                                     "interlace_aggregation) or redis (keys under its key_prefix); default: this "
+                                     "process's memory (open groups are completed when the flows stop)."},
             "max_groups": {"type": "integer", "minimum": 1,
                            "description": f"Open groups at most (default {DEFAULT_MAX_GROUPS}); see on_full."},
             "max_size": {"type": "integer", "minimum": 1,
@@ -154,12 +156,18 @@ def _groups(config: Any, ctx: CompileContext) -> Groups:
     connector = getattr(endpoint, "connector", endpoint)  # the resilience wrapper, when there is one
     if getattr(connector, "name", None) == "broken":
         return MemoryGroups()  # its own error is reported already
+    from connectors.redis import RedisEndpoint
     from connectors.sql import SqlConnector
 
+    if isinstance(connector, RedisEndpoint):
+        from engine.steps._groups_redis import RedisGroups
+
+        return RedisGroups(connector, ctx.step_id)
     if not isinstance(connector, SqlConnector):
         raise StepConfigError(f"endpoint {name!r} cannot keep aggregation groups; declare a sql endpoint "
-                              f"(endpoints: {name}: sql: {{url: sqlite:///groups.db}}) or leave store out for "
-                              "this process's memory", "store")
+                              f"(endpoints: {name}: sql: {{url: sqlite:///groups.db}}), a redis one "
+                              f"(endpoints: {name}: redis: {{url: redis://...}}) or leave store out for this "
+                              "process's memory", "store")
     return SqlGroups(endpoint, connector, ctx.step_id)
 
 

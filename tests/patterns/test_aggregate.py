@@ -19,6 +19,8 @@ from tests.patterns.test_wire_tap import arrived
 from tests.support.backends import BackendServer
 from tests.support.engine import assert_step_load_error, facade_client, run_engine, wait_for, write_flows
 from tests.support.postgres import PostgresServer
+from tests.support.redis_server import RedisServer
+from tests.support.services import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -170,11 +172,11 @@ async def test_a_completed_group_goes_to_a_sequence(tmp_path: Path, orders: Back
     assert orders.requests[0].headers["x-group-size"] == "2"
 
 
-def _durable_flows(orders: BackendServer, url: str) -> str:
+def _durable_flows(orders: BackendServer, url: str, kind: str = "sql") -> str:
     return f"""
     endpoints:
       orders: {{http: {{url: "{orders.url}"}}}}
-      groups: {{sql: {{url: "{url}"}}}}
+      groups: {{{kind}: {{url: "{url}"}}}}
     flows:
       by-size:
         source: {{http: {{method: POST, path: /lines}}}}
@@ -274,7 +276,8 @@ def test_two_engines_racing_on_one_postgresql_never_send_a_group_in_parts(tmp_pa
      "a duration greater than zero", "5:71"),
     ('{correlation: "${payload.id", complete: {size: 2}, call: {endpoint: orders}}', "unclosed ${", "5:34"),
     ('{correlation: "${payload.id}", complete: {size: 2}, call: {endpoint: orders}, store: orders}',
-     "cannot keep aggregation groups; declare a sql endpoint", "5:105"),
+     "cannot keep aggregation groups; declare a sql endpoint (endpoints: orders: sql: {url: sqlite:///groups.db}), "
+     "a redis one", "5:105"),
     ('{correlation: "${payload.id}", complete: {size: 0}, call: {endpoint: orders}}',
      "less than the minimum of 1 in complete.size", "5:68"),
     ('{correlation: "${payload.id}", complete: {size: 2}, call: {endpoint: orders}, on_full: drop}',
@@ -285,4 +288,130 @@ def test_a_wrong_aggregate_is_a_load_error_at_its_place(tmp_path: Path, step: st
     endpoints:
       orders: {http: {url: "http://127.0.0.1:9"}}
     """)
+
+
+
+# -- the redis repository --
+
+def _redis_store(redis: RedisServer) -> str:
+    return f'\n      groups: {{redis: {{url: "{redis.url}", key_prefix: "agg-test:"}}}}'
+
+
+def _held_keys(redis: RedisServer, prefix: str = "agg-test:") -> list[str]:
+    """The keys the aggregate steps hold in Redis (their message counters aside)."""
+    reply = redis.command("KEYS", prefix + "*").decode()
+    return sorted(line for line in reply.split("\r\n") if line.startswith(prefix) and not line.endswith(":seq"))
+
+
+@pytest.mark.parametrize(("complete", "lines", "pause", "sent"), [
+    ("{size: 3}", [0, 1, 2, 3], 0.0, [("/orders/o-1/size", [0, 1, 2])]),
+    ("{timeout: 300ms}", ["a", "b"], 0.0, [("/orders/o-1/timeout", ["a", "b"])]),
+    ("{idle: 400ms}", [0, 1, 2], 0.2, [("/orders/o-1/idle", [0, 1, 2])]),
+    ("{when: \"${payload[-1] == 'end'}\"}", ["a", "end", "b"], 0.0, [("/orders/o-1/predicate", ["a", "end"])]),
+])
+async def test_groups_in_redis_complete_as_in_memory(tmp_path: Path, orders: BackendServer, redis: RedisServer,
+                                                     complete: str, lines: list[object], pause: float,
+                                                     sent: list[tuple[str, object]]) -> None:
+    write_flows(tmp_path, _flows(orders, complete, "store: groups", store=_redis_store(redis)))
+    async with facade_client(tmp_path) as client:
+        answers = []
+        for line in lines:
+            answers.append(await client.post("/lines", json={"order": "o-1", "line": line}))
+            await asyncio.sleep(pause)
+        await arrived(orders, 1)
+        await asyncio.sleep(0.3)  # nothing more is sent: the message after the group opened a new one
+    assert [a.status_code for a in answers] == [202] * len(lines)
+    assert answers[0].json() == {"group": {"key": "o-1", "size": 1, "completed_by": None}}
+    assert _sent(orders) == sent
+    left = len(lines) - len(sent[0][1])  # type: ignore[arg-type]
+    # a group left open is kept for the next engine, not sent on stop; a completed one is gone from Redis
+    step = "agg-test:aggregate:{lines/steps[0]}:"
+    assert _held_keys(redis) == ([f"{step}first", f"{step}g:o-1", f"{step}last", f"{step}m:o-1", f"{step}open"]
+                                 if left else [])
+
+
+async def test_groups_in_redis_keep_max_size_and_max_groups(tmp_path: Path, orders: BackendServer,
+                                                            redis: RedisServer) -> None:
+    write_flows(tmp_path, _flows(orders, "{size: 10}", "store: groups\nmax_size: 2\nmax_groups: 2",
+                                 store=_redis_store(redis)))
+    async with facade_client(tmp_path) as client:
+        for order, line in [("o-1", 0), ("o-1", 1), ("o-2", 2), ("o-3", 3), ("o-4", 4), ("o-5", 5)]:
+            assert (await client.post("/lines", json={"order": order, "line": line})).status_code == 202
+        await arrived(orders, 3)
+    assert _sent(orders) == [("/orders/o-1/max_size", [0, 1]), ("/orders/o-2/max_groups", [2]),
+                             ("/orders/o-3/max_groups", [3])]
+
+
+async def test_groups_in_redis_past_max_groups_with_on_full_refuse_get_503(tmp_path: Path, orders: BackendServer,
+                                                                           redis: RedisServer) -> None:
+    write_flows(tmp_path, _flows(orders, "{size: 2}", "store: groups\nmax_groups: 1\non_full: refuse",
+                                 store=_redis_store(redis)))
+    async with facade_client(tmp_path) as client:
+        first = await client.post("/lines", json={"order": "o-1", "line": 1})
+        second = await client.post("/lines", json={"order": "o-2", "line": 2})
+        same = await client.post("/lines", json={"order": "o-1", "line": 3})
+        await arrived(orders, 1)
+    assert (first.status_code, second.status_code, same.status_code) == (202, 503, 202)
+    assert second.headers["content-type"].startswith("application/problem+json")
+    assert second.json()["type"].endswith("/aggregator-full")
+    assert _sent(orders) == [("/orders/o-1/size", [1, 3])]
+
+
+async def test_a_redis_store_that_is_down_answers_503_problem_json(tmp_path: Path, orders: BackendServer) -> None:
+    down = f'\n      groups: {{redis: {{url: "redis://127.0.0.1:{free_port()}/0", timeout: 200ms}}}}'
+    write_flows(tmp_path, _flows(orders, "{size: 2}", "store: groups", store=down))
+    async with facade_client(tmp_path) as client:
+        answer = await client.post("/lines", json={"order": "o-1", "line": 1})
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert "aggregation store cannot be reached" in answer.json()["detail"]
+    assert "127.0.0.1" not in answer.text
+    assert orders.requests == []
+
+
+def test_groups_in_redis_survive_the_engine_being_killed(tmp_path: Path, orders: BackendServer,
+                                                         redis: RedisServer) -> None:
+    write_flows(tmp_path, _durable_flows(orders, redis.url, kind="redis"))
+    with run_engine(tmp_path) as engine:
+        assert httpx.post(f"{engine.url}/late", json={"order": "o-2", "line": "x"}, timeout=10).status_code == 202
+        for n in range(2):
+            assert httpx.post(f"{engine.url}/lines", json={"order": "o-1", "line": n}, timeout=10).status_code == 202
+        os.killpg(engine.process.pid, signal.SIGKILL)  # no drain, no completion on stop: only Redis has them
+        engine.process.wait(10)
+    assert orders.requests == []
+    with run_engine(tmp_path) as engine:
+        wait_for(lambda: len(orders.requests) == 1, "the timed-out group sent by the new engine")
+        assert httpx.post(f"{engine.url}/lines", json={"order": "o-1", "line": 2}, timeout=10).status_code == 202
+        wait_for(lambda: len(orders.requests) == 2, "the group completed by its third message")
+        assert engine.terminate() == 0
+    assert _sent(orders) == [("/late/o-2/timeout", ["x"]), ("/orders/o-1/size", [0, 1, 2])]
+
+
+def test_two_engines_racing_on_one_redis_never_send_a_group_in_parts(tmp_path: Path, orders: BackendServer,
+                                                                     redis: RedisServer) -> None:
+    """As on PostgreSQL: each line sent in exactly one group, and a group sent for its size
+    holds at least that many."""
+    flows = _durable_flows(orders, redis.url, kind="redis").replace("complete: {size: 3}",
+                                                                    "complete: {size: 3, timeout: 2s}")
+    one = write_flows(tmp_path / "one", flows)
+    two = write_flows(tmp_path / "two", flows)
+    lines = [(f"o-{group}", n) for group in range(12) for n in range(8)]
+    with run_engine(one) as first, run_engine(two) as second:
+        engines = [first.url, second.url]
+
+        def post(index: int) -> int:
+            order, n = lines[index]
+            return httpx.post(f"{engines[index % 2]}/lines", json={"order": order, "line": n},
+                              timeout=20).status_code
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            assert set(pool.map(post, range(len(lines)))) == {202}
+        wait_for(lambda: sum(len(values) for _path, values in _sent(orders)) >= len(lines),
+                 "every line sent in a group", timeout=20)
+        wait_for(lambda: not _held_keys(redis, "interlace:"), "every group taken out of Redis")
+    sent = _sent(orders)
+    by_size = [values for path, values in sent if str(path).endswith("/size")]
+    assert by_size and all(len(values) >= 3 for values in by_size), sent  # type: ignore[arg-type]
+    gathered = sorted((str(path).split("/")[2], n) for path, values in sent for n in values)  # type: ignore[attr-defined]
+    assert gathered == sorted(lines)  # each line once: none lost, none sent twice
 
