@@ -2,7 +2,8 @@
 
 Inside ``${...}`` is a JMESPath expression evaluated over the message's context, whose roots
 are ``payload``, ``headers``, ``vars``, ``path``, ``query``, ``env``, ``secret``, ``error``,
-``status``, ``method`` and ``correlation_id``.  XML payloads are read with the ``xpath()``
+``status``, ``method``, ``correlation_id``, ``params``, ``auth``, ``tls`` and ``client`` (the
+connection's peer: ``client.address``, ``client.port``).  XML payloads are read with the ``xpath()``
 function: ``xpath('//order[1]/symbol')`` (over the payload) or ``xpath(node, 'expr')``; the
 XPath is compiled at load with the flow's namespaces.
 
@@ -32,7 +33,7 @@ from engine.errors import ExpressionError
 from engine.message import Message
 
 ROOTS = ("payload", "headers", "vars", "path", "query", "env", "secret", "error", "status", "method",
-         "correlation_id", "params", "auth", "tls")
+         "correlation_id", "params", "auth", "tls", "client")
 
 
 class ExpressionSyntaxError(ValueError):
@@ -116,6 +117,8 @@ _ROOT_GETTERS: dict[str, Callable[[Context], Any]] = {
     "auth": lambda c: c.msg.attributes.get("auth"),
     # the connection's TLS and the client certificate (engine/tls.py); null over plain HTTP
     "tls": lambda c: c.msg.attributes.get("tls"),
+    # the connection's peer: {address, port} (Message.client); null without a connection
+    "client": lambda c: c.msg.client,
 }
 
 
@@ -134,6 +137,7 @@ _MESSAGE_ROOTS: dict[str, Callable[[Message], Any]] = {
     "params": lambda m: m.attributes.get("params"),
     "auth": lambda m: m.attributes.get("auth"),
     "tls": lambda m: m.attributes.get("tls"),
+    "client": lambda m: m.client,
 }
 
 

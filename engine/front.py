@@ -45,7 +45,7 @@ from engine.errors import (
     UnsupportedMediaType,
 )
 from engine.httpguard import abort, client_gone, cycle_of, header_lines, response_started, take_body, write_answer
-from engine.message import Message, kind_of
+from engine.message import CLIENT, Message, kind_of
 from engine.observability import correlation, correlation_id, escape_controls
 from engine.steps._answers import Answer, AnswerNow
 from engine.tls import flow_view
@@ -545,7 +545,7 @@ class Facade(Starlette):
 
     def answer_now(self, route: FlowRoute, method: str, path: str, query: bytes,
                    raw_headers: list[tuple[bytes, bytes]], body: bytes, extensions: dict[str, Any],
-                   write: Callable[[int, bytes, str, bytes, bytes], None]) -> bool:
+                   client: tuple[str, int] | None, write: Callable[[int, bytes, str, bytes, bytes], None]) -> bool:
         """Serve a request of ``quick_paths`` whose body has all come, as ``handle`` would, without
         an await: the same checks, answer, metrics and request line.  ``write(status, lines, cid,
         more_lines, body)`` sends the answer: its header lines before the request id, the id, the
@@ -568,7 +568,7 @@ class Facade(Starlette):
                 return False
             msg: Message | None = None
             if now.reads_request:
-                msg = _request_message(headers, route, {}, cid, method, query, extensions)
+                msg = _request_message(headers, route, {}, cid, method, query, extensions, client)
                 if length:
                     msg.set_body(body, msg.content_type)
             answer = now.recall(msg)
@@ -578,7 +578,7 @@ class Facade(Starlette):
             wire = route.wires.get((id(answer), content_type))
             if wire is None:
                 if msg is None:
-                    msg = _request_message(headers, route, {}, cid, method, query, extensions)
+                    msg = _request_message(headers, route, {}, cid, method, query, extensions, client)
                 now.give(msg, answer)
                 found = _wire(msg)
                 if found is None:
@@ -616,7 +616,7 @@ class Facade(Starlette):
                        params: dict[str, str], cid: str, seen: telemetry.Seen | None = None) -> Message:
         length = _declared_length(headers, route)
         msg = _request_message(headers, route, params, cid, scope["method"], scope.get("query_string", b""),
-                               scope.get("extensions", _NO_EXTENSIONS))
+                               scope.get("extensions", _NO_EXTENSIONS), scope.get("client"))
         content_type = msg.content_type
         method = msg.method
         if length == 0 or (length is None and "transfer-encoding" not in headers):
@@ -672,7 +672,7 @@ def _declared_length(headers: dict[str, str], route: FlowRoute) -> int | None:
 
 
 def _request_message(headers: dict[str, str], route: FlowRoute, params: dict[str, str], cid: str, method: str,
-                     query: bytes, extensions: dict[str, Any]) -> Message:
+                     query: bytes, extensions: dict[str, Any], client: Any) -> Message:
     """The request's message before its body (its checks done: ``_declared_length``)."""
     content_type = headers.get("content-type")
     query_string = query.decode("latin-1")
@@ -682,6 +682,8 @@ def _request_message(headers: dict[str, str], route: FlowRoute, params: dict[str
     # correlation_id, max_body), positional
     msg = Message(b"", None, content_type, headers, method, params, _query(query_string) if query_string else {},
                   query_string, cid, route.max_body)
+    if client is not None:  # the connection's peer, (host, port): ${client.*} (Message.client)
+        msg.attributes[CLIENT] = client
     tls = extensions.get("tls")
     if tls is not None:  # the connection's TLS and client certificate: ${tls.*}
         msg.attributes["tls"] = flow_view(tls)

@@ -539,7 +539,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._pending_body = []
         extensions = {TLS_KEY: self._tls_extension} if self._tls_extension is not None else _NO_EXTENSIONS
         if self.transport.is_closing() or not self.app.facade.answer_now(
-                *pending, self.headers, body, extensions, self._write_quick):
+                *pending, self.headers, body, extensions, self.client, self._write_quick):
             self._to_cycle(body, complete=True)
 
     def _to_pending_cycle(self, complete: bool) -> None:

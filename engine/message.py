@@ -20,6 +20,10 @@ XML = "xml"
 TEXT = "text"
 BINARY = "binary"
 
+# attributes key of the connection's peer, the ASGI scope's ``client`` (host, port), as the front
+# sets it; read as ``Message.client`` (``${client.*}``)
+CLIENT = "client"
+
 
 def kind_of(content_type: str | None, body: bytes | None = None) -> str:
     """Which parser a content type calls for; sniffs the first byte when there is none."""
@@ -209,6 +213,19 @@ class Message:
     def mark_payload_changed(self) -> None:
         """Call after changing the parsed payload in place (e.g. writing at a JSONPath)."""
         self._body = None
+
+    # --- the connection -------------------------------------------------------------------------
+
+    @property
+    def client(self) -> dict[str, Any] | None:
+        """The connection's peer as flows read it, ``{"address": "127.0.0.1", "port": 51234}``:
+        the ASGI scope's ``client`` (with ``settings.http.proxy_headers``, the address a trusted
+        proxy names in X-Forwarded-For, port 0); None for a message that came from no connection
+        (a schedule, a queue, a file).  Made when read: the front keeps only the scope's tuple."""
+        peer = self.attributes.get(CLIENT)
+        if peer is None:
+            return None
+        return {"address": peer[0], "port": peer[1]}
 
     # --- headers ----------------------------------------------------------------------------
 

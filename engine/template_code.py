@@ -23,7 +23,7 @@ from engine.message import Message
 
 MAX_DEPTH = 40  # Python's parser refuses displays nested a few hundred deep; YAML bodies are shallow
 
-# where each message root is read; params, auth and tls are attributes set by steps
+# where each message root is read; params, auth and tls are attributes set by steps, client the front's
 ROOT_SOURCE = {
     "payload": "msg.payload",
     "headers": "msg.headers",
@@ -37,6 +37,7 @@ ROOT_SOURCE = {
     "params": "msg.attributes.get('params')",
     "auth": "msg.attributes.get('auth')",
     "tls": "msg.attributes.get('tls')",
+    "client": "msg.client",
 }
 
 _PAYLOAD = "\x00payload\x00"  # where msg.payload is read, until we know whether it is read once up front

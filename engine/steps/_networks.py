@@ -1,57 +1,83 @@
-"""The throttle step's policies by client network (WSO2's throttle IP policies): a client address
-in a declared network is denied (403), let through unlimited, or limited by that network's own
-limit; an address in none of them gets the ``others`` policy (by default the step's own limit).
+"""The throttle step's caller policies (WSO2's throttle policy: caller classes by IP range or
+domain, each with access allow, deny or control).  ``policies`` (or its older, address-only form
+``networks``) is a list read in order; the first whose conditions all hold decides:
 
-The address comes from ``address`` (a template), by default the last entry of the request's
-``X-Forwarded-For``: the one the gateway in front appended, which the client cannot forge when
-the gateway is the only way in (the NetworkPolicy `interlace k8s` writes admits the gateway
-only).  A missing or malformed address matches no network: it gets ``others``.  Networks are
-parsed and checked when the flows load (IPv4 and IPv6, ``10.0.0.0/8``, ``2001:db8::/32``, or one
-address); the first network that holds the address decides, in the order written.
+- ``cidr``: the client address is in one of these networks (IPv4 or IPv6, or one address);
+- ``keys``: the step's ``key`` template renders one of these values (a client id, a tenant).
+
+A policy says ``access: deny`` (403), ``allow`` (no limit) or ``limit`` (the default: its own
+``limit``, ``per`` and ``algorithm``, each defaulting to the step's).  A caller that no policy
+matches gets ``others`` (by default the step's own limit).  Policies may overlap: the first one
+written that matches wins, as a firewall's rules do.  Networks are parsed and keys gathered into
+sets when the flows load; a wrong one is a load error at its line and column.
+
+The address, by default, is the connection's own peer (``${client.address}``, the ASGI scope's
+``client``).  With ``settings.http.proxy_headers.trusted`` (the gateway's addresses) it is the
+client address that gateway names in X-Forwarded-For, believed from the gateway only; ``address``
+takes a template instead (``${headers."x-real-ip"}``), whose value may be a comma-separated list
+(the last entry counts, the one the nearest proxy appended).  A missing or malformed address
+matches no ``cidr``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from engine.compiler import CompileContext, StepConfigError
 from engine.errors import Forbidden
 from engine.expressions import to_text
-from engine.message import Message
+from engine.message import CLIENT, Message
 from engine.steps._fork import duration_field, seconds
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 ACCESS = ("limit", "allow", "deny")
-DEFAULT_ADDRESS = "${headers.\"x-forwarded-for\"}"
+ALGORITHMS = ("token_bucket", "sliding_window")
 
 _CIDR = {"type": "string", "description": "A network (10.0.0.0/8, 2001:db8::/32) or one address."}
+_CIDRS = {"oneOf": [_CIDR, {"type": "array", "minItems": 1, "items": _CIDR}],
+          "description": "A network or an address, or a list of them."}
+_LIMIT_PROPERTIES: dict[str, Any] = {
+    "access": {"enum": list(ACCESS), "description": "limit (default), allow or deny."},
+    "limit": {"type": "integer", "minimum": 1,
+              "description": "With access limit: messages allowed per period (default: the step's)."},
+    "per": duration_field("With access limit: the period (default: the step's)."),
+}
 NETWORKS_FIELD: dict[str, Any] = {
     "type": "array", "minItems": 1,
     "description": "Policies by client network, the first that holds the client's address decides: access deny "
-                   "(403 network-denied), allow (no limit), or limit (its own limit and per; the default).",
+                   "(403 network-denied), allow (no limit), or limit (its own limit and per; the default). "
+                   "policies does the same and matches keys too.",
     "items": {"type": "object", "additionalProperties": False, "required": ["cidr"],
+              "properties": {"cidr": _CIDRS, **_LIMIT_PROPERTIES}}}
+_KEY_VALUE = {"type": ["string", "integer"]}
+POLICIES_FIELD: dict[str, Any] = {
+    "type": "array", "minItems": 1,
+    "description": "Caller policies, read in order; the first whose cidr and keys both hold decides (they may "
+                   "overlap: first match wins): access deny (403 caller-denied), allow (no limit) or limit (its "
+                   "own limit, per and algorithm, each defaulting to the step's). A caller none matches gets "
+                   "others.",
+    "items": {"type": "object", "additionalProperties": False,
               "properties": {
-                  "cidr": {"oneOf": [_CIDR, {"type": "array", "minItems": 1, "items": _CIDR}],
-                           "description": "A network or an address, or a list of them."},
-                  "access": {"enum": list(ACCESS), "description": "limit (default), allow or deny."},
-                  "limit": {"type": "integer", "minimum": 1,
-                            "description": "With access limit: messages allowed per period (default: the step's)."},
-                  "per": duration_field("With access limit: the period (default: the step's)."),
+                  "cidr": {**_CIDRS, "description": "The client address is in one of these networks or addresses."},
+                  "keys": {"oneOf": [_KEY_VALUE, {"type": "array", "minItems": 1, "items": _KEY_VALUE}],
+                           "description": "The step's key renders one of these values (a client id, a tenant)."},
+                  **_LIMIT_PROPERTIES,
+                  "algorithm": {"enum": list(ALGORITHMS), "description": "With access limit: default the step's."},
               }}}
 OTHERS_FIELD: dict[str, Any] = {
     "enum": list(ACCESS),
-    "description": "With networks: what an address in none of them (or none at all) gets: limit (the step's limit "
+    "description": "With networks or policies: what a caller none of them matches gets: limit (the step's limit "
                    "and per, the default), allow or deny.",
 }
 ADDRESS_FIELD: dict[str, Any] = {
     "type": "string",
-    "description": "With networks: the client's address, a template (default: the last entry of "
-                   "X-Forwarded-For, the one the gateway appended).",
+    "description": "With networks or policies: the client's address, a template (default: the connection's "
+                   "peer, ${client.address}; behind settings.http.proxy_headers the address the trusted gateway "
+                   "names in X-Forwarded-For).",
 }
 
 
@@ -60,43 +86,100 @@ class NetworkDenied(Forbidden):
     title = "Network not allowed"
 
 
+class CallerDenied(Forbidden):
+    code = "caller-denied"
+    title = "Caller not allowed"
+
+
 @dataclass(frozen=True)
 class Policy:
-    """What a network (or ``others``) gets: ``access``, and with limit its limit and period;
-    ``name`` keeps its counters apart from the other policies'."""
+    """What a matching caller gets: ``access``, and with limit its limit, period and algorithm;
+    ``name`` keeps its counters apart from the other policies'; ``by_key``: it matched a key, so
+    a denial does not name the address."""
 
     access: str
     limit: int
     period: float
     per_text: str
+    algorithm: str
     name: str
+    by_key: bool = False
 
 
-class NetworkPolicies:
-    """The compiled ``networks``: which policy a message's client address falls under."""
+@dataclass(frozen=True)
+class _Rule:
+    networks: tuple[Network, ...] | None  # None: any address
+    keys: frozenset[str] | None  # None: any key
+    policy: Policy
 
-    def __init__(self, config: Any, ctx: CompileContext, default_limit: int | None, default_per: Any) -> None:
-        self._address = ctx.template(config.get("address", DEFAULT_ADDRESS), "address")
-        self._networks: list[tuple[Network, Policy]] = []
-        for index, item in enumerate(config["networks"]):
-            policy = _policy(item, ("networks", index), default_limit, default_per, f"n{index}")
-            cidrs = item["cidr"] if isinstance(item["cidr"], list) else [item["cidr"]]
-            for place, cidr in enumerate(cidrs):
-                key = ("networks", index, "cidr", place) if isinstance(item["cidr"], list) else ("networks", index,
-                                                                                                 "cidr")
-                self._networks.append((_network(cidr, key), policy))
-        self.others = _policy({"access": config.get("others", "limit")}, "others", default_limit, default_per,
-                              "others")
+
+class CallerPolicies:
+    """The compiled ``policies`` (or ``networks``): which policy a message falls under."""
+
+    def __init__(self, config: Any, ctx: CompileContext, field: str) -> None:
+        self.field = field
+        self.denial: type[Forbidden] = NetworkDenied if field == "networks" else CallerDenied
+        address = config.get("address")
+        self._address = ctx.template(address, "address") if address is not None else None
+        self._key = ctx.template(config["key"], "key") if "key" in config else None
+        defaults = (config.get("limit"), config.get("per"), config.get("algorithm", "token_bucket"))
+        self._rules: list[_Rule] = []
+        for index, item in enumerate(config[field]):
+            place = (field, index)
+            if "cidr" not in item and "keys" not in item:
+                raise StepConfigError("a policy matches callers by cidr (their address) or keys (values of the "
+                                      "step's key), or both: give one", place)
+            if "keys" in item and self._key is None:
+                raise StepConfigError("keys match the value of the step's key template: give the step a key, "
+                                      "e.g. ${headers.\"x-client-id\"}", (*place, "keys"))
+            keys = _listed(item.get("keys"))
+            policy = _policy(item, place, defaults, f"p{index}", by_key="keys" in item)
+            self._rules.append(_Rule(_networks(item, place), frozenset(map(str, keys)) if keys else None, policy))
+        self.others = _policy({"access": config.get("others", "limit")}, ("others",), defaults, "others",
+                              by_key=self._key is not None and field == "policies")
+        self.reads_address = self._address is not None or any(r.networks is not None for r in self._rules)
 
     def address(self, msg: Message) -> Address | None:
+        if self._address is None:
+            return peer_address(msg)
         return client_address(self._address.render(msg))
 
-    def policy(self, address: Address | None) -> Policy:
-        if address is not None:
-            for network, policy in self._networks:
-                if address in network:
-                    return policy
+    def key(self, msg: Message) -> str | None:
+        return to_text(self._key.render(msg)) if self._key is not None else None
+
+    def policy(self, address: Address | None, key: str | None) -> Policy:
+        for rule in self._rules:
+            if rule.networks is not None and (address is None or not any(address in n for n in rule.networks)):
+                continue
+            if rule.keys is not None and key not in rule.keys:
+                continue
+            return rule.policy
         return self.others
+
+    def denied(self, policy: Policy, address: Address | None) -> Forbidden:
+        if policy.by_key:  # the key may be a credential (an API key): never echoed
+            return self.denial("this caller is not allowed on this route")
+        where = f"address {address}" if address is not None else "a request without a usable client address"
+        return self.denial(f"{where} is not allowed on this route")
+
+
+# the peer addresses seen, parsed once each: a facade's callers are a bounded set (its gateway's
+# pods, or a few partners); past the bound each new one is parsed again
+_PEERS: dict[str, Address | None] = {}
+
+
+def peer_address(msg: Message) -> Address | None:
+    """The connection's peer address (Message.client's), None when the message has none."""
+    peer = msg.attributes.get(CLIENT)
+    if peer is None:
+        return None
+    host = peer[0]
+    if host in _PEERS:
+        return _PEERS[host]
+    address = client_address(host)
+    if len(_PEERS) < 4096:
+        _PEERS[host] = address
+    return address
 
 
 def client_address(value: Any) -> Address | None:
@@ -116,42 +199,43 @@ def client_address(value: Any) -> Address | None:
     return mapped if mapped is not None else address
 
 
-def denied(address: Address | None) -> NetworkDenied:
-    where = f"address {address}" if address is not None else "a request without a usable client address"
-    return NetworkDenied(f"{where} is not allowed on this route")
+def _listed(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
 
 
-def _network(cidr: Any, key: Any) -> Network:
-    try:
-        return ipaddress.ip_network(str(cidr), strict=False)
-    except ValueError as exc:
-        raise StepConfigError(f"not a network or an address: {cidr!r} ({exc})", key) from None
+def _networks(item: Any, place: tuple[Any, ...]) -> tuple[Network, ...] | None:
+    if "cidr" not in item:
+        return None
+    many = isinstance(item["cidr"], list)
+    found = []
+    for index, cidr in enumerate(_listed(item["cidr"])):
+        key = (*place, "cidr", index) if many else (*place, "cidr")
+        try:
+            found.append(ipaddress.ip_network(str(cidr), strict=False))
+        except ValueError as exc:
+            raise StepConfigError(f"not a network or an address: {cidr!r} ({exc})", key) from None
+    return tuple(found)
 
 
-def _policy(item: Any, key: Any, default_limit: int | None, default_per: Any, name: str) -> Policy:
-    keys = key if isinstance(key, tuple) else (key,)
+def _policy(item: Any, keys: tuple[Any, ...], defaults: tuple[Any, Any, str], name: str, *, by_key: bool) -> Policy:
+    default_limit, default_per, default_algorithm = defaults
     access = item.get("access", "limit")
     if access != "limit":
-        for own in ("limit", "per"):
+        for own in ("limit", "per", "algorithm"):
             if own in item:
-                raise StepConfigError(f"{own} goes with access: limit (this network's access is {access})",
+                raise StepConfigError(f"{own} goes with access: limit (this policy's access is {access})",
                                       (*keys, own))
-        return Policy(access, 0, 0.0, "", name)
+        return Policy(access, 0, 0.0, "", default_algorithm, name, by_key)
     limit = item.get("limit", default_limit)
     per = item.get("per", default_per)
     if limit is None or per is None:
         missing = " and ".join(k for k, v in (("limit", limit), ("per", per)) if v is None)
         if name == "others":
-            raise StepConfigError(f"addresses in none of the networks get the step's own limit (others: limit): "
-                                  f"give the step {missing}, or others: allow or deny", keys)
-        raise StepConfigError(f"a network limited by the step's own limit needs the step's {missing} (or give "
+            raise StepConfigError(f"callers no policy matches get the step's own limit (others: limit): "
+                                  f"give the step {missing}, or others: allow or deny", ())
+        raise StepConfigError(f"a policy limited by the step's own limit needs the step's {missing} (or give "
                               f"this one its own)", keys)
-    return Policy("limit", int(limit), seconds(per, (*keys, "per") if "per" in item else "per"), str(per), name)
-
-
-def plain_key(config: Any, ctx: CompileContext) -> Callable[[Message], str] | None:
-    """The step's key template, or None when it names none (with networks: each address its own)."""
-    if "key" not in config:
-        return None
-    template = ctx.template(config["key"], "key")
-    return lambda msg: to_text(template.render(msg))
+    period = seconds(per, (*keys, "per") if "per" in item else "per")
+    return Policy("limit", int(limit), period, str(per), item.get("algorithm", default_algorithm), name, by_key)

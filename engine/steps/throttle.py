@@ -6,9 +6,13 @@ Past the limit the caller gets 429 problem+json with ``Retry-After`` (whole seco
 up) and ``${error.retry_after}`` for a handler.  The counters live in this process by default;
 with ``store`` (a redis endpoint) every replica counts against one limit.
 
-``networks`` adds policies by the client's network (engine/steps/_networks.py): denied (403),
-allowed without a limit, or limited by the network's own limit; then each client address counts
-against its own limit unless ``key`` says otherwise.
+``policies`` adds caller policies (WSO2's throttle policy; engine/steps/_networks.py): callers
+matched by their address's network (``cidr``) and/or their key's value (``keys``), in order, the
+first match deciding: denied (403), allowed without a limit, or limited by the policy's own limit;
+``others`` for the rest.  ``networks`` is its older, address-only form.  Each caller then counts
+against its own limit: by its key, or by its address when the step has no key.  The address is
+the connection's peer unless the project trusts a gateway's X-Forwarded-For
+(``settings.http.proxy_headers``) or ``address`` names a template.
 """
 
 from __future__ import annotations
@@ -31,17 +35,15 @@ from engine.steps._limits import (
 )
 from engine.steps._networks import (
     ADDRESS_FIELD,
+    ALGORITHMS,
     NETWORKS_FIELD,
     OTHERS_FIELD,
-    NetworkPolicies,
-    denied,
-    plain_key,
+    POLICIES_FIELD,
+    CallerPolicies,
 )
 from engine.steps._stores import STORE_FIELD, store_for
 
 log = logging.getLogger("interlace.throttle")
-
-ALGORITHMS = ("token_bucket", "sliding_window")
 
 
 @step_kind(
@@ -60,25 +62,37 @@ ALGORITHMS = ("token_bucket", "sliding_window")
             "store": STORE_FIELD,
             "on_store_error": ON_STORE_ERROR_FIELD,
             "message": MESSAGE_FIELD,
+            "policies": POLICIES_FIELD,
             "networks": NETWORKS_FIELD,
             "others": OTHERS_FIELD,
             "address": ADDRESS_FIELD,
         },
     },
     examples=[{"key": "${headers.\"x-client-id\" || 'anonymous'}", "limit": 10, "per": "1s"},
+              {"key": "${headers.\"x-client-id\" || 'anonymous'}", "limit": 10, "per": "1s",
+               "policies": [{"cidr": "203.0.113.0/24", "access": "deny"},
+                            {"keys": ["partner-gold"], "limit": 1000, "per": "1s"},
+                            {"cidr": ["10.0.0.0/8", "192.168.0.0/16"], "keys": "batch", "access": "allow"},
+                            {"keys": ["trial-1", "trial-2"], "limit": 100, "per": "1d",
+                             "algorithm": "sliding_window"}],
+               "others": "limit"},
               {"limit": 5, "per": "1s", "networks": [{"cidr": ["203.0.113.0/24"], "access": "deny"},
                                                       {"cidr": "10.0.0.0/8", "access": "allow"},
                                                       {"cidr": "192.168.0.0/16", "limit": 100, "per": "1s"}]}],
 )
 def compile_throttle(config: Any, ctx: CompileContext) -> StepFn:
-    if "networks" in config:
-        return _compile_by_network(config, ctx)
+    if "networks" in config and "policies" in config:
+        raise StepConfigError("networks is the address-only form of policies: give one of them (policies with "
+                              "cidr does what networks does)", "networks")
+    for field in ("policies", "networks"):
+        if field in config:
+            return _compile_by_policy(config, ctx, field)
     for required in ("limit", "per"):
         if required not in config:
             raise StepConfigError(f"missing required key {required!r}")
     for own in ("others", "address"):
         if own in config:
-            raise StepConfigError(f"{own} goes with networks (policies by client network)", own)
+            raise StepConfigError(f"{own} goes with policies or networks (policies by caller)", own)
     key = limit_key(config, ctx)
     limit = int(config["limit"])
     period = seconds(config["per"], "per")
@@ -100,26 +114,28 @@ def compile_throttle(config: Any, ctx: CompileContext) -> StepFn:
     return run
 
 
-def _compile_by_network(config: Any, ctx: CompileContext) -> StepFn:
-    """The throttle with policies by client network: deny, allow, or the network's own limit."""
-    policies = NetworkPolicies(config, ctx, config.get("limit"), config.get("per"))
-    key = plain_key(config, ctx)
-    algorithm = config.get("algorithm", "token_bucket")
+def _compile_by_policy(config: Any, ctx: CompileContext, field: str) -> StepFn:
+    """The throttle with caller policies (``policies`` or ``networks``): deny, allow, or the
+    policy's own limit; each caller counts by its key, or by its address without one."""
+    policies = CallerPolicies(config, ctx, field)
+    reads_address = policies.reads_address
     store = store_for(config, ctx, records_only=False)
     trouble = StoreTrouble(config, log, "throttle", "rate")
     message = config.get("message")
     namespace = f"throttle:{ctx.step_id}:"
 
     async def run(msg: Message) -> None:
-        address = policies.address(msg)
-        policy = policies.policy(address)
+        key = policies.key(msg)
+        address = policies.address(msg) if reads_address or key is None else None
+        policy = policies.policy(address, key)
         if policy.access == "allow":
             return
         if policy.access == "deny":
-            raise denied(address)
-        who = key(msg) if key is not None else (str(address) if address is not None else "")
+            raise policies.denied(policy, address)
+        who = key if key is not None else (str(address) if address is not None else "")
         try:
-            decision = await store.take(f"{namespace}{policy.name}:{who}", policy.limit, policy.period, algorithm)
+            decision = await store.take(f"{namespace}{policy.name}:{who}", policy.limit, policy.period,
+                                        policy.algorithm)
         except Exception as exc:
             trouble.met(exc)
             return

@@ -4,6 +4,7 @@ is replaced by the suite's mocks, and the facade is called through ASGI."""
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import time
 from collections.abc import Mapping
@@ -341,8 +342,8 @@ class SuiteRunner:
         app = presenting(facade, self._client_cert(case, request))
         await compiled.open()
         try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                         base_url="http://interlace.test") as client:
+            transport = httpx.ASGITransport(app=app, client=self._peer(case, request))
+            async with httpx.AsyncClient(transport=transport, base_url="http://interlace.test") as client:
                 for _ in range(int(request.get("repeat", 1))):
                     answer = await client.request(method, str(request["path"]), params=request.get("query"),
                                                   headers=headers, content=body or None)
@@ -355,6 +356,16 @@ class SuiteRunner:
         result.failures = self._check(case, answer, factory)
         result.seconds = time.perf_counter() - started
         return result
+
+    def _peer(self, case: Case, request: dict[str, Any]) -> tuple[str, int]:
+        """The connection's peer the case's request comes from (``client``: an address)."""
+        address = request.get("client", "127.0.0.1")
+        try:
+            return str(ipaddress.ip_address(str(address))), 50000
+        except ValueError:
+            raise SuiteError([LoadError.at(case.at("request", "client"),
+                                           f"client is the address the request comes from, e.g. 10.1.2.3 or "
+                                           f"2001:db8::1; {str(address)!r} is not one")]) from None
 
     def _client_cert(self, case: Case, request: dict[str, Any]) -> dict[str, Any] | None:
         """The client certificate the case's request presents (engine/testing/client_cert.py)."""

@@ -127,6 +127,10 @@ CASE: dict[str, Any] = {
                 "query": {"type": "object"},
                 "headers": HEADERS,
                 "client_cert": CLIENT_CERT_REQUEST,
+                "client": {"type": "string",
+                           "description": "The address the request comes from, as the connection's peer "
+                                          "(default 127.0.0.1): ${client.address}, and the throttle's policies "
+                                          "and networks read it."},
                 "repeat": {"type": "integer", "minimum": 1, "maximum": 1000,
                            "description": "Send the request this many times (default 1); expect checks the last "
                                           "answer and calls counts every call: for caches, limits, idempotency."},

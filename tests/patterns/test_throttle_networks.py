@@ -1,5 +1,7 @@
 """throttle by client network: CIDR deny and allow lists and per-network limits (WSO2's throttle
-IP policies), the address from X-Forwarded-For or a template, counters in memory or a real Redis."""
+IP policies), the address from a template (X-Forwarded-For's last entry, another header), counters
+in memory or a real Redis.  The connection's own address and the trusted gateway's
+X-Forwarded-For, against a running engine: tests/patterns/test_throttle_policies.py."""
 
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ def _flows(settings: str, store_url: str | None = None) -> str:
 """
 
 
-POLICIES = """\
+# in process there is no gateway in front: the address is read from the header a gateway would set
+FORWARDED = '          address: ${headers."x-forwarded-for"}\n'
+POLICIES = FORWARDED + """\
           limit: 2
           per: 1h
           networks:
@@ -76,7 +80,7 @@ async def test_the_address_is_the_last_forwarded_entry_the_one_the_gateway_added
 
 
 async def test_without_an_address_the_others_policy_applies(tmp_path: Path) -> None:
-    write_flows(tmp_path, _flows("""\
+    write_flows(tmp_path, _flows(FORWARDED + """\
           networks:
             - {cidr: 10.0.0.0/8, access: allow}
           others: deny
@@ -119,7 +123,7 @@ async def test_network_limits_hold_in_redis(tmp_path: Path, redis: RedisServer) 
     ("networks: [{cidr: 10.0.0.0/8, access: allow}]", "give the step limit and per, or others: allow or deny",
      "6:11"),
     ("per: 1s", "missing required key 'limit'", "6:11"),
-    ("limit: 1\n          per: 1s\n          others: deny", "others goes with networks", "8:19"),
+    ("limit: 1\n          per: 1s\n          others: deny", "others goes with policies or networks", "8:19"),
     ("limit: 1\n          per: 1s\n          networks: [{cidr: 10.0.0.0/8, per: 0s}]", "greater than zero", "8:46"),
 ])
 def test_a_wrong_network_policy_is_a_load_error_at_its_place(tmp_path: Path, settings: str, message: str,

@@ -52,7 +52,8 @@ SOURCES = [
     # fields, chains, indexes
     "payload.id", "payload.a.b.c", "payload.a[0]", "payload.a[0].b", "payload.items[-1]", "payload[0]", "payload[-2]",
     "payload[5]", "payload[0].qty", "vars.list[1]", "vars.list[-4]", "payload.missing.deeper[0]",
-    'headers."x-client-id"', "path.id", "query.page", "auth.sub", "tls.subject", "params.x", "status", "method",
+    'headers."x-client-id"', "path.id", "query.page", "auth.sub", "tls.subject", "client.address", "params.x",
+    "status", "method",
     "error.code", "correlation_id", "env.REGION", "env.MISSING", "secret.token", "secret.none",
     # selections, projections, comparisons, logic, literals, the current value
     "[payload.id, vars.index]", "{a: payload.id, b: {c: vars.customer.name, d: [vars.index, `1`]}}",

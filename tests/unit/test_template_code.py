@@ -39,7 +39,7 @@ TEMPLATES: list[Any] = [
     {"${payload.id}": "${payload.qty}", "k-${path.id}": [1, "${query.page}", 2.5, None, True, {"n": "${status}"}]},
     {3: "${method}", None: "${correlation_id}", True: "${headers.\"x-client-id\"}", 1.5: "x"},
     {"$${literal}": "$${also} ${payload.id}", "plain": "text", "nested": {"list": [[], {}], "deep": [["${payload}"]]}},
-    ["${vars.customer}", "${auth.sub}", "${tls.subject}", "${params.x}", "${error.code}"],
+    ["${vars.customer}", "${auth.sub}", "${tls.subject}", "${client.address}", "${params.x}", "${error.code}"],
     {"env": "${env.REGION}", "fn": "${length(vars.customer.tags)}", "or": "${payload.id || 'none'}"},
     {"first": "${vars.index}", "then": "${payload.id}", "again": "${payload.qty}"},  # the payload read second
     "${payload.id}${payload.qty}", "a${payload.id}", "${payload.id}b", "",
