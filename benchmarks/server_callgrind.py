@@ -6,6 +6,8 @@
     .venv/bin/python benchmarks/server_callgrind.py --cells direct-json --requests 2000
     .venv/bin/python benchmarks/server_callgrind.py --patterns --cells cached,direct  # issue 15's cells
     .venv/bin/python benchmarks/server_callgrind.py --traced --cells direct-json --requests 1024  # tracing's cost
+    .venv/bin/python benchmarks/server_callgrind.py --tls --cells direct-json              # a cached OCSP check's cost
+    .venv/bin/python benchmarks/server_callgrind.py --tls --reconnect --cells direct-json --requests 200
 
 ``benchmarks/inprocess.py --callgrind`` drives the ASGI app with no HTTP server, so it cannot see
 what the server's side of a request costs: uvicorn's protocol and cycle, the engine's guard
@@ -31,6 +33,13 @@ batches leave (``OTEL_BSP_SCHEDULE_DELAY`` long), as they do at full speed, wher
 batch fills in a fraction of the 5 s default delay; under valgrind, ~40x slower, the timer would
 send many small batches instead.  With ``--requests`` a multiple of 256, each cell's window
 exports whole batches (2 spans a request); the sink's count over the window is printed.
+
+``--tls``: two engines on mutual TLS (a CA, server and client certificates made at start with
+tests/support/pki.py), one with OCSP checks (``--tls-ocsp hard-fail``) against OpenSSL's
+responder on loopback (tests/support/ocsp.py, outside valgrind), one without; the client
+presents its certificate.  The warm-up has the answer cached, so the window measures a cached
+check (the responder's count of requests is printed: one per engine).  ``--reconnect``: each
+request on a new TLS connection (a full handshake each), where the per-connection check runs.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ import base64
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -48,6 +58,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hotpath_common import CELLS, ROOT, bench_dir, bodies, check_cells, start_backend, stop_groups, wait_answering
 
@@ -103,7 +114,7 @@ class Server:
 
 
 def interlace(name: str, port: int, flows: Path, backend: str, pythonpath: str | None = None,
-              sink: int | None = None) -> Server:
+              sink: int | None = None, extra: tuple[str, ...] = ()) -> Server:
     env = {"BACKEND_URL": backend}
     if sink is not None:  # tracing on at 100 %, full batches only (see --traced above)
         env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink}", "OTEL_TRACES_SAMPLER": "always_on",
@@ -112,7 +123,7 @@ def interlace(name: str, port: int, flows: Path, backend: str, pythonpath: str |
         env["PYTHONPATH"] = pythonpath
     # the interlace script, not `python -m` (which would put this tree first on the path, before PYTHONPATH)
     return Server(name, [str(PY), str(ROOT / ".venv" / "bin" / "interlace"), "run", str(flows), "--host", "127.0.0.1",
-                         "--port", str(port), "--management-port", str(port + 1)], env, port)
+                         "--port", str(port), "--management-port", str(port + 1), *extra], env, port)
 
 
 def floor(port: int, backend: str, bench: Path) -> Server:
@@ -143,9 +154,47 @@ def pattern_bodies(work: Path) -> dict[str, bytes]:
             "split": json.dumps({"items": items}).encode(), "json": b'{"order": {"id": "1001"}}'}
 
 
+# --tls: the client's context (it trusts the CA and presents the client certificate)
+CLIENT_TLS: ssl.SSLContext | None = None
+
+
+def tls_setup(work: Path) -> tuple[tuple[str, ...], ssl.SSLContext, Any]:
+    """The engines' TLS options, the client's context and the started OCSP responder (--tls)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.support.ocsp import OcspResponder
+    from tests.support.pki import Authority
+
+    ca = Authority(work, "Bench CA")
+    responder = OcspResponder(ca, work, next_update_minutes=600)
+    server, client = ca.issue("facade", server=True), ca.issue("bench-client", ocsp_url=responder.url)
+    responder.write_index((client,))
+    responder.start()
+    context = ssl.create_default_context(cafile=str(ca.ca.cert))
+    context.load_cert_chain(client.cert, client.key)
+    return ("--tls-cert", str(server.cert), "--tls-key", str(server.key), "--tls-client-ca", str(ca.ca.cert)), \
+        context, responder
+
+
 def wait_ready(server: Server, body: bytes, deadline_s: float = 600) -> None:
     # under callgrind a server starts 50-100x slower: a long deadline, a slow poll
-    wait_answering(server.name, server.proc, server.port, body, deadline_s, poll_s=0.5, timeout_s=30)
+    if CLIENT_TLS is None:
+        wait_answering(server.name, server.proc, server.port, body, deadline_s, poll_s=0.5, timeout_s=30)
+        return
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        assert server.proc is not None
+        if server.proc.poll() is not None:
+            raise SystemExit(f"{server.name} exited with {server.proc.returncode}; see its log")
+        try:
+            request = urllib.request.Request(f"https://127.0.0.1:{server.port}/direct", data=body,
+                                             headers={"content-type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30, context=CLIENT_TLS) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{server.name} did not answer /direct within {deadline_s:g} s")
 
 
 def sink_count(port: int) -> int:
@@ -165,8 +214,13 @@ def settled(port: int) -> int:
         count = now
 
 
-async def _connection(port: int, request: bytes, left: list[int]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def _connection(port: int, request: bytes, left: list[int], reconnect: bool = False) -> None:
+    while reconnect and left[0] > 0:  # one request per connection
+        left[0] -= 1
+        await _connection(port, request, [1])
+    if left[0] <= 0:
+        return
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=CLIENT_TLS)
     try:
         while left[0] > 0:
             left[0] -= 1
@@ -185,7 +239,8 @@ async def _connection(port: int, request: bytes, left: list[int]) -> None:
         writer.close()
 
 
-async def drive(port: int, cell: str, payloads: dict[str, bytes], requests: int, connections: int) -> None:
+async def drive(port: int, cell: str, payloads: dict[str, bytes], requests: int, connections: int,
+                reconnect: bool = False) -> None:
     """Exactly ``requests`` requests of ``cell`` on ``connections`` keep-alive connections, as wrk
     sends them with the benchmark's post.lua."""
     path, kind, ctype = CELLS[cell] if cell in CELLS else PATTERN_CELLS[cell]
@@ -193,7 +248,7 @@ async def drive(port: int, cell: str, payloads: dict[str, bytes], requests: int,
     request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {ctype}\r\nx-route: a\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     left = [requests]
-    await asyncio.gather(*(_connection(port, request, left) for _ in range(connections)))
+    await asyncio.gather(*(_connection(port, request, left, reconnect) for _ in range(connections)))
 
 
 def main() -> None:
@@ -210,6 +265,9 @@ def main() -> None:
     parser.add_argument("--no-floor", action="store_true", help="leave the aiohttp floor out")
     parser.add_argument("--traced", action="store_true",
                         help="each engine also with tracing on at 100 %% (no floor): tracing's cost as a ratio")
+    parser.add_argument("--tls", action="store_true",
+                        help="mutual TLS, without and with OCSP checks (no floor): a cached OCSP check's cost")
+    parser.add_argument("--reconnect", action="store_true", help="each request on a new connection")
     parser.add_argument("--port-base", type=int, default=int(os.environ.get("PORT_BASE", "18960")))
     args = parser.parse_args()
     if args.patterns:
@@ -231,7 +289,13 @@ def main() -> None:
     base = args.port_base
     backend = f"http://127.0.0.1:{base}"
     servers: list[Server] = []
-    if args.routes:
+    responder: Any = None
+    if args.tls:
+        global CLIENT_TLS
+        tls_args, CLIENT_TLS, responder = tls_setup(work)
+        servers.append(interlace("mtls", base + 2, flows, backend, extra=tls_args))
+        servers.append(interlace("mtls-ocsp", base + 4, flows, backend, extra=(*tls_args, "--tls-ocsp", "hard-fail")))
+    elif args.routes:
         from hotpath import generate_routes
 
         generate_routes(work / "flows206")
@@ -272,14 +336,16 @@ def main() -> None:
             for connections in sorted({1, 5, 10, 20, 35, args.connections}):
                 if connections <= args.connections:
                     for cell in cells:
-                        asyncio.run(drive(server.port, cell, payloads, 2 * connections, connections))
+                        asyncio.run(drive(server.port, cell, payloads, 2 * connections, connections,
+                                          args.reconnect))
             for cell in cells:
-                asyncio.run(drive(server.port, cell, payloads, max(args.requests // 5, 100), args.connections))
+                asyncio.run(drive(server.port, cell, payloads, max(args.requests // 5, 100), args.connections,
+                                  args.reconnect))
             for cell in cells:
                 spans = settled(base + 12) if args.traced else 0
                 server.control("--zero")
                 server.control("--instr=on")
-                asyncio.run(drive(server.port, cell, payloads, args.requests, args.connections))
+                asyncio.run(drive(server.port, cell, payloads, args.requests, args.connections, args.reconnect))
                 if args.traced:  # the batches this window filled, sent within it (all servers wait alike)
                     after = settled(base + 12)
                 server.control("--instr=off")
@@ -294,9 +360,14 @@ def main() -> None:
                       f"({server.collected[cell]:,.0f} in the cyclic collector)", flush=True)
     finally:
         stop_groups(procs, 60)
+        if responder is not None:
+            responder.stop()
+    if responder is not None:
+        print(f"\nthe OCSP responder was asked {responder.requests} time(s)")
     reference = servers[0]
     print(f"\ninstructions per request, whole server (callgrind), {args.requests} requests a cell on "
-          f"{args.connections} connections, 1 KiB bodies; ratio to {reference.name} (lower is better)\n")
+          f"{args.connections} {'connections, a new one each request' if args.reconnect else 'connections'}, "
+          f"1 KiB bodies; ratio to {reference.name} (lower is better)\n")
     print("| server | cell | instructions/request | of which the cyclic collector | ratio |")
     print("|---|---|---:|---:|---:|")
     for server in servers:

@@ -30,7 +30,8 @@ def _run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format, levels)
     try:
         tls = FacadeTls.from_options(args.tls_cert, args.tls_key, args.tls_client_ca, args.tls_client_cert,
-                                     args.tls_crl, args.tls_reload_interval)
+                                     args.tls_crl, args.tls_reload_interval, ocsp=args.tls_ocsp,
+                                     ocsp_responder=args.tls_ocsp_responder, ocsp_timeout=args.tls_ocsp_timeout)
     except TlsConfigError as exc:
         print(f"interlace run: {exc}", file=sys.stderr)
         return 2
@@ -147,6 +148,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--tls-crl", default=os.environ.get("INTERLACE_TLS_CRL") or None,
                      help="mutual TLS: PEM CRL(s) of the client CAs; a revoked client certificate, or one "
                           "below a revoked intermediate CA, fails the handshake (every client CA needs its CRL)")
+    run.add_argument("--tls-ocsp", choices=["hard-fail", "soft-fail"],
+                     default=os.environ.get("INTERLACE_TLS_OCSP") or None,
+                     help="mutual TLS: ask each client certificate's OCSP responder whether it is revoked (a revoked "
+                          "one's requests get 403); hard-fail: a responder that cannot answer refuses the client "
+                          "(503), soft-fail: serves it and logs")
+    run.add_argument("--tls-ocsp-responder", default=os.environ.get("INTERLACE_TLS_OCSP_RESPONDER") or None,
+                     help="the OCSP responder URL asked instead of each certificate's own (its Authority Information "
+                          "Access)")
+    run.add_argument("--tls-ocsp-timeout", type=float,
+                     default=float(os.environ["INTERLACE_TLS_OCSP_TIMEOUT"])
+                     if os.environ.get("INTERLACE_TLS_OCSP_TIMEOUT") else None,
+                     help="seconds an OCSP lookup may take (default 5); its connection waits for it, once per "
+                          "certificate until the answer's nextUpdate")
     run.add_argument("--tls-reload-interval", type=float,
                      default=float(os.environ.get("INTERLACE_TLS_RELOAD_INTERVAL", "10")),
                      help="seconds between checks of the TLS files; changed files serve new connections "

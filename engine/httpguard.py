@@ -25,7 +25,11 @@ DEBUG: a flood of bad requests must not become a flood of log lines.
 
 On a TLS listener (``protocol_class(..., tls=True)``) each connection's client certificate is
 read once, when the handshake ends, and every request of the connection carries it in
-``scope["extensions"]["tls"]`` (engine/tls.py); on a plain listener nothing of it runs.
+``scope["extensions"]["tls"]`` (engine/tls.py); on a plain listener nothing of it runs.  With
+OCSP checks (engine/ocsp.py) the certificate's verdict is taken then too: a cached one at once,
+else the connection's reading waits for the lookup (its first-byte timeout starts after it).
+A refused certificate's connection answers its first request with the refusal's problem+json
+and closes; nothing of it is parsed.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from engine import metrics
 from engine.errors import PROBLEM_BASE
-from engine.tls import TLS_KEY, peer_extension
+from engine.ocsp import Refusal
+from engine.tls import TLS_KEY, FacadeContext, connection_peer
 
 log = logging.getLogger("interlace.http.guard")
 
@@ -198,11 +203,12 @@ class _Refused(Exception):
     """Raised inside a parser callback to stop parsing a head that broke a limit."""
 
 
-def problem_bytes(status: int, code: str, title: str, detail: str) -> bytes:
+def problem_bytes(status: int, code: str, title: str, detail: str, retry_after: int | None = None) -> bytes:
     """A whole HTTP/1.1 answer with an RFC 9457 body, closing the connection."""
     body = json.dumps({"type": PROBLEM_BASE + code, "title": title, "status": status, "detail": detail}).encode()
     return b"".join([
         STATUS_LINE[status], b"content-type: application/problem+json\r\n",
+        b"retry-after: %d\r\n" % retry_after if retry_after is not None else b"",
         b"content-length: ", str(len(body)).encode(), b"\r\n", b"connection: close\r\n\r\n", body,
     ])
 
@@ -216,6 +222,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     listener = "facade"
     tls = False  # the facade serves TLS: each connection's peer certificate goes to its requests
     _tls_extension: dict[str, Any] | None = None
+    _tls_refusal: Refusal | None = None  # what OCSP says of its client certificate (engine/ocsp.py)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -253,8 +260,34 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                                           "connections; retry shortly"))
             transport.close()
             return
-        if self.tls:  # the handshake is done: read the client's certificate once per connection
-            self._tls_extension = peer_extension(transport.get_extra_info("ssl_object"))
+        if self.tls and self._peer_checked(transport):
+            return  # reading waits for the client certificate's OCSP answer
+        self._arm(self.limits.first_byte_timeout, self._first_byte_timed_out)
+
+    def _peer_checked(self, transport: asyncio.Transport) -> bool:
+        """The handshake is done: read the client's certificate once per connection and take its
+        OCSP verdict; True when the verdict is still to come (reading is paused until it does)."""
+        ssl_object = transport.get_extra_info("ssl_object")
+        self._tls_extension, peer = connection_peer(ssl_object)
+        if peer is None:
+            return False
+        context = ssl_object.context
+        checker = context.ocsp if isinstance(context, FacadeContext) else None
+        if checker is None:
+            return False
+        verdict = checker.verdict(peer)
+        if verdict is None or isinstance(verdict, Refusal):
+            self._tls_refusal = verdict
+            return False
+        self.flow.pause_reading()
+        verdict.add_done_callback(self._verdict_came)
+        return True
+
+    def _verdict_came(self, verdict: asyncio.Future[Refusal | None]) -> None:
+        if self.transport.is_closing():
+            return
+        self._tls_refusal = verdict.result()
+        self.flow.resume_reading()
         self._arm(self.limits.first_byte_timeout, self._first_byte_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -305,10 +338,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(408, "header-timeout", "Request timeout",
                          f"the request's headers did not arrive within {self.limits.header_timeout:g} s")
 
-    def _refuse(self, status: int, code: str, title: str, detail: str) -> None:
+    def _refuse(self, status: int, code: str, title: str, detail: str, retry_after: int | None = None) -> None:
         log.debug("refused a request head: %s", code)
         self._in_head = False
-        self.transport.write(problem_bytes(status, code, title, detail))
+        self.transport.write(problem_bytes(status, code, title, detail, retry_after))
         self.transport.close()
 
     # --- reading --------------------------------------------------------------------------------
@@ -319,6 +352,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not self._got_bytes:
             self._got_bytes = True
             self._disarm()
+            refusal = self._tls_refusal
+            if refusal is not None:  # its client certificate is refused (OCSP): so is every request
+                self._count(refusal.code)
+                self._refuse(refusal.status, refusal.code, refusal.title, refusal.detail, refusal.retry_after)
+                return
         self._idle_since = None  # busy: the keep-alive timer, if it fires now, closes nothing
         self._reading = len(data)
         try:

@@ -208,10 +208,15 @@ RELOADS = Counter("interlace_reloads", "Reloads of the flow folder, by outcome (
 TLS_RELOADS = Counter("interlace_tls_reloads", "Changes of the facade's TLS files (certificate, key, client CA, "
                       "CRL), by outcome (ok: new connections use them; refused: they cannot serve, the previous "
                       "ones still do).", ("outcome",), registry=REGISTRY)
+TLS_OCSP = Counter("interlace_tls_ocsp", "OCSP lookups of client certificates (engine/ocsp.py), by answer: good, "
+                   "revoked, unknown, failed (no believable answer: unreachable, a timeout, forged, stale); "
+                   "answers served from the cache are not counted.", ("answer",), registry=REGISTRY)
 HTTP_REFUSED = Counter("interlace_http_refused", "Connections and request heads refused before reaching a flow "
                        "(engine/httpguard.py), by listener (facade, management) and reason (header-too-large, "
                        "too-many-headers, uri-too-long, header-timeout, first-byte-timeout, max-connections, "
-                       "bad-request).", ("listener", "reason"), registry=REGISTRY)
+                       "bad-request; certificate-revoked, certificate-status-unknown and "
+                       "certificate-status-unavailable: a client certificate refused by OCSP).",
+                       ("listener", "reason"), registry=REGISTRY)
 CLIENT_DISCONNECTS = Counter("interlace_http_client_disconnects", "Requests whose client closed the connection "
                              "before the answer was complete: in_flight (a flow was serving it), queued (pipelined "
                              "behind another, never started).", ("stage",), registry=REGISTRY)

@@ -94,8 +94,8 @@ TLS_SETTINGS: dict[str, Any] = {
     "type": "object", "additionalProperties": False, "required": ["cert"],
     "description": "The facade's TLS and mutual TLS, when interlace run has no --tls-* option (those win). Paths "
                    "are relative to this file's folder. A reload (or the reload_interval timer) applies new "
-                   "files and new paths to new connections; switching TLS on or off, client_cert, and turning "
-                   "crl on or off take a restart.",
+                   "files, new paths and new OCSP settings to new connections; switching TLS on or off, "
+                   "client_cert, and turning crl on or off take a restart.",
     "properties": {
         "cert": {**_FILE, "description": "The facade's PEM certificate (chain) file (--tls-cert)."},
         "key": {**_FILE, "description": "Its PEM private key, when not in the same file (--tls-key)."},
@@ -109,6 +109,15 @@ TLS_SETTINGS: dict[str, Any] = {
         "reload_interval": {"type": "number", "minimum": 0,
                             "description": "Seconds between checks of the files (default 10; 0: only on a "
                                            "reload) (--tls-reload-interval)."},
+        "ocsp": {"enum": ["hard-fail", "soft-fail"],
+                 "description": "Ask each client certificate's OCSP responder whether it is revoked (a revoked "
+                                "one's requests get 403). hard-fail: a responder that cannot answer refuses the "
+                                "client (503); soft-fail: serves it and logs (--tls-ocsp)."},
+        "ocsp_responder": {"type": "string", "pattern": "^https?://",
+                           "description": "The OCSP responder URL asked instead of each certificate's own "
+                                          "(Authority Information Access) (--tls-ocsp-responder)."},
+        "ocsp_timeout": {"type": "number", "exclusiveMinimum": 0,
+                         "description": "Seconds an OCSP lookup may take (default 5) (--tls-ocsp-timeout)."},
     },
 }
 

@@ -7,7 +7,8 @@ signed by that CA: ``--tls-client-cert required`` (the default with a client CA:
 fails without one) or ``optional`` (a connection without one is served, and a flow that needs
 one answers 401 problem+json from its ``authenticate: {client_cert: ...}`` step).  Each option
 has its environment variable (``INTERLACE_TLS_CERT`` ...), which the Kubernetes manifests set
-to the files of a mounted Secret.  ``--tls-crl`` adds CRL checks of the client certificates.
+to the files of a mounted Secret.  ``--tls-crl`` adds CRL checks of the client certificates,
+``--tls-ocsp`` OCSP checks (engine/ocsp.py).
 
 A connection's peer certificate is read once, when the handshake ends
 (``engine/httpguard.py``), into the plain view ``peer_view`` returns; every request of that
@@ -26,11 +27,13 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ssl
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
+    from engine.ocsp import OcspChecker, OcspSettings
     from engine.tls_chain import CA, ClientCAs
 
 CLIENT_CERT_MODES = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
@@ -44,6 +47,7 @@ class FacadeContext(ssl.SSLContext):
     used, so a rotated CA file and the chains rebuilt over it go together)."""
 
     client_cas: ClientCAs | None = None
+    ocsp: OcspChecker | None = None  # asks about each client certificate once its handshake is done
 
 
 class TlsConfigError(Exception):
@@ -51,7 +55,7 @@ class TlsConfigError(Exception):
 
 
 DEFAULT_RELOAD_INTERVAL = 10.0  # seconds between checks of the TLS files (engine/tls_live.py)
-_KEYS = ("cert", "key", "client_ca", "client_cert", "crl", "reload_interval")
+_KEYS = ("cert", "key", "client_ca", "client_cert", "crl", "reload_interval", "ocsp", "ocsp_responder", "ocsp_timeout")
 # how an error names each setting: the command-line option, or the key of the flow folder's settings
 OPTION_NAMES = {key: "--tls-" + key.replace("_", "-") for key in _KEYS}
 SETTING_NAMES = {key: f"settings.tls.{key}" for key in _KEYS}
@@ -68,19 +72,22 @@ class FacadeTls:
     client_cert: str = "none"  # none | optional | required
     crl: str | None = None
     reload_interval: float = DEFAULT_RELOAD_INTERVAL
+    ocsp: OcspSettings | None = None  # OCSP checks of the client certificates (engine/ocsp.py)
     names: dict[str, str] = field(default_factory=lambda: OPTION_NAMES, compare=False)
 
     @classmethod
     def from_options(cls, cert: str | None, key: str | None, client_ca: str | None,
                      client_cert: str | None, crl: str | None = None,
                      reload_interval: float = DEFAULT_RELOAD_INTERVAL,
-                     names: dict[str, str] = OPTION_NAMES) -> FacadeTls | None:
+                     names: dict[str, str] = OPTION_NAMES, ocsp: str | None = None,
+                     ocsp_responder: str | None = None, ocsp_timeout: float | None = None) -> FacadeTls | None:
         """The TLS the command-line options (or ``names``: the settings) ask for, or None for plain
         HTTP; a contradiction raises."""
         n = names
         mode = client_cert or ("required" if client_ca else "none")
         if mode not in CLIENT_CERT_MODES:
             raise TlsConfigError(f"{n['client_cert']} {mode!r}: choose one of {', '.join(CLIENT_CERT_MODES)}")
+        checks = _ocsp_settings(n, mode, client_ca, ocsp, ocsp_responder, ocsp_timeout)
         if not cert:
             if key or client_ca or crl:
                 raise TlsConfigError(f"{n['key']}, {n['client_ca']} and {n['crl']} need {n['cert']} (the facade's "
@@ -96,7 +103,7 @@ class FacadeTls:
         if reload_interval < 0:
             raise TlsConfigError(f"{n['reload_interval']} {reload_interval:g}: seconds, 0 (only on reload) or more")
         return cls(certfile=cert, keyfile=key or None, client_ca=client_ca or None, client_cert=mode,
-                   crl=crl or None, reload_interval=reload_interval, names=names)
+                   crl=crl or None, reload_interval=reload_interval, ocsp=checks, names=names)
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any] | None, base: Path) -> FacadeTls | None:
@@ -110,8 +117,11 @@ class FacadeTls:
             value = tls.get(key)
             return str(base / value) if value else None
 
+        timeout = tls.get("ocsp_timeout")
         return cls.from_options(path("cert"), path("key"), path("client_ca"), tls.get("client_cert"), path("crl"),
-                                float(tls.get("reload_interval", DEFAULT_RELOAD_INTERVAL)), SETTING_NAMES)
+                                float(tls.get("reload_interval", DEFAULT_RELOAD_INTERVAL)), SETTING_NAMES,
+                                tls.get("ocsp"), tls.get("ocsp_responder"),
+                                float(timeout) if timeout is not None else None)
 
     def check(self) -> None:
         """Load the files: a bad one is one line, not a traceback (at start, before anything is
@@ -146,6 +156,32 @@ class FacadeTls:
         if (new.crl is None) != (self.crl is None):
             return "turning CRL checks " + ("on" if new.crl else "off")
         return None
+
+
+def _ocsp_settings(n: dict[str, str], mode: str, client_ca: str | None, policy: str | None, responder: str | None,
+                   timeout: float | None) -> OcspSettings | None:
+    """The OCSP checks asked for, or None; a contradiction raises."""
+    from engine.ocsp import DEFAULT_TIMEOUT, POLICIES, OcspSettings
+
+    if not policy:
+        if responder or timeout is not None:
+            given = n["ocsp_responder"] if responder else n["ocsp_timeout"]
+            raise TlsConfigError(f"{given} needs {n['ocsp']} (hard-fail or soft-fail): OCSP checks are off")
+        return None
+    if policy not in POLICIES:
+        raise TlsConfigError(f"{n['ocsp']} {policy!r}: choose one of {', '.join(POLICIES)} (what a responder that "
+                             "cannot answer means: refuse, or serve and log)")
+    if not client_ca or mode == "none":
+        raise TlsConfigError(f"{n['ocsp']} needs {n['client_ca']} and client certificates: OCSP checks the "
+                             "clients' certificates")
+    if responder:
+        parsed = urllib.parse.urlsplit(responder)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise TlsConfigError(f"{n['ocsp_responder']} {responder!r}: an http:// (or https://) URL of the OCSP "
+                                 "responder, such as http://ocsp.example.com/")
+    if timeout is not None and not timeout > 0:
+        raise TlsConfigError(f"{n['ocsp_timeout']} {timeout:g}: seconds, more than 0")
+    return OcspSettings(policy, responder or None, timeout if timeout is not None else DEFAULT_TIMEOUT)
 
 
 def check_crl(crl_path: str, ca_path: str, name: str = "--tls-crl") -> None:

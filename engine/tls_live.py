@@ -26,22 +26,29 @@ import hashlib
 import logging
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine import metrics
 from engine.tls import CLIENT_CERT_MODES, FacadeContext, FacadeTls, TlsConfigError
-from engine.tls_chain import ClientCAs
+
+if TYPE_CHECKING:  # cryptography is imported only by an engine that serves TLS (~100 ms at start)
+    from engine.ocsp import OcspChecker
 
 log = logging.getLogger("interlace.tls")
 
 
-def build_context(tls: FacadeTls) -> FacadeContext:
-    """A server context from the files as they are now; a file that cannot serve raises TlsConfigError."""
+def build_context(tls: FacadeTls, ocsp: OcspChecker | None = None) -> FacadeContext:
+    """A server context from the files as they are now (with ``ocsp``, the checker its
+    connections' client certificates go to); a file that cannot serve raises TlsConfigError."""
     tls.check()
     context = FacadeContext(ssl.PROTOCOL_TLS_SERVER)
+    context.ocsp = ocsp
     context.load_cert_chain(tls.certfile, tls.keyfile)
     context.verify_mode = CLIENT_CERT_MODES[tls.client_cert]
     if tls.client_ca is not None:
         context.load_verify_locations(tls.client_ca)
+        from engine.tls_chain import ClientCAs
+
         # the same file compiled for ${tls.chain}: each connection's chain is one lookup away
         context.client_cas = ClientCAs(Path(tls.client_ca).read_bytes())
         # a resumed session is not verified again: without resumption a rotated CA or CRL applies
@@ -71,6 +78,14 @@ def files_digest(tls: FacadeTls) -> str:
     return digest.hexdigest()
 
 
+def _checker(tls: FacadeTls) -> OcspChecker | None:
+    if tls.ocsp is None:
+        return None
+    from engine.ocsp import OcspChecker
+
+    return OcspChecker(tls.ocsp)
+
+
 class LiveTls:
     """The facade's TLS context, kept current with its files (see the module docstring).
 
@@ -79,13 +94,15 @@ class LiveTls:
 
     def __init__(self, tls: FacadeTls) -> None:
         self.tls = tls
-        self.current = build_context(tls)
+        # one checker for every context of these settings: its cached answers outlive a rotation
+        self.ocsp = _checker(tls)
+        self.current = build_context(tls, self.ocsp)
         self.digest = files_digest(tls)
         self._refused: str | None = None  # the digest of files already refused: warned once
 
     def listener_context(self) -> ssl.SSLContext:
         """The listening socket's context: it hands each handshake the newest context."""
-        listener = build_context(self.tls)
+        listener = build_context(self.tls, self.ocsp)
 
         def newest(ssl_object: ssl.SSLObject, _server_name: str | None, original: ssl.SSLContext) -> None:
             if self.current is not original:
@@ -101,7 +118,7 @@ class LiveTls:
         if digest == self.digest or digest == self._refused:
             return False
         try:
-            context = build_context(self.tls)
+            context = build_context(self.tls, self.ocsp)
         except (TlsConfigError, ssl.SSLError, OSError, ValueError) as exc:
             self._refused = digest
             metrics.TLS_RELOADS.labels("refused").inc()
@@ -124,9 +141,12 @@ class LiveTls:
                         "previous TLS settings", why)
             return
         assert new is not None
-        previous, self.tls, self.digest = self.tls, new, ""
+        previous, previous_ocsp = self.tls, self.ocsp
+        if new.ocsp != previous.ocsp:  # OCSP is the engine's, not OpenSSL's: no restart needed
+            self.ocsp = _checker(new)
+        self.tls, self.digest = new, ""
         if not self.refresh():
-            self.tls, self.digest = previous, files_digest(previous)
+            self.tls, self.ocsp, self.digest = previous, previous_ocsp, files_digest(previous)
 
     async def watch(self) -> None:
         """Refresh every ``reload_interval`` seconds (read each time: a reload may change it), until cancelled."""

@@ -99,6 +99,9 @@ def test_the_command_line_wins_and_a_bad_settings_file_stops_the_start(tmp_path:
     ("{key: a.key}", "missing required key 'cert' in settings.tls"),
     ("{cert: a.crt, client_cert: sometimes}", "expected one of none, optional, required in settings.tls.client_cert"),
     ("{cert: a.crt, reload_interval: -1}", "-1 is less than the minimum of 0"),
+    ("{cert: a.crt, ocsp: sometimes}", "expected one of hard-fail, soft-fail in settings.tls.ocsp"),
+    ("{cert: a.crt, ocsp_responder: ocsp.example.com}", "settings.tls.ocsp_responder"),
+    ("{cert: a.crt, ocsp_timeout: 0}", "settings.tls.ocsp_timeout"),
 ])
 def test_settings_tls_is_checked_by_the_schema(tmp_path: Path, tls: str, message: str) -> None:
     from engine.loader import LoadErrors, load_project
@@ -108,3 +111,14 @@ def test_settings_tls_is_checked_by_the_schema(tmp_path: Path, tls: str, message
         load_project(folder)
     assert message in str(caught.value)
     assert "flows.yaml:2:" in str(caught.value)
+
+
+def test_settings_tls_ocsp_contradictions_name_the_setting(tmp_path: Path) -> None:
+    from engine.tls import FacadeTls, TlsConfigError
+
+    with pytest.raises(TlsConfigError, match=r"^settings.tls.ocsp needs settings.tls.client_ca"):
+        FacadeTls.from_settings({"tls": {"cert": "a.crt", "ocsp": "hard-fail"}}, tmp_path)
+    tls = FacadeTls.from_settings({"tls": {"cert": "a.crt", "client_ca": "ca.pem", "ocsp": "soft-fail",
+                                           "ocsp_responder": "http://127.0.0.1:8/", "ocsp_timeout": 1.5}}, tmp_path)
+    assert tls is not None and tls.ocsp is not None
+    assert (tls.ocsp.policy, tls.ocsp.responder, tls.ocsp.timeout) == ("soft-fail", "http://127.0.0.1:8/", 1.5)

@@ -1,0 +1,87 @@
+"""Instructions of a cached OCSP verdict, in process: what a mutual-TLS connection whose client
+certificate's answer is cached pays for OCSP (engine/ocsp.py OcspChecker.verdict), beside what
+every mutual-TLS connection pays to read its certificate (engine/tls.py Peer.of: the parse, the
+chain over the client CA file, and the ``${tls.*}`` view).
+
+    .venv/bin/python benchmarks/ocsp_cached_callgrind.py            # runs itself under callgrind
+
+Each part runs ``--calls`` times and ``0`` times under callgrind; the difference over the count
+is its cost per connection.  A connection's certificate arrives as new bytes, so each call
+takes a fresh copy of the DER (its hash is computed again, as in a server).  Measured on
+2026-12-02: without the chain 393,860, with it (``${tls.chain}`` over a root and an
+intermediate) 433,324, the cached verdict 11,374 instructions a connection (with the Peer
+object the loop makes for it); a full mutual-TLS handshake and request is ~9.7 million
+(benchmarks/server_callgrind.py --tls --reconnect).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _run(part: str, calls: int) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from engine.ocsp import OcspChecker, OcspSettings
+    from engine.tls import Peer
+    from engine.tls_chain import ClientCAs
+    from tests.support.pki import Authority
+
+    folder = Path(tempfile.mkdtemp(prefix="ocsp-cached-"))
+    root = Authority(folder, "Root", path_length=1, key_ids=True)
+    issuing = root.intermediate("Issuing")
+    leaf = issuing.issue("partner", ocsp_url="http://127.0.0.1:9/")
+    cas = ClientCAs(issuing.ca.cert.read_bytes() + root.ca.cert.read_bytes())
+    der = leaf.certificate.public_bytes(Encoding.DER)
+    checker = OcspChecker(OcspSettings())
+    peer = Peer.of(der, cas)
+    checker._cache[der] = (None, time.time() + 3600)  # a good answer, as a lookup leaves it
+
+    async def loop() -> None:
+        if part == "verdict":
+            for _ in range(calls):
+                assert checker.verdict(Peer(peer.certificate, bytes(bytearray(der)), peer.chain)) is None
+        else:
+            for _ in range(calls):
+                Peer.of(bytes(bytearray(der)), cas if part == "peer" else None).view()
+
+    asyncio.run(loop())
+
+
+def _instructions(part: str, calls: int, out: Path) -> float:
+    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
+                    "--inner", part, "--calls", str(calls)], check=True, capture_output=True)
+    for line in out.read_text().splitlines():
+        if line.startswith("totals:") or line.startswith("summary:"):
+            return float(line.split()[1])
+    raise SystemExit(f"no totals in {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--inner", choices=["verdict", "peer", "peer-alone"])
+    args = parser.parse_args()
+    if args.inner:
+        _run(args.inner, args.calls)
+        return
+    work = Path(tempfile.mkdtemp(prefix="ocsp-cached-callgrind-"))
+    for part, what in (("peer-alone", "reading the client certificate without the chain (Peer.of + view)"),
+                       ("peer", "reading the client certificate (Peer.of + view), every mutual-TLS connection"),
+                       ("verdict", "the cached OCSP verdict (OcspChecker.verdict), with OCSP on")):
+        many = _instructions(part, args.calls, work / f"{part}.many")
+        none = _instructions(part, 0, work / f"{part}.none")
+        print(f"{what}: {(many - none) / args.calls:,.0f} instructions a connection")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""OCSP for the facade's client certificates: is this partner's certificate still good?
+
+``interlace run --tls-client-ca partners.pem --tls-ocsp hard-fail`` (or ``settings.tls.ocsp``)
+asks the responder of each client certificate (the OCSP URL of its Authority Information
+Access, or ``--tls-ocsp-responder``) whether it is revoked, with the certificate's issuer
+taken from the client CA file (engine/tls_chain.py).  The request and the checks of the
+answer are engine/ocsp_response.py.
+
+When, and what it costs.  OpenSSL verifies the chain (and the CRLs) inside the handshake,
+where nothing may wait for the network without blocking the event loop.  So the OCSP check
+runs once the handshake is done, when the connection is made (engine/httpguard.py): a
+certificate whose answer is cached is decided there, with one dictionary lookup and nothing
+per request; one not cached has its connection's reading paused while one lookup per
+certificate (however many connections wait for it) asks the responder, asynchronously, within
+``--tls-ocsp-timeout`` seconds.  Answers are kept until their nextUpdate (five minutes without
+one), in a cache of at most ``CACHE_SIZE`` certificates; a failed lookup is remembered for
+``FAILURE_KEPT`` seconds, so a responder that is down is not asked again by every connection.
+
+What is refused, and how.  A CRL revocation fails the handshake; an OCSP one cannot (the
+handshake is over when the answer comes), so every request of the connection is answered 403
+problem+json, ``certificate-revoked``, and the connection is closed: the caller learns why, and
+nothing of its request reaches a flow.  ``unknown`` (the responder does not know the
+certificate) and a lookup that fails (no responder, unreachable, a timeout, an answer that is
+not believable: forged, stale, replayed) go by the policy:
+
+- ``hard-fail`` (the default, as Apache's and nginx's client-certificate OCSP checks): refused,
+  403 ``certificate-status-unknown`` for unknown, 503 ``certificate-status-unavailable`` (with
+  Retry-After) for a failed lookup, which the caller may retry.
+- ``soft-fail``: served; each such lookup is logged (a warning, once per lookup, not per
+  connection) and counted in ``interlace_tls_ocsp_total{answer="unknown"|"failed"}``.
+
+Every lookup is counted by its answer (good, revoked, unknown, failed); cached decisions are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from engine import metrics
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from engine.ocsp_response import OcspAnswer
+    from engine.tls import Peer
+
+log = logging.getLogger("interlace.tls.ocsp")
+
+POLICIES = ("hard-fail", "soft-fail")
+DEFAULT_POLICY = "hard-fail"
+DEFAULT_TIMEOUT = 5.0  # seconds: well inside the 10 s a new connection may stay silent (--first-byte-timeout)
+CACHE_SIZE = 10_000  # certificates whose answers are kept
+FAILURE_KEPT = 5.0  # seconds a failed lookup stands before the responder is asked again
+MAX_ANSWER_BYTES = 64 * 1024
+RETRY_AFTER = 5
+
+
+@dataclass(frozen=True)
+class OcspSettings:
+    policy: str = DEFAULT_POLICY  # hard-fail | soft-fail
+    responder: str | None = None  # a URL asked instead of each certificate's own
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What the connection's requests are answered: an RFC 9457 problem."""
+
+    status: int
+    code: str
+    title: str
+    detail: str
+    retry_after: int | None = None
+
+
+REVOKED = Refusal(403, "certificate-revoked", "Client certificate revoked",
+                  "the client certificate is revoked: its CA's OCSP responder says so")
+UNKNOWN = Refusal(403, "certificate-status-unknown", "Client certificate status unknown",
+                  "the client certificate's CA's OCSP responder does not know the certificate")
+UNAVAILABLE = Refusal(503, "certificate-status-unavailable", "Client certificate status unavailable",
+                      "the client certificate's revocation status cannot be checked now (OCSP); retry shortly",
+                      RETRY_AFTER)
+
+Verdict = Refusal | None  # None: served
+
+
+def ocsp_url(leaf: x509.Certificate) -> str | None:
+    """The OCSP responder its Authority Information Access names (the first http one)."""
+    from cryptography import x509
+    from cryptography.x509.oid import AuthorityInformationAccessOID
+
+    try:
+        access = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return None
+    for description in access:
+        location = description.access_location
+        if description.access_method == AuthorityInformationAccessOID.OCSP \
+                and isinstance(location, x509.UniformResourceIdentifier) and location.value.startswith("http"):
+            return str(location.value)
+    return None
+
+
+class OcspChecker:
+    """The verdicts of one engine's client certificates, cached (see the module docstring)."""
+
+    def __init__(self, settings: OcspSettings, cache_size: int = CACHE_SIZE) -> None:
+        self.settings = settings
+        self._soft = settings.policy == "soft-fail"
+        self._cache: OrderedDict[bytes, tuple[Verdict, float]] = OrderedDict()  # DER -> verdict, until (epoch)
+        self._cache_size = cache_size
+        self._pending: dict[bytes, asyncio.Future[Verdict]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def verdict(self, peer: Peer) -> Verdict | asyncio.Future[Verdict]:
+        """The connection's verdict now (a cached one), or the future of the lookup it waits for."""
+        cached = self._cache.get(peer.der)
+        if cached is not None:
+            if cached[1] > time.time():
+                return cached[0]
+            del self._cache[peer.der]
+        pending = self._pending.get(peer.der)
+        if pending is None:
+            loop = asyncio.get_running_loop()
+            pending = self._pending[peer.der] = loop.create_future()
+            task = loop.create_task(self._look_up(peer, pending))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return pending
+
+    async def _look_up(self, peer: Peer, done: asyncio.Future[Verdict]) -> None:
+        try:
+            verdict, until = await self._ask(peer)
+        except Exception:  # a verdict always comes: never leave a connection paused
+            log.exception("OCSP lookup failed unexpectedly")
+            verdict, until = (None if self._soft else UNAVAILABLE), time.time() + FAILURE_KEPT
+        self._pending.pop(peer.der, None)
+        self._cache[peer.der] = (verdict, until)
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)  # the oldest answer goes first
+        if not done.done():
+            done.set_result(verdict)
+
+    async def _ask(self, peer: Peer) -> tuple[Verdict, float]:
+        from engine.ocsp_response import OcspFailure
+
+        leaf = peer.certificate
+        who = leaf.subject.rfc4514_string()
+        try:
+            answer = await self._answer(peer)
+        except OcspFailure as exc:
+            metrics.TLS_OCSP.labels("failed").inc()
+            if self._soft:
+                log.warning("OCSP: no answer for the client certificate %s (%s); served (soft-fail)", who, exc)
+                return None, time.time() + FAILURE_KEPT
+            log.warning("OCSP: no answer for the client certificate %s (%s); refused (hard-fail)", who, exc)
+            return UNAVAILABLE, time.time() + FAILURE_KEPT
+        metrics.TLS_OCSP.labels(answer.status).inc()
+        until = answer.until.timestamp()
+        if answer.status == "good":
+            return None, until
+        if answer.status == "revoked":
+            log.info("OCSP: the client certificate %s (serial %X) is revoked; its connections are refused", who,
+                     leaf.serial_number)
+            return REVOKED, until
+        if self._soft:
+            log.warning("OCSP: the responder does not know the client certificate %s; served (soft-fail)", who)
+            return None, until
+        log.warning("OCSP: the responder does not know the client certificate %s; refused (hard-fail)", who)
+        return UNKNOWN, until
+
+    async def _answer(self, peer: Peer) -> OcspAnswer:
+        from engine.ocsp_response import OcspFailure, ocsp_request, read_response
+
+        issuer = peer.issuer
+        if issuer is None:
+            raise OcspFailure("its issuer is not in the client CA file (put the intermediate CAs there)")
+        url = self.settings.responder or ocsp_url(peer.certificate)
+        if url is None:
+            raise OcspFailure("it names no OCSP responder (Authority Information Access) and --tls-ocsp-responder "
+                              "is not set")
+        request, nonce = ocsp_request(peer.certificate, issuer.certificate)
+        der = await self._post(url, request)
+        return read_response(der, peer.certificate, issuer.certificate, nonce, datetime.datetime.now(datetime.UTC))
+
+    async def _post(self, url: str, request: bytes) -> bytes:
+        import aiohttp
+
+        from engine.ocsp_response import OcspFailure
+
+        timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session, session.post(
+                    url, data=request, headers={"Content-Type": "application/ocsp-request"}) as answer:
+                if answer.status != 200:
+                    raise OcspFailure(f"the responder {url} answered HTTP {answer.status}")
+                body = await answer.content.read(MAX_ANSWER_BYTES + 1)
+        except TimeoutError:
+            raise OcspFailure(f"the responder {url} did not answer within {self.settings.timeout:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise OcspFailure(f"the responder {url} cannot be reached ({exc.__class__.__name__}: {exc})") from None
+        if len(body) > MAX_ANSWER_BYTES:
+            raise OcspFailure(f"the responder {url} answered more than {MAX_ANSWER_BYTES} bytes")
+        return body

@@ -1,0 +1,205 @@
+"""OCSP for the facade's client certificates, on a real `interlace run` over mutual TLS on
+127.0.0.1: OpenSSL's responder (tests/support/ocsp.py) answering for an intermediate CA, the
+certificates made by the test.  Good, revoked and unknown certificates; a responder that is
+down under both policies; an answer cached past the responder's end; forged and stale answers
+refused."""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from tests.support.engine import RunningEngine, run_engine, wait_for, write_flows
+from tests.support.ocsp import OcspResponder, running
+from tests.support.pki import Authority, Issued
+from tests.support.services import free_port
+
+FLOWS = """
+flows:
+  whoami:
+    source: {http: {method: GET, path: /whoami}}
+    steps:
+      - respond: {json: {cn: "${tls.common_name}", chain: "${tls.chain}"}}
+"""
+
+
+@dataclass(frozen=True)
+class Pki:
+    root: Authority
+    issuing: Authority
+    server: Issued
+    client_ca: Path
+    responder: OcspResponder
+    good: Issued
+    revoked: Issued
+    unknown: Issued  # not in the responder's index
+    unreachable: Issued  # its Authority Information Access names a port nothing listens on
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
+    folder = tmp_path_factory.mktemp("pki")
+    root = Authority(folder, "Partners Root", path_length=1, key_ids=True)
+    issuing = root.intermediate("Issuing CA")
+    client_ca = folder / "client-ca.pem"
+    client_ca.write_bytes(issuing.ca.cert.read_bytes() + root.ca.cert.read_bytes())
+    responder = OcspResponder(issuing, folder)
+    pki = Pki(root, issuing, root.issue("facade", server=True), client_ca, responder,
+              issuing.issue("partner-good", ocsp_url=responder.url),
+              issuing.issue("partner-revoked", ocsp_url=responder.url),
+              issuing.issue("partner-unknown", ocsp_url=responder.url),
+              issuing.issue("partner-unreachable", ocsp_url=f"http://127.0.0.1:{free_port()}/"))
+    responder.write_index((pki.good, pki.unreachable), (pki.revoked,))
+    with running(responder):
+        yield pki
+
+
+def _args(pki: Pki, *more: str) -> list[str]:
+    return ["--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
+            "--tls-client-ca", str(pki.client_ca), "--tls-ocsp-timeout", "2", *more]
+
+
+def _get(pki: Pki, engine: RunningEngine, who: Issued) -> httpx.Response:
+    """One request on a new connection (each connection is checked when its handshake is done)."""
+    context = ssl.create_default_context(cafile=str(pki.root.ca.cert))
+    context.load_cert_chain(who.cert, who.key)
+    with httpx.Client(base_url=f"https://127.0.0.1:{engine.port}", verify=context, timeout=15) as client:
+        return client.get("/whoami")
+
+
+def _problem(answer: httpx.Response) -> tuple[int, str]:
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers["connection"] == "close"
+    return answer.status_code, str(answer.json()["type"]).rsplit("/", 1)[-1]
+
+
+def _metrics(engine: RunningEngine) -> str:
+    return httpx.get(f"{engine.management_url}/metrics", timeout=10).text
+
+
+def test_hard_fail_serves_good_and_refuses_revoked_unknown_and_unreachable(pki: Pki, tmp_path: Path) -> None:
+    with run_engine(write_flows(tmp_path, FLOWS), *_args(pki, "--tls-ocsp", "hard-fail")) as engine:
+        good = _get(pki, engine, pki.good)
+        assert good.status_code == 200
+        assert good.json() == {"cn": "partner-good", "chain": [
+            "CN=partner-good,O=Example Partners", "CN=Issuing CA,O=Example Partners",
+            "CN=Partners Root,O=Example Partners"]}
+        revoked = _get(pki, engine, pki.revoked)
+        assert _problem(revoked) == (403, "certificate-revoked")
+        assert revoked.json()["detail"] == "the client certificate is revoked: its CA's OCSP responder says so"
+        assert _problem(_get(pki, engine, pki.unknown)) == (403, "certificate-status-unknown")
+        unreachable = _get(pki, engine, pki.unreachable)
+        assert _problem(unreachable) == (503, "certificate-status-unavailable")
+        assert unreachable.headers["retry-after"] == "5"
+        metrics = _metrics(engine)
+        for answer in ("good", "revoked", "unknown", "failed"):
+            assert f'interlace_tls_ocsp_total{{answer="{answer}"}} 1.0' in metrics
+        assert 'interlace_http_refused_total{listener="facade",reason="certificate-revoked"} 1.0' in metrics
+        assert "OCSP: no answer for the client certificate CN=partner-unreachable,O=Example Partners " \
+               "(the responder http://127.0.0.1:" in engine.log()
+        assert "refused (hard-fail)" in engine.log()
+
+
+def test_soft_fail_serves_unknown_and_unreachable_but_never_revoked(pki: Pki, tmp_path: Path) -> None:
+    with run_engine(write_flows(tmp_path, FLOWS), *_args(pki, "--tls-ocsp", "soft-fail")) as engine:
+        assert _get(pki, engine, pki.unknown).json()["cn"] == "partner-unknown"
+        assert _get(pki, engine, pki.unreachable).json()["cn"] == "partner-unreachable"
+        assert _problem(_get(pki, engine, pki.revoked)) == (403, "certificate-revoked")
+        log = engine.log()
+        assert "the responder does not know the client certificate CN=partner-unknown" in log
+        assert "OCSP: no answer for the client certificate CN=partner-unreachable" in log
+        assert log.count("served (soft-fail)") == 2
+        assert 'interlace_tls_ocsp_total{answer="failed"} 1.0' in _metrics(engine)
+
+
+def test_an_answer_is_cached_until_its_next_update(pki: Pki, tmp_path: Path) -> None:
+    """The responder is asked once for a certificate, however many connections it makes, and a
+    cached good answer serves after the responder has gone."""
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    own = OcspResponder(pki.issuing, folder)
+    first, second = (pki.issuing.issue(cn, ocsp_url=own.url) for cn in ("partner-first", "partner-second"))
+    own.write_index((first, second))
+    own.start()
+    try:
+        with run_engine(write_flows(tmp_path / "flows", FLOWS), *_args(pki, "--tls-ocsp", "hard-fail")) as engine:
+            assert [_get(pki, engine, first).status_code for _ in range(3)] == [200, 200, 200]
+            assert own.requests == 1
+            own.stop()
+            assert _get(pki, engine, first).json()["cn"] == "partner-first"  # from the cache
+            # the responder is down indeed: a certificate it was never asked about is refused
+            assert _problem(_get(pki, engine, second)) == (503, "certificate-status-unavailable")
+            assert own.requests == 1
+    finally:
+        own.stop()
+
+
+def _answer(pki: Pki, who: Issued, signer: Issued, *, this_update: datetime.datetime,
+            next_update: datetime.datetime) -> bytes:
+    """A DER answer saying ``who`` is good, signed by ``signer``'s key (not by OpenSSL)."""
+    key = load_pem_private_key(signer.key.read_bytes(), None)
+    builder = (ocsp.OCSPResponseBuilder()
+               .add_response(who.certificate, pki.issuing.ca.certificate, hashes.SHA1(), ocsp.OCSPCertStatus.GOOD,
+                             this_update, next_update, None, None)
+               .responder_id(ocsp.OCSPResponderEncoding.NAME, signer.certificate).certificates([signer.certificate]))
+    return builder.sign(key, hashes.SHA256()).public_bytes(Encoding.DER)  # type: ignore[arg-type]
+
+
+def test_forged_and_stale_answers_are_refused(pki: Pki, tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    own = OcspResponder(pki.issuing, folder)
+    forged_for, stale_for = (pki.issuing.issue(cn, ocsp_url=own.url) for cn in ("partner-forged", "partner-stale"))
+    own.write_index((forged_for, stale_for))
+    # an impostor: a responder certificate with the real one's name and the OCSP-signing usage,
+    # from a CA the facade does not know
+    impostor = Authority(folder, "Issuing CA").issue("ocsp-responder", usage=ExtendedKeyUsageOID.OCSP_SIGNING)
+    now = datetime.datetime.now(datetime.UTC)
+    with running(own), run_engine(write_flows(tmp_path / "flows", FLOWS),
+                                  *_args(pki, "--tls-ocsp", "hard-fail")) as engine:
+        own.forge = _answer(pki, forged_for, impostor, this_update=now,
+                            next_update=now + datetime.timedelta(hours=1))
+        assert _problem(_get(pki, engine, forged_for)) == (503, "certificate-status-unavailable")
+        wait_for(lambda: "responder certificate is not signed by the certificate's issuer" in engine.log(),
+                 "the forgery logged")
+        # the real responder's key, but an answer whose nextUpdate passed an hour ago
+        own.forge = _answer(pki, stale_for, own.signer, this_update=now - datetime.timedelta(hours=2),
+                            next_update=now - datetime.timedelta(hours=1))
+        assert _problem(_get(pki, engine, stale_for)) == (503, "certificate-status-unavailable")
+        wait_for(lambda: "the answer is stale: its nextUpdate" in engine.log(), "the stale answer logged")
+        assert own.requests == 2
+        # the same certificates, answered by OpenSSL once the failure's 5 s have passed
+        own.forge = None
+        wait_for(lambda: _get(pki, engine, stale_for).status_code == 200, "the stale answer replaced", timeout=20)
+
+
+def test_configuration_errors_stop_the_start(pki: Pki, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.engine import REPO
+
+    flows = write_flows(tmp_path, FLOWS)
+    for args, message in [
+        (["--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key), "--tls-ocsp", "hard-fail"],
+         "--tls-ocsp needs --tls-client-ca and client certificates"),
+        (_args(pki, "--tls-ocsp", "soft-fail", "--tls-ocsp-responder", "ftp://127.0.0.1/"),
+         "--tls-ocsp-responder 'ftp://127.0.0.1/': an http:// (or https://) URL"),
+        (_args(pki), "--tls-ocsp-timeout needs --tls-ocsp (hard-fail or soft-fail)"),
+    ]:
+        done = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(flows), "--port", "0",
+                               "--management-port", "0", *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr
+        assert "Traceback" not in done.stderr
