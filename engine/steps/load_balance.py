@@ -7,7 +7,11 @@ times as often, spread out: weights 3 and 1 give a, b, a, a, ...), ``random`` (b
 it answers; rendezvous hashing, so removing an endpoint moves only its own keys) or
 ``least_connections`` (the endpoint with the fewest of this step's calls still waiting for an
 answer, per weight, in this process; ties in turn: nginx's least_conn, WSO2's weighted
-round-robin least-connection), which keeps a slow endpoint from collecting a queue.
+round-robin least-connection), which keeps a slow endpoint from collecting a queue, or
+``least_response_time`` (the least decaying average of its recent calls' times, times its calls
+in flight plus one, per weight; an endpoint never tried or not picked for ``probe_after`` is
+tried once, so a slow one that became fast is taken again; failures count as slow:
+engine/steps/_response_times.py; nginx's least_time).
 
 Failover: when the chosen endpoint's call fails before reaching it (refused, reset, a connect
 timeout, its circuit breaker open; ``connectors/resilience.py:never_reached``, the same test an
@@ -27,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,9 +43,13 @@ from engine.errors import BackendError
 from engine.expressions import to_text
 from engine.message import Message
 from engine.registry import StepFn, step_kind
+from engine.steps._fork import duration_field, seconds
 from engine.steps._operations import OperationCall, apply_reply
+from engine.steps._response_times import ResponseTimes
 
-STRATEGIES = ("round_robin", "weighted", "random", "sticky", "least_connections")
+STRATEGIES = ("round_robin", "weighted", "random", "sticky", "least_connections", "least_response_time")
+DEFAULT_DECAY = "10s"
+DEFAULT_PROBE_AFTER = "5s"
 DEFAULT_VAR = "load_balanced"
 
 _ENDPOINT_ITEM = {"oneOf": [
@@ -49,12 +58,14 @@ _ENDPOINT_ITEM = {"oneOf": [
      "properties": {"name": {"type": "string", "description": "An endpoint's name (declared under endpoints:)."},
                     "weight": {"type": "integer", "minimum": 1, "maximum": 1000,
                                "description": "How often it is picked against the others (default 1); "
-                                              "weighted, random, sticky and least_connections use it."}}}]}
+                                              "weighted, random, sticky, least_connections and "
+                                              "least_response_time use it."}}}]}
 
 
 @step_kind(
     "load_balance",
-    summary="Call one of a declared set of endpoints (round robin, weighted, random, or sticky by a key), "
+    summary="Call one of a declared set of endpoints (round robin, weighted, random, sticky by a key, least "
+            "connections or least response time), "
             "failing over to the next when it cannot be reached or answers a listed status; the reply becomes "
             "the message.",
     category="connect",
@@ -66,8 +77,16 @@ _ENDPOINT_ITEM = {"oneOf": [
             "strategy": {"enum": list(STRATEGIES),
                          "description": "round_robin (default), weighted (in turn by weight, spread out), random "
                                         "(by weight), sticky (by key: the same key, the same endpoint while it "
-                                        "answers) or least_connections (the fewest calls in flight per weight, "
-                                        "ties in turn)."},
+                                        "answers), least_connections (the fewest calls in flight per weight, "
+                                        "ties in turn) or least_response_time (the least decaying average "
+                                        "response time x (calls in flight + 1) per weight; failures count as "
+                                        "slow)."},
+            "decay": duration_field(f"With least_response_time: how fast an endpoint's average forgets: after "
+                                    f"this long without an answer, a new one moves it 63 % of the way (default "
+                                    f"{DEFAULT_DECAY}; each answer moves it at least 10 %)."),
+            "probe_after": duration_field(f"With least_response_time: an endpoint not picked for this long is "
+                                          f"tried once, so that one that was slow can show it is fast again "
+                                          f"(default {DEFAULT_PROBE_AFTER})."),
             "key": {"type": "string",
                     "description": "With sticky: what picks the endpoint, e.g. ${headers.\"x-session-id\"}."},
             "failover_on": statuses_schema("Reply statuses that move on to the next endpoint, e.g. [502, 503] "
@@ -86,7 +105,10 @@ _ENDPOINT_ITEM = {"oneOf": [
               {"strategy": "sticky", "key": "${headers.\"x-session-id\"}",
                "endpoints": [{"name": "carts-1", "weight": 2}, "carts-2"], "call": {"method": "GET", "path": "/cart"}},
               {"strategy": "least_connections", "endpoints": ["search-1", "search-2"],
-               "call": {"method": "GET", "path": "/search/${path.term}"}}],
+               "call": {"method": "GET", "path": "/search/${path.term}"}},
+              {"strategy": "least_response_time", "endpoints": [{"name": "quotes-eu", "weight": 2}, "quotes-us"],
+               "decay": "10s", "probe_after": "5s", "failover_on": [503],
+               "call": {"method": "GET", "path": "/quotes/${path.symbol}"}}],
 )
 def compile_load_balance(config: Any, ctx: CompileContext) -> StepFn:
     strategy = config.get("strategy", "round_robin")
@@ -114,12 +136,21 @@ def compile_load_balance(config: Any, ctx: CompileContext) -> StepFn:
         names.append(name)
         weights.append(1 if isinstance(item, str) else int(item.get("weight", 1)))
     if len(set(weights)) > 1 and strategy == "round_robin":
-        raise StepConfigError("weights count with strategy weighted, random, sticky or least_connections; "
-                              "round_robin takes each "
+        raise StepConfigError("weights count with strategy weighted, random, sticky, least_connections or "
+                              "least_response_time; round_robin takes each "
                               "in turn: set strategy: weighted", "strategy")
+    for own in ("decay", "probe_after"):
+        if own in config and strategy != "least_response_time":
+            raise StepConfigError(f"{own} goes with strategy: least_response_time (this one is {strategy})", own)
     in_flight = [0] * len(names)  # this step's calls waiting for an answer, per endpoint
-    first = _chooser(strategy, names, weights, ctx.template(config["key"], "key") if "key" in config else None,
-                     in_flight)
+    times: ResponseTimes | None = None
+    if strategy == "least_response_time":
+        times = ResponseTimes(weights, in_flight, seconds(config.get("decay", DEFAULT_DECAY), "decay"),
+                              seconds(config.get("probe_after", DEFAULT_PROBE_AFTER), "probe_after"))
+        first: Callable[[Message], int] = times.pick
+    else:
+        first = _chooser(strategy, names, weights, ctx.template(config["key"], "key") if "key" in config else None,
+                         in_flight)
     failover_on = frozenset(int(s) for s in config.get("failover_on", ()))
     var = str(config.get("var", DEFAULT_VAR))
     count = len(names)
@@ -135,9 +166,12 @@ def compile_load_balance(config: Any, ctx: CompileContext) -> StepFn:
                 await held.aclose()
                 held = None
             in_flight[index] += 1
+            started = time.monotonic() if times is not None else 0.0
             try:
                 reply = await calls[index](msg)
             except BackendError as exc:
+                if times is not None:
+                    times.answered(index, started, True)
                 if not (never_reached(exc) or exc.extra.get("backend_status") in failover_on):
                     counted(index, "failed")
                     raise
@@ -146,6 +180,8 @@ def compile_load_balance(config: Any, ctx: CompileContext) -> StepFn:
                 continue
             finally:
                 in_flight[index] -= 1
+            if times is not None:
+                times.answered(index, started, (reply.status or 0) >= 500 or reply.status in failover_on)
             if reply.status in failover_on:
                 counted(index, "failed_over")
                 held, held_by, error = reply, index, None

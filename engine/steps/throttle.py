@@ -73,7 +73,7 @@ log = logging.getLogger("interlace.throttle")
                "policies": [{"cidr": "203.0.113.0/24", "access": "deny"},
                             {"keys": ["partner-gold"], "limit": 1000, "per": "1s"},
                             {"cidr": ["10.0.0.0/8", "192.168.0.0/16"], "keys": "batch", "access": "allow"},
-                            {"keys": ["trial-1", "trial-2"], "limit": 100, "per": "1d",
+                            {"keys": ["trial-1", "trial-2"], "limit": 100, "per": "1h",
                              "algorithm": "sliding_window"}],
                "others": "limit"},
               {"limit": 5, "per": "1s", "networks": [{"cidr": ["203.0.113.0/24"], "access": "deny"},

@@ -1,0 +1,104 @@
+"""load_balance strategy least_response_time, against real backends on 127.0.0.1 that answer at
+different speeds: the fast one takes most calls, failures count as slow, and an endpoint that
+becomes fast again is taken again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.backends import BackendServer, closed_port
+from tests.support.engine import assert_step_load_error, facade_client, write_flows
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def backends() -> Iterator[dict[str, BackendServer]]:
+    with BackendServer() as a, BackendServer() as b, BackendServer() as c:
+        yield {"a": a, "b": b, "c": c}
+
+
+def _flows(urls: dict[str, str], *settings: str) -> str:
+    lines = "\n              ".join(("strategy: least_response_time", *settings))
+    declared = "".join(f'      {name}: {{http: {{url: "{url}"}}}}\n' for name, url in urls.items())
+    return f"""
+    endpoints:
+{declared}
+    flows:
+      spread:
+        source: {{http: {{method: GET, path: "/items/{{id}}"}}}}
+        steps:
+          - load_balance:
+              {lines}
+              endpoints: [{", ".join(urls)}]
+              call: {{method: GET, path: "/items/${{path.id}}"}}
+          - set: {{header: x-served-by, value: "${{vars.load_balanced}}"}}
+    """
+
+
+def _urls(backends: dict[str, BackendServer]) -> dict[str, str]:
+    return {name: server.url for name, server in backends.items()}
+
+
+async def _served(client: object, count: int) -> list[str]:
+    served = []
+    for n in range(count):
+        answer = await client.get(f"/items/{n}")  # type: ignore[attr-defined]
+        assert answer.status_code == 200, answer.text
+        served.append(answer.headers["x-served-by"])
+    return served
+
+
+async def test_the_fast_endpoint_takes_most_calls(tmp_path: Path, backends: dict[str, BackendServer]) -> None:
+    write_flows(tmp_path, _flows(_urls(backends), "probe_after: 1m"))
+    backends["a"].set_behaviour(delay=0.6)
+    backends["c"].set_behaviour(delay=0.3)
+    async with facade_client(tmp_path) as client:
+        served = await _served(client, 30)
+    assert sorted(served[:3]) == ["a", "b", "c"]  # each is tried once first: none has a time yet
+    assert served[3:] == ["b"] * 27, served
+
+
+async def test_an_endpoint_that_becomes_fast_again_is_taken_again(
+        tmp_path: Path, backends: dict[str, BackendServer]) -> None:
+    two = {"a": backends["a"].url, "b": backends["b"].url}
+    write_flows(tmp_path, _flows(two, "decay: 1s", "probe_after: 1s"))
+    backends["a"].set_behaviour(delay=0.4)
+    async with facade_client(tmp_path) as client:
+        before = await _served(client, 10)
+        backends["a"].set_behaviour()
+        backends["b"].set_behaviour(delay=0.4)
+        after = await _served(client, 16)
+    assert before.count("a") == 1 and before[1:] == ["b"] * 9, before  # a tried once, then left alone
+    # a is probed, answers fast now, and b's answers slow down: a takes the calls back
+    assert after.count("a") >= 10 and after[-5:] == ["a"] * 5, after
+
+
+async def test_failures_count_as_slow(tmp_path: Path, backends: dict[str, BackendServer]) -> None:
+    # a answers 503 at once, c refuses connections: both are quicker than b, and neither is taken
+    urls = {"a": backends["a"].url, "b": backends["b"].url, "c": f"http://127.0.0.1:{closed_port()}"}
+    write_flows(tmp_path, _flows(urls, "failover_on: [503]", "probe_after: 1m"))
+    backends["a"].set_behaviour(status=503)
+    backends["b"].set_behaviour(delay=0.1)
+    async with facade_client(tmp_path) as client:
+        served = await _served(client, 12)
+    assert served == ["b"] * 12  # every failure failed over to b
+    # each tried while it had no time yet (c's first try fails over to a, a second time), then no more
+    assert len(backends["a"].requests) <= 2 and len(backends["b"].requests) == 12
+
+
+@pytest.mark.parametrize(("step", "message", "where"), [
+    ("{endpoints: [a, b], decay: 5s}", "decay goes with strategy: least_response_time (this one is round_robin)",
+     "5:50"),
+    ("{strategy: least_connections, endpoints: [a, b], probe_after: 1s}", "probe_after goes with strategy", "5:85"),
+    ("{strategy: least_response_time, endpoints: [a, b], decay: 0s}", "greater than zero", "5:81"),
+])
+def test_its_options_are_checked_at_load(tmp_path: Path, step: str, message: str, where: str) -> None:
+    assert_step_load_error(tmp_path, "load_balance", step, message, where, """
+    endpoints:
+      a: {http: {url: "http://127.0.0.1:9"}}
+      b: {http: {url: "http://127.0.0.1:9"}}
+    """)
