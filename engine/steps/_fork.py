@@ -4,6 +4,7 @@ reading a branch's result, and the config fields for durations and failure polic
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from lxml import etree
@@ -29,6 +30,14 @@ def seconds(value: Any, key: Any) -> float:
     if result <= 0:
         raise StepConfigError(f"a duration greater than zero is needed here, got {value!r}", key)
     return result
+
+
+def cancel_swallowed() -> bool:
+    """True when this task was asked to stop but an error came instead of CancelledError (a
+    library's timeout racing the cancel turned it into its own): a background loop that retries on
+    errors re-raises then, or its stop would wait for it forever."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def fork(msg: Message, payload: Any = None, *, with_payload: bool = False) -> Message:

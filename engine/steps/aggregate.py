@@ -31,7 +31,7 @@ from engine.compiler import CompileContext, StepConfigError
 from engine.errors import ExpressionError, ServiceUnavailable
 from engine.message import JSON, Message
 from engine.registry import _KINDS, StepFn, step_kind
-from engine.steps._fork import duration_field, seconds
+from engine.steps._fork import cancel_swallowed, duration_field, seconds
 from engine.steps._groups import Groups, MemoryGroups, SqlGroups
 from engine.steps.basic import json_payload
 from engine.steps.wire_tap import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, Taps, _target
@@ -271,6 +271,8 @@ class Aggregator:
         tick = min(max(shortest / 10, 0.02), 1.0)
         while True:
             await asyncio.sleep(tick)
+            if cancel_swallowed():
+                raise asyncio.CancelledError
             now = time.time()
             try:
                 due = await self.groups.due(now - self.timeout if self.timeout is not None else -math.inf,
@@ -282,6 +284,8 @@ class Aggregator:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # an unreachable store: try again on the next tick
+                if cancel_swallowed():
+                    raise asyncio.CancelledError from None
                 if now - self._unreachable_said >= 10.0:
                     self._unreachable_said = now
                     log.warning("%s: could not complete groups by time (%s); trying again", self.step,

@@ -17,12 +17,15 @@ within ``send_timeout``; a failure is logged and counted, and the next one goes.
 ``max_pending`` released messages wait to be sent: past it new messages are refused with 503
 problem+json ``resequencer-full`` and Retry-After.  When the flows stop or are replaced, the
 held messages are released in order and every pending one is sent (each within its
-``send_timeout``) before the endpoints close.  State is this process's memory.
+``send_timeout``) before the endpoints close.  State is this process's memory, or with
+``store`` a redis endpoint's (``engine/steps/_resequence_redis.py``): there the held messages
+outlive the engine and the replicas share them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import time
@@ -85,6 +88,11 @@ def _schema() -> dict[str, Any]:
                                     "(endpoint, method, path, ...). Its reply is dropped."},
             "sequence": {**_KINDS["sequence"].schema,
                          "description": "Where released messages go: a sequence (its name, or {name, with})."},
+            "store": {"type": "string",
+                      "description": "A redis endpoint keeping the messages held, the next number and the "
+                                     "messages released but not yet sent, so that a restart loses none and "
+                                     "several replicas order one stream together (one of them sends, at least "
+                                     "once); default: this process's memory."},
             "max_pending": {"type": "integer", "minimum": 1,
                             "description": f"Released messages waiting to be sent at most (default "
                                            f"{DEFAULT_MAX_PENDING}); past it new messages are refused with 503."},
@@ -119,7 +127,7 @@ def compile_resequence(config: Any, ctx: CompileContext) -> StepFn:
     ctx.needs_body()  # the message is held: a streamed body is read first
     target = _target(config, ctx)
     assert target is not None
-    resequencer = Resequencer(
+    resequencer = _kind(config, ctx)(
         ctx.owner, ctx.step_id, ctx.template(config["number"], "number"), target,
         batch=mode == "batch",
         wait=seconds(config["timeout"], "timeout") if "timeout" in config else DEFAULT_WAIT,
@@ -133,6 +141,26 @@ def compile_resequence(config: Any, ctx: CompileContext) -> StepFn:
     ctx.on_open(resequencer.start)
     ctx.on_close(resequencer.stop)
     return resequencer.arrive
+
+
+def _kind(config: Any, ctx: CompileContext) -> Callable[..., Resequencer]:
+    """The resequencer a ``store`` asks for: this process's memory, or a redis endpoint's."""
+    if "store" not in config:
+        return Resequencer
+    name = config["store"]
+    endpoint = ctx.endpoint(name, "store")
+    connector = getattr(endpoint, "connector", endpoint)  # the resilience wrapper, when there is one
+    if getattr(connector, "name", None) == "broken":
+        return Resequencer  # its own error is reported already
+    from connectors.redis import RedisEndpoint
+
+    if not isinstance(connector, RedisEndpoint):
+        raise StepConfigError(f"endpoint {name!r} cannot keep a resequencer's state; declare a redis endpoint "
+                              f"(endpoints: {name}: redis: {{url: redis://...}}) or leave store out for this "
+                              "process's memory", "store")
+    from engine.steps._resequence_redis import RedisResequencer
+
+    return functools.partial(RedisResequencer, connector=connector)
 
 
 class Resequencer:
@@ -275,22 +303,24 @@ class Resequencer:
                     return
                 self._wake.clear()
                 await self._wake.wait()
-            copy = self.pending.popleft()
-            try:
-                async with asyncio.timeout(self.send_timeout):
-                    await self.target(copy)
-            except TimeoutError:
-                self._failed(copy, f"did not finish within its send_timeout of {self.send_timeout:g} s")
-            except FlowError as exc:
-                self._failed(copy, f"{exc.code}: {exc.detail}" + (f" ({exc.internal})" if exc.internal else ""))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("resequence %s: sending failed", self.step,
-                              extra={"correlation_id": copy.correlation_id})
-                self._count("failed")
-            else:
-                self._count("sent")
+            await self._deliver(self.pending.popleft())
+
+    async def _deliver(self, copy: Message) -> None:
+        """Send one released message within its send_timeout; a failure is logged and counted."""
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await self.target(copy)
+        except TimeoutError:
+            self._failed(copy, f"did not finish within its send_timeout of {self.send_timeout:g} s")
+        except FlowError as exc:
+            self._failed(copy, f"{exc.code}: {exc.detail}" + (f" ({exc.internal})" if exc.internal else ""))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("resequence %s: sending failed", self.step, extra={"correlation_id": copy.correlation_id})
+            self._count("failed")
+        else:
+            self._count("sent")
 
     def _failed(self, copy: Message, why: str) -> None:
         log.warning("resequence %s: sending failed: %s", self.step, why, extra={"correlation_id": copy.correlation_id})

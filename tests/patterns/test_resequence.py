@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
+import signal
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -15,6 +19,8 @@ from engine import metrics
 from tests.patterns.test_wire_tap import arrived
 from tests.support.backends import BackendServer
 from tests.support.engine import assert_step_load_error, facade_client, run_engine, wait_for, write_flows
+from tests.support.redis_server import RedisServer
+from tests.support.services import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -25,11 +31,23 @@ def ledger() -> Iterator[BackendServer]:
         yield server
 
 
-def _flows(backend: BackendServer, settings: str = "") -> str:
+@pytest.fixture(params=["memory", "redis"])
+def kept(request: pytest.FixtureRequest) -> str:
+    """Where the tests run with it keep the resequencer's state: the endpoint to declare, if any."""
+    if request.param == "memory":
+        return ""
+    redis: RedisServer = request.getfixturevalue("redis")
+    return f'redis: {{url: "{redis.url}"}}'
+
+
+def _flows(backend: BackendServer, settings: str = "", store: str = "") -> str:
+    if store:
+        settings += "\nstore: state"
     extra = "".join(f"\n              {line}" for line in settings.splitlines() if line)
+    state = f"\n      state: {{{store}}}" if store else ""
     return f"""
     endpoints:
-      ledger: {{http: {{url: "{backend.url}"}}}}
+      ledger: {{http: {{url: "{backend.url}"}}}}{state}
     flows:
       entries:
         source: {{http: {{method: POST, path: /entries}}}}
@@ -57,8 +75,8 @@ async def _post(client: httpx.AsyncClient, *numbers: int) -> None:
 
 
 async def test_stream_mode_releases_each_message_once_all_before_it_came(tmp_path: Path,
-                                                                       ledger: BackendServer) -> None:
-    write_flows(tmp_path, _flows(ledger, "timeout: 1h\nstart: 1"))
+                                                                       ledger: BackendServer, kept: str) -> None:
+    write_flows(tmp_path, _flows(ledger, "timeout: 1h\nstart: 1", store=kept))
     async with facade_client(tmp_path) as client:
         await _post(client, 3, 2)
         await asyncio.sleep(0.2)
@@ -70,8 +88,8 @@ async def test_stream_mode_releases_each_message_once_all_before_it_came(tmp_pat
     assert _seen(ledger) == [1, 2, 3, 4, 5]
 
 
-async def test_a_gap_is_skipped_after_the_timeout(tmp_path: Path, ledger: BackendServer) -> None:
-    write_flows(tmp_path, _flows(ledger, "timeout: 300ms"))
+async def test_a_gap_is_skipped_after_the_timeout(tmp_path: Path, ledger: BackendServer, kept: str) -> None:
+    write_flows(tmp_path, _flows(ledger, "timeout: 300ms", store=kept))
     skipped = _count("after_gap_timeout")
     async with facade_client(tmp_path) as client:
         await _post(client, 10, 12, 13)  # 11 never comes
@@ -85,8 +103,8 @@ async def test_a_gap_is_skipped_after_the_timeout(tmp_path: Path, ledger: Backen
     assert _count("after_gap_timeout") == skipped + 1
 
 
-async def test_late_and_duplicate_numbers(tmp_path: Path, ledger: BackendServer) -> None:
-    write_flows(tmp_path, _flows(ledger, "timeout: 1h\nlate: drop"))
+async def test_late_and_duplicate_numbers(tmp_path: Path, ledger: BackendServer, kept: str) -> None:
+    write_flows(tmp_path, _flows(ledger, "timeout: 1h\nlate: drop", store=kept))
     late, duplicate = _count("late"), _count("duplicate")
     async with facade_client(tmp_path) as client:
         await _post(client, 5, 7, 7, 4, 6)  # 4 is before the first number seen: its turn is past
@@ -96,8 +114,8 @@ async def test_late_and_duplicate_numbers(tmp_path: Path, ledger: BackendServer)
 
 
 async def test_a_full_buffer_releases_the_lowest_held_skipping_its_gap(tmp_path: Path,
-                                                                      ledger: BackendServer) -> None:
-    write_flows(tmp_path, _flows(ledger, "timeout: 1h\nstart: 1\ncapacity: 2"))
+                                                                      ledger: BackendServer, kept: str) -> None:
+    write_flows(tmp_path, _flows(ledger, "timeout: 1h\nstart: 1\ncapacity: 2", store=kept))
     async with facade_client(tmp_path) as client:
         await _post(client, 3, 5, 4)  # three held past a capacity of two: 1 and 2 are given up on
         await arrived(ledger, 3)
@@ -106,8 +124,9 @@ async def test_a_full_buffer_releases_the_lowest_held_skipping_its_gap(tmp_path:
     assert _seen(ledger) == [3, 4, 5, 2]
 
 
-async def test_batch_mode_sorts_a_batch_by_size_then_by_timeout(tmp_path: Path, ledger: BackendServer) -> None:
-    write_flows(tmp_path, _flows(ledger, "mode: batch\nsize: 3\ntimeout: 300ms"))
+async def test_batch_mode_sorts_a_batch_by_size_then_by_timeout(tmp_path: Path, ledger: BackendServer,
+                                                                kept: str) -> None:
+    write_flows(tmp_path, _flows(ledger, "mode: batch\nsize: 3\ntimeout: 300ms", store=kept))
     by_size, by_timeout = _count("batch_size"), _count("batch_timeout")
     async with facade_client(tmp_path) as client:
         await _post(client, 30, 10, 20)
@@ -118,17 +137,19 @@ async def test_batch_mode_sorts_a_batch_by_size_then_by_timeout(tmp_path: Path, 
     assert _count("batch_size") == by_size + 3 and _count("batch_timeout") == by_timeout + 2
 
 
-async def test_a_sequence_number_that_is_no_integer_is_a_422_problem(tmp_path: Path, ledger: BackendServer) -> None:
-    write_flows(tmp_path, _flows(ledger))
+async def test_a_sequence_number_that_is_no_integer_is_a_422_problem(tmp_path: Path, ledger: BackendServer,
+                                                                     kept: str) -> None:
+    write_flows(tmp_path, _flows(ledger, store=kept))
     async with facade_client(tmp_path) as client:
         answer = await client.post("/entries", json={"seq": "first"})
     assert answer.status_code == 422 and answer.headers["content-type"].startswith("application/problem+json")
     assert "must be an integer, got 'first'" in answer.json()["detail"]
 
 
-async def test_past_max_pending_new_messages_are_refused_with_503(tmp_path: Path, ledger: BackendServer) -> None:
+async def test_past_max_pending_new_messages_are_refused_with_503(tmp_path: Path, ledger: BackendServer,
+                                                                  kept: str) -> None:
     ledger.set_behaviour(delay=30)
-    write_flows(tmp_path, _flows(ledger, "max_pending: 2\nsend_timeout: 1s"))
+    write_flows(tmp_path, _flows(ledger, "max_pending: 2\nsend_timeout: 1s", store=kept))
     async with facade_client(tmp_path) as client:
         await _post(client, 1)
         await arrived(ledger, 1)  # 1 is being sent (the backend holds it)
@@ -161,6 +182,9 @@ def test_stopping_the_engine_releases_what_it_holds_in_order(tmp_path: Path, led
     ('{number: "${payload.seq}", call: {endpoint: nowhere}}', "unknown endpoint 'nowhere'", "5:65"),
     ('{number: "${payload.", call: {endpoint: ledger}}', "unclosed ${", "5:30"),
     ('{number: "${payload.seq}", mode: sorted, call: {endpoint: ledger}}', "expected one of stream, batch", "5:54"),
+    ('{number: "${payload.seq}", call: {endpoint: ledger}, store: ledger}',
+     "endpoint 'ledger' cannot keep a resequencer's state; declare a redis endpoint", "5:81"),
+    ('{number: "${payload.seq}", call: {endpoint: ledger}, store: kept}', "unknown endpoint 'kept'", "5:81"),
 ])
 def test_a_wrong_resequence_is_a_load_error_at_its_place(tmp_path: Path, step: str, message: str,
                                                          where: str) -> None:
@@ -170,3 +194,81 @@ def test_a_wrong_resequence_is_a_load_error_at_its_place(tmp_path: Path, step: s
     endpoints:
       ledger: {http: {url: "http://127.0.0.1:9"}}
     """)
+
+
+# -- state kept in redis: restarts and replicas --
+
+def _kept_flows(ledger: BackendServer, redis: RedisServer, timeout: str = "1h") -> str:
+    return _flows(ledger, f"timeout: {timeout}\nstart: 1\nsend_timeout: 1s", store=f'redis: {{url: "{redis.url}"}}')
+
+
+def _post_to(url: str, number: int) -> int:
+    return httpx.post(f"{url}/entries", json={"seq": number}, timeout=20).status_code
+
+
+@pytest.mark.parametrize("how", ["killed", "stopped"])
+def test_held_messages_in_redis_outlive_the_engine_and_go_out_in_order_once_the_gap_fills(
+        tmp_path: Path, ledger: BackendServer, redis: RedisServer, how: str) -> None:
+    write_flows(tmp_path, _kept_flows(ledger, redis))
+    with run_engine(tmp_path) as engine:
+        assert [_post_to(engine.url, number) for number in (4, 2, 3)] == [202] * 3
+        if how == "killed":  # no stop at all: only Redis has them
+            os.killpg(engine.process.pid, signal.SIGKILL)
+            engine.process.wait(10)
+        else:  # a clean stop keeps them too (memory would send them as they stand)
+            assert engine.terminate() == 0
+    assert ledger.requests == []
+    with run_engine(tmp_path) as engine:
+        assert _post_to(engine.url, 1) == 202
+        wait_for(lambda: len(ledger.requests) == 4, "the held messages, once 1 came")
+        assert _post_to(engine.url, 6) == 202 and _post_to(engine.url, 5) == 202  # on from the right number
+        wait_for(lambda: len(ledger.requests) == 6, "the next ones")
+        assert engine.terminate() == 0
+    assert _seen(ledger) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_gap_found_after_a_restart_is_skipped_after_its_timeout(tmp_path: Path, ledger: BackendServer,
+                                                                  redis: RedisServer) -> None:
+    write_flows(tmp_path, _kept_flows(ledger, redis, timeout="1s"))
+    with run_engine(tmp_path) as engine:
+        assert [_post_to(engine.url, number) for number in (3, 2)] == [202] * 2
+        os.killpg(engine.process.pid, signal.SIGKILL)
+        engine.process.wait(10)
+    assert ledger.requests == []
+    with run_engine(tmp_path):
+        wait_for(lambda: len(ledger.requests) == 2, "the held messages, once 1 was given up on")
+    assert _seen(ledger) == [2, 3]
+
+
+def test_two_engines_on_one_redis_send_one_stream_in_order(tmp_path: Path, ledger: BackendServer,
+                                                            redis: RedisServer) -> None:
+    flows = _kept_flows(ledger, redis)
+    numbers = list(range(1, 61))
+    random.Random(15).shuffle(numbers)
+    with run_engine(write_flows(tmp_path / "one", flows)) as first, \
+            run_engine(write_flows(tmp_path / "two", flows)) as second:
+        engines = [first.url, second.url]
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            statuses = list(pool.map(lambda i: _post_to(engines[i % 2], numbers[i]), range(len(numbers))))
+        assert set(statuses) == {202}
+        wait_for(lambda: len(ledger.requests) >= len(numbers), "every message sent", timeout=20)
+    assert _seen(ledger) == sorted(numbers)  # one order across both engines, each message once
+
+
+async def test_a_redis_store_that_is_down_answers_503_problem_json(tmp_path: Path, ledger: BackendServer) -> None:
+    write_flows(tmp_path, _flows(ledger, store=f'redis: {{url: "redis://127.0.0.1:{free_port()}/0", timeout: 200ms}}'))
+    async with facade_client(tmp_path) as client:
+        answer = await client.post("/entries", json={"seq": 1})
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert "store cannot be reached" in answer.json()["detail"] and "127.0.0.1" not in answer.text
+    assert ledger.requests == []
+
+
+async def test_a_number_past_2_to_the_53_in_redis_is_a_422_problem(tmp_path: Path, ledger: BackendServer,
+                                                                   redis: RedisServer) -> None:
+    write_flows(tmp_path, _flows(ledger, store=f'redis: {{url: "{redis.url}"}}'))
+    async with facade_client(tmp_path) as client:
+        answer = await client.post("/entries", json={"seq": 2**53 + 1})
+    assert answer.status_code == 422 and answer.json()["type"].endswith("/bad-sequence-number")
+    assert "at most 2^53" in answer.json()["detail"]
