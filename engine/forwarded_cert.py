@@ -130,6 +130,8 @@ def forwarded_view(header: str, form: str) -> dict[str, Any]:
         view.update(_subject(fields["subject"]))
     view["sans"] = [v for k, v in values if k in ("uri", "dns") and v]
     view["fingerprint"] = fields.get("hash", "").lower() or None
+    if view["subject"] is not None:  # ${tls.chain}: the certificate alone, as with a Cert
+        view["chain"], view["chain_fields"] = [view["subject"]], [view["subject_fields"]]
     if view["subject"] is None and not view["sans"] and view["fingerprint"] is None:
         raise ForwardedCertError("an element with neither Cert, Subject, URI, DNS nor Hash")
     return view

@@ -76,6 +76,8 @@ def client_cert_view(spec: str | dict[str, Any], folder: Path) -> dict[str, Any]
             view["serial"] = str(spec["serial"]).upper()
         for key in ("not_before", "not_after"):
             view[key] = spec.get(key)
+        if view["subject"] is not None:  # ${tls.chain}: the certificate alone, as from a PEM file
+            view["chain"], view["chain_fields"] = [view["subject"]], [view["subject_fields"]]
     return {**view, "version": "TLSv1.3", "cipher": None, "source": "connection", "forwarded_by": None}
 
 

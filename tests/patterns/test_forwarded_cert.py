@@ -57,7 +57,8 @@ flows:
       - respond:
           json: {{cn: "${{auth.common_name}}", subject: "${{auth.subject}}", issuer: "${{auth.issuer}}",
                  serial: "${{auth.serial}}", sans: "${{auth.sans}}", fingerprint: "${{auth.fingerprint}}",
-                 source: "${{auth.source}}", by: "${{auth.forwarded_by}}", version: "${{tls.version}}"}}
+                 source: "${{auth.source}}", by: "${{auth.forwarded_by}}", version: "${{tls.version}}",
+                 chain: "${{tls.chain}}"}}
   only-a:
     source: {{http: {{method: GET, path: /only-a}}}}
     steps:
@@ -124,6 +125,7 @@ def test_the_gateways_client_certificate_reaches_the_flow(pki: Pki, stack_name: 
         "cn": "partner-a", "subject": "CN=partner-a,O=Example Partners", "issuer": "CN=Test CA,O=Example Partners",
         "serial": pki.partner_a.serial, "sans": ["spiffe://example.com/partner-a"],
         "fingerprint": pki.partner_a.fingerprint, "source": "forwarded", "by": "127.0.0.1", "version": None,
+        "chain": ["CN=partner-a,O=Example Partners"],  # the certificate alone: the proxy's CAs are not known here
     }
     assert only_a.status_code == 200
     with _client(pki, stack, pki.partner_b) as client:
@@ -198,8 +200,8 @@ async def test_xfcc_without_cert_gives_the_subject_uri_and_hash(tmp_path: Path) 
     answer = await _whoami(tmp_path, header)
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    assert (body["cn"], body["sans"], body["fingerprint"], body["issuer"]) == (
-        "partner-c", ["spiffe://cluster.local/ns/p/sa/partner-c"], "abcd", None)
+    assert (body["cn"], body["sans"], body["fingerprint"], body["issuer"], body["chain"]) == (
+        "partner-c", ["spiffe://cluster.local/ns/p/sa/partner-c"], "abcd", None, ["CN=partner-c,O=Example Partners"])
 
 
 @pytest.mark.parametrize(("header", "detail"), [

@@ -203,3 +203,29 @@ def test_configuration_errors_stop_the_start(pki: Pki, tmp_path: Path) -> None:
         assert done.returncode == 2, done.stderr
         assert message in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_settings_tls_ocsp_and_a_reload_that_changes_the_policy(pki: Pki, tmp_path: Path) -> None:
+    """settings.tls.ocsp with the files in the flow folder; a reload to soft-fail applies to new
+    connections without a restart (OCSP is the engine's, not the listener's)."""
+    flows = tmp_path / "flows"
+    (flows / "tls").mkdir(parents=True)
+    for name, source in (("facade.crt", pki.server.cert), ("facade.key", pki.server.key),
+                         ("clients.pem", pki.client_ca)):
+        (flows / "tls" / name).write_bytes(source.read_bytes())
+
+    def settings(policy: str) -> None:
+        write_flows(flows, FLOWS + f"""
+settings:
+  tls: {{cert: tls/facade.crt, key: tls/facade.key, client_ca: tls/clients.pem, ocsp: {policy}, ocsp_timeout: 2}}
+""")
+
+    settings("hard-fail")
+    with run_engine(flows) as engine:
+        assert _get(pki, engine, pki.good).json()["cn"] == "partner-good"
+        assert _problem(_get(pki, engine, pki.unknown)) == (403, "certificate-status-unknown")
+        settings("soft-fail")
+        assert httpx.post(f"{engine.management_url}/reload", timeout=30).status_code == 200
+        assert _get(pki, engine, pki.unknown).json()["cn"] == "partner-unknown"
+        assert _problem(_get(pki, engine, pki.revoked)) == (403, "certificate-revoked")
+        assert "takes a restart" not in engine.log()

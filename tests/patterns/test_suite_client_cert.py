@@ -19,7 +19,8 @@ flows:
     source: {http: {method: GET, path: /whoami}}
     steps:
       - authenticate: {client_cert: {subject: {O: Example Partners, CN: [partner-a, partner-c]}}}
-      - respond: {json: {cn: "${auth.common_name}", sans: "${auth.sans}", fingerprint: "${auth.fingerprint}"}}
+      - respond: {json: {cn: "${auth.common_name}", sans: "${auth.sans}", fingerprint: "${auth.fingerprint}",
+                         chain: "${tls.chain}"}}
 """
 
 SUITE = """
@@ -28,14 +29,16 @@ cases:
     request: {path: /whoami, client_cert: partner-a.crt}
     expect:
       status: 200
-      json: {cn: partner-a, sans: [partner-a.example.com], fingerprint: FINGERPRINT}
+      json: {cn: partner-a, sans: [partner-a.example.com], fingerprint: FINGERPRINT,
+             chain: ["CN=partner-a,O=Example Partners"]}
   - name: the certificate's fields alone are enough
     request:
       path: /whoami
       client_cert: {subject: "CN=partner-c,O=Example Partners", sans: ["spiffe://example.com/c"], fingerprint: "AB:CD"}
     expect:
       status: 200
-      json: {cn: partner-c, sans: ["spiffe://example.com/c"], fingerprint: abcd}
+      json: {cn: partner-c, sans: ["spiffe://example.com/c"], fingerprint: abcd,
+             chain: ["CN=partner-c,O=Example Partners"]}
   - name: without a certificate the route answers 401
     request: {path: /whoami}
     expect:
