@@ -12,6 +12,7 @@ runs them.
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import json
 import time
 from collections.abc import AsyncIterable
@@ -191,11 +192,16 @@ async def try_flow(folder: Path, request: dict[str, Any], *, mocks: dict[str, li
             if request.get("client_cert") else None
     except ClientCertError as exc:
         raise TryError(str(exc), []) from None
+    try:  # the address the request comes from, as a flow-test case's client
+        peer = (str(ipaddress.ip_address(str(request.get("client", "127.0.0.1")))), 50000)
+    except ValueError:
+        raise TryError(f"client is the address the request comes from, e.g. 10.1.2.3; "
+                       f"{str(request.get('client'))!r} is not one", []) from None
     started = time.perf_counter()
     await compiled.open()
     try:
         app = presenting(facade, certificate)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=peer),
                                      base_url="http://interlace.test") as client:
             answer = await client.request(method, str(request.get("path", "/")), params=request.get("query"),
                                           headers=headers, content=body or None)

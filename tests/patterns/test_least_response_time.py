@@ -4,6 +4,8 @@ becomes fast again is taken again."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,6 +77,23 @@ async def test_an_endpoint_that_becomes_fast_again_is_taken_again(
     assert before.count("a") == 1 and before[1:] == ["b"] * 9, before  # a tried once, then left alone
     # a is probed, answers fast now, and b's answers slow down: a takes the calls back
     assert after.count("a") >= 10 and after[-5:] == ["a"] * 5, after
+
+
+async def test_calls_in_flight_and_weights_spread_the_load(
+        tmp_path: Path, backends: dict[str, BackendServer]) -> None:
+    two = {"a": backends["a"].url, "b": backends["b"].url}
+    write_flows(tmp_path, _flows(two, "probe_after: 1m").replace("endpoints: [a, b]",
+                                                                 "endpoints: [{name: a, weight: 2}, b]"))
+    for server in backends.values():
+        server.set_behaviour(delay=0.5)
+    async with facade_client(tmp_path) as client:
+        warm = await _served(client, 2)
+        at_once = await asyncio.gather(*(client.get(f"/items/{n}") for n in range(6)))
+    assert sorted(warm) == ["a", "b"]
+    served = Counter(answer.headers["x-served-by"] for answer in at_once)
+    # as fast as each other: the fastest average alone would send all six to one; each call in
+    # flight weighs on its endpoint, a weight-2 endpoint's half as much
+    assert served["a"] > served["b"] >= 1, served
 
 
 async def test_failures_count_as_slow(tmp_path: Path, backends: dict[str, BackendServer]) -> None:
