@@ -126,8 +126,9 @@ def _config(app: object, opts: ServeOptions, *, facade: bool, tls: LiveTls | Non
         loop="none",
         lifespan="off",
         access_log=False,
-        # the facade never reads the client address; uvicorn's X-Forwarded-For rewrite is one more
-        # ASGI layer on every request
+        # the client address flows read (${client.*}, the throttle's policies) is the connection's,
+        # or what the project's settings.http.proxy_headers trust: uvicorn's own rewrite (trusting
+        # 127.0.0.1 by default) would be a second trust list and one more ASGI layer per request
         proxy_headers=False,
         server_header=False,
         date_header=True,

@@ -32,8 +32,9 @@ HTTP_SETTINGS: dict[str, Any] = {
     "properties": {
         "proxy_headers": {
             "type": "object", "additionalProperties": False, "required": ["trusted"],
-            "description": "Take the client address and scheme from X-Forwarded-For and X-Forwarded-Proto, "
-                           "only when the connection comes from one of these addresses (the gateway's).",
+            "description": "Take the client address (${client.address}, the throttle's policies) and scheme "
+                           "from X-Forwarded-For and X-Forwarded-Proto, only when the connection comes from "
+                           "one of these addresses (the gateway's).",
             "properties": {
                 "trusted": {**_STRINGS, "minItems": 1,
                             "description": "Addresses or networks (10.0.0.0/8), or \"*\" for any."},
