@@ -16,5 +16,5 @@ def test_the_pattern_suite_passes_and_covers_every_step() -> None:
     done = subprocess.run([sys.executable, "-m", "engine.cli", "test", "tests/patterns/suites", "--coverage"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "21 passed, 0 failed" in done.stdout
-    assert "all flows                         31/31  100.0%" in done.stdout
+    assert "24 passed, 0 failed" in done.stdout
+    assert "all flows                         33/33  100.0%" in done.stdout
