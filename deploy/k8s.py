@@ -66,6 +66,8 @@ class Options:
     tls_secret: str | None = None
     tls_client_cert: str = "required"  # with ca.crt: required or optional (engine/tls.py)
     tls_crl: bool = False  # the Secret's ca.crl: CRL checks of the client certificates
+    tls_ocsp: str | None = None  # hard-fail | soft-fail: OCSP checks of the client certificates (engine/ocsp.py)
+    tls_ocsp_responder: str | None = None  # the responder asked instead of each certificate's own
     replicas: int | None = None  # every environment's replicas (default: SIZING's)
     env: dict[str, str] = field(default_factory=dict)  # values of the flows' ${env.X} in every ConfigMap
     # the SQLite files the flows keep beside them (deploy/k8s_data.py): one replica, an emptyDir
@@ -134,6 +136,10 @@ def deployment(project: Project, options: Options) -> dict[str, Any]:
                         {"name": "INTERLACE_TLS_CLIENT_CERT", "value": options.tls_client_cert}]
             if options.tls_crl:
                 tls_env.append({"name": "INTERLACE_TLS_CRL", "value": f"{TLS_DIR}/ca.crl"})
+            if options.tls_ocsp:  # the responder is reached through the pod's egress (the policy admits ingress only)
+                tls_env.append({"name": "INTERLACE_TLS_OCSP", "value": options.tls_ocsp})
+                if options.tls_ocsp_responder:
+                    tls_env.append({"name": "INTERLACE_TLS_OCSP_RESPONDER", "value": options.tls_ocsp_responder})
     if options.local_databases:  # the root filesystem is read-only: SQLite files live here
         volumes.append({"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}})
         mounts.append({"name": DATA_VOLUME, "mountPath": DATA_DIR})
@@ -404,8 +410,16 @@ def _k8s(args: argparse.Namespace) -> int:
     options = Options(name=args.name, image=args.image, gateway_labels=args.gateway_label,
                       monitoring_namespace=args.monitoring_namespace, namespace_prefix=args.namespace_prefix,
                       monitoring=args.monitoring, tls_secret=args.tls_secret, tls_client_cert=args.tls_client_cert,
-                      tls_crl=args.tls_crl,
+                      tls_crl=args.tls_crl, tls_ocsp=args.tls_ocsp, tls_ocsp_responder=args.tls_ocsp_responder,
                       replicas=args.replicas, env=dict(args.env))
+    client_certificates = options.tls_secret and options.tls_client_cert != "none"
+    if (options.tls_ocsp or options.tls_ocsp_responder) and not client_certificates:
+        print("interlace k8s: --tls-ocsp and --tls-ocsp-responder need --tls-secret with client certificates "
+              "(--tls-client-cert required or optional)", file=sys.stderr)
+        return 2
+    if options.tls_ocsp_responder and not options.tls_ocsp:
+        print("interlace k8s: --tls-ocsp-responder needs --tls-ocsp (hard-fail or soft-fail)", file=sys.stderr)
+        return 2
     local = local_databases(project, options.env)
     refusals = [refusal for database in local if (refusal := _refusal(database, options))]
     if refusals:
@@ -462,6 +476,11 @@ def add_command(subparsers: Any) -> None:
                              "with authenticate: {client_cert: ...}) or none (TLS only, no ca.crt)")
     parser.add_argument("--tls-crl", action="store_true",
                         help="with --tls-secret: check client certificates against the CRLs in the Secret's ca.crl")
+    parser.add_argument("--tls-ocsp", choices=["hard-fail", "soft-fail"],
+                        help="with --tls-secret: ask each client certificate's OCSP responder whether it is revoked "
+                             "(hard-fail: a responder that cannot answer refuses the client; soft-fail: serves it)")
+    parser.add_argument("--tls-ocsp-responder", metavar="URL",
+                        help="with --tls-ocsp: the OCSP responder asked instead of each certificate's own")
     parser.add_argument("--replicas", type=int, choices=range(1, 101), metavar="N",
                         help="replicas of every environment (default: dev 1, stage 2, prod 3); a flow keeping its "
                              "data in a local SQLite file gets one, and more are refused")

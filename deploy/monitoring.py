@@ -83,6 +83,15 @@ def alert_rules() -> list[dict[str, Any]]:
                                         "(certificate, key, client CA or CRL) it cannot serve with and keeps the "
                                         "previous ones, which will expire: the log (logger interlace.tls) says "
                                         "why."}},
+        {"alert": "InterlaceOcspLookupsFailing",
+         "expr": f'sum by ({per_pod}) (increase(interlace_tls_ocsp_total{{answer="failed"}}[15m])) > 0',
+         "labels": {"severity": "warning"},
+         "annotations": {"summary": "Client certificates' OCSP responders give no believable answer",
+                         "description": "{{ $labels.job }} in {{ $labels.namespace }} could not check client "
+                                        "certificates with OCSP (unreachable, timed out, or a forged or stale "
+                                        "answer): with --tls-ocsp hard-fail those clients are refused (503), "
+                                        "with soft-fail served unchecked. The log (logger interlace.tls.ocsp) "
+                                        "says why."}},
     ]
     return [{"name": "interlace", "rules": rules}]
 
@@ -192,6 +201,8 @@ def dashboard() -> dict[str, Any]:
           ('max(interlace_flows_loaded{namespace=~"$namespace"})', "flows loaded"),
           (f'sum by (outcome) (increase(interlace_tls_reloads_total{{namespace=~"$namespace"}}[{rate}]))',
            "TLS files {{outcome}}"),
+          (f'sum by (answer) (increase(interlace_tls_ocsp_total{{namespace=~"$namespace"}}[{rate}]))',
+           "OCSP {{answer}}"),
           (f'sum by (pod) (increase(interlace_worker_restarts_total{{namespace=~"$namespace"}}[{rate}]))',
            "worker restarts {{pod}}")], "short"),
         ("CPU and memory per pod",

@@ -69,7 +69,7 @@ def test_every_overlay_carries_the_monitoring_component(manifests: Path, environ
     assert "bearerTokenSecret" not in endpoint  # the deprecated field; the CRD allows one of the two
     alerts = {r["alert"] for g in by_kind["PrometheusRule"]["spec"]["groups"] for r in g["rules"]}
     assert alerts == {"InterlaceHighErrorRatio", "InterlaceHighLatencyP99", "InterlaceCircuitBreakerOpen",
-                      "InterlaceStoreBacklog", "InterlaceTlsFilesRefused"}
+                      "InterlaceStoreBacklog", "InterlaceTlsFilesRefused", "InterlaceOcspLookupsFailing"}
 
 
 def test_a_schema_breach_is_caught() -> None:
@@ -95,7 +95,7 @@ def test_the_alerts_pass_promtool(tmp_path: Path) -> None:
     rules.write_text(json.dumps({"groups": monitoring.alert_rules()}))
     result = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 5 rules found" in result.stdout
+    assert "SUCCESS: 6 rules found" in result.stdout
 
 
 def queried_series(texts: list[str]) -> set[str]:

@@ -206,7 +206,7 @@ def test_the_manifests_mount_the_certificates_from_a_secret(pki: Pki, tmp_path: 
     out = tmp_path / "k8s"
     done = interlace("k8s", str(_flows(tmp_path / "flows", pki)), "--image", "127.0.0.1:5000/facade:1",
                      "--out", str(out), "--tls-secret", "facade-tls", "--tls-client-cert", "optional",
-                     "--tls-crl")
+                     "--tls-crl", "--tls-ocsp", "soft-fail")
     assert done.returncode == 0, done.stderr
     assert "kubectl create secret generic facade-tls --from-file=tls.crt=" in done.stdout
     assert "--from-file=ca.crl=clients.crl" in done.stdout
@@ -226,6 +226,8 @@ def test_the_manifests_mount_the_certificates_from_a_secret(pki: Pki, tmp_path: 
     pki.ca.crl(secret_dir / "ca.crl", (pki.partner_b,))
     assert env["INTERLACE_TLS_CLIENT_CERT"] == "optional"
     assert env["INTERLACE_TLS_CRL"] == f"{mount['mountPath']}/ca.crl"
+    # partner_a names no OCSP responder: soft-fail serves it and says so
+    assert env["INTERLACE_TLS_OCSP"] == "soft-fail"
     local = {name: value.replace(mount["mountPath"], str(secret_dir)) for name, value in env.items()
              if name.startswith("INTERLACE_TLS_") and value}
     with run_engine(tmp_path / "flows", env=local) as engine:
@@ -233,3 +235,8 @@ def test_the_manifests_mount_the_certificates_from_a_secret(pki: Pki, tmp_path: 
             assert client.get("/whoami").json()["cn"] == "partner-a"
         with _client(pki, engine, pki.partner_b) as client, pytest.raises(httpx.TransportError):
             client.get("/whoami")  # revoked by the Secret's ca.crl
+        assert "names no OCSP responder" in engine.log()
+    refused = interlace("k8s", str(tmp_path / "flows"), "--image", "127.0.0.1:5000/facade:1", "--out", str(out),
+                        "--tls-ocsp", "hard-fail")
+    assert refused.returncode == 2
+    assert "--tls-ocsp and --tls-ocsp-responder need --tls-secret with client certificates" in refused.stderr
