@@ -18,8 +18,8 @@ within ``send_timeout``; a failure is logged and counted, and the next one goes.
 problem+json ``resequencer-full`` and Retry-After.  When the flows stop or are replaced, the
 held messages are released in order and every pending one is sent (each within its
 ``send_timeout``) before the endpoints close.  State is this process's memory, or with
-``store`` a redis endpoint's (``engine/steps/_resequence_redis.py``): there the held messages
-outlive the engine and the replicas share them.
+``store`` a redis or sql endpoint's (``engine/steps/_resequence_durable.py``): there the held
+messages outlive the engine and the replicas share them.
 """
 
 from __future__ import annotations
@@ -89,10 +89,11 @@ def _schema() -> dict[str, Any]:
             "sequence": {**_KINDS["sequence"].schema,
                          "description": "Where released messages go: a sequence (its name, or {name, with})."},
             "store": {"type": "string",
-                      "description": "A redis endpoint keeping the messages held, the next number and the "
-                                     "messages released but not yet sent, so that a restart loses none and "
-                                     "several replicas order one stream together (one of them sends, at least "
-                                     "once); default: this process's memory."},
+                      "description": "An endpoint keeping the messages held, the next number and the messages "
+                                     "released but not yet sent, so that a restart loses none and several "
+                                     "replicas order one stream together (one of them sends, at least once): "
+                                     "redis, or sql (SQLite or PostgreSQL, tables interlace_resequence_*); "
+                                     "default: this process's memory."},
             "max_pending": {"type": "integer", "minimum": 1,
                             "description": f"Released messages waiting to be sent at most (default "
                                            f"{DEFAULT_MAX_PENDING}); past it new messages are refused with 503."},
@@ -144,7 +145,7 @@ def compile_resequence(config: Any, ctx: CompileContext) -> StepFn:
 
 
 def _kind(config: Any, ctx: CompileContext) -> Callable[..., Resequencer]:
-    """The resequencer a ``store`` asks for: this process's memory, or a redis endpoint's."""
+    """The resequencer a ``store`` asks for: this process's memory, or a redis or sql endpoint's."""
     if "store" not in config:
         return Resequencer
     name = config["store"]
@@ -153,14 +154,24 @@ def _kind(config: Any, ctx: CompileContext) -> Callable[..., Resequencer]:
     if getattr(connector, "name", None) == "broken":
         return Resequencer  # its own error is reported already
     from connectors.redis import RedisEndpoint
+    from connectors.sql import SqlConnector
+    from engine.steps._resequence_durable import DurableResequencer, KeptState
 
-    if not isinstance(connector, RedisEndpoint):
+    kept: KeptState
+    if isinstance(connector, RedisEndpoint):
+        from engine.steps._resequence_redis import RedisKept
+
+        kept = RedisKept(connector, ctx.step_id)
+    elif isinstance(connector, SqlConnector):
+        from engine.steps._resequence_sql import SqlKept
+
+        kept = SqlKept(endpoint, connector, ctx.step_id)
+    else:
         raise StepConfigError(f"endpoint {name!r} cannot keep a resequencer's state; declare a redis endpoint "
-                              f"(endpoints: {name}: redis: {{url: redis://...}}) or leave store out for this "
-                              "process's memory", "store")
-    from engine.steps._resequence_redis import RedisResequencer
-
-    return functools.partial(RedisResequencer, connector=connector)
+                              f"(endpoints: {name}: redis: {{url: redis://...}}), a sql one (endpoints: {name}: "
+                              "sql: {url: sqlite:///order.db}) or leave store out for this process's memory",
+                              "store")
+    return functools.partial(DurableResequencer, kept=kept)
 
 
 class Resequencer:
