@@ -10,6 +10,7 @@ which no duration reads.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -39,7 +40,6 @@ def _jwks() -> str:
     numbers = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
 
     def b64(value: int) -> str:
-        import base64
         return base64.urlsafe_b64encode(value.to_bytes(32, "big")).rstrip(b"=").decode()
 
     return json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig",
