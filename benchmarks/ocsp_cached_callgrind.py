@@ -1,23 +1,25 @@
 """Instructions of a cached OCSP verdict, in process: what a mutual-TLS connection whose client
 certificate's answer is cached pays for OCSP (engine/ocsp.py OcspChecker.verdict), beside what
-every mutual-TLS connection pays to read its certificate (engine/tls.py Peer.of: the parse, the
-chain over the client CA file, and the ``${tls.*}`` view).
+a mutual-TLS connection pays to read its certificate (engine/tls.py Peer.of: the parse, the
+chain over the client CA file, and the ``${tls.*}`` view) or to find it read (FacadeContext.peer).
 
     .venv/bin/python benchmarks/ocsp_cached_callgrind.py            # runs itself under callgrind
 
 Each part runs ``--calls`` times and ``0`` times under callgrind; the difference over the count
 is its cost per connection.  A connection's certificate arrives as new bytes, so each call
 takes a fresh copy of the DER (its hash is computed again, as in a server).  Measured on
-2026-12-02: without the chain 393,860, with it (``${tls.chain}`` over a root and an
-intermediate) 433,324, the cached verdict 11,374 instructions a connection (with the Peer
-object the loop makes for it); a full mutual-TLS handshake and request is ~9.7 million
-(benchmarks/server_callgrind.py --tls --reconnect).
+2026-12-02: reading a certificate without the chain 393,686, with it (``${tls.chain}`` over a
+root and an intermediate) 434,143, finding it read already (the context keeps it) 7,937, the
+cached verdict 11,453 instructions a connection (with the Peer object the loop makes for it);
+a full mutual-TLS handshake and request is ~9.2 million (benchmarks/server_callgrind.py --tls
+--reconnect).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -32,7 +34,7 @@ def _run(part: str, calls: int) -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from engine.ocsp import OcspChecker, OcspSettings
-    from engine.tls import Peer
+    from engine.tls import FacadeContext, Peer
     from engine.tls_chain import ClientCAs
     from tests.support.pki import Authority
 
@@ -46,8 +48,16 @@ def _run(part: str, calls: int) -> None:
     peer = Peer.of(der, cas)
     checker._cache[der] = (None, time.time() + 3600)  # a good answer, as a lookup leaves it
 
+    context = FacadeContext(ssl.PROTOCOL_TLS_SERVER)
+    context.client_cas = cas
+    context.peer(der)
+
     async def loop() -> None:
-        if part == "verdict":
+        if part == "kept":
+            for _ in range(calls):
+                _, view, pems = context.peer(bytes(bytearray(der)))
+                dict(view), list(pems)
+        elif part == "verdict":
             for _ in range(calls):
                 assert checker.verdict(Peer(peer.certificate, bytes(bytearray(der)), peer.chain)) is None
         else:
@@ -69,7 +79,7 @@ def _instructions(part: str, calls: int, out: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--inner", choices=["verdict", "peer", "peer-alone"])
+    parser.add_argument("--inner", choices=["verdict", "peer", "peer-alone", "kept"])
     args = parser.parse_args()
     if args.inner:
         _run(args.inner, args.calls)
@@ -77,6 +87,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ocsp-cached-callgrind-"))
     for part, what in (("peer-alone", "reading the client certificate without the chain (Peer.of + view)"),
                        ("peer", "reading the client certificate (Peer.of + view), every mutual-TLS connection"),
+                       ("kept", "finding it read already (FacadeContext.peer, a certificate seen before)"),
                        ("verdict", "the cached OCSP verdict (OcspChecker.verdict), with OCSP on")):
         many = _instructions(part, args.calls, work / f"{part}.many")
         none = _instructions(part, 0, work / f"{part}.none")

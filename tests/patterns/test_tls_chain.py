@@ -103,3 +103,25 @@ def test_of_two_cas_with_one_name_the_one_that_signed_is_chosen(tmp_path: Path) 
     cas = ClientCAs(root.ca.certificate.public_bytes(Encoding.PEM) + issuing.ca.cert.read_bytes())
     [found] = [ca for ca in cas.cas if ca.certificate == issuing.ca.certificate]
     assert [ca.subject for ca in found.above] == ["CN=Root,O=Example Partners"]
+
+
+def test_a_rotated_client_ca_file_rebuilds_the_chain_of_a_certificate_seen_before(tmp_path: Path) -> None:
+    """The chain of a certificate is kept per TLS context: the same partner reconnecting after the
+    CA file changed gets the chain over the new file.  The partner sends its intermediate itself;
+    the first file holds the root alone (the chain stops at the certificate), the second both."""
+    chain = _pki(tmp_path, key_ids=True)
+    live = tmp_path / "live-ca.pem"
+    live.write_bytes(chain.root.ca.cert.read_bytes())
+    sent = tmp_path / "partner-with-intermediate.pem"
+    sent.write_bytes(chain.below_intermediate.cert.read_bytes() + chain.issuing.ca.cert.read_bytes())
+    partner = Issued(sent, chain.below_intermediate.key, chain.below_intermediate.certificate)
+    flows = write_flows(tmp_path / "flows", FLOWS)
+    with run_engine(flows, "--tls-cert", str(chain.server.cert), "--tls-key", str(chain.server.key),
+                    "--tls-client-ca", str(live), "--tls-reload-interval", "0") as engine:
+        alone = ["CN=partner-a,O=Example Partners"]
+        assert _get(chain, engine, partner).json()["chain"] == alone
+        assert _get(chain, engine, partner).json()["chain"] == alone  # kept, the same
+        live.write_bytes(chain.client_ca.read_bytes())
+        assert httpx.post(f"{engine.management_url}/reload", timeout=30).status_code == 200
+        assert _get(chain, engine, partner).json()["chain"] == [
+            *alone, "CN=Issuing CA,O=Example Partners", "CN=Partners Root,O=Example Partners"]
