@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 from engine import metrics
 
 if TYPE_CHECKING:
+    import aiohttp
     from cryptography import x509
 
     from engine.ocsp_response import OcspAnswer
@@ -200,7 +201,7 @@ class OcspChecker:
                     url, data=request, headers={"Content-Type": "application/ocsp-request"}) as answer:
                 if answer.status != 200:
                     raise OcspFailure(f"the responder {url} answered HTTP {answer.status}")
-                body = await answer.content.read(MAX_ANSWER_BYTES + 1)
+                body = await _read_at_most(answer.content, MAX_ANSWER_BYTES + 1)
         except TimeoutError:
             raise OcspFailure(f"the responder {url} did not answer within {self.settings.timeout:g} s") from None
         except aiohttp.ClientError as exc:
@@ -208,3 +209,15 @@ class OcspChecker:
         if len(body) > MAX_ANSWER_BYTES:
             raise OcspFailure(f"the responder {url} answered more than {MAX_ANSWER_BYTES} bytes")
         return body
+
+
+async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to its end or ``limit`` bytes: one read returns only what has arrived so far
+    (an answer in several TCP segments or chunks would be cut short)."""
+    body = bytearray()
+    while len(body) < limit:
+        piece = await content.read(limit - len(body))
+        if not piece:
+            break
+        body += piece
+    return bytes(body)

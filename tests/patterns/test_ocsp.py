@@ -229,3 +229,36 @@ settings:
         assert _get(pki, engine, pki.unknown).json()["cn"] == "partner-unknown"
         assert _problem(_get(pki, engine, pki.revoked)) == (403, "certificate-revoked")
         assert "takes a restart" not in engine.log()
+
+
+def test_an_answer_arriving_in_pieces_is_read_whole(pki: Pki, tmp_path: Path) -> None:
+    """A responder (or a proxy before it) that sends its answer in two writes a moment apart:
+    the whole answer is read, the certificate served (a first read alone cut it in half, and
+    hard-fail refused a good certificate 503)."""
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    own = OcspResponder(pki.issuing, folder)
+    partner = pki.issuing.issue("partner-slow-answer", ocsp_url=own.url)
+    own.write_index((partner,))
+    own.pause_mid_answer = 0.2
+    with running(own), run_engine(write_flows(tmp_path / "flows", FLOWS),
+                                  *_args(pki, "--tls-ocsp", "hard-fail")) as engine:
+        answer = _get(pki, engine, partner)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["cn"] == "partner-slow-answer"
+
+
+def test_garbage_and_huge_answers_are_a_failed_lookup(pki: Pki, tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    own = OcspResponder(pki.issuing, folder)
+    garbage, huge = (pki.issuing.issue(cn, ocsp_url=own.url) for cn in ("partner-garbage", "partner-huge"))
+    own.write_index((garbage, huge))
+    with running(own), run_engine(write_flows(tmp_path / "flows", FLOWS),
+                                  *_args(pki, "--tls-ocsp", "hard-fail")) as engine:
+        own.forge = b"<html>not an OCSP answer</html>"
+        assert _problem(_get(pki, engine, garbage)) == (503, "certificate-status-unavailable")
+        own.forge = b"\x30" * (1024 * 1024)
+        assert _problem(_get(pki, engine, huge)) == (503, "certificate-status-unavailable")
+        wait_for(lambda: "answered more than 65536 bytes" in engine.log(), "the huge answer logged")
+        assert "Traceback" not in engine.log()

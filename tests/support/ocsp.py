@@ -16,6 +16,7 @@ import datetime
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -51,6 +52,7 @@ class OcspResponder:
         self.next_update_minutes = next_update_minutes
         self.requests = 0  # answered since it was made
         self.forge: bytes | None = None  # answer these bytes instead of asking OpenSSL
+        self.pause_mid_answer = 0.0  # seconds between the answer's two halves (a slow or proxied responder)
         self._openssl = require_command("openssl", "openssl")
         self._server: ThreadingHTTPServer | None = None
 
@@ -84,6 +86,12 @@ class OcspResponder:
                 self.send_header("Content-Type", "application/ocsp-response")
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
+                if responder.pause_mid_answer:
+                    half = len(answer) // 2
+                    self.wfile.write(answer[:half])
+                    self.wfile.flush()
+                    time.sleep(responder.pause_mid_answer)
+                    answer = answer[half:]
                 self.wfile.write(answer)
 
             def log_message(self, *_args: object) -> None:
