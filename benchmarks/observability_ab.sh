@@ -4,6 +4,7 @@
 #
 #   benchmarks/observability_ab.sh [SECONDS] [ROUNDS]            # default 4 s, 6 rounds
 #   BEFORE=/tmp/interlace-before benchmarks/observability_ab.sh   # also an older checkout, as "before"
+#   ENGINES="off traced" benchmarks/observability_ab.sh 4 12     # only these engines (off among them)
 #
 # Engines, all running at once pinned to CPU 0 (an idle one costs nothing), the echo backend, wrk
 # and the span sink on CPU 1; every round drives each engine's cell back to back, in a rotating
@@ -86,6 +87,9 @@ assert count >= 4, count
 BEFORE_DIR=${BEFORE:-}
 engines=(nometrics notracing off traced requestlog)
 [ -n "$BEFORE_DIR" ] && engines=(before beforetraced "${engines[@]}")
+if [ -n "${ENGINES:-}" ]; then
+    read -r -a engines <<<"$ENGINES"
+fi
 declare -A port pid served
 next_port=18891
 for e in "${engines[@]}"; do
@@ -148,15 +152,16 @@ for round in $(seq "$ROUNDS"); do
         helper=$(awk -v t="$((after - before - own_after + own_before))" -v hz="$hz" -v r="$requests" \
             'BEGIN { printf "%.1f", t / hz * 1e6 / r }')
         echo "round $round  $e  $rate req/s  $cpu µs/req (of which processes under the engine: $helper)"
-        echo "$e $rate $cpu $helper" >>"$WORK/results"
+        echo "$e $rate $cpu $helper $round" >>"$WORK/results"
     done
 done
-echo "request lines written: $(grep -c '"logger":"interlace.request"' "$WORK/engine-requestlog.log" || true)"
+[ -n "${pid[requestlog]:-}" ] &&
+    echo "request lines written: $(grep -c '"logger":"interlace.request"' "$WORK/engine-requestlog.log" || true)"
 # the traced engine's last spans leave on its next export (OTEL_BSP_SCHEDULE_DELAY, 5 s)
 sleep 6
 spans=$(curl -sf "http://127.0.0.1:$SINK_PORT/" || echo 0)
 echo
-"$ROOT/.venv/bin/python" - "$WORK/results" "$spans" "${served[traced]}" <<'EOF'
+"$ROOT/.venv/bin/python" - "$WORK/results" "$spans" "${served[traced]:-0}" <<'EOF'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
 engines = list(dict.fromkeys(r[0] for r in rows))
@@ -168,15 +173,28 @@ print("|---|---:|---:|---:|---:|")
 for e in engines:
     print(f"| {e} | {cpu[e]:.0f} | {cpu[e] / cpu['off']:.3f} | {rate[e]:,.0f} | {rate[e] / rate['off']:.2f} |")
 print()
-print(f"tracing on at 100 %:  {cpu['traced'] / cpu['off'] - 1:+.1%} CPU per request against off "
-      f"({cpu['traced'] - cpu['off']:+.0f} µs, export thread included)")
+def paired(e: str, against: str) -> str:
+    """The median over rounds of e's CPU / against's CPU in the same round (back to back: the
+    machine's load moves less between them than between rounds)."""
+    ratios = [float(a[2]) / float(b[2]) for a in rows if a[0] == e for b in rows if b[0] == against and b[4] == a[4]]
+    return f"; paired by round {statistics.median(ratios) - 1:+.1%}" if ratios else ""
+
+
+if "traced" in cpu:
+    print(f"tracing on at 100 %:  {cpu['traced'] / cpu['off'] - 1:+.1%} CPU per request against off "
+          f"({cpu['traced'] - cpu['off']:+.0f} µs, export thread included){paired('traced', 'off')}")
 if "beforetraced" in cpu:
     print(f"before, tracing on:   {cpu['beforetraced'] / cpu['before'] - 1:+.1%} CPU per request against before off "
-          f"({cpu['beforetraced'] - cpu['before']:+.0f} µs, of which processes under it {helper['beforetraced']:.0f} µs)")
-print(f"tracing off:          {cpu['off'] / cpu['notracing'] - 1:+.1%} against the tracing code compiled away")
-print(f"metrics:              {cpu['off'] / cpu['nometrics'] - 1:+.1%} against no telemetry at all")
-print(f"request log (info):   {cpu['requestlog'] / cpu['off'] - 1:+.1%} against off")
+          f"({cpu['beforetraced'] - cpu['before']:+.0f} µs, of which processes under it {helper['beforetraced']:.0f} µs)"
+          f"{paired('beforetraced', 'before')}")
+if "notracing" in cpu:
+    print(f"tracing off:          {cpu['off'] / cpu['notracing'] - 1:+.1%} against the tracing code compiled away")
+if "nometrics" in cpu:
+    print(f"metrics:              {cpu['off'] / cpu['nometrics'] - 1:+.1%} against no telemetry at all")
+if "requestlog" in cpu:
+    print(f"request log (info):   {cpu['requestlog'] / cpu['off'] - 1:+.1%} against off{paired('requestlog', 'off')}")
 spans, served = int(sys.argv[2]), int(sys.argv[3])
-print(f"spans received per traced request: {spans / served:.2f} ({spans} for {served} requests; 2.00 or a little "
-      f"more = none dropped: wrk does not count the requests in flight when it stops)")
+if served:
+    print(f"spans received per traced request: {spans / served:.2f} ({spans} for {served} requests; 2.00 or a little "
+          f"more = none dropped: wrk does not count the requests in flight when it stops)")
 EOF

@@ -6,6 +6,8 @@
     .venv/bin/python benchmarks/server_callgrind.py --cells direct-json --requests 2000
     .venv/bin/python benchmarks/server_callgrind.py --patterns --cells cached,direct  # issue 15's cells
     .venv/bin/python benchmarks/server_callgrind.py --traced --cells direct-json --requests 1024  # tracing's cost
+    .venv/bin/python benchmarks/server_callgrind.py --traced --cells direct-json --requests 1024 --log-level warning
+        # ... as benchmarks/observability_ab.sh runs the engines (no request log); --cache-sim adds D1/LL misses
     .venv/bin/python benchmarks/server_callgrind.py --tls --cells direct-json              # a cached OCSP check's cost
     .venv/bin/python benchmarks/server_callgrind.py --tls --reconnect --cells direct-json --requests 200
 
@@ -84,6 +86,8 @@ class Server:
     dumps: int = 0
     counts: dict[str, float] = field(default_factory=dict)
     collected: dict[str, float] = field(default_factory=dict)  # of which the cyclic collector's
+    events: dict[str, float] = field(default_factory=dict)  # the last dump's totals by event (--cache-sim)
+    misses: dict[str, dict[str, float]] = field(default_factory=dict)  # cell -> cache event -> per request
 
     def control(self, *options: str) -> None:
         assert self.proc is not None
@@ -102,14 +106,23 @@ class Server:
         return total
 
     def dumped(self) -> float:
-        """The instructions (Ir) of the last dump (``OUT.N``, or ``OUT.N-01``... with threads)."""
+        """The instructions (Ir) of the last dump (``OUT.N``, or ``OUT.N-01``... with threads);
+        the dump's totals by event (the cache simulator's too, with ``--cache-sim``) go to ``events``."""
         total = 0.0
+        events: dict[str, float] = {}
         for candidate in sorted(self.out.parent.glob(f"{self.out.name}.{self.dumps}*")):
+            names: list[str] = []
             for line in candidate.read_text(errors="replace").splitlines():
-                if line.startswith("totals:"):
-                    total += float(line.split()[1])
+                if line.startswith("events:"):
+                    names = line.split()[1:]
+                elif line.startswith("totals:"):
+                    values = [float(v) for v in line.split()[1:]]
+                    total += values[0]
+                    for event, value in zip(names, values, strict=False):
+                        events[event] = events.get(event, 0.0) + value
         if not total:
             raise SystemExit(f"{self.name}: no callgrind dump {self.dumps} next to {self.out}")
+        self.events = events
         return total
 
 
@@ -268,8 +281,13 @@ def main() -> None:
     parser.add_argument("--tls", action="store_true",
                         help="mutual TLS, without and with OCSP checks (no floor): a cached OCSP check's cost")
     parser.add_argument("--reconnect", action="store_true", help="each request on a new connection")
+    parser.add_argument("--log-level", help="the engines' --log-level (default: theirs, the request log at INFO); "
+                        "warning: no request log, as benchmarks/observability_ab.sh runs them")
+    parser.add_argument("--cache-sim", action="store_true",
+                        help="callgrind's cache simulator too: D1/LL misses per request beside the instructions")
     parser.add_argument("--port-base", type=int, default=int(os.environ.get("PORT_BASE", "18960")))
     args = parser.parse_args()
+    level: tuple[str, ...] = ("--log-level", args.log_level) if args.log_level else ()
     if args.patterns:
         cells = args.cells.split(",") if args.cells != parser.get_default("cells") else ["cached", "direct"]
         if unknown := [c for c in cells if c not in PATTERN_CELLS]:
@@ -306,13 +324,13 @@ def main() -> None:
             servers.append(pattern_floor(base + 2, backend) if args.patterns
                            else floor(base + 2, backend, bench))
         if args.before:
-            servers.append(interlace("before", base + 4, flows, backend, str(args.before.resolve())))
+            servers.append(interlace("before", base + 4, flows, backend, str(args.before.resolve()), extra=level))
             if args.traced:
                 servers.append(interlace("before-traced", base + 8, flows, backend, str(args.before.resolve()),
-                                         sink=base + 12))
-        servers.append(interlace("this", base + 6, flows, backend))
+                                         sink=base + 12, extra=level))
+        servers.append(interlace("this", base + 6, flows, backend, extra=level))
         if args.traced:
-            servers.append(interlace("this-traced", base + 10, flows, backend, sink=base + 12))
+            servers.append(interlace("this-traced", base + 10, flows, backend, sink=base + 12, extra=level))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(start_backend(bench, base))
@@ -323,6 +341,7 @@ def main() -> None:
             server.out = work / f"{server.name}.callgrind"
             log = (work / f"{server.name}.log").open("wb")
             command = ["taskset", "-c", "0", "valgrind", "--tool=callgrind", "--instr-atstart=no",
+                       *(["--cache-sim=yes"] if args.cache_sim else []),
                        f"--callgrind-out-file={server.out}", *server.command]
             server.proc = subprocess.Popen(command, env={**os.environ, "PYTHONHASHSEED": "0", **server.env},
                                            cwd=server.cwd, stdout=log, stderr=log, start_new_session=True)
@@ -356,8 +375,12 @@ def main() -> None:
                 server.control(f"--dump={cell}")
                 server.counts[cell] = server.dumped() / args.requests
                 server.collected[cell] = server.collector() / args.requests
+                server.misses[cell] = {e: v / args.requests for e, v in server.events.items() if e != "Ir"}
                 print(f"{server.name:<10} {cell:<12} {server.counts[cell]:12,.0f} instructions/request "
                       f"({server.collected[cell]:,.0f} in the cyclic collector)", flush=True)
+                if server.misses[cell]:
+                    print("    per request: " + ", ".join(f"{e} {v:,.0f}" for e, v in server.misses[cell].items()),
+                          flush=True)
     finally:
         stop_groups(procs, 60)
         if responder is not None:
