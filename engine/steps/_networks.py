@@ -16,7 +16,9 @@ The address, by default, is the connection's own peer (``${client.address}``, th
 client address that gateway names in X-Forwarded-For, believed from the gateway only; ``address``
 takes a template instead (``${headers."x-real-ip"}``), whose value may be a comma-separated list
 (the last entry counts, the one the nearest proxy appended).  A missing or malformed address
-matches no ``cidr``.
+matches no ``cidr``.  An IPv4-mapped IPv6 address (a dual-stack listener's ::ffff:10.1.2.3) is
+its IPv4 address, and a network written that way (::ffff:10.0.0.0/104) the IPv4 network; so
+``::/0`` holds IPv6 callers only and ``0.0.0.0/0`` every IPv4 one, mapped or not.
 """
 
 from __future__ import annotations
@@ -223,8 +225,20 @@ def _networks(item: Any, place: tuple[Any, ...]) -> tuple[tuple[int, int, int], 
             network: Network = ipaddress.ip_network(str(cidr), strict=False)
         except ValueError as exc:
             raise StepConfigError(f"not a network or an address: {cidr!r} ({exc})", key) from None
+        network = _unmapped(network)
         found.append((network.version, int(network.network_address), int(network.netmask)))
     return tuple(found)
+
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _unmapped(network: Network) -> Network:
+    """An IPv4-mapped IPv6 network (::ffff:10.0.0.0/104) as the IPv4 network it names: a client
+    address is taken as IPv4 when it is mapped (client_address), so the network must be too."""
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96 and network.subnet_of(_MAPPED):
+        return ipaddress.IPv4Network((int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96))
+    return network
 
 
 def _policy(item: Any, keys: tuple[Any, ...], defaults: tuple[Any, Any, str], name: str, *, by_key: bool) -> Policy:

@@ -75,3 +75,25 @@ def test_the_designer_tries_a_request_from_an_address(tmp_path: Path) -> None:
             "path": "/partners", "client": "203.0.113.9"}}).json()
     assert allowed["response"]["status"] == 200 and "198.51.100.4" in allowed["response"]["body"], allowed
     assert denied["response"]["status"] == 403, denied
+
+
+def test_a_network_written_as_ipv4_mapped_ipv6_holds_those_ipv4_clients(tmp_path: Path) -> None:
+    """A dual-stack listener sees an IPv4 caller as ::ffff:203.0.113.9, which the policies take
+    as 203.0.113.9; a cidr written the same way (::ffff:203.0.113.0/120) names those IPv4
+    addresses too (it matched nobody: the deny let everyone through)."""
+    folder = write_flows(tmp_path, FLOWS.replace("203.0.113.0/24", '"::ffff:203.0.113.0/120"'))
+    (folder / "flows.test.yaml").write_text("""
+cases:
+  - name: a mapped caller in the mapped network
+    request: {path: /partners, client: "::ffff:203.0.113.9"}
+    expect: {status: 403}
+  - name: the same caller over IPv4
+    request: {path: /partners, client: 203.0.113.9}
+    expect: {status: 403}
+  - name: outside it
+    request: {path: /partners, client: "::ffff:203.0.114.9"}
+    expect: {status: 200}
+""")
+    done = _test(folder)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed, 0 failed" in done.stdout
