@@ -125,6 +125,12 @@ def compile_resequence(config: Any, ctx: CompileContext) -> StepFn:
     for key in ("start", "capacity", "late") if mode == "batch" else ("size",):
         if key in config:
             raise StepConfigError(f"{key} belongs to mode: {'stream' if mode == 'batch' else 'batch'}", key)
+    if "store" in config and "start" in config:
+        from engine.steps._resequence_durable import LARGEST
+
+        if not -LARGEST <= int(config["start"]) <= LARGEST:  # else every message would be refused 422
+            raise StepConfigError(f"a sequence number kept in a store is at most 2^53 in size, got start: "
+                                  f"{config['start']}", "start")
     ctx.needs_body()  # the message is held: a streamed body is read first
     target = _target(config, ctx)
     assert target is not None

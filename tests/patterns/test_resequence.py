@@ -192,6 +192,8 @@ def test_stopping_the_engine_releases_what_it_holds_in_order(tmp_path: Path, led
     ('{number: "${payload.seq}", call: {endpoint: ledger}, store: ledger}',
      "endpoint 'ledger' cannot keep a resequencer's state; declare a redis endpoint", "5:81"),
     ('{number: "${payload.seq}", call: {endpoint: ledger}, store: kept}', "unknown endpoint 'kept'", "5:81"),
+    ('{number: "${payload.seq}", call: {endpoint: ledger}, store: order, start: 1152921504606846976}',
+     "a sequence number kept in a store is at most 2^53 in size, got start: 1152921504606846976", "5:95"),
 ])
 def test_a_wrong_resequence_is_a_load_error_at_its_place(tmp_path: Path, step: str, message: str,
                                                          where: str) -> None:
@@ -200,6 +202,7 @@ def test_a_wrong_resequence_is_a_load_error_at_its_place(tmp_path: Path, step: s
       s: [{log: sent}]
     endpoints:
       ledger: {http: {url: "http://127.0.0.1:9"}}
+      order: {redis: {url: "redis://127.0.0.1:9/0"}}
     """)
 
 
