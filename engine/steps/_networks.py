@@ -18,7 +18,8 @@ takes a template instead (``${headers."x-real-ip"}``), whose value may be a comm
 (the last entry counts, the one the nearest proxy appended).  A missing or malformed address
 matches no ``cidr``.  An IPv4-mapped IPv6 address (a dual-stack listener's ::ffff:10.1.2.3) is
 its IPv4 address, and a network written that way (::ffff:10.0.0.0/104) the IPv4 network; so
-``::/0`` holds IPv6 callers only and ``0.0.0.0/0`` every IPv4 one, mapped or not.
+``::/0`` holds IPv6 callers only and ``0.0.0.0/0`` every IPv4 one, mapped or not.  A network
+with host bits set (10.1.2.3/8) is a load error: it would name all of 10.0.0.0/8.
 """
 
 from __future__ import annotations
@@ -225,6 +226,12 @@ def _networks(item: Any, place: tuple[Any, ...]) -> tuple[tuple[int, int, int], 
             network: Network = ipaddress.ip_network(str(cidr), strict=False)
         except ValueError as exc:
             raise StepConfigError(f"not a network or an address: {cidr!r} ({exc})", key) from None
+        written = str(cidr).split("/", 1)[0]
+        if "/" in str(cidr) and ipaddress.ip_address(written) != network.network_address:
+            # 10.1.2.3/8 is all of 10.0.0.0/8: a typo for 10.1.2.3 (or /32) would let in or keep out
+            # sixteen million addresses
+            raise StepConfigError(f"{cidr!r} has host bits set: write the network {network} or the one address "
+                                  f"{written}", key)
         network = _unmapped(network)
         found.append((network.version, int(network.network_address), int(network.netmask)))
     return tuple(found)

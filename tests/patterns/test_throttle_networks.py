@@ -119,6 +119,8 @@ async def test_network_limits_hold_in_redis(tmp_path: Path, redis: RedisServer) 
 @pytest.mark.parametrize(("settings", "message", "where"), [
     ("limit: 1\n          per: 1s\n          networks: [{cidr: 10.0.0.300/8}]", "not a network or an address", "8:29"),
     ("limit: 1\n          per: 1s\n          networks: [{cidr: [10.0.0.0/8, nope]}]", "'nope'", "8:42"),
+    ("limit: 1\n          per: 1s\n          networks: [{cidr: [10.0.0.0/8, 10.1.2.3/8]}]",
+     "'10.1.2.3/8' has host bits set: write the network 10.0.0.0/8 or the one address 10.1.2.3", "8:42"),
     ("networks: [{cidr: 10.0.0.0/8, access: deny, limit: 3}]", "limit goes with access: limit", "6:62"),
     ("networks: [{cidr: 10.0.0.0/8, access: allow}]", "give the step limit and per, or others: allow or deny",
      "6:11"),
