@@ -28,7 +28,7 @@ from typing import Any
 
 from engine import jsonfast, metrics
 from engine.compiler import CompileContext, StepConfigError
-from engine.errors import ExpressionError, ServiceUnavailable
+from engine.errors import ExpressionError, RequestInvalid, ServiceUnavailable
 from engine.message import JSON, Message
 from engine.registry import _KINDS, StepFn, step_kind
 from engine.steps._fork import cancel_swallowed, duration_field, seconds
@@ -48,13 +48,20 @@ class AggregatorFull(ServiceUnavailable):
     title = "Aggregator full"
 
 
+class NoCorrelationKey(RequestInvalid):
+    code = "no-correlation-key"
+    title = "No correlation key"
+
+
 def _schema() -> dict[str, Any]:
     return {
         "type": "object", "additionalProperties": False, "required": ["correlation", "complete"],
         "properties": {
             "correlation": {"type": "string",
                             "description": "The correlation key template: messages with the same key are gathered "
-                                           "into one group, e.g. ${payload.orderId} or ${headers.x-batch}."},
+                                           "into one group, e.g. ${payload.orderId} or ${headers.x-batch}; a message "
+                                           "it gives nothing for (null, missing) is refused, 422 "
+                                           "no-correlation-key."},
             "value": {"description": "What each message adds to its group (a template, e.g. ${payload.line}); "
                                      "default: its JSON payload."},
             "complete": {
@@ -191,7 +198,11 @@ class Aggregator:
     # -- a message arrives --
 
     async def arrive(self, msg: Message) -> None:
-        key = str(self.correlation.render(msg))
+        rendered = self.correlation.render(msg)
+        if rendered is None:  # as Camel's aggregator: keyless messages must not all join one "None" group
+            raise NoCorrelationKey(f"aggregate {self.step}: this message has no correlation key (its correlation "
+                                   "template gave nothing)", status=422 if msg.headers_are_request else 500)
+        key = str(rendered)
         gathered = self._value_of(msg)
         if len(self.taps.running) >= self.taps.bound:
             self._messages("refused")

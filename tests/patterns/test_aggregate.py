@@ -415,3 +415,23 @@ def test_two_engines_racing_on_one_redis_never_send_a_group_in_parts(tmp_path: P
     gathered = sorted((str(path).split("/")[2], n) for path, values in sent for n in values)  # type: ignore[attr-defined]
     assert gathered == sorted(lines)  # each line once: none lost, none sent twice
 
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+async def test_a_message_without_a_correlation_key_is_a_422_problem(tmp_path: Path, orders: BackendServer,
+                                                                    redis: RedisServer, kind: str) -> None:
+    """A message whose correlation template gives nothing (the field is missing) is refused: it
+    joined one group "None" with every other keyless message (and with the order really named
+    "None"), and that group was sent as if it were an order."""
+    durable = kind == "redis"
+    write_flows(tmp_path, _flows(orders, "{size: 2}", "store: groups" if durable else "",
+                                 store=_redis_store(redis) if durable else ""))
+    async with facade_client(tmp_path) as client:
+        keyless = [await client.post("/lines", json={"line": line}) for line in (1, 2)]
+        named = [await client.post("/lines", json={"order": "None", "line": line}) for line in (3, 4)]
+        await arrived(orders, 1)
+    assert [a.status_code for a in keyless] == [422, 422]
+    assert keyless[0].headers["content-type"].startswith("application/problem+json")
+    assert keyless[0].json()["type"].endswith("/no-correlation-key")
+    assert [a.status_code for a in named] == [202, 202]
+    assert _sent(orders) == [("/orders/None/size", [3, 4])]
