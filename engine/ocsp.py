@@ -91,6 +91,17 @@ UNAVAILABLE = Refusal(503, "certificate-status-unavailable", "Client certificate
 Verdict = Refusal | None  # None: served
 
 
+def shown_url(url: str) -> str:
+    """The URL as a log line or an error may show it: a password in it replaced by ***."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def ocsp_url(leaf: x509.Certificate) -> str | None:
     """The OCSP responder its Authority Information Access names (the first http one)."""
     from cryptography import x509
@@ -196,18 +207,19 @@ class OcspChecker:
         from engine.ocsp_response import OcspFailure
 
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
+        shown = shown_url(url)  # the messages below are logged: never a password
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session, session.post(
                     url, data=request, headers={"Content-Type": "application/ocsp-request"}) as answer:
                 if answer.status != 200:
-                    raise OcspFailure(f"the responder {url} answered HTTP {answer.status}")
+                    raise OcspFailure(f"the responder {shown} answered HTTP {answer.status}")
                 body = await _read_at_most(answer.content, MAX_ANSWER_BYTES + 1)
         except TimeoutError:
-            raise OcspFailure(f"the responder {url} did not answer within {self.settings.timeout:g} s") from None
+            raise OcspFailure(f"the responder {shown} did not answer within {self.settings.timeout:g} s") from None
         except aiohttp.ClientError as exc:
-            raise OcspFailure(f"the responder {url} cannot be reached ({exc.__class__.__name__}: {exc})") from None
+            raise OcspFailure(f"the responder {shown} cannot be reached ({exc.__class__.__name__}: {exc})") from None
         if len(body) > MAX_ANSWER_BYTES:
-            raise OcspFailure(f"the responder {url} answered more than {MAX_ANSWER_BYTES} bytes")
+            raise OcspFailure(f"the responder {shown} answered more than {MAX_ANSWER_BYTES} bytes")
         return body
 
 

@@ -179,7 +179,7 @@ class FacadeTls:
 def _ocsp_settings(n: dict[str, str], mode: str, client_ca: str | None, policy: str | None, responder: str | None,
                    timeout: float | None) -> OcspSettings | None:
     """The OCSP checks asked for, or None; a contradiction raises."""
-    from engine.ocsp import DEFAULT_TIMEOUT, POLICIES, OcspSettings
+    from engine.ocsp import DEFAULT_TIMEOUT, POLICIES, OcspSettings, shown_url
 
     if not policy:
         if responder or timeout is not None:
@@ -195,7 +195,7 @@ def _ocsp_settings(n: dict[str, str], mode: str, client_ca: str | None, policy: 
     if responder:
         parsed = urllib.parse.urlsplit(responder)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise TlsConfigError(f"{n['ocsp_responder']} {responder!r}: an http:// (or https://) URL of the OCSP "
+            raise TlsConfigError(f"{n['ocsp_responder']} {shown_url(responder)!r}: an http:// (or https://) URL of the OCSP "
                                  "responder, such as http://ocsp.example.com/")
     if timeout is not None and not timeout > 0:
         raise TlsConfigError(f"{n['ocsp_timeout']} {timeout:g}: seconds, more than 0")

@@ -262,3 +262,27 @@ def test_garbage_and_huge_answers_are_a_failed_lookup(pki: Pki, tmp_path: Path) 
         assert _problem(_get(pki, engine, huge)) == (503, "certificate-status-unavailable")
         wait_for(lambda: "answered more than 65536 bytes" in engine.log(), "the huge answer logged")
         assert "Traceback" not in engine.log()
+
+
+def test_a_responder_url_with_credentials_keeps_them_out_of_the_log(pki: Pki, tmp_path: Path) -> None:
+    """--tls-ocsp-responder http://user:password@host/ (a responder behind basic auth): a failed
+    lookup's log line names the responder without its password (it was written out whole)."""
+    responder = f"http://ocsp-reader:s3cret-pass@127.0.0.1:{free_port()}/"
+    with run_engine(write_flows(tmp_path, FLOWS), *_args(pki, "--tls-ocsp", "soft-fail", "--tls-ocsp-responder",
+                                                         responder)) as engine:
+        assert _get(pki, engine, pki.good).json()["cn"] == "partner-good"
+        wait_for(lambda: "OCSP: no answer for the client certificate CN=partner-good" in engine.log(),
+                 "the failed lookup logged")
+        assert "s3cret-pass" not in engine.log()
+        assert "http://ocsp-reader:***@127.0.0.1:" in engine.log()
+    for args in (["--tls-ocsp-responder", "ftp://ocsp-reader:s3cret-pass@127.0.0.1/"],):
+        import subprocess
+        import sys
+
+        from tests.support.engine import REPO
+
+        done = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(tmp_path), "--port", "0",
+                               "--management-port", "0", *_args(pki, "--tls-ocsp", "soft-fail", *args)],
+                              cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "an http:// (or https://) URL" in done.stderr, done.stderr
+        assert "s3cret-pass" not in done.stderr
