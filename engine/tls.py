@@ -195,8 +195,8 @@ def _ocsp_settings(n: dict[str, str], mode: str, client_ca: str | None, policy: 
     if responder:
         parsed = urllib.parse.urlsplit(responder)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise TlsConfigError(f"{n['ocsp_responder']} {shown_url(responder)!r}: an http:// (or https://) URL of the OCSP "
-                                 "responder, such as http://ocsp.example.com/")
+            raise TlsConfigError(f"{n['ocsp_responder']} {shown_url(responder)!r}: an http:// (or https://) URL of "
+                                 "the OCSP responder, such as http://ocsp.example.com/")
     if timeout is not None and not timeout > 0:
         raise TlsConfigError(f"{n['ocsp_timeout']} {timeout:g}: seconds, more than 0")
     return OcspSettings(policy, responder or None, timeout if timeout is not None else DEFAULT_TIMEOUT)
