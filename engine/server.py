@@ -369,12 +369,18 @@ def serve(opts: ServeOptions) -> int:
     except CannotListen as exc:
         print(f"interlace: {exc}", file=sys.stderr)
         return 1
-    log.info("facade on %s://%s:%d%s, management on http://%s:%d", "https" if opts.tls else "http", opts.host,
-             opts.port, f" (client certificates {opts.tls.client_cert})" if opts.tls and opts.tls.client_ca else "",
-             management_host, opts.management_port)
+    log.info("facade on %s://%s:%d%s, management on http://%s:%d", "https" if opts.tls else "http",
+             _url_host(opts.host), opts.port,
+             f" (client certificates {opts.tls.client_cert})" if opts.tls and opts.tls.client_ca else "",
+             _url_host(management_host), opts.management_port)
     if opts.workers <= 1:
         return int(_event_loop_runner()(serve_worker(opts, facade_sock, management_sock)))
     return _supervise(opts, facade_sock, management_sock)
+
+
+def _url_host(host: str) -> str:
+    """The host as a URL writes it: an IPv6 address in brackets (http://[::1]:9200)."""
+    return f"[{host}]" if ":" in host else host
 
 
 # a worker that died is started again after a pause that doubles while it keeps dying young

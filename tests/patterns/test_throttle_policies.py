@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from engine.loader import LoadErrors, load_project
-from tests.support.engine import run_engine, write_flows
+from tests.support.engine import RunningEngine, run_engine, wait_for, write_flows
 from tests.support.redis_server import RedisServer
 
 
@@ -202,3 +202,44 @@ def test_a_wrong_policy_is_a_load_error_at_its_place(tmp_path: Path, throttle: s
         load_project(tmp_path)
     text = str(caught.value)
     assert message in text and f"flows.yaml:{where}:" in text, text
+
+
+def test_an_engine_on_ipv6_loopback_sees_and_limits_ipv6_callers(tmp_path: Path) -> None:
+    """--host ::1: ${client.address} is ::1, a ::1/128 policy holds it, and the start's log line
+    gives the facade's URL as a URL (http://[::1]:port; it said http://::1:port)."""
+    write_flows(tmp_path, """
+flows:
+  who:
+    source: {http: {method: GET, path: /who}}
+    steps:
+      - throttle:
+          policies:
+            - {cidr: "::1/128", limit: 1, per: 1h}
+          others: deny
+      - respond: {json: {address: "${client.address}"}}
+""")
+    with run_engine(tmp_path, "--host", "::1", wait_ready=False) as engine:
+        url = f"http://[::1]:{engine.port}"
+        assert f"facade on {url}, " in _wait_for_log(engine, "facade on ")
+        first, second = (_retrying_get(f"{url}/who") for _ in range(2))
+    assert first.json() == {"address": "::1"}
+    assert second.status_code == 429
+
+
+def _wait_for_log(engine: RunningEngine, text: str) -> str:
+    wait_for(lambda: text in engine.log(), text)
+    return engine.log()
+
+
+def _retrying_get(url: str) -> httpx.Response:
+    answers: list[httpx.Response] = []
+
+    def got() -> bool:
+        try:
+            answers.append(httpx.get(url, timeout=10))
+        except httpx.TransportError:
+            return False
+        return True
+
+    wait_for(got, f"an answer from {url}")
+    return answers[-1]
