@@ -229,8 +229,20 @@ class Aggregator:
         self._messages("gathered")
         reason = self._reason(group.values, msg)
         msg.vars["group"] = {"key": key, "size": len(group.values), "completed_by": reason}
-        if reason is not None:
-            await self._complete(key, reason, msg.correlation_id, group.opened_by)
+        if reason is None:
+            return
+        try:
+            values = await self.groups.take(key, group.opened_by)
+        except Exception as exc:
+            if not self.durable:
+                raise
+            # the message is in its group already: a 503 would have the caller send it twice.  The
+            # group stays open, completed by its next message or by time once the store answers.
+            log.warning("%s: a group completed by %s could not be taken from its store (%s); it stays open",
+                        self.step, reason, type(exc).__name__)
+            msg.vars["group"]["completed_by"] = None
+            return
+        self._send(key, reason, msg.correlation_id, values)
 
     def _value_of(self, msg: Message) -> Any:
         value = self.value.render(msg) if self.value is not None else json_payload(msg, "aggregate")
@@ -260,7 +272,9 @@ class Aggregator:
     # -- a group completes --
 
     async def _complete(self, key: str, reason: str, correlation_id: str, opened_by: int | None = None) -> None:
-        values = await self.groups.take(key, opened_by)
+        self._send(key, reason, correlation_id, await self.groups.take(key, opened_by))
+
+    def _send(self, key: str, reason: str, correlation_id: str, values: list[Any]) -> None:
         if not values:
             return  # another message, the sweeper or another replica took it first
         self._completed(reason)

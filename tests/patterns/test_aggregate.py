@@ -435,3 +435,27 @@ async def test_a_message_without_a_correlation_key_is_a_422_problem(tmp_path: Pa
     assert keyless[0].json()["type"].endswith("/no-correlation-key")
     assert [a.status_code for a in named] == [202, 202]
     assert _sent(orders) == [("/orders/None/size", [3, 4])]
+
+
+async def test_a_redis_store_failing_as_a_group_completes_loses_and_duplicates_nothing(
+        tmp_path: Path, orders: BackendServer, redis: RedisServer) -> None:
+    """Redis takes the message into its group, then fails taking the completed group (here its
+    ACL refuses DEL, as a store going away between the two would): the caller's message is kept,
+    so it is answered 202, not 500 (a retry would have added it twice), and the group completes
+    with the next message once Redis answers again."""
+    assert redis.command("ACL", "SETUSER", "no-del", "on", ">pw", "~*", "+@all", "-del").startswith(b"+OK")
+    store = f'\n      groups: {{redis: {{url: "redis://no-del:pw@127.0.0.1:{redis.port}/0", key_prefix: "agg-acl:"}}}}'
+    write_flows(tmp_path, _flows(orders, "{size: 2}", "store: groups", store=store))
+    try:
+        async with facade_client(tmp_path) as client:
+            first = await client.post("/lines", json={"order": "o-1", "line": 1})
+            second = await client.post("/lines", json={"order": "o-1", "line": 2})
+            assert redis.command("ACL", "SETUSER", "no-del", "+del").startswith(b"+OK")
+            third = await client.post("/lines", json={"order": "o-1", "line": 3})
+            await arrived(orders, 1)
+    finally:
+        redis.command("ACL", "DELUSER", "no-del")
+    assert (first.status_code, second.status_code, third.status_code) == (202, 202, 202)
+    assert second.json() == {"group": {"key": "o-1", "size": 2, "completed_by": None}}
+    assert third.json() == {"group": {"key": "o-1", "size": 3, "completed_by": "size"}}
+    assert _sent(orders) == [("/orders/o-1/size", [1, 2, 3])]
