@@ -131,11 +131,15 @@ def compile_resequence(config: Any, ctx: CompileContext) -> StepFn:
         if not -LARGEST <= int(config["start"]) <= LARGEST:  # else every message would be refused 422
             raise StepConfigError(f"a sequence number kept in a store is at most 2^53 in size, got start: "
                                   f"{config['start']}", "start")
+    number = ctx.template(config["number"], "number")
+    if number.is_constant:  # every message would have the same number (or none): a forgotten ${...}
+        raise StepConfigError(f"number gives each message its own sequence number: a template such as "
+                              f"${{payload.seq}}, not the constant {config['number']!r}", "number")
     ctx.needs_body()  # the message is held: a streamed body is read first
     target = _target(config, ctx)
     assert target is not None
     resequencer = _kind(config, ctx)(
-        ctx.owner, ctx.step_id, ctx.template(config["number"], "number"), target,
+        ctx.owner, ctx.step_id, number, target,
         batch=mode == "batch",
         wait=seconds(config["timeout"], "timeout") if "timeout" in config else DEFAULT_WAIT,
         start=int(config["start"]) if "start" in config else None,

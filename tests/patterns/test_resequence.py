@@ -187,6 +187,8 @@ def test_stopping_the_engine_releases_what_it_holds_in_order(tmp_path: Path, led
     ('{number: "${payload.seq}", size: 5, call: {endpoint: ledger}}', "size belongs to mode: batch", "5:54"),
     ('{number: "${payload.seq}", timeout: 0s, call: {endpoint: ledger}}', "a duration greater than zero", "5:57"),
     ('{number: "${payload.seq}", call: {endpoint: nowhere}}', "unknown endpoint 'nowhere'", "5:65"),
+    ('{number: "payload.seq", call: {endpoint: ledger}}',
+     "a template such as ${payload.seq}, not the constant 'payload.seq'", "5:30"),
     ('{number: "${payload.", call: {endpoint: ledger}}', "unclosed ${", "5:30"),
     ('{number: "${payload.seq}", mode: sorted, call: {endpoint: ledger}}', "expected one of stream, batch", "5:54"),
     ('{number: "${payload.seq}", call: {endpoint: ledger}, store: ledger}',
