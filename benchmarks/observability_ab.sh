@@ -19,6 +19,12 @@
 #   traced      tracing on at 100 % (OTEL_TRACES_SAMPLER=always_on), OTLP/HTTP to a loopback sink
 #               that decodes every export and counts its spans (2 a request: server, and the call step's client span)
 #   requestlog  tracing off, one JSON request line per request (--log-level info) into a file
+# and, named in ENGINES only, tracing's cost taken apart (each traced at 100 %, as "traced"):
+#   tracedids       OTEL_BSP_MAX_QUEUE_SIZE=0: every span dropped before it is encoded (the ids,
+#                   the current span, the traceparent sent on, the exemplars; no span written)
+#   tracednoqueue   this tree with each span encoded and then dropped (never queued)
+#   tracednoexport  this tree with the spans encoded and queued, a full batch dropped by the
+#                   request that fills it (no export thread at work)
 #
 # CPU per request = utime + stime (/proc/PID/stat) of the engine process (its span export
 # thread included: engine/span_export.py) and of any process under it, over the requests wrk
@@ -84,6 +90,25 @@ for path in [*root.glob("engine/**/*.py"), *root.glob("connectors/**/*.py")]:
 assert count >= 4, count
 '
 
+if [[ " ${ENGINES:-} " == *" tracednoqueue "* ]]; then
+    variant tracednoqueue '
+import pathlib, sys
+path = pathlib.Path(sys.argv[1]) / "engine/tracing.py"
+text = path.read_text()
+assert text.count("pending.append(") >= 6, text.count("pending.append(")
+path.write_text(text.replace("pending.append(", "("))
+'
+fi
+if [[ " ${ENGINES:-} " == *" tracednoexport "* ]]; then
+    variant tracednoexport '
+import pathlib, sys
+path = pathlib.Path(sys.argv[1]) / "engine/tracing.py"
+text = path.read_text()
+assert text.count("exporter.wake.set()") >= 3, text.count("exporter.wake.set()")
+path.write_text(text.replace("exporter.wake.set()", "del pending[:]"))
+'
+fi
+
 BEFORE_DIR=${BEFORE:-}
 engines=(nometrics notracing off traced requestlog)
 [ -n "$BEFORE_DIR" ] && engines=(before beforetraced "${engines[@]}")
@@ -99,13 +124,19 @@ for e in "${engines[@]}"; do
     level=warning
     case $e in
         traced) env_words=("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT" "OTEL_TRACES_SAMPLER=always_on") ;;
+        # the parts: no timed export either, so that the sink counts "traced"'s spans alone
+        tracednoqueue | tracednoexport)
+            env_words=("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT" "OTEL_TRACES_SAMPLER=always_on"
+                       "OTEL_BSP_SCHEDULE_DELAY=3600000") ;;
+        tracedids) env_words=("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT" "OTEL_TRACES_SAMPLER=always_on"
+                              "OTEL_BSP_SCHEDULE_DELAY=3600000" "OTEL_BSP_MAX_QUEUE_SIZE=0") ;;
         beforetraced) env_words=("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$((SINK_PORT + 1))"
                                  "OTEL_TRACES_SAMPLER=always_on") ;;
         requestlog) level=info ;;
     esac
     case $e in  # python -m finds the engine package in the working folder first
         before | beforetraced) dir=$BEFORE_DIR ;;
-        nometrics | notracing) dir=$WORK/$e ;;
+        nometrics | notracing | tracednoqueue | tracednoexport) dir=$WORK/$e ;;
         *) dir=$ROOT ;;
     esac
     (cd "$dir" && exec env "${env_words[@]}" BACKEND_URL="http://127.0.0.1:$BACKEND_PORT" taskset -c 0 \
@@ -191,6 +222,9 @@ if "notracing" in cpu:
     print(f"tracing off:          {cpu['off'] / cpu['notracing'] - 1:+.1%} against the tracing code compiled away")
 if "nometrics" in cpu:
     print(f"metrics:              {cpu['off'] / cpu['nometrics'] - 1:+.1%} against no telemetry at all")
+for part in ("tracedids", "tracednoqueue", "tracednoexport"):
+    if part in cpu:
+        print(f"{part + ':':<22}{cpu[part] / cpu['off'] - 1:+.1%} against off{paired(part, 'off')}")
 if "requestlog" in cpu:
     print(f"request log (info):   {cpu['requestlog'] / cpu['off'] - 1:+.1%} against off{paired('requestlog', 'off')}")
 spans, served = int(sys.argv[2]), int(sys.argv[3])
