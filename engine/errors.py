@@ -267,6 +267,16 @@ class ExpressionError(FlowError):
     title = "Expression error"
 
 
+class RequestDataInvalid(ExpressionError):
+    """An expression that reads only the caller's data (the request's body, headers, query or path
+    parameters) met a value of a type it cannot take there: the caller's mistake, not the flow's
+    (engine/expression_blame.py says when)."""
+
+    status = 422
+    code = "request-data-invalid"
+    title = "Request data does not fit the flow"
+
+
 def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase

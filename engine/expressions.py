@@ -29,7 +29,8 @@ from jmespath import functions as jp_functions
 from jmespath import visitor as jp_visitor
 from lxml import etree
 
-from engine.errors import ExpressionError
+from engine import expression_blame
+from engine.errors import ExpressionError, RequestDataInvalid
 from engine.message import Message
 
 ROOTS = ("payload", "headers", "vars", "path", "query", "env", "secret", "error", "status", "method",
@@ -638,6 +639,18 @@ def compile_query(source: str) -> Getter:
     return _query_node(jmespath.compile(source).parsed)
 
 
+def query_failed(source: str, exc: jp_exceptions.JMESPathError, msg: Message) -> ExpressionError:
+    """The error of a ``compile_query`` query over ``msg``'s payload: the caller's (422) while
+    the payload is the request's and only its data can have caused it, else the flow's (500).
+    Works the tree out again: this runs once an error came, never for a query that answers."""
+    blame = expression_blame.of(jmespath.compile(source).parsed, _OPTIONS.custom_functions.FUNCTION_TABLE,
+                                document=True)
+    part = blame.request_part(msg, exc) if blame is not None else None
+    if part is not None and isinstance(exc, jp_exceptions.JMESPathTypeError):
+        return RequestDataInvalid(request_data_detail(part, source, exc, braced=False), internal=source)
+    return ExpressionError(f"jmespath transform failed: {exc}")
+
+
 def _query_node(node: dict[str, Any]) -> Getter:
     kind = node["type"]
     children = node.get("children", [])
@@ -764,8 +777,8 @@ def _copy_tree(node: Any) -> Any:
 class Expr:
     """One compiled ``${...}`` expression."""
 
-    __slots__ = ("_getter", "_on_payload", "_rows", "_run", "direct", "env", "env_refs", "fields", "secret_refs",
-                 "secrets", "source", "uses_payload")
+    __slots__ = ("_getter", "_on_payload", "_rows", "_run", "blame", "direct", "env", "env_refs", "fields",
+                 "secret_refs", "secrets", "source", "uses_payload")
 
     def __init__(self, source: str, namespaces: Mapping[str, str] | None = None,
                  env: Mapping[str, str] | None = None, secrets: Mapping[str, str] | None = None) -> None:
@@ -791,6 +804,8 @@ class Expr:
         except UnknownRoot as exc:
             raise UnknownRoot(exc.name, source) from None
         self.uses_payload = usage.payload
+        # whether a run-time type error can be the caller's data (422) rather than the flow's (500)
+        self.blame = expression_blame.of(parsed, _OPTIONS.custom_functions.FUNCTION_TABLE)
         self.env_refs = frozenset(usage.env_refs)
         self.secret_refs = frozenset(usage.secret_refs)
         # a path of fields from a message root, read without a Context (it cannot raise)
@@ -838,7 +853,7 @@ class Expr:
         except ExpressionError:
             raise
         except jp_exceptions.JMESPathError as exc:
-            raise self._failed(exc) from exc
+            raise self._failed(exc, msg) from exc
 
     @property
     def reads_payload_only(self) -> bool:
@@ -856,7 +871,7 @@ class Expr:
         except ExpressionError:
             raise
         except jp_exceptions.JMESPathError as exc:
-            raise self._failed(exc) from exc
+            raise self._failed(exc, None) from exc  # no message: not known to be the request's
 
     def evaluate(self, msg: Message) -> Any:
         if self.direct is not None:
@@ -866,9 +881,14 @@ class Expr:
         except ExpressionError:
             raise
         except jp_exceptions.JMESPathError as exc:
-            raise self._failed(exc) from exc
+            raise self._failed(exc, msg) from exc
 
-    def _failed(self, exc: jp_exceptions.JMESPathError) -> ExpressionError:
+    def _failed(self, exc: jp_exceptions.JMESPathError, msg: Message | None) -> ExpressionError:
+        """The error to raise: the caller's (422) when only the request's data can have caused it,
+        else the flow's (500).  Only here, once an error came: a request that evaluates pays nothing."""
+        part = self.blame.request_part(msg, exc) if self.blame is not None else None
+        if part is not None and isinstance(exc, jp_exceptions.JMESPathTypeError):
+            return RequestDataInvalid(request_data_detail(part, self.source, exc), internal=f"${{{self.source}}}")
         # the caller sees what went wrong, the log also sees which expression
         return ExpressionError(f"a flow expression could not be evaluated on this message: {exc}",
                                internal=f"${{{self.source}}}")
@@ -878,6 +898,21 @@ class Expr:
 
     def __repr__(self) -> str:
         return f"Expr(${{{self.source}}})"
+
+
+def request_data_detail(part: str, source: str, exc: jp_exceptions.JMESPathTypeError, braced: bool = True) -> str:
+    """What a caller is told when its data does not fit an expression: the part of the request,
+    the flow's expression, and the types (never the value: it may be large, and the headers'
+    may be credentials)."""
+    expected = " or ".join(str(kind) for kind in exc.expected_types)
+    got = _JSON_TYPE.get(exc.actual_type, exc.actual_type)  # an array's element is named by its Python type
+    shown = f"${{{source}}}" if braced else source
+    return (f"the request does not fit this flow in its {part}: {shown} needs {expected} for "
+            f"{exc.function_name}(), and got {got}")
+
+
+_JSON_TYPE = {"null": "nothing (it is missing)", "NoneType": "null", "int": "number", "float": "number",
+              "str": "string", "bool": "boolean", "list": "array", "dict": "object"}
 
 
 _HELPERS: list[Any] = []

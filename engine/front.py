@@ -41,6 +41,7 @@ from engine.errors import (
     MissingBody,
     NotFound,
     PayloadTooLarge,
+    RequestDataInvalid,
     UnencodableValue,
     UnsupportedMediaType,
 )
@@ -571,6 +572,7 @@ class Facade(Starlette):
                 msg = _request_message(headers, route, {}, cid, method, query, extensions, client)
                 if length:
                     msg.set_body(body, msg.content_type)
+                    msg.payload_is_request = True  # set_body cleared it: this body is the caller's
             answer = now.recall(msg)
             if answer is None:
                 return False
@@ -600,6 +602,8 @@ class Facade(Starlette):
         if exc.status >= 500:
             log.warning("flow %s: %s %s (step %s)%s", flow, exc.status, exc.detail, getattr(exc, "step_id", "-"),
                         f": {exc.internal}" if exc.internal else "")
+        elif isinstance(exc, RequestDataInvalid):  # the caller's mistake, not the flow's: worth a line, not an alarm
+            log.info("flow %s: %s %s (step %s)", flow, exc.status, exc.detail, getattr(exc, "step_id", "-"))
         status, body = problem(exc, path, cid)
         extra: list[tuple[bytes, bytes]] = []
         if isinstance(exc, MethodNotAllowed):
@@ -628,6 +632,7 @@ class Facade(Starlette):
             # the receive() round trip
             whole = take_body(receive)
             msg.set_body(whole if whole is not None else await _read_all(receive, route.max_body), content_type)
+            msg.payload_is_request = True  # set_body cleared it: this body is the caller's
             return msg
         first: Any = None
         if length is None and method in route.needs_body:
@@ -636,6 +641,7 @@ class Facade(Starlette):
             if first["type"] == "http.request" and not first.get("body") and not first.get("more_body"):
                 raise MissingBody(f"this route takes a {route.accepts} body; the request has none")
         msg.set_stream(_stream(receive, route.max_body, seen if length is None else None, first), content_type)
+        msg.payload_is_request = True
         return msg
 
 
@@ -682,6 +688,7 @@ def _request_message(headers: dict[str, str], route: FlowRoute, params: dict[str
     # correlation_id, max_body), positional
     msg = Message(b"", None, content_type, headers, method, params, _query(query_string) if query_string else {},
                   query_string, cid, route.max_body)
+    msg.payload_is_request = True  # the caller's (empty) body, until a step replaces it (engine/expression_blame.py)
     if client is not None:  # the connection's peer, (host, port): ${client.*} (Message.client)
         msg.attributes[CLIENT] = client
     tls = extensions.get("tls")

@@ -65,12 +65,15 @@ class Message:
     ``headers`` are the current message's transport headers, lower-cased: the request's at
     first, the backend reply's after a ``call``.  ``headers_explicit`` names the headers a
     flow set itself; when the headers are still the request's, only those reach the client.
+    ``payload_is_request`` is True while the body is the caller's request body as it came (the
+    front sets it; any new body or payload, or a change in place, clears it): an expression
+    error on it is the caller's mistake (engine/expression_blame.py).
     """
 
     __slots__ = (
         "_body", "_payload", "_stream", "attributes", "content_type", "correlation_id", "done",
         "error", "headers", "headers_are_request", "headers_explicit", "max_body", "method",
-        "path_params", "query", "query_string", "status", "trace", "vars",
+        "path_params", "payload_is_request", "query", "query_string", "status", "trace", "vars",
     )
 
     def __init__(  # positional too: the front makes one per request, and keywords cost a dict per call
@@ -92,6 +95,7 @@ class Message:
         self.content_type = content_type
         self.headers: dict[str, str] = headers if headers is not None else {}
         self.headers_are_request = True
+        self.payload_is_request = False  # the front's request messages only
         self.headers_explicit: set[str] = set()
         self.vars: dict[str, Any] = {}
         self.attributes: dict[str, Any] = {}
@@ -150,6 +154,7 @@ class Message:
         self._body = body
         self._stream = None
         self._payload = _UNSET
+        self.payload_is_request = False
         if content_type is not None:
             self.content_type = content_type
 
@@ -157,6 +162,7 @@ class Message:
         self._stream = stream
         self._body = None
         self._payload = _UNSET
+        self.payload_is_request = False
         self.content_type = content_type
 
     # --- payload ----------------------------------------------------------------------------
@@ -185,6 +191,7 @@ class Message:
         self._payload = value
         self._body = None
         self._stream = None
+        self.payload_is_request = False
         self.content_type = content_type or _DEFAULT_CONTENT_TYPE.get(kind, "application/octet-stream")
 
     def _parse(self, body: bytes) -> Any:
@@ -213,6 +220,7 @@ class Message:
     def mark_payload_changed(self) -> None:
         """Call after changing the parsed payload in place (e.g. writing at a JSONPath)."""
         self._body = None
+        self.payload_is_request = False
 
     # --- the connection -------------------------------------------------------------------------
 

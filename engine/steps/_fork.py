@@ -53,6 +53,8 @@ def fork(msg: Message, payload: Any = None, *, with_payload: bool = False) -> Me
     if with_payload:  # the item is the branch's own (split items are standalone copies)
         branch.set_payload(payload, XML if _is_xml(payload) else JSON)
     branch.headers_are_request = msg.headers_are_request
+    # the parent's body is the branch's; a split item is a value the flow picked (not known to be the request's)
+    branch.payload_is_request = msg.payload_is_request and not with_payload
     branch.headers_explicit = set(msg.headers_explicit)
     branch.vars = dict(msg.vars)
     branch.attributes = dict(msg.attributes)

@@ -9,8 +9,8 @@ from jmespath import exceptions as jp_exceptions
 
 from engine.compiler import CompileContext, StepConfigError
 from engine.convert import json_to_xml, xml_to_json
-from engine.errors import ExpressionError, MalformedBody, UnsupportedMediaType
-from engine.expressions import compile_query, to_text
+from engine.errors import MalformedBody, UnsupportedMediaType
+from engine.expressions import compile_query, query_failed, to_text
 from engine.message import JSON, XML, Message
 from engine.registry import StepFn, step_kind
 from engine.steps._shapers import Shaper
@@ -146,6 +146,6 @@ def _jmespath(source: str, ctx: CompileContext, content_type: str | None) -> Ste
         try:
             return query(document)
         except jp_exceptions.JMESPathError as exc:
-            raise ExpressionError(f"jmespath transform failed: {exc}") from exc
+            raise query_failed(source, exc, msg) from exc
 
     return _shaper(reshaped, JSON, content_type)

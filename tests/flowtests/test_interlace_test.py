@@ -216,3 +216,44 @@ def test_pytest_collects_suites_as_items(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
                             capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert "1 passed" in result.stdout, result.stdout
+
+
+COUNTING = """
+endpoints:
+  crm: {http: {url: "http://crm.internal"}}
+flows:
+  count:
+    source: {http: {method: POST, path: /count}}
+    steps:
+      - respond: {json: {count: "${length(payload.items)}"}}
+  count-reply:
+    source: {http: {method: POST, path: /count-reply}}
+    steps:
+      - call: {endpoint: crm, method: GET, path: /items}
+      - respond: {json: {count: "${length(payload.items)}"}}
+"""
+
+COUNTING_SUITE = """
+cases:
+  - name: the caller's body of the wrong type is the caller's mistake
+    request: {method: POST, path: /count, json: {items: 5}}
+    expect: {status: 422}
+  - name: a backend's answer of the wrong type is the flow's
+    request: {method: POST, path: /count-reply, json: {items: []}}
+    mocks:
+      crm: [{match: {method: GET, path: /items}, respond: {json: {items: 5}}}]
+    expect: {status: 500}
+"""
+
+
+@pytest.mark.anyio
+async def test_a_suite_sees_the_status_a_caller_would(tmp_path: Path) -> None:
+    # the runner drives the same facade: 422 request-data-invalid on the request's data, 500 on a reply's
+    (tmp_path / "flows.yaml").write_text(dedent(COUNTING).lstrip())
+    (tmp_path / "flows.test.yaml").write_text(dedent(COUNTING_SUITE).lstrip())
+    outcomes = await run_paths([tmp_path])
+    text, passed, failed = text_report(outcomes, style=Style(False))
+    assert (passed, failed) == (2, 0), text
+    (tmp_path / "flows.test.yaml").write_text(dedent(COUNTING_SUITE).lstrip().replace("status: 422", "status: 500"))
+    text, passed, failed = text_report(await run_paths([tmp_path]), style=Style(False))
+    assert (passed, failed) == (1, 1) and "422" in text, text
