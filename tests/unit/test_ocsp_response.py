@@ -18,8 +18,16 @@ from engine.ocsp_response import OcspFailure, ocsp_request, read_response
 from engine.tls import FacadeTls, TlsConfigError
 from tests.support.pki import Authority, Issued
 
-NOW = datetime.datetime.now(datetime.UTC)
 HOUR = datetime.timedelta(hours=1)
+# the reading's clock, set as each test starts (_clock): taken at import, it was minutes behind
+# certificates issued when the full suite reached this file, older than their validity's leeway
+NOW = datetime.datetime.now(datetime.UTC)
+
+
+@pytest.fixture(autouse=True)
+def _clock() -> None:
+    global NOW
+    NOW = datetime.datetime.now(datetime.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +41,8 @@ def leaf(ca: Authority) -> Issued:
 
 
 def _answer(ca: Authority, leaf: Issued, signer: Issued | None = None, *, status: str = "good",
-            this_update: datetime.datetime = NOW, next_update: datetime.datetime | None = NOW + HOUR,
+            this_update: datetime.datetime | None = None,
+            next_update: datetime.datetime | datetime.timedelta | None = HOUR,
             nonce: bytes | None = None, about: Issued | None = None,
             by_key: bool = False, responder_status: ocsp.OCSPResponseStatus | None = None) -> bytes:
     """An answer about ``about`` (default ``leaf``) signed by ``signer``'s key (default the CA's)."""
@@ -41,6 +50,9 @@ def _answer(ca: Authority, leaf: Issued, signer: Issued | None = None, *, status
         return ocsp.OCSPResponseBuilder.build_unsuccessful(responder_status).public_bytes(Encoding.DER)
     cert_status = {"good": ocsp.OCSPCertStatus.GOOD, "revoked": ocsp.OCSPCertStatus.REVOKED,
                    "unknown": ocsp.OCSPCertStatus.UNKNOWN}[status]
+    this_update = NOW if this_update is None else this_update
+    if isinstance(next_update, datetime.timedelta):  # after NOW
+        next_update = NOW + next_update
     revoked_at = NOW - HOUR if status == "revoked" else None
     builder = ocsp.OCSPResponseBuilder().add_response(
         (about or leaf).certificate, ca.ca.certificate, hashes.SHA1(), cert_status, this_update, next_update,
