@@ -60,6 +60,9 @@ class Blame:
 
     roots: frozenset[str]
     headers: frozenset[str] | None
+    # the expression's value is itself read from the roots as it is (``payload.orders``): a split
+    # of it splits the caller's data
+    value_is_read: bool = False
 
     def request_part(self, msg: Message | None, error: Exception) -> str | None:
         """Which part of the request did not fit, as a detail names it; None when the error is
@@ -85,13 +88,13 @@ def of(tree: dict[str, Any], functions: Mapping[str, Any], document: bool = Fals
     roots."""
     walk = _Walk(functions)
     try:
-        walk.value(tree, SOURCED if document else ROOT)
+        read = walk.value(tree, SOURCED if document else ROOT)
     except _FlowsOwn:
         return None
     roots = {"payload"} if document else walk.roots
     if not roots:
         return None
-    return Blame(frozenset(roots), None if walk.whole_headers else frozenset(walk.header_names))
+    return Blame(frozenset(roots), None if walk.whole_headers else frozenset(walk.header_names), read)
 
 
 class _Walk:

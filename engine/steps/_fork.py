@@ -40,12 +40,13 @@ def cancel_swallowed() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-def fork(msg: Message, payload: Any = None, *, with_payload: bool = False) -> Message:
+def fork(msg: Message, payload: Any = None, *, with_payload: bool = False, item_is_request: bool = False) -> Message:
     """A message for one branch: the same request, its own headers and variables.
 
     The body bytes are shared (bytes never change in place); a branch that parses and edits the
     payload works on its own parse.  ``with_payload`` makes the branch's payload ``payload``
-    instead (a split item)."""
+    instead (a split item); ``item_is_request``: that item is a piece of the caller's request
+    body as it came (Message.payload_is_request)."""
     branch = Message(body=b"" if with_payload else msg.body, content_type=msg.content_type,
                      headers=dict(msg.headers), method=msg.method, path_params=msg.path_params,
                      query=msg.query, query_string=msg.query_string, correlation_id=msg.correlation_id,
@@ -53,8 +54,8 @@ def fork(msg: Message, payload: Any = None, *, with_payload: bool = False) -> Me
     if with_payload:  # the item is the branch's own (split items are standalone copies)
         branch.set_payload(payload, XML if _is_xml(payload) else JSON)
     branch.headers_are_request = msg.headers_are_request
-    # the parent's body is the branch's; a split item is a value the flow picked (not known to be the request's)
-    branch.payload_is_request = msg.payload_is_request and not with_payload
+    # the parent's body is the branch's; a split item is the request's only when its split says so
+    branch.payload_is_request = item_is_request if with_payload else msg.payload_is_request
     branch.headers_explicit = set(msg.headers_explicit)
     branch.vars = dict(msg.vars)
     branch.attributes = dict(msg.attributes)

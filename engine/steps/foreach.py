@@ -20,6 +20,7 @@ from lxml import etree
 from engine.compiler import CompileContext, StepConfigError, Steps, internal_error
 from engine.convert import json_to_xml, xml_name
 from engine.errors import ExpressionError, FlowError
+from engine.expressions import Expr, ExpressionSyntaxError, find_expressions
 from engine.message import JSON, XML, Message
 from engine.registry import STEPS_REF, StepFn, step_kind
 from engine.steps._fork import duration_field, fork, result_of, seconds
@@ -125,6 +126,10 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
     root, item_name = xml_name(str(config.get("root", "results"))), xml_name(str(config.get("item", "item")))
     var, errors_var, stats_var = config.get("var"), config.get("errors"), config.get("stats")
     source = _source(config, ctx)
+    # whether the items are pieces of the payload as it is (a stream or xpath of the body, items:
+    # ${payload.orders}): then, while the payload is the request's, so is each item, and an
+    # expression error on one is the caller's (engine/expression_blame.py)
+    split_payload = "items" not in config or _reads_payload(config["items"], ctx)
     # items from an expression, one at a time, through steps that only shape values: no message per item
     shapers = shapers_of(plan.steps) if plan.concurrency == 1 and plan.timeout is None else None
     listed = ctx.template(config["items"], "items") if shapers is not None and "items" in config else None
@@ -148,6 +153,7 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
     async def run(msg: Message) -> None:
         if into is not None and not msg.is_streaming:
             json_payload(msg, "foreach into a JSONPath")
+        from_request = split_payload and msg.payload_is_request
         rendered = None
         parsed = False
         if render_listed is not None and shapers is not None and msg.trace is None:
@@ -163,10 +169,10 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
                 stats = {"items": len(rendered), "succeeded": len(rendered), "failed": 0, "complete": True} \
                     if stats_var is not None else {}
             else:
-                results, failures, stats = _shape_items(msg, items, plan, shapers, ids)
+                results, failures, stats = _shape_items(msg, items, plan, shapers, ids, from_request)
         else:
             plain = False
-            results, failures, stats = await _run_items(msg, source(msg), plan)
+            results, failures, stats = await _run_items(msg, source(msg), plan, from_request)
         if errors_var is not None:
             msg.vars[errors_var] = failures
         if stats_var is not None:
@@ -252,6 +258,20 @@ def _source(config: Any, ctx: CompileContext) -> ItemSource:
     return from_xml
 
 
+def _reads_payload(items: Any, ctx: CompileContext) -> bool:
+    """Whether ``items`` is one whole ``${...}`` whose value is read from the payload as it is."""
+    if not isinstance(items, str):
+        return False
+    spans = find_expressions(items.strip())
+    if len(spans) != 1 or spans[0][0] != 0 or spans[0][1] != len(items.strip()):
+        return False
+    try:
+        blame = Expr(spans[0][2]).blame
+    except ExpressionSyntaxError:
+        return False  # ctx.template has already said so at its line
+    return blame is not None and blame.value_is_read and blame.roots == {"payload"}
+
+
 def _listed_items(value: Any) -> Iterable[Any]:
     if type(value) is list:  # a JSON array, by far the most common: no ABC check
         return value
@@ -278,7 +298,7 @@ def _all_at_once(render_items: Any, msg: Message, items: Iterable[Any], parsed: 
 
 
 def _shape_items(msg: Message, items: Iterable[Any], plan: _Plan, shapers: tuple[Shaper, ...],
-                 ids: tuple[str, ...]) -> tuple[list[Any], list[Any], dict[str, Any]]:
+                 ids: tuple[str, ...], from_request: bool = False) -> tuple[list[Any], list[Any], dict[str, Any]]:
     """What _run_items gives for steps that only shape the message, run on one scratch message
     that takes each item in turn.  What the steps write (the payload always; variables, headers,
     status for set and remove) is put back as the fork made it before each item, so what one
@@ -310,6 +330,8 @@ def _shape_items(msg: Message, items: Iterable[Any], plan: _Plan, shapers: tuple
         if reset_status:
             scratch.status = base_status
         scratch.set_payload(item, XML if isinstance(item, etree._Element) else JSON)
+        if from_request:
+            scratch.payload_is_request = True  # set_payload cleared it: this item is the caller's
         variables[index_var] = index
         step_id = last_id
         try:
@@ -345,8 +367,8 @@ async def _body_chunks(msg: Message) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _run_items(msg: Message, items: AsyncIterator[Any], plan: _Plan) -> tuple[list[Any], list[Any],
-                                                                                    dict[str, Any]]:
+async def _run_items(msg: Message, items: AsyncIterator[Any], plan: _Plan,
+                     from_request: bool = False) -> tuple[list[Any], list[Any], dict[str, Any]]:
     results: dict[int, Any] = {}
     succeeded = 0
     failures: list[dict[str, Any]] = []
@@ -359,7 +381,7 @@ async def _run_items(msg: Message, items: AsyncIterator[Any], plan: _Plan) -> tu
 
     async def one(index: int, item: Any) -> None:
         try:
-            branch = fork(msg, item, with_payload=True)
+            branch = fork(msg, item, with_payload=True, item_is_request=from_request)
             branch.vars[plan.index_var] = index
             await plan.steps.run(branch)
             nonlocal succeeded
@@ -413,7 +435,7 @@ async def _run_items(msg: Message, items: AsyncIterator[Any], plan: _Plan) -> tu
             index = seen
             seen += 1
             try:
-                branch = fork(msg, item, with_payload=True)
+                branch = fork(msg, item, with_payload=True, item_is_request=from_request)
                 branch.vars[index_var] = index
                 await run_steps(branch)
                 succeeded += 1

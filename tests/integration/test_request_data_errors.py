@@ -187,3 +187,48 @@ async def test_a_transform_query_over_the_requests_body_and_over_a_reply(tmp_pat
     assert caller.json()["detail"] == ("the request does not fit this flow in its body: {count: length(items)} needs "
                                        "string or array or object for length(), and got number")
     assert reply.status_code == 500 and reply.json()["type"].endswith("/expression-error")
+
+
+@pytest.mark.anyio
+async def test_a_split_of_the_requests_body_keeps_each_item_the_callers(tmp_path: Path) -> None:
+    write_flows(tmp_path, """
+    flows:
+      lines:
+        source: {http: {method: POST, path: /lines}}
+        steps:
+          - foreach:
+              items: ${payload.orders}
+              steps: [{payload: {json: {n: "${length(payload.lines)}"}}}]
+      lines-each:
+        source: {http: {method: POST, path: /lines-each}}
+        steps:
+          - foreach:
+              items: ${payload.orders}
+              concurrency: 2
+              steps:
+                - log: item ${vars.index}
+                - payload: {json: {n: "${length(payload.lines)}"}}
+      lines-streamed:
+        source: {http: {method: POST, path: /lines-streamed}}
+        steps:
+          - foreach:
+              stream: {json: "$.orders[*]"}
+              steps: [{payload: {json: {n: "${length(payload.lines)}"}}}]
+      lines-of-vars:
+        source: {http: {method: POST, path: /lines-of-vars}}
+        steps:
+          - set: {var: orders, value: "${payload.orders}"}
+          - foreach:
+              items: ${vars.orders}
+              steps: [{payload: {json: {n: "${length(payload.lines)}"}}}]
+    """)
+    good, bad = {"orders": [{"lines": [1, 2]}]}, {"orders": [{"lines": [1]}, {"lines": 5}]}
+    async with facade_client(tmp_path) as client:
+        for path in ("/lines", "/lines-each", "/lines-streamed"):
+            assert (await client.post(path, json=good)).json() == [{"n": 2}], path
+            caller = await client.post(path, json=bad)
+            assert caller.status_code == 422, (path, caller.text)
+            assert caller.json()["type"].endswith("/request-data-invalid")
+        # the same items taken through the flow's variables: the flow chose them
+        flows = await client.post("/lines-of-vars", json=bad)
+    assert flows.status_code == 500 and flows.json()["type"].endswith("/expression-error")
