@@ -13,8 +13,10 @@ certificate whose answer is cached is decided there, with one dictionary lookup 
 per request; one not cached has its connection's reading paused while one lookup per
 certificate (however many connections wait for it) asks the responder, asynchronously, within
 ``--tls-ocsp-timeout`` seconds.  Answers are kept until their nextUpdate (five minutes without
-one), in a cache of at most ``CACHE_SIZE`` certificates; a failed lookup is remembered for
-``FAILURE_KEPT`` seconds, so a responder that is down is not asked again by every connection.
+one), never longer than ``MAX_KEPT`` (an hour: a responder that names a nextUpdate days ahead
+would otherwise hide a revocation that long; Apache's SSLOCSPResponseMaxAge), in a cache of
+at most ``CACHE_SIZE`` certificates; a failed lookup is remembered for ``FAILURE_KEPT``
+seconds, so a responder that is down is not asked again by every connection.
 
 What is refused, and how.  A CRL revocation fails the handshake; an OCSP one cannot (the
 handshake is over when the answer comes), so every request of the connection is answered 403
@@ -25,7 +27,10 @@ not believable: forged, stale, replayed) go by the policy:
 
 - ``hard-fail`` (the default, as Apache's and nginx's client-certificate OCSP checks): refused,
   403 ``certificate-status-unknown`` for unknown, 503 ``certificate-status-unavailable`` (with
-  Retry-After) for a failed lookup, which the caller may retry.
+  Retry-After) for a failed lookup, which the caller may retry; 403
+  ``certificate-status-uncheckable`` for a certificate whose status can never be looked up (it
+  names no responder and none is configured, or its issuer is not in the client CA file), where
+  a retry would never help.
 - ``soft-fail``: served; each such lookup is logged (a warning, once per lookup, not per
   connection) and counted in ``interlace_tls_ocsp_total{answer="unknown"|"failed"}``.
 
@@ -58,6 +63,7 @@ DEFAULT_POLICY = "hard-fail"
 DEFAULT_TIMEOUT = 5.0  # seconds: well inside the 10 s a new connection may stay silent (--first-byte-timeout)
 CACHE_SIZE = 10_000  # certificates whose answers are kept
 FAILURE_KEPT = 5.0  # seconds a failed lookup stands before the responder is asked again
+MAX_KEPT = 3600.0  # seconds an answer is believed at most, whatever its nextUpdate
 MAX_ANSWER_BYTES = 64 * 1024
 RETRY_AFTER = 5
 
@@ -84,6 +90,9 @@ REVOKED = Refusal(403, "certificate-revoked", "Client certificate revoked",
                   "the client certificate is revoked: its CA's OCSP responder says so")
 UNKNOWN = Refusal(403, "certificate-status-unknown", "Client certificate status unknown",
                   "the client certificate's CA's OCSP responder does not know the certificate")
+UNCHECKABLE = Refusal(403, "certificate-status-uncheckable", "Client certificate status cannot be checked",
+                      "the client certificate's revocation status cannot be looked up (OCSP): it names no "
+                      "responder or its issuer is not in the facade's client CA file")
 UNAVAILABLE = Refusal(503, "certificate-status-unavailable", "Client certificate status unavailable",
                       "the client certificate's revocation status cannot be checked now (OCSP); retry shortly",
                       RETRY_AFTER)
@@ -122,8 +131,9 @@ def ocsp_url(leaf: x509.Certificate) -> str | None:
 class OcspChecker:
     """The verdicts of one engine's client certificates, cached (see the module docstring)."""
 
-    def __init__(self, settings: OcspSettings, cache_size: int = CACHE_SIZE) -> None:
+    def __init__(self, settings: OcspSettings, cache_size: int = CACHE_SIZE, max_kept: float = MAX_KEPT) -> None:
         self.settings = settings
+        self._max_kept = max_kept
         self._soft = settings.policy == "soft-fail"
         self._cache: OrderedDict[bytes, tuple[Verdict, float]] = OrderedDict()  # DER -> verdict, until (epoch)
         self._cache_size = cache_size
@@ -160,7 +170,7 @@ class OcspChecker:
             done.set_result(verdict)
 
     async def _ask(self, peer: Peer) -> tuple[Verdict, float]:
-        from engine.ocsp_response import OcspFailure
+        from engine.ocsp_response import OcspFailure, OcspUncheckable
 
         leaf = peer.certificate
         who = leaf.subject.rfc4514_string()
@@ -172,9 +182,9 @@ class OcspChecker:
                 log.warning("OCSP: no answer for the client certificate %s (%s); served (soft-fail)", who, exc)
                 return None, time.time() + FAILURE_KEPT
             log.warning("OCSP: no answer for the client certificate %s (%s); refused (hard-fail)", who, exc)
-            return UNAVAILABLE, time.time() + FAILURE_KEPT
+            return (UNCHECKABLE if isinstance(exc, OcspUncheckable) else UNAVAILABLE), time.time() + FAILURE_KEPT
         metrics.TLS_OCSP.labels(answer.status).inc()
-        until = answer.until.timestamp()
+        until = min(answer.until.timestamp(), time.time() + self._max_kept)
         if answer.status == "good":
             return None, until
         if answer.status == "revoked":
@@ -188,14 +198,14 @@ class OcspChecker:
         return UNKNOWN, until
 
     async def _answer(self, peer: Peer) -> OcspAnswer:
-        from engine.ocsp_response import OcspFailure, ocsp_request, read_response
+        from engine.ocsp_response import OcspUncheckable, ocsp_request, read_response
 
         issuer = peer.issuer
         if issuer is None:
-            raise OcspFailure("its issuer is not in the client CA file (put the intermediate CAs there)")
+            raise OcspUncheckable("its issuer is not in the client CA file (put the intermediate CAs there)")
         url = self.settings.responder or ocsp_url(peer.certificate)
         if url is None:
-            raise OcspFailure("it names no OCSP responder (Authority Information Access) and --tls-ocsp-responder "
+            raise OcspUncheckable("it names no OCSP responder (Authority Information Access) and --tls-ocsp-responder "
                               "is not set")
         request, nonce = ocsp_request(peer.certificate, issuer.certificate)
         der = await self._post(url, request)

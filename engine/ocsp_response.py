@@ -34,6 +34,11 @@ class OcspFailure(Exception):
     """No believable answer: the responder could not be asked, or its answer is not to be trusted."""
 
 
+class OcspUncheckable(OcspFailure):
+    """No responder can ever be asked about this certificate (none named, none configured, or
+    no issuer to ask about): asking again would not help."""
+
+
 @dataclass(frozen=True)
 class OcspAnswer:
     status: str  # good | revoked | unknown

@@ -6,6 +6,7 @@ refused."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ssl
 from collections.abc import Iterator
@@ -19,6 +20,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, load_pem_priv
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from engine.ocsp import OcspChecker, OcspSettings
+from engine.tls import Peer
+from engine.tls_chain import ClientCAs
 from tests.support.engine import RunningEngine, run_engine, wait_for, write_flows
 from tests.support.ocsp import OcspResponder, running
 from tests.support.pki import Authority, Issued
@@ -286,3 +290,40 @@ def test_a_responder_url_with_credentials_keeps_them_out_of_the_log(pki: Pki, tm
                               cwd=REPO, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and "an http:// (or https://) URL" in done.stderr, done.stderr
         assert "s3cret-pass" not in done.stderr
+
+
+def test_a_certificate_whose_status_can_never_be_asked_is_403_not_a_503_to_retry(pki: Pki, tmp_path: Path) -> None:
+    """No responder in its Authority Information Access and none configured: under hard-fail it
+    is refused as uncheckable, without the Retry-After that would have the caller retry forever."""
+    silent = pki.issuing.issue("partner-no-aia")
+    with run_engine(write_flows(tmp_path, FLOWS), *_args(pki, "--tls-ocsp", "hard-fail")) as engine:
+        answer = _get(pki, engine, silent)
+        assert _problem(answer) == (403, "certificate-status-uncheckable")
+        assert "retry-after" not in answer.headers
+        assert "names no" in answer.json()["detail"]
+        assert _get(pki, engine, pki.good).status_code == 200
+
+
+def test_a_good_answer_is_believed_no_longer_than_the_cap(pki: Pki, tmp_path: Path) -> None:
+    """A responder whose nextUpdate is an hour ahead is asked again once the cap has passed (an
+    hour in the engine, half a second here), so a revocation is not hidden until its nextUpdate."""
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    own = OcspResponder(pki.issuing, folder, next_update_minutes=60)
+    partner = pki.issuing.issue("partner-capped", ocsp_url=own.url)
+    own.write_index((partner,))
+    peer = Peer.of(partner.certificate.public_bytes(Encoding.DER), ClientCAs(pki.client_ca.read_bytes()))
+
+    async def twice(checker: OcspChecker) -> list[object]:
+        verdicts = []
+        for _ in range(2):
+            verdict = checker.verdict(peer)
+            verdicts.append(await verdict if isinstance(verdict, asyncio.Future) else verdict)
+            await asyncio.sleep(0.6)
+        return verdicts
+
+    with running(own):
+        assert asyncio.run(twice(OcspChecker(OcspSettings("hard-fail"), max_kept=0.5))) == [None, None]
+        assert own.requests == 2  # the second connection asked again: the cap had passed
+        assert asyncio.run(twice(OcspChecker(OcspSettings("hard-fail")))) == [None, None]
+        assert own.requests == 3  # the default cap (an hour): the second one was answered from the cache
