@@ -15,8 +15,8 @@ The decision is made in two halves so that no request pays for it:
   multiselect, a literal that does not fit, a path from a literal) puts the error on the flow;
 - when an error comes (never before), ``Blame.request_part(msg, error)`` checks that those roots
   are still the caller's on this message: the payload while ``payload_is_request``, the headers
-  while ``headers_are_request`` and none of those read was set by the flow, the query and path
-  parameters always.  Headers, query and path parameters hold only text, so a type error on them
+  while ``headers_are_request`` and none of those read was set or removed by the flow, the query
+  and path parameters always.  Headers, query and path parameters hold only text, so a type error on them
   is the caller's only when the value is missing (null): text where a number is needed is the
   flow's reading, whatever the caller sent.
 
@@ -67,18 +67,33 @@ class Blame:
     def request_part(self, msg: Message | None, error: Exception) -> str | None:
         """Which part of the request did not fit, as a detail names it; None when the error is
         the flow's (the roots are no longer the request's, or the error is no type error)."""
-        if msg is None or not isinstance(error, jp_exceptions.JMESPathTypeError):
+        if msg is None or not isinstance(error, jp_exceptions.JMESPathTypeError) or not self.roots_are_request(msg):
             return None
-        for root in self.roots:
-            if root == "payload" and not msg.payload_is_request:
-                return None
-            if root == "headers":
-                explicit = msg.headers_explicit
-                if not msg.headers_are_request or (explicit and (self.headers is None or self.headers & explicit)):
-                    return None
         if "payload" not in self.roots and error.actual_type != "null":
             return None  # text where the flow needs another type: the flow's reading of it
         return " and ".join(REQUEST_PARTS[root] for root in sorted(self.roots))
+
+
+    def roots_are_request(self, msg: Message) -> bool:
+        """Whether the roots read are still what the caller sent on ``msg``: the payload as it
+        came, the headers read neither set nor removed by the flow (``headers_explicit``)."""
+        for root in self.roots:
+            if root == "payload" and not msg.payload_is_request:
+                return False
+            if root == "headers":
+                explicit = msg.headers_explicit
+                if not msg.headers_are_request or (explicit and (self.headers is None or self.headers & explicit)):
+                    return False
+        return True
+
+
+def value_is_request(blames: tuple[Blame | None, ...], msg: Message) -> bool:
+    """Whether a template's value (``blames``: its expressions' Blames) is the caller's data as
+    the caller sent it on ``msg``: every expression reads the request's parts as they are, and
+    those are still the request's.  A step that refuses the value (no integer, nothing) answers
+    422 then, else 500: ``${payload.seq}`` on the request's body is the caller's, on a body a
+    step built, or ``${vars.seq}``, the flow's."""
+    return bool(blames) and all(b is not None and b.value_is_read and b.roots_are_request(msg) for b in blames)
 
 
 def of(tree: dict[str, Any], functions: Mapping[str, Any], document: bool = False) -> Blame | None:

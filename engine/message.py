@@ -64,7 +64,9 @@ class Message:
 
     ``headers`` are the current message's transport headers, lower-cased: the request's at
     first, the backend reply's after a ``call``.  ``headers_explicit`` names the headers a
-    flow set itself; when the headers are still the request's, only those reach the client.
+    flow set itself, and those it removed (no longer the caller's either: a removed header read
+    later is the flow's doing, engine/expression_blame.py); when the headers are still the
+    request's, only those of them still present reach the client.
     ``payload_is_request`` is True while the body is the caller's request body as it came (the
     front sets it; any new body or payload, or a change in place, clears it): an expression
     error on it is the caller's mistake (engine/expression_blame.py).
@@ -245,7 +247,9 @@ class Message:
     def remove_header(self, name: str) -> None:
         key = name.lower()
         self.headers.pop(key, None)
-        self.headers_explicit.discard(key)
+        # kept, not discarded: the header's absence is now the flow's, not the caller's (every
+        # reader of the names also checks ``headers``), and it costs nothing until a removal
+        self.headers_explicit.add(key)
 
     def replace_headers(self, headers: dict[str, str]) -> None:
         """Take a backend reply's headers as the current message's."""

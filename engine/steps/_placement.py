@@ -44,8 +44,9 @@ _TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a bo
 
 
 def _refused(msg: Message, detail: str) -> PayloadShapeError:
-    """A payload that cannot take the value: the caller's mistake while it is the request's."""
-    if msg.headers_are_request:
+    """A payload that cannot take the value: the caller's mistake while it is the request's body
+    as it came (``payload_is_request``: a payload a step built is the flow's, whatever the headers)."""
+    if msg.payload_is_request:
         return PayloadShapeError(detail)
     return PayloadShapeError(detail, status=500)
 
@@ -138,7 +139,7 @@ def nodes_of(value: Any) -> Nodes:
 def place_xml(msg: Message, xpath: etree.XPath, nodes: Nodes, action: str, what: str) -> None:
     root = msg.payload
     if msg.kind != XML or not isinstance(root, etree._Element):
-        if msg.headers_are_request and root is not None:
+        if msg.payload_is_request and root is not None:
             raise UnsupportedMediaType(f"{what} {xpath.path} needs an XML body; the request's is "
                                        f"{msg.content_type or 'of no declared type'}")
         raise ExpressionError(f"{what} {xpath.path} needs an XML payload, the message is "

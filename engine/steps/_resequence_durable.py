@@ -112,7 +112,7 @@ class DurableResequencer(Resequencer):
         number = self._number_of(msg)
         if not -LARGEST <= number <= LARGEST:
             raise BadSequenceNumber(f"resequence {self.step}: a sequence number kept in a store is at most 2^53 "
-                                    f"in size, got {number}", status=422 if msg.headers_are_request else 500)
+                                    f"in size, got {number}", status=self._refusal_status(msg))
         try:
             outcomes = await self.kept.hold(self, number, encode(msg))
         except Exception as exc:

@@ -29,6 +29,7 @@ from typing import Any
 from engine import jsonfast, metrics
 from engine.compiler import CompileContext, StepConfigError
 from engine.errors import ExpressionError, RequestInvalid, ServiceUnavailable
+from engine.expression_blame import value_is_request
 from engine.message import JSON, Message
 from engine.registry import _KINDS, StepFn, step_kind
 from engine.steps._fork import cancel_swallowed, duration_field, seconds
@@ -197,11 +198,16 @@ class Aggregator:
 
     # -- a message arrives --
 
+    def _keyless_status(self, msg: Message) -> int:
+        """No key is the caller's mistake (422) when the template reads what the caller sent, as
+        it came (``${payload.orderId}`` on the request's body); the flow's (500) otherwise."""
+        return 422 if value_is_request(tuple(e.blame for e in self.correlation.expressions), msg) else 500
+
     async def arrive(self, msg: Message) -> None:
         rendered = self.correlation.render(msg)
         if rendered is None:  # as Camel's aggregator: keyless messages must not all join one "None" group
             raise NoCorrelationKey(f"aggregate {self.step}: this message has no correlation key (its correlation "
-                                   "template gave nothing)", status=422 if msg.headers_are_request else 500)
+                                   "template gave nothing)", status=self._keyless_status(msg))
         key = str(rendered)
         gathered = self._value_of(msg)
         if len(self.taps.running) >= self.taps.bound:

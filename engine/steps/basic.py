@@ -110,10 +110,10 @@ def compile_jsonpath(text: str, ctx: CompileContext, key: Any) -> JSONPath:
 
 def json_payload(msg: Message, what: str) -> Any:
     """The JSON payload (None for an empty body).  Another media type is the caller's mistake
-    while the body is still the request's (415), otherwise the flow's (500)."""
+    while the body is still the request's as it came (415), otherwise the flow's (500)."""
     payload = msg.payload
     if msg.kind != JSON and payload is not None:
-        if msg.headers_are_request:
+        if msg.payload_is_request:
             raise UnsupportedMediaType(f"{what} needs a JSON body; the request's is "
                                        f"{msg.content_type or 'of no declared type'}")
         raise ExpressionError(f"{what} needs a JSON payload, the message is {msg.content_type or 'unknown'}")
@@ -127,7 +127,8 @@ _JSON_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", bool: 
 def write_into(msg: Message, path: JSONPath, value: Any, what: str) -> None:
     """Write ``value`` at a JSONPath of the JSON payload, creating what is missing; an empty
     body is an empty object.  A payload of another shape (``[1]``, ``5``, ``"x"`` where
-    ``$.id`` needs an object) is refused with 422 when it is the request's."""
+    ``$.id`` needs an object) is refused with 422 when it is the request's body as it came
+    (``payload_is_request``), with 500 when a step built or changed it."""
     document = json_payload(msg, what)
     if document is None:
         document = {}
@@ -136,7 +137,7 @@ def write_into(msg: Message, path: JSONPath, value: Any, what: str) -> None:
     except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
         shape = _JSON_TYPE_NAMES.get(type(document), "a value")
         detail = f"{what} {str(path).strip('()')} needs a JSON payload it can write into, not {shape}"
-        if msg.headers_are_request:
+        if msg.payload_is_request:
             raise PayloadShapeError(f"{detail}: send a JSON object", internal=repr(exc)) from None
         raise PayloadShapeError(detail, status=500, internal=repr(exc)) from None
     msg.set_payload(updated, JSON, msg.content_type)
@@ -312,7 +313,7 @@ def compile_remove(config: Any, ctx: CompileContext) -> StepFn:
                 except (TypeError, AttributeError, KeyError, IndexError) as exc:
                     raise PayloadShapeError(f"removing {path} needs a JSON object or array, not "
                                             f"{_JSON_TYPE_NAMES.get(type(document), 'a value')}",
-                                            status=422 if msg.headers_are_request else 500,
+                                            status=422 if msg.payload_is_request else 500,
                                             internal=repr(exc)) from None
             msg.set_payload(document, JSON, msg.content_type)
 

@@ -71,7 +71,7 @@ def compile_claim_check(config: Any, ctx: CompileContext) -> StepFn:
             if len(found) != 1:
                 where = str(part).strip("()")
                 raise PayloadShapeError(f"claim_check part {where} must find one value in the payload, found "
-                                        f"{len(found)}", status=422 if msg.headers_are_request else 500)
+                                        f"{len(found)}", status=422 if msg.payload_is_request else 500)
             kept = record("application/json", jsonfast.dumps(found[0].value))
         if len(kept) > max_size:
             raise PayloadTooLarge(f"the value to claim is larger than the claim_check's max_size of {max_size} bytes")

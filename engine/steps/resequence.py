@@ -36,6 +36,7 @@ from typing import Any
 from engine import metrics
 from engine.compiler import CompileContext, StepConfigError
 from engine.errors import FlowError, RequestInvalid, ServiceUnavailable
+from engine.expression_blame import value_is_request
 from engine.message import Message
 from engine.registry import _KINDS, StepFn, step_kind
 from engine.steps._fork import duration_field, fork, seconds
@@ -234,7 +235,12 @@ class Resequencer:
             except ValueError:
                 pass
         raise BadSequenceNumber(f"resequence {self.step}: the sequence number must be an integer, got "
-                                f"{str(value)[:40]!r}", status=422 if msg.headers_are_request else 500)
+                                f"{str(value)[:40]!r}", status=self._refusal_status(msg))
+
+    def _refusal_status(self, msg: Message) -> int:
+        """A number refused is the caller's mistake (422) when the template read it from what the
+        caller sent, as it came; the flow's (500) when it came from anything a step made."""
+        return 422 if value_is_request(tuple(e.blame for e in self.number.expressions), msg) else 500
 
     def _hold_in_stream(self, number: int, copy: Message) -> None:
         if self.next is None:
