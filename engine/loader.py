@@ -343,11 +343,16 @@ def _describe(error: ValidationError) -> tuple[list[Any], str, bool]:
     if validator == "not" and isinstance(error.validator_value, dict) and "required" in error.validator_value:
         together = list(error.validator_value["required"])
         return path, f"give only one of {', '.join(map(str, together))}{where}, not both", False
+    given = _exclusive_keys_given(error)
+    if given:
+        return path, f"give only one of {', '.join(given)}{where}, not {'both' if len(given) == 2 else 'several'}", \
+            False
     if validator in ("oneOf", "anyOf") and error.context:
-        here = [e for e in error.context if list(e.absolute_path) == path]
-        bounds = [e for e in here if e.validator in ("minimum", "maximum")]
-        if bounds:  # the right type, out of range: say that
-            return _describe(bounds[0])
+        meant = _meant_alternative(error.context, path)
+        if meant is not None:  # the value is of the kind one alternative takes: say what else it broke
+            return _describe(meant)
+        # of no alternative's kind: list the kinds (an integer's bounds do not matter to 99.5)
+        here = [e for e in error.context if list(e.absolute_path) == path and e.validator in _KIND_KEYWORDS]
         if here and all(e.validator in ("type", "pattern", "const") for e in here):
             wanted_words: list[str] = []
             for e in here:
@@ -365,6 +370,41 @@ def _describe(error: ValidationError) -> tuple[list[Any], str, bool]:
         inner_path, inner, on_key = _describe(best)
         return inner_path, inner, on_key
     return path, f"{error.message}{where}", False
+
+
+def _exclusive_keys_given(error: ValidationError) -> list[str]:
+    """The keys given of a ``oneOf: [{required: [a]}, {required: [b]}]`` (keys that exclude each
+    other) valid under several alternatives; [] for any other error."""
+    alternatives = error.validator_value
+    if error.validator != "oneOf" or error.context or not isinstance(error.instance, dict) \
+            or not isinstance(alternatives, list) \
+            or not all(isinstance(s, dict) and list(s) == ["required"] for s in alternatives):
+        return []
+    return [str(key) for s in alternatives for key in s["required"] if key in error.instance]
+
+
+# What tells a oneOf's alternatives apart: a value failing one of these where it stands is not of
+# the alternative's kind at all (a list given to "a string"), so that alternative is not the one meant.
+_KIND_KEYWORDS = frozenset({"type", "const", "enum", "pattern"})
+
+
+def _meant_alternative(context: Iterable[ValidationError], path: list[Any]) -> ValidationError | None:
+    """The error to report from the alternative the value was meant for, or None when it is of no
+    alternative's kind (then the message lists the kinds).
+
+    ``keys: []`` against "a string, or a non-empty list" is meant for the list: its own error
+    (minItems) is the cause, not the string's type.  Of several alternatives of the right kind, the
+    one whose error lies deepest got furthest; its deepest error is reported, with its position."""
+    by_alternative: dict[Any, list[ValidationError]] = {}
+    for sub in context:
+        index = sub.relative_schema_path[0] if sub.relative_schema_path else None
+        by_alternative.setdefault(index, []).append(sub)
+    meant = [subs for subs in by_alternative.values()
+             if not any(s.validator in _KIND_KEYWORDS and list(s.absolute_path) == path for s in subs)]
+    if not meant:
+        return None
+    deepest = [max(subs, key=lambda s: len(s.absolute_path)) for subs in meant]
+    return max(deepest, key=lambda s: len(s.absolute_path))  # the first of equals: the schema's order
 
 
 def _path_text(path: list[Any]) -> str:

@@ -19,7 +19,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from connectors.base import connector_kinds
-from engine.loader import flow_files, schema_errors
+from engine.loader import LoadErrors, flow_files, load_project, schema_errors
 from engine.registry import step_kinds
 from engine.schema import outline_schema, project_schema, step_config_schema
 from engine.schemacheck import SchemaValidator, compile_schema, equal, unique
@@ -194,3 +194,78 @@ def test_errors_still_come_from_jsonschema_with_their_positions(tmp_path: Path) 
     slow = schema_errors(file, node, Draft202012Validator(outline_schema()))
     assert [str(e) for e in fast] == [str(e) for e in slow]
     assert len(fast) == 1 and fast[0].line == 3 and "unknown key 'mehtod'" in fast[0].message
+
+
+# A value failing a oneOf/anyOf: the message names what the alternative it was meant for broke
+# (minItems, minimum, required, an unknown key, a nested item's type), where it broke, not the
+# type of another alternative; a value of no alternative's kind lists the kinds.
+_MESSAGE_HEAD = ("endpoints:\n  a: {http: {url: 'http://127.0.0.1:9'}}\nsequences:\n  s: [{log: x}]\n"
+                 "flows:\n  f:\n    source: {http: {path: /f}}\n    steps:\n      - ")
+_THROTTLE = "throttle: {key: '${headers.x}', limit: 1, per: 1s, "
+
+
+@pytest.mark.parametrize(("step", "expected"), [
+    pytest.param(_THROTTLE + "policies: [{keys: []}]}",
+                 "9:78: throttle: [] should be non-empty in policies[0].keys", id="keys-minItems"),
+    pytest.param(_THROTTLE + "policies: [{keys: [a, [b]]}]}",
+                 "9:82: throttle: expected a string or an integer in policies[0].keys[1], got a list",
+                 id="keys-item-type"),
+    pytest.param("throttle: {limit: 1, per: 1s, policies: [{cidr: []}]}",
+                 "9:57: throttle: [] should be non-empty in policies[0].cidr", id="cidr-minItems"),
+    pytest.param("throttle: {limit: 1, per: 1s, networks: [{cidr: [10.0.0.0/8, 5]}]}",
+                 "9:70: throttle: expected a string in networks[0].cidr[1], got the number 5", id="cidr-item-type"),
+    pytest.param("throttle: {limit: 1, per: 1s, networks: [{cidr: {a: 1}}]}",
+                 "9:57: throttle: expected a string or a list in networks[0].cidr, got a mapping",
+                 id="cidr-no-kind"),
+    pytest.param("load_balance: {endpoints: [{name: a, weight: 0}]}",
+                 "9:54: load_balance: 0 is less than the minimum of 1 in endpoints[0].weight", id="weight-minimum"),
+    pytest.param("load_balance: {endpoints: [{name: a, weight: 2000}]}",
+                 "9:54: load_balance: 2000 is greater than the maximum of 1000 in endpoints[0].weight",
+                 id="weight-maximum"),
+    pytest.param("load_balance: {endpoints: [{name: a, weight: '2'}]}",
+                 "9:54: load_balance: expected an integer in endpoints[0].weight, got the string '2'",
+                 id="weight-type"),
+    pytest.param("load_balance: {endpoints: [{weight: 2}]}",
+                 "9:36: load_balance: missing required key 'name' in endpoints[0]", id="endpoint-required"),
+    pytest.param("load_balance: {endpoints: [{name: a, wieght: 2}]}",
+                 "9:46: load_balance: unknown key 'wieght' in endpoints[0] (did you mean 'weight'?); expected one "
+                 "of: name, weight", id="endpoint-additionalProperties"),
+    pytest.param("load_balance: {endpoints: [3]}",
+                 "9:36: load_balance: expected a string or a mapping in endpoints[0], got the number 3",
+                 id="endpoint-no-kind"),
+    pytest.param("log: {message: x, level: loud}",
+                 "9:34: log: expected one of debug, info, warning, error in level, got the string 'loud'",
+                 id="log-enum"),
+    pytest.param("log: {level: info}", "9:14: log: missing required key 'message'", id="log-required"),
+    pytest.param("log: {mesage: x}",
+                 "9:15: log: unknown key 'mesage' (did you mean 'message'?); expected one of: level, message",
+                 id="log-additionalProperties"),
+    pytest.param("log: 5", "9:14: log: expected a string or a mapping, got the number 5", id="log-no-kind"),
+    pytest.param("sequence: {name: s, with: 3}", "9:35: sequence: expected a mapping in with, got the number 3",
+                 id="sequence-with-type"),
+    pytest.param("sequence: {nmae: s}",
+                 "9:20: sequence: unknown key 'nmae' (did you mean 'name'?); expected one of: name, with",
+                 id="sequence-additionalProperties"),
+    pytest.param("respond: {status: 700}", "9:27: respond: 700 is greater than the maximum of 599 in status",
+                 id="status-maximum"),
+    pytest.param("respond: {status: abc}",
+                 "9:27: respond: expected an integer or a ${...} expression in status, got the string 'abc'",
+                 id="status-pattern"),
+    pytest.param("respond: {status: 99.5}",
+                 "9:27: respond: expected an integer or a string in status, got the number 99.5", id="status-type"),
+    pytest.param("authenticate: {client_cert: {subject: {CN: []}}}",
+                 "9:52: authenticate: [] should be non-empty in client_cert.subject.CN", id="subject-minItems"),
+    pytest.param("authenticate: {client_cert: {subject: {CN: [a, 1]}}}",
+                 "9:56: authenticate: expected a string in client_cert.subject.CN[1], got the number 1",
+                 id="subject-item-type"),
+    pytest.param("authenticate: {jwt: {header: X, jwks: j.json, issuer: i, audience: [1]}}",
+                 "9:77: authenticate: expected a string in jwt.audience[0], got the number 1", id="audience-item-type"),
+    pytest.param("records: {from: csv, to: csv}", "9:18: records: give only one of from, to, not both",
+                 id="records-oneOf-both"),
+    pytest.param("records: {delimiter: ';'}", "9:18: records: missing required key 'from'", id="records-neither"),
+])
+def test_a_value_failing_a_oneof_is_told_what_it_broke_where(tmp_path: Path, step: str, expected: str) -> None:
+    (tmp_path / "flows.yaml").write_text(_MESSAGE_HEAD + step + "\n")
+    with pytest.raises(LoadErrors) as caught:
+        load_project(tmp_path)
+    assert [str(e) for e in caught.value.errors] == [f"{tmp_path / 'flows.yaml'}:{expected}"]
