@@ -7,7 +7,7 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -235,35 +235,40 @@ def test_two_engines_on_one_postgresql_gather_into_the_same_groups(tmp_path: Pat
     assert rows == "0"  # taken out of the table when it completed
 
 
-def test_two_engines_racing_on_one_postgresql_never_send_a_group_in_parts(tmp_path: Path,
-                                                                           orders: BackendServer) -> None:
-    """Messages of each group posted at once to both engines: each is sent in exactly one group,
-    and a group sent for its size holds at least that many (a part of a group taken by the other
-    engine would be sent as a group of its own, too small)."""
-    with PostgresServer() as postgres:
-        postgres.psql("CREATE DATABASE groups")
-        url = postgres.url.rsplit("/", 1)[0] + "/groups"
-        flows = _durable_flows(orders, url).replace("complete: {size: 3}", "complete: {size: 3, timeout: 2s}")
-        one = write_flows(tmp_path / "one", flows)
-        two = write_flows(tmp_path / "two", flows)
-        lines = [(f"o-{group}", n) for group in range(12) for n in range(8)]  # a group's lines at once
-        with run_engine(one) as first, run_engine(two) as second:
-            engines = [first.url, second.url]
+def _race_two_engines(tmp_path: Path, orders: BackendServer, flows: str,
+                      drained: Callable[[], bool] = lambda: True) -> None:
+    """Each group's lines posted at once to two engines sharing a store: each line is sent in
+    exactly one group, and a group sent for its size holds at least that many (a part of a group
+    taken by the other engine would be sent as a group of its own, too small)."""
+    flows = flows.replace("complete: {size: 3}", "complete: {size: 3, timeout: 2s}")
+    one = write_flows(tmp_path / "one", flows)
+    two = write_flows(tmp_path / "two", flows)
+    lines = [(f"o-{group}", n) for group in range(12) for n in range(8)]  # a group's lines at once
+    with run_engine(one) as first, run_engine(two) as second:
+        engines = [first.url, second.url]
 
-            def post(index: int) -> int:
-                order, n = lines[index]
-                return httpx.post(f"{engines[index % 2]}/lines", json={"order": order, "line": n},
-                                  timeout=20).status_code
+        def post(index: int) -> int:
+            order, n = lines[index]
+            return httpx.post(f"{engines[index % 2]}/lines", json={"order": order, "line": n},
+                              timeout=20).status_code
 
-            with ThreadPoolExecutor(max_workers=16) as pool:
-                assert set(pool.map(post, range(len(lines)))) == {202}
-            wait_for(lambda: sum(len(values) for _path, values in _sent(orders)) >= len(lines),
-                     "every line sent in a group", timeout=20)
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            assert set(pool.map(post, range(len(lines)))) == {202}
+        wait_for(lambda: sum(len(values) for _path, values in _sent(orders)) >= len(lines),
+                 "every line sent in a group", timeout=20)
+        wait_for(drained, "every group taken out of the store")
     sent = _sent(orders)
     by_size = [values for path, values in sent if str(path).endswith("/size")]
     assert by_size and all(len(values) >= 3 for values in by_size), sent  # type: ignore[arg-type]
     gathered = sorted((str(path).split("/")[2], n) for path, values in sent for n in values)  # type: ignore[attr-defined]
     assert gathered == sorted(lines)  # each line once: none lost, none sent twice
+
+
+def test_two_engines_racing_on_one_postgresql_never_send_a_group_in_parts(tmp_path: Path,
+                                                                           orders: BackendServer) -> None:
+    with PostgresServer() as postgres:
+        postgres.psql("CREATE DATABASE groups")
+        _race_two_engines(tmp_path, orders, _durable_flows(orders, postgres.url.rsplit("/", 1)[0] + "/groups"))
 
 
 @pytest.mark.parametrize(("step", "message", "where"), [
@@ -389,32 +394,8 @@ def test_groups_in_redis_survive_the_engine_being_killed(tmp_path: Path, orders:
 
 def test_two_engines_racing_on_one_redis_never_send_a_group_in_parts(tmp_path: Path, orders: BackendServer,
                                                                      redis: RedisServer) -> None:
-    """As on PostgreSQL: each line sent in exactly one group, and a group sent for its size
-    holds at least that many."""
-    flows = _durable_flows(orders, redis.url, kind="redis").replace("complete: {size: 3}",
-                                                                    "complete: {size: 3, timeout: 2s}")
-    one = write_flows(tmp_path / "one", flows)
-    two = write_flows(tmp_path / "two", flows)
-    lines = [(f"o-{group}", n) for group in range(12) for n in range(8)]
-    with run_engine(one) as first, run_engine(two) as second:
-        engines = [first.url, second.url]
-
-        def post(index: int) -> int:
-            order, n = lines[index]
-            return httpx.post(f"{engines[index % 2]}/lines", json={"order": order, "line": n},
-                              timeout=20).status_code
-
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            assert set(pool.map(post, range(len(lines)))) == {202}
-        wait_for(lambda: sum(len(values) for _path, values in _sent(orders)) >= len(lines),
-                 "every line sent in a group", timeout=20)
-        wait_for(lambda: not _held_keys(redis, "interlace:"), "every group taken out of Redis")
-    sent = _sent(orders)
-    by_size = [values for path, values in sent if str(path).endswith("/size")]
-    assert by_size and all(len(values) >= 3 for values in by_size), sent  # type: ignore[arg-type]
-    gathered = sorted((str(path).split("/")[2], n) for path, values in sent for n in values)  # type: ignore[attr-defined]
-    assert gathered == sorted(lines)  # each line once: none lost, none sent twice
-
+    _race_two_engines(tmp_path, orders, _durable_flows(orders, redis.url, kind="redis"),
+                      lambda: not _held_keys(redis, "interlace:"))
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])
