@@ -2,7 +2,8 @@
 the endpoint is chosen per message by an expression, from a set declared in the flow.
 
 ``to`` gives one endpoint name (the reply becomes the message, as with call) or a list of names
-(each is called at once and the replies are gathered by endpoint name).  A name outside
+(each is called at once, once however often the list names it, and the replies are gathered by
+endpoint name).  A name outside
 ``endpoints`` is refused with 422 (``unknown-recipient``): a request can pick among the
 declared systems, never reach an address of its own.  Every endpoint's call is compiled when the
 flows load, with the same operation keys.
@@ -34,7 +35,8 @@ class UnknownRecipient(RequestInvalid):
         "type": "object", "additionalProperties": False, "required": ["to", "endpoints"],
         "properties": {
             "to": {"type": "string",
-                   "description": "An expression giving an endpoint name, or a list of names, e.g. "
+                   "description": "An expression giving an endpoint name, or a list of names (each called "
+                                  "once, however often the list names it), e.g. "
                                   "${payload.region == 'eu' && 'orders-eu' || 'orders-us'}."},
             "endpoints": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string"},
                           "description": "The endpoints it may pick (declared under endpoints:)."},
@@ -72,7 +74,9 @@ def compile_recipient_list(config: Any, ctx: CompileContext) -> StepFn:
         if not isinstance(picked, list):
             apply_reply(msg, await chosen(picked)(msg))
             return
-        targets = [(to_text(name), chosen(name)) for name in picked]
+        # each recipient once, however often the list names it: a caller choosing the list
+        # must not turn one request into a call per entry (["orders-eu"] * 10000)
+        targets = list({to_text(name): chosen(name) for name in picked}.items())
         replies = await asyncio.gather(*(call(msg) for _, call in targets), return_exceptions=True)
         gathered: dict[str, Any] = {}
         for (name, _), reply in zip(targets, replies, strict=True):

@@ -64,3 +64,15 @@ def test_an_undeclared_recipient_is_a_load_error(tmp_path: Path) -> None:
     with pytest.raises(LoadErrors) as caught:
         load_project(tmp_path)
     assert "unknown endpoint 'nowhere'" in str(caught.value)
+
+
+async def test_a_recipient_named_many_times_is_called_once(tmp_path: Path,
+                                                          regions: tuple[BackendServer, BackendServer]) -> None:
+    # a caller writing the list must not turn one request into a backend call per entry
+    eu, us = regions
+    write_flows(tmp_path, _flows(eu, us))
+    async with facade_client(tmp_path) as client:
+        many = await client.post("/orders/8", json={"to": ["orders-eu"] * 200 + ["orders-us", "orders-eu"]})
+    assert many.status_code == 200 and list(many.json()) == ["orders-eu", "orders-us"]
+    assert [r.path for r in eu.requests] == ["/orders/8"]
+    assert [r.path for r in us.requests] == ["/orders/8"]
