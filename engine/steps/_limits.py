@@ -3,6 +3,7 @@ refusal with its Retry-After, and what happens when the shared store cannot be r
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Callable
@@ -32,6 +33,20 @@ def limit_key(config: Any, ctx: CompileContext) -> Callable[[Message], str]:
         return lambda msg: ""
     template = ctx.template(config["key"], "key")
     return lambda msg: to_text(template.render(msg))
+
+
+LONGEST_KEPT_KEY = 64
+
+
+def counted_key(key: str) -> str:
+    """The name a caller's key is counted under: itself when short, else its SHA-256 (71
+    characters, "sha256:" and the hex, longer than any key kept as it is, so the two never meet).
+
+    The key comes from the request (a header, a field of the body): kept whole, 10,000 callers
+    each sending a 30 KB client id held 300 MB of one step's counters (and as much in Redis)."""
+    if len(key) <= LONGEST_KEPT_KEY:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def whole_seconds(seconds: float) -> int:

@@ -29,6 +29,7 @@ from engine.steps._limits import (
     MESSAGE_FIELD,
     ON_STORE_ERROR_FIELD,
     StoreTrouble,
+    counted_key,
     limit_key,
     refusal,
     whole_seconds,
@@ -104,7 +105,7 @@ def compile_throttle(config: Any, ctx: CompileContext) -> StepFn:
 
     async def run(msg: Message) -> None:
         try:
-            decision = await store.take(namespace + key(msg), limit, period, algorithm)
+            decision = await store.take(namespace + counted_key(key(msg)), limit, period, algorithm)
         except Exception as exc:
             trouble.met(exc)
             return
@@ -132,7 +133,7 @@ def _compile_by_policy(config: Any, ctx: CompileContext, field: str) -> StepFn:
             return
         if policy.access == "deny":
             raise policies.denied(policy, address)
-        who = key if key is not None else (str(address) if address is not None else "")
+        who = counted_key(key) if key is not None else (str(address) if address is not None else "")
         try:
             decision = await store.take(f"{namespace}{policy.name}:{who}", policy.limit, policy.period,
                                         policy.algorithm)

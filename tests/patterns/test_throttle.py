@@ -79,3 +79,45 @@ async def test_an_unreachable_store_lets_through_or_denies_as_told(tmp_path: Pat
     assert allowed == [200, 200, 200]
     assert denied.status_code == 503
     assert denied.headers["retry-after"] == "1"
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+POLICY = """
+          policies:
+            - {keys: [gold], access: allow}
+          others: limit"""
+
+
+@pytest.mark.parametrize("extra", ["", POLICY], ids=["plain", "policies"])
+def test_callers_sending_huge_keys_do_not_grow_the_engine(tmp_path: Path, extra: str) -> None:
+    # a client id is the caller's to choose: 2,000 callers each sending a new 30 KB one held 60 MB
+    # of counters (10,000, the store's bound, 300 MB) before the key was kept as its digest
+    write_flows(tmp_path, _flows(1, "1h", extra))
+    long_key = "k" * 30_000
+    with run_engine(tmp_path) as engine, httpx.Client(base_url=engine.url, timeout=10) as client:
+        same = [client.get("/limited", headers={"x-client-id": long_key}).status_code for _ in range(2)]
+        other = client.get("/limited", headers={"x-client-id": long_key[:-1] + "j"}).status_code
+        before = _rss_mib(engine.process.pid)
+        for index in range(2000):
+            client.get("/limited", headers={"x-client-id": f"{index:08d}" + long_key})
+        grown = _rss_mib(engine.process.pid) - before
+    assert same == [200, 429] and other == 200  # each long key still its own limit
+    assert grown < 20, f"RSS grew {grown:.0f} MiB"
+
+
+@pytest.mark.anyio
+async def test_a_huge_key_is_counted_under_its_digest_in_redis(tmp_path: Path, redis: RedisServer) -> None:
+    write_flows(tmp_path, _flows(1, "1h", store_url=redis.url))
+    async with facade_client(tmp_path) as client:
+        statuses = [(await client.get("/limited", headers={"x-client-id": "k" * 30_000})).status_code
+                    for _ in range(2)]
+        short = (await client.get("/limited", headers={"x-client-id": "partner-7"})).status_code
+    reply = redis.command("KEYS", "*")  # RESP: *2, then $length and the name of each
+    lengths = [int(line[1:]) for line in reply.split(b"\r\n") if line.startswith(b"$")]
+    assert statuses == [200, 429] and short == 200
+    assert len(lengths) == 2 and max(lengths) < 200, reply[:300]
+    assert b":partner-7\r\n" in reply  # a short key keeps its name
