@@ -10,6 +10,7 @@ costs a few closures; jsonschema explains only the payloads that fail.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from lxml import etree
@@ -17,13 +18,30 @@ from lxml import etree
 from engine.compiler import CompileContext, StepConfigError
 from engine.errors import RequestInvalid
 from engine.message import JSON, XML, Message
+from engine.paths import OutsideFolder, inside_url
 from engine.registry import StepFn, step_kind
 from engine.schemacheck import SchemaValidator
 from engine.xmlsafe import XmlRefused, parse_document
 
 MAX_REPORTED = 20
 
-_XSD_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+
+class _IncludesInside(etree.Resolver):
+    """xs:include, xs:import and xs:redefine may name files of the flow folder only; libxml2
+    reports a refused one as a mere "failed to parse", so the refusal is kept to be told."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+        self.refused: OutsideFolder | None = None
+
+    def resolve(self, system_url: str | None, public_id: str | None, context: object) -> Any:
+        try:
+            path = inside_url(self.folder, system_url or "")
+        except OutsideFolder as exc:
+            self.refused = self.refused or exc
+            raise
+        return self.resolve_filename(str(path), context)
 
 
 class ValidationFailed(RequestInvalid):
@@ -79,12 +97,17 @@ def _load_json_schema(value: Any, ctx: CompileContext) -> SchemaValidator:
 
 def _load_xsd(value: Any, ctx: CompileContext) -> etree.XMLSchema:
     path = ctx.file_path(value, "xsd")
+    includes = _IncludesInside(Path(ctx.folder).resolve())
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+    parser.resolvers.add(includes)
     try:
-        document = parse_document(path.read_bytes(), _XSD_PARSER, base_url=str(path))
+        document = parse_document(path.read_bytes(), parser, base_url=str(path))
         return etree.XMLSchema(document)
     except XmlRefused as exc:
         raise StepConfigError(f"{value}: {exc.describe()}", "xsd") from exc
-    except etree.XMLSchemaParseError as exc:
+    except (etree.XMLSchemaParseError, OutsideFolder) as exc:
+        if includes.refused is not None:
+            raise StepConfigError(f"{value}: xs:include or xs:import: {includes.refused}", "xsd") from None
         raise StepConfigError(f"{value}: not a valid XML Schema: {exc}", "xsd") from exc
 
 

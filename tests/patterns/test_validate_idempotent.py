@@ -157,3 +157,50 @@ async def test_two_engines_on_one_redis_run_a_key_once(tmp_path: Path, backend: 
     assert sorted(r.status_code for r in racing) == [201, 409]  # one ran, one saw it in progress
     assert after.status_code == 201 and after.headers["idempotent-replayed"] == "true"
     assert len(backend.requests) == 1
+
+
+def _including(location: str) -> str:
+    return ("<xs:schema xmlns:xs='http://www.w3.org/2001/XMLSchema'>"
+            f"<xs:include schemaLocation='{location}'/><xs:element name='quote' type='price'/></xs:schema>")
+
+
+PRICE = ("<xs:schema xmlns:xs='http://www.w3.org/2001/XMLSchema'><xs:simpleType name='price'>"
+         "<xs:restriction base='xs:decimal'/></xs:simpleType></xs:schema>")
+
+
+async def test_an_xsd_includes_files_of_the_flow_folder_only(tmp_path: Path) -> None:
+    # xs:include and xs:import were read from anywhere the engine could read (../, file:///):
+    # a flow file (a designer user's) made the engine read files outside its folder
+    folder, outside = tmp_path / "flows", tmp_path / "outside"
+    (folder / "types").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "price.xsd").write_text(PRICE)
+    (folder / "types" / "price.xsd").write_text(PRICE)
+    (folder / "up.xsd").write_text(_including("../outside/price.xsd"))
+    (folder / "absolute.xsd").write_text(_including((outside / "price.xsd").as_uri()))
+    (folder / "network.xsd").write_text(_including("http://127.0.0.1:9/price.xsd"))
+    (folder / "beside.xsd").write_text(_including("types/price.xsd"))
+    steps = "\n".join(f"""
+      {name}:
+        source: {{http: {{method: POST, path: /{name}}}}}
+        steps: [{{validate: {{xsd: {name}.xsd}}}}, {{respond: {{json: {{ok: true}}}}}}]"""
+                      for name in ("up", "absolute", "network"))
+    write_flows(folder, "flows:" + steps)
+    with pytest.raises(LoadErrors) as caught:
+        load_project(folder)
+    text = str(caught.value)
+    assert f"flows.yaml:4:34: validate: up.xsd: xs:include or xs:import: '{outside / 'price.xsd'}' is outside " \
+           "the flow folder" in text
+    assert "flows.yaml:8:34: validate: absolute.xsd: xs:include or xs:import:" in text
+    assert "validate: network.xsd: xs:include or xs:import: 'http://127.0.0.1:9/price.xsd' is not a file of " \
+           "the flow folder" in text
+    write_flows(folder, """
+    flows:
+      beside:
+        source: {http: {method: POST, path: /beside}}
+        steps: [{validate: {xsd: beside.xsd}}, {respond: {json: {ok: true}}}]
+    """)
+    async with facade_client(folder) as client:
+        good = await client.post("/beside", content=b"<quote>1.5</quote>", headers={"content-type": "application/xml"})
+        bad = await client.post("/beside", content=b"<quote>x</quote>", headers={"content-type": "application/xml"})
+    assert good.status_code == 200 and bad.status_code == 422
