@@ -68,6 +68,7 @@ class Options:
     tls_crl: bool = False  # the Secret's ca.crl: CRL checks of the client certificates
     tls_ocsp: str | None = None  # hard-fail | soft-fail: OCSP checks of the client certificates (engine/ocsp.py)
     tls_ocsp_responder: str | None = None  # the responder asked instead of each certificate's own
+    tls_ocsp_scope: str | None = None  # chain (the engine's default) | leaf
     replicas: int | None = None  # every environment's replicas (default: SIZING's)
     env: dict[str, str] = field(default_factory=dict)  # values of the flows' ${env.X} in every ConfigMap
     # the SQLite files the flows keep beside them (deploy/k8s_data.py): one replica, an emptyDir
@@ -140,6 +141,8 @@ def deployment(project: Project, options: Options) -> dict[str, Any]:
                 tls_env.append({"name": "INTERLACE_TLS_OCSP", "value": options.tls_ocsp})
                 if options.tls_ocsp_responder:
                     tls_env.append({"name": "INTERLACE_TLS_OCSP_RESPONDER", "value": options.tls_ocsp_responder})
+                if options.tls_ocsp_scope:
+                    tls_env.append({"name": "INTERLACE_TLS_OCSP_SCOPE", "value": options.tls_ocsp_scope})
     if options.local_databases:  # the root filesystem is read-only: SQLite files live here
         volumes.append({"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}})
         mounts.append({"name": DATA_VOLUME, "mountPath": DATA_DIR})
@@ -411,14 +414,15 @@ def _k8s(args: argparse.Namespace) -> int:
                       monitoring_namespace=args.monitoring_namespace, namespace_prefix=args.namespace_prefix,
                       monitoring=args.monitoring, tls_secret=args.tls_secret, tls_client_cert=args.tls_client_cert,
                       tls_crl=args.tls_crl, tls_ocsp=args.tls_ocsp, tls_ocsp_responder=args.tls_ocsp_responder,
-                      replicas=args.replicas, env=dict(args.env))
+                      tls_ocsp_scope=args.tls_ocsp_scope, replicas=args.replicas, env=dict(args.env))
     client_certificates = options.tls_secret and options.tls_client_cert != "none"
     if (options.tls_ocsp or options.tls_ocsp_responder) and not client_certificates:
         print("interlace k8s: --tls-ocsp and --tls-ocsp-responder need --tls-secret with client certificates "
               "(--tls-client-cert required or optional)", file=sys.stderr)
         return 2
-    if options.tls_ocsp_responder and not options.tls_ocsp:
-        print("interlace k8s: --tls-ocsp-responder needs --tls-ocsp (hard-fail or soft-fail)", file=sys.stderr)
+    if (options.tls_ocsp_responder or options.tls_ocsp_scope) and not options.tls_ocsp:
+        print("interlace k8s: --tls-ocsp-responder and --tls-ocsp-scope need --tls-ocsp (hard-fail or soft-fail)",
+              file=sys.stderr)
         return 2
     local = local_databases(project, options.env)
     refusals = [refusal for database in local if (refusal := _refusal(database, options))]
@@ -481,6 +485,9 @@ def add_command(subparsers: Any) -> None:
                              "(hard-fail: a responder that cannot answer refuses the client; soft-fail: serves it)")
     parser.add_argument("--tls-ocsp-responder", metavar="URL",
                         help="with --tls-ocsp: the OCSP responder asked instead of each certificate's own")
+    parser.add_argument("--tls-ocsp-scope", choices=["chain", "leaf"],
+                        help="with --tls-ocsp: chain (the default) asks about every intermediate CA of the client's "
+                             "chain too, leaf about the client's certificate alone")
     parser.add_argument("--replicas", type=int, choices=range(1, 101), metavar="N",
                         help="replicas of every environment (default: dev 1, stage 2, prod 3); a flow keeping its "
                              "data in a local SQLite file gets one, and more are refused")

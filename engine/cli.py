@@ -31,7 +31,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         tls = FacadeTls.from_options(args.tls_cert, args.tls_key, args.tls_client_ca, args.tls_client_cert,
                                      args.tls_crl, args.tls_reload_interval, ocsp=args.tls_ocsp,
-                                     ocsp_responder=args.tls_ocsp_responder, ocsp_timeout=args.tls_ocsp_timeout)
+                                     ocsp_responder=args.tls_ocsp_responder, ocsp_timeout=args.tls_ocsp_timeout,
+                                     ocsp_scope=args.tls_ocsp_scope)
     except TlsConfigError as exc:
         print(f"interlace run: {exc}", file=sys.stderr)
         return 2
@@ -156,6 +157,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--tls-ocsp-responder", default=os.environ.get("INTERLACE_TLS_OCSP_RESPONDER") or None,
                      help="the OCSP responder URL asked instead of each certificate's own (its Authority Information "
                           "Access)")
+    run.add_argument("--tls-ocsp-scope", choices=["chain", "leaf"],
+                     default=os.environ.get("INTERLACE_TLS_OCSP_SCOPE") or None,
+                     help="chain (the default, as nginx's ssl_ocsp on): ask about the client's certificate and each "
+                          "intermediate CA of its chain, each from its issuer's responder; leaf: the client's alone")
     run.add_argument("--tls-ocsp-timeout", type=float,
                      default=float(os.environ["INTERLACE_TLS_OCSP_TIMEOUT"])
                      if os.environ.get("INTERLACE_TLS_OCSP_TIMEOUT") else None,

@@ -35,17 +35,27 @@ not believable: forged, stale, replayed) go by the policy:
   connection) and counted in ``interlace_tls_ocsp_total{answer="unknown"|"failed"}``.
 
 Every lookup is counted by its answer (good, revoked, unknown, failed); cached decisions are not.
+
+The chain.  With ``--tls-ocsp-scope chain`` (the default, as nginx's ``ssl_ocsp on``) every
+certificate of the client's chain below its top (the root, the trust anchor) is asked about:
+the client's own, and each intermediate CA of the chain the client CA file gives
+(engine/tls_chain.py), each of its issuer's responder.  Each certificate has its own entry in
+the cache (the clients of one intermediate share its answer), its lookups run at once, and the
+connection's verdict is the gravest: revoked, then unknown, uncheckable, unavailable.  A CA's
+refusal is the same problem as the client's own, its detail naming the CA.  ``leaf`` asks
+about the client's certificate alone (nginx's ``ssl_ocsp leaf``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import itertools
 import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from engine import metrics
 
@@ -60,6 +70,8 @@ log = logging.getLogger("interlace.tls.ocsp")
 
 POLICIES = ("hard-fail", "soft-fail")
 DEFAULT_POLICY = "hard-fail"
+SCOPES = ("chain", "leaf")
+DEFAULT_SCOPE = "chain"  # as nginx's ``ssl_ocsp on`` (``ssl_ocsp leaf`` asks about the client's own alone)
 DEFAULT_TIMEOUT = 5.0  # seconds: well inside the 10 s a new connection may stay silent (--first-byte-timeout)
 CACHE_SIZE = 10_000  # certificates whose answers are kept
 FAILURE_KEPT = 5.0  # seconds a failed lookup stands before the responder is asked again
@@ -73,6 +85,7 @@ class OcspSettings:
     policy: str = DEFAULT_POLICY  # hard-fail | soft-fail
     responder: str | None = None  # a URL asked instead of each certificate's own
     timeout: float = DEFAULT_TIMEOUT
+    scope: str = DEFAULT_SCOPE  # chain: every certificate below the trust anchor; leaf: the client's alone
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,53 @@ UNAVAILABLE = Refusal(503, "certificate-status-unavailable", "Client certificate
                       RETRY_AFTER)
 
 Verdict = Refusal | None  # None: served
+# which refusal a connection gets when its chain's certificates earn several: the one a retry cannot help first
+_WEIGHT = {"certificate-revoked": 4, "certificate-status-unknown": 3, "certificate-status-uncheckable": 2,
+           "certificate-status-unavailable": 1}
+
+
+def _about_ca(refusal: Refusal, ca: str) -> Refusal:
+    """The refusal a CA certificate of the client's chain earns: the same problem, its detail naming the CA."""
+    details = {
+        "certificate-revoked": f"a CA certificate of the client certificate's chain is revoked ({ca}): its "
+                               "issuer's OCSP responder says so",
+        "certificate-status-unknown": f"the OCSP responder of a CA of the client certificate's chain ({ca}) does "
+                                      "not know it",
+        "certificate-status-uncheckable": f"the revocation status of a CA of the client certificate's chain ({ca}) "
+                                          "cannot be looked up (OCSP): it names no responder",
+        "certificate-status-unavailable": f"the revocation status of a CA of the client certificate's chain ({ca}) "
+                                          "cannot be checked now (OCSP); retry shortly",
+    }
+    return Refusal(refusal.status, refusal.code, refusal.title, details[refusal.code], refusal.retry_after)
+
+
+def worst(verdicts: list[Verdict]) -> Verdict:
+    """One connection's verdict from its certificates' (None when every one is served)."""
+    found: Verdict = None
+    for verdict in verdicts:
+        if verdict is not None and (found is None or _WEIGHT[verdict.code] > _WEIGHT[found.code]):
+            found = verdict
+    return found
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One certificate to ask about: its DER (the cache's key), itself, and its issuer's certificate."""
+
+    der: bytes
+    certificate: x509.Certificate
+    issuer: x509.Certificate | None  # None: not in the client CA file (the lookup cannot be made)
+    ca: str | None = None  # the subject of a CA certificate of the chain; None for the client's own
+
+
+def to_ask(peer: Peer) -> tuple[Asked, ...]:
+    """The certificates of ``peer``'s chain OCSP may ask about: the client's own first, then each
+    CA below the top of the chain (the trust anchor, which nothing above vouches for); the
+    ``leaf`` scope asks about the first alone (``Peer.ocsp_asked`` keeps this, made once)."""
+    issuer = peer.issuer
+    own = Asked(peer.der, peer.certificate, issuer.certificate if issuer is not None else None)
+    return (own, *(Asked(ca.der, ca.certificate, above.certificate, ca.subject)
+                   for ca, above in itertools.pairwise(peer.chain)))
 
 
 def shown_url(url: str) -> str:
@@ -135,81 +195,103 @@ class OcspChecker:
         self.settings = settings
         self._max_kept = max_kept
         self._soft = settings.policy == "soft-fail"
+        self._leaf_only = settings.scope == "leaf"
         self._cache: OrderedDict[bytes, tuple[Verdict, float]] = OrderedDict()  # DER -> verdict, until (epoch)
         self._cache_size = cache_size
         self._pending: dict[bytes, asyncio.Future[Verdict]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def verdict(self, peer: Peer) -> Verdict | asyncio.Future[Verdict]:
-        """The connection's verdict now (a cached one), or the future of the lookup it waits for."""
-        cached = self._cache.get(peer.der)
+        """The connection's verdict now (every certificate's cached), or the future of the lookups it waits for."""
+        certificates = peer.ocsp_asked  # a Peer is kept per context: its list is made once
+        if self._leaf_only or len(certificates) == 1:
+            return self._one(certificates[0])
+        verdicts = [self._one(one) for one in certificates]
+        waiting = [v for v in verdicts if isinstance(v, asyncio.Future)]
+        if not waiting:  # every answer cached: the usual connection
+            return worst(cast(list[Verdict], verdicts))
+        combined = asyncio.get_running_loop().create_future()
+
+        def settled(_done: asyncio.Future[Verdict]) -> None:
+            if combined.done() or not all(w.done() for w in waiting):
+                return
+            combined.set_result(worst([v.result() if isinstance(v, asyncio.Future) else v for v in verdicts]))
+
+        for future in waiting:
+            future.add_done_callback(settled)
+        return combined
+
+    def _one(self, asked: Asked) -> Verdict | asyncio.Future[Verdict]:
+        """One certificate's verdict: cached, or the future of its one lookup."""
+        cached = self._cache.get(asked.der)
         if cached is not None:
             if cached[1] > time.time():
                 return cached[0]
-            del self._cache[peer.der]
-        pending = self._pending.get(peer.der)
+            del self._cache[asked.der]
+        pending = self._pending.get(asked.der)
         if pending is None:
             loop = asyncio.get_running_loop()
-            pending = self._pending[peer.der] = loop.create_future()
-            task = loop.create_task(self._look_up(peer, pending))
+            pending = self._pending[asked.der] = loop.create_future()
+            task = loop.create_task(self._look_up(asked, pending))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return pending
 
-    async def _look_up(self, peer: Peer, done: asyncio.Future[Verdict]) -> None:
+    async def _look_up(self, asked: Asked, done: asyncio.Future[Verdict]) -> None:
         try:
-            verdict, until = await self._ask(peer)
+            verdict, until = await self._ask(asked)
         except Exception:  # a verdict always comes: never leave a connection paused
             log.exception("OCSP lookup failed unexpectedly")
             verdict, until = (None if self._soft else UNAVAILABLE), time.time() + FAILURE_KEPT
-        self._pending.pop(peer.der, None)
-        self._cache[peer.der] = (verdict, until)
+        if verdict is not None and asked.ca is not None:
+            verdict = _about_ca(verdict, asked.ca)
+        self._pending.pop(asked.der, None)
+        self._cache[asked.der] = (verdict, until)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)  # the oldest answer goes first
         if not done.done():
             done.set_result(verdict)
 
-    async def _ask(self, peer: Peer) -> tuple[Verdict, float]:
+    async def _ask(self, asked: Asked) -> tuple[Verdict, float]:
         from engine.ocsp_response import OcspFailure, OcspUncheckable
 
-        leaf = peer.certificate
-        who = leaf.subject.rfc4514_string()
+        certificate = asked.certificate
+        who = ("the client certificate " if asked.ca is None else "the client's CA certificate ") \
+            + certificate.subject.rfc4514_string()
         try:
-            answer = await self._answer(peer)
+            answer = await self._answer(asked)
         except OcspFailure as exc:
             metrics.TLS_OCSP.labels("failed").inc()
             if self._soft:
-                log.warning("OCSP: no answer for the client certificate %s (%s); served (soft-fail)", who, exc)
+                log.warning("OCSP: no answer for %s (%s); served (soft-fail)", who, exc)
                 return None, time.time() + FAILURE_KEPT
-            log.warning("OCSP: no answer for the client certificate %s (%s); refused (hard-fail)", who, exc)
+            log.warning("OCSP: no answer for %s (%s); refused (hard-fail)", who, exc)
             return (UNCHECKABLE if isinstance(exc, OcspUncheckable) else UNAVAILABLE), time.time() + FAILURE_KEPT
         metrics.TLS_OCSP.labels(answer.status).inc()
         until = min(answer.until.timestamp(), time.time() + self._max_kept)
         if answer.status == "good":
             return None, until
         if answer.status == "revoked":
-            log.info("OCSP: the client certificate %s (serial %X) is revoked; its connections are refused", who,
-                     leaf.serial_number)
+            log.info("OCSP: %s (serial %X) is revoked; its connections are refused", who, certificate.serial_number)
             return REVOKED, until
         if self._soft:
-            log.warning("OCSP: the responder does not know the client certificate %s; served (soft-fail)", who)
+            log.warning("OCSP: the responder does not know %s; served (soft-fail)", who)
             return None, until
-        log.warning("OCSP: the responder does not know the client certificate %s; refused (hard-fail)", who)
+        log.warning("OCSP: the responder does not know %s; refused (hard-fail)", who)
         return UNKNOWN, until
 
-    async def _answer(self, peer: Peer) -> OcspAnswer:
+    async def _answer(self, asked: Asked) -> OcspAnswer:
         from engine.ocsp_response import OcspUncheckable, ocsp_request, read_response
 
-        issuer = peer.issuer
-        if issuer is None:
+        if asked.issuer is None:
             raise OcspUncheckable("its issuer is not in the client CA file (put the intermediate CAs there)")
-        url = self.settings.responder or ocsp_url(peer.certificate)
+        url = self.settings.responder or ocsp_url(asked.certificate)
         if url is None:
             raise OcspUncheckable("it names no OCSP responder (Authority Information Access) and --tls-ocsp-responder "
-                              "is not set")
-        request, nonce = ocsp_request(peer.certificate, issuer.certificate)
+                                  "is not set")
+        request, nonce = ocsp_request(asked.certificate, asked.issuer)
         der = await self._post(url, request)
-        return read_response(der, peer.certificate, issuer.certificate, nonce, datetime.datetime.now(datetime.UTC))
+        return read_response(der, asked.certificate, asked.issuer, nonce, datetime.datetime.now(datetime.UTC))
 
     async def _post(self, url: str, request: bytes) -> bytes:
         import aiohttp

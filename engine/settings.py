@@ -119,6 +119,11 @@ TLS_SETTINGS: dict[str, Any] = {
                                           "(Authority Information Access) (--tls-ocsp-responder)."},
         "ocsp_timeout": {"type": "number", "exclusiveMinimum": 0,
                          "description": "Seconds an OCSP lookup may take (default 5) (--tls-ocsp-timeout)."},
+        "ocsp_scope": {"enum": ["chain", "leaf"],
+                       "description": "chain (the default, as nginx's ssl_ocsp on): the client certificate and every "
+                                      "intermediate CA of its chain, each asked of its issuer's responder (a revoked "
+                                      "intermediate is 403 as a revoked client is); leaf: the client certificate "
+                                      "alone (--tls-ocsp-scope)."},
     },
 }
 

@@ -25,6 +25,7 @@ certificate.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import ssl
 import urllib.parse
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from engine.ocsp import OcspChecker, OcspSettings
+    from engine.ocsp import Asked, OcspChecker, OcspSettings
     from engine.tls_chain import CA, ClientCAs
 
 CLIENT_CERT_MODES = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
@@ -73,7 +74,8 @@ class TlsConfigError(Exception):
 
 
 DEFAULT_RELOAD_INTERVAL = 10.0  # seconds between checks of the TLS files (engine/tls_live.py)
-_KEYS = ("cert", "key", "client_ca", "client_cert", "crl", "reload_interval", "ocsp", "ocsp_responder", "ocsp_timeout")
+_KEYS = ("cert", "key", "client_ca", "client_cert", "crl", "reload_interval", "ocsp", "ocsp_responder", "ocsp_timeout",
+         "ocsp_scope")
 # how an error names each setting: the command-line option, or the key of the flow folder's settings
 OPTION_NAMES = {key: "--tls-" + key.replace("_", "-") for key in _KEYS}
 SETTING_NAMES = {key: f"settings.tls.{key}" for key in _KEYS}
@@ -98,14 +100,15 @@ class FacadeTls:
                      client_cert: str | None, crl: str | None = None,
                      reload_interval: float = DEFAULT_RELOAD_INTERVAL,
                      names: dict[str, str] = OPTION_NAMES, ocsp: str | None = None,
-                     ocsp_responder: str | None = None, ocsp_timeout: float | None = None) -> FacadeTls | None:
+                     ocsp_responder: str | None = None, ocsp_timeout: float | None = None,
+                     ocsp_scope: str | None = None) -> FacadeTls | None:
         """The TLS the command-line options (or ``names``: the settings) ask for, or None for plain
         HTTP; a contradiction raises."""
         n = names
         mode = client_cert or ("required" if client_ca else "none")
         if mode not in CLIENT_CERT_MODES:
             raise TlsConfigError(f"{n['client_cert']} {mode!r}: choose one of {', '.join(CLIENT_CERT_MODES)}")
-        checks = _ocsp_settings(n, mode, client_ca, ocsp, ocsp_responder, ocsp_timeout)
+        checks = _ocsp_settings(n, mode, client_ca, ocsp, ocsp_responder, ocsp_timeout, ocsp_scope)
         if not cert:
             if key or client_ca or crl:
                 raise TlsConfigError(f"{n['key']}, {n['client_ca']} and {n['crl']} need {n['cert']} (the facade's "
@@ -139,7 +142,7 @@ class FacadeTls:
         return cls.from_options(path("cert"), path("key"), path("client_ca"), tls.get("client_cert"), path("crl"),
                                 float(tls.get("reload_interval", DEFAULT_RELOAD_INTERVAL)), SETTING_NAMES,
                                 tls.get("ocsp"), tls.get("ocsp_responder"),
-                                float(timeout) if timeout is not None else None)
+                                float(timeout) if timeout is not None else None, tls.get("ocsp_scope"))
 
     def check(self) -> None:
         """Load the files: a bad one is one line, not a traceback (at start, before anything is
@@ -177,13 +180,13 @@ class FacadeTls:
 
 
 def _ocsp_settings(n: dict[str, str], mode: str, client_ca: str | None, policy: str | None, responder: str | None,
-                   timeout: float | None) -> OcspSettings | None:
+                   timeout: float | None, scope: str | None = None) -> OcspSettings | None:
     """The OCSP checks asked for, or None; a contradiction raises."""
-    from engine.ocsp import DEFAULT_TIMEOUT, POLICIES, OcspSettings, shown_url
+    from engine.ocsp import DEFAULT_SCOPE, DEFAULT_TIMEOUT, POLICIES, SCOPES, OcspSettings, shown_url
 
     if not policy:
-        if responder or timeout is not None:
-            given = n["ocsp_responder"] if responder else n["ocsp_timeout"]
+        if responder or timeout is not None or scope:
+            given = n["ocsp_responder"] if responder else n["ocsp_timeout"] if timeout is not None else n["ocsp_scope"]
             raise TlsConfigError(f"{given} needs {n['ocsp']} (hard-fail or soft-fail): OCSP checks are off")
         return None
     if policy not in POLICIES:
@@ -199,7 +202,11 @@ def _ocsp_settings(n: dict[str, str], mode: str, client_ca: str | None, policy: 
                                  "the OCSP responder, such as http://ocsp.example.com/")
     if timeout is not None and not timeout > 0:
         raise TlsConfigError(f"{n['ocsp_timeout']} {timeout:g}: seconds, more than 0")
-    return OcspSettings(policy, responder or None, timeout if timeout is not None else DEFAULT_TIMEOUT)
+    if scope and scope not in SCOPES:
+        raise TlsConfigError(f"{n['ocsp_scope']} {scope!r}: choose one of {', '.join(SCOPES)} (every certificate of "
+                             "the client's chain below its root, or the client's own alone)")
+    return OcspSettings(policy, responder or None, timeout if timeout is not None else DEFAULT_TIMEOUT,
+                        scope or DEFAULT_SCOPE)
 
 
 def check_crl(crl_path: str, ca_path: str, name: str = "--tls-crl") -> None:
@@ -314,6 +321,13 @@ class Peer:
     @property
     def issuer(self) -> CA | None:
         return self.chain[0] if self.chain else None
+
+    @functools.cached_property
+    def ocsp_asked(self) -> tuple[Asked, ...]:
+        """The certificates of its chain OCSP may ask about (engine/ocsp.py), made once per peer."""
+        from engine.ocsp import to_ask
+
+        return to_ask(self)
 
     def view(self) -> dict[str, Any]:
         """What a flow reads as ``${tls.*}`` of this certificate."""

@@ -32,6 +32,7 @@ class CA:
     subject: str
     fields: dict[str, str]
     pem: str
+    der: bytes  # what OCSP caches its answer by (engine/ocsp.py)
     above: tuple[CA, ...] = ()  # its issuer first, up to the root
 
 
@@ -67,14 +68,15 @@ class ClientCAs:
         from cryptography.hazmat.primitives.serialization import Encoding
 
         certificates = x509.load_pem_x509_certificates(pem) if b"-----BEGIN CERTIFICATE-----" in pem else []
-        plain = [CA(c, c.subject.rfc4514_string(), name_fields(c.subject), c.public_bytes(Encoding.PEM).decode())
-                 for c in certificates]
+        plain = [CA(c, c.subject.rfc4514_string(), name_fields(c.subject), c.public_bytes(Encoding.PEM).decode(),
+                    c.public_bytes(Encoding.DER)) for c in certificates]
         self._by_key_id: dict[bytes, list[CA]] = {}
         self._by_subject: dict[x509.Name, list[CA]] = {}
         for ca in plain:
             self._index(ca)
         # each CA's chain above it, from the plain entries, then the index refilled with the whole ones
-        whole = [CA(ca.certificate, ca.subject, ca.fields, ca.pem, self._above(ca.certificate)) for ca in plain]
+        whole = [CA(ca.certificate, ca.subject, ca.fields, ca.pem, ca.der, self._above(ca.certificate))
+                 for ca in plain]
         self._by_key_id, self._by_subject = {}, {}
         for ca in whole:
             self._index(ca)

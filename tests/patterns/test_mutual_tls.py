@@ -206,7 +206,7 @@ def test_the_manifests_mount_the_certificates_from_a_secret(pki: Pki, tmp_path: 
     out = tmp_path / "k8s"
     done = interlace("k8s", str(_flows(tmp_path / "flows", pki)), "--image", "127.0.0.1:5000/facade:1",
                      "--out", str(out), "--tls-secret", "facade-tls", "--tls-client-cert", "optional",
-                     "--tls-crl", "--tls-ocsp", "soft-fail")
+                     "--tls-crl", "--tls-ocsp", "soft-fail", "--tls-ocsp-scope", "leaf")
     assert done.returncode == 0, done.stderr
     assert "kubectl create secret generic facade-tls --from-file=tls.crt=" in done.stdout
     assert "--from-file=ca.crl=clients.crl" in done.stdout
@@ -228,6 +228,7 @@ def test_the_manifests_mount_the_certificates_from_a_secret(pki: Pki, tmp_path: 
     assert env["INTERLACE_TLS_CRL"] == f"{mount['mountPath']}/ca.crl"
     # partner_a names no OCSP responder: soft-fail serves it and says so
     assert env["INTERLACE_TLS_OCSP"] == "soft-fail"
+    assert env["INTERLACE_TLS_OCSP_SCOPE"] == "leaf"
     local = {name: value.replace(mount["mountPath"], str(secret_dir)) for name, value in env.items()
              if name.startswith("INTERLACE_TLS_") and value}
     with run_engine(tmp_path / "flows", env=local) as engine:

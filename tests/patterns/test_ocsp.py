@@ -1,8 +1,9 @@
 """OCSP for the facade's client certificates, on a real `interlace run` over mutual TLS on
-127.0.0.1: OpenSSL's responder (tests/support/ocsp.py) answering for an intermediate CA, the
-certificates made by the test.  Good, revoked and unknown certificates; a responder that is
-down under both policies; an answer cached past the responder's end; forged and stale answers
-refused."""
+127.0.0.1: OpenSSL's responders (tests/support/ocsp.py) answering for an intermediate CA and for
+the root above it (which vouches for the intermediate), the certificates made by the test.  Good,
+revoked and unknown certificates; a revoked intermediate CA (the default chain scope) and the
+leaf scope that does not ask about it; a responder that is down under both policies; an answer
+cached past the responder's end; forged and stale answers refused."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class Pki:
     server: Issued
     client_ca: Path
     responder: OcspResponder
+    root_responder: OcspResponder  # the root's: answers about the Issuing CA (good)
     good: Issued
     revoked: Issued
     unknown: Issued  # not in the responder's index
@@ -54,17 +56,20 @@ class Pki:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
     folder = tmp_path_factory.mktemp("pki")
     root = Authority(folder, "Partners Root", path_length=1, key_ids=True)
-    issuing = root.intermediate("Issuing CA")
+    (folder / "root-ocsp").mkdir()
+    root_responder = OcspResponder(root, folder / "root-ocsp")
+    issuing = root.intermediate("Issuing CA", ocsp_url=root_responder.url)
+    root_responder.write_index((issuing.ca,))
     client_ca = folder / "client-ca.pem"
     client_ca.write_bytes(issuing.ca.cert.read_bytes() + root.ca.cert.read_bytes())
     responder = OcspResponder(issuing, folder)
-    pki = Pki(root, issuing, root.issue("facade", server=True), client_ca, responder,
+    pki = Pki(root, issuing, root.issue("facade", server=True), client_ca, responder, root_responder,
               issuing.issue("partner-good", ocsp_url=responder.url),
               issuing.issue("partner-revoked", ocsp_url=responder.url),
               issuing.issue("partner-unknown", ocsp_url=responder.url),
               issuing.issue("partner-unreachable", ocsp_url=f"http://127.0.0.1:{free_port()}/"))
     responder.write_index((pki.good, pki.unreachable), (pki.revoked,))
-    with running(responder):
+    with running(responder), running(root_responder):
         yield pki
 
 
@@ -92,6 +97,7 @@ def _metrics(engine: RunningEngine) -> str:
 
 
 def test_hard_fail_serves_good_and_refuses_revoked_unknown_and_unreachable(pki: Pki, tmp_path: Path) -> None:
+    asked_of_root = pki.root_responder.requests
     with run_engine(write_flows(tmp_path, FLOWS), *_args(pki, "--tls-ocsp", "hard-fail")) as engine:
         good = _get(pki, engine, pki.good)
         assert good.status_code == 200
@@ -106,8 +112,11 @@ def test_hard_fail_serves_good_and_refuses_revoked_unknown_and_unreachable(pki: 
         assert _problem(unreachable) == (503, "certificate-status-unavailable")
         assert unreachable.headers["retry-after"] == "5"
         metrics = _metrics(engine)
-        for answer in ("good", "revoked", "unknown", "failed"):
+        for answer in ("revoked", "unknown", "failed"):
             assert f'interlace_tls_ocsp_total{{answer="{answer}"}} 1.0' in metrics
+        # partner-good's, and the Issuing CA's once (from the root's responder) for all four connections
+        assert 'interlace_tls_ocsp_total{answer="good"} 2.0' in metrics
+        assert pki.root_responder.requests == asked_of_root + 1
         assert 'interlace_http_refused_total{listener="facade",reason="certificate-revoked"} 1.0' in metrics
         assert "OCSP: no answer for the client certificate CN=partner-unreachable,O=Example Partners " \
                "(the responder http://127.0.0.1:" in engine.log()
@@ -200,6 +209,7 @@ def test_configuration_errors_stop_the_start(pki: Pki, tmp_path: Path) -> None:
         (_args(pki, "--tls-ocsp", "soft-fail", "--tls-ocsp-responder", "ftp://127.0.0.1/"),
          "--tls-ocsp-responder 'ftp://127.0.0.1/': an http:// (or https://) URL"),
         (_args(pki), "--tls-ocsp-timeout needs --tls-ocsp (hard-fail or soft-fail)"),
+        (_args(pki, "--tls-ocsp", "hard-fail", "--tls-ocsp-scope", "all"), "--tls-ocsp-scope: invalid choice"),
     ]:
         done = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(flows), "--port", "0",
                                "--management-port", "0", *args], cwd=REPO, capture_output=True, text=True,
@@ -327,3 +337,56 @@ def test_a_good_answer_is_believed_no_longer_than_the_cap(pki: Pki, tmp_path: Pa
         assert own.requests == 2  # the second connection asked again: the cap had passed
         assert asyncio.run(twice(OcspChecker(OcspSettings("hard-fail")))) == [None, None]
         assert own.requests == 3  # the default cap (an hour): the second one was answered from the cache
+
+
+def test_a_revoked_intermediate_ca_refuses_its_clients_unless_the_scope_is_leaf(pki: Pki, tmp_path: Path) -> None:
+    """The root's responder says an intermediate CA is revoked: its client, good in its own
+    responder's eyes, is refused 403 under both policies (the default chain scope, as nginx's
+    ``ssl_ocsp on``); an intermediate that names no responder is uncheckable under hard-fail;
+    ``--tls-ocsp-scope leaf`` asks about the client's certificate alone and serves both."""
+    folder = tmp_path / "pki"
+    for sub in ("root", "revoked", "silent"):
+        (folder / sub).mkdir(parents=True)
+    root = Authority(folder, "Other Root", path_length=1, key_ids=True)
+    root_responder = OcspResponder(root, folder / "root")
+    revoked_ca = root.intermediate("Revoked Issuing CA", ocsp_url=root_responder.url)
+    silent_ca = root.intermediate("Silent Issuing CA")  # no Authority Information Access
+    root_responder.write_index((), (revoked_ca.ca,))
+    revoked_responder = OcspResponder(revoked_ca, folder / "revoked")
+    silent_responder = OcspResponder(silent_ca, folder / "silent")
+    below_revoked = revoked_ca.issue("partner-below-revoked", ocsp_url=revoked_responder.url)
+    below_silent = silent_ca.issue("partner-below-silent", ocsp_url=silent_responder.url)
+    revoked_responder.write_index((below_revoked,))
+    silent_responder.write_index((below_silent,))
+    client_ca = folder / "clients.pem"
+    client_ca.write_bytes(revoked_ca.ca.cert.read_bytes() + silent_ca.ca.cert.read_bytes() + root.ca.cert.read_bytes())
+
+    def args(*more: str) -> list[str]:
+        return ["--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key), "--tls-client-ca",
+                str(client_ca), "--tls-ocsp-timeout", "2", *more]
+
+    flows = write_flows(tmp_path / "flows", FLOWS)
+    with running(root_responder), running(revoked_responder), running(silent_responder):
+        with run_engine(flows, *args("--tls-ocsp", "hard-fail")) as engine:
+            refused = _get(pki, engine, below_revoked)
+            assert _problem(refused) == (403, "certificate-revoked")
+            assert refused.json()["detail"] == (
+                "a CA certificate of the client certificate's chain is revoked (CN=Revoked Issuing CA,"
+                "O=Example Partners): its issuer's OCSP responder says so")
+            silent = _get(pki, engine, below_silent)
+            assert _problem(silent) == (403, "certificate-status-uncheckable")
+            assert "CN=Silent Issuing CA" in silent.json()["detail"]
+            assert "retry-after" not in silent.headers
+            assert _problem(_get(pki, engine, below_revoked)) == (403, "certificate-revoked")  # from the cache
+            assert root_responder.requests == 1
+            assert (revoked_responder.requests, silent_responder.requests) == (1, 1)  # the leaves: good
+            assert "OCSP: the client's CA certificate CN=Revoked Issuing CA,O=Example Partners (serial " in engine.log()
+        with run_engine(flows, *args("--tls-ocsp", "soft-fail")) as engine:
+            assert _problem(_get(pki, engine, below_revoked)) == (403, "certificate-revoked")
+            assert _get(pki, engine, below_silent).json()["cn"] == "partner-below-silent"
+        with run_engine(flows, *args("--tls-ocsp", "hard-fail", "--tls-ocsp-scope", "leaf")) as engine:
+            assert _get(pki, engine, below_revoked).json()["cn"] == "partner-below-revoked"
+            assert _get(pki, engine, below_silent).json()["chain"] == [
+                "CN=partner-below-silent,O=Example Partners", "CN=Silent Issuing CA,O=Example Partners",
+                "CN=Other Root,O=Example Partners"]
+    assert root_responder.requests == 2  # the soft-fail engine's; the leaf-scope one never asked the root

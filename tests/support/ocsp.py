@@ -47,7 +47,8 @@ class OcspResponder:
         self.folder = folder
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        self.signer = ca.issue("ocsp-responder", usage=ExtendedKeyUsageOID.OCSP_SIGNING)
+        # named by its port: two responders of one PKI folder (a root's and an intermediate's) keep their own files
+        self.signer = ca.issue(f"ocsp-responder-{self.port}", usage=ExtendedKeyUsageOID.OCSP_SIGNING)
         self.index = folder / "index.txt"
         self.next_update_minutes = next_update_minutes
         self.requests = 0  # answered since it was made

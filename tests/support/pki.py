@@ -49,10 +49,12 @@ class Authority:
     """A CA that issues server and client certificates into ``folder``."""
 
     def __init__(self, folder: Path, name: str = "Test CA", organisation: str = "Example Partners",
-                 parent: Authority | None = None, path_length: int | None = 0, key_ids: bool = False) -> None:
+                 parent: Authority | None = None, path_length: int | None = 0, key_ids: bool = False,
+                 ocsp_url: str | None = None) -> None:
         """A root CA, or with ``parent`` an intermediate CA it signs; ``path_length``: how many
         CAs may sit below this one (0: it issues end certificates only); ``key_ids``: its
-        certificate and those it issues carry subject and authority key identifiers."""
+        certificate and those it issues carry subject and authority key identifiers; ``ocsp_url``:
+        its parent's OCSP responder, in its Authority Information Access."""
         self.folder = folder
         self.key_ids = key_ids
         self.key = ec.generate_private_key(ec.SECP256R1())
@@ -69,6 +71,9 @@ class Authority:
                                                 key_cert_sign=True, crl_sign=True, encipher_only=False,
                                                 decipher_only=False), critical=True))
         signer = parent if parent is not None else self
+        if ocsp_url is not None:
+            builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]), critical=False)
         if key_ids:
             builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()),
                                             critical=False)
@@ -78,9 +83,11 @@ class Authority:
         cert = builder.sign(signer.key, hashes.SHA256())
         self.ca = _write(folder, name.replace(" ", "-").lower(), cert, self.key)
 
-    def intermediate(self, name: str, key_ids: bool | None = None) -> Authority:
-        """A CA below this one (this one must allow it: ``path_length`` 1 or None)."""
-        return Authority(self.folder, name, parent=self, key_ids=self.key_ids if key_ids is None else key_ids)
+    def intermediate(self, name: str, key_ids: bool | None = None, ocsp_url: str | None = None) -> Authority:
+        """A CA below this one (this one must allow it: ``path_length`` 1 or None), naming
+        ``ocsp_url`` (this CA's responder) in its Authority Information Access."""
+        return Authority(self.folder, name, parent=self, key_ids=self.key_ids if key_ids is None else key_ids,
+                         ocsp_url=ocsp_url)
 
     def issue(self, common_name: str, *, organisation: str | None = "Example Partners",
               sans: list[x509.GeneralName] | None = None, server: bool = False, ocsp_url: str | None = None,

@@ -140,6 +140,8 @@ def test_the_request_names_the_certificate_and_carries_a_nonce(ca: Authority, le
      "--tls-ocsp-responder 'ocsp.example.com': an http:// (or https://) URL"),
     ({"ocsp": "soft-fail", "ocsp_timeout": 0.0}, "--tls-ocsp-timeout 0: seconds, more than 0"),
     ({"ocsp_responder": "http://127.0.0.1:1/"}, "--tls-ocsp-responder needs --tls-ocsp (hard-fail or soft-fail)"),
+    ({"ocsp_scope": "leaf"}, "--tls-ocsp-scope needs --tls-ocsp (hard-fail or soft-fail)"),
+    ({"ocsp": "hard-fail", "ocsp_scope": "all"}, "--tls-ocsp-scope 'all': choose one of chain, leaf"),
 ])
 def test_contradicting_ocsp_options_are_one_line(options: dict[str, object], message: str) -> None:
     given: dict[str, object] = {"cert": "facade.crt", "key": None, "client_ca": "ca.pem", "client_cert": None,
@@ -152,5 +154,5 @@ def test_contradicting_ocsp_options_are_one_line(options: dict[str, object], mes
 def test_ocsp_options_and_their_defaults() -> None:
     tls = FacadeTls.from_options("facade.crt", None, "ca.pem", None, ocsp="soft-fail")
     assert tls is not None and tls.ocsp is not None
-    assert (tls.ocsp.policy, tls.ocsp.responder, tls.ocsp.timeout) == ("soft-fail", None, 5.0)
+    assert (tls.ocsp.policy, tls.ocsp.responder, tls.ocsp.timeout, tls.ocsp.scope) == ("soft-fail", None, 5.0, "chain")
     assert FacadeTls.from_options("facade.crt", None, "ca.pem", None).ocsp is None  # type: ignore[union-attr]
