@@ -14,7 +14,10 @@ The decision is made in two halves so that no request pays for it:
   argument.  Anything else passed to a typed argument (a function's result, a comparison, a
   multiselect, a literal that does not fit, a path from a literal) puts the error on the flow;
 - when an error comes (never before), ``Blame.request_part(msg, error)`` checks that those roots
-  are still the caller's on this message: the payload while ``payload_is_request``, the headers
+  are still the caller's on this message: the payload while ``payload_is_request`` and no step
+  wrote at, under or above the places of it the expression reads (``payload.items`` reads
+  ("items",); a write at ``$.meta.seen`` leaves it the caller's, one at ``$.items`` or ``$`` does
+  not: ``Message.payload_is_request_at``), the headers
   while ``headers_are_request`` and none of those read was set or removed by the flow, the query
   and path parameters always.  Headers, query and path parameters hold only text, so a type error on them
   is the caller's only when the value is missing (null): text where a number is needed is the
@@ -49,7 +52,8 @@ class _Scope:
     """What the current node is evaluated against."""
 
 
-ROOT, SOURCED, OTHER = _Scope(), _Scope(), _Scope()  # the context; a value of the caller's data; anything else
+# the context; a value of the caller's data; anything else; the payload itself (a query over it)
+ROOT, SOURCED, OTHER, DOCUMENT = _Scope(), _Scope(), _Scope(), _Scope()
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,9 @@ class Blame:
     # the expression's value is itself read from the roots as it is (``payload.orders``): a split
     # of it splits the caller's data
     value_is_read: bool = False
+    # the places of the payload read, as the field names leading to each from its root
+    # (``payload.order.lines[0]``: ("order", "lines"); () the whole payload)
+    payload_reads: frozenset[tuple[str, ...]] = frozenset({()})
 
     def request_part(self, msg: Message | None, error: Exception) -> str | None:
         """Which part of the request did not fit, as a detail names it; None when the error is
@@ -75,10 +82,11 @@ class Blame:
 
 
     def roots_are_request(self, msg: Message) -> bool:
-        """Whether the roots read are still what the caller sent on ``msg``: the payload as it
-        came, the headers read neither set nor removed by the flow (``headers_explicit``)."""
+        """Whether the roots read are still what the caller sent on ``msg``: the places of the
+        payload read not written by a step, the headers read neither set nor removed by the flow
+        (``headers_explicit``)."""
         for root in self.roots:
-            if root == "payload" and not msg.payload_is_request:
+            if root == "payload" and not all(msg.payload_is_request_at(at) for at in self.payload_reads):
                 return False
             if root == "headers":
                 explicit = msg.headers_explicit
@@ -103,13 +111,30 @@ def of(tree: dict[str, Any], functions: Mapping[str, Any], document: bool = Fals
     roots."""
     walk = _Walk(functions)
     try:
-        read = walk.value(tree, SOURCED if document else ROOT)
+        read = walk.value(tree, DOCUMENT if document else ROOT)
     except _FlowsOwn:
         return None
     roots = {"payload"} if document else walk.roots
     if not roots:
         return None
-    return Blame(frozenset(roots), None if walk.whole_headers else frozenset(walk.header_names), read)
+    return Blame(frozenset(roots), None if walk.whole_headers else frozenset(walk.header_names), read,
+                 frozenset(walk.payload_reads or {()}))
+
+
+def _fields_of(steps: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The field names leading into the payload from the steps after ``payload``: ``.a.b[0].c``
+    gives ("a", "b"), up to the first index, projection or other step (a shorter place: more of
+    the payload counts as read, so a step's write nearby puts the error on the flow)."""
+    fields: list[str] = []
+    for step in steps:
+        if step["type"] == "field":
+            fields.append(step["value"])
+            continue
+        first = step.get("children") or [{}]
+        if step["type"] in ("index_expression", "projection") and first[0].get("type") == "field":
+            fields.append(first[0]["value"])
+        break
+    return tuple(fields)
 
 
 class _Walk:
@@ -118,6 +143,7 @@ class _Walk:
         self.roots: set[str] = set()
         self.header_names: set[str] = set()
         self.whole_headers = False
+        self.payload_reads: set[tuple[str, ...]] = set()
         self._checker = jp_functions.Functions()
 
     def value(self, node: dict[str, Any], scope: _Scope) -> bool:
@@ -125,6 +151,13 @@ class _Walk:
         it came (or null).  Raises _FlowsOwn where a typed function argument may be the flow's."""
         kind = node["type"]
         children = node.get("children", [])
+        if scope is DOCUMENT:  # a query over the payload: a field of it is a place of the payload read
+            if kind == "field":
+                self.payload_reads.add((node["value"],))
+                return True
+            if kind in ("current", "identity", "index", "slice"):
+                self.payload_reads.add(())
+                return True
         if kind == "field":
             if scope is ROOT:
                 return self._root(node["value"], whole=True)
@@ -138,6 +171,9 @@ class _Walk:
                 sourced = self._root("headers", whole=False)
                 self.header_names.add(rest[0]["value"])
                 rest = rest[1:]
+            elif scope is ROOT and first["type"] == "field" and first["value"] == "payload" and rest:
+                sourced = self._root("payload", whole=False)
+                self.payload_reads.add(_fields_of(rest))
             else:
                 sourced = self.value(first, scope)
             for child in rest:
@@ -176,6 +212,8 @@ class _Walk:
         self.roots.add(name)
         if name == "headers" and whole:
             self.whole_headers = True
+        elif name == "payload" and whole:
+            self.payload_reads.add(())
         return True
 
     def _function(self, node: dict[str, Any], scope: _Scope) -> None:

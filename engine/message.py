@@ -67,15 +67,20 @@ class Message:
     flow set itself, and those it removed (no longer the caller's either: a removed header read
     later is the flow's doing, engine/expression_blame.py); when the headers are still the
     request's, only those of them still present reach the client.
-    ``payload_is_request`` is True while the body is the caller's request body as it came (the
-    front sets it; any new body or payload, or a change in place, clears it): an expression
-    error on it is the caller's mistake (engine/expression_blame.py).
+    ``payload_is_request`` is True while the body holds the caller's request body (the front
+    sets it, ``set_request_body``): a wrong shape there is the caller's mistake, a 422
+    (engine/expression_blame.py).  A new body or payload clears it.  A step writing inside the
+    JSON payload (``set: {path}``, ``remove: {path}``, ``enrich: {into}``) keeps it and records
+    where it wrote in ``payload_edits``: the rest is still what the caller sent, and only what
+    lies at or under (or above) a written place is the flow's (``payload_is_request_at``).
+    ``payload_edits`` means something only while ``payload_is_request`` is set (no new body pays
+    for clearing it): whatever sets the flag sets the edits with it.
     """
 
     __slots__ = (
         "_body", "_payload", "_stream", "attributes", "content_type", "correlation_id", "done",
         "error", "headers", "headers_are_request", "headers_explicit", "max_body", "method",
-        "path_params", "payload_is_request", "query", "query_string", "status", "trace", "vars",
+        "path_params", "payload_edits", "payload_is_request", "query", "query_string", "status", "trace", "vars",
     )
 
     def __init__(  # positional too: the front makes one per request, and keywords cost a dict per call
@@ -98,6 +103,7 @@ class Message:
         self.headers: dict[str, str] = headers if headers is not None else {}
         self.headers_are_request = True
         self.payload_is_request = False  # the front's request messages only
+        self.payload_edits: tuple[tuple[str, ...], ...] = ()  # where a step wrote into the caller's body
         self.headers_explicit: set[str] = set()
         self.vars: dict[str, Any] = {}
         self.attributes: dict[str, Any] = {}
@@ -153,6 +159,7 @@ class Message:
         return self._body
 
     def set_body(self, body: bytes, content_type: str | None = None) -> None:
+        """A new body, the flow's (a backend's answer, a body it made)."""
         self._body = body
         self._stream = None
         self._payload = _UNSET
@@ -161,6 +168,7 @@ class Message:
             self.content_type = content_type
 
     def set_stream(self, stream: AsyncIterator[bytes], content_type: str | None) -> None:
+        """A new body still to be read, the flow's (a backend's answer streamed through)."""
         self._stream = stream
         self._body = None
         self._payload = _UNSET
@@ -189,12 +197,38 @@ class Message:
         return self._payload is _UNSET and self._stream is None and kind_of(self.content_type, self._body) == JSON
 
     def set_payload(self, value: Any, kind: str, content_type: str | None = None) -> None:
-        """Replace the payload; the bytes are produced when next needed."""
+        """Replace the payload, as the flow's own; the bytes are produced when next needed."""
         self._payload = value
         self._body = None
         self._stream = None
         self.payload_is_request = False
         self.content_type = content_type or _DEFAULT_CONTENT_TYPE.get(kind, "application/octet-stream")
+
+    def set_payload_edited(self, document: Any, places: tuple[tuple[str, ...], ...]) -> None:
+        """The JSON payload ``document`` after a step wrote inside it at ``places``, each the field
+        names leading from the root to where it wrote (``$.meta.seen``: ("meta", "seen"); () for
+        the whole payload, or a place no field names lead to).  What the step did not touch stays
+        whose it was: while the payload is the caller's, the places become the flow's and the
+        rest stays the caller's; a write at () makes the whole payload the flow's."""
+        is_request = self.payload_is_request and () not in places
+        edits = self.payload_edits
+        self.set_payload(document, JSON, self.content_type)
+        if is_request:
+            self.payload_is_request = True
+            # a write repeated (a loop's) is kept once
+            self.payload_edits = (*edits, *(at for at in places if at not in edits))
+
+    def payload_is_request_at(self, fields: tuple[str, ...]) -> bool:
+        """Whether what lies at ``fields`` of the payload (field names from the root; () for the
+        whole) is still what the caller sent: the body is the caller's and no step wrote at,
+        under or above that place."""
+        if not self.payload_is_request:
+            return False
+        for edit in self.payload_edits:
+            shorter = min(len(edit), len(fields))
+            if edit[:shorter] == fields[:shorter]:
+                return False
+        return True
 
     def _parse(self, body: bytes) -> Any:
         if not body.strip():

@@ -56,13 +56,15 @@ class _Request:
     path_params: dict[str, str]
     query: dict[str, str]
     query_string: str
-    body_is_request: bool  # the caller's body as it came (Message.payload_is_request)
+    body_is_request: bool  # the caller's body (Message.payload_is_request)
+    body_edits: tuple[tuple[str, ...], ...]  # where steps wrote into it (Message.payload_edits)
 
     @classmethod
     async def of(cls, msg: Message) -> _Request:
         body = await msg.load_body()  # an attempt after the first needs the bytes again
         return cls(body, msg.content_type, dict(msg.headers), dict(msg.vars), msg.method, dict(msg.path_params),
-                   dict(msg.query), msg.query_string, msg.payload_is_request)
+                   dict(msg.query), msg.query_string, msg.payload_is_request,
+                   msg.payload_edits)
 
     def restore(self, msg: Message, attempt: int) -> None:
         msg.set_body(self.body, self.content_type)
@@ -70,6 +72,7 @@ class _Request:
         msg.headers = dict(self.headers)
         msg.headers_are_request = True
         msg.payload_is_request = self.body_is_request  # set_body above cleared it
+        msg.payload_edits = self.body_edits
         msg.headers_explicit = set()
         msg.vars = {**self.vars, "attempt": attempt}
         msg.method = self.method

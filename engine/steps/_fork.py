@@ -56,6 +56,8 @@ def fork(msg: Message, payload: Any = None, *, with_payload: bool = False, item_
     branch.headers_are_request = msg.headers_are_request
     # the parent's body is the branch's; a split item is the request's only when its split says so
     branch.payload_is_request = item_is_request if with_payload else msg.payload_is_request
+    if not with_payload:
+        branch.payload_edits = msg.payload_edits  # the places the flow wrote (a tuple: shared as it is)
     branch.headers_explicit = set(msg.headers_explicit)
     branch.vars = dict(msg.vars)
     branch.attributes = dict(msg.attributes)

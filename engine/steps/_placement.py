@@ -25,7 +25,7 @@ import copy
 from typing import Any
 
 from jsonpath_ng import JSONPath
-from jsonpath_ng.jsonpath import DatumInContext, Fields, Index
+from jsonpath_ng.jsonpath import Child, DatumInContext, Fields, Index, Root
 from lxml import etree
 
 from engine.errors import ExpressionError, PayloadShapeError, UnsupportedMediaType
@@ -43,10 +43,48 @@ _TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a bo
                float: "a number", type(None): "null"}
 
 
-def _refused(msg: Message, detail: str) -> PayloadShapeError:
-    """A payload that cannot take the value: the caller's mistake while it is the request's body
-    as it came (``payload_is_request``: a payload a step built is the flow's, whatever the headers)."""
-    if msg.payload_is_request:
+def leading_fields(path: JSONPath) -> tuple[tuple[str, ...], bool]:
+    """The field names a JSONPath starts with from its root, and whether they are all of it:
+    ``$.a.b`` gives (("a", "b"), True); ``$.a.b[0].c`` (("a", "b"), False); ``$..x`` and ``$``
+    ((), False) and ((), True).  Where a step wrote, or which place of the payload a refusal is
+    about, as ``Message.payload_is_request_at`` takes it."""
+    steps: list[JSONPath] = []
+    node = path
+    while isinstance(node, Child):
+        steps.append(node.right)
+        node = node.left
+    if not isinstance(node, Root):
+        return (), False
+    fields: list[str] = []
+    for step in reversed(steps):
+        if isinstance(step, Child) or not (isinstance(step, Fields) and len(step.fields) == 1
+                                           and step.fields[0] != "*"):
+            return tuple(fields), False
+        fields.append(step.fields[0])
+    return tuple(fields), True
+
+
+def placed_at(path: JSONPath, action: str, value: Any) -> tuple[tuple[str, ...], ...]:
+    """Where placing ``value`` at ``path`` as ``action`` writes, for ``Message.set_payload_edited``:
+    replace writes at the path; a child goes into what is there (the keys of an object value,
+    when the path names one place); a sibling beside it, in its parent (the keys of an object
+    value, or the array it sits in)."""
+    fields, whole = leading_fields(path)
+    if action == "replace" or not whole:
+        return (fields,)
+    keys = tuple(value) if type(value) is dict else None
+    if action == "child":
+        return tuple((*fields, key) for key in keys) if keys is not None else (fields,)
+    if not fields:
+        return ((),)  # the root has no siblings: refused before anything is written
+    return tuple((*fields[:-1], key) for key in keys) if keys is not None else (fields[:-1],)
+
+
+def _refused(msg: Message, detail: str, at: tuple[str, ...] = ()) -> PayloadShapeError:
+    """A payload that cannot take the value: the caller's mistake while what lies at ``at`` is
+    still what the caller sent (``payload_is_request_at``: a payload a step built, or a place of it
+    a step wrote, is the flow's, whatever the headers)."""
+    if msg.payload_is_request_at(at):
         return PayloadShapeError(detail)
     return PayloadShapeError(detail, status=500)
 
@@ -61,17 +99,18 @@ def _kind(value: Any) -> str:
 def place_json(msg: Message, document: Any, path: JSONPath, value: Any, action: str, what: str) -> Any:
     """``document`` with ``value`` added at ``path`` as a child or a sibling (changed in place)."""
     where = str(path).strip("()")
+    at = leading_fields(path)[0]
     found = path.find(document)
     if not found:
-        raise _refused(msg, f"{what} {where}: nothing there to add a {action} to")
+        raise _refused(msg, f"{what} {where}: nothing there to add a {action} to", at)
     copies = len(found) > 1
     if action == "child":
         for datum in found:
-            _add_child(msg, datum.value, copy.deepcopy(value) if copies else value, where, what)
+            _add_child(msg, datum.value, copy.deepcopy(value) if copies else value, where, what, at)
         return document
     # siblings: later positions of one array first, so that earlier indexes stay right
     for datum in sorted(found, key=_position, reverse=True):
-        _add_sibling(msg, datum, copy.deepcopy(value) if copies else value, where, what)
+        _add_sibling(msg, datum, copy.deepcopy(value) if copies else value, where, what, at)
     return document
 
 
@@ -87,22 +126,23 @@ def _index(datum: DatumInContext) -> int | None:
     return None
 
 
-def _add_child(msg: Message, target: Any, value: Any, where: str, what: str) -> None:
+def _add_child(msg: Message, target: Any, value: Any, where: str, what: str, at: tuple[str, ...]) -> None:
     if type(target) is list:
         target.append(value)
     elif type(target) is dict and type(value) is dict:
         target.update(value)
     elif type(target) is dict:
         raise _refused(msg, f"{what} {where} is an object: a child of it must be an object (its keys are added), "
-                            f"not {_kind(value)}")
+                            f"not {_kind(value)}", at)
     else:
-        raise _refused(msg, f"{what} {where} is {_kind(target)}: a child goes into an array or an object")
+        raise _refused(msg, f"{what} {where} is {_kind(target)}: a child goes into an array or an object", at)
 
 
-def _add_sibling(msg: Message, datum: DatumInContext, value: Any, where: str, what: str) -> None:
+def _add_sibling(msg: Message, datum: DatumInContext, value: Any, where: str, what: str,
+                 at: tuple[str, ...]) -> None:
     parent = datum.context
     if parent is None:
-        raise _refused(msg, f"{what} {where} is the whole payload: it has no siblings")
+        raise _refused(msg, f"{what} {where} is the whole payload: it has no siblings", at)
     container = parent.value
     index = _index(datum)
     if type(container) is list and index is not None:
@@ -111,9 +151,9 @@ def _add_sibling(msg: Message, datum: DatumInContext, value: Any, where: str, wh
         container.update(value)
     elif type(container) is dict:
         raise _refused(msg, f"{what} {where} is an object's member: a sibling of it must be an object (its keys "
-                            f"are added beside it), not {_kind(value)}")
+                            f"are added beside it), not {_kind(value)}", at)
     else:
-        raise _refused(msg, f"{what} {where}: a sibling goes into an array or an object")
+        raise _refused(msg, f"{what} {where}: a sibling goes into an array or an object", at)
 
 
 # --- XML -----------------------------------------------------------------------------------

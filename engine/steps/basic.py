@@ -20,7 +20,7 @@ from engine.errors import ExpressionError, PayloadShapeError, UnencodableValue, 
 from engine.expressions import Template, to_text
 from engine.message import JSON, TEXT, XML, Message
 from engine.registry import StepFn, status_field, step_kind
-from engine.steps._placement import ACTION_FIELD, nodes_of, place_json, place_xml
+from engine.steps._placement import ACTION_FIELD, leading_fields, nodes_of, place_json, place_xml, placed_at
 from engine.steps._shapers import HEADERS, PAYLOAD, STATUS, VARS, Shaper
 
 log = logging.getLogger("interlace.flow")
@@ -127,8 +127,9 @@ _JSON_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", bool: 
 def write_into(msg: Message, path: JSONPath, value: Any, what: str) -> None:
     """Write ``value`` at a JSONPath of the JSON payload, creating what is missing; an empty
     body is an empty object.  A payload of another shape (``[1]``, ``5``, ``"x"`` where
-    ``$.id`` needs an object) is refused with 422 when it is the request's body as it came
-    (``payload_is_request``), with 500 when a step built or changed it."""
+    ``$.id`` needs an object) is refused with 422 while the places on the way are what the caller
+    sent (``payload_is_request_at``), with 500 when a step built the payload or wrote there.
+    The rest of the caller's body stays the caller's (``set_payload_edited``)."""
     document = json_payload(msg, what)
     if document is None:
         document = {}
@@ -137,10 +138,10 @@ def write_into(msg: Message, path: JSONPath, value: Any, what: str) -> None:
     except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
         shape = _JSON_TYPE_NAMES.get(type(document), "a value")
         detail = f"{what} {str(path).strip('()')} needs a JSON payload it can write into, not {shape}"
-        if msg.payload_is_request:
+        if msg.payload_is_request_at(leading_fields(path)[0]):
             raise PayloadShapeError(f"{detail}: send a JSON object", internal=repr(exc)) from None
         raise PayloadShapeError(detail, status=500, internal=repr(exc)) from None
-    msg.set_payload(updated, JSON, msg.content_type)
+    msg.set_payload_edited(updated, (leading_fields(path)[0],) if msg.payload_is_request else ((),))
 
 
 def write_at(msg: Message, path: JSONPath, value: Any) -> None:
@@ -229,7 +230,9 @@ def compile_set(config: Any, ctx: CompileContext) -> StepFn:
 def _placed_json(path: JSONPath, value: Template, action: str) -> Callable[[Message], None]:
     def place(msg: Message) -> None:
         document = json_payload(msg, f"set {action} at")
-        msg.set_payload(place_json(msg, document, path, value.render(msg), action, "set at"), JSON, msg.content_type)
+        placed = value.render(msg)
+        place_json(msg, document, path, placed, action, "set at")
+        msg.set_payload_edited(document, placed_at(path, action, placed) if msg.payload_is_request else ((),))
     return place
 
 
@@ -313,9 +316,11 @@ def compile_remove(config: Any, ctx: CompileContext) -> StepFn:
                 except (TypeError, AttributeError, KeyError, IndexError) as exc:
                     raise PayloadShapeError(f"removing {path} needs a JSON object or array, not "
                                             f"{_JSON_TYPE_NAMES.get(type(document), 'a value')}",
-                                            status=422 if msg.payload_is_request else 500,
-                                            internal=repr(exc)) from None
-            msg.set_payload(document, JSON, msg.content_type)
+                                            status=422 if msg.payload_is_request_at(leading_fields(path)[0])
+                                            else 500, internal=repr(exc)) from None
+            # what was removed is the flow's doing (its absence read later is no caller's mistake)
+            msg.set_payload_edited(document, tuple(leading_fields(p)[0] for p in paths) if msg.payload_is_request
+                                   else ((),))
 
     writes = frozenset(part for part, names in ((VARS, var_names), (HEADERS, header_names), (PAYLOAD, paths))
                        if names)

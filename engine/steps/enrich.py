@@ -7,7 +7,7 @@ from typing import Any
 from connectors.base import NO_PAYLOAD
 from engine.compiler import CompileContext, StepConfigError
 from engine.errors import ExpressionError
-from engine.message import JSON, XML, Message, kind_of
+from engine.message import XML, Message, kind_of
 from engine.registry import StepFn, step_kind
 from engine.steps._operations import (
     ENDPOINT_PROPERTY,
@@ -17,7 +17,7 @@ from engine.steps._operations import (
     parsed,
     payload_kind,
 )
-from engine.steps._placement import ACTION_FIELD, place_json
+from engine.steps._placement import ACTION_FIELD, place_json, placed_at
 from engine.steps.basic import compile_jsonpath, json_payload, write_into
 
 
@@ -90,6 +90,7 @@ def compile_enrich(config: Any, ctx: CompileContext) -> StepFn:
                 write_into(msg, into, value, "enrich into")
             else:
                 document = json_payload(msg, "enrich into a JSONPath")
-                msg.set_payload(place_json(msg, document, into, value, action, "enrich into"), JSON, msg.content_type)
+                place_json(msg, document, into, value, action, "enrich into")
+                msg.set_payload_edited(document, placed_at(into, action, value) if msg.payload_is_request else ((),))
 
     return run

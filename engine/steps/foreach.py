@@ -20,6 +20,7 @@ from lxml import etree
 from engine.compiler import CompileContext, StepConfigError, Steps, internal_error
 from engine.convert import json_to_xml, xml_name
 from engine.errors import ExpressionError, FlowError
+from engine.expression_blame import Blame
 from engine.expressions import Expr, ExpressionSyntaxError, find_expressions
 from engine.message import JSON, XML, Message
 from engine.registry import STEPS_REF, StepFn, step_kind
@@ -129,7 +130,8 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
     # whether the items are pieces of the payload as it is (a stream or xpath of the body, items:
     # ${payload.orders}): then, while the payload is the request's, so is each item, and an
     # expression error on one is the caller's (engine/expression_blame.py)
-    split_payload = "items" not in config or _reads_payload(config["items"], ctx)
+    split_blame = _payload_read(config["items"], ctx) if "items" in config else None
+    split_payload = "items" not in config or split_blame is not None
     # items from an expression, one at a time, through steps that only shape values: no message per item
     shapers = shapers_of(plan.steps) if plan.concurrency == 1 and plan.timeout is None else None
     listed = ctx.template(config["items"], "items") if shapers is not None and "items" in config else None
@@ -153,7 +155,9 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
     async def run(msg: Message) -> None:
         if into is not None and not msg.is_streaming:
             json_payload(msg, "foreach into a JSONPath")
-        from_request = split_payload and msg.payload_is_request
+        # the places of the body split still the caller's (a step may have written others)
+        from_request = split_payload and (split_blame.roots_are_request(msg) if split_blame is not None
+                                          else msg.payload_is_request_at(()))
         rendered = None
         parsed = False
         if render_listed is not None and shapers is not None and msg.trace is None:
@@ -258,18 +262,19 @@ def _source(config: Any, ctx: CompileContext) -> ItemSource:
     return from_xml
 
 
-def _reads_payload(items: Any, ctx: CompileContext) -> bool:
-    """Whether ``items`` is one whole ``${...}`` whose value is read from the payload as it is."""
+def _payload_read(items: Any, ctx: CompileContext) -> Blame | None:
+    """The Blame of ``items`` when it is one whole ``${...}`` whose value is read from the payload
+    as it is (it says which places of the payload it reads), else None."""
     if not isinstance(items, str):
-        return False
+        return None
     spans = find_expressions(items.strip())
     if len(spans) != 1 or spans[0][0] != 0 or spans[0][1] != len(items.strip()):
-        return False
+        return None
     try:
         blame = Expr(spans[0][2]).blame
     except ExpressionSyntaxError:
-        return False  # ctx.template has already said so at its line
-    return blame is not None and blame.value_is_read and blame.roots == {"payload"}
+        return None  # ctx.template has already said so at its line
+    return blame if blame is not None and blame.value_is_read and blame.roots == {"payload"} else None
 
 
 def _listed_items(value: Any) -> Iterable[Any]:
@@ -332,6 +337,7 @@ def _shape_items(msg: Message, items: Iterable[Any], plan: _Plan, shapers: tuple
         scratch.set_payload(item, XML if isinstance(item, etree._Element) else JSON)
         if from_request:
             scratch.payload_is_request = True  # set_payload cleared it: this item is the caller's
+            scratch.payload_edits = ()  # the last item's, written by the steps
         variables[index_var] = index
         step_id = last_id
         try:

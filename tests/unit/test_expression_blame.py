@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 
+import jmespath
 import pytest
 
+from engine import expression_blame
 from engine.errors import FlowError
-from engine.expressions import Expr, Template
+from engine.expressions import EngineFunctions, Expr, Template
 from engine.message import JSON, Message
 
 
@@ -73,6 +75,39 @@ def test_the_body_stops_being_the_callers_once_replaced_or_changed() -> None:
         assert failure("length(payload.items)", msg) == (500, "expression-error"), change
     unmarked = Message(b'{"items": 5}', content_type="application/json")  # a queue's, a schedule's message
     assert failure("length(payload.items)", unmarked) == (500, "expression-error")
+
+
+@pytest.mark.parametrize(("source", "reads"), [
+    ("length(payload.items)", {("items",)}),
+    ("length(payload.order.lines[0].sku)", {("order", "lines")}),
+    ("sum(payload.items[*].qty)", {("items",)}),
+    ("length(payload)", {()}),
+    ("sum(payload[*].qty)", {()}),
+    ("upper(payload.name || payload.alias)", {("name",), ("alias",)}),
+])
+def test_an_expression_knows_the_places_of_the_body_it_reads(source: str, reads: set[tuple[str, ...]]) -> None:
+    blame = Expr(source).blame
+    assert blame is not None and blame.payload_reads == reads
+
+
+FUNCTIONS = EngineFunctions().FUNCTION_TABLE
+
+
+def test_a_transform_query_over_the_body_reads_the_top_level_fields_it_names() -> None:
+    tree = jmespath.compile("{n: length(items), first: order.lines[0]}").parsed
+    blame = expression_blame.of(tree, FUNCTIONS, document=True)
+    assert blame is not None and blame.payload_reads == {("items",), ("order",)}
+
+
+def test_the_body_stays_the_callers_where_no_step_wrote() -> None:
+    edited = request({"items": 5, "meta": {"seen": "x"}})
+    edited.set_payload_edited(edited.payload, (("meta", "seen"),))  # as set: {path: $.meta.seen} leaves it
+    assert failure("length(payload.items)", edited) == (422, "request-data-invalid")
+    assert failure("abs(payload.meta.seen)", edited) == (500, "expression-error")  # the flow's own value
+    assert failure("length(payload.meta.seen.n)", edited) == (500, "expression-error")  # under it
+    assert failure("abs(payload.meta)", edited) == (500, "expression-error")  # above it: holds the flow's
+    edited.set_payload_edited(edited.payload, ((),))  # a write at $: all the flow's
+    assert failure("length(payload.items)", edited) == (500, "expression-error")
 
 
 def test_headers_and_query_count_when_missing_never_for_text_the_flow_misreads() -> None:
