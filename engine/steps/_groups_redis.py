@@ -4,13 +4,13 @@ beside memory and sql in ``engine/steps/_groups.py``).
 Every key of one step starts with ``{prefix}aggregate:{<flow>/<step>}:``; the braces are a Redis
 Cluster hash tag, so all the keys a script touches live in one slot.  Per step:
 
-- ``seq``: a counter, the id of every message added (a group is named by its first one's id);
+- ``seq``: a counter, the id of every group opened (a group is named by it);
 - ``open``: a sorted set of the open groups' keys, scored by their first message's id (oldest
   first: ``count``, ``oldest``, ``keys``);
 - ``first`` and ``last``: sorted sets of the same keys, scored by when their first and latest
   message arrived (what ``due`` reads);
-- ``g:<key>``: the group's values (a list, JSON each, in arrival order) and ``m:<key>``: a
-  hash of its first message's id and its arrival times.
+- ``g:<key>``: the group's values (a list, JSON each, in arrival order: its length is the
+  group's size) and ``m:<key>``: a hash of the group's id.
 
 Adding a message and taking a group are each one Lua script, which Redis runs alone: an add
 sees every message added before it, and a take removes the whole group or nothing.  A take
@@ -27,29 +27,23 @@ from typing import Any
 from engine import jsonfast
 from engine.steps._groups import Group
 
-# KEYS: values, meta, open, first, last, seq; ARGV: value, now, the group's key.
-# Returns {opened_by, first, last, new, value...}.
+# KEYS: values, meta, open, first, last, seq; ARGV: value, now, the group's key, '1' for its values.
+# Returns {opened_by, size, value...}: the size is what RPUSH answers, and the values (LRANGE) are
+# read only when asked for (a ``when`` predicate), so an add costs the same whatever the group's size.
 _ADD = """
-local id = redis.call('INCR', KEYS[6])
 local opened = redis.call('HGET', KEYS[2], 'id')
-local new = 0
 if not opened then
-  opened = tostring(id)
-  new = 1
-  redis.call('HSET', KEYS[2], 'id', opened, 'first', ARGV[2], 'last', ARGV[2])
-  redis.call('ZADD', KEYS[3], id, ARGV[3])
+  opened = tostring(redis.call('INCR', KEYS[6]))
+  redis.call('HSET', KEYS[2], 'id', opened)
+  redis.call('ZADD', KEYS[3], opened, ARGV[3])
   redis.call('ZADD', KEYS[4], ARGV[2], ARGV[3])
 end
-local last = redis.call('HGET', KEYS[2], 'last')
-if tonumber(ARGV[2]) > tonumber(last) then  -- replicas' clocks differ: the latest is the greatest
-  last = ARGV[2]
-  redis.call('HSET', KEYS[2], 'last', last)
-end
-redis.call('ZADD', KEYS[5], last, ARGV[3])
-redis.call('RPUSH', KEYS[1], ARGV[1])
-local reply = {opened, redis.call('HGET', KEYS[2], 'first'), last, new}
-for _, value in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  reply[#reply + 1] = value
+redis.call('ZADD', KEYS[5], 'GT', ARGV[2], ARGV[3])  -- replicas' clocks differ: the latest is the greatest
+local reply = {opened, redis.call('RPUSH', KEYS[1], ARGV[1])}
+if ARGV[4] == '1' then
+  for _, value in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+    reply[#reply + 1] = value
+  end
 end
 return reply
 """
@@ -121,12 +115,12 @@ class RedisGroups:
         return [self._key("g:" + key), self._key("m:" + key), self._key("open"), self._key("first"),
                 self._key("last")]
 
-    async def add(self, key: str, value: Any, now: float) -> Group:
+    async def add(self, key: str, value: Any, now: float, *, with_values: bool = False) -> Group:
         _client, add, _take, _due = self._client()
-        reply = await add(keys=[*self._group_keys(key), self._key("seq")], args=[jsonfast.dumps(value), repr(now), key])
-        opened_by, first, last, new = reply[:4]
-        values = [jsonfast.loads(bytes(item)) for item in reply[4:]]
-        return Group(values, float(first), float(last), bool(int(new)), int(opened_by))
+        reply = await add(keys=[*self._group_keys(key), self._key("seq")],
+                          args=[jsonfast.dumps(value), repr(now), key, "1" if with_values else "0"])
+        values = [jsonfast.loads(bytes(item)) for item in reply[2:]] if with_values else None
+        return Group(int(reply[1]), int(reply[0]), values)
 
     async def has(self, key: str) -> bool:
         client = self._client()[0]

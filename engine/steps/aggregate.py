@@ -33,7 +33,7 @@ from engine.expression_blame import value_is_request
 from engine.message import JSON, Message
 from engine.registry import _KINDS, StepFn, step_kind
 from engine.steps._fork import cancel_swallowed, duration_field, seconds
-from engine.steps._groups import Groups, MemoryGroups, SqlGroups
+from engine.steps._groups import Group, Groups, MemoryGroups, SqlGroups
 from engine.steps.basic import json_payload
 from engine.steps.wire_tap import DEFAULT_MAX_IN_FLIGHT, DEFAULT_TIMEOUT, Taps, _target
 
@@ -87,9 +87,9 @@ def _schema() -> dict[str, Any]:
                          "description": "Where a completed group goes: a sequence (its name, or {name, with})."},
             "store": {"type": "string",
                       "description": "An endpoint keeping the open groups, so that they survive a restart and "
-                                     "replicas share them: sql (SQLite or PostgreSQL, table "
-                                     "interlace_aggregation) or redis (keys under its key_prefix); default: this "
-                                     "process's memory (open groups are completed when the flows stop)."},
+                                     "replicas share them: sql (SQLite or PostgreSQL, tables interlace_aggregation "
+                                     "and interlace_aggregation_groups) or redis (keys under its key_prefix); "
+                                     "default: this process's memory (open groups are completed when the flows stop)."},
             "max_groups": {"type": "integer", "minimum": 1,
                            "description": f"Open groups at most (default {DEFAULT_MAX_GROUPS}); see on_full."},
             "max_size": {"type": "integer", "minimum": 1,
@@ -223,7 +223,8 @@ class Aggregator:
                 oldest = await self.groups.oldest()
                 if oldest is not None:
                     await self._complete(oldest, "max_groups", msg.correlation_id)
-            group = await self.groups.add(key, gathered, time.time())
+            # the values are read back only for a predicate: size and max_size need the count alone
+            group = await self.groups.add(key, gathered, time.time(), with_values=self.when is not None)
         except AggregatorFull:
             raise
         except Exception as exc:
@@ -233,8 +234,8 @@ class Aggregator:
             raise ServiceUnavailable("the aggregation store cannot be reached right now; try again shortly",
                                      headers={"Retry-After": "1"}) from None
         self._messages("gathered")
-        reason = self._reason(group.values, msg)
-        msg.vars["group"] = {"key": key, "size": len(group.values), "completed_by": reason}
+        reason = self._reason(group, msg)
+        msg.vars["group"] = {"key": key, "size": group.size, "completed_by": reason}
         if reason is None:
             return
         try:
@@ -258,12 +259,12 @@ class Aggregator:
             raise ExpressionError(f"aggregate {self.step} gathers JSON values; this message gave "
                                   f"{type(value).__name__} (an XML payload? give value: a template)") from None
 
-    def _reason(self, values: list[Any], msg: Message) -> str | None:
-        if self.size is not None and len(values) >= self.size:
+    def _reason(self, group: Group, msg: Message) -> str | None:
+        if self.size is not None and group.size >= self.size:
             return "size"
-        if self.when is not None and self.when.is_true(self._probe(values, msg)):
+        if self.when is not None and self.when.is_true(self._probe(group.values or [], msg)):
             return "predicate"
-        if len(values) >= self.max_size:
+        if group.size >= self.max_size:
             return "max_size"
         return None
 

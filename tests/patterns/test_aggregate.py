@@ -4,9 +4,11 @@ against real backends on 127.0.0.1 (and real engine processes for the SQL reposi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -235,6 +237,46 @@ def test_two_engines_on_one_postgresql_gather_into_the_same_groups(tmp_path: Pat
     assert rows == "0"  # taken out of the table when it completed
 
 
+def _sql_store(url: str) -> str:
+    return f'\n      groups: {{sql: {{url: "{url}"}}}}'
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_groups_in_sql_complete_by_size_and_by_predicate(tmp_path: Path, orders: BackendServer,
+                                                               database: str) -> None:
+    """The size comes from the group's row, the values are read back only for the predicate."""
+    with contextlib.ExitStack() as stack:
+        url = (f"sqlite:///{tmp_path}/groups.db" if database == "sqlite"
+               else stack.enter_context(PostgresServer()).url)
+        write_flows(tmp_path, _flows(orders, "{size: 3, when: \"${payload[-1] == 'end'}\"}", "store: groups",
+                                     store=_sql_store(url)))
+        async with facade_client(tmp_path) as client:
+            answers = [await client.post("/lines", json={"order": "o-1", "line": line})
+                       for line in ["a", "end", "b", "c", "d", "e"]]
+            await arrived(orders, 2)
+    assert [a.json()["group"]["size"] for a in answers] == [1, 2, 1, 2, 3, 1]
+    assert [a.json()["group"]["completed_by"] for a in answers] == [None, "predicate", None, None, "size", None]
+    assert _sent(orders) == [("/orders/o-1/predicate", ["a", "end"]), ("/orders/o-1/size", ["b", "c", "d"])]
+
+
+async def test_a_sqlite_table_from_before_the_groups_rows_keeps_its_open_groups(tmp_path: Path,
+                                                                                orders: BackendServer) -> None:
+    """interlace_aggregation as the version before left it (a row per value, no row per group):
+    the engine starting on it counts the group it holds, and its next message completes it."""
+    with sqlite3.connect(tmp_path / "groups.db") as db:
+        db.execute("CREATE TABLE interlace_aggregation (id INTEGER PRIMARY KEY AUTOINCREMENT, step TEXT NOT NULL, "
+                   "key TEXT NOT NULL, value BLOB NOT NULL, arrived REAL NOT NULL)")
+        db.executemany("INSERT INTO interlace_aggregation (step, key, value, arrived) VALUES (?, ?, ?, ?)",
+                       [("lines/steps[0]", "o-1", b'"a"', 1.0), ("lines/steps[0]", "o-1", b'"b"', 2.0)])
+    write_flows(tmp_path, _flows(orders, "{size: 3}", "store: groups",
+                                 store=_sql_store(f"sqlite:///{tmp_path}/groups.db")))
+    async with facade_client(tmp_path) as client:
+        answer = await client.post("/lines", json={"order": "o-1", "line": "c"})
+        await arrived(orders, 1)
+    assert answer.json() == {"group": {"key": "o-1", "size": 3, "completed_by": "size"}}
+    assert _sent(orders) == [("/orders/o-1/size", ["a", "b", "c"])]
+
+
 def _race_two_engines(tmp_path: Path, orders: BackendServer, flows: str,
                       drained: Callable[[], bool] = lambda: True) -> None:
     """Each group's lines posted at once to two engines sharing a store: each line is sent in
@@ -333,6 +375,22 @@ async def test_groups_in_redis_complete_as_in_memory(tmp_path: Path, orders: Bac
     step = "agg-test:aggregate:{lines/steps[0]}:"
     assert _held_keys(redis) == ([f"{step}first", f"{step}g:o-1", f"{step}last", f"{step}m:o-1", f"{step}open"]
                                  if left else [])
+
+
+async def test_an_add_to_a_group_in_redis_reads_no_value_back(tmp_path: Path, orders: BackendServer,
+                                                              redis: RedisServer) -> None:
+    """A group completed by size: Redis answers each add with the group's length, and the values
+    are read once, when the group is taken (with a predicate they would be read on every add)."""
+    write_flows(tmp_path, _flows(orders, "{size: 20}", "store: groups", store=_redis_store(redis)))
+    async with facade_client(tmp_path) as client:
+        await client.post("/lines", json={"order": "warm-up", "line": 0})  # scripts loaded
+        assert redis.command("CONFIG", "RESETSTAT").startswith(b"+OK")
+        answers = [await client.post("/lines", json={"order": "o-1", "line": n}) for n in range(20)]
+        await arrived(orders, 1)
+        stats = redis.command("INFO", "commandstats").decode()
+    assert [a.json()["group"]["size"] for a in answers] == list(range(1, 21))
+    assert _sent(orders) == [("/orders/o-1/size", list(range(20)))]
+    assert "cmdstat_rpush:calls=20," in stats and "cmdstat_lrange:calls=1," in stats, stats
 
 
 async def test_groups_in_redis_keep_max_size_and_max_groups(tmp_path: Path, orders: BackendServer,
