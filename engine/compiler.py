@@ -4,6 +4,7 @@ endpoint is prepared here, once, so that a request only runs closures.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -33,7 +34,7 @@ from engine.paths import OutsideFolder, inside
 from engine.redact import mask, without_userinfo
 from engine.registry import StepFn, StepKind, step_kinds
 from engine.schema import STEP_META_KEYS, step_config_schema
-from engine.schemacheck import SchemaValidator
+from engine.schemacheck import SchemaValidator, offline_validator, unresolved_ref
 from engine.sources.base import source_kinds
 from engine.sources.connector_source import build_connector_source
 from engine.sources.policy import compile_policy, on_error_steps
@@ -92,7 +93,8 @@ class Steps:
             except Exception as exc:
                 # remember the innermost step that failed, for logs, traces and test reports
                 if not hasattr(exc, "step_id"):
-                    exc.step_id = step.id  # type: ignore[attr-defined]
+                    with contextlib.suppress(AttributeError):  # a frozen (attrs) exception keeps none
+                        exc.step_id = step.id  # type: ignore[attr-defined]
                 raise
             if msg.done:
                 return
@@ -413,7 +415,7 @@ def _check_schema(schema: Any) -> str | None:
         Draft202012Validator.check_schema(schema)
     except Exception as exc:  # jsonschema's SchemaError, with its own words
         return str(getattr(exc, "message", exc))
-    return None
+    return unresolved_ref(schema)
 
 
 @cache
@@ -472,11 +474,9 @@ class ProjectCompiler:
             self._compile_trigger(flow, compiled_flow)
             request = (flow.source.request or {}) if flow.source else {}
             if request.get("schema"):
-                from jsonschema import Draft202012Validator  # only for flows that declare one
-
                 problem = _schema_problem(request["schema"])
                 if problem is None:
-                    compiled_flow.request_validator = Draft202012Validator(request["schema"])
+                    compiled_flow.request_validator = offline_validator(request["schema"])
                 else:
                     where = locate(flow.file, flow.node, ("source", "http", "request", "schema"))
                     self.errors.append(LoadError.at(where, f"request schema is not a valid JSON Schema: {problem}"))

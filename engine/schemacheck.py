@@ -329,9 +329,7 @@ class SchemaValidator:
     @property
     def jsonschema(self) -> Draft202012Validator:
         if self._jsonschema is None:
-            from jsonschema import Draft202012Validator
-
-            self._jsonschema = Draft202012Validator(self.schema)
+            self._jsonschema = offline_validator(self.schema)
         return self._jsonschema
 
     def iter_errors(self, instance: Any) -> Iterator[ValidationError]:
@@ -343,3 +341,70 @@ class SchemaValidator:
         if self.check is not None and self.check(instance):
             return True
         return bool(self.jsonschema.is_valid(instance))
+
+
+# keywords whose values are data, not schemas: a {"$ref": ...} inside them is no reference
+_DATA_KEYWORDS = frozenset({"enum", "const", "examples", "default"})
+
+
+class _NotRetrieved(Exception):
+    pass
+
+
+def _refuse(uri: str) -> Any:
+    raise _NotRetrieved(uri)
+
+
+def offline_registry() -> Any:
+    """A referencing Registry holding the JSON Schema metaschemas and retrieving nothing: a
+    document's schema is checked with what the flow folder loaded, never fetched at request time
+    (jsonschema's default fetches an http $ref with urllib, on every document that fails)."""
+    from jsonschema_specifications import REGISTRY  # type: ignore[import-untyped]
+    from referencing import Registry
+
+    return Registry(retrieve=_refuse).combine(REGISTRY)  # type: ignore[call-arg]
+
+
+def offline_validator(schema: Any) -> Draft202012Validator:
+    """jsonschema's validator of ``schema``, with ``offline_registry``."""
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(schema, registry=offline_registry())
+
+
+def unresolved_ref(schema: Any) -> str | None:
+    """Why a ``$ref`` of ``schema`` cannot be followed (it names another document, or a place the
+    schema does not have), or None when every one can: found at load, not as a 500 on the
+    first document that reaches it."""
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
+    if not isinstance(schema, dict):
+        return None
+    resource = DRAFT202012.create_resource(schema)
+    registry = offline_registry().with_resource(resource.id() or "", resource)
+    problems: list[str] = []
+
+    def walk(node: Any, resolver: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item, resolver)
+            return
+        if not isinstance(node, dict):
+            return
+        if isinstance(node.get("$id"), str):
+            resolver = resolver.in_subresource(DRAFT202012.create_resource(node))
+        for keyword in ("$ref", "$dynamicRef"):
+            ref = node.get(keyword)
+            if isinstance(ref, str) and not problems:
+                try:
+                    resolver.lookup(ref)
+                except (Unresolvable, _NotRetrieved):
+                    problems.append(f"{keyword} {ref!r} names nothing in this schema (a schema refers to its own "
+                                    f"parts, #/$defs/...; nothing is fetched)")
+        for keyword, value in node.items():
+            if keyword not in _DATA_KEYWORDS and (keyword != "properties" or isinstance(value, dict)):
+                walk(value, resolver)
+
+    walk(schema, registry.resolver(base_uri=resource.id() or ""))
+    return problems[0] if problems else None

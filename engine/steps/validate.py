@@ -20,7 +20,7 @@ from engine.errors import RequestInvalid
 from engine.message import JSON, XML, Message
 from engine.paths import OutsideFolder, inside_url
 from engine.registry import StepFn, step_kind
-from engine.schemacheck import SchemaValidator
+from engine.schemacheck import SchemaValidator, unresolved_ref
 from engine.xmlsafe import XmlRefused, parse_document
 
 MAX_REPORTED = 20
@@ -92,6 +92,9 @@ def _load_json_schema(value: Any, ctx: CompileContext) -> SchemaValidator:
         Draft202012Validator.check_schema(value)
     except SchemaError as exc:
         raise StepConfigError(f"not a valid JSON Schema: {exc.message}", "schema") from exc
+    problem = unresolved_ref(value)
+    if problem is not None:
+        raise StepConfigError(f"not a usable JSON Schema: {problem}", "schema")
     return SchemaValidator(value)
 
 

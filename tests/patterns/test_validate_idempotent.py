@@ -204,3 +204,36 @@ async def test_an_xsd_includes_files_of_the_flow_folder_only(tmp_path: Path) -> 
         good = await client.post("/beside", content=b"<quote>1.5</quote>", headers={"content-type": "application/xml"})
         bad = await client.post("/beside", content=b"<quote>x</quote>", headers={"content-type": "application/xml"})
     assert good.status_code == 200 and bad.status_code == 422
+
+
+def test_a_json_schema_refers_to_its_own_parts_only(tmp_path: Path, backend: BackendServer) -> None:
+    # a $ref to a URL was fetched with urllib at request time, for every payload that failed the
+    # schema (the engine calling out wherever a flow file said); a $ref to nothing was a 500
+    (tmp_path / "remote.schema.json").write_text(json.dumps(
+        {"type": "object", "properties": {"a": {"$ref": f"{backend.url}/a.json"}}}))
+    (tmp_path / "nowhere.schema.json").write_text(json.dumps(
+        {"type": "object", "properties": {"a": {"$ref": "#/$defs/a"}}}))
+    (tmp_path / "own.schema.json").write_text(json.dumps(
+        {"$defs": {"a": {"type": "string"}}, "properties": {"a": {"$ref": "#/$defs/a"}},
+         "enum": [{"$ref": "data, not a reference"}, {"a": "x"}]}))
+    write_flows(tmp_path, """
+    flows:
+      a:
+        source: {http: {method: POST, path: /a}}
+        steps:
+          - validate: {schema: remote.schema.json}
+          - validate: {schema: nowhere.schema.json}
+          - validate: {schema: own.schema.json}
+      b:
+        source: {http: {method: POST, path: /b, request: {schema: {$ref: "file:///etc/hostname"}}}}
+        steps: [{respond: {json: {ok: true}}}]
+    """)
+    with pytest.raises(LoadErrors) as caught:
+        load_project(tmp_path)
+    text = str(caught.value)
+    assert f"flows.yaml:5:28: validate: not a usable JSON Schema: $ref '{backend.url}/a.json' names nothing in " \
+           "this schema" in text
+    assert "flows.yaml:6:28: validate: not a usable JSON Schema: $ref '#/$defs/a' names nothing" in text
+    assert "own.schema.json" not in text and "flows.yaml:7:" not in text
+    assert "$ref 'file:///etc/hostname' names nothing in this schema" in text
+    assert backend.requests == []
