@@ -3,7 +3,9 @@ domain, each with access allow, deny or control).  ``policies`` (or its older, a
 ``networks``) is a list read in order; the first whose conditions all hold decides:
 
 - ``cidr``: the client address is in one of these networks (IPv4 or IPv6, or one address);
-- ``keys``: the step's ``key`` template renders one of these values (a client id, a tenant).
+- ``keys``: the step's ``key`` template renders one of these values (a client id, a tenant);
+- ``domains``: the client address's host name, looked up in reverse and confirmed forward, is
+  one of these names or below one of these ``*.suffix``es (engine/steps/_domains.py).
 
 A policy says ``access: deny`` (403), ``allow`` (no limit) or ``limit`` (the default: its own
 ``limit``, ``per`` and ``algorithm``, each defaulting to the step's).  A caller that no policy
@@ -32,6 +34,7 @@ from engine.compiler import CompileContext, StepConfigError
 from engine.errors import Forbidden
 from engine.expressions import to_text
 from engine.message import CLIENT, Message
+from engine.steps._domains import DOMAINS_FIELD, CallerNames, Domains, compile_domains
 from engine.steps._fork import duration_field, seconds
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -59,7 +62,7 @@ NETWORKS_FIELD: dict[str, Any] = {
 _KEY_VALUE = {"type": ["string", "integer"]}
 POLICIES_FIELD: dict[str, Any] = {
     "type": "array", "minItems": 1,
-    "description": "Caller policies, read in order; the first whose cidr and keys both hold decides (they may "
+    "description": "Caller policies, read in order; the first whose cidr, keys and domains all hold decides (they may "
                    "overlap: first match wins): access deny (403 caller-denied), allow (no limit) or limit (its "
                    "own limit, per and algorithm, each defaulting to the step's). A caller none matches gets "
                    "others.",
@@ -68,6 +71,7 @@ POLICIES_FIELD: dict[str, Any] = {
                   "cidr": {**_CIDRS, "description": "The client address is in one of these networks or addresses."},
                   "keys": {"oneOf": [_KEY_VALUE, {"type": "array", "minItems": 1, "items": _KEY_VALUE}],
                            "description": "The step's key renders one of these values (a client id, a tenant)."},
+                  "domains": DOMAINS_FIELD,
                   **_LIMIT_PROPERTIES,
                   "algorithm": {"enum": list(ALGORITHMS), "description": "With access limit: default the step's."},
               }}}
@@ -115,7 +119,15 @@ class _Rule:
     # compare (``address in network`` costs ~10x more); None: any address
     networks: tuple[tuple[int, int, int], ...] | None
     keys: frozenset[str] | None  # None: any key
+    domains: Domains | None  # None: any name, or none
     policy: Policy
+
+
+class _Unasked:
+    """The caller's name before anyone looked it up (None is: looked up, it has none)."""
+
+
+UNASKED = _Unasked()
 
 
 class CallerPolicies:
@@ -131,18 +143,26 @@ class CallerPolicies:
         self._rules: list[_Rule] = []
         for index, item in enumerate(config[field]):
             place = (field, index)
-            if "cidr" not in item and "keys" not in item:
-                raise StepConfigError("a policy matches callers by cidr (their address) or keys (values of the "
-                                      "step's key), or both: give one", place)
+            if "cidr" not in item and "keys" not in item and "domains" not in item:
+                raise StepConfigError("a policy matches callers by cidr (their address), keys (values of the "
+                                      "step's key) or domains (their host name), or several: give one", place)
             if "keys" in item and self._key is None:
                 raise StepConfigError("keys match the value of the step's key template: give the step a key, "
                                       "e.g. ${headers.\"x-client-id\"}", (*place, "keys"))
             keys = _listed(item.get("keys"))
             policy = _policy(item, place, defaults, f"p{index}", by_key="keys" in item)
-            self._rules.append(_Rule(_networks(item, place), frozenset(map(str, keys)) if keys else None, policy))
+            domains = compile_domains(item["domains"], (*place, "domains")) if "domains" in item else None
+            self._rules.append(_Rule(_networks(item, place), frozenset(map(str, keys)) if keys else None, domains,
+                                     policy))
         self.others = _policy({"access": config.get("others", "limit")}, ("others",), defaults, "others",
                               by_key=self._key is not None and field == "policies")
-        self.reads_address = self._address is not None or any(r.networks is not None for r in self._rules)
+        self.reads_names = any(r.domains is not None for r in self._rules)
+        if "domain_lookup" in config and not self.reads_names:
+            raise StepConfigError("domain_lookup says how callers' names are looked up: it goes with policies "
+                                  "that name domains", "domain_lookup")
+        self.names = CallerNames(config.get("domain_lookup"), ("domain_lookup",)) if self.reads_names else None
+        self.reads_address = (self._address is not None or self.reads_names
+                              or any(r.networks is not None for r in self._rules))
 
     def address(self, msg: Message) -> Address | None:
         if self._address is None:
@@ -152,7 +172,15 @@ class CallerPolicies:
     def key(self, msg: Message) -> str | None:
         return to_text(self._key.render(msg)) if self._key is not None else None
 
-    def policy(self, address: Address | None, key: str | None) -> Policy:
+    async def name(self, address: Address | None) -> str | None:
+        """The caller's confirmed host name (policies with domains only), None without one."""
+        if address is None or self.names is None:
+            return None
+        return await self.names.name(address)
+
+    def policy(self, address: Address | None, key: str | None, name: str | _Unasked | None = None) -> Policy | None:
+        """The first policy that holds; None when a rule with domains is reached and the name is
+        UNASKED (look it up and ask again: the rules before it needed no lookup)."""
         version, ip = (address.version, int(address)) if address is not None else (0, 0)
         for rule in self._rules:
             if rule.networks is not None:
@@ -163,6 +191,11 @@ class CallerPolicies:
                     continue
             if rule.keys is not None and key not in rule.keys:
                 continue
+            if rule.domains is not None:
+                if isinstance(name, _Unasked):
+                    return None
+                if name is None or not rule.domains.holds(name):
+                    continue
             return rule.policy
         return self.others
 

@@ -7,7 +7,8 @@ up) and ``${error.retry_after}`` for a handler.  The counters live in this proce
 with ``store`` (a redis endpoint) every replica counts against one limit.
 
 ``policies`` adds caller policies (WSO2's throttle policy; engine/steps/_networks.py): callers
-matched by their address's network (``cidr``) and/or their key's value (``keys``), in order, the
+matched by their address's network (``cidr``), their key's value (``keys``) and/or their host
+name (``domains``, a reverse lookup confirmed forward: engine/steps/_domains.py), in order, the
 first match deciding: denied (403), allowed without a limit, or limited by the policy's own limit;
 ``others`` for the rest.  ``networks`` is its older, address-only form.  Each caller then counts
 against its own limit: by its key, or by its address when the step has no key.  The address is
@@ -23,6 +24,7 @@ from typing import Any
 from engine.compiler import CompileContext, StepConfigError
 from engine.message import Message
 from engine.registry import StepFn, step_kind
+from engine.steps._domains import DOMAIN_LOOKUP_FIELD
 from engine.steps._fork import duration_field, seconds
 from engine.steps._limits import (
     KEY_FIELD,
@@ -40,6 +42,7 @@ from engine.steps._networks import (
     NETWORKS_FIELD,
     OTHERS_FIELD,
     POLICIES_FIELD,
+    UNASKED,
     CallerPolicies,
 )
 from engine.steps._stores import STORE_FIELD, store_for
@@ -67,6 +70,7 @@ log = logging.getLogger("interlace.throttle")
             "networks": NETWORKS_FIELD,
             "others": OTHERS_FIELD,
             "address": ADDRESS_FIELD,
+            "domain_lookup": DOMAIN_LOOKUP_FIELD,
         },
     },
     examples=[{"key": "${headers.\"x-client-id\" || 'anonymous'}", "limit": 10, "per": "1s"},
@@ -77,6 +81,10 @@ log = logging.getLogger("interlace.throttle")
                             {"keys": ["trial-1", "trial-2"], "limit": 100, "per": "1h",
                              "algorithm": "sliding_window"}],
                "others": "limit"},
+              {"limit": 10, "per": "1s",
+               "policies": [{"domains": ["gw.partner.example", "*.partner.example"], "limit": 500},
+                            {"domains": "*.blocked.example", "access": "deny"}],
+               "domain_lookup": {"ttl": "5m", "timeout": "1s", "size": 10000}},
               {"limit": 5, "per": "1s", "networks": [{"cidr": ["203.0.113.0/24"], "access": "deny"},
                                                       {"cidr": "10.0.0.0/8", "access": "allow"},
                                                       {"cidr": "192.168.0.0/16", "limit": 100, "per": "1s"}]}],
@@ -120,6 +128,7 @@ def _compile_by_policy(config: Any, ctx: CompileContext, field: str) -> StepFn:
     policy's own limit; each caller counts by its key, or by its address without one."""
     policies = CallerPolicies(config, ctx, field)
     reads_address = policies.reads_address
+    reads_names = policies.reads_names
     store = store_for(config, ctx, records_only=False)
     trouble = StoreTrouble(config, log, "throttle", "rate")
     message = config.get("message")
@@ -128,7 +137,10 @@ def _compile_by_policy(config: Any, ctx: CompileContext, field: str) -> StepFn:
     async def run(msg: Message) -> None:
         key = policies.key(msg)
         address = policies.address(msg) if reads_address or key is None else None
-        policy = policies.policy(address, key)
+        policy = policies.policy(address, key, UNASKED) if reads_names else policies.policy(address, key)
+        if policy is None:  # a policy names domains: the caller's name decides, looked up (cached) only now
+            policy = policies.policy(address, key, await policies.name(address))
+            assert policy is not None
         if policy.access == "allow":
             return
         if policy.access == "deny":

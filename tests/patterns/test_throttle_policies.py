@@ -180,7 +180,7 @@ def test_behind_a_trusted_gateway_the_address_is_the_one_it_forwards(tmp_path: P
 
 
 @pytest.mark.parametrize(("throttle", "message", "where"), [
-    ("policies: [{access: deny}]", "a policy matches callers by cidr (their address) or keys", "6:22"),
+    ("policies: [{access: deny}]", "a policy matches callers by cidr (their address), keys", "6:22"),
     ("policies: [{keys: [a], access: allow}]", "keys match the value of the step's key template", "6:29"),
     ("key: ${headers.a}\n          policies: [{keys: [a], access: deny, per: 1s}]",
      "per goes with access: limit (this policy's access is deny)", "7:53"),
