@@ -176,6 +176,9 @@ def dashboard() -> dict[str, Any]:
         ("Load-balanced calls per second by endpoint and outcome",
          [(f'sum by (step, endpoint, outcome) (rate(interlace_load_balanced_calls_total{{namespace=~"$namespace"}}'
            f"[{rate}]))", "{{step}} {{endpoint}} {{outcome}}")], "reqps"),
+        ("least_response_time: average response time by endpoint (what the balancer picks by)",
+         [(f"max by (flow, step, endpoint) (interlace_load_balance_response_time_seconds{{{SELECT}}})",
+           "{{flow}} {{step}} {{endpoint}}")], "s"),
         ("Aggregated groups completed per second by step and reason",
          [(f'sum by (step, completed_by) (rate(interlace_aggregated_groups_total{{namespace=~"$namespace"}}'
            f"[{rate}]))", "{{step}} {{completed_by}}"),

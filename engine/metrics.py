@@ -24,6 +24,7 @@ interlace_worker_restarts_total                         worker (its place, 0..N-
 interlace_source_messages_total                         source, outcome                        counter
 interlace_source_lag_seconds                            source                                 gauge
 interlace_store_depth                                   store                                  gauge
+interlace_load_balance_response_time_seconds            flow, step, endpoint, url              gauge
 process_*, python_*                                     worker                                 (library)
 ======================================================  =====================================  =========
 
@@ -49,6 +50,7 @@ multiprocess mode (an mmap write per observation, and no exemplars).
 
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
@@ -182,6 +184,39 @@ class _InFlight:
 
 IN_FLIGHT = _InFlight()
 REGISTRY.register(IN_FLIGHT)
+
+
+class _ResponseTimeAverages:
+    """load_balance's least_response_time averages, read from the steps' own lists at scrape (an
+    answer costs no gauge update).  Held by (flow, step) through a weak reference: a reloaded
+    step replaces its predecessor's series, a removed one's go when its flow is collected."""
+
+    NAME = "interlace_load_balance_response_time_seconds"
+
+    def __init__(self) -> None:
+        self.steps: dict[tuple[str, str], tuple[weakref.ref[Any], list[str], list[str]]] = {}
+
+    def add(self, flow: str, step: str, members: list[str], urls: list[str], holder: Any) -> None:
+        self.steps[(flow, step)] = (weakref.ref(holder), members, urls)
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            self.NAME, "The decaying average response time of each endpoint of a load_balance step with strategy "
+            "least_response_time, by flow, step, endpoint and its base URL: what the step picks by (failures "
+            "count as slow); with several workers the highest of them.", labels=("flow", "step", "endpoint", "url"))
+        for (flow, step), (held, members, urls) in list(self.steps.items()):
+            holder = held()
+            if holder is None:
+                del self.steps[(flow, step)]
+                continue
+            for member, url, average in zip(members, urls, holder.averages, strict=True):
+                if average is not None:  # never answered: no time to show
+                    family.add_metric((flow, step, member, url), average)
+        yield family
+
+
+RESPONSE_TIME_AVERAGES = _ResponseTimeAverages()
+REGISTRY.register(RESPONSE_TIME_AVERAGES)
 REQUEST_BYTES = Histogram("interlace_http_request_body_bytes", "Request body sizes, by flow and route: the "
                           "Content-Length, else the bytes that arrived (0 without a body; a chunked body the "
                           "flow never read to its end is not counted).",
@@ -288,6 +323,7 @@ GAUGE_MODES: dict[str, str] = {
     "interlace_flows_loaded": "max",
     "interlace_source_lag_seconds": "max",
     "interlace_store_depth": "max",  # one shared store, seen by every worker
+    "interlace_load_balance_response_time_seconds": "max",  # each worker's own average: show the worst
 }
 PER_WORKER_PREFIXES = ("process_", "python_")
 
@@ -399,6 +435,12 @@ def load_balance_counter(flow: str, step: str, endpoints: list[str]) -> Callable
     children = [{outcome: LOAD_BALANCED.labels(flow, step, endpoint, outcome)
                  for outcome in ("answered", "failed_over", "failed")} for endpoint in endpoints]
     return lambda index, outcome: children[index][outcome].inc()
+
+
+def response_time_averages(flow: str, step: str, endpoints: list[str], urls: list[str], holder: Any) -> None:
+    """Show ``holder.averages`` (seconds, or None, per endpoint) as the response time gauge of a
+    least_response_time step; ``urls``: each endpoint's base URL(s), from its declaration."""
+    RESPONSE_TIME_AVERAGES.add(flow, step, endpoints, urls, holder)
 
 
 def reloaded(ok: bool, flows: int) -> None:

@@ -83,6 +83,7 @@ class OperationCall:
 
         self.endpoint_name = str(config["endpoint"])
         endpoint = ctx.endpoint(self.endpoint_name, (*base, "endpoint"))
+        self.endpoint: Any = endpoint  # the declared endpoint (its connector's targets: base URLs)
         self.invocation: Invocation = _Unusable(self.endpoint_name)
         self.operation = ""
         if not hasattr(endpoint, "prepare"):

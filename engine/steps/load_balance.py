@@ -23,7 +23,8 @@ try so that it can be sent again.
 
 The endpoint that answered is in ``${vars.<var>}`` (default ``${vars.load_balanced}``) and in
 ``interlace_load_balanced_calls_total{flow, step, endpoint, outcome}`` (answered, failed_over,
-failed).
+failed); with least_response_time each endpoint's average in
+``interlace_load_balance_response_time_seconds{flow, step, endpoint, url}``.
 """
 
 from __future__ import annotations
@@ -148,6 +149,8 @@ def compile_load_balance(config: Any, ctx: CompileContext) -> StepFn:
         times = ResponseTimes(weights, in_flight, seconds(config.get("decay", DEFAULT_DECAY), "decay"),
                               seconds(config.get("probe_after", DEFAULT_PROBE_AFTER), "probe_after"))
         first: Callable[[Message], int] = times.pick
+        metrics.response_time_averages(ctx.owner, ctx.step_id, names, [_base_urls(c) for c in calls],
+                                       times)
     else:
         first = _chooser(strategy, names, weights, ctx.template(config["key"], "key") if "key" in config else None,
                          in_flight)
@@ -198,6 +201,13 @@ def compile_load_balance(config: Any, ctx: CompileContext) -> StepFn:
         raise error
 
     return run
+
+
+def _base_urls(call: OperationCall) -> str:
+    """An endpoint's base URL as declared (its URLs, comma-separated, when it fails over across
+    several): a label value bounded by the flow files."""
+    targets = getattr(getattr(call.endpoint, "connector", None), "targets", ())
+    return ",".join(str(target) for target in targets)
 
 
 def _chooser(strategy: str, names: list[str], weights: list[int], key: Any,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.backends import BackendServer, closed_port
-from tests.support.engine import assert_step_load_error, facade_client, write_flows
+from tests.support.engine import assert_step_load_error, facade_client, run_engine, write_flows
 
 pytestmark = pytest.mark.anyio
 
@@ -121,3 +121,35 @@ def test_its_options_are_checked_at_load(tmp_path: Path, step: str, message: str
       a: {http: {url: "http://127.0.0.1:9"}}
       b: {http: {url: "http://127.0.0.1:9"}}
     """)
+
+
+def test_metrics_show_each_endpoints_average_the_balancer_picks_by(
+        tmp_path: Path, backends: dict[str, BackendServer]) -> None:
+    """A running engine, a slow (0.3 s) and a quick endpoint: after the calls, /metrics has the two
+    averages, the slow one's above 0.3 s and above the quick one's; an endpoint of a step with
+    another strategy has none."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    slow, quick = backends["a"], backends["b"]
+    urls = {"slow": slow.url, "quick": quick.url}
+    write_flows(tmp_path, _flows(urls, "probe_after: 1m") + """
+      turns:
+        source: {http: {method: GET, path: "/turns/{id}"}}
+        steps:
+          - load_balance: {endpoints: [slow, quick], call: {method: GET, path: "/items/${path.id}"}}
+    """)
+    slow.set_behaviour(delay=0.3)
+    with run_engine(tmp_path) as engine, httpx.Client(base_url=engine.url, timeout=10) as client:
+        served = [client.get(f"/items/{n}").headers["x-served-by"] for n in range(8)]
+        client.get("/turns/1")
+        exposed = httpx.get(f"{engine.management_url}/metrics", timeout=10).text
+    averages = {sample.labels["endpoint"]: (sample.value, sample.labels)
+                for family in text_string_to_metric_families(exposed)
+                if family.name == "interlace_load_balance_response_time_seconds" for sample in family.samples}
+    assert sorted(served[:2]) == ["quick", "slow"] and served[2:] == ["quick"] * 6, served
+    assert set(averages) == {"slow", "quick"}  # the turns step (round_robin) shows none
+    (slow_average, slow_labels), (quick_average, quick_labels) = averages["slow"], averages["quick"]
+    assert slow_average >= 0.3 > quick_average, averages
+    assert slow_labels == {"flow": "spread", "step": slow_labels["step"], "endpoint": "slow", "url": slow.url}
+    assert quick_labels["url"] == quick.url and quick_labels["step"] == slow_labels["step"]
