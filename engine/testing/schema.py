@@ -127,7 +127,7 @@ CASE: dict[str, Any] = {
                 "query": {"type": "object"},
                 "headers": HEADERS,
                 "client_cert": CLIENT_CERT_REQUEST,
-                "client": {"type": "string",
+                "client": {"type": "string", "default": "127.0.0.1",
                            "description": "The address the request comes from, as the connection's peer "
                                           "(default 127.0.0.1): ${client.address}, and the throttle's policies "
                                           "and networks read it."},

@@ -81,6 +81,14 @@ NOTES = dedent("""\
           - log: first
           - respond: {status: 200}
     """)
+WHOM = dedent("""\
+    # Answers with the address the request came from.
+    flows:
+      whom:
+        source: {http: {method: GET, path: /whom}}
+        steps:
+          - respond: {json: {caller: "${client.address}"}}
+    """)
 SUITE = dedent("""\
     cases:
       - name: gold orders are gold
@@ -118,6 +126,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "route.test.yaml").write_text(SUITE, encoding="utf-8")
     (folder / "big.yaml").write_text(big_flow(), encoding="utf-8")
     (folder / "shop.yaml").write_text(SHOP, encoding="utf-8")
+    (folder / "whom.yaml").write_text(WHOM, encoding="utf-8")
     for name in ("notes.yaml", "tabs.yaml", "grow.yaml"):
         (folder / name).write_text(NOTES.replace("/notes", f"/{name[:-5]}").replace("notes:", f"{name[:-5]}:"),
                                    encoding="utf-8")
@@ -322,6 +331,43 @@ def test_draw_edit_save_reload_keyboard_and_try(page: Any, folder: Path) -> None
     page.wait_for_selector("[data-testid=status]:has-text('saved')")
     assert "recorded from the designer" in (folder / "route.test.yaml").read_text(encoding="utf-8")
     assert (folder / "route.test.yaml").read_text(encoding="utf-8").startswith(SUITE)
+
+
+def test_the_try_form_sets_the_client_address_and_the_saved_case_keeps_it(page: Any, folder: Path) -> None:
+    """The client field is drawn from the suite schema's request.client; the address reaches the
+    flow as ${client.address}, is saved with the case, and the saved case runs from it."""
+    open_file(page, "whom.yaml")
+    page.click("[data-testid=tab-try]")
+    page.select_option("[data-testid=try-panel] .own select", "GET")
+    page.fill("[data-testid=try-path]", "/whom")
+    client = page.locator("[data-testid=try-client]")
+    assert client.get_attribute("placeholder") == "127.0.0.1"  # the schema's default
+    client.fill("not-an-address")
+    client.press("Enter")
+    page.click("[data-testid=try-run]")
+    page.wait_for_selector("[data-testid=status]:has-text('not-an-address')")  # the API's 422, said
+    client.fill("10.4.4.4")
+    client.press("Enter")
+    page.click("[data-testid=try-run]")
+    page.wait_for_selector("[data-testid=try-status]:has-text('200')")
+    assert json.loads(page.locator("[data-testid=try-result] pre.body").inner_text()) == {"caller": "10.4.4.4"}
+    page.fill("[data-testid=case-name]", "the caller is named")
+    page.click("[data-testid=save-case]")
+    page.wait_for_selector("[data-testid=status]:has-text('saved')")
+    saved = (folder / "whom.test.yaml").read_text(encoding="utf-8")
+    assert "client: 10.4.4.4" in saved and "caller: 10.4.4.4" in saved, saved
+
+    # the saved case runs with its own client, whatever the form says
+    page.wait_for_selector("[data-testid=try-case] option:has-text('the caller is named')", state="attached")
+    page.select_option("[data-testid=try-case]", value="")
+    client.fill("10.5.5.5")
+    client.press("Enter")
+    page.select_option("[data-testid=try-case]", label="case: the caller is named")
+    assert page.locator("[data-testid=try-client]").count() == 0  # a case brings its own request
+    page.click("[data-testid=try-run]")
+    page.wait_for_function("document.querySelector('[data-testid=try-result] pre.body')"
+                           "?.innerText.includes('10.4.4.4')")
+    assert page.locator("[data-testid=try-status]").inner_text() == "200"
 
 
 def drag_frames(page: Any, x: float, y: float, dx: float, dy: float) -> tuple[float, bool]:

@@ -405,7 +405,7 @@ function App() {
               </>) : <p className="hint" data-testid="sequence-form">The sequence {subject.name} is a plain step list. To give it parameters (a template), write it in the YAML view as <code>{"{params: ..., steps: [...]}"}</code>; it is drawn and edited the same way after.</p>
             ) : null}
             {tab === "properties" && !selectedStep && selected?.type !== "head" ? <p className="hint">Select a step (click, or the arrow keys on the canvas) to edit it; drag a step kind from the palette onto a + slot, or select a slot and press Enter in the palette. Click the box at the top for the flow's source or the sequence's parameters.</p> : null}
-            {tab === "try" ? <TryPanel file={name} suiteFile={suiteFile} cases={cases} onRun={tryIt} run={run} onSaveCase={saveCase} selectedRecord={record} /> : null}
+            {tab === "try" ? <TryPanel file={name} suiteFile={suiteFile} cases={cases} onRun={tryIt} run={run} onSaveCase={saveCase} selectedRecord={record} requestSchema={registry?.suite_schema?.properties?.cases?.items?.properties?.request} /> : null}
             {tab === "endpoints" ? (doc?.outline.endpoints.length ? doc.outline.endpoints.map((ep) => (
               <div className="form" key={ep.name} data-testid={`endpoint-${ep.name}`}><h3>{ep.name} <small>{ep.kind}</small></h3>
                 {endpointKinds[ep.kind] ? <SchemaForm schema={endpointKinds[ep.kind]} defs={endpointKinds[ep.kind].$defs} value={ep.config} testPrefix={`ep-${ep.name}`}

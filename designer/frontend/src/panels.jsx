@@ -1,6 +1,7 @@
 // The side panels: the palette of step kinds, try-it and a step's recorded message.
 import { useEffect, useState } from "react";
 import { DRAG_KIND } from "./Canvas.jsx";
+import { SchemaForm } from "./SchemaForm.jsx";
 
 // --- the palette -----------------------------------------------------------------------------
 
@@ -44,11 +45,14 @@ export function Palette({ kinds, onInsert, searchRef }) {
 
 // --- try it ----------------------------------------------------------------------------------
 
-export function TryPanel({ file, suiteFile, cases, onRun, run, onSaveCase, selectedRecord }) {
+// requestSchema: a flow-test case's request in the suite schema (the registry's): the fields
+// below that it declares (client) are drawn from it, as the step forms are
+export function TryPanel({ file, suiteFile, cases, onRun, run, onSaveCase, selectedRecord, requestSchema }) {
   const [caseIndex, setCaseIndex] = useState(cases.length ? "0" : "");
   const [method, setMethod] = useState("POST");
   const [path, setPath] = useState("/");
   const [body, setBody] = useState("{}");
+  const [client, setClient] = useState(undefined);
   const [mocks, setMocks] = useState(Boolean(suiteFile));
   const [caseName, setCaseName] = useState("");
   useEffect(() => setCaseIndex(cases.length ? "0" : ""), [file, cases.length]);
@@ -56,6 +60,7 @@ export function TryPanel({ file, suiteFile, cases, onRun, run, onSaveCase, selec
     if (caseIndex !== "") onRun({ suite: suiteFile, case: Number(caseIndex), mocks });
     else {
       let request = { method, path };
+      if (client !== undefined) request.client = client;
       try { if (body.trim()) request.json = JSON.parse(body); } catch { request.text = body; }
       onRun({ request, mocks, suite: suiteFile || undefined });
     }
@@ -71,6 +76,9 @@ export function TryPanel({ file, suiteFile, cases, onRun, run, onSaveCase, selec
           <select value={method} onChange={(e) => setMethod(e.target.value)}>{["GET", "POST", "PUT", "PATCH", "DELETE"].map((m) => <option key={m}>{m}</option>)}</select>
           <input data-testid="try-path" value={path} onChange={(e) => setPath(e.target.value)} onKeyDown={(e) => e.stopPropagation()} />
           <textarea data-testid="try-body" rows={3} value={body} onChange={(e) => setBody(e.target.value)} onKeyDown={(e) => e.stopPropagation()} />
+          {requestSchema?.properties?.client ? (
+            <SchemaForm schema={requestSchema.properties.client} value={client} label="client" path={["client"]}
+              testPrefix="try" onChange={(_, value) => setClient(value)} />) : null}
         </div>) : null}
       <label className="check"><input type="checkbox" checked={mocks} disabled={!suiteFile} onChange={(e) => setMocks(e.target.checked)} /> the suite's mocks{suiteFile ? ` (${suiteFile})` : " (no suite)"}</label>
       <button data-testid="try-run" onClick={go}>Try it</button>
