@@ -571,8 +571,7 @@ class Facade(Starlette):
             if now.reads_request:
                 msg = _request_message(headers, route, {}, cid, method, query, extensions, client)
                 if length:
-                    msg.set_body(body, msg.content_type)
-                    msg.payload_is_request = True  # set_body cleared it: this body is the caller's
+                    msg.set_request_body(body, msg.content_type)
             answer = now.recall(msg)
             if answer is None:
                 return False
@@ -631,8 +630,8 @@ class Facade(Starlette):
             # a body that has all arrived is taken from the engine's server as it is, without
             # the receive() round trip
             whole = take_body(receive)
-            msg.set_body(whole if whole is not None else await _read_all(receive, route.max_body), content_type)
-            msg.payload_is_request = True  # set_body cleared it: this body is the caller's
+            msg.set_request_body(whole if whole is not None else await _read_all(receive, route.max_body),
+                                 content_type)
             return msg
         first: Any = None
         if length is None and method in route.needs_body:
@@ -640,8 +639,7 @@ class Facade(Starlette):
             first = await receive()
             if first["type"] == "http.request" and not first.get("body") and not first.get("more_body"):
                 raise MissingBody(f"this route takes a {route.accepts} body; the request has none")
-        msg.set_stream(_stream(receive, route.max_body, seen if length is None else None, first), content_type)
-        msg.payload_is_request = True
+        msg.set_request_body(_stream(receive, route.max_body, seen if length is None else None, first), content_type)
         return msg
 
 

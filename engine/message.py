@@ -68,7 +68,7 @@ class Message:
     later is the flow's doing, engine/expression_blame.py); when the headers are still the
     request's, only those of them still present reach the client.
     ``payload_is_request`` is True while the body holds the caller's request body (the front
-    sets it, ``set_request_body``): a wrong shape there is the caller's mistake, a 422
+    gives it with ``set_request_body``): a wrong shape there is the caller's mistake, a 422
     (engine/expression_blame.py).  A new body or payload clears it.  A step writing inside the
     JSON payload (``set: {path}``, ``remove: {path}``, ``enrich: {into}``) keeps it and records
     where it wrote in ``payload_edits``: the rest is still what the caller sent, and only what
@@ -173,6 +173,21 @@ class Message:
         self._body = None
         self._payload = _UNSET
         self.payload_is_request = False
+        self.content_type = content_type
+
+    def set_request_body(self, body: bytes | AsyncIterator[bytes], content_type: str | None) -> None:
+        """The caller's request body, as bytes that have all come or as a stream still to read:
+        a wrong shape in it is the caller's mistake (``payload_is_request``) until a step
+        replaces it.  The front's one way of giving a message its request's body."""
+        if isinstance(body, bytes):
+            self._body = body
+            self._stream = None
+        else:
+            self._stream = body
+            self._body = None
+        self._payload = _UNSET
+        self.payload_is_request = True
+        self.payload_edits = ()
         self.content_type = content_type
 
     # --- payload ----------------------------------------------------------------------------
