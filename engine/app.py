@@ -27,7 +27,8 @@ def project_middleware(project: CompiledProject) -> list[Middleware]:
     """The middleware the project's ``settings.http`` declare (CORS, GZip, TrustedHost, proxy headers)."""
     from engine.settings import middleware
 
-    return middleware(project.project.settings)
+    settings_file = project.project.settings_file
+    return middleware(project.project.settings, settings_file.parent if settings_file is not None else None)
 
 
 def create_app(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None,

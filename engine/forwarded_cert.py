@@ -6,8 +6,9 @@ proxy_headers.client_cert`` names that header and its format:
 
 - ``xfcc``: Envoy's and Istio's ``X-Forwarded-Client-Cert``, elements ``By=...;Hash=...;
   Cert="<URL-encoded PEM>";Subject="...";URI=...;DNS=...`` separated by commas, one per proxy
-  hop; the last element is the one the proxy in front of the engine added.  With ``Cert`` the
-  flow sees every field of a direct client certificate; without it (Istio's default) the
+  hop; the last element is the one the proxy in front of the engine added.  With ``Cert`` (or a
+  ``Chain``, whose first certificate is the client's) the flow sees every field of a direct
+  client certificate; without it (Istio's default) the
   subject, the URI and DNS SANs and the SHA-256 ``Hash``.
 - ``pem``: the certificate itself: URL-encoded PEM (nginx's ``$ssl_client_escaped_cert``),
   PEM on one line, or base64 DER (haproxy's ``ssl_c_der,base64``).
@@ -19,21 +20,46 @@ claim a certificate by writing the header itself.  A trusted proxy that sends no
 client certificate (401 where one is required); one whose header does not parse is 401 too.
 The request's ``${tls}`` then describes the forwarded certificate, with ``source: forwarded``
 and ``forwarded_by`` the proxy's address.
+
+OCSP (``proxy_headers.client_cert.ocsp: hard-fail|soft-fail`` with ``ca``, the CA file the
+proxy verifies against): the forwarded certificate, and with ``ocsp_scope: chain`` (the
+default) the intermediate CAs above it, are asked about as a direct client's are
+(engine/ocsp.py), the issuers taken from ``ca`` and from the header's XFCC ``Chain`` when it
+carries one.  A header is read into its certificates once (``_FORWARDED_KEPT`` of them are
+kept), and its verdict comes from the checker's cache: per request, a dictionary lookup for
+the header and the cached verdict.  A refused one is answered with the same problem+json
+(403 ``certificate-revoked``...) and nothing reaches the flow; the connection stays open, as
+it is the proxy's and carries other clients' requests.  Under hard-fail a header with no
+certificate in it (an XFCC element with only Subject and Hash) cannot be asked about: 403
+``certificate-status-uncheckable``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import functools
 import hashlib
+import json
+import logging
 import re
-from typing import Any
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from engine.tls import TLS_KEY, peer_view
+from engine import metrics
+from engine.errors import PROBLEM_BASE
+from engine.tls import TLS_KEY, Peer, peer_view
+
+if TYPE_CHECKING:
+    from engine.ocsp import OcspChecker, OcspSettings, Refusal
+
+log = logging.getLogger("interlace.tls.ocsp")
+_FORWARDED_KEPT = 1024  # forwarded headers kept read into their certificates, per engine
 
 FORMATS = ("xfcc", "pem")
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.S)
@@ -118,8 +144,10 @@ def forwarded_view(header: str, form: str) -> dict[str, Any]:
         return _view_of_der(der_of_pem_header(header))
     values = xfcc_pairs(header)
     fields = dict(values)
-    if fields.get("cert"):  # an empty Cert="" is a proxy that had none to put there
-        der = der_of_pem_header(fields["cert"])
+    # an empty Cert="" is a proxy that had none to put there; a Chain alone starts with the certificate
+    cert = fields.get("cert") or next((m.group(0) for m in _PEM.finditer(unquote(fields.get("chain", "")))), "")
+    if cert:
+        der = der_of_pem_header(cert)
         view = _view_of_der(der)
         claimed = fields.get("hash", "").lower()
         if claimed and claimed != hashlib.sha256(der).hexdigest():
@@ -150,17 +178,118 @@ def _subject(text: str) -> dict[str, Any]:
             "subject_fields": {a.rfc4514_attribute_name: str(a.value) for a in name}}
 
 
+def forwarded_certificates(header: str, form: str) -> tuple[bytes, list[bytes]] | None:
+    """The DER of the certificate a header forwards, and of the other certificates of its XFCC
+    ``Chain`` (the intermediates the proxy verified); None when it carries no certificate."""
+    if form == "pem":
+        return der_of_pem_header(header), []
+    fields = dict(xfcc_pairs(header))
+    chain = [der_of_pem_header(match.group(0)) for match in _PEM.finditer(unquote(fields.get("chain", "")))]
+    if fields.get("cert"):
+        leaf = der_of_pem_header(fields["cert"])
+    elif chain:
+        leaf = chain[0]
+    else:
+        return None
+    return leaf, [der for der in chain if der != leaf]
+
+
+# one checker per OCSP settings and CA file, kept across reloads (the middleware is rebuilt on each):
+# a reload that changes neither keeps every answer
+_CHECKERS: dict[tuple[OcspSettings, str], OcspChecker] = {}
+
+
+def _checker(settings: OcspSettings, ca_pem: bytes) -> OcspChecker:
+    from engine.ocsp import OcspChecker
+
+    key = (settings, hashlib.sha256(ca_pem).hexdigest())
+    checker = _CHECKERS.get(key)
+    if checker is None:
+        if len(_CHECKERS) >= 8:
+            _CHECKERS.clear()
+        checker = _CHECKERS[key] = OcspChecker(settings)
+    return checker
+
+
+class ForwardedOcsp:
+    """The OCSP verdicts of forwarded certificates (see the module docstring)."""
+
+    def __init__(self, settings: OcspSettings, ca_file: str) -> None:
+        from engine.tls_chain import ClientCAs
+
+        self.settings = settings
+        self._pem = Path(ca_file).read_bytes()
+        self._cas = ClientCAs(self._pem)
+        self.checker = _checker(settings, self._pem)
+        self._peers: OrderedDict[str, Peer | None] = OrderedDict()  # header -> its certificates (None: none)
+
+    def peer(self, header: str, form: str) -> Peer | None:
+        """The forwarded certificate with its chain over ``ca`` (and the header's Chain), read once per header."""
+        if header in self._peers:
+            return self._peers[header]
+        try:
+            peer = self._read(header, form)
+        except ValueError:  # a Chain that does not parse: nothing believable to ask about
+            peer = None
+        if len(self._peers) >= _FORWARDED_KEPT:
+            self._peers.popitem(last=False)
+        self._peers[header] = peer
+        return peer
+
+    def _read(self, header: str, form: str) -> Peer | None:
+        found = forwarded_certificates(header, form)
+        peer = None
+        if found is not None:
+            leaf, intermediates = found
+            cas = self._cas
+            if intermediates:  # the proxy verified them: they may name the issuers the file lacks
+                import ssl
+
+                from engine.tls_chain import ClientCAs
+
+                cas = ClientCAs(self._pem + b"".join(ssl.DER_cert_to_PEM_cert(der).encode() for der in intermediates))
+            peer = Peer.of(leaf, cas)
+        return peer
+
+    async def refusal(self, header: str, form: str) -> Refusal | None:
+        """What the request is refused with, or None: served."""
+        from engine.ocsp import UNCHECKABLE
+
+        peer = self.peer(header, form)
+        if peer is None:  # Subject and Hash only: nothing to ask about
+            if self.settings.policy == "soft-fail":
+                return None
+            return UNCHECKABLE
+        verdict = self.checker.verdict(peer)
+        if isinstance(verdict, asyncio.Future):
+            # shielded: a request whose client leaves must not cancel the lookup others wait for
+            return await asyncio.shield(verdict)
+        return verdict
+
+
+async def _refuse(send: Send, refusal: Refusal) -> None:
+    body = json.dumps({"type": PROBLEM_BASE + refusal.code, "title": refusal.title, "status": refusal.status,
+                       "detail": refusal.detail}).encode()
+    headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
+    if refusal.retry_after is not None:
+        headers.append((b"retry-after", str(refusal.retry_after).encode()))
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class ForwardedClientCertMiddleware:
     """Puts the certificate a trusted proxy forwards in ``header`` where a direct one would be
-    (``scope["extensions"]["tls"]``); see the module docstring."""
+    (``scope["extensions"]["tls"]``), and with ``ocsp`` refuses a revoked one; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, trusted_hosts: list[str], header: str, form: str = "xfcc") -> None:
+    def __init__(self, app: ASGIApp, trusted_hosts: list[str], header: str, form: str = "xfcc",
+                 ocsp: OcspSettings | None = None, ca: str | None = None) -> None:
         from uvicorn.middleware.proxy_headers import _TrustedHosts
 
         self.app = app
         self.trusted = _TrustedHosts(trusted_hosts)
         self.header = header.lower().encode("latin-1")
         self.form = form
+        self.ocsp = ForwardedOcsp(ocsp, ca) if ocsp is not None and ca is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -170,6 +299,12 @@ class ForwardedClientCertMiddleware:
             if peer in self.trusted:
                 view = self._view(value)
                 view["forwarded_by"] = peer
+                if self.ocsp is not None and value is not None and "forwarded" not in view:
+                    refusal = await self.ocsp.refusal(value.decode("latin-1"), self.form)
+                    if refusal is not None:
+                        metrics.HTTP_REFUSED.labels("facade", refusal.code).inc()
+                        await _refuse(send, refusal)
+                        return
                 scope["extensions"] = {**scope.get("extensions", {}), TLS_KEY: {"view": view}}
             elif value is not None:
                 view = dict(peer_view(None), source="forwarded", forwarded="untrusted", forwarded_by=peer,

@@ -140,7 +140,7 @@ def _collect(project: Project, file: Path, doc: Any, errors: list[LoadError]) ->
             project.settings = plain(doc["settings"])
             project.settings_location = where
             project.settings_node, project.settings_file = doc["settings"], file
-            for path, message in check(project.settings):
+            for path, message in check(project.settings, file.parent):
                 errors.append(LoadError.at(locate(file, doc, ("settings", *path)), f"settings: {message}"))
     seen_flows = {f.name: f for f in project.flows}
     for name, node in (doc.get("endpoints") or {}).items():

@@ -124,7 +124,8 @@ def _about_ca(refusal: Refusal, ca: str) -> Refusal:
         "certificate-status-unknown": f"the OCSP responder of a CA of the client certificate's chain ({ca}) does "
                                       "not know it",
         "certificate-status-uncheckable": f"the revocation status of a CA of the client certificate's chain ({ca}) "
-                                          "cannot be looked up (OCSP): it names no responder",
+                                          "cannot be looked up (OCSP): it names no responder, or its issuer is "
+                                          "not among the CAs the engine knows",
         "certificate-status-unavailable": f"the revocation status of a CA of the client certificate's chain ({ca}) "
                                           "cannot be checked now (OCSP); retry shortly",
     }
@@ -152,12 +153,19 @@ class Asked:
 
 def to_ask(peer: Peer) -> tuple[Asked, ...]:
     """The certificates of ``peer``'s chain OCSP may ask about: the client's own first, then each
-    CA below the top of the chain (the trust anchor, which nothing above vouches for); the
+    CA below the top of the chain when the top is a root (the trust anchor, which nothing above
+    vouches for; a top that is not a root is asked about, and is uncheckable); the
     ``leaf`` scope asks about the first alone (``Peer.ocsp_asked`` keeps this, made once)."""
     issuer = peer.issuer
     own = Asked(peer.der, peer.certificate, issuer.certificate if issuer is not None else None)
-    return (own, *(Asked(ca.der, ca.certificate, above.certificate, ca.subject)
-                   for ca, above in itertools.pairwise(peer.chain)))
+    cas = peer.chain
+    above = [Asked(ca.der, ca.certificate, issuer.certificate, ca.subject) for ca, issuer in itertools.pairwise(cas)]
+    top = cas[-1] if cas else None
+    if top is not None and top.certificate.issuer != top.certificate.subject:
+        # not a root: its issuer is not known here (a forwarded Chain's intermediate above the CA
+        # file's, or an intermediate the file lacks), so nothing vouches for it: uncheckable
+        above.append(Asked(top.der, top.certificate, None, top.subject))
+    return (own, *above)
 
 
 def shown_url(url: str) -> str:

@@ -9,6 +9,7 @@ and ``middleware()`` turns a validated value into Starlette ``Middleware`` entri
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from starlette._utils import parse_host_header
@@ -23,6 +24,7 @@ from engine import jsonfast
 from engine.units import parse_size
 
 _STRINGS = {"type": "array", "items": {"type": "string"}}
+_FILE_SETTING = {"type": "string", "minLength": 1}
 
 HTTP_SETTINGS: dict[str, Any] = {
     "type": "object",
@@ -50,9 +52,28 @@ HTTP_SETTINGS: dict[str, Any] = {
                                                   "X-SSL-Client-Cert (nginx)..."},
                         "format": {"enum": ["xfcc", "pem"],
                                    "description": "xfcc (default): Envoy's By=...;Hash=...;Cert=\"...\";"
-                                                  "Subject=\"...\";URI=...; the last element counts. pem: the "
-                                                  "certificate, URL-encoded PEM (nginx $ssl_client_escaped_cert), "
-                                                  "one-line PEM or base64 DER."},
+                                                  "Chain=\"...\";Subject=\"...\";URI=...; the last element counts. "
+                                                  "pem: the certificate, URL-encoded PEM (nginx "
+                                                  "$ssl_client_escaped_cert), one-line PEM or base64 DER."},
+                        "ocsp": {"enum": ["hard-fail", "soft-fail"],
+                                 "description": "Ask the OCSP responders whether the forwarded certificate (and "
+                                                "with ocsp_scope chain its intermediate CAs) is revoked, as "
+                                                "settings.tls.ocsp does for a direct one: a revoked one's requests "
+                                                "get 403; hard-fail: a responder that cannot answer refuses them "
+                                                "(503), soft-fail serves them and logs. Needs ca."},
+                        "ca": {**_FILE_SETTING,
+                               "description": "With ocsp: the PEM CA certificates that issue the forwarded "
+                                              "certificates, up to their root (the file the proxy verifies them "
+                                              "against, nginx's ssl_client_certificate); a forwarded XFCC Chain adds "
+                                              "the intermediates it carries. Relative to this file's folder."},
+                        "ocsp_scope": {"enum": ["chain", "leaf"],
+                                       "description": "chain (the default): the certificate and every intermediate "
+                                                      "CA of its chain; leaf: the certificate alone."},
+                        "ocsp_responder": {"type": "string", "pattern": "^https?://",
+                                           "description": "The OCSP responder URL asked instead of each "
+                                                          "certificate's own (Authority Information Access)."},
+                        "ocsp_timeout": {"type": "number", "exclusiveMinimum": 0,
+                                         "description": "Seconds an OCSP lookup may take (default 5)."},
                     },
                 },
             },
@@ -179,16 +200,27 @@ class ProblemTrustedHostMiddleware(TrustedHostMiddleware):
         await send({"type": "http.response.body", "body": body})
 
 
-def middleware(settings: dict[str, Any] | None) -> list[Middleware]:
-    """The Starlette middleware ``settings`` (validated against SETTINGS_SCHEMA) declare, outermost first."""
+def middleware(settings: dict[str, Any] | None, base: Path | None = None) -> list[Middleware]:
+    """The Starlette middleware ``settings`` (validated against SETTINGS_SCHEMA) declare, outermost
+    first; ``base``: the settings' folder, which their file paths are relative to."""
     http = (settings or {}).get("http") or {}
     out: list[Middleware] = []
     forwarded_cert = (http.get("proxy_headers") or {}).get("client_cert")
     if forwarded_cert:  # outside ProxyHeadersMiddleware: it must see the proxy's own address
         from engine.forwarded_cert import ForwardedClientCertMiddleware
 
+        ocsp, ca = None, None
+        if forwarded_cert.get("ocsp"):
+            from engine.ocsp import DEFAULT_SCOPE, DEFAULT_TIMEOUT, OcspSettings
+
+            timeout = forwarded_cert.get("ocsp_timeout")
+            ocsp = OcspSettings(forwarded_cert["ocsp"], forwarded_cert.get("ocsp_responder"),
+                                float(timeout) if timeout is not None else DEFAULT_TIMEOUT,
+                                forwarded_cert.get("ocsp_scope", DEFAULT_SCOPE))
+            ca = str((base or Path()) / forwarded_cert["ca"])
         out.append(Middleware(ForwardedClientCertMiddleware, trusted_hosts=list(http["proxy_headers"]["trusted"]),
-                              header=forwarded_cert["header"], form=forwarded_cert.get("format", "xfcc")))
+                              header=forwarded_cert["header"], form=forwarded_cert.get("format", "xfcc"),
+                              ocsp=ocsp, ca=ca))
     if http.get("proxy_headers"):
         from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -211,10 +243,15 @@ def middleware(settings: dict[str, Any] | None) -> list[Middleware]:
     return out
 
 
-def check(settings: dict[str, Any] | None) -> list[tuple[tuple[Any, ...], str]]:
-    """What the schema cannot say: (path within settings, message) for each problem."""
+def check(settings: dict[str, Any] | None, base: Path | None = None) -> list[tuple[tuple[Any, ...], str]]:
+    """What the schema cannot say: (path within settings, message) for each problem (``base``: the
+    settings' folder, where the files they name are looked for)."""
     problems: list[tuple[tuple[Any, ...], str]] = []
     http = (settings or {}).get("http") or {}
+    forwarded = (http.get("proxy_headers") or {}).get("client_cert") or {}
+    if isinstance(forwarded, dict):
+        problems += [(("http", "proxy_headers", "client_cert", *path), message)
+                     for path, message in _forwarded_ocsp_problems(forwarded, base)]
     for index, pattern in enumerate(http.get("trusted_hosts") or []):
         if "*" in pattern[1:] or (pattern.startswith("*") and pattern != "*" and not pattern.startswith("*.")):
             problems.append((("http", "trusted_hosts", index),
@@ -226,3 +263,30 @@ def check(settings: dict[str, Any] | None) -> list[tuple[tuple[Any, ...], str]]:
         except ValueError as exc:
             problems.append((("http", "gzip", "minimum_size"), str(exc)))
     return problems
+
+
+def _forwarded_ocsp_problems(forwarded: dict[str, Any], base: Path | None) -> list[tuple[tuple[str, ...], str]]:
+    """The contradictions of proxy_headers.client_cert's OCSP keys, and a CA file that cannot serve."""
+    if not forwarded.get("ocsp"):
+        given = [key for key in ("ca", "ocsp_scope", "ocsp_responder", "ocsp_timeout") if key in forwarded]
+        return [((key,), f"{key} needs ocsp (hard-fail or soft-fail): OCSP checks of the forwarded certificates "
+                         "are off") for key in given]
+    if not forwarded.get("ca"):
+        return [(("ocsp",), "ocsp needs ca: the PEM CA certificates that issue the forwarded certificates (an OCSP "
+                            "request names a certificate by its issuer)")]
+    if base is None:
+        return []
+    path = base / str(forwarded["ca"])
+    try:
+        text = path.read_bytes()
+    except OSError:
+        return [(("ca",), f"ca {forwarded['ca']}: no such file (relative to the settings' folder)")]
+    if b"-----BEGIN CERTIFICATE-----" not in text:
+        return [(("ca",), f"ca {forwarded['ca']}: no PEM certificate in the file (-----BEGIN CERTIFICATE-----)")]
+    from cryptography import x509
+
+    try:
+        x509.load_pem_x509_certificates(text)
+    except ValueError as exc:
+        return [(("ca",), f"ca {forwarded['ca']}: a certificate that does not parse ({exc})")]
+    return []
