@@ -27,7 +27,7 @@ from engine.expressions import (
     compile_condition,
 )
 from engine.instrument import observe_step
-from engine.loader import LoadError, describe
+from engine.loader import LoadError, describe, step_kind_count, unknown_step_kind
 from engine.message import Message
 from engine.model import Endpoint, Flow, HttpSource, Location, Project
 from engine.paths import OutsideFolder, inside
@@ -646,21 +646,13 @@ class ProjectCompiler:
             return None
         kinds = [k for k in item if k not in STEP_META_KEYS]
         if len(kinds) != 1:
-            known = ", ".join(self.kinds)
-            message = ("a step needs one step kind" if not kinds
-                       else f"a step has one step kind, found {len(kinds)}: {', '.join(map(str, kinds))}")
-            self.errors.append(LoadError.at(where, f"{message} (kinds: {known})"))
+            self.errors.append(LoadError.at(where, step_kind_count(kinds, self.kinds)))
             return None
         kind_name = str(kinds[0])
         kind = self.kinds.get(kind_name)
         if kind is None:
-            import difflib
-
-            hint = difflib.get_close_matches(kind_name, list(self.kinds), n=1)
-            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
             self.errors.append(LoadError.at(locate(file, item, (kind_name,), key=True),
-                                            f"unknown step kind {kind_name!r}{suggestion}; "
-                                            f"expected one of: {', '.join(self.kinds)}"))
+                                            unknown_step_kind(kind_name, self.kinds)))
             return None
         config_errors = self._config_errors(file, item, kind_name)
         if config_errors:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.model import Endpoint, Flow, HttpSource, Location, Project, Sequence, SoapSource, SourceSpec
 from engine.redact import without_userinfo
-from engine.schema import outline_schema
+from engine.schema import STEP_META_KEYS, outline_schema
 from engine.schemacheck import SchemaValidator
 from engine.yamlio import YamlSyntaxError, locate, plain, read_yaml
 
@@ -343,6 +343,9 @@ def _describe(error: ValidationError) -> tuple[list[Any], str, bool]:
     if validator == "not" and isinstance(error.validator_value, dict) and "required" in error.validator_value:
         together = list(error.validator_value["required"])
         return path, f"give only one of {', '.join(map(str, together))}{where}, not both", False
+    unknown = _no_step_kind(error)
+    if unknown is not None:
+        return unknown
     given = _exclusive_keys_given(error)
     if given:
         return path, f"give only one of {', '.join(given)}{where}, not {'both' if len(given) == 2 else 'several'}", \
@@ -370,6 +373,41 @@ def _describe(error: ValidationError) -> tuple[list[Any], str, bool]:
         inner_path, inner, on_key = _describe(best)
         return inner_path, inner, on_key
     return path, f"{error.message}{where}", False
+
+
+def unknown_step_kind(name: str, kinds: Iterable[str]) -> str:
+    """What a step naming a kind the registry lacks is told (the compiler, and a check against
+    the editors' schema, alike)."""
+    known = list(kinds)
+    hint = difflib.get_close_matches(name, known, n=1)
+    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f"unknown step kind {name!r}{suggestion}; expected one of: {', '.join(known)}"
+
+
+def step_kind_count(named: list[Any], kinds: Iterable[str]) -> str:
+    """What a step naming no kind, or several, is told."""
+    message = ("a step needs one step kind" if not named
+               else f"a step has one step kind, found {len(named)}: {', '.join(map(str, named))}")
+    return f"{message} (kinds: {', '.join(kinds)})"
+
+
+def _no_step_kind(error: ValidationError) -> tuple[list[Any], str, bool] | None:
+    """A step of the editors' schema (project_schema: an anyOf of one alternative per kind, each
+    titled and requiring its kind's key) naming no known kind: told as the compiler tells it
+    (``unknown step kind 'lgo' (did you mean 'log'?)``), not with the first alternative's
+    ``missing required key 'aggregate'``.  None for any other error."""
+    alternatives = error.validator_value
+    if error.validator not in ("anyOf", "oneOf") or not isinstance(error.instance, dict) \
+            or not isinstance(alternatives, list) or not alternatives:
+        return None
+    kinds = [s.get("title") for s in alternatives if isinstance(s, dict) and s.get("required") == [s.get("title")]]
+    if len(kinds) != len(alternatives) or any(kind in error.instance for kind in kinds):
+        return None
+    path = list(error.absolute_path)
+    named = [key for key in error.instance if key not in STEP_META_KEYS]
+    if len(named) != 1:
+        return path, step_kind_count(named, map(str, kinds)), False
+    return [*path, named[0]], unknown_step_kind(str(named[0]), map(str, kinds)), True
 
 
 def _exclusive_keys_given(error: ValidationError) -> list[str]:

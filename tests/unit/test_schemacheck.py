@@ -269,3 +269,30 @@ def test_a_value_failing_a_oneof_is_told_what_it_broke_where(tmp_path: Path, ste
     with pytest.raises(LoadErrors) as caught:
         load_project(tmp_path)
     assert [str(e) for e in caught.value.errors] == [f"{tmp_path / 'flows.yaml'}:{expected}"]
+
+
+@pytest.mark.parametrize(("step", "where", "expected"), [
+    pytest.param("lgo: hi", "5:9", "unknown step kind 'lgo' (did you mean 'log'?); expected one of: ", id="typo"),
+    pytest.param("{id: x, frobnicate: {a: 1}}", "5:17", "unknown step kind 'frobnicate'; expected one of: ",
+                 id="no-hint"),
+    pytest.param("{id: x}", "5:9", "a step needs one step kind (kinds: ", id="none"),
+    pytest.param("{lgo: a, rspond: b}", "5:9", "a step has one step kind, found 2: lgo, rspond (kinds: ",
+                 id="several-unknown"),
+])
+def test_the_editors_schema_tells_an_unknown_step_kind_as_validate_does(tmp_path: Path, step: str, where: str,
+                                                                        expected: str) -> None:
+    """project_schema (editors, the designer) and the loader (interlace validate) say the same
+    thing at the same place: not the first kind's "missing required key 'aggregate'"."""
+    from designer.lint import lint_folder
+
+    file = tmp_path / "flows.yaml"
+    file.write_text(f"flows:\n  f:\n    source: {{http: {{path: /f}}}}\n    steps:\n      - {step}\n")
+    with pytest.raises(LoadErrors) as caught:
+        load_project(tmp_path)
+    validated = [str(e) for e in caught.value.errors]
+    kinds = ", ".join(step_kinds())
+    assert validated == [f"{file}:{where}: {expected}{kinds}" + (")" if "(kinds: " in expected else "")]
+    node = read_yaml(file)
+    for validator in (Draft202012Validator(project_schema()), SchemaValidator(project_schema())):
+        assert [str(e) for e in schema_errors(file, node, validator)] == validated
+    assert [p["text"] for p in lint_folder(tmp_path)] == [f"flows.yaml:{where}: {validated[0].split(': ', 1)[1]}"]
