@@ -294,7 +294,25 @@ class EngineFunctions(jp_functions.Functions):
 
     @jp_functions.signature({"types": ["string"]}, {"types": ["string"]})
     def _func_split(self, value: str, separator: str) -> list[str]:
+        if not separator:  # str.split's ValueError was a 500 when the separator was the caller's
+            raise jp_exceptions.JMESPathTypeError("split", separator, "empty string", ["non-empty string"])
         return value.split(separator)
+
+    # max_by and min_by as sort_by checks: every key of the first element's type (jmespath's own
+    # let 1 and "x" meet in max(), a TypeError and a 500 on the caller's mixed data)
+    @jp_functions.signature({"types": ["array"]}, {"types": ["expref"]})
+    def _func_max_by(self, array: list[Any], expref: Any) -> Any:
+        return max(array, key=self._same_typed_key(array, expref, "max_by")) if array else None
+
+    @jp_functions.signature({"types": ["array"]}, {"types": ["expref"]})
+    def _func_min_by(self, array: list[Any], expref: Any) -> Any:
+        return min(array, key=self._same_typed_key(array, expref, "min_by")) if array else None
+
+    def _same_typed_key(self, array: list[Any], expref: Any, name: str) -> Any:
+        first = self._convert_to_jmespath_type(type(expref.visit(expref.expression, array[0])).__name__)
+        if first not in ("number", "string"):
+            raise jp_exceptions.JMESPathTypeError(name, array[0], first, ["string", "number"])
+        return self._create_key_func(expref, [first], name)
 
     @jp_functions.signature({"types": ["string", "number", "boolean", "null"]}, {"types": []})
     def _func_default(self, value: Any, fallback: Any) -> Any:
@@ -320,7 +338,20 @@ class EngineFunctions(jp_functions.Functions):
 
 FUNCTION_NAMES = sorted(name[len("_func_"):] for name in dir(EngineFunctions) if name.startswith("_func_"))
 _OPTIONS = jmespath.Options(custom_functions=EngineFunctions())
-_INTERPRETER = jp_visitor.TreeInterpreter(_OPTIONS)
+
+
+class _Interpreter(jp_visitor.TreeInterpreter):
+    """jmespath's interpreter, with an ordering comparison of a string and a number null (as
+    JMESPath says, and as the engine's compiled comparisons answer), not jmespath's TypeError."""
+
+    def visit_comparator(self, node: dict[str, Any], value: Any) -> Any:
+        try:
+            return super().visit_comparator(node, value)
+        except TypeError:
+            return None
+
+
+_INTERPRETER = _Interpreter(_OPTIONS)
 
 
 # --- compiling the JMESPath tree to closures ---------------------------------------------------
@@ -933,6 +964,12 @@ def _code_helpers() -> Any:
 def _check_functions(node: dict[str, Any]) -> None:
     if node.get("type") == "function_expression" and node["value"] not in _OPTIONS.custom_functions.FUNCTION_TABLE:
         raise ExpressionSyntaxError(f"unknown function {node['value']}()")
+    if node.get("type") == "slice" and node.get("children", [None] * 3)[2] == 0:  # a ValueError on every message
+        raise ExpressionSyntaxError("a slice's step cannot be 0 ([start:stop:step])")
+    if node.get("type") == "function_expression" and node["value"] == "split" \
+            and [child.get("type") for child in node.get("children", [])][1:] == ["literal"] \
+            and node["children"][1].get("value") == "":
+        raise ExpressionSyntaxError("split()'s separator cannot be empty")
     for child in node.get("children", []):
         if isinstance(child, dict):
             _check_functions(child)

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from engine.loader import LoadErrors, load_project
 from tests.support import rawhttp
 from tests.support.backends import BackendServer
 from tests.support.engine import RunningEngine, facade_client, run_engine, write_flows
@@ -63,6 +64,18 @@ flows:
     source: {http: {method: POST, path: /literal}}
     steps:
       - respond: {json: {count: "${length(payload.items || `5`)}"}}
+  split-by:
+    source: {http: {method: POST, path: /split-by}}
+    steps:
+      - respond: {json: {parts: "${split(payload.text, payload.separator)}"}}
+  dearest:
+    source: {http: {method: POST, path: /dearest}}
+    steps:
+      - respond: {json: {dearest: "${max_by(payload.lines, &price)}", cheapest: "${min_by(payload.lines, &price)}"}}
+  above:
+    source: {http: {method: POST, path: /above}}
+    steps:
+      - respond: {json: {above: "${payload.lines[?price > `10`]}"}}
 """
 
 
@@ -161,6 +174,40 @@ def test_an_expression_over_vars_is_the_flows_500(engine: RunningEngine) -> None
 def test_a_literal_that_may_be_the_bad_value_keeps_the_500(engine: RunningEngine) -> None:
     # ${length(payload.items || `5`)}: with no items the flow's own `5` reaches length()
     rawhttp.assert_problem(post(engine, "/literal", {}), 500, "expression-error")
+
+
+def test_the_callers_data_that_python_itself_refuses_is_a_422_not_a_500(engine: RunningEngine) -> None:
+    # an empty separator (str.split's ValueError) and mixed keys in max_by/min_by (a TypeError in
+    # max()) were 500s with a traceback, where the same data in sort_by was already a 422
+    assert post(engine, "/split-by", {"text": "a,b", "separator": ","}).json() == {"parts": ["a", "b"]}
+    split = rawhttp.assert_problem(post(engine, "/split-by", {"text": "a,b", "separator": ""}), 422,
+                                   "request-data-invalid")
+    assert "${split(payload.text, payload.separator)} needs non-empty string for split(), and got empty string" \
+        in str(split["detail"])
+    lines = [{"price": 3}, {"price": "12"}]
+    assert post(engine, "/dearest", {"lines": [{"price": 3}, {"price": 12}]}).json() == \
+        {"dearest": {"price": 12}, "cheapest": {"price": 3}}
+    dearest = rawhttp.assert_problem(post(engine, "/dearest", {"lines": lines}), 422, "request-data-invalid")
+    assert "needs number for max_by(), and got string" in str(dearest["detail"])
+    # a string ordered against a number is null (JMESPath's rule, and the compiled comparisons'), not a TypeError
+    assert post(engine, "/above", {"lines": [{"price": "x"}, {"price": 12}]}).json() == {"above": [{"price": 12}]}
+    assert "Traceback" not in engine.log()
+
+
+def test_a_slice_with_step_0_and_a_split_on_nothing_are_load_errors(tmp_path: Path) -> None:
+    # both raised a ValueError (a 500) on every message; the flow's own, so found at load
+    write_flows(tmp_path, """
+    flows:
+      every:
+        source: {http: {method: POST, path: /every}}
+        steps:
+          - respond: {json: {every: "${payload.items[::0]}"}}
+          - respond: {json: {parts: "${split(payload.text, '')}"}}
+    """)
+    with pytest.raises(LoadErrors) as caught:
+        load_project(tmp_path)
+    assert "flows.yaml:5:25: respond: a slice's step cannot be 0 ([start:stop:step])" in str(caught.value)
+    assert "flows.yaml:6:25: respond: split()'s separator cannot be empty" in str(caught.value)
 
 
 def test_the_callers_mistake_is_logged_at_info_the_flows_as_a_warning(engine: RunningEngine) -> None:
