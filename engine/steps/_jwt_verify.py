@@ -194,8 +194,9 @@ class QuickVerifier:
         except ValueError:
             header = None
         check: SignatureCheck | None = None
-        if type(header) is dict and header.keys() <= _HEADER_FIELDS and header.get("alg") in self._algorithms \
-                and isinstance(header.get("kid", ""), str):
+        # alg a text before it is looked up: a list or an object there was unhashable, a 500
+        if type(header) is dict and header.keys() <= _HEADER_FIELDS and type(header.get("alg")) is str \
+                and header["alg"] in self._algorithms and isinstance(header.get("kid", ""), str):
             key = await self._key_for(header.get("kid"))
             if key is None:
                 return  # not kept: the key set may learn the kid (a URL's early refresh)

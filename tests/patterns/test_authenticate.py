@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -15,6 +17,7 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tests.support.engine import facade_client, write_flows
@@ -73,6 +76,19 @@ async def test_tokens_of_every_algorithm_verify_against_a_jwks_file(tmp_path: Pa
     assert answers[0].json() == {"caller": "alice", "method": "jwt"}
 
 
+def _relabelled(key: Any, header: bytes) -> str:
+    """An RS256 token of ``key`` with another header segment."""
+    return ".".join([base64.urlsafe_b64encode(header).decode().rstrip("="), *_token(key, "r1", "RS256").split(".")[1:]])
+
+
+def _hmac_signed(key: Any) -> str:
+    """A token signed HS256 with the RSA key's public PEM as the secret (the classic alg confusion)."""
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    head, body = _relabelled(key, b'{"alg":"HS256","kid":"r1"}').split(".")[:2]
+    mac = hmac.new(public, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+
+
 @pytest.mark.parametrize(("case", "reason"), [
     ("missing", "needs a token"),
     ("garbage", "it is not a JWT"),
@@ -84,6 +100,9 @@ async def test_tokens_of_every_algorithm_verify_against_a_jwks_file(tmp_path: Pa
     ("unknown-kid", "a key the gateway's key set does not have"),
     ("none-alg", "is not accepted"),
     ("alg-for-another-key-type", "its algorithm does not fit the key"),
+    ("alg-a-list", "is not accepted"),  # was a 500: a list looked up in the set of algorithms (unhashable)
+    ("alg-an-object", "is not accepted"),
+    ("hs256-with-the-public-key", "is not accepted"),  # alg confusion: the RSA key's PEM as an HMAC secret
 ])
 async def test_bad_tokens_are_401_problems(tmp_path: Path, keys: dict[str, Any], case: str, reason: str) -> None:
     (tmp_path / "jwks.json").write_text(json.dumps({"keys": [_jwk(keys["rsa"], "r1")]}))
@@ -103,6 +122,9 @@ async def test_bad_tokens_are_401_problems(tmp_path: Path, keys: dict[str, Any],
         # an RSA-signed token relabelled ES256: the RSA key it names cannot check an ES256 signature
         "alg-for-another-key-type": ".".join([base64.urlsafe_b64encode(b'{"alg":"ES256","kid":"r1"}').decode()
                                               .rstrip("="), *_token(rsa_key, "r1", "RS256").split(".")[1:]]),
+        "alg-a-list": _relabelled(rsa_key, b'{"alg":["RS256"],"kid":"r1"}'),
+        "alg-an-object": _relabelled(rsa_key, b'{"alg":{"RS256":1},"kid":"r1"}'),
+        "hs256-with-the-public-key": _hmac_signed(rsa_key),
     }
     headers = {} if case == "missing" else {"X-JWT-Assertion": tokens[case]}
     async with facade_client(tmp_path) as client:
