@@ -16,7 +16,11 @@ certificate (however many connections wait for it) asks the responder, asynchron
 one), never longer than ``MAX_KEPT`` (an hour: a responder that names a nextUpdate days ahead
 would otherwise hide a revocation that long; Apache's SSLOCSPResponseMaxAge), in a cache of
 at most ``CACHE_SIZE`` certificates; a failed lookup is remembered for ``FAILURE_KEPT``
-seconds, so a responder that is down is not asked again by every connection.
+seconds, so a responder that is down is not asked again by every connection.  The cache is the
+worker's; the workers of one group (``--workers N``) also share what they believed through a
+folder of the group's private folder (``share_answers_in``: one small file per certificate,
+"good <until>"), which a worker reads before it asks, so the group asks once per certificate
+and answer lifetime, not once per worker.  Failures are not shared.
 
 What is refused, and how.  A CRL revocation fails the handshake; an OCSP one cannot (the
 handshake is over when the answer comes), so every request of the connection is answered 403
@@ -52,9 +56,11 @@ import asyncio
 import datetime
 import itertools
 import logging
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from engine import metrics
@@ -266,20 +272,25 @@ class OcspChecker:
         certificate = asked.certificate
         who = ("the client certificate " if asked.ca is None else "the client's CA certificate ") \
             + certificate.subject.rfc4514_string()
-        try:
-            answer = await self._answer(asked)
-        except OcspFailure as exc:
-            metrics.TLS_OCSP.labels("failed").inc()
-            if self._soft:
-                log.warning("OCSP: no answer for %s (%s); served (soft-fail)", who, exc)
-                return None, time.time() + FAILURE_KEPT
-            log.warning("OCSP: no answer for %s (%s); refused (hard-fail)", who, exc)
-            return (UNCHECKABLE if isinstance(exc, OcspUncheckable) else UNAVAILABLE), time.time() + FAILURE_KEPT
-        metrics.TLS_OCSP.labels(answer.status).inc()
-        until = min(answer.until.timestamp(), time.time() + self._max_kept)
-        if answer.status == "good":
+        shared = _shared_answer(asked.der)  # another worker of the group may have asked already
+        if shared is not None:
+            status, until = shared
+        else:
+            try:
+                answer = await self._answer(asked)
+            except OcspFailure as exc:
+                metrics.TLS_OCSP.labels("failed").inc()
+                if self._soft:
+                    log.warning("OCSP: no answer for %s (%s); served (soft-fail)", who, exc)
+                    return None, time.time() + FAILURE_KEPT
+                log.warning("OCSP: no answer for %s (%s); refused (hard-fail)", who, exc)
+                return (UNCHECKABLE if isinstance(exc, OcspUncheckable) else UNAVAILABLE), time.time() + FAILURE_KEPT
+            metrics.TLS_OCSP.labels(answer.status).inc()
+            status, until = answer.status, min(answer.until.timestamp(), time.time() + self._max_kept)
+            _share_answer(asked.der, status, until)
+        if status == "good":
             return None, until
-        if answer.status == "revoked":
+        if status == "revoked":
             log.info("OCSP: %s (serial %X) is revoked; its connections are refused", who, certificate.serial_number)
             return REVOKED, until
         if self._soft:
@@ -321,6 +332,51 @@ class OcspChecker:
         if len(body) > MAX_ANSWER_BYTES:
             raise OcspFailure(f"the responder {shown} answered more than {MAX_ANSWER_BYTES} bytes")
         return body
+
+
+# --- answers shared by the workers of one group (engine/workers.py) -------------------------------
+
+_shared_folder: Path | None = None  # set in each worker of a group: where its answers meet the others'
+_STATUSES = frozenset({"good", "revoked", "unknown"})
+
+
+def share_answers_in(folder: Path) -> None:
+    """Share believed answers with the other workers of the group through ``folder`` (inside the
+    group's private folder, mode 0700: only the engine's user reads or writes it)."""
+    global _shared_folder
+    folder.mkdir(mode=0o700, exist_ok=True)
+    _shared_folder = folder
+
+
+def _shared_path(der: bytes) -> Path | None:
+    import hashlib
+
+    return _shared_folder / hashlib.sha256(der).hexdigest() if _shared_folder is not None else None
+
+
+def _shared_answer(der: bytes) -> tuple[str, float] | None:
+    """The answer another worker believed about this certificate, while it holds ("good 1767350000.5")."""
+    path = _shared_path(der)
+    if path is None:
+        return None
+    try:
+        status, until_text = path.read_text().split(" ", 1)
+        until = float(until_text)
+    except (OSError, ValueError):  # none yet, or being replaced
+        return None
+    return (status, until) if status in _STATUSES and until > time.time() else None
+
+
+def _share_answer(der: bytes, status: str, until: float) -> None:
+    path = _shared_path(der)
+    if path is None:
+        return
+    temporary = path.with_name(f"{path.name}.{os.getpid()}")
+    try:
+        temporary.write_text(f"{status} {until!r}")
+        os.replace(temporary, path)  # whole or not at all for a worker reading it
+    except OSError as exc:  # a full disk costs the other workers a lookup each, nothing more
+        log.debug("OCSP: could not share an answer with the other workers: %s", exc)
 
 
 async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes:

@@ -183,6 +183,9 @@ async def serve_worker(opts: ServeOptions, facade_sock: socket.socket, managemen
     loop = asyncio.get_running_loop()
     if group is not None:
         metrics.worker_started(group.index, group.restarts)
+        from engine.ocsp import share_answers_in
+
+        share_answers_in(group.directory / "ocsp")  # one OCSP lookup per certificate for the group, not per worker
 
     management_app = build_management_app(runtime, group=group)
     if opts.designer:

@@ -390,3 +390,60 @@ def test_a_revoked_intermediate_ca_refuses_its_clients_unless_the_scope_is_leaf(
                 "CN=partner-below-silent,O=Example Partners", "CN=Silent Issuing CA,O=Example Partners",
                 "CN=Other Root,O=Example Partners"]
     assert root_responder.requests == 2  # the soft-fail engine's; the leaf-scope one never asked the root
+
+
+def test_the_workers_of_a_group_share_their_answers(pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two checkers with one shared folder, as two workers of a group have: the second takes the
+    first's answers (good and revoked) from it and never asks the responder; a third without the
+    folder (a lone engine) asks again."""
+    import engine.ocsp
+
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    own = OcspResponder(pki.issuing, folder)
+    good, revoked = (pki.issuing.issue(cn, ocsp_url=own.url) for cn in ("partner-shared", "partner-shared-revoked"))
+    own.write_index((good,), (revoked,))
+    cas = ClientCAs(pki.client_ca.read_bytes())
+    peers = [Peer.of(issued.certificate.public_bytes(Encoding.DER), cas) for issued in (good, revoked)]
+
+    async def verdicts(checker: OcspChecker) -> list[str | None]:
+        out = []
+        for peer in peers:
+            verdict = checker.verdict(peer)
+            settled = await verdict if isinstance(verdict, asyncio.Future) else verdict
+            out.append(settled.code if settled is not None else None)
+        return out
+
+    monkeypatch.setattr(engine.ocsp, "_shared_folder", None)
+    (tmp_path / "group").mkdir(mode=0o700)  # as the supervisor makes it
+    engine.ocsp.share_answers_in(tmp_path / "group" / "ocsp")
+    with running(own):
+        assert asyncio.run(verdicts(OcspChecker(OcspSettings(scope="leaf")))) == [None, "certificate-revoked"]
+        assert own.requests == 2
+        assert asyncio.run(verdicts(OcspChecker(OcspSettings(scope="leaf")))) == [None, "certificate-revoked"]
+        assert own.requests == 2  # from the shared folder
+        assert (tmp_path / "group" / "ocsp").stat().st_mode & 0o777 == 0o700
+        monkeypatch.setattr(engine.ocsp, "_shared_folder", None)
+        assert asyncio.run(verdicts(OcspChecker(OcspSettings(scope="leaf")))) == [None, "certificate-revoked"]
+        assert own.requests == 4
+
+
+def test_two_workers_ask_the_responder_once_per_certificate(pki: Pki, tmp_path: Path) -> None:
+    """--workers 2: twenty connections, which the two workers take between them, and one request
+    to the responder (each worker asked for itself before the answers were shared)."""
+    from tests.support.engine import wait_for_workers
+
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    own = OcspResponder(pki.issuing, folder)
+    partner = pki.issuing.issue("partner-of-two-workers", ocsp_url=own.url)
+    own.write_index((partner,))
+    with running(own), run_engine(write_flows(tmp_path / "flows", FLOWS),
+                                  *_args(pki, "--tls-ocsp", "hard-fail", "--tls-ocsp-scope", "leaf"),
+                                  "--workers", "2") as engine:
+        wait_for_workers(engine, 2)
+        first = _get(pki, engine, partner)
+        assert first.status_code == 200, first.text
+        assert [_get(pki, engine, partner).status_code for _ in range(19)] == [200] * 19
+        assert own.requests == 1
+        assert 'interlace_tls_ocsp_total{answer="good"} 1.0' in _metrics(engine)
