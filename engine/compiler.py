@@ -271,6 +271,12 @@ class CompileContext:
     def options(self) -> CompileOptions:
         return self._compiler.options_for(self.namespaces)
 
+    @property
+    def stores_in_memory(self) -> bool:
+        """A flow-test case: a step's ``store:`` (redis, sql) is checked, then kept in the case's own
+        memory, so that cases do not share state and a suite needs no server (docs/testing.md)."""
+        return self._compiler.stores_in_memory
+
     # -- building blocks for step compilers --
 
     def template(self, value: Any, key: Any = ()) -> Template:
@@ -427,9 +433,10 @@ class ProjectCompiler:
     def __init__(self, project: Project, env: Mapping[str, str] | None = None,
                  secrets: Mapping[str, str] | None = None,
                  endpoint_factory: EndpointFactory | None = None, step_wrapper: StepWrapper | None = None,
-                 serving: bool = True) -> None:
+                 serving: bool = True, stores_in_memory: bool = False) -> None:
         self.project = project
         self.serving = serving
+        self.stores_in_memory = stores_in_memory
         self.endpoint_factory = endpoint_factory
         self.step_wrapper = step_wrapper
         self.env = dict(env if env is not None else os.environ)
@@ -736,13 +743,16 @@ class _BrokenEndpoint:
 def compile_project(project: Project, env: Mapping[str, str] | None = None,
                     secrets: Mapping[str, str] | None = None,
                     endpoint_factory: EndpointFactory | None = None,
-                    step_wrapper: StepWrapper | None = None, *, serving: bool = True) -> CompiledProject:
+                    step_wrapper: StepWrapper | None = None, *, serving: bool = True,
+                    stores_in_memory: bool = False) -> CompiledProject:
     """Compile a loaded project.  ``endpoint_factory(name, kind, config)`` replaces the real
     connectors (``interlace test`` mocks at this layer; the flows themselves are unchanged);
     ``step_wrapper`` wraps every built step (the designer records a try-it run with it).
     ``serving=False`` (validate, k8s, openapi, build, test) turns an unset ``${env.X}`` or
-    ``${secret.X}`` of an endpoint's settings into a note on ``notes`` instead of an error."""
-    return ProjectCompiler(project, env, secrets, endpoint_factory, step_wrapper, serving).compile()
+    ``${secret.X}`` of an endpoint's settings into a note on ``notes`` instead of an error.
+    ``stores_in_memory`` (test): the steps' stores are this compilation's memory (``CompileContext``)."""
+    return ProjectCompiler(project, env, secrets, endpoint_factory, step_wrapper, serving,
+                           stores_in_memory).compile()
 
 
 __all__ = ["CompileContext", "CompiledFlow", "CompiledProject", "CompiledStep", "StepConfigError", "StepWrapper",

@@ -80,6 +80,8 @@ def store_for(config: Any, ctx: CompileContext, max_entries: int = 10_000, *,
             raise StepConfigError(f"endpoint {name!r} is a sql database, which keeps the records of cache and "
                                   "idempotent steps; limits and counters need a redis endpoint (or no store, "
                                   "for this process's memory)", "store")
+        if ctx.stores_in_memory:
+            return MemoryStore(max_entries)
         from engine.sqlstore import SqlStore
 
         return SqlStore(endpoint, connector)
@@ -87,4 +89,4 @@ def store_for(config: Any, ctx: CompileContext, max_entries: int = 10_000, *,
         raise StepConfigError(f"endpoint {name!r} cannot hold state; declare a redis endpoint "
                               f"(endpoints: {name}: redis: {{url: ...}}), a sql one (cache and idempotent) or "
                               "leave store out for memory", "store")
-    return _EndpointStore(connector)
+    return MemoryStore(max_entries) if ctx.stores_in_memory else _EndpointStore(connector)

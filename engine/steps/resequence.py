@@ -169,6 +169,8 @@ def _kind(config: Any, ctx: CompileContext) -> Callable[..., Resequencer]:
     from engine.steps._resequence_durable import DurableResequencer, KeptState
 
     kept: KeptState
+    if ctx.stores_in_memory and isinstance(connector, RedisEndpoint | SqlConnector):
+        return _KeptInMemory
     if isinstance(connector, RedisEndpoint):
         from engine.steps._resequence_redis import RedisKept
 
@@ -187,6 +189,8 @@ def _kind(config: Any, ctx: CompileContext) -> Callable[..., Resequencer]:
 
 class Resequencer:
     """One resequence step: the messages it holds, their release in order, and one sender."""
+
+    keeps_on_stop = False  # memory releases what it holds on a clean stop (a store keeps it)
 
     def __init__(self, flow: str, step: str, number: Any, target: Callable[[Message], Awaitable[Any]], *,
                  batch: bool, wait: float, start: int | None, capacity: int, send_late: bool, size: int,
@@ -358,7 +362,9 @@ class Resequencer:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
-        if self.batch:  # what is held goes, in order: nothing kept in memory is lost on a clean stop
+        if self.keeps_on_stop:
+            pass  # a flow-test case's stand-in for a store: what is held stays, as it would in the store
+        elif self.batch:  # what is held goes, in order: nothing kept in memory is lost on a clean stop
             self._release_batch("stopped")
         else:
             while self.order:
@@ -375,3 +381,9 @@ class Resequencer:
         self._sender = self._sweeper = None  # flows opened again (a flow-test case) start afresh
         self._stopping = False
 
+
+class _KeptInMemory(Resequencer):
+    """A ``store:``'s resequencer in a flow-test case: the case's memory, and what it holds when
+    the case ends is not released (it would wait in the store for the next engine)."""
+
+    keeps_on_stop = True

@@ -291,7 +291,7 @@ class SuiteRunner:
     def _compile(self, case: Case, factory: MockFactory) -> CompiledProject:
         env = {**self.suite.env, **{str(k): str(v) for k, v in (case.node.get("env") or {}).items()}}
         compiled = compile_project(self.project, env=env, secrets=self.suite.secrets, endpoint_factory=factory,
-                                   serving=False)
+                                   serving=False, stores_in_memory=True)
         if compiled.errors:
             raise SuiteError(compiled.errors)
         self.coverage_points = compiled.coverage_points
