@@ -54,6 +54,16 @@ class NoCorrelationKey(RequestInvalid):
     title = "No correlation key"
 
 
+class BadCorrelationKey(RequestInvalid):
+    code = "bad-correlation-key"
+    title = "Unusable correlation key"
+
+
+# what every store can hold as a group's key: PostgreSQL refuses an index row past ~2.7 kB and any
+# text holding U+0000, which its driver's error made a 503 "store cannot be reached" (retried forever)
+MAX_KEY_BYTES = 1024
+
+
 def _schema() -> dict[str, Any]:
     return {
         "type": "object", "additionalProperties": False, "required": ["correlation", "complete"],
@@ -62,7 +72,8 @@ def _schema() -> dict[str, Any]:
                             "description": "The correlation key template: messages with the same key are gathered "
                                            "into one group, e.g. ${payload.orderId} or ${headers.x-batch}; a message "
                                            "it gives nothing for (null, missing) is refused, 422 "
-                                           "no-correlation-key."},
+                                           "no-correlation-key; one past 1024 bytes of UTF-8 or holding U+0000, "
+                                           "422 bad-correlation-key."},
             "value": {"description": "What each message adds to its group (a template, e.g. ${payload.line}); "
                                      "default: its JSON payload."},
             "complete": {
@@ -211,6 +222,10 @@ class Aggregator:
             raise NoCorrelationKey(f"aggregate {self.step}: this message has no correlation key (its correlation "
                                    "template gave nothing)", status=self._keyless_status(msg))
         key = str(rendered)
+        if "\x00" in key or (len(key) > MAX_KEY_BYTES // 4
+                              and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES):
+            raise BadCorrelationKey(f"aggregate {self.step}: a correlation key is at most {MAX_KEY_BYTES} bytes of "
+                                    "UTF-8 without U+0000; this message's is not", status=self._keyless_status(msg))
         gathered = self._value_of(msg)
         if len(self.taps.running) >= self.taps.bound:
             self._messages("refused")

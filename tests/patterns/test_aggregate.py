@@ -492,3 +492,29 @@ async def test_a_redis_store_failing_as_a_group_completes_loses_and_duplicates_n
     assert second.json() == {"group": {"key": "o-1", "size": 2, "completed_by": None}}
     assert third.json() == {"group": {"key": "o-1", "size": 3, "completed_by": "size"}}
     assert _sent(orders) == [("/orders/o-1/size", [1, 2, 3])]
+
+
+@pytest.mark.parametrize("database", ["memory", "sqlite", "postgresql"])
+async def test_a_correlation_key_no_store_can_hold_is_a_422_problem(tmp_path: Path, orders: BackendServer,
+                                                                    database: str) -> None:
+    # PostgreSQL refused a key holding U+0000 or past its index row's ~2.7 kB, and the caller got
+    # 503 "the aggregation store cannot be reached", with Retry-After: retried, refused again, forever
+    with contextlib.ExitStack() as stack:
+        store = ""
+        if database != "memory":
+            url = (f"sqlite:///{tmp_path}/groups.db" if database == "sqlite"
+                   else stack.enter_context(PostgresServer()).url)
+            store = _sql_store(url)
+        write_flows(tmp_path, _flows(orders, "{size: 2}", "store: groups" if store else "", store=store))
+        async with facade_client(tmp_path) as client:
+            refused = [await client.post("/lines", json={"order": order, "line": 1})
+                       for order in ("a\u0000b", "k" * 3000, "é" * 513)]
+            longest = [await client.post("/lines", json={"order": "é" * 512, "line": line}) for line in (1, 2)]
+            await arrived(orders, 1)
+    for answer in refused:
+        assert answer.status_code == 422, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["type"].endswith("/bad-correlation-key")
+        assert "at most 1024 bytes of UTF-8 without U+0000" in answer.json()["detail"]
+    assert [a.status_code for a in longest] == [202, 202]  # 1024 bytes: held
+    assert [path for path, _ in _sent(orders)] == [f"/orders/{'%C3%A9' * 512}/size"]
