@@ -43,10 +43,16 @@ log = logging.getLogger("interlace.sources")
 
 class Source(abc.ABC):
     """A running source: ``run`` loops until cancelled.  ``needs_store`` asks the runtime to open
-    the store before it starts."""
+    the store before it starts.  ``brings_data``: the body of each message is what its sender
+    sent (a queue's producer, a file's writer), so a wrong shape in it is the data's fault, as a
+    caller's body is at the front (``Message.payload_is_request``: 422 ``request-data-invalid`` or
+    ``payload-shape`` in the error a dead letter, a failed file's report or a test shows, not 500);
+    a schedule's message (no body but the flow's) and the store processor's (a body a flow of this
+    project stored, perhaps one its steps built) bring none."""
 
     kind: str = ""
     needs_store: bool = False
+    brings_data: bool = True
 
     @abc.abstractmethod
     async def run(self, ctx: SourceContext) -> None:

@@ -68,6 +68,7 @@ class Deliverer:
         def make(attempt: int) -> Message:
             copy = Message(body=body, content_type=template.content_type, headers=dict(template.headers),
                            correlation_id=template.correlation_id, method=template.method)
+            copy.payload_is_request = True  # the producer's data (Source.brings_data): a wrong shape is its fault
             copy.vars.update(template.vars)
             copy.vars["attempt"] = attempt
             return copy

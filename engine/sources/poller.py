@@ -143,7 +143,9 @@ class Poller:
             content_type = mimetypes.guess_type(entry.name)[0] or "application/octet-stream"
 
             def make(attempt: int) -> Message:
-                msg = Message(body=None, stream=self.folder.read(entry.name), content_type=content_type, method="FILE")
+                msg = Message(method="FILE")
+                # the file's writer's data (Source.brings_data): a wrong shape in it is the file's fault
+                msg.set_request_body(self.folder.read(entry.name), content_type)
                 msg.vars.update(file_vars(entry, self.folder.location))
                 msg.vars["attempt"] = attempt
                 return msg

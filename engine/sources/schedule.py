@@ -32,6 +32,7 @@ log = logging.getLogger("interlace.sources.schedule")
 class ScheduleSource(Source):
     kind = "schedule"
     needs_store = True
+    brings_data = False  # the flow makes the data it works on
 
     def __init__(self, every: float | None, cron: str | None, zone: ZoneInfo, description: str) -> None:
         self.every = every

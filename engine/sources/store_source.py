@@ -41,6 +41,7 @@ DEFAULT_POLICY = Redelivery(max_attempts=10, initial=1.0, multiplier=2.0, maximu
 
 class StoreSource(Source):
     kind = "store"
+    brings_data = False  # a body a flow stored: whose it was (the caller's or the flow's) is not kept
     needs_store = True
 
     def __init__(self, queue: str, concurrency: int, ordered: bool, lease: float, poll: float) -> None:

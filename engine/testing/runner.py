@@ -390,6 +390,7 @@ class SuiteRunner:
         msg = Message(body=body or b"", content_type=content_type,
                       headers={str(k).lower(): str(v) for k, v in (spec.get("headers") or {}).items()},
                       correlation_id="test-message")
+        msg.payload_is_request = flow.trigger.brings_data  # whose a wrong shape is, as the source would say
         msg.vars.update(plain(spec.get("vars") or {}))
         msg.trace = []
         error: dict[str, Any] | None = None
