@@ -46,7 +46,7 @@ import logging
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -221,14 +221,16 @@ class ForwardedOcsp:
         self._pem = Path(ca_file).read_bytes()
         self._cas = ClientCAs(self._pem)
         self.checker = _checker(settings, self._pem)
-        self._peers: OrderedDict[str, Peer | None] = OrderedDict()  # header -> its certificates (None: none)
+        # the header's bytes -> its certificates (None: none); nothing decoded or parsed per request
+        self._peers: OrderedDict[bytes, Peer | None] = OrderedDict()
 
-    def peer(self, header: str, form: str) -> Peer | None:
+    def peer(self, header: bytes, form: str) -> Peer | None:
         """The forwarded certificate with its chain over ``ca`` (and the header's Chain), read once per header."""
-        if header in self._peers:
-            return self._peers[header]
+        found = self._peers.get(header, _UNREAD)
+        if found is not _UNREAD:
+            return cast(Peer | None, found)
         try:
-            peer = self._read(header, form)
+            peer = self._read(header.decode("latin-1"), form)
         except ValueError:  # a Chain that does not parse: nothing believable to ask about
             peer = None
         if len(self._peers) >= _FORWARDED_KEPT:
@@ -251,20 +253,17 @@ class ForwardedOcsp:
             peer = Peer.of(leaf, cas)
         return peer
 
-    async def refusal(self, header: str, form: str) -> Refusal | None:
-        """What the request is refused with, or None: served."""
-        from engine.ocsp import UNCHECKABLE
-
+    def refusal(self, header: bytes, form: str) -> Refusal | asyncio.Future[Refusal | None] | None:
+        """What the request is refused with (None: served), or the future of the lookups it waits for."""
         peer = self.peer(header, form)
         if peer is None:  # Subject and Hash only: nothing to ask about
-            if self.settings.policy == "soft-fail":
-                return None
-            return UNCHECKABLE
-        verdict = self.checker.verdict(peer)
-        if isinstance(verdict, asyncio.Future):
-            # shielded: a request whose client leaves must not cancel the lookup others wait for
-            return await asyncio.shield(verdict)
-        return verdict
+            from engine.ocsp import UNCHECKABLE
+
+            return None if self.settings.policy == "soft-fail" else UNCHECKABLE
+        return self.checker.verdict(peer)
+
+
+_UNREAD = object()  # a header not read yet (None: read, and it holds no certificate)
 
 
 async def _refuse(send: Send, refusal: Refusal) -> None:
@@ -300,7 +299,10 @@ class ForwardedClientCertMiddleware:
                 view = self._view(value)
                 view["forwarded_by"] = peer
                 if self.ocsp is not None and value is not None and "forwarded" not in view:
-                    refusal = await self.ocsp.refusal(value.decode("latin-1"), self.form)
+                    refusal = self.ocsp.refusal(value, self.form)
+                    if isinstance(refusal, asyncio.Future):
+                        # shielded: a request whose client leaves must not cancel the lookup others wait for
+                        refusal = await asyncio.shield(refusal)
                     if refusal is not None:
                         metrics.HTTP_REFUSED.labels("facade", refusal.code).inc()
                         await _refuse(send, refusal)
