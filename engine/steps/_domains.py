@@ -15,6 +15,12 @@ name, confirmed forward, is one of them.
   for ``ttl``.
 - A caller without a (confirmed) name matches no ``domains``: it falls to the next policy, and in
   the end to ``others``.
+- The system resolver blocks a thread per lookup, for as long as it likes (resolv.conf's timeouts
+  and attempts, seconds), whatever ``timeout`` gave up on.  So lookups run on threads of their own
+  (``_LOOKUP_THREADS``), never the loop's default executor, which file, SQLite and other work
+  share: a hung resolver and a flood of nameless addresses then starve only the name lookups.  At
+  most ``_MAX_ASKING`` addresses are looked up at once per throttle step; a caller arriving beyond
+  that counts as no name at once (not remembered), rather than queueing behind the others.
 
 Patterns are checked and lower-cased when the flows load: an exact name, or ``*.`` and a suffix
 (any name below it, at any depth, not the suffix itself).
@@ -26,9 +32,11 @@ import asyncio
 import ipaddress
 import re
 import socket
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +51,8 @@ DEFAULT_TTL = "5m"
 DEFAULT_TIMEOUT = "1s"
 DEFAULT_SIZE = 10_000
 _RETRY_FAILED = 10.0  # seconds: a timeout or a resolver's trouble is not remembered for the whole ttl
+_LOOKUP_THREADS = 4  # threads the system resolver may block, for every throttle step of a worker
+_MAX_ASKING = 64  # addresses looked up at once per throttle step; more count as no name for now
 
 _PATTERN = {"type": "string", "description": "A host name (gw.partner.example) or *.suffix (*.partner.example)."}
 DOMAINS_FIELD: dict[str, Any] = {
@@ -100,15 +110,30 @@ def compile_domains(value: Any, place: tuple[Any, ...]) -> Domains:
     return Domains(frozenset(names), tuple(suffixes))
 
 
+_lookup_threads: ThreadPoolExecutor | None = None
+_lookup_threads_lock = threading.Lock()
+
+
+def _resolver_threads() -> ThreadPoolExecutor:
+    """The name lookups' own threads, made at the first lookup (so in each forked worker)."""
+    global _lookup_threads
+    with _lookup_threads_lock:
+        if _lookup_threads is None:
+            _lookup_threads = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="interlace-names")
+        return _lookup_threads
+
+
 async def system_reverse(address: str) -> str:
     """The address's name from the system resolver; socket.gaierror when it has none."""
-    host, _ = await asyncio.get_running_loop().getnameinfo((address, 0), socket.NI_NAMEREQD)
-    return host
+    host, _ = await asyncio.get_running_loop().run_in_executor(
+        _resolver_threads(), socket.getnameinfo, (address, 0), socket.NI_NAMEREQD)
+    return str(host)
 
 
 async def system_forward(name: str, family: int) -> list[str]:
     """The name's addresses of this family from the system resolver."""
-    found = await asyncio.get_running_loop().getaddrinfo(name, None, family=family, type=socket.SOCK_STREAM)
+    found = await asyncio.get_running_loop().run_in_executor(
+        _resolver_threads(), lambda: socket.getaddrinfo(name, None, family=family, type=socket.SOCK_STREAM))
     return [str(sockaddr[0]) for *_, sockaddr in found]
 
 
@@ -135,6 +160,8 @@ class CallerNames:
             return known[0]
         asking = self._asking.get(address)
         if asking is None:
+            if len(self._asking) >= _MAX_ASKING:  # a flood of new addresses: no name, not queued
+                return None
             asking = asyncio.ensure_future(self._look_up(address))
             self._asking[address] = asking
             asking.add_done_callback(lambda done: self._settled(address, done))

@@ -158,6 +158,56 @@ def test_a_lookup_past_its_timeout_is_no_name_and_is_tried_again_later() -> None
     assert asyncio.run(scenario()) == (None, None, "localhost")
 
 
+def test_lookups_do_not_wait_on_the_default_executor() -> None:
+    """The resolver can block a thread for seconds; name lookups have threads of their own, so a
+    loop whose default executor is busy (files, SQLite) still learns a caller's name, and a hung
+    resolver would not take that executor's threads."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def scenario() -> str | None:
+        loop = asyncio.get_running_loop()
+        busy = ThreadPoolExecutor(1)
+        loop.set_default_executor(busy)
+        release = threading.Event()
+        blocked = loop.run_in_executor(None, release.wait)  # the default executor's only thread, held
+        try:
+            names = CallerNames({"timeout": "2s"}, ("domain_lookup",))
+            return await names.name(LOCALHOST)
+        finally:
+            release.set()
+            await blocked
+
+    assert asyncio.run(scenario()) == "localhost"
+
+
+def test_a_flood_of_new_addresses_is_not_queued_behind_the_lookups_in_flight() -> None:
+    from engine.steps import _domains
+
+    started: list[str] = []
+    answer = asyncio.Event()
+
+    async def hung(address: str) -> str:
+        started.append(address)
+        await answer.wait()
+        return await system_reverse("127.0.0.1")
+
+    async def scenario() -> tuple[list[str | None], str | None, str | None]:
+        names = CallerNames({"timeout": "5s"}, ("domain_lookup",), reverse=hung)
+        flood = [asyncio.ensure_future(names.name(ipaddress.ip_address(f"10.9.{n // 250}.{n % 250 + 1}")))
+                 for n in range(_domains._MAX_ASKING)]
+        await asyncio.sleep(0.05)
+        beyond = await names.name(LOCALHOST)  # the lookups in flight are full: no name, at once
+        answer.set()
+        settled = await asyncio.gather(*flood)
+        return settled, beyond, await names.name(LOCALHOST)
+
+    settled, beyond, later = asyncio.run(scenario())
+    assert beyond is None and later == "localhost"
+    assert settled == [None] * _domains._MAX_ASKING  # 10.9.x.y is not localhost: not confirmed
+    assert len(started) == _domains._MAX_ASKING + 1 and started[-1] == "127.0.0.1"
+
+
 @pytest.mark.parametrize(("throttle", "message", "where"), [
     ("policies: [{domains: [localhost, \"foo.*.example\"], access: deny}]",
      "not a host name or *.suffix: 'foo.*.example'", "6:44"),
