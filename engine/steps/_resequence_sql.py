@@ -8,7 +8,11 @@ step: the number whose turn it is, the gap's timer, the batch's start, the sende
 ``interlace_resequence_out`` (the released messages, in the order of their ids).  Each decision
 is one transaction that first locks the step's row (``SELECT ... FOR UPDATE`` on PostgreSQL,
 ``BEGIN IMMEDIATE`` on SQLite, which lets one writer in at a time), so the replicas' decisions
-follow one another as Redis' scripts do.  Times are the engines' wall clocks (``time.time()``).
+follow one another as Redis' scripts do.  On PostgreSQL a hold and the sender's turn are each
+one call of a function of the database (``interlace_resequence_state_hold`` and ``_head``,
+created at start), so a decision is one round trip; SQLite (no server to round-trip to) and the
+rarer sweep run ``_Turn``'s statements from here.  Times are the engines' wall clocks
+(``time.time()``).
 """
 
 from __future__ import annotations
@@ -61,6 +65,78 @@ _SENT = text(f"DELETE FROM {OUT} WHERE id = :id AND step = :step AND EXISTS "
 _GIVE_BACK = text(f"UPDATE {STATE} SET sender = NULL, sender_until = NULL WHERE step = :step AND sender = :me")
 
 Run = Callable[[Any, dict[str, Any]], Awaitable[list[tuple[Any, ...]]]]
+
+# PostgreSQL: a hold and a sender's turn are each one call of a function of the database (one
+# round trip, not 8 to 10 statements): the same decisions as _Turn below makes for SQLite, in the
+# same order, under the same lock of the step's row.  A message released gets its outbox id in
+# the order of release (the row lock orders the decisions, the loop the messages of one).
+_PG_RELEASE_IN_TURN = (
+    f"LOOP SELECT MIN(number) INTO v_low FROM {HELD} WHERE step = p_step; "
+    f"EXIT WHEN v_low IS NULL OR v_low <> v_next; "
+    f"INSERT INTO {OUT} (step, message) SELECT step, message FROM {HELD} WHERE step = p_step AND number = v_low; "
+    f"DELETE FROM {HELD} WHERE step = p_step AND number = v_low; "
+    f"v_released := v_released || v_outcome; v_outcome := 'in_order'; v_next := v_low + 1; END LOOP; ")
+_PG_FUNCTIONS = (
+    f"CREATE OR REPLACE FUNCTION {STATE}_hold(p_step TEXT, p_number BIGINT, p_message BYTEA, "
+    f"p_now DOUBLE PRECISION, p_start BIGINT, p_batch BOOLEAN, p_size INTEGER, p_capacity INTEGER, "
+    f"p_send_late BOOLEAN, p_max_pending INTEGER) RETURNS TEXT[] LANGUAGE plpgsql AS $f$ "
+    f"DECLARE v_next BIGINT; v_waiting_for BIGINT; v_waiting_since DOUBLE PRECISION; "
+    f"v_batch_since DOUBLE PRECISION; v_sender TEXT; v_sender_until DOUBLE PRECISION; v_low BIGINT; "
+    f"v_released TEXT[] := '{{}}'; v_outcome TEXT := 'in_order'; v_number BIGINT; v_waiting BIGINT; "
+    f"BEGIN "
+    f"INSERT INTO {STATE} (step) VALUES (p_step) ON CONFLICT (step) DO NOTHING; "
+    f"SELECT next, waiting_for, waiting_since, batch_since, sender, sender_until "
+    f"INTO v_next, v_waiting_for, v_waiting_since, v_batch_since, v_sender, v_sender_until "
+    f"FROM {STATE} WHERE step = p_step FOR UPDATE; "
+    f"<<decide>> BEGIN "
+    # the head of the outbox is the one being sent while a sender holds the lease: as in memory,
+    # max_pending counts the ones waiting behind it
+    f"v_waiting := (SELECT COUNT(*) FROM {OUT} WHERE step = p_step); "
+    f"IF v_sender IS NOT NULL AND COALESCE(v_sender_until, 0) > p_now THEN v_waiting := v_waiting - 1; END IF; "
+    f"IF v_waiting >= p_max_pending THEN v_released := ARRAY['refused']; EXIT decide; END IF; "
+    f"IF NOT p_batch THEN "
+    f"IF v_next IS NULL THEN v_next := COALESCE(p_start, p_number); END IF; "
+    f"IF p_number < v_next THEN "
+    f"IF p_send_late THEN INSERT INTO {OUT} (step, message) VALUES (p_step, p_message); END IF; "
+    f"v_released := ARRAY['late']; EXIT decide; END IF; END IF; "
+    f"IF EXISTS (SELECT 1 FROM {HELD} WHERE step = p_step AND number = p_number) THEN "
+    f"v_released := ARRAY['duplicate']; EXIT decide; END IF; "
+    f"IF p_batch AND NOT EXISTS (SELECT 1 FROM {HELD} WHERE step = p_step) THEN v_batch_since := p_now; END IF; "
+    f"INSERT INTO {HELD} (step, number, message) VALUES (p_step, p_number, p_message); "
+    f"IF p_batch THEN "
+    f"IF (SELECT COUNT(*) FROM {HELD} WHERE step = p_step) >= p_size THEN "
+    f"FOR v_number IN SELECT number FROM {HELD} WHERE step = p_step ORDER BY number LOOP "
+    f"INSERT INTO {OUT} (step, message) SELECT step, message FROM {HELD} WHERE step = p_step AND number = v_number; "
+    f"DELETE FROM {HELD} WHERE step = p_step AND number = v_number; "
+    f"v_released := v_released || 'batch_size'::TEXT; END LOOP; END IF; "
+    f"EXIT decide; END IF; "
+    f"{_PG_RELEASE_IN_TURN}"
+    f"IF (SELECT COUNT(*) FROM {HELD} WHERE step = p_step) > p_capacity THEN "
+    f"SELECT MIN(number) INTO v_low FROM {HELD} WHERE step = p_step; "
+    f"IF v_low IS NOT NULL THEN v_next := v_low; v_outcome := 'after_capacity'; {_PG_RELEASE_IN_TURN} END IF; "
+    f"END IF; "
+    f"IF EXISTS (SELECT 1 FROM {HELD} WHERE step = p_step) AND v_waiting_for IS DISTINCT FROM v_next THEN "
+    f"v_waiting_for := v_next; v_waiting_since := p_now; END IF; "
+    f"END decide; "
+    f"UPDATE {STATE} SET next = v_next, waiting_for = v_waiting_for, waiting_since = v_waiting_since, "
+    f"batch_since = v_batch_since WHERE step = p_step; "
+    f"RETURN v_released; END $f$; "
+    # the sender's turn: nothing (another replica holds the lease, or nothing is released), or
+    # the outbox's head, with the lease taken or renewed
+    f"CREATE OR REPLACE FUNCTION {STATE}_head(p_step TEXT, p_me TEXT, p_now DOUBLE PRECISION, "
+    f"p_lease DOUBLE PRECISION) RETURNS TABLE (out_id BIGINT, out_message BYTEA) LANGUAGE plpgsql AS $f$ "
+    f"DECLARE v_sender TEXT; v_sender_until DOUBLE PRECISION; "
+    f"BEGIN "
+    f"IF NOT EXISTS (SELECT 1 FROM {OUT} WHERE step = p_step) THEN RETURN; END IF; "
+    f"INSERT INTO {STATE} (step) VALUES (p_step) ON CONFLICT (step) DO NOTHING; "
+    f"SELECT sender, sender_until INTO v_sender, v_sender_until FROM {STATE} WHERE step = p_step FOR UPDATE; "
+    f"IF v_sender IS NOT NULL AND v_sender <> p_me AND COALESCE(v_sender_until, 0) > p_now THEN RETURN; END IF; "
+    f"UPDATE {STATE} SET sender = p_me, sender_until = p_now + p_lease WHERE step = p_step; "
+    f"RETURN QUERY SELECT o.id, o.message FROM {OUT} o WHERE o.step = p_step ORDER BY o.id LIMIT 1; "
+    f"END $f$;")
+_PG_HOLD = text(f"SELECT {STATE}_hold(:step, :number, :message, :now, :start, :batch, :size, :capacity, "
+                f":send_late, :max_pending)")
+_PG_HEAD = text(f"SELECT out_id, out_message FROM {STATE}_head(:step, :me, :now, :lease)")
 
 
 class _Turn:
@@ -141,6 +217,9 @@ class SqlKept:
             if self._postgres:  # two engines starting at once: one creates at a time (as engine/sqlstore.py does)
                 create = f"DO $$ BEGIN PERFORM pg_advisory_xact_lock(hashtext('{STATE}')); {create}; END $$"
             connector.prepare_table(create)
+        if self._postgres:
+            connector.prepare_table(f"DO $$ BEGIN PERFORM pg_advisory_xact_lock(hashtext('{STATE}')); "
+                                    f"{_PG_FUNCTIONS} END $$")
         # the connector's own attempt: a flow test's mocks answer the flows' calls, not these
         self._attempt = functools.partial(type(connector).attempt, connector)
 
@@ -173,6 +252,13 @@ class SqlKept:
         return outcomes
 
     async def hold(self, step: Resequencer, number: int, copy: bytes) -> list[str]:
+        if self._postgres:
+            rows = await self._once(_PG_HOLD, {
+                "number": number, "message": copy, "now": time.time(), "start": step.next, "batch": step.batch,
+                "size": step.size, "capacity": step.capacity, "send_late": step.send_late,
+                "max_pending": step.max_pending}, writes=True)
+            return list(rows[0][0] or [])
+
         async def work(turn: _Turn) -> list[str]:
             if await turn.full(step.max_pending):
                 return ["refused"]
@@ -218,6 +304,9 @@ class SqlKept:
         return await self._locked(work)
 
     async def head(self, me: str, lease: float) -> bytes | None:
+        if self._postgres:
+            rows = await self._once(_PG_HEAD, {"me": me, "now": time.time(), "lease": lease}, writes=True)
+            return b"%d:" % int(rows[0][0]) + bytes(rows[0][1]) if rows else None
         if not await self._once(_OUT_ANY, {}):
             return None  # nothing to send: no lock taken each poll
         entry: list[bytes] = []

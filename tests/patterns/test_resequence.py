@@ -4,6 +4,7 @@ on 127.0.0.1 (and a real engine stopped with SIGTERM)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -33,9 +34,19 @@ def ledger() -> Iterator[BackendServer]:
         yield server
 
 
-@pytest.fixture(params=["memory", "redis", "sqlite"])
+@pytest.fixture(scope="module")
+def postgres_module() -> Iterator[PostgresServer]:
+    with PostgresServer() as server:
+        yield server
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture(params=["memory", "redis", "sqlite", "postgresql"])
 def kept(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where the tests run with it keep the resequencer's state: the endpoint to declare, if any."""
+    """Where the tests run with it keep the resequencer's state: the endpoint to declare, if any
+    (PostgreSQL: its decisions are functions of the database, the others' are Lua or Python)."""
     return _store(request, tmp_path, request.param)
 
 
@@ -44,6 +55,11 @@ def _store(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> str:
         return ""
     if kind == "sqlite":
         return f'sql: {{url: "sqlite:///{tmp_path}/order.db"}}'
+    if kind == "postgresql":
+        postgres: PostgresServer = request.getfixturevalue("postgres_module")
+        database = f"kept{next(_databases)}"
+        postgres.psql(f"CREATE DATABASE {database}")
+        return f'sql: {{url: "{postgres.url.rsplit("/", 1)[0]}/{database}"}}'
     redis: RedisServer = request.getfixturevalue("redis")
     return f'redis: {{url: "{redis.url}"}}'
 
