@@ -320,6 +320,12 @@ def test_two_engines_racing_on_one_postgresql_never_send_a_group_in_parts(tmp_pa
         _race_two_engines(tmp_path, orders, _durable_flows(orders, postgres.url.rsplit("/", 1)[0] + "/groups"))
 
 
+def test_two_engines_racing_on_one_sqlite_file_never_send_a_group_in_parts(tmp_path: Path,
+                                                                            orders: BackendServer) -> None:
+    """Each add and take is a BEGIN IMMEDIATE transaction: the engines' writes follow one another."""
+    _race_two_engines(tmp_path, orders, _durable_flows(orders, f"sqlite:///{tmp_path}/groups.db"))
+
+
 @pytest.mark.parametrize(("step", "message", "where"), [
     ('{correlation: "${payload.id}", complete: {}, call: {endpoint: orders}}', "a group needs a way to complete",
      "5:61"),
