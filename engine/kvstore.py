@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -29,6 +30,22 @@ class Decision:
     allowed: bool
     retry_after: float
     remaining: int
+
+
+LONGEST_STORED_KEY = 200
+_DIGEST = "sha256:"
+
+
+def stored_key(key: str, *, text: bool = False) -> str:
+    """The name an entry is kept under: the key itself when short, else its SHA-256.
+
+    Keys come from requests (an idempotency key, a cache key of a body's field): kept whole,
+    10,000 callers' 1 MB keys were 10 GB of one step's entries, and PostgreSQL refuses a key past
+    its index row's ~2.7 kB.  ``text``: the store keeps text (SQL), which cannot hold U+0000
+    either.  A key that looks like a digest is hashed too, so no short key meets a long one's."""
+    if len(key) <= LONGEST_STORED_KEY and not key.startswith(_DIGEST) and not (text and "\x00" in key):
+        return key
+    return _DIGEST + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class KeyValueStore(Protocol):
@@ -62,6 +79,8 @@ class MemoryStore:
         return len(self._entries)
 
     def recall(self, key: str) -> Any:
+        if len(key) > LONGEST_STORED_KEY or key.startswith(_DIGEST):
+            key = stored_key(key)
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -72,6 +91,7 @@ class MemoryStore:
         return entry[1]
 
     def keep(self, key: str, value: Any, ttl: float) -> None:
+        key = stored_key(key)
         self._entries[key] = (time.monotonic() + ttl, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
@@ -90,9 +110,10 @@ class MemoryStore:
         return True
 
     async def delete(self, key: str) -> None:
-        self._entries.pop(key, None)
+        self._entries.pop(stored_key(key), None)
 
     async def take(self, key: str, limit: int, window: float, algorithm: str) -> Decision:
+        key = stored_key(key)
         now = time.monotonic()
         state = self._buckets.get(key)
         if algorithm == "sliding_window":
@@ -235,21 +256,22 @@ class RedisStore:
         await self._client.ping()
 
     async def get(self, key: str) -> bytes | None:
-        value = await self._client.get(self._prefix + key)
+        value = await self._client.get(self._prefix + stored_key(key))
         return value if value is None or isinstance(value, bytes) else bytes(value)
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
-        await self._client.set(self._prefix + key, value, px=max(1, math.ceil(ttl * 1000)))
+        await self._client.set(self._prefix + stored_key(key), value, px=max(1, math.ceil(ttl * 1000)))
 
     async def claim(self, key: str, value: bytes, ttl: float) -> bool:
-        done = await self._client.set(self._prefix + key, value, px=max(1, math.ceil(ttl * 1000)), nx=True)
+        done = await self._client.set(self._prefix + stored_key(key), value, px=max(1, math.ceil(ttl * 1000)),
+                                      nx=True)
         return bool(done)
 
     async def delete(self, key: str) -> None:
-        await self._client.delete(self._prefix + key)
+        await self._client.delete(self._prefix + stored_key(key))
 
     async def take(self, key: str, limit: int, window: float, algorithm: str) -> Decision:
-        name = self._prefix + "rate:" + key
+        name = self._prefix + "rate:" + stored_key(key)
         if algorithm == "sliding_window":
             self._sequence += 1
             member = f"{self._origin}-{self._sequence}"  # unique across replicas and calls

@@ -29,7 +29,7 @@ from sqlalchemy import text
 
 from connectors.base import Reply
 from connectors.sql import SqlConnector, SqlRequest
-from engine.kvstore import Decision
+from engine.kvstore import Decision, stored_key
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import CursorResult
@@ -82,7 +82,8 @@ class SqlStore:
         return reply.payload
 
     async def get(self, key: str) -> bytes | None:
-        value: bytes | None = await self._run("query", _GET, {"key": key, "now": time.time()}, _value)
+        params = {"key": stored_key(key, text=True), "now": time.time()}
+        value: bytes | None = await self._run("query", _GET, params, _value)
         return value
 
     async def _write(self, statement: Any, params: dict[str, Any]) -> int:
@@ -92,14 +93,16 @@ class SqlStore:
         return int(await self._run("execute", statement, params, _changed))
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
-        await self._write(_PUT, {"key": key, "value": value, "expires": time.time() + ttl})
+        await self._write(_PUT, {"key": stored_key(key, text=True), "value": value,
+                                 "expires": time.time() + ttl})
 
     async def claim(self, key: str, value: bytes, ttl: float) -> bool:
         now = time.time()
-        return await self._write(_CLAIM, {"key": key, "value": value, "expires": now + ttl, "now": now}) == 1
+        params = {"key": stored_key(key, text=True), "value": value, "expires": now + ttl, "now": now}
+        return await self._write(_CLAIM, params) == 1
 
     async def delete(self, key: str) -> None:
-        await self._write(_DELETE, {"key": key})
+        await self._write(_DELETE, {"key": stored_key(key, text=True)})
 
     async def take(self, key: str, limit: int, window: float, algorithm: str) -> Decision:
         raise TypeError("a sql store holds no rate limits (refused when the flows load)")

@@ -237,3 +237,36 @@ def test_a_json_schema_refers_to_its_own_parts_only(tmp_path: Path, backend: Bac
     assert "own.schema.json" not in text and "flows.yaml:7:" not in text
     assert "$ref 'file:///etc/hostname' names nothing in this schema" in text
     assert backend.requests == []
+
+
+async def test_keys_a_database_cannot_hold_are_kept_by_their_digest(tmp_path: Path, backend: BackendServer) -> None:
+    # an idempotency key from the body holding U+0000, or too long for PostgreSQL's index, was
+    # 503 "duplicate requests cannot be detected right now", the same every retry; now each is
+    # kept under its SHA-256 and replayed like any other
+    import secrets
+
+    from tests.support.postgres import PostgresServer
+
+    with PostgresServer() as postgres:
+        write_flows(tmp_path, f"""
+endpoints:
+  payments: {{http: {{url: "{backend.url}"}}}}
+  records: {{sql: {{url: "{postgres.url}"}}}}
+flows:
+  pay:
+    source: {{http: {{method: POST, path: /payments}}}}
+    steps:
+      - idempotent:
+          key: "${{payload.id}}"
+          store: records
+          steps:
+            - call: {{endpoint: payments, method: POST, path: /pay, expect_status: [2xx]}}
+            - set: {{status: 201}}
+""")
+        keys = ["a\u0000b", secrets.token_hex(4000), "short"]
+        async with facade_client(tmp_path) as client:
+            answers = [(await client.post("/payments", json={"id": key})).status_code for key in keys for _ in (1, 2)]
+        stored = postgres.psql("SELECT key FROM interlace_records ORDER BY key")
+    assert answers == [201, 201] * 3
+    assert len(backend.requests) == 3  # each key's second post replayed, not run again
+    assert "short" in stored and stored.count("sha256:") == 2
