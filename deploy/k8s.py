@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -374,11 +375,45 @@ def write_manifests(project: Project, options: Options, out: Path) -> list[Path]
     return written
 
 
+# Kubernetes' own rules for the names the manifests are made of: kubectl refused what broke them
+# only at apply time, after the manifests were written and committed
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LONGEST_SUFFIX = {"name": len("-management"), "namespace prefix": len("-stage")}
+
+
+def _name_of(what: str, pattern: re.Pattern[str], rule: str, longest: int = 63) -> Any:
+    """An argparse type: ``what`` must be a Kubernetes name (``rule`` says which), with room for
+    the longest suffix the manifests add to it."""
+    room = longest - _LONGEST_SUFFIX.get(what, 0)
+
+    def check(text: str) -> str:
+        if not pattern.fullmatch(text) or len(text) > room:
+            raise argparse.ArgumentTypeError(f"{what} {text[:80]!r} is not {rule} of at most {room} characters "
+                                             "(Kubernetes refuses it)")
+        return text
+    return check
+
+
 def _label(text: str) -> dict[str, str]:
     key, _, value = text.partition("=")
     if not key or not value:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    prefix, slash, name = key.rpartition("/")
+    if (slash and (not _DNS_SUBDOMAIN.fullmatch(prefix) or len(prefix) > 253)) \
+            or not _LABEL_NAME.fullmatch(name) or len(name) > 63 \
+            or not _LABEL_NAME.fullmatch(value) or len(value) > 63:
+        raise argparse.ArgumentTypeError(f"{text[:120]!r} is not a Kubernetes label: KEY=VALUE, each at most 63 of "
+                                         "letters, digits, '-', '_', '.' (a KEY may start with a DNS prefix/)")
     return {key: value}
+
+
+def _image(text: str) -> str:
+    if not text or any(c.isspace() or not c.isprintable() for c in text):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not an image reference (REGISTRY/NAME:TAG, no spaces)")
+    return text
 
 
 def _refusal(database: LocalDatabase, options: Options) -> str | None:
@@ -460,19 +495,26 @@ def add_command(subparsers: Any) -> None:
         description="Write a Kustomize base (Deployment, Service, ConfigMap, Secret references, HPA, PDB, "
                     "NetworkPolicy) and overlays dev, stage and prod for the flows of DIR.")
     parser.add_argument("dir", metavar="DIR")
-    parser.add_argument("--image", required=True, help="the image built by `interlace build` (REGISTRY/NAME:TAG)")
+    parser.add_argument("--image", required=True, type=_image,
+                        help="the image built by `interlace build` (REGISTRY/NAME:TAG)")
     parser.add_argument("--out", required=True, help="output folder (DIR/base, DIR/overlays/ENV)")
-    parser.add_argument("--name", default="interlace", help="name of the Deployment, Service, ... (default interlace)")
+    parser.add_argument("--name", default="interlace",
+                        type=_name_of("name", _DNS_1035, "a DNS-1035 label (a-z, 0-9, '-', starting with a letter)"),
+                        help="name of the Deployment, Service, ... (default interlace)")
     parser.add_argument("--gateway-label", type=_label, default={"app.kubernetes.io/name": "gateway"},
                         help="label of the gateway's pods, admitted to the facade port (KEY=VALUE)")
     parser.add_argument("--monitoring-namespace", default="monitoring",
+                        type=_name_of("namespace", _DNS_LABEL, "a DNS-1123 label (a-z, 0-9, '-')"),
                         help="namespace admitted to the management port (metrics)")
-    parser.add_argument("--namespace-prefix", help="overlay namespaces are PREFIX-ENV (default: NAME-ENV)")
+    parser.add_argument("--namespace-prefix",
+                        type=_name_of("namespace prefix", _DNS_LABEL, "a DNS-1123 label (a-z, 0-9, '-')"),
+                        help="overlay namespaces are PREFIX-ENV (default: NAME-ENV)")
     parser.add_argument("--monitoring", action="store_true",
                         help="also a ServiceMonitor and a PrometheusRule (alerts: error ratio, p99 latency, breaker "
                              "open, store depth) for the Prometheus Operator, as the component components/monitoring "
                              "that every overlay includes")
     parser.add_argument("--tls-secret", metavar="SECRET",
+                        type=_name_of("secret", _DNS_SUBDOMAIN, "a DNS-1123 subdomain (a-z, 0-9, '-', '.')", 253),
                         help="serve the facade over TLS with this kubernetes.io/tls Secret (tls.crt, tls.key), "
                              "and mutual TLS with its ca.crt, the CA of the clients' certificates")
     parser.add_argument("--tls-client-cert", choices=["required", "optional", "none"], default="required",

@@ -213,3 +213,24 @@ def test_invalid_flows_export_nothing(tmp_path: Path) -> None:
         result = interlace(*command)
         assert result.returncode == 1
         assert "f.yaml:4:14: unknown step kind 'nope'" in result.stderr
+
+
+@pytest.mark.parametrize(("option", "value", "says"), [
+    ("--name", "Orders_API", "name 'Orders_API' is not a DNS-1035 label"),
+    ("--name", "9lives", "is not a DNS-1035 label"),
+    ("--name", "a" * 53, "of at most 52 characters"),  # orders-...-management must fit in 63
+    ("--namespace-prefix", "Team-A", "namespace prefix 'Team-A' is not a DNS-1123 label"),
+    ("--monitoring-namespace", "kube system", "is not a DNS-1123 label"),
+    ("--gateway-label", "app name=gateway", "is not a Kubernetes label"),
+    ("--gateway-label", "app=gate way", "is not a Kubernetes label"),
+    ("--tls-secret", "Facade_TLS", "secret 'Facade_TLS' is not a DNS-1123 subdomain"),
+    ("--image", "registry.example/interlace: 1.0", "is not an image reference"),
+])
+def test_names_kubernetes_refuses_are_refused_before_anything_is_written(tmp_path: Path, option: str, value: str,
+                                                                          says: str) -> None:
+    # they were written into every manifest, and kubectl refused them only at apply time
+    out = tmp_path / "k8s"
+    result = interlace("k8s", "flows", "--image", IMAGE, "--out", str(out), "--env", SHARED_DB, option, value)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert says in result.stderr
+    assert not out.exists()
