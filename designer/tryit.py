@@ -153,10 +153,29 @@ def _real_endpoints(folder: Path) -> Any:
     return build
 
 
+_REQUEST_FIELDS = {"method": (str, "a text"), "path": (str, "a text"), "headers": (dict, "an object"),
+                   "query": (dict, "an object")}
+
+
+def _check_shape(request: Any) -> None:
+    """The request's fields of the types a run reads them as: ``headers: "x"`` or ``query: 5`` was a
+    500 (read with .items()), a path of 5 an odd 404."""
+    if not isinstance(request, dict):
+        raise TryError("request is an object ({method, path, headers, json|text|xml})", [])
+    for name, (kind, said) in _REQUEST_FIELDS.items():
+        value = request.get(name)
+        if value is not None and not isinstance(value, kind):
+            raise TryError(f"request {name} is {said}, got {type(value).__name__}", [])
+    for header, value in (request.get("headers") or {}).items():
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise TryError(f"request header {str(header)[:40]!r} is a text, got {type(value).__name__}", [])
+
+
 async def try_flow(folder: Path, request: dict[str, Any], *, mocks: dict[str, list[Any]] | None = None,
                    mocks_dir: Path | None = None, env: dict[str, str] | None = None,
                    secrets: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one request (a suite case's ``request`` shape) through the flows of ``folder``."""
+    _check_shape(request)
     try:
         project = load_project(folder, compile_flows=False)
     except LoadErrors as exc:

@@ -306,3 +306,19 @@ def test_the_listing_gives_each_files_hash_to_notice_changes_on_disk(client: Tes
     (folder / "route.yaml").write_text(FLOW + "# another tab saved\n", encoding="utf-8")
     listed = {f["name"]: f for f in client.get("/api/files").json()["files"]}
     assert listed["route.yaml"]["hash"] != state["hash"]
+
+
+@pytest.mark.parametrize(("request_", "says"), [
+    ({"path": "/route", "headers": "x-a: 1"}, "request headers is an object, got str"),
+    ({"path": "/route", "query": 5}, "request query is an object, got int"),
+    ({"path": ["route"]}, "request path is a text, got list"),
+    ({"method": 5, "path": "/route"}, "request method is a text, got int"),
+    ({"path": "/route", "headers": {"x-a": {"b": 1}}}, "request header 'x-a' is a text, got dict"),
+])
+def test_a_try_request_of_the_wrong_shape_is_a_422_not_a_500(client: TestClient, request_: dict[str, Any],
+                                                             says: str) -> None:
+    # headers: "x-a: 1" and query: 5 were read with .items(): 500 Internal Server Error
+    answer = client.post("/api/try", headers=CHANGE, json={"file": "route.yaml", "request": request_})
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["detail"] == says
