@@ -228,6 +228,11 @@ def test_groups_in_sqlite_survive_the_engine_being_killed(tmp_path: Path, orders
     _survive_a_kill(tmp_path, orders, _durable_flows(orders, f"sqlite:///{tmp_path}/groups.db"))
 
 
+def test_groups_in_postgresql_survive_the_engine_being_killed(tmp_path: Path, orders: BackendServer) -> None:
+    with PostgresServer() as postgres:
+        _survive_a_kill(tmp_path, orders, _durable_flows(orders, postgres.url))
+
+
 def test_two_engines_on_one_postgresql_gather_into_the_same_groups(tmp_path: Path, orders: BackendServer) -> None:
     with PostgresServer() as postgres:
         postgres.psql("CREATE DATABASE groups")
