@@ -75,7 +75,12 @@ def aggregate_of_field(function: str, name: str, helpers: Helpers) -> Callable[[
     results rendered from a mapping template): then the elements need no checking.  ``typed``,
     when given, names those of the keys whose values are the JSON parser's own (a foreach's items
     read straight from a JSON body): each is then a dict, list, str, int, float, bool or None, so a
-    sum that works is of numbers unless one is a bool, and only that is checked."""
+    sum that works is of numbers unless one is a bool, and only that is checked.
+
+    The function made has, as its ``column`` (in its ``__dict__``), the same aggregate given the
+    field's values of such rows instead of the rows (``column(found, typed)``, ``found`` the
+    values in order, None among them): what a foreach's reduce takes when the rows are never
+    built (``Expr.columnar``)."""
     name = sys.intern(name)  # as the rows' keys are (literals of generated code): lookups find it by identity
     pick = itemgetter(name)
     query_field, numbers, strings, call = helpers.query_field, helpers.numbers, helpers.strings, helpers.call
@@ -109,6 +114,14 @@ def aggregate_of_field(function: str, name: str, helpers: Helpers) -> Callable[[
             return _NOT_SUMMED
         return sum(found) if _NUMBERS.issuperset(map(type, found)) else _NOT_SUMMED
 
+    def non_null(found: list[Any]) -> list[Any]:
+        # the projection of rows that are plain dicts each holding the field: its values but null
+        return [value for value in found if value is not None]
+
+    def with_column(of_rows: Callable[..., Any], of_column: Callable[..., Any]) -> Callable[..., Any]:
+        vars(of_rows)["column"] = of_column
+        return of_rows
+
     if function == "sum":
         def sum_of(items: Any, rows: frozenset[str] | None = None, typed: frozenset[str] | None = None) -> Any:
             found = values(items, rows)
@@ -116,7 +129,13 @@ def aggregate_of_field(function: str, name: str, helpers: Helpers) -> Callable[[
                 return total
             arg = projection(items)
             return sum(arg) if numbers(arg) else call("sum", [arg])
-        return sum_of
+
+        def sum_of_column(found: list[Any], typed: frozenset[str] | None = None) -> Any:
+            if (total := summed(found, typed)) is not _NOT_SUMMED:
+                return total
+            arg = non_null(found)
+            return sum(arg) if numbers(arg) else call("sum", [arg])
+        return with_column(sum_of, sum_of_column)
     if function == "avg":
         def avg_of(items: Any, rows: frozenset[str] | None = None, typed: frozenset[str] | None = None) -> Any:
             found = values(items, rows)
@@ -126,7 +145,15 @@ def aggregate_of_field(function: str, name: str, helpers: Helpers) -> Callable[[
             if numbers(arg):
                 return sum(arg) / len(arg) if arg else None
             return call("avg", [arg])
-        return avg_of
+
+        def avg_of_column(found: list[Any], typed: frozenset[str] | None = None) -> Any:
+            if (total := summed(found, typed)) is not _NOT_SUMMED:
+                return total / len(found) if found else None
+            arg = non_null(found)
+            if numbers(arg):
+                return sum(arg) / len(arg) if arg else None
+            return call("avg", [arg])
+        return with_column(avg_of, avg_of_column)
     pick_one = max if function == "max" else min
 
     def extreme_of(items: Any, rows: frozenset[str] | None = None, typed: frozenset[str] | None = None) -> Any:
@@ -136,7 +163,14 @@ def aggregate_of_field(function: str, name: str, helpers: Helpers) -> Callable[[
         if plain or numbers(arg) or strings(arg):
             return pick_one(arg) if arg else None
         return call(function, [arg])
-    return extreme_of
+
+    def extreme_of_column(found: list[Any], typed: frozenset[str] | None = None) -> Any:
+        plain = _NUMBERS.issuperset(map(type, found)) or all(type(v) is str for v in found)
+        arg = found if plain else non_null(found)
+        if plain or numbers(arg) or strings(arg):
+            return pick_one(arg) if arg else None
+        return call(function, [arg])
+    return with_column(extreme_of, extreme_of_column)
 
 
 class Generator(CodeWriter):
@@ -162,6 +196,10 @@ class Generator(CodeWriter):
         self._uses_context = False
         self._payload_reads = 0
         self._first_is_payload: bool | None = None  # is the first thing evaluated the payload read?
+        # columns(): the payload is a foreach's rows, never built: their count and columns instead
+        self._columnar = False
+        self.column_keys: set[str] = set()  # the rows' keys whose columns columns() reads
+        self.columnar_candidate = False  # length(payload) or an aggregate of its field: columns() may do
 
     def function(self, tree: dict[str, Any]) -> Callable[..., Any] | None:
         """The generated ``evaluate(msg, rows_=None, typed_=None)``; None when the whole tree is one
@@ -189,6 +227,25 @@ class Generator(CodeWriter):
         self.on_payload = namespace.get("evaluate_payload")
         evaluate: Callable[..., Any] = namespace["evaluate"]
         return evaluate
+
+    def columns(self, tree: dict[str, Any]) -> Callable[..., Any] | None:
+        """For a payload that is a list of rows (plain dicts each holding their keys, the JSON
+        parser's values where ``typed_`` says so): ``evaluate_columns(n_, cols_, typed_=None)``,
+        the same answer from the rows' count ``n_`` and ``cols_`` (a rows' key -> its values in
+        order), when the tree reads the payload only as ``length(payload)`` and as an aggregate of
+        one field of its elements (``sum(payload[*].qty)``, avg, max, min); ``column_keys`` then
+        names the columns read.  None otherwise.  Such a read answers on rows as the generated
+        code of function() does (length of a list is its count; the aggregate's ``column``)."""
+        self._columnar = True
+        try:
+            body = self.node(tree, "ctx_", True, 0)
+        except _NotColumnar:
+            return None
+        if body in self._fallbacks or self._uses_context or not self._roots <= {"env", "secret"}:
+            return None
+        source = f"def evaluate_columns(n_, cols_, typed_=None):\n    return {body}\n"
+        columns: Callable[..., Any] = self.run_source(source, _CODE, "<expression>")["evaluate_columns"]
+        return columns
 
     # --- the nodes, as expressions._compile_node compiles them --------------------------------
 
@@ -266,13 +323,24 @@ class Generator(CodeWriter):
         if len(children) == 1 and name in ("sum", "avg", "max", "min") and children[0]["type"] == "projection" \
                 and children[0]["children"][1]["type"] == "field":
             projected = children[0]["children"]
+            if at_root and projected[0] == _PAYLOAD_NODE:
+                self.columnar_candidate = True
+                if self._columnar:
+                    key = projected[1]["value"]
+                    self.column_keys.add(key)
+                    column = vars(aggregate_of_field(name, key, self._helpers))["column"]
+                    return f"{self.bind(column)}(cols_[{self.literal(key)}], typed_)"
             base = self.node(projected[0], value, at_root, depth)
             self._first(False)
             aggregate = aggregate_of_field(name, projected[1]["value"], self._helpers)
-            if at_root and projected[0] == {"type": "field", "children": [], "value": "payload"}:
+            if at_root and projected[0] == _PAYLOAD_NODE:
                 self.uses_rows = True  # x is the payload: what evaluate(msg, rows_, typed_) may know of its elements
                 return f"{self.bind(aggregate)}({base}, rows_, typed_)"
             return f"{self.bind(aggregate)}({base})"
+        if name == "length" and at_root and children == [_PAYLOAD_NODE]:
+            self.columnar_candidate = True
+            if self._columnar:
+                return "n_"  # the payload is the list of rows
         arguments = [self.node(c, value, at_root, depth) for c in children]
         self._first(False)
         if len(arguments) == 1:
@@ -299,6 +367,8 @@ class Generator(CodeWriter):
 
     def _root(self, name: str) -> str:
         self._roots.add(name)
+        if name == "payload" and self._columnar:
+            raise _NotColumnar  # a read of the rows other than their count and columns
         if name == "payload":
             self._first(True)
             self._payload_reads += 1
@@ -333,5 +403,10 @@ class Generator(CodeWriter):
         return f"(({temp} := {source}) is None or {temp} is False or {temp} == '' or {temp} == [] or {temp} == {{}})"
 
 
+class _NotColumnar(Exception):
+    """columns(): the tree reads the payload otherwise than by its count and its columns."""
+
+
+_PAYLOAD_NODE = {"type": "field", "children": [], "value": "payload"}
 _PAYLOAD = "\x00payload\x00"  # where msg.payload is read, until we know whether it is read once up front
 _CODE: dict[str, Any] = {}  # generated source -> its code object: flows repeat their expressions' shapes

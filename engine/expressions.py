@@ -808,7 +808,7 @@ def _copy_tree(node: Any) -> Any:
 class Expr:
     """One compiled ``${...}`` expression."""
 
-    __slots__ = ("_getter", "_on_payload", "_rows", "_run", "blame", "direct", "env", "env_refs", "fields",
+    __slots__ = ("_columns", "_getter", "_on_payload", "_rows", "_run", "blame", "direct", "env", "env_refs", "fields",
                  "secret_refs", "secrets", "source", "uses_payload")
 
     def __init__(self, source: str, namespaces: Mapping[str, str] | None = None,
@@ -846,6 +846,8 @@ class Expr:
         # the tree as one generated function (engine/expression_code.py), else the closures on a Context
         self._rows: Callable[..., Any] | None = None  # set by _generated: (msg, rows_, typed_)
         self._on_payload: Callable[..., Any] | None = None  # set by _generated: (payload, rows_, typed_)
+        # set by _generated: (the rows' keys read, evaluate_columns(n_, cols_, typed_)), see columnar
+        self._columns: tuple[frozenset[str], Callable[..., Any]] | None = None
         self._run: Callable[[Message], Any] = (self._generated(parsed) if self.direct is None else None) \
             or self._on_context
 
@@ -869,6 +871,12 @@ class Expr:
         if evaluate is not None and generator.uses_rows:
             self._rows = evaluate
         self._on_payload = generator.on_payload
+        if self._on_payload is not None and generator.columnar_candidate:
+            columnar = expression_code.Generator(_code_helpers(), closure, lambda msg: Context(msg, env, secrets),
+                                                 env, secrets)
+            columns = columnar.columns(tree)
+            if columns is not None:
+                self._columns = (frozenset(columnar.column_keys), columns)
         return evaluate
 
     def evaluate_rows(self, msg: Message, rows: frozenset[str], typed: frozenset[str] | None = None) -> Any:
@@ -903,6 +911,27 @@ class Expr:
             raise
         except jp_exceptions.JMESPathError as exc:
             raise self._failed(exc, None) from exc  # no message: not known to be the request's
+
+    @property
+    def columnar(self) -> frozenset[str] | None:
+        """The keys of the rows that ``evaluate_columns`` reads, when the expression reads the
+        payload only as its length and as aggregates of its elements' fields (``{count:
+        length(payload), qty: sum(payload[*].qty)}``), and nothing else of a message but env and
+        secrets: then a foreach's rows need not be built, only those columns.  None otherwise."""
+        return self._columns[0] if self._columns is not None else None
+
+    def evaluate_columns(self, count: int, columns: Mapping[str, list[Any]],
+                         typed: frozenset[str] | None = None) -> Any:
+        """``evaluate_payload(rows, keys, typed)`` for ``count`` rows, plain dicts holding the
+        same keys, given as ``columns`` (each key ``columnar`` names -> the rows' values of it, in
+        order); only when ``columnar`` is not None."""
+        assert self._columns is not None
+        try:
+            return self._columns[1](count, columns, typed)
+        except ExpressionError:
+            raise
+        except jp_exceptions.JMESPathError as exc:
+            raise self._failed(exc, None) from exc  # as evaluate_payload: no message
 
     def evaluate(self, msg: Message) -> Any:
         if self.direct is not None:

@@ -172,7 +172,50 @@ class Generator(CodeWriter):
             vars(render_items)["row_keys"] = keys
             # of those, the keys whose value is a value found in the item (the JSON parser's, when it is)
             vars(render_items)["item_keys"] = self._item_keys(value)
+            columns = self._columns(value)
+            if columns is not None:
+                vars(render_items)["columns"] = columns
         return render_items
+
+    def _columns(self, value: Mapping[Any, Any]) -> dict[str, Callable[..., list[Any]]] | None:
+        """For a mapping template (constant keys) each of whose values is a primitive constant or
+        one whole ``${...}``, neither of which can raise: a key -> ``column(msg, items, plain_=False)``,
+        the values ``render_items`` would give that key, in item order, without making the rows.
+        A foreach whose reduce reads only some columns (engine/expressions.py ``Expr.columnar``)
+        renders those alone: leaving a key unrendered changes nothing, since rendering it could
+        neither raise nor be seen.  None for any other template."""
+        columns: dict[str, Callable[..., list[Any]]] = {}
+        for key, part in value.items():
+            if isinstance(part, str):
+                parts = self._text_parts(part)
+                if not (all(isinstance(p, str) for p in parts)
+                        or (len(parts) == 1 and not isinstance(parts[0], str) and parts[0][1] is None)):
+                    return None  # text around a ${...}: its value's text could raise (to_text)
+            elif not (part is None or type(part) in (bool, int, float)):
+                return None
+            self._subscripts = False
+            exact = self.value(part, 1)
+            self._subscripts = True
+            fast = self.value(part, 1)
+            each = "index_, item_ in enumerate(items)" if "index_" in exact else "item_ in items"
+            if fast == exact:  # nothing read from the item itself
+                source = ("def column(msg, items, plain_=False):\n"
+                          f"    return [{exact} for {each}]\n")
+            else:  # as render_items: a plain dict's fields by subscript, the first one missing renders again
+                source = ("def column(msg, items, plain_=False):\n"
+                          "    try:\n"
+                          "        if plain_:\n"
+                          "            try:\n"
+                          f"                return [{fast} for {each}]\n"
+                          "            except TypeError:\n"
+                          "                pass\n"
+                          f"        return [({fast} if type(item_) is dict else {exact}) for {each}]\n"
+                          "    except KeyError:\n"
+                          "        pass\n"
+                          f"    return [{exact} for {each}]\n")
+            name = self._to_text(key) if not isinstance(key, str) else "".join(self._text_parts(key))
+            columns[name] = self.run_source(source, _CODE, "<template>")["column"]
+        return columns
 
     def _item_keys(self, value: Mapping[Any, Any]) -> frozenset[str]:
         """The keys of a mapping template (with constant keys) whose value is one whole ``${...}``

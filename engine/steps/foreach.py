@@ -151,6 +151,9 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
     # a reduce reading only the payload is given the results as a value: no message to make
     on_results = reduce is not None and reduce.reads_payload_only
     render_listed = listed.renderer if listed is not None else None
+    # a reduce reading the results only by their count and aggregates of their fields, of rows
+    # each rendered at once: only the columns it reads are rendered, and no row is made
+    columns = _reduced_columns(reduce, at_once) if on_results and rows is not None else None
 
     async def run(msg: Message) -> None:
         if into is not None and not msg.is_streaming:
@@ -165,6 +168,11 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
             items = render_listed(msg)
             if type(items) is not list:
                 items = _listed_items(items)
+            if columns is not None and reduce is not None and type(items) is list \
+                    and (found := _columns_at_once(columns, msg, items, parsed)) is not None:
+                _all_succeeded(msg, len(items))
+                _place(msg, reduce.evaluate_columns(len(items), found, item_keys if parsed else None))
+                return
             rendered = _all_at_once(at_once, msg, items, parsed) if at_once is not None else None
             plain = rendered is not None and containers
             if rendered is not None:
@@ -201,6 +209,9 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
                     probe.set_payload(value, JSON)
                     probe.vars = msg.vars
                     value = reduce.evaluate_rows(probe, known, typed) if known is not None else reduce.evaluate(probe)
+        _place(msg, value)
+
+    def _place(msg: Message, value: Any) -> None:
         if var is not None:
             msg.vars[var] = value
         elif into is not None:
@@ -210,7 +221,35 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
         else:
             msg.set_payload(value, XML if aggregate == "xml" else JSON)
 
+    def _all_succeeded(msg: Message, count: int) -> None:
+        """The errors and stats variables once all ``count`` items were rendered at once (set
+        before the reduce, as run sets them: an error handler after a failing reduce sees them)."""
+        if errors_var is not None:
+            msg.vars[errors_var] = []
+        if stats_var is not None:
+            msg.vars[stats_var] = {"items": count, "succeeded": count, "failed": 0, "complete": True}
+
     return run
+
+
+def _reduced_columns(reduce: Any, at_once: Any) -> dict[str, Any] | None:
+    """The column renders (engine/template_code.py ``Generator._columns``) of the keys a reduce
+    reads (``Expr.columnar``), when it reads the results only so and each such key has one."""
+    keys: frozenset[str] | None = reduce.columnar
+    available: dict[str, Any] | None = getattr(at_once, "columns", None)
+    if keys is None or available is None or not keys <= available.keys():
+        return None
+    return {key: available[key] for key in keys}
+
+
+def _columns_at_once(columns: dict[str, Any], msg: Message, items: list[Any],
+                     parsed: bool) -> dict[str, list[Any]] | None:
+    """Each column's values for the items, or None to take the rows' way (as _all_at_once: a
+    render only reads, so the rows' way renders again and answers as it would have)."""
+    try:
+        return {key: column(msg, items, parsed) for key, column in columns.items()}
+    except Exception:
+        return None
 
 
 ItemSource = Any  # Callable[[Message], AsyncIterator[Any]]

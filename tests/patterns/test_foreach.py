@@ -424,7 +424,15 @@ async def test_a_split_of_a_json_body_reduces_as_a_message_per_item_for_every_ki
         told.append(parsed)
         return at_once(render, msg, items, parsed)
 
+    columns_at_once = foreach_step._columns_at_once
+    columned: list[bool] = []  # the same for the renders of the reduce's columns alone (no rows made)
+
+    def columns_spy(columns: Any, msg: Any, items: Any, parsed: bool) -> Any:
+        columned.append(parsed)
+        return columns_at_once(columns, msg, items, parsed)
+
     monkeypatch.setattr(foreach_step, "_all_at_once", spy)
+    monkeypatch.setattr(foreach_step, "_columns_at_once", columns_spy)
     qtys: list[list[Any]] = [[1, 2, 3], [1, 2.5, -4], [1e300, 2], [True, 1], [False], [1, "2"], [3, None, 4], [None],
                              [[1], 2], [{"k": 1}], [], [0, 1, 1.5e-10]]
     bodies: list[Any] = [{"items": [{"id": f"i{n}", "qty": q} for n, q in enumerate(qty)]} for qty in qtys]
@@ -442,5 +450,50 @@ async def test_a_split_of_a_json_body_reduces_as_a_message_per_item_for_every_ki
         assert good.json() == {"count": 3, "qty": 6, "mean": 2.0}
         boolean = await client.post("/fresh", json=bodies[3])
         assert boolean.status_code == 500 and "invalid type for value: True" in boolean.text
-    # both ways ran: the fresh flow's renders took the parser's own items, the others' did not
-    assert set(told) == {True, False}, told
+    # both ways ran: the fresh flow's renders took the parser's own items, the others' did not;
+    # the reduce reads only the count and the qty column, so those alone were rendered
+    assert set(columned) == {True, False}, columned
+    assert set(told) == {True, False}, told  # items that are no list: no column, the rows' way
+
+
+async def test_a_reduce_of_columns_alone_sets_stats_and_errors_as_a_message_per_item(tmp_path: Path) -> None:
+    # the reduce reads the results only by their count and sums: concurrency 1 renders the qty
+    # column alone, concurrency 2 runs a message per item. The same answers, the same variables,
+    # and the same failure, with the variables set before it (the error handler reads them)
+    def flow(name: str, concurrency: int) -> str:
+        return f"""
+      {name}:
+        source: {{http: {{method: POST, path: /{name}}}}}
+        steps:
+          - foreach:
+              items: ${{payload.items}}
+              concurrency: {concurrency}
+              stats: stats
+              errors: failed
+              on_item_error: collect
+              var: total
+              steps:
+                - payload: {{json: {{id: "${{payload.id}}", qty: "${{payload.qty}}", c: 1, t: text,
+                                   line: "${{vars.index}}"}}}}
+              reduce: "{{n: length(payload), qty: sum(payload[*].qty), top: max(payload[*].qty),
+                        low: min(payload[*].id)}}"
+          - payload: {{json: {{total: "${{vars.total}}", stats: "${{vars.stats}}", errors: "${{vars.failed}}"}}}}
+        on_error:
+          - respond: {{status: 200, json: {{failed: "${{error.message}}", stats: "${{vars.stats}}",
+                                           errors: "${{vars.failed}}"}}}}
+"""
+    write_flows(tmp_path, "flows:\n" + flow("columns", 1) + flow("general", 2))
+    bodies: list[Any] = [{"items": [{"id": f"i{n}", "qty": n} for n in range(5)]},
+                         {"items": [{"id": "a", "qty": 1.5}, {"id": "b"}, {"qty": 2}, 7, None]},
+                         {"items": [{"id": "a", "qty": True}]}, {"items": [{"id": "a", "qty": "x"}, {"id": 1}]},
+                         {"items": []}]
+    async with facade_client(tmp_path) as client:
+        for body in bodies:
+            one, general = [await client.post(f"/{name}", json=body) for name in ("columns", "general")]
+            assert one.status_code == general.status_code == 200, (body, one.text, general.text)
+            assert one.json() == general.json(), body
+        first = await client.post("/columns", json=bodies[0])
+        assert first.json() == {"total": {"n": 5, "qty": 10, "top": 4, "low": "i0"}, "errors": [],
+                                "stats": {"items": 5, "succeeded": 5, "failed": 0, "complete": True}}
+        failed = (await client.post("/columns", json=bodies[2])).json()
+        assert "invalid type" in failed["failed"] and failed["stats"]["items"] == 1 and failed["errors"] == []

@@ -233,6 +233,43 @@ def test_an_aggregate_told_its_rows_are_the_parsers_answers_as_one_that_checks_t
     assert repr(_outcome(lambda m: expr.evaluate_payload(m.payload), _message(jsonfast.loads(text)))) == expected
 
 
+COLUMNAR = {"{count: length(payload), qty: sum(payload[*].qty)}": frozenset({"qty"}),
+            "sum(payload[*].qty)": frozenset({"qty"}), "avg(payload[*].qty)": frozenset({"qty"}),
+            "max(payload[*].qty)": frozenset({"qty"}), "min(payload[*].qty)": frozenset({"qty"}),
+            "sum(payload[*].line)": frozenset({"line"}), "length(payload)": frozenset(),
+            "[sum(payload[*].qty), avg(payload[*].id)]": frozenset({"qty", "id"}),
+            "{n: length(payload), top: max(payload[*].id), env: env.REGION}": frozenset({"id"}),
+            # any other read of the rows needs the rows
+            "[sum(payload[*].qty), payload[*].id]": None, "payload[0].qty": None, "length(payload[*].qty)": None,
+            "sum(payload.items[*].qty)": None, "{n: length(payload), v: vars.index}": None, "sum(vars.list)": None}
+
+
+@pytest.mark.parametrize("source", list(COLUMNAR))
+def test_a_reduce_reading_the_rows_by_count_and_aggregates_needs_only_their_columns(source: str) -> None:
+    assert Expr(source, env=ENV, secrets={}).columnar == COLUMNAR[source]
+
+
+@pytest.mark.parametrize("source", [s for s, keys in COLUMNAR.items() if keys is not None])
+@pytest.mark.parametrize("text", [*PARSED_ROW_LISTS, "ROW_LISTS"])
+def test_a_reduce_given_the_rows_columns_answers_as_one_given_the_rows(source: str, text: str) -> None:
+    # the same value, of the same type, or the same error and its text, from the count and the
+    # columns as from the rows (told they are plain dicts holding their keys, and whose values
+    # are the parser's, or not)
+    from engine import jsonfast
+
+    expr = Expr(source, env=ENV, secrets={})
+    keys = expr.columnar
+    assert keys is not None
+    for rows in (ROW_LISTS if text == "ROW_LISTS" else [jsonfast.loads(text)]):
+        columns = {key: [row[key] for row in rows] for key in keys}
+        for typed in ((None,) if text == "ROW_LISTS" else (None, ROWS, frozenset({"qty"}), frozenset())):
+            expected = repr(_outcome(lambda m, t=typed: expr.evaluate_payload(m.payload, ROWS, t), _message(rows)))
+            assert expected == repr(_outcome(expr.evaluate, _message(rows)))
+            got = repr(_outcome(lambda _m, t=typed, c=columns, n=len(rows): expr.evaluate_columns(n, c, t),
+                                _message(None)))
+            assert got == expected, (rows, typed)
+
+
 @pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize("payload", SHAPES, ids=range(len(SHAPES)))
 def test_an_expression_reading_only_the_payload_answers_on_the_payload_alone(source: str, payload: Any) -> None:

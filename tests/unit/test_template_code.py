@@ -247,3 +247,41 @@ def test_a_message_says_when_its_payload_is_a_json_body_no_one_has_read() -> Non
     set_one.set_payload({"a": 1}, JSON)
     assert not set_one.json_unread()
     assert not Message(None, chunks(), "application/json").json_unread()  # still streaming
+
+
+COLUMN_TEMPLATES: list[Any] = [
+    {"id": "${payload.id}", "qty": "${payload.qty}", "line": "${vars.index}"},  # the split benchmark's item
+    {"deep": "${payload.a.b}", "c": 1, "f": 2.5, "t": "text", "n": None, 3: "${method}", "s": "${status}",
+     "tenant": "${vars.customer.name}", "all": "${payload}", "$${x}": "$${y}"},
+]
+
+
+@pytest.mark.parametrize("value", COLUMN_TEMPLATES, ids=range(len(COLUMN_TEMPLATES)))
+@pytest.mark.parametrize("text", PARSED_ITEMS, ids=range(len(PARSED_ITEMS)))
+def test_a_column_of_all_items_at_once_is_that_key_of_every_row(value: Any, text: str) -> None:
+    # a foreach whose reduce reads only some columns renders those alone: each is exactly the
+    # key's values of the rows render_items makes, for items that are no dict or lack a field,
+    # told that the items are the parser's or not, and after a KeyError made render_items slow
+    import orjson
+
+    made = Template(value, OPTIONS).for_items("index")
+    assert made is not None
+    render_items = made[0]
+    columns = vars(render_items)["columns"]
+    assert set(columns) == vars(render_items)["row_keys"]
+    msg = _message({"items": "the parent's payload"})
+    for items in (orjson.loads(text), ITEMS):
+        for plain in (True, False, True):
+            if items is ITEMS and plain:
+                continue  # ITEMS are not all the parser's values (an XML element)
+            rows = render_items(msg, items, plain)
+            for key, column in columns.items():
+                assert repr(column(msg, items, plain)) == repr([row[key] for row in rows]), key
+
+
+def test_a_template_whose_unread_keys_could_raise_has_no_columns() -> None:
+    # text around a ${...} takes its value's text, which could fail: such a key cannot be left out
+    for value in ({"id": "${payload.id}", "text": "n ${payload.id}"}, {"id": "${payload.id}", "n": {"k": 1}},
+                  {"id": "${payload.id}", "l": ["${payload.qty}"]}):
+        made = Template(value, OPTIONS).for_items("index")
+        assert made is not None and "columns" not in vars(made[0])
