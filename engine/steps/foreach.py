@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,8 +132,22 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
     # expression error on one is the caller's (engine/expression_blame.py)
     split_blame = _payload_read(config["items"], ctx) if "items" in config else None
     split_payload = "items" not in config or split_blame is not None
-    # items from an expression, one at a time, through steps that only shape values: no message per item
-    shapers = shapers_of(plan.steps) if plan.concurrency == 1 and plan.timeout is None else None
+    # items from an expression through steps that only shape values: no message per item. Such
+    # steps never wait, and neither does a listed source, so the general path (a message per
+    # item) runs them one after the other, each whole, and this path answers as it does:
+    # - at concurrency 1, complete.timeout too: the general path's items then all run in one turn
+    #   of the event loop, which a timeout cannot cut (asyncio.wait finds the feeder done);
+    # - at any concurrency without complete.count or complete.timeout: the items' tasks run in
+    #   the order they were made, each to its end; results, failures and stats are the same.
+    # Left out, at concurrency above 1: complete.count (the general path starts up to
+    # `concurrency` items before it sees the count reached, and counts them in stats.items) and
+    # complete.timeout (its feeder waits for a free slot, and the timeout can cut it there).
+    # Left out always: a step traced by OpenTelemetry (tracing on, a kind that does work, e.g.
+    # transform): engine/instrument.py wraps it so that each item has its own span, and it is no
+    # shaper then. A test's or try-it's trace (msg.trace) is kept: each item's steps are recorded
+    # as Steps.run records them.
+    value_only = plan.concurrency == 1 or (plan.count is None and plan.timeout is None)
+    shapers = shapers_of(plan.steps) if value_only else None
     listed = ctx.template(config["items"], "items") if shapers is not None and "items" in config else None
     ids = step_ids(plan.steps)
     # one payload step whose template only reads fields: every item rendered by one comprehension
@@ -163,19 +177,23 @@ def compile_foreach(config: Any, ctx: CompileContext) -> StepFn:
                                           else msg.payload_is_request_at(()))
         rendered = None
         parsed = False
-        if render_listed is not None and shapers is not None and msg.trace is None:
+        if render_listed is not None and shapers is not None:
             parsed = parsed_items and msg.json_unread()
             items = render_listed(msg)
             if type(items) is not list:
                 items = _listed_items(items)
             if columns is not None and reduce is not None and type(items) is list \
                     and (found := _columns_at_once(columns, msg, items, parsed)) is not None:
+                if msg.trace is not None:
+                    msg.trace.extend(ids * len(items))  # one step, run for every item
                 _all_succeeded(msg, len(items))
                 _place(msg, reduce.evaluate_columns(len(items), found, item_keys if parsed else None))
                 return
             rendered = _all_at_once(at_once, msg, items, parsed) if at_once is not None else None
             plain = rendered is not None and containers
             if rendered is not None:
+                if msg.trace is not None:
+                    msg.trace.extend(ids * len(rendered))
                 results = rendered if plan.keep_results else []
                 failures: list[Any] = []
                 stats = {"items": len(rendered), "succeeded": len(rendered), "failed": 0, "complete": True} \
@@ -357,6 +375,11 @@ def _shape_items(msg: Message, items: Iterable[Any], plan: _Plan, shapers: tuple
     first = tuple(zip(ids[:-1], (shaper.apply for shaper in shapers[:-1]), strict=True))
     last_id, last = ids[-1], shapers[-1]
     last_apply, last_value = last.apply, last.value  # value: the last step's payload, not set on scratch
+    trace = msg.trace
+    if trace is not None:  # a test's or try-it's: each step's id before it runs, as Steps.run records it
+        first = tuple((step_id, _recorded(apply, step_id, trace)) for step_id, apply in first)
+        last_apply = _recorded(last_apply, last_id, trace)
+        last_value = _recorded(last_value, last_id, trace) if last_value is not None else None
     results: list[Any] = []
     failures: list[dict[str, Any]] = []
     succeeded = seen = 0
@@ -401,6 +424,13 @@ def _shape_items(msg: Message, items: Iterable[Any], plan: _Plan, shapers: tuple
             results.append(result)
     stats = {"items": seen, "succeeded": succeeded, "failed": len(failures), "complete": not cut_by_count}
     return results, failures, stats
+
+
+def _recorded(run: Callable[[Message], Any], step_id: str, trace: list[str]) -> Callable[[Message], Any]:
+    def recorded(msg: Message) -> Any:
+        trace.append(step_id)
+        return run(msg)
+    return recorded
 
 
 async def _body_chunks(msg: Message) -> AsyncIterator[bytes]:

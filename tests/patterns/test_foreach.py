@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -234,9 +235,25 @@ def test_large_bodies_split_as_they_stream(tmp_path: Path, backend: BackendServe
     assert "DOCTYPE" in doctype.json()["detail"]
 
 
+# Each flow of the value-only tests below runs as these variants: the value-only path (no
+# message per item) at concurrency 1, at 4 and at 1 with a complete.timeout, and the general path
+# (a message per item) as the reference: at concurrency 2 with a complete.timeout, which keeps it
+# there (a timeout could cut it part-way) though this one never passes.
+VARIANTS = {"1": (1, False), "4": (4, False), "1t": (1, True), "g": (2, True)}
+VALUE_ONLY = ("1", "4", "1t")
+
+
+def _with_timeout(extra: str, timeout: bool) -> str:
+    if not timeout:
+        return extra
+    if "complete: {count: 2}" in extra:
+        return extra.replace("complete: {count: 2}", "complete: {count: 2, timeout: 1h}")
+    return extra + "\n              complete: {timeout: 1h}" if extra else "              complete: {timeout: 1h}"
+
+
 async def test_items_shaped_by_payload_steps_answer_as_on_a_message_each(tmp_path: Path) -> None:
-    # concurrency 1: the items run on one scratch message (no message per item); concurrency 2: the
-    # general path, a message per item. Both must give the same answers, errors and stats.
+    # the value-only variants run the items on one scratch message (no message per item); the
+    # general one a message per item. All must give the same answers, errors and stats.
     def flow(name: str, concurrency: int, extra: str) -> str:
         return f"""
       {name}:
@@ -257,26 +274,31 @@ async def test_items_shaped_by_payload_steps_answer_as_on_a_message_each(tmp_pat
     cases = {"plain": "", "collect": "              on_item_error: collect\n              errors: failed",
              "count": "              complete: {count: 2}", "fail": "",
              "reduce": "              reduce: \"{lines: length(payload), ids: payload[*].id}\""}
-    flows = "flows:\n" + "".join(flow(f"{case}{c}", c, extra) for case, extra in cases.items() for c in (1, 2))
+    flows = "flows:\n" + "".join(flow(f"{case}{v}", c, _with_timeout(extra, t)) for case, extra in cases.items()
+                                 for v, (c, t) in VARIANTS.items())
     write_flows(tmp_path, flows)
     good = {"items": [{"id": f"i{n}", "name": "x" * n} for n in range(4)]}
     bad = {"items": [{"id": "a", "name": "ab"}, {"id": "b", "name": 7}, {"id": "c", "name": "c"}]}
+    ignored = ("correlation_id", "instance")  # each request's own
     async with facade_client(tmp_path) as client:
         for case in cases:
             body = bad if case in ("collect", "fail") else good
-            one, general = [await client.post(f"/{case}{c}", json=body) for c in (1, 2)]
-            assert one.status_code == general.status_code, case
-            ignored = ("correlation_id", "instance")  # each request's own
-            assert {k: v for k, v in one.json().items() if k not in ignored} == \
-                {k: v for k, v in general.json().items() if k not in ignored}, case
-            assert one.status_code == (500 if case == "fail" else 200), case
+            general = await client.post(f"/{case}g", json=body)
+            assert general.status_code == (500 if case == "fail" else 200), case
+            # with complete.count, concurrency 4 is the general path too (see foreach.py), and its
+            # stats there are its own: it starts 4 items before it sees the count reached
+            for variant in (v for v in VALUE_ONLY if not (case == "count" and v == "4")):
+                one = await client.post(f"/{case}{variant}", json=body)
+                assert one.status_code == general.status_code, (case, variant)
+                assert {k: v for k, v in one.json().items() if k not in ignored} == \
+                    {k: v for k, v in general.json().items() if k not in ignored}, (case, variant)
 
 
 async def test_set_remove_and_transform_items_see_only_their_own_writes_on_either_path(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # set, remove and transform are shapers too: on the value-only path (concurrency 1) what one
-    # item's steps wrote (variables, headers, status, the payload) is put back before the next,
-    # as the general path's message per item (concurrency 2) starts clean
+    # set, remove and transform are shapers too: on the value-only path what one item's steps
+    # wrote (variables, headers, status, the payload) is put back before the next, as the general
+    # path's message per item starts clean
     def flow(name: str, concurrency: int, extra: str) -> str:
         return f"""
       {name}:
@@ -305,7 +327,8 @@ async def test_set_remove_and_transform_items_see_only_their_own_writes_on_eithe
 """
     cases = {"plain": "", "collect": "              on_item_error: collect\n              errors: failed",
              "reduce": "              reduce: \"{n: length(payload), qty: sum(payload[*].double)}\""}
-    flows = "flows:\n" + "".join(flow(f"{case}{c}", c, extra) for case, extra in cases.items() for c in (1, 2))
+    flows = "flows:\n" + "".join(flow(f"{case}{v}", c, _with_timeout(extra, t)) for case, extra in cases.items()
+                                 for v, (c, t) in VARIANTS.items())
     write_flows(tmp_path, flows)
     from engine.steps import foreach as foreach_step
 
@@ -318,11 +341,13 @@ async def test_set_remove_and_transform_items_see_only_their_own_writes_on_eithe
         answers = {}
         for case in cases:
             body = bad if case == "collect" else good
-            one, general = [await client.post(f"/{case}{c}", json=body) for c in (1, 2)]
-            assert one.status_code == general.status_code == 200, (case, one.text, general.text)
-            assert one.json() == general.json(), case
-            answers[case] = one.json()
-    assert len(shaped) == len(cases)  # concurrency 1 took it each time, concurrency 2 never
+            general = await client.post(f"/{case}g", json=body)
+            for variant in VALUE_ONLY:
+                one = await client.post(f"/{case}{variant}", json=body)
+                assert one.status_code == general.status_code == 200, (case, variant, one.text, general.text)
+                assert one.json() == general.json(), (case, variant)
+            answers[case] = general.json()
+    assert len(shaped) == len(VALUE_ONLY) * len(cases)  # each value-only variant took it each time, general never
     from engine import metrics
 
     metrics.push()
@@ -332,7 +357,7 @@ async def test_set_remove_and_transform_items_see_only_their_own_writes_on_eithe
                    if family.name == "interlace_step_duration_seconds" for sample in family.samples
                    if sample.name.endswith("_count") and sample.labels["flow"] == flow
                    and sample.labels["kind"] == "transform")
-    assert transforms_timed("plain1") == transforms_timed("plain2") == 3  # each item's transform is timed
+    assert transforms_timed("plain1") == transforms_timed("plain4") == transforms_timed("plaing") == 3  # each item
     each = [{"id": i, "before": "parent", "hdr": None, "st": 200, "at": n, "added": i, "double": q, "gone": "removed"}
             for n, (i, q) in enumerate([("a", 1), ("b", 2.5), ("c", 3)])]
     assert answers["plain"] == {"result": each, "stats": {"items": 3, "succeeded": 3, "failed": 0, "complete": True},
@@ -346,8 +371,8 @@ async def test_set_remove_and_transform_items_see_only_their_own_writes_on_eithe
 
 async def test_one_payload_step_reading_fields_renders_every_item_as_a_message_each(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # concurrency 1: every item from one comprehension (the payload step only reads fields);
-    # concurrency 2: a message per item. The same answers, stats and reduce.
+    # the value-only variants: every item from one comprehension (the payload step only reads
+    # fields); the general one: a message per item. The same answers, stats and reduce.
     def flow(name: str, concurrency: int, extra: str) -> str:
         return f"""
       {name}:
@@ -368,7 +393,8 @@ async def test_one_payload_step_reading_fields_renders_every_item_as_a_message_e
 """
     cases = {"plain": "", "reduce": "              reduce: \"{n: length(payload), qty: sum(payload[*].qty)}\"",
              "none": "              aggregate: none"}
-    flows = "flows:\n" + "".join(flow(f"{case}{c}", c, extra) for case, extra in cases.items() for c in (1, 2))
+    flows = "flows:\n" + "".join(flow(f"{case}{v}", c, _with_timeout(extra, t)) for case, extra in cases.items()
+                                 for v, (c, t) in VARIANTS.items())
     write_flows(tmp_path, flows)
     body = {"items": [{"id": "a", "qty": 1, "a": {"b": [1]}}, {"id": None, "qty": 2.5}, {"qty": 3}, 7, None,
                       "text", [1, 2], {"id": {"x": True}, "qty": 0}]}
@@ -379,16 +405,18 @@ async def test_one_payload_step_reading_fields_renders_every_item_as_a_message_e
     monkeypatch.setattr(foreach_step, "_all_at_once", lambda *args: rendered.append(at_once(*args)) or rendered[-1])
     async with facade_client(tmp_path) as client:
         for case in cases:
-            one, general = [await client.post(f"/{case}{c}", json=body) for c in (1, 2)]
-            assert one.status_code == general.status_code == 200, (case, one.text)
-            assert one.json() == general.json(), case
+            general = await client.post(f"/{case}g", json=body)
+            for variant in VALUE_ONLY:
+                one = await client.post(f"/{case}{variant}", json=body)
+                assert one.status_code == general.status_code == 200, (case, variant, one.text)
+                assert one.json() == general.json(), (case, variant)
             if case == "plain":
                 first = one.json()["result"][0]
                 assert first == {"id": "a", "qty": 1, "line": 0, "tenant": "acme", "ct": "application/json",
                                  "text": "a-0: 1", "all": body["items"][0], "deep": [1], "list": ["a", 1, {"n": None}]}
             if case == "reduce":  # 7, None, "text" and [1, 2] have no qty; the sum is of the others
                 assert one.json()["result"] == {"n": 8, "qty": 6.5}
-    assert len(rendered) == len(cases) and all(r is not None and len(r) == 8 for r in rendered)
+    assert len(rendered) == len(VALUE_ONLY) * len(cases) and all(r is not None and len(r) == 8 for r in rendered)
 
 
 async def test_a_split_of_a_json_body_reduces_as_a_message_per_item_for_every_kind_of_value(
@@ -407,6 +435,7 @@ async def test_a_split_of_a_json_body_reduces_as_a_message_per_item_for_every_ki
           - foreach:
               items: ${{payload.items}}
               concurrency: {concurrency}
+{_with_timeout("", concurrency > 1)}
               steps:
                 - payload: {{json: {{id: "${{payload.id}}", qty: "${{payload.qty}}", line: "${{vars.index}}"}}}}
               reduce: "{{count: length(payload), qty: sum(payload[*].qty), mean: avg(payload[*].qty)}}"
@@ -458,7 +487,7 @@ async def test_a_split_of_a_json_body_reduces_as_a_message_per_item_for_every_ki
 
 async def test_a_reduce_of_columns_alone_sets_stats_and_errors_as_a_message_per_item(tmp_path: Path) -> None:
     # the reduce reads the results only by their count and sums: concurrency 1 renders the qty
-    # column alone, concurrency 2 runs a message per item. The same answers, the same variables,
+    # column alone, concurrency 2 with a timeout runs a message per item. The same answers, the same variables,
     # and the same failure, with the variables set before it (the error handler reads them)
     def flow(name: str, concurrency: int) -> str:
         return f"""
@@ -468,6 +497,7 @@ async def test_a_reduce_of_columns_alone_sets_stats_and_errors_as_a_message_per_
           - foreach:
               items: ${{payload.items}}
               concurrency: {concurrency}
+{_with_timeout("", concurrency > 1)}
               stats: stats
               errors: failed
               on_item_error: collect
@@ -497,3 +527,66 @@ async def test_a_reduce_of_columns_alone_sets_stats_and_errors_as_a_message_per_
                                 "stats": {"items": 5, "succeeded": 5, "failed": 0, "complete": True}}
         failed = (await client.post("/columns", json=bodies[2])).json()
         assert "invalid type" in failed["failed"] and failed["stats"]["items"] == 1 and failed["errors"] == []
+
+
+async def test_a_tests_trace_records_each_items_steps_on_the_value_only_path(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # interlace test and try-it trace a request (the steps it ran, the one that failed): the
+    # value-only paths (scratch message, one comprehension, the reduce's columns) now run under
+    # a trace and record each item's steps as the general path's message per item does
+    from engine.compiler import compile_project
+    from engine.front import Facade
+    from engine.loader import load_project
+    from engine.steps import foreach as foreach_step
+
+    def flow(name: str, concurrency: int, timeout: bool, steps: str, extra: str = "") -> str:
+        return f"""
+      {name}:
+        source: {{http: {{method: POST, path: /{name}}}}}
+        steps:
+          - set: {{var: tenant, value: acme}}
+          - foreach:
+              items: ${{payload.items}}
+              concurrency: {concurrency}
+{_with_timeout(extra, timeout)}
+              steps:
+{steps}
+"""
+    shaping = ("                - payload: {json: {id: \"${payload.id}\", n: \"${length(payload.name)}\"}}\n"
+               "                - set: {var: seen, value: \"${payload.id}\"}")
+    one_step = "                - payload: {json: {id: \"${payload.id}\", qty: \"${payload.qty}\"}}"
+    reduce = "              reduce: \"{n: length(payload), qty: sum(payload[*].qty)}\""
+    kinds = {"shaping": (shaping, ""), "collect": (shaping, "              on_item_error: collect"),
+             "one": (one_step, ""), "columns": (one_step, reduce)}
+    flows = "flows:\n" + "".join(flow(f"{kind}{v}", c, t, steps, extra) for kind, (steps, extra) in kinds.items()
+                                 for v, (c, t) in VARIANTS.items())
+    write_flows(tmp_path, flows)
+    taken: list[str] = []
+    for name in ("_shape_items", "_all_at_once", "_columns_at_once"):
+        original = getattr(foreach_step, name)
+        monkeypatch.setattr(foreach_step, name, lambda *a, _o=original, _n=name: taken.append(_n) or _o(*a))
+    compiled = compile_project(load_project(tmp_path, compile_flows=False), env=dict(os.environ))
+    assert not compiled.errors, compiled.errors
+    await compiled.open()
+    facade = Facade(compiled)
+    facade.traces = []
+    good = {"items": [{"id": "a", "name": "ab", "qty": 1}, {"id": "b", "name": "c", "qty": 2.5}]}
+    bad = {"items": [{"id": "a", "name": "ab", "qty": 1}, {"id": "b", "name": 7}, {"id": "c", "name": "", "qty": 2}]}
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=facade),  # type: ignore[arg-type]
+                                     base_url="http://facade") as client:
+            for kind in kinds:
+                for body in (good, bad):
+                    seen = []
+                    for variant in ("g", *VALUE_ONLY):
+                        answer = await client.post(f"/{kind}{variant}", json=body)
+                        trace = facade.traces[-1]
+                        steps = [step.split("/", 1)[1] for step in trace.steps]  # less the flow's name
+                        failed = trace.failed_step.split("/", 1)[1] if trace.failed_step else None
+                        seen.append((answer.status_code, steps, failed))
+                    assert all(s == seen[0] for s in seen), (kind, body, seen)
+                    if kind == "shaping" and body is bad:
+                        assert seen[0][0] == 422 and seen[0][2] == "steps[1]/steps[0]"  # the caller's item
+    finally:
+        await compiled.close()
+    assert {"_shape_items", "_all_at_once", "_columns_at_once"} <= set(taken)
