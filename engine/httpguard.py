@@ -179,7 +179,8 @@ def _write_whole(transport: asyncio.Transport, status: int, default_headers: lis
         transport.writelines([b"".join(content), body])
 
 
-_READ_AT_HEAD_END = frozenset({b"expect", b"connection"})  # the fields the protocol itself reads
+# the fields the protocol itself reads
+_READ_AT_HEAD_END = frozenset({b"expect", b"connection", b"transfer-encoding"})
 
 
 def _head_size(url: bytes, headers: list[tuple[bytes, bytes]]) -> int:
@@ -469,8 +470,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if name == b"expect":
             if value.lower() == b"100-continue":
                 self.expect_100_continue = True
-        else:
+        elif name == b"connection":
             self._connection_header = True
+        elif value.strip().lower() != b"chunked":
+            # "gzip, chunked": the parser undoes the chunking only, and the app was handed the
+            # still-coded bytes as the body; a coding not understood is a 501 (RFC 9112, 6.1)
+            self._count("bad-transfer-encoding")
+            self._refusal = (501, "transfer-coding-not-implemented", "Transfer coding not implemented",
+                             "only the chunked transfer coding is understood here; send the body as it is, "
+                             "with Content-Length or Transfer-Encoding: chunked (a Content-Encoding for gzip)")
+            raise _Refused
 
     def _start_cycle(self) -> None:
         """uvicorn's ``HttpToolsProtocol.on_headers_complete``, done here (one frame less), with the

@@ -249,7 +249,7 @@ TLS_OCSP = Counter("interlace_tls_ocsp", "OCSP lookups of client certificates (e
 HTTP_REFUSED = Counter("interlace_http_refused", "Connections and request heads refused before reaching a flow "
                        "(engine/httpguard.py), by listener (facade, management) and reason (header-too-large, "
                        "too-many-headers, uri-too-long, header-timeout, first-byte-timeout, max-connections, "
-                       "bad-request; certificate-revoked, certificate-status-unknown and "
+                       "bad-request, bad-transfer-encoding; certificate-revoked, certificate-status-unknown and "
                        "certificate-status-unavailable: a client certificate refused by OCSP).",
                        ("listener", "reason"), registry=REGISTRY)
 CLIENT_DISCONNECTS = Counter("interlace_http_client_disconnects", "Requests whose client closed the connection "

@@ -135,3 +135,28 @@ def test_silent_connections_do_not_pile_up(tmp_path: Path) -> None:
         assert fds_after <= fds_before + 2, (fds_before, fds_after)
 
 
+
+
+def _posted(port: int, coding: str, body: bytes) -> rawhttp.RawResponse:
+    with rawhttp.connect(port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     b"Content-Type: application/json\r\nTransfer-Encoding: " + coding.encode() + b"\r\n\r\n" + body)
+        return rawhttp.read_response(sock)
+
+
+def test_a_transfer_coding_other_than_chunked_is_501(tmp_path: Path) -> None:
+    # "gzip, chunked": the parser undid the chunking only and the flow got the still-coded bytes as
+    # the body (here: not gzip at all, and served 200 as if it were plain JSON)
+    folder = write_flows(tmp_path, """
+flows:
+  echo:
+    source: {http: {method: POST, path: /echo}}
+    steps:
+      - respond: {json: {got: "${payload}"}}
+""")
+    with run_engine(folder) as running:
+        coded = _posted(running.port, "gzip, chunked", b"7\r\n{\"a\":1}\r\n0\r\n\r\n")
+        plain = _posted(running.port, "Chunked", b"7\r\n{\"a\":1}\r\n0\r\n\r\n")
+    problem = rawhttp.assert_problem(coded, 501, "transfer-coding-not-implemented")
+    assert "only the chunked transfer coding is understood here" in problem["detail"]
+    assert plain.status == 200 and plain.json() == {"got": {"a": 1}}
