@@ -34,7 +34,7 @@ from engine.message import Message
 from engine.model import Location
 from engine.registry import StepFn
 from engine.testing.client_cert import ClientCertError, client_cert_view, presenting
-from engine.testing.mocks import MockFactory, body_of, make_rule
+from engine.testing.mocks import BodyFileError, MockFactory, body_of, make_rule
 from engine.testing.suite import load_suite
 
 SHOWN_BYTES = 64 * 1024
@@ -201,7 +201,10 @@ async def try_flow(folder: Path, request: dict[str, Any], *, mocks: dict[str, li
                         for e in compiled.errors])
     facade = Facade(compiled)
     facade.traces = []
-    body, content_type = body_of(request, mocks_dir or folder)
+    try:
+        body, content_type = body_of(request, mocks_dir or folder)
+    except BodyFileError as exc:
+        raise TryError(f"request {exc}", []) from None
     method = str(request.get("method", "POST" if body else "GET")).upper()
     headers = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
     if content_type and not any(k.lower() == "content-type" for k in headers):

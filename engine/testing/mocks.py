@@ -22,6 +22,7 @@ from engine import jsonfast
 from engine.expressions import Expr, compile_condition
 from engine.message import Message
 from engine.model import Location
+from engine.paths import OutsideFolder, inside
 from engine.units import parse_duration
 
 
@@ -100,8 +101,14 @@ class Rule:
         return self.condition is None or self.condition.is_true(call.message())
 
 
+class BodyFileError(ValueError):
+    """A ``file:`` body that names a file outside the folder, or none that can be read."""
+
+
 def body_of(spec: Any, base: Path) -> tuple[bytes, str | None]:
-    """The body a request, response or expectation spells out, with its default content type."""
+    """The body a request, response or expectation spells out, with its default content type.
+    A ``file`` lies inside ``base`` (engine.paths): the designer's try-it read any file the
+    engine could (../../etc/..., /etc/...) and showed it, and a missing one was a 500."""
     content_type = spec.get("content_type")
     if "json" in spec:
         return jsonfast.dumps(spec["json"]), content_type or "application/json"
@@ -110,9 +117,16 @@ def body_of(spec: Any, base: Path) -> tuple[bytes, str | None]:
     if "text" in spec:
         return str(spec["text"]).encode(), content_type or "text/plain; charset=utf-8"
     if "file" in spec:
-        path = base / str(spec["file"])
+        try:
+            path = inside(base, str(spec["file"]))
+            data = path.read_bytes()
+        except OutsideFolder as exc:
+            raise BodyFileError(f"file: {exc}") from None
+        except OSError as exc:
+            raise BodyFileError(f"file: {str(spec['file'])!r} cannot be read ({exc.strerror or type(exc).__name__})") \
+                from None
         guessed = mimetypes.guess_type(path.name)[0]
-        return path.read_bytes(), content_type or guessed or "application/octet-stream"
+        return data, content_type or guessed or "application/octet-stream"
     return b"", content_type
 
 

@@ -25,7 +25,7 @@ from engine.message import Message
 from engine.model import Location, Project
 from engine.sources.manager import SourceManager
 from engine.testing.client_cert import ClientCertError, client_cert_view, presenting
-from engine.testing.mocks import HTTP_MATCH, MockCall, MockFactory, Rule, body_of, fits, make_rule
+from engine.testing.mocks import HTTP_MATCH, BodyFileError, MockCall, MockFactory, Rule, body_of, fits, make_rule
 from engine.testing.operation_mocks import mock_fields
 from engine.testing.suite import Case, Suite
 from engine.xmlsafe import parse_xml
@@ -334,7 +334,10 @@ class SuiteRunner:
         facade.traces = []
         request = case.node["request"]
         self._check_route(case, facade, request)
-        body, content_type = body_of(request, self.suite.file.parent)
+        try:
+            body, content_type = body_of(request, self.suite.file.parent)
+        except BodyFileError as exc:
+            raise SuiteError([LoadError.at(case.at("request", "file"), str(exc))]) from None
         method = str(request.get("method", "POST" if body else "GET")).upper()
         headers = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
         if content_type and not any(k.lower() == "content-type" for k in headers):
@@ -386,7 +389,10 @@ class SuiteRunner:
             raise SuiteError([LoadError.at(case.at("message", "flow"),
                                            f"no flow {spec['flow']!r} with a source other than http "
                                            f"(such flows: {names})")])
-        body, content_type = body_of(spec, self.suite.file.parent)
+        try:
+            body, content_type = body_of(spec, self.suite.file.parent)
+        except BodyFileError as exc:
+            raise SuiteError([LoadError.at(case.at("message", "file"), str(exc))]) from None
         msg = Message(body=body or b"", content_type=content_type,
                       headers={str(k).lower(): str(v) for k, v in (spec.get("headers") or {}).items()},
                       correlation_id="test-message")

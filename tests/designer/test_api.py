@@ -322,3 +322,21 @@ def test_a_try_request_of_the_wrong_shape_is_a_422_not_a_500(client: TestClient,
     assert answer.status_code == 422, answer.text
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["detail"] == says
+
+
+def test_a_try_request_body_file_lies_in_the_flow_folder(client: TestClient, folder: Path) -> None:
+    # request: {file: ../../etc/hostname} was read and shown in the run (the request's body, and
+    # the answer of any flow echoing it); a missing file was a 500
+    (folder.parent / "outside.json").write_text('{"type": "secret"}', encoding="utf-8")
+    (folder / "gold.json").write_text('{"type": "gold"}', encoding="utf-8")
+    answers = {name: client.post("/api/try", headers=CHANGE, json={
+        "file": "route.yaml", "mocks": True, "request": {"method": "POST", "path": "/route", "file": name}})
+        for name in ("../outside.json", str(folder.parent / "outside.json"), "missing.json", "gold.json")}
+    for name in ("../outside.json", str(folder.parent / "outside.json")):
+        assert answers[name].status_code == 422, answers[name].text
+        assert "is outside the flow folder" in answers[name].json()["detail"]
+        assert "secret" not in answers[name].text
+    assert answers["missing.json"].status_code == 422
+    assert answers["missing.json"].json()["detail"] == "request file: 'missing.json' cannot be read (No such file " \
+                                                       "or directory)"
+    assert answers["gold.json"].status_code == 200 and answers["gold.json"].json()["response"]["status"] == 200

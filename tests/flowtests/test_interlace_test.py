@@ -257,3 +257,28 @@ async def test_a_suite_sees_the_status_a_caller_would(tmp_path: Path) -> None:
     (tmp_path / "flows.test.yaml").write_text(dedent(COUNTING_SUITE).lstrip().replace("status: 422", "status: 500"))
     text, passed, failed = text_report(await run_paths([tmp_path]), style=Style(False))
     assert (passed, failed) == (1, 1) and "422" in text, text
+
+
+def test_a_request_body_file_outside_the_folder_is_a_mistake_at_its_place(tmp_path: Path) -> None:
+    # request: {file: ../secret.json} was read and sent; a missing file was a traceback
+    (tmp_path / "secret.json").write_text('{"tier": "gold"}')
+    (tmp_path / "flows").mkdir()
+    folder(tmp_path / "flows", """
+    cases:
+      - name: from outside
+        request: {method: GET, path: /customers/1, file: ../secret.json}
+        mocks: {crm: [{respond: {json: {tier: gold}}}]}
+        expect: {status: 200}
+      - name: from nowhere
+        request: {method: GET, path: /customers/2, file: missing.json}
+        mocks: {crm: [{respond: {json: {tier: gold}}}]}
+        expect: {status: 200}
+    """)
+    result = interlace("test", str(tmp_path / "flows"))
+    assert result.returncode == 1, result.stdout
+    assert "0 passed, 2 failed" in result.stdout, result.stdout
+    said = result.stdout
+    assert "flows.test.yaml:3:54: mistake in the case: file: '../secret.json' is outside the flow folder" in said
+    assert "flows.test.yaml:7:54: mistake in the case: file: 'missing.json' cannot be read (No such file or " \
+           "directory)" in said
+    assert "Traceback" not in result.stdout + result.stderr
