@@ -16,7 +16,14 @@ from jsonpath_ng.jsonpath import Child, Fields, Index, Root
 from lxml import etree
 
 from engine.compiler import CompileContext, StepConfigError
-from engine.errors import ExpressionError, PayloadShapeError, UnencodableValue, UnsupportedMediaType
+from engine.errors import (
+    ExpressionError,
+    PayloadShapeError,
+    RequestDataInvalid,
+    UnencodableValue,
+    UnsupportedMediaType,
+)
+from engine.expression_blame import value_is_request
 from engine.expressions import Template, to_text
 from engine.message import JSON, TEXT, XML, Message
 from engine.registry import StepFn, status_field, step_kind
@@ -211,7 +218,7 @@ def compile_set(config: Any, ctx: CompileContext) -> StepFn:
         status = ctx.template(config["status"], "status")
 
         def set_status(msg: Message) -> None:
-            msg.status = _status(status.render(msg))
+            msg.status = _status(status.render(msg), status, msg)
         actions.append(set_status)
 
     writes = frozenset(part for part, keys in ((VARS, ("var", "vars")), (HEADERS, ("header", "headers")),
@@ -254,14 +261,21 @@ def _placed_xml(config: Any, ctx: CompileContext, action: str) -> Callable[[Mess
     return lambda msg: place_xml(msg, xpath, nodes_of(template.render(msg)), action, "set at")
 
 
-def _status(value: Any) -> int:
+def _status(value: Any, template: Template | None = None, msg: Message | None = None) -> int:
+    """The status ``template`` gave on ``msg``: a value that is none is the caller's mistake (422
+    request-data-invalid) when the template read it from what the caller sent, as it came
+    (``${payload.status}`` on the request's body), else the flow's (500), as resequence's number."""
     try:
         status = int(value)
     except (TypeError, ValueError):
-        raise ExpressionError(f"status must be a number from 100 to 599, got {value!r}") from None
-    if not 100 <= status <= 599:
-        raise ExpressionError(f"status must be a number from 100 to 599, got {status}")
-    return status
+        status = None
+    if status is not None and 100 <= status <= 599:
+        return status
+    detail = f"status must be a number from 100 to 599, got {str(value)[:40]!r}"
+    if template is not None and msg is not None \
+            and value_is_request(tuple(e.blame for e in template.expressions), msg):
+        raise RequestDataInvalid(f"the request does not fit this flow: {detail}")
+    raise ExpressionError(detail)
 
 
 def _set_var(name: str, value: Template) -> Callable[[Message], None]:

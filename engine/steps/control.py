@@ -223,7 +223,7 @@ def compile_respond(config: Any, ctx: CompileContext) -> StepFn:
 
     async def run(msg: Message) -> None:
         if status is not None:
-            msg.status = _status(status.render(msg))
+            msg.status = _status(status.render(msg), status, msg)
         if set_body is not None:
             set_body(msg)
         for name, value in headers:
@@ -259,6 +259,6 @@ def compile_fail(config: Any, ctx: CompileContext) -> StepFn:
             raise StepConfigError(str(exc.detail), "status") from None
 
     async def run(msg: Message) -> None:
-        raise RaisedError(to_text(message.render(msg)), status=_status(status.render(msg)), code=code)
+        raise RaisedError(to_text(message.render(msg)), status=_status(status.render(msg), status, msg), code=code)
 
     return run

@@ -72,6 +72,15 @@ flows:
     source: {http: {method: POST, path: /dearest}}
     steps:
       - respond: {json: {dearest: "${max_by(payload.lines, &price)}", cheapest: "${min_by(payload.lines, &price)}"}}
+  answer-as-asked:
+    source: {http: {method: POST, path: /answer-as-asked}}
+    steps:
+      - respond: {status: "${payload.status}", json: {ok: true}}
+  answer-as-kept:
+    source: {http: {method: POST, path: /answer-as-kept}}
+    steps:
+      - set: {var: status, value: "${payload.status}"}
+      - respond: {status: "${vars.status}", json: {ok: true}}
   above:
     source: {http: {method: POST, path: /above}}
     steps:
@@ -192,6 +201,17 @@ def test_the_callers_data_that_python_itself_refuses_is_a_422_not_a_500(engine: 
     # a string ordered against a number is null (JMESPath's rule, and the compiled comparisons'), not a TypeError
     assert post(engine, "/above", {"lines": [{"price": "x"}, {"price": 12}]}).json() == {"above": [{"price": 12}]}
     assert "Traceback" not in engine.log()
+
+
+def test_a_status_the_caller_sent_that_is_no_status_is_a_422(engine: RunningEngine) -> None:
+    # respond: {status: ${payload.status}} with 99, "abc" or nothing was a 500 expression-error
+    assert post(engine, "/answer-as-asked", {"status": 201}).status == 201
+    for status in (99, "abc", None):
+        problem = rawhttp.assert_problem(post(engine, "/answer-as-asked", {"status": status}), 422,
+                                         "request-data-invalid")
+        assert "status must be a number from 100 to 599" in str(problem["detail"])
+    # through a variable it is the flow's choice, as with any expression over vars
+    rawhttp.assert_problem(post(engine, "/answer-as-kept", {"status": 99}), 500, "expression-error")
 
 
 def test_a_slice_with_step_0_and_a_split_on_nothing_are_load_errors(tmp_path: Path) -> None:
