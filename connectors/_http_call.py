@@ -117,7 +117,7 @@ def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After 
     clock = time.perf_counter
     ok, failed = timer if timer is not None else (None, None)
     current_span = tracing.current.get
-    with_context = tracing.with_context
+    trace_headers = tracing.TRACE_HEADERS
     record_call = tracing.record_call
     getrandbits = random.getrandbits
     time_ns = time.time_ns
@@ -167,9 +167,21 @@ def folded(endpoint: HttpEndpoint, render: Render, accept: Accept, after: After 
                     headers = seen.propagate(headers)
             else:  # the traced step: its attempt's span under the request's, recorded here (record_call)
                 span_id = (getrandbits(64) or 1).to_bytes(8, "little")
-                headers = with_context(base.headers_with(request.headers, request.forwarded),
-                                       f"00-{parent.trace_id}-{span_id.hex()}-{'01' if parent.sampled else '00'}",
-                                       parent.trace_state)
+                traceparent = f"00-{parent.trace_id}-{span_id.hex()}-{'01' if parent.sampled else '00'}"
+                headers = base.headers_with(request.headers, request.forwarded)
+                # tracing.with_context's work without its call and copy: the list headers_with
+                # made is this call's own (unless it is the endpoint's, unchanged), so the context
+                # is appended to it; any traceparent/tracestate already there is replaced
+                for pair in headers:  # a loop, not a comprehension's frame: the usual list has none
+                    if pair[0] in trace_headers:
+                        headers = [pair for pair in headers if pair[0] not in trace_headers]
+                        break
+                else:
+                    if headers is base.headers:
+                        headers = headers.copy()
+                headers.append(("traceparent", traceparent))
+                if parent.trace_state:
+                    headers.append(("tracestate", parent.trace_state))
                 if parent.sampled:
                     trace_id = parent.trace_id
                     head = (heads.get(method) or head_of(method))[1]

@@ -168,9 +168,21 @@ def test_a_requests_server_span_from_the_front_is_what_the_sdk_encodes(monkeypat
     missing = telemetry.begin("DELETE", "/gone/1", {}, new_id)
     telemetry.routed(missing, "gone", "/gone/{n}")
     telemetry.end(missing, 404, None, None, Failed("no such thing"))
+    # the usual request (a trace of its own, the engine's own id, a call answered, no error): its
+    # spans are each written in one pack (end_server's and record_call's shapes)
+    plain_id = "0123456789abcdef0123456789abcdef"
+    plain = telemetry.begin("GET", "/orders/8", {}, plain_id)
+    telemetry.routed(plain, "orders", "/orders/{id}", telemetry.RouteTallies("orders", "/orders/{id}"))
+    plain_begun = next(clock)
+    tracing.record_call(plain, bytes.fromhex("0a0b0c0d0e0f0102"), head,
+                        observe.url_attribute("http://127.0.0.1:9/api/o/8"), plain_begun, 200)
+    plain_call_end = next(clock) - 1_000
+    telemetry.end(plain, 200)
 
     def ended(span: telemetry.Seen) -> int:  # the clock's reading after the one its start took
-        return span.start_ns + 1_000 if span is not seen else client_end + 2_000
+        if span is seen:
+            return client_end + 2_000
+        return plain_call_end + 2_000 if span is plain else span.start_ns + 1_000
 
     route = {"http.request.method": "GET", "http.route": "/orders/{id}", "interlace.flow": "orders"}
     expected = [
@@ -190,6 +202,11 @@ def test_a_requests_server_span_from_the_front_is_what_the_sdk_encodes(monkeypat
          ended(missing), {"http.request.method": "DELETE", "http.route": "/gone/{n}", "interlace.flow": "gone"},
          {"url.path": "/gone/1", "interlace.correlation_id": new_id, "http.response.status_code": 404,
           "error.type": "backend-status"}, tracing.UNSET, ""),
+        ("GET", tracing.CLIENT, plain.trace_id, 0x0A0B0C0D0E0F0102, plain.span_id, "", plain_begun, plain_call_end,
+         shared, {"url.full": "http://127.0.0.1:9/api/o/8", "http.response.status_code": 200}, tracing.UNSET, ""),
+        ("GET /orders/{id}", tracing.SERVER, plain.trace_id, plain.span_id, 0, "", plain.start_ns, ended(plain), route,
+         {"url.path": "/orders/8", "interlace.correlation_id": plain_id, "http.response.status_code": 200},
+         tracing.UNSET, ""),
     ]
     resource = Resource.create({"service.name": "orders-facade"})
     sdk = encode_spans([span_export.readable(one, resource) for one in expected])
