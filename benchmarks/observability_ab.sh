@@ -5,6 +5,7 @@
 #   benchmarks/observability_ab.sh [SECONDS] [ROUNDS]            # default 4 s, 6 rounds
 #   BEFORE=/tmp/interlace-before benchmarks/observability_ab.sh   # also an older checkout, as "before"
 #   ENGINES="off traced" benchmarks/observability_ab.sh 4 12     # only these engines (off among them)
+#   TRACED_ENV="OTEL_BSP_MAX_EXPORT_BATCH_SIZE=64" ...            # more variables for "traced" alone
 #
 # Engines, all running at once pinned to CPU 0 (an idle one costs nothing), the echo backend, wrk
 # and the span sink on CPU 1; every round drives each engine's cell back to back, in a rotating
@@ -123,7 +124,8 @@ for e in "${engines[@]}"; do
     env_words=()
     level=warning
     case $e in
-        traced) env_words=("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT" "OTEL_TRACES_SAMPLER=always_on") ;;
+        traced) env_words=("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT" "OTEL_TRACES_SAMPLER=always_on"
+                           ${TRACED_ENV:-}) ;;
         # the parts: no timed export either, so that the sink counts "traced"'s spans alone
         tracednoqueue | tracednoexport)
             env_words=("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT" "OTEL_TRACES_SAMPLER=always_on"
@@ -214,10 +216,15 @@ def paired(e: str, against: str) -> str:
 if "traced" in cpu:
     print(f"tracing on at 100 %:  {cpu['traced'] / cpu['off'] - 1:+.1%} CPU per request against off "
           f"({cpu['traced'] - cpu['off']:+.0f} µs, export thread included){paired('traced', 'off')}")
-if "beforetraced" in cpu:
+if "beforetraced" in cpu and "before" in cpu:
     print(f"before, tracing on:   {cpu['beforetraced'] / cpu['before'] - 1:+.1%} CPU per request against before off "
           f"({cpu['beforetraced'] - cpu['before']:+.0f} µs, of which processes under it {helper['beforetraced']:.0f} µs)"
           f"{paired('beforetraced', 'before')}")
+if "beforetraced" in cpu:  # this tree's tracing against BEFORE's, each against this tree's off
+    print(f"before, tracing on:   {cpu['beforetraced'] / cpu['off'] - 1:+.1%} CPU per request against off"
+          f"{paired('beforetraced', 'off')}")
+    if "traced" in cpu:
+        print(f"traced / beforetraced: {cpu['traced'] / cpu['beforetraced'] - 1:+.1%}{paired('traced', 'beforetraced')}")
 if "notracing" in cpu:
     print(f"tracing off:          {cpu['off'] / cpu['notracing'] - 1:+.1%} against the tracing code compiled away")
 if "nometrics" in cpu:
