@@ -64,6 +64,17 @@ def callgrind_totals(out: Path, per: float) -> dict[str, float]:
     return totals
 
 
+def callgrind_run_total(script: str, args: list[str], out: Path) -> float:
+    """Run ``script`` (a Python file) under callgrind with ``args``: the instructions of the whole run
+    (the total of the one dump ``out``)."""
+    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, script,
+                    *args], check=True, capture_output=True)
+    for line in out.read_text().splitlines():
+        if line.startswith("totals:") or line.startswith("summary:"):
+            return float(line.split()[1])
+    raise SystemExit(f"no totals in {out}")
+
+
 def check_cells(text: str) -> list[str]:
     """The cells of a ``--cells`` argument, each one known."""
     cells = text.split(",")

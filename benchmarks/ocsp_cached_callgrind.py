@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.hotpath_common import callgrind_run_total  # noqa: E402
 
 
 def _run(part: str, calls: int) -> None:
@@ -72,12 +73,7 @@ def _run(part: str, calls: int) -> None:
 
 
 def _instructions(part: str, calls: int, out: Path) -> float:
-    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-                    "--inner", part, "--calls", str(calls)], check=True, capture_output=True)
-    for line in out.read_text().splitlines():
-        if line.startswith("totals:") or line.startswith("summary:"):
-            return float(line.split()[1])
-    raise SystemExit(f"no totals in {out}")
+    return callgrind_run_total(__file__, ["--inner", part, "--calls", str(calls)], out)
 
 
 def main() -> None:
